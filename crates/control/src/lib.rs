@@ -1,0 +1,128 @@
+//! The control plane: every ECS operation as a state transition over the store.
+//!
+//! *Architecture invariant:* nothing here reads the wall clock or invents
+//! randomness. The time of a request and fresh ids come in through [`Clock`]
+//! and [`IdSource`], so a simulation can drive the same code in virtual time.
+//!
+//! *API boundary:* this crate speaks typed requests and responses
+//! ([`flotilla_types::ecs::EcsRequest`] / `EcsResponse`) and [`ApiError`]; it
+//! knows nothing of HTTP, JSON framing or signatures.
+
+use std::sync::Arc;
+
+use flotilla_store::Store;
+use flotilla_types::arn::Scope;
+use flotilla_types::ecs::{EcsRequest, EcsResponse};
+use flotilla_types::ApiError;
+
+mod account_settings;
+mod clusters;
+mod page;
+mod records;
+mod tags;
+mod task_definitions;
+#[cfg(test)]
+mod testing;
+
+/// Source of the current time. The edge passes the wall clock; simulations
+/// pass a virtual one.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// Source of fresh unique ids (UUID-shaped strings).
+pub trait IdSource: Send + Sync {
+    fn uuid(&self) -> String;
+}
+
+/// Who is calling: the identity the request was signed with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub access_key_id: String,
+    /// The IAM principal the access key belongs to, e.g. `arn:aws:iam::000000000000:root`.
+    pub principal_arn: String,
+}
+
+/// The ECS control plane of one region and account.
+pub struct Ecs {
+    store: Arc<dyn Store>,
+    scope: Scope,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+}
+
+impl Ecs {
+    pub fn new(
+        store: Arc<dyn Store>,
+        scope: Scope,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+    ) -> Self {
+        Self { store, scope, clock, ids }
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Seconds since the epoch, as ECS's wire timestamps carry them.
+    fn now_seconds(&self) -> f64 {
+        self.clock.now_ms() as f64 / 1000.0
+    }
+
+    /// Carries out one request.
+    pub async fn handle(&self, caller: &Caller, request: EcsRequest) -> Result<EcsResponse, ApiError> {
+        if let Some(member) = request.missing_required() {
+            return Err(ApiError::invalid_parameter(format!(
+                "{member} is required for {}",
+                request.operation()
+            )));
+        }
+        use EcsRequest as Q;
+        use EcsResponse as R;
+        Ok(match request {
+            Q::CreateCluster(r) => R::CreateCluster(self.create_cluster(r).await?),
+            Q::DescribeClusters(r) => R::DescribeClusters(self.describe_clusters(r)?),
+            Q::ListClusters(r) => R::ListClusters(self.list_clusters(r)?),
+            Q::DeleteCluster(r) => R::DeleteCluster(self.delete_cluster(r).await?),
+            Q::UpdateCluster(r) => R::UpdateCluster(self.update_cluster(r).await?),
+            Q::UpdateClusterSettings(r) => {
+                R::UpdateClusterSettings(self.update_cluster_settings(r).await?)
+            }
+            Q::RegisterTaskDefinition(r) => {
+                R::RegisterTaskDefinition(self.register_task_definition(r).await?)
+            }
+            Q::DescribeTaskDefinition(r) => {
+                R::DescribeTaskDefinition(self.describe_task_definition(r)?)
+            }
+            Q::ListTaskDefinitions(r) => R::ListTaskDefinitions(self.list_task_definitions(r)?),
+            Q::ListTaskDefinitionFamilies(r) => {
+                R::ListTaskDefinitionFamilies(self.list_task_definition_families(r)?)
+            }
+            Q::DeregisterTaskDefinition(r) => {
+                R::DeregisterTaskDefinition(self.deregister_task_definition(r).await?)
+            }
+            Q::DeleteTaskDefinitions(r) => {
+                R::DeleteTaskDefinitions(self.delete_task_definitions(r).await?)
+            }
+            Q::TagResource(r) => R::TagResource(self.tag_resource(r).await?),
+            Q::UntagResource(r) => R::UntagResource(self.untag_resource(r).await?),
+            Q::ListTagsForResource(r) => R::ListTagsForResource(self.list_tags_for_resource(r)?),
+            Q::PutAccountSetting(r) => R::PutAccountSetting(self.put_account_setting(caller, r).await?),
+            Q::PutAccountSettingDefault(r) => {
+                R::PutAccountSettingDefault(self.put_account_setting_default(r).await?)
+            }
+            Q::ListAccountSettings(r) => R::ListAccountSettings(self.list_account_settings(caller, r)?),
+            Q::DeleteAccountSetting(r) => {
+                R::DeleteAccountSetting(self.delete_account_setting(caller, r).await?)
+            }
+            other => {
+                return Err(ApiError::new(
+                    "UnsupportedFeatureException",
+                    400,
+                    format!("{} is not supported by this Flotilla server yet", other.operation()),
+                ))
+            }
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! Typed records over the byte-valued store, and the optimistic retry loop.
+
+use bytes::Bytes;
+use flotilla_store::{Entry, Revision, Store, StoreError, Txn};
+use flotilla_types::ApiError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// How many times a mutation re-reads and retries after losing a
+/// compare-and-swap race before it gives up with a ServerException.
+pub const CONFLICT_RETRIES_MAX: usize = 64;
+
+/// A decoded value and the revision it was read at.
+pub struct Versioned<T> {
+    pub value: T,
+    pub revision: Revision,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Bytes {
+    // Serializing our own plain-data records cannot fail: they hold no maps
+    // with non-string keys and no custom serializers.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+pub fn decode<T: DeserializeOwned>(entry: &Entry) -> Result<T, ApiError> {
+    serde_json::from_slice(&entry.value).map_err(|error| {
+        tracing::error!(key = %entry.key, %error, "stored record does not decode");
+        ApiError::server(format!("stored record {} is unreadable", entry.key))
+    })
+}
+
+pub fn store_error(error: StoreError) -> ApiError {
+    tracing::error!(%error, "store failed");
+    ApiError::server("the state store failed; try again")
+}
+
+pub fn get<T: DeserializeOwned>(store: &dyn Store, key: &str) -> Result<Option<Versioned<T>>, ApiError> {
+    match store.get(key).map_err(store_error)? {
+        Some(entry) => Ok(Some(Versioned { value: decode(&entry)?, revision: entry.mod_revision })),
+        None => Ok(None),
+    }
+}
+
+/// What one attempt of a mutation decided: a transaction to commit and the
+/// answer to give once it has committed.
+pub enum Attempt<T> {
+    Commit(Txn, T),
+    /// Nothing to write; answer at once.
+    Done(T),
+}
+
+/// Runs `attempt` (read, decide, build a conditional transaction) and commits
+/// what it returns, re-running it from fresh reads whenever another writer won
+/// the race. Every mutation of the control plane goes through here.
+pub async fn mutate<T>(
+    store: &dyn Store,
+    mut attempt: impl FnMut() -> Result<Attempt<T>, ApiError>,
+) -> Result<T, ApiError> {
+    for _ in 0..CONFLICT_RETRIES_MAX {
+        match attempt()? {
+            Attempt::Done(answer) => return Ok(answer),
+            Attempt::Commit(txn, answer) => match store.commit(txn).await {
+                Ok(_) => return Ok(answer),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(error) => return Err(store_error(error)),
+            },
+        }
+    }
+    Err(ApiError::server("too many concurrent updates to the same resource; try again"))
+}
+
+/// Where each kind of record lives in the store. Every key the control plane
+/// writes is built here, so the layout can be read in one place.
+pub mod keys {
+    pub const CLUSTERS: &str = "ecs/clusters/";
+    pub const TASK_DEFINITIONS: &str = "ecs/taskdefs/";
+    pub const FAMILIES: &str = "ecs/families/";
+    pub const ACCOUNT_SETTINGS: &str = "ecs/account-settings/";
+
+    pub fn cluster(name: &str) -> String {
+        format!("{CLUSTERS}{name}")
+    }
+
+    /// Container instances registered in a cluster.
+    pub fn instances_of(cluster: &str) -> String {
+        format!("ecs/instances/{cluster}/")
+    }
+
+    /// Tasks of a cluster, running or recently stopped.
+    pub fn tasks_of(cluster: &str) -> String {
+        format!("ecs/tasks/{cluster}/")
+    }
+
+    /// Services of a cluster.
+    pub fn services_of(cluster: &str) -> String {
+        format!("ecs/services/{cluster}/")
+    }
+
+    /// `!` sorts below every character a family name may hold, so that all
+    /// revisions of `web` come before any revision of `web-a`, as ECS orders them.
+    pub fn task_definition(family: &str, revision: i32) -> String {
+        format!("{TASK_DEFINITIONS}{family}!{revision:010}")
+    }
+
+    pub fn task_definitions_of(family: &str) -> String {
+        format!("{TASK_DEFINITIONS}{family}!")
+    }
+
+    pub fn family(family: &str) -> String {
+        format!("{FAMILIES}{family}")
+    }
+
+    /// An account setting of one principal. ARNs may hold `/`, never `!`,
+    /// so `!` keeps one principal's prefix from matching another's.
+    pub fn account_setting(principal: &str, name: &str) -> String {
+        format!("{ACCOUNT_SETTINGS}{principal}!{name}")
+    }
+
+    pub fn account_settings_of(principal: &str) -> String {
+        format!("{ACCOUNT_SETTINGS}{principal}!")
+    }
+}

@@ -1,0 +1,227 @@
+//! Tags on resources: TagResource, UntagResource, ListTagsForResource.
+//!
+//! Tags live inside the record of the resource they label, so they are
+//! written in the same transaction as the resource and vanish with it.
+
+use flotilla_store::Txn;
+use flotilla_types::arn::Arn;
+use flotilla_types::ecs::*;
+use flotilla_types::ApiError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::records::{self, keys, Attempt};
+use crate::task_definitions::TaskDefinitionRecord;
+use crate::Ecs;
+
+/// Most tags one resource may carry, as ECS allows.
+pub const TAGS_PER_RESOURCE_MAX: usize = 50;
+const TAG_KEY_LENGTH_MAX: usize = 128;
+const TAG_VALUE_LENGTH_MAX: usize = 256;
+
+/// Checks tags as ECS does: bounded count and lengths, no reserved prefix.
+pub fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
+    if tags.len() > TAGS_PER_RESOURCE_MAX {
+        return Err(ApiError::invalid_parameter(format!(
+            "a resource can have at most {TAGS_PER_RESOURCE_MAX} tags, got {}",
+            tags.len()
+        )));
+    }
+    for tag in tags {
+        let key = tag.key.as_deref().unwrap_or_default();
+        let value = tag.value.as_deref().unwrap_or_default();
+        check_tag_key(key)?;
+        if value.chars().count() > TAG_VALUE_LENGTH_MAX {
+            return Err(ApiError::invalid_parameter(format!(
+                "tag value for key {key:?} is longer than {TAG_VALUE_LENGTH_MAX} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_tag_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.chars().count() > TAG_KEY_LENGTH_MAX {
+        return Err(ApiError::invalid_parameter(format!(
+            "tag key {key:?} must be 1 to {TAG_KEY_LENGTH_MAX} characters"
+        )));
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Err(ApiError::invalid_parameter(format!(
+            "tag key {key:?} uses the reserved prefix aws:"
+        )));
+    }
+    Ok(())
+}
+
+/// `incoming` over `current`: same keys replaced, new keys appended.
+pub fn merge_tags(current: &mut Vec<Tag>, incoming: &[Tag]) {
+    for tag in incoming {
+        match current.iter_mut().find(|c| c.key == tag.key) {
+            Some(existing) => existing.value = tag.value.clone(),
+            None => current.push(tag.clone()),
+        }
+    }
+}
+
+/// A resource that can carry tags, located by its ARN.
+enum Tagged {
+    Cluster(String),
+    TaskDefinition { family: String, revision: i32 },
+}
+
+impl Ecs {
+    fn tagged_resource(&self, arn_text: &str) -> Result<Tagged, ApiError> {
+        let invalid = || ApiError::invalid_parameter(format!("Invalid resourceArn {arn_text:?}"));
+        let arn = Arn::parse(arn_text).ok_or_else(invalid)?;
+        if arn.service != "ecs" || arn.region != self.scope.region || arn.account_id != self.scope.account_id {
+            return Err(ApiError::resource_not_found(format!("The specified resource {arn_text} was not found")));
+        }
+        match arn.resource_parts() {
+            ("cluster", name) => Ok(Tagged::Cluster(name.to_owned())),
+            ("task-definition", id) => {
+                let (family, revision) = id.rsplit_once(':').ok_or_else(invalid)?;
+                let revision = revision.parse().map_err(|_| invalid())?;
+                Ok(Tagged::TaskDefinition { family: family.to_owned(), revision })
+            }
+            _ => Err(ApiError::invalid_parameter(format!(
+                "Tagging is not supported for resource {arn_text}"
+            ))),
+        }
+    }
+
+    pub(crate) async fn tag_resource(&self, request: TagResourceRequest) -> Result<TagResourceResponse, ApiError> {
+        let incoming = request.tags.unwrap_or_default();
+        check_tags(&incoming)?;
+        let arn = request.resource_arn.unwrap_or_default();
+        self.change_tags(&arn, |tags| {
+            merge_tags(tags, &incoming);
+            check_tags(tags)
+        })
+        .await?;
+        Ok(TagResourceResponse {})
+    }
+
+    pub(crate) async fn untag_resource(&self, request: UntagResourceRequest) -> Result<UntagResourceResponse, ApiError> {
+        let remove = request.tag_keys.unwrap_or_default();
+        for key in &remove {
+            check_tag_key(key)?;
+        }
+        let arn = request.resource_arn.unwrap_or_default();
+        self.change_tags(&arn, |tags| {
+            tags.retain(|tag| !remove.iter().any(|key| tag.key.as_deref() == Some(key)));
+            Ok(())
+        })
+        .await?;
+        Ok(UntagResourceResponse {})
+    }
+
+    pub(crate) fn list_tags_for_resource(
+        &self,
+        request: ListTagsForResourceRequest,
+    ) -> Result<ListTagsForResourceResponse, ApiError> {
+        let arn = request.resource_arn.unwrap_or_default();
+        let tags = match self.tagged_resource(&arn)? {
+            Tagged::Cluster(name) => {
+                let cluster = self.active_cluster(Some(&name))?;
+                cluster.value.tags.unwrap_or_default()
+            }
+            Tagged::TaskDefinition { family, revision } => {
+                let key = keys::task_definition(&family, revision);
+                let found = records::get::<TaskDefinitionRecord>(self.store.as_ref(), &key)?;
+                found.ok_or_else(|| task_definition_not_found(&arn))?.value.tags
+            }
+        };
+        Ok(ListTagsForResourceResponse { tags: Some(tags) })
+    }
+
+    async fn change_tags(
+        &self,
+        arn: &str,
+        change: impl Fn(&mut Vec<Tag>) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        match self.tagged_resource(arn)? {
+            Tagged::Cluster(name) => {
+                let key = keys::cluster(&name);
+                self.change_record::<Cluster>(&key, ApiError::cluster_not_found, |cluster| {
+                    if cluster.status.as_deref() != Some("ACTIVE") {
+                        return Err(ApiError::cluster_not_found());
+                    }
+                    change(cluster.tags.get_or_insert_with(Vec::new))
+                })
+                .await
+            }
+            Tagged::TaskDefinition { family, revision } => {
+                let key = keys::task_definition(&family, revision);
+                let missing = || task_definition_not_found(arn);
+                self.change_record::<TaskDefinitionRecord>(&key, missing, |record| change(&mut record.tags))
+                    .await
+            }
+        }
+    }
+
+    /// Read-modify-write of one record, retried on conflict.
+    async fn change_record<T: DeserializeOwned + Serialize>(
+        &self,
+        key: &str,
+        missing: impl Fn() -> ApiError,
+        change: impl Fn(&mut T) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        records::mutate(self.store.as_ref(), || {
+            let found = records::get::<T>(self.store.as_ref(), key)?.ok_or_else(&missing)?;
+            let mut value = found.value;
+            change(&mut value)?;
+            let txn = Txn::new().expect(key, found.revision).put(key, records::encode(&value));
+            Ok(Attempt::Commit(txn, ()))
+        })
+        .await
+    }
+}
+
+fn task_definition_not_found(arn: &str) -> ApiError {
+    ApiError::resource_not_found(format!("The specified task definition {arn} was not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::ecs;
+
+    fn tag(key: &str, value: &str) -> Tag {
+        Tag { key: Some(key.into()), value: Some(value.into()) }
+    }
+
+    #[tokio::test]
+    async fn tag_untag_list_on_a_cluster() {
+        let ecs = ecs();
+        ecs.create_cluster(CreateClusterRequest { cluster_name: Some("c".into()), ..Default::default() })
+            .await
+            .expect("create");
+        let arn = "arn:aws:ecs:us-east-1:000000000000:cluster/c".to_owned();
+        ecs.tag_resource(TagResourceRequest {
+            resource_arn: Some(arn.clone()),
+            tags: Some(vec![tag("team", "a"), tag("env", "dev")]),
+        })
+        .await
+        .expect("tag");
+        ecs.tag_resource(TagResourceRequest { resource_arn: Some(arn.clone()), tags: Some(vec![tag("team", "b")]) })
+            .await
+            .expect("retag");
+        ecs.untag_resource(UntagResourceRequest { resource_arn: Some(arn.clone()), tag_keys: Some(vec!["env".into()]) })
+            .await
+            .expect("untag");
+        let listed = ecs
+            .list_tags_for_resource(ListTagsForResourceRequest { resource_arn: Some(arn.clone()) })
+            .expect("list");
+        assert_eq!(listed.tags, Some(vec![tag("team", "b")]));
+
+        let reserved = ecs
+            .tag_resource(TagResourceRequest { resource_arn: Some(arn), tags: Some(vec![tag("aws:x", "1")]) })
+            .await;
+        assert_eq!(reserved.expect_err("reserved").code, "InvalidParameterException");
+        let missing = ecs.list_tags_for_resource(ListTagsForResourceRequest {
+            resource_arn: Some("arn:aws:ecs:us-east-1:000000000000:cluster/none".into()),
+        });
+        assert_eq!(missing.expect_err("missing").code, "ClusterNotFoundException");
+    }
+}

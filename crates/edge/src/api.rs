@@ -1,0 +1,218 @@
+//! The AWS JSON 1.1 endpoint (`POST /`), the health check and the metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use flotilla_control::Caller;
+use flotilla_sigv4::{sha256_hex, RequestParts};
+use flotilla_types::ecs::{self, EcsRequest};
+use flotilla_types::ApiError;
+use http_body_util::BodyExt;
+
+use crate::{Edge, REQUEST_BODY_MAX_BYTES};
+
+const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// A service the edge dispatches to, chosen by the `X-Amz-Target` prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Service {
+    Ecs,
+}
+
+impl Service {
+    fn from_target_prefix(prefix: &str) -> Option<Self> {
+        (prefix == ecs::TARGET_PREFIX).then_some(Service::Ecs)
+    }
+
+    /// The name requests for this service are signed for.
+    fn signing_name(self) -> &'static str {
+        match self {
+            Service::Ecs => "ecs",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Service::Ecs => "ecs",
+        }
+    }
+}
+
+pub fn router(edge: Arc<Edge>) -> Router {
+    Router::new()
+        .route("/", post(aws_json))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(edge)
+}
+
+async fn health() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}")
+}
+
+async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
+    let revision = edge.store.revision() as f64;
+    let body = edge.metrics.render(&[(
+        "flotilla_store_revision",
+        "Revision of the last committed store transaction.",
+        revision,
+    )]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// What a request turned out to be, for metrics and logs.
+struct Outcome {
+    service: &'static str,
+    operation: String,
+    result: Result<Vec<u8>, ApiError>,
+}
+
+async fn aws_json(State(edge): State<Arc<Edge>>, request: Request) -> Response {
+    let started = Instant::now();
+    let request_id = edge.ids.uuid();
+    let outcome = answer(&edge, request).await;
+    let code = match &outcome.result {
+        Ok(_) => "OK",
+        Err(error) => error.code,
+    };
+    edge.metrics.record(outcome.service, &outcome.operation, code, started.elapsed());
+    let mut response = match outcome.result {
+        Ok(body) => (StatusCode::OK, body).into_response(),
+        Err(error) => {
+            if error.status >= 500 {
+                tracing::error!(%request_id, operation = %outcome.operation, %error, "request failed");
+            } else {
+                tracing::debug!(%request_id, operation = %outcome.operation, %error, "request refused");
+            }
+            error_response(&error)
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-amzn-RequestId", value);
+    }
+    response
+}
+
+fn error_response(error: &ApiError) -> Response {
+    let body = serde_json::json!({ "__type": error.code, "message": error.message });
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, body.to_string()).into_response()
+}
+
+async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
+    let (parts, body) = request.into_parts();
+    let target = target_of(&parts.headers);
+    let (prefix, operation) = target.split_once('.').unwrap_or((target, ""));
+    let service = Service::from_target_prefix(prefix);
+    let mut outcome = Outcome {
+        service: service.map_or("unknown", Service::label),
+        operation: if service.is_some() { operation.to_owned() } else { "unknown".to_owned() },
+        result: Err(ApiError::server("unanswered")),
+    };
+    outcome.result = match read_body(&parts.headers, body).await {
+        Err(error) => Err(error),
+        Ok(body) => match authenticate(edge, &parts, &body, service) {
+            Err(error) => Err(error),
+            Ok(caller) => match service {
+                None => Err(ApiError::unknown_operation(target)),
+                Some(Service::Ecs) => call_ecs(edge, caller, operation, &body).await,
+            },
+        },
+    };
+    outcome
+}
+
+fn target_of(headers: &HeaderMap) -> &str {
+    headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+/// Reads the whole body, refusing it as soon as it passes the limit.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            "RequestEntityTooLargeException",
+            413,
+            format!("request body is larger than the limit of {REQUEST_BODY_MAX_BYTES} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > REQUEST_BODY_MAX_BYTES) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, REQUEST_BODY_MAX_BYTES);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(ApiError::serialization(format!("could not read the request body: {error}"))),
+    }
+}
+
+/// Verifies the SigV4 signature and tells who signed.
+fn authenticate(
+    edge: &Edge,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+    service: Option<Service>,
+) -> Result<Caller, ApiError> {
+    let body_hash = sha256_hex(body);
+    let request = RequestParts::from_http(parts, body_hash.as_str());
+    let now_seconds = edge.clock.now_ms() / 1000;
+    let verified = flotilla_sigv4::verify(&request, &edge.credentials, now_seconds).map_err(|error| {
+        tracing::debug!(%error, "signature refused");
+        ApiError::new(error.aws_error_code(), error.http_status().as_u16(), error.aws_message())
+    })?;
+    let region = &edge.ecs.scope().region;
+    if &verified.region != region {
+        return Err(ApiError::new(
+            "InvalidSignatureException",
+            400,
+            format!("Credential should be scoped to a valid region, not '{}'. This endpoint serves '{region}'.", verified.region),
+        ));
+    }
+    if let Some(service) = service {
+        if verified.service != service.signing_name() {
+            return Err(ApiError::new(
+                "InvalidSignatureException",
+                400,
+                format!("Credential should be scoped to correct service: '{}'.", service.signing_name()),
+            ));
+        }
+    }
+    let principal_arn = edge
+        .principals
+        .get(&verified.access_key_id)
+        .cloned()
+        .unwrap_or_else(|| format!("arn:aws:iam::{}:root", edge.ecs.scope().account_id));
+    Ok(Caller { access_key_id: verified.access_key_id, principal_arn })
+}
+
+async fn call_ecs(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let request = match EcsRequest::decode(operation, body) {
+        None => return Err(ApiError::unknown_operation(&format!("{}.{operation}", ecs::TARGET_PREFIX))),
+        Some(decoded) => decoded?,
+    };
+    // A panic while handling one request must answer that request with a
+    // ServerException and leave the server running: run it as its own task.
+    let ecs = Arc::clone(&edge.ecs);
+    let handled = tokio::spawn(async move { ecs.handle(&caller, request).await }).await;
+    let response = match handled {
+        Ok(result) => result?,
+        Err(join_error) => {
+            tracing::error!(%join_error, "request handler panicked");
+            return Err(ApiError::server("internal error while handling the request"));
+        }
+    };
+    serde_json::to_vec(&response).map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
+}

@@ -1,0 +1,67 @@
+//! The HTTP edge: one port that serves every AWS-style service Flotilla
+//! implements, in the AWS JSON 1.1 protocol.
+//!
+//! A request's path through the edge:
+//!
+//! ```text
+//! bytes ─▶ bounded body ─▶ SigV4 verify ─▶ X-Amz-Target ─▶ typed request ─▶ control plane
+//!                                                                              │
+//! bytes ◀── {"__type","message"} or the response shape, x-amzn-RequestId ◀────┘
+//! ```
+//!
+//! *Architecture invariant:* only this crate knows HTTP and JSON framing, and
+//! only here is the wall clock read and are fresh ids drawn ([`SystemClock`],
+//! [`RandomIds`]); they are handed to the control plane as parameters.
+
+use std::sync::Arc;
+
+use flotilla_control::{Clock, Ecs, IdSource};
+use flotilla_sigv4::Credentials;
+
+mod api;
+mod metrics;
+
+pub use api::router;
+pub use metrics::Metrics;
+
+/// Largest request body the edge reads; anything bigger is refused before it
+/// is buffered. ECS's own largest request (a task definition) is 64 KiB.
+pub const REQUEST_BODY_MAX_BYTES: usize = 1024 * 1024;
+
+/// The access key and secret that `flotilla up` and `flotilla server` accept
+/// when no credentials file is given, for local use.
+pub const DEFAULT_ACCESS_KEY_ID: &str = "test";
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "test";
+
+/// Everything a request handler needs, shared by all connections.
+pub struct Edge {
+    pub ecs: Arc<Ecs>,
+    pub credentials: Arc<Credentials>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdSource>,
+    pub metrics: Metrics,
+    /// The IAM principal each access key acts as; the account root otherwise.
+    pub principals: std::collections::HashMap<String, String>,
+    pub store: Arc<dyn flotilla_store::Store>,
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // This is the one place the wall clock is read.
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64)
+    }
+}
+
+/// Random version-4 UUIDs.
+pub struct RandomIds;
+
+impl IdSource for RandomIds {
+    fn uuid(&self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+}

@@ -1,0 +1,633 @@
+//! One behavioural suite, run against every backend: whatever passes here is
+//! what callers may rely on, whichever backend they are given.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flotilla_store::{
+    Entry, Event, EventKind, MemoryStore, RedbStore, Revision, Store, StoreError, Txn, Watch,
+    LIST_LIMIT_MAX, TXN_OPS_MAX,
+};
+
+/// A test that waits longer than this for the store has found a hang.
+const WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// A store plus whatever must outlive it (the redb file's directory).
+struct Fixture {
+    store: Arc<dyn Store>,
+    _directory: Option<tempfile::TempDir>,
+}
+
+fn memory() -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::new()),
+        _directory: None,
+    }
+}
+
+fn redb() -> Fixture {
+    let directory = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&directory.path().join("store.redb")).unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _directory: Some(directory),
+    }
+}
+
+async fn commit(store: &dyn Store, txn: Txn) -> Result<Revision, StoreError> {
+    tokio::time::timeout(WAIT_MAX, store.commit(txn))
+        .await
+        .expect("commit hung")
+}
+
+async fn next_event(watch: &mut Watch) -> Event {
+    tokio::time::timeout(WAIT_MAX, watch.next())
+        .await
+        .expect("watch hung")
+        .unwrap()
+}
+
+fn keys(entries: &[Entry]) -> Vec<&str> {
+    entries.iter().map(|entry| entry.key.as_str()).collect()
+}
+
+/// Instantiates every suite case for one backend constructor.
+macro_rules! conformance {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn get_put_delete() {
+                super::get_put_delete(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn every_commit_advances_the_revision_by_one() {
+                super::every_commit_advances_the_revision_by_one(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn conditions() {
+                super::conditions(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn condition_and_op_on_the_same_key() {
+                super::condition_and_op_on_the_same_key(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn multi_key_transactions_are_atomic() {
+                super::multi_key_transactions_are_atomic(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn ops_apply_in_order_within_a_transaction() {
+                super::ops_apply_in_order_within_a_transaction(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn transaction_size_is_bounded() {
+                super::transaction_size_is_bounded(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn list_pages_through_a_prefix() {
+                super::list_pages_through_a_prefix(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn list_limit_is_capped() {
+                super::list_limit_is_capped(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn watch_sees_changes_in_order_under_its_prefix() {
+                super::watch_sees_changes_in_order_under_its_prefix(&*$backend().store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_creates_of_one_key_admit_exactly_one() {
+                super::concurrent_creates_of_one_key_admit_exactly_one($backend().store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_compare_and_swap_loses_no_update() {
+                super::concurrent_compare_and_swap_loses_no_update($backend().store).await;
+            }
+        }
+    };
+}
+
+conformance!(memory);
+conformance!(redb);
+
+async fn get_put_delete(store: &dyn Store) {
+    assert_eq!(store.get("k").unwrap(), None);
+
+    let created = commit(store, Txn::new().put("k", "one")).await.unwrap();
+    let entry = store.get("k").unwrap().unwrap();
+    assert_eq!(
+        entry,
+        Entry {
+            key: "k".into(),
+            value: Bytes::from("one"),
+            create_revision: created,
+            mod_revision: created
+        }
+    );
+
+    let modified = commit(store, Txn::new().put("k", "two")).await.unwrap();
+    assert!(modified > created);
+    let entry = store.get("k").unwrap().unwrap();
+    assert_eq!(
+        (entry.value, entry.create_revision, entry.mod_revision),
+        ("two".into(), created, modified)
+    );
+
+    commit(store, Txn::new().delete("k")).await.unwrap();
+    assert_eq!(store.get("k").unwrap(), None);
+
+    // A key written again after its delete is a new key: its creation restarts.
+    let recreated = commit(store, Txn::new().put("k", "three")).await.unwrap();
+    let entry = store.get("k").unwrap().unwrap();
+    assert_eq!(
+        (entry.create_revision, entry.mod_revision),
+        (recreated, recreated)
+    );
+
+    let empty = commit(store, Txn::new().put("empty", Bytes::new()))
+        .await
+        .unwrap();
+    assert_eq!(store.get("empty").unwrap().unwrap().value, Bytes::new());
+    assert_eq!(store.get("empty").unwrap().unwrap().mod_revision, empty);
+}
+
+async fn every_commit_advances_the_revision_by_one(store: &dyn Store) {
+    let start = store.revision();
+    assert_eq!(
+        commit(store, Txn::new().put("a", "1")).await.unwrap(),
+        start + 1
+    );
+    assert_eq!(store.revision(), start + 1);
+    assert_eq!(
+        commit(store, Txn::new().put("a", "2").put("b", "2"))
+            .await
+            .unwrap(),
+        start + 2
+    );
+    // A transaction that changes nothing still commits, and still counts.
+    assert_eq!(
+        commit(store, Txn::new().delete("absent")).await.unwrap(),
+        start + 3
+    );
+    assert_eq!(commit(store, Txn::new()).await.unwrap(), start + 4);
+    // A conflicted one does not.
+    commit(store, Txn::new().expect("a", 1_000).put("a", "3"))
+        .await
+        .unwrap_err();
+    assert_eq!(store.revision(), start + 4);
+    assert_eq!(
+        commit(store, Txn::new().put("a", "4")).await.unwrap(),
+        start + 5
+    );
+}
+
+async fn conditions(store: &dyn Store) {
+    // Revision 0 asserts absence.
+    let created = commit(store, Txn::new().expect("k", 0).put("k", "v1"))
+        .await
+        .unwrap();
+    let error = commit(store, Txn::new().expect("k", 0).put("k", "v2"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict { key, expected: 0, found } if key == "k" && *found == created),
+        "{error:?}"
+    );
+    assert_eq!(store.get("k").unwrap().unwrap().value, "v1");
+
+    let modified = commit(store, Txn::new().expect("k", created).put("k", "v3"))
+        .await
+        .unwrap();
+    // The revision seen before the last write is stale now.
+    let error = commit(store, Txn::new().expect("k", created).put("k", "v4"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict { expected, found, .. } if *expected == created && *found == modified),
+        "{error:?}"
+    );
+    assert_eq!(store.get("k").unwrap().unwrap().value, "v3");
+
+    // A condition on a key the transaction does not touch guards it all the same.
+    commit(store, Txn::new().expect("k", modified).put("other", "x"))
+        .await
+        .unwrap();
+    assert!(store.get("other").unwrap().is_some());
+
+    // After a delete the key is absent again: revision 0 holds, the old one does not.
+    let deleted = commit(store, Txn::new().expect("k", modified).delete("k"))
+        .await
+        .unwrap();
+    assert!(deleted > modified);
+    commit(store, Txn::new().expect("k", modified).put("k", "v5"))
+        .await
+        .unwrap_err();
+    commit(store, Txn::new().expect("k", 0).put("k", "v5"))
+        .await
+        .unwrap();
+}
+
+async fn condition_and_op_on_the_same_key(store: &dyn Store) {
+    let first = commit(store, Txn::new().expect("k", 0).put("k", "a"))
+        .await
+        .unwrap();
+    let second = commit(store, Txn::new().expect("k", first).put("k", "b"))
+        .await
+        .unwrap();
+    let entry = store.get("k").unwrap().unwrap();
+    assert_eq!(
+        (entry.value, entry.create_revision, entry.mod_revision),
+        ("b".into(), first, second)
+    );
+    commit(store, Txn::new().expect("k", second).delete("k"))
+        .await
+        .unwrap();
+    assert_eq!(store.get("k").unwrap(), None);
+}
+
+async fn multi_key_transactions_are_atomic(store: &dyn Store) {
+    let base = commit(store, Txn::new().put("guard", "g").put("a", "0"))
+        .await
+        .unwrap();
+
+    let stale = Txn::new()
+        .expect("guard", base)
+        .expect("b", 0)
+        .put("a", "1")
+        .put("b", "1")
+        .put("c", "1");
+    let revision = commit(store, stale.clone()).await.unwrap();
+    for key in ["a", "b", "c"] {
+        let entry = store.get(key).unwrap().unwrap();
+        assert_eq!(
+            (entry.value, entry.mod_revision),
+            (Bytes::from("1"), revision),
+            "{key}"
+        );
+    }
+
+    // The same transaction again: its condition on `b` fails, so none of it applies.
+    commit(store, stale).await.unwrap_err();
+    let failing = Txn::new()
+        .expect("guard", base)
+        .expect("c", 0)
+        .put("a", "2")
+        .delete("b")
+        .put("d", "2");
+    commit(store, failing).await.unwrap_err();
+    assert_eq!(store.get("a").unwrap().unwrap().value, "1");
+    assert_eq!(store.get("b").unwrap().unwrap().value, "1");
+    assert_eq!(store.get("d").unwrap(), None);
+    assert_eq!(store.revision(), revision);
+}
+
+async fn ops_apply_in_order_within_a_transaction(store: &dyn Store) {
+    let revision = commit(
+        store,
+        Txn::new()
+            .put("k", "1")
+            .delete("k")
+            .put("k", "2")
+            .put("gone", "x")
+            .delete("gone"),
+    )
+    .await
+    .unwrap();
+    let entry = store.get("k").unwrap().unwrap();
+    assert_eq!(
+        (entry.value, entry.create_revision, entry.mod_revision),
+        ("2".into(), revision, revision)
+    );
+    assert_eq!(store.get("gone").unwrap(), None);
+}
+
+async fn transaction_size_is_bounded(store: &dyn Store) {
+    let at_limit = (0..TXN_OPS_MAX).fold(Txn::new(), |txn, index| {
+        txn.put(format!("k/{index:05}"), "v")
+    });
+    commit(store, at_limit.clone()).await.unwrap();
+    let before = store.revision();
+    let error = commit(store, at_limit.put("one-too-many", "v"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::TooLarge { count, limit } if count == TXN_OPS_MAX + 1 && limit == TXN_OPS_MAX),
+        "{error:?}"
+    );
+    assert_eq!(store.revision(), before);
+    assert_eq!(store.get("one-too-many").unwrap(), None);
+}
+
+async fn list_pages_through_a_prefix(store: &dyn Store) {
+    let txn = ["a", "a/1", "a/2", "a/3", "a/4", "a/5", "a0", "b/1", "Z"]
+        .into_iter()
+        .fold(Txn::new(), |txn, key| {
+            txn.put(key, format!("value of {key}"))
+        });
+    let revision = commit(store, txn).await.unwrap();
+
+    let page = store.list("a/", None, 2).unwrap();
+    assert_eq!((keys(&page.entries), page.more), (vec!["a/1", "a/2"], true));
+    assert_eq!(page.entries[0].value, "value of a/1");
+    assert_eq!(page.entries[0].mod_revision, revision);
+
+    let page = store.list("a/", Some("a/2"), 2).unwrap();
+    assert_eq!((keys(&page.entries), page.more), (vec!["a/3", "a/4"], true));
+    let page = store.list("a/", Some("a/4"), 2).unwrap();
+    assert_eq!((keys(&page.entries), page.more), (vec!["a/5"], false));
+    // An exact fit leaves nothing more.
+    let page = store.list("a/", Some("a/3"), 2).unwrap();
+    assert_eq!(
+        (keys(&page.entries), page.more),
+        (vec!["a/4", "a/5"], false)
+    );
+    let page = store.list("a/", Some("a/5"), 2).unwrap();
+    assert_eq!(
+        (keys(&page.entries), page.more),
+        (Vec::<&str>::new(), false)
+    );
+
+    // start_after need not be a key, and may sort before or after the prefix.
+    let page = store.list("a/", Some("a/25"), 10).unwrap();
+    assert_eq!(keys(&page.entries), vec!["a/3", "a/4", "a/5"]);
+    let page = store.list("a/", Some("0"), 10).unwrap();
+    assert_eq!(keys(&page.entries), vec!["a/1", "a/2", "a/3", "a/4", "a/5"]);
+    let page = store.list("a/", Some("zzz"), 10).unwrap();
+    assert_eq!(
+        (keys(&page.entries), page.more),
+        (Vec::<&str>::new(), false)
+    );
+
+    let page = store.list("a/", None, 0).unwrap();
+    assert_eq!((page.entries.len(), page.more), (0, true));
+    let page = store.list("nothing/", None, 10).unwrap();
+    assert_eq!((page.entries.len(), page.more), (0, false));
+
+    let page = store.list("", None, 100).unwrap();
+    assert_eq!(
+        keys(&page.entries),
+        vec!["Z", "a", "a/1", "a/2", "a/3", "a/4", "a/5", "a0", "b/1"]
+    );
+    let page = store.list("a", None, 100).unwrap();
+    assert_eq!(
+        keys(&page.entries),
+        vec!["a", "a/1", "a/2", "a/3", "a/4", "a/5", "a0"]
+    );
+}
+
+async fn list_limit_is_capped(store: &dyn Store) {
+    let key_count = LIST_LIMIT_MAX + 1;
+    for chunk_start in (0..key_count).step_by(TXN_OPS_MAX) {
+        let chunk_end = (chunk_start + TXN_OPS_MAX).min(key_count);
+        let txn = (chunk_start..chunk_end).fold(Txn::new(), |txn, index| {
+            txn.put(format!("many/{index:06}"), "")
+        });
+        commit(store, txn).await.unwrap();
+    }
+    let page = store.list("many/", None, usize::MAX).unwrap();
+    assert_eq!((page.entries.len(), page.more), (LIST_LIMIT_MAX, true));
+    let last = page.entries.last().unwrap().key.clone();
+    let page = store.list("many/", Some(&last), usize::MAX).unwrap();
+    assert_eq!((page.entries.len(), page.more), (1, false));
+}
+
+async fn watch_sees_changes_in_order_under_its_prefix(store: &dyn Store) {
+    commit(store, Txn::new().put("w/before", "x"))
+        .await
+        .unwrap();
+    let mut watch = store.watch("w/");
+    let mut everything = store.watch("");
+
+    let first = commit(store, Txn::new().put("w/a", "1").put("elsewhere", "1"))
+        .await
+        .unwrap();
+    let second = commit(store, Txn::new().put("x/a", "2")).await.unwrap();
+    // Deleting an absent key changes nothing, so it makes no event.
+    let third = commit(
+        store,
+        Txn::new().put("w/b", "3").delete("w/a").delete("w/absent"),
+    )
+    .await
+    .unwrap();
+    commit(store, Txn::new().expect("w/b", 0).put("w/c", "lost"))
+        .await
+        .unwrap_err();
+    let fourth = commit(store, Txn::new().put("w/c", "4")).await.unwrap();
+
+    let expected = [
+        Event {
+            revision: first,
+            kind: EventKind::Put,
+            key: "w/a".into(),
+            value: "1".into(),
+        },
+        Event {
+            revision: third,
+            kind: EventKind::Put,
+            key: "w/b".into(),
+            value: "3".into(),
+        },
+        Event {
+            revision: third,
+            kind: EventKind::Delete,
+            key: "w/a".into(),
+            value: Bytes::new(),
+        },
+        Event {
+            revision: fourth,
+            kind: EventKind::Put,
+            key: "w/c".into(),
+            value: "4".into(),
+        },
+    ];
+    for event in expected {
+        assert_eq!(next_event(&mut watch).await, event);
+    }
+    let seen: Vec<(Revision, String)> = {
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let event = next_event(&mut everything).await;
+            seen.push((event.revision, event.key));
+        }
+        seen
+    };
+    assert_eq!(
+        seen,
+        vec![
+            (first, "w/a".into()),
+            (first, "elsewhere".into()),
+            (second, "x/a".into()),
+            (third, "w/b".into()),
+            (third, "w/a".into()),
+            (fourth, "w/c".into()),
+        ]
+    );
+    // Nothing else is pending.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), watch.next())
+            .await
+            .is_err()
+    );
+}
+
+async fn concurrent_creates_of_one_key_admit_exactly_one(store: Arc<dyn Store>) {
+    const CREATORS: usize = 64;
+    // Built before any is polled, so that the durable backend sees them
+    // together and must order conflicting transactions within one batch.
+    let commits: Vec<_> = (0..CREATORS)
+        .map(|creator| {
+            store.commit(
+                Txn::new()
+                    .expect("only", 0)
+                    .put("only", format!("{creator}")),
+            )
+        })
+        .collect();
+    let tasks: Vec<_> = commits.into_iter().map(tokio::spawn).collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match tokio::time::timeout(WAIT_MAX, task).await.unwrap().unwrap() {
+            Ok(revision) => winners.push(revision),
+            Err(StoreError::Conflict {
+                key,
+                expected: 0,
+                found,
+            }) => {
+                assert_eq!(key, "only");
+                assert!(found > 0);
+            }
+            Err(error) => panic!("unexpected error {error:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(store.get("only").unwrap().unwrap().mod_revision, winners[0]);
+}
+
+async fn concurrent_compare_and_swap_loses_no_update(store: Arc<dyn Store>) {
+    const WRITERS: u64 = 32;
+    const INCREMENTS_PER_WRITER: u64 = 200;
+    // Far more than any writer needs: a bound, not an expectation.
+    const ATTEMPTS_MAX: u64 = WRITERS * INCREMENTS_PER_WRITER * 100;
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut conflicts = 0_u64;
+                for _ in 0..INCREMENTS_PER_WRITER {
+                    let mut attempts = 0;
+                    loop {
+                        attempts += 1;
+                        assert!(attempts < ATTEMPTS_MAX, "no progress");
+                        let (current, revision) = match store.get("counter").unwrap() {
+                            Some(entry) => (
+                                std::str::from_utf8(&entry.value)
+                                    .unwrap()
+                                    .parse::<u64>()
+                                    .unwrap(),
+                                entry.mod_revision,
+                            ),
+                            None => (0, 0),
+                        };
+                        let txn = Txn::new()
+                            .expect("counter", revision)
+                            .put("counter", (current + 1).to_string());
+                        match store.commit(txn).await {
+                            Ok(_) => break,
+                            Err(StoreError::Conflict { .. }) => conflicts += 1,
+                            Err(error) => panic!("unexpected error {error:?}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    for writer in writers {
+        tokio::time::timeout(Duration::from_secs(300), writer)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let total = WRITERS * INCREMENTS_PER_WRITER;
+    assert_eq!(
+        store.get("counter").unwrap().unwrap().value,
+        total.to_string()
+    );
+}
+
+#[tokio::test]
+async fn redb_data_and_revision_survive_reopen() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("store.redb");
+    let (created, modified) = {
+        let store = RedbStore::open(&path).unwrap();
+        let created = commit(&store, Txn::new().put("kept", "1").put("deleted", "x"))
+            .await
+            .unwrap();
+        let modified = commit(&store, Txn::new().put("kept", "2").delete("deleted"))
+            .await
+            .unwrap();
+        // An empty transaction advances the revision too, and that must persist.
+        commit(&store, Txn::new()).await.unwrap();
+        (created, modified)
+    };
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.revision(), modified + 1);
+    let entry = store.get("kept").unwrap().unwrap();
+    assert_eq!(
+        (entry.value, entry.create_revision, entry.mod_revision),
+        ("2".into(), created, modified)
+    );
+    assert_eq!(store.get("deleted").unwrap(), None);
+    assert_eq!(
+        commit(&store, Txn::new().expect("kept", modified).put("kept", "3"))
+            .await
+            .unwrap(),
+        modified + 2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_drop_answers_queued_commits_and_they_persist() {
+    const COMMITS: usize = 200;
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("store.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let tasks: Vec<_> = (0..COMMITS)
+        .map(|index| tokio::spawn(store.commit(Txn::new().put(format!("k/{index:03}"), "v"))))
+        .collect();
+    // Made before the drop but first polled after it: too late to be queued.
+    let late = store.commit(Txn::new().put("late", "v"));
+    tokio::task::yield_now().await;
+    drop(store);
+    assert!(matches!(late.await, Err(StoreError::Closed)));
+
+    let mut committed = Vec::new();
+    for (index, task) in tasks.into_iter().enumerate() {
+        match tokio::time::timeout(WAIT_MAX, task).await.unwrap().unwrap() {
+            Ok(revision) => committed.push((index, revision)),
+            Err(StoreError::Closed) => {}
+            Err(error) => panic!("unexpected error {error:?}"),
+        }
+    }
+    let store = RedbStore::open(&path).unwrap();
+    for (index, revision) in committed {
+        assert_eq!(
+            store
+                .get(&format!("k/{index:03}"))
+                .unwrap()
+                .unwrap()
+                .mod_revision,
+            revision
+        );
+    }
+}
