@@ -90,7 +90,7 @@ impl Ecs {
                 R::UpdateClusterSettings(self.update_cluster_settings(r).await?)
             }
             Q::RegisterTaskDefinition(r) => {
-                R::RegisterTaskDefinition(self.register_task_definition(r).await?)
+                R::RegisterTaskDefinition(self.register_task_definition(caller, r).await?)
             }
             Q::DescribeTaskDefinition(r) => {
                 R::DescribeTaskDefinition(self.describe_task_definition(r)?)
