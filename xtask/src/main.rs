@@ -5,6 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
 mod codegen;
 mod test;
 
@@ -16,6 +17,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("codegen") => run_codegen(),
         Some("test") => test::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <codegen | test [PYTEST ARGS]>");
             bail!("unknown command");
@@ -62,7 +64,8 @@ fn read_model(data: &Path, service: &str, version: &str) -> Result<serde_json::V
 
 fn run_codegen() -> Result<()> {
     let data = botocore_models()?;
-    for (service, version, prefix, module) in [("ecs", "2014-11-13", "Ecs", "ecs")] {
+    let services: &[(&str, &str, &str, &str)] = &[("ecs", "2014-11-13", "Ecs", "ecs")];
+    for &(service, version, prefix, module) in services {
         let model = read_model(&data, service, version)?;
         let code = codegen::generate(&codegen::Service { prefix, model: &model })?;
         let path = root().join(format!("crates/types/src/{module}/generated.rs"));

@@ -48,6 +48,9 @@ pub struct Ecs {
     store: Arc<dyn Store>,
     scope: Scope,
     clock: Arc<dyn Clock>,
+    // Task, instance and deployment ids are drawn from here; clusters and
+    // task definitions are named by their users and need none.
+    #[allow(dead_code)]
     ids: Arc<dyn IdSource>,
 }
 

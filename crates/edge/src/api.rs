@@ -173,6 +173,22 @@ fn authenticate(
         tracing::debug!(%error, "signature refused");
         ApiError::new(error.aws_error_code(), error.http_status().as_u16(), error.aws_message())
     })?;
+    // The body is what an API request means: a signature that leaves it out
+    // would let anyone who saw one request send any other under its name.
+    if verified.payload != flotilla_sigv4::PayloadCoverage::Signed {
+        return Err(ApiError::new(
+            "InvalidSignatureException",
+            400,
+            "UNSIGNED-PAYLOAD is not accepted by this service: the signature must cover the request body.",
+        ));
+    }
+    if parts.headers.contains_key("x-amz-target") && !verified.is_header_signed("x-amz-target") {
+        return Err(ApiError::new(
+            "InvalidSignatureException",
+            400,
+            "The X-Amz-Target header must be signed.",
+        ));
+    }
     let region = &edge.ecs.scope().region;
     if &verified.region != region {
         return Err(ApiError::new(

@@ -1,0 +1,398 @@
+//! `cargo xtask bench api [--seconds N] [--connections C]`: the ECS API's
+//! throughput and latency, as a ratio against moto's server run on the same
+//! machine in the same run.
+//!
+//! ```text
+//! cargo build --release -p flotilla -p xtask
+//!   └─▶ target/release/xtask bench api …   (the generator must not be a debug build)
+//!         ├─ start flotilla (temp data dir) and moto_server (pinned venv) on loopback
+//!         ├─ per server: CreateCluster ×5, RegisterTaskDefinition bench-read
+//!         ├─ per workload, per server: warm-up, then the measured window
+//!         │     → {"bench":"api","server":…,"operation":…,"requests_per_sec":…}
+//!         ├─ per workload: {"bench":"api","operation":…,"ratio_flotilla_over_moto":…}
+//!         └─ both servers killed, also on error
+//! ```
+//!
+//! Figures: `requests` are the answers received in the measured window,
+//! `errors` those that were not HTTP 200 (or never came), and
+//! `requests_per_sec` counts only the successful ones, so that a server that
+//! fails fast does not look fast. Latencies cover every counted request.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use serde_json::json;
+
+mod histogram;
+mod load;
+mod servers;
+
+use load::{LoadOptions, Measurement, Workload};
+use servers::Server;
+
+/// Set on the release child so that it neither rebuilds nor re-executes.
+const PREBUILT_ENV: &str = "XTASK_BENCH_PREBUILT";
+
+const DEFAULT_SECONDS: u64 = 10;
+const DEFAULT_CONNECTIONS: usize = 64;
+const DEFAULT_GENERATOR_THREADS: usize = 1;
+/// Bounds on the options, so that a typo cannot start an hour-long run or
+/// exhaust file descriptors.
+const SECONDS_MAX: u64 = 600;
+const CONNECTIONS_MAX: usize = 1_024;
+const GENERATOR_THREADS_MAX: usize = 16;
+/// Unmeasured time at the start of each window: connections warm up, the
+/// server's allocator and caches settle.
+const WARMUP: Duration = Duration::from_secs(1);
+
+/// Clusters created before ListClusters is measured.
+const SETUP_CLUSTERS: usize = 5;
+/// The family DescribeTaskDefinition reads.
+const READ_FAMILY: &str = "bench-read";
+/// The family every connection registers into in the single-family run.
+const SHARED_FAMILY: &str = "bench-shared";
+
+const SERVER_NAMES: [&str; 2] = ["flotilla", "moto"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    DescribeTaskDefinition,
+    ListClusters,
+    RegisterDistinctFamilies,
+    RegisterSingleFamily,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [
+        Kind::DescribeTaskDefinition,
+        Kind::ListClusters,
+        Kind::RegisterDistinctFamilies,
+        Kind::RegisterSingleFamily,
+    ];
+
+    /// The name the JSON lines carry.
+    fn label(self) -> &'static str {
+        match self {
+            Kind::DescribeTaskDefinition => "DescribeTaskDefinition",
+            Kind::ListClusters => "ListClusters",
+            Kind::RegisterDistinctFamilies => "RegisterTaskDefinition.distinct_families",
+            Kind::RegisterSingleFamily => "RegisterTaskDefinition.single_family",
+        }
+    }
+
+    fn workload(self, connections: usize) -> Workload {
+        let bytes = |text: String| Bytes::from(text.into_bytes());
+        match self {
+            Kind::DescribeTaskDefinition => Workload {
+                operation: "DescribeTaskDefinition",
+                bodies: vec![bytes(format!(r#"{{"taskDefinition":"{READ_FAMILY}"}}"#))],
+            },
+            Kind::ListClusters => Workload {
+                operation: "ListClusters",
+                bodies: vec![bytes("{}".into())],
+            },
+            // Many teams registering at once: one family per connection.
+            Kind::RegisterDistinctFamilies => Workload {
+                operation: "RegisterTaskDefinition",
+                bodies: (0..connections)
+                    .map(|connection| bytes(task_definition(&format!("bench-team-{connection}"))))
+                    .collect(),
+            },
+            // One busy family: every registration contends for its revision counter.
+            Kind::RegisterSingleFamily => Workload {
+                operation: "RegisterTaskDefinition",
+                bodies: vec![bytes(task_definition(SHARED_FAMILY))],
+            },
+        }
+    }
+}
+
+/// A small but realistic task definition: one web container with a port,
+/// an environment variable and limits, as `aws ecs register-task-definition`
+/// sends it.
+fn task_definition(family: &str) -> String {
+    json!({
+        "family": family,
+        "networkMode": "bridge",
+        "containerDefinitions": [{
+            "name": "web",
+            "image": "public.ecr.aws/nginx/nginx:1.27",
+            "cpu": 256,
+            "memory": 512,
+            "essential": true,
+            "portMappings": [{"containerPort": 80, "hostPort": 0, "protocol": "tcp"}],
+            "environment": [{"name": "MODE", "value": "bench"}],
+        }],
+    })
+    .to_string()
+}
+
+struct Options {
+    seconds: u64,
+    connections: usize,
+    generator_threads: usize,
+    servers: Vec<&'static str>,
+    kinds: Vec<Kind>,
+}
+
+const USAGE: &str = "usage: cargo xtask bench api [--seconds N] [--connections C] \
+[--generator-threads T] [--servers flotilla,moto] \
+[--operations DescribeTaskDefinition,ListClusters,RegisterTaskDefinition.distinct_families,RegisterTaskDefinition.single_family]";
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Options {
+            seconds: DEFAULT_SECONDS,
+            connections: DEFAULT_CONNECTIONS,
+            generator_threads: DEFAULT_GENERATOR_THREADS,
+            servers: SERVER_NAMES.to_vec(),
+            kinds: Kind::ALL.to_vec(),
+        };
+        match args.first().map(String::as_str) {
+            Some("api") => {}
+            _ => bail!("{USAGE}"),
+        }
+        let mut rest = args[1..].iter();
+        while let Some(flag) = rest.next() {
+            let value = rest
+                .next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+            match flag.as_str() {
+                "--seconds" => options.seconds = bounded(flag, value, 1, SECONDS_MAX)?,
+                "--connections" => options.connections = bounded(flag, value, 1, CONNECTIONS_MAX)?,
+                "--generator-threads" => {
+                    options.generator_threads = bounded(flag, value, 1, GENERATOR_THREADS_MAX)?
+                }
+                "--servers" => {
+                    options.servers = value
+                        .split(',')
+                        .map(|name| {
+                            SERVER_NAMES
+                                .into_iter()
+                                .find(|known| *known == name)
+                                .with_context(|| format!("unknown server {name:?}\n{USAGE}"))
+                        })
+                        .collect::<Result<_>>()?
+                }
+                "--operations" => {
+                    options.kinds = value
+                        .split(',')
+                        .map(|name| {
+                            Kind::ALL
+                                .into_iter()
+                                .find(|kind| kind.label() == name)
+                                .with_context(|| format!("unknown operation {name:?}\n{USAGE}"))
+                        })
+                        .collect::<Result<_>>()?
+                }
+                _ => bail!("unknown option {flag}\n{USAGE}"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn bounded<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+    flag: &str,
+    value: &str,
+    min: T,
+    max: T,
+) -> Result<T> {
+    let parsed: T = value
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{flag} {value:?} is not a number"))?;
+    if parsed < min || parsed > max {
+        bail!("{flag} must be between {min} and {max}, not {parsed}");
+    }
+    Ok(parsed)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let options = Options::parse(args)?;
+    let root = crate::root();
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    if std::env::var_os(PREBUILT_ENV).is_none() {
+        // One cargo invocation, so the dependencies both share build once.
+        run_checked(Command::new("cargo").current_dir(&root).args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "flotilla",
+            "-p",
+            "xtask",
+        ]))?;
+        if cfg!(debug_assertions) {
+            // A debug generator would measure itself; hand over to the release one.
+            return run_checked(
+                Command::new(target_dir.join("release/xtask"))
+                    .arg("bench")
+                    .args(args)
+                    .env(PREBUILT_ENV, "1"),
+            );
+        }
+    }
+    api(&root, &target_dir, &options)
+}
+
+fn run_checked(command: &mut Command) -> Result<()> {
+    eprintln!("+ {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn api(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
+    let log_dir = target_dir.join("bench");
+    // Servers are dropped, so killed, when this function returns, error or not.
+    let mut running: Vec<Server> = Vec::new();
+    for &name in &options.servers {
+        let server = match name {
+            "flotilla" => servers::start_flotilla(&target_dir.join("release/flotilla"), &log_dir)?,
+            _ => {
+                crate::test::ensure_venv(root)?;
+                servers::start_moto(&root.join(".venv/bin/moto_server"), &log_dir)?
+            }
+        };
+        set_up(&server);
+        running.push(server);
+    }
+    let load_options = LoadOptions {
+        connections: options.connections,
+        generator_threads: options.generator_threads,
+        warmup: WARMUP,
+        measured: Duration::from_secs(options.seconds),
+    };
+    for &kind in &options.kinds {
+        let workload = kind.workload(options.connections);
+        let mut per_server_rate = Vec::new();
+        for server in &running {
+            let label = format!("{} {}", server.name, kind.label());
+            let server_pid = server.pid().to_string();
+            let cpu_before = [
+                servers::cpu_seconds(&server_pid),
+                servers::cpu_seconds("self"),
+            ];
+            let wall = std::time::Instant::now();
+            let measurement = load::run(label, server.address, &workload, load_options)?;
+            let wall_seconds = wall.elapsed().as_secs_f64();
+            let cpu_after = [
+                servers::cpu_seconds(&server_pid),
+                servers::cpu_seconds("self"),
+            ];
+            // Cores busy on average over warm-up plus window: tells whether the
+            // server or the generator had the machine's two cores.
+            let [server_cores, generator_cores] =
+                [0, 1].map(|which| match (cpu_before[which], cpu_after[which]) {
+                    (Some(before), Some(after)) => Some(round((after - before) / wall_seconds, 2)),
+                    _ => None,
+                });
+            if measurement.reconnects > 0 {
+                eprintln!(
+                    "{} {}: {} connections were closed by the server and reopened",
+                    server.name,
+                    kind.label(),
+                    measurement.reconnects
+                );
+            }
+            let cores = CoresBusy {
+                server: server_cores,
+                generator: generator_cores,
+            };
+            let rate =
+                print_measurement(server.name, kind, options.connections, &measurement, cores);
+            per_server_rate.push((server.name, rate));
+        }
+        let rate_of = |name| {
+            per_server_rate
+                .iter()
+                .find(|(server, _)| *server == name)
+                .map(|(_, rate)| *rate)
+        };
+        if let (Some(flotilla), Some(moto)) = (rate_of("flotilla"), rate_of("moto")) {
+            let ratio = (moto > 0.0).then(|| round(flotilla / moto, 2));
+            println!(
+                "{}",
+                json!({"bench": "api", "operation": kind.label(), "ratio_flotilla_over_moto": ratio})
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates the state the read workloads read. Failures are reported and the
+/// run goes on: a missing operation then shows up as errors in its figures.
+fn set_up(server: &Server) {
+    let mut calls: Vec<(&'static str, String)> = (0..SETUP_CLUSTERS)
+        .map(|index| {
+            (
+                "CreateCluster",
+                json!({"clusterName": format!("bench-cluster-{index}")}).to_string(),
+            )
+        })
+        .collect();
+    calls.push(("RegisterTaskDefinition", task_definition(READ_FAMILY)));
+    for (operation, body) in calls {
+        match load::call_once(server.address, operation, &body) {
+            Ok((status, _)) if status.is_success() => {}
+            Ok((status, answer)) => eprintln!(
+                "{}: setting up with {operation} answered HTTP {status}: {}",
+                server.name,
+                String::from_utf8_lossy(&answer)
+            ),
+            Err(error) => eprintln!(
+                "{}: setting up with {operation} failed: {error:#}",
+                server.name
+            ),
+        }
+    }
+}
+
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
+/// Average CPU cores each side used during a run.
+struct CoresBusy {
+    server: Option<f64>,
+    generator: Option<f64>,
+}
+
+/// Prints one server's figures and returns its successful requests per second.
+fn print_measurement(
+    server: &str,
+    kind: Kind,
+    connections: usize,
+    measurement: &Measurement,
+    cores: CoresBusy,
+) -> f64 {
+    let successes = measurement.requests - measurement.errors;
+    let rate = successes as f64 / measurement.seconds;
+    println!(
+        "{}",
+        json!({
+            "bench": "api",
+            "server": server,
+            "operation": kind.label(),
+            "connections": connections,
+            "requests": measurement.requests,
+            "errors": measurement.errors,
+            "seconds": round(measurement.seconds, 3),
+            "requests_per_sec": round(rate, 1),
+            "p50_ms": round(measurement.histogram.quantile_ms(0.50), 3),
+            "p99_ms": round(measurement.histogram.quantile_ms(0.99), 3),
+            "server_cpu_cores": cores.server,
+            "generator_cpu_cores": cores.generator,
+        })
+    );
+    rate
+}
