@@ -4,6 +4,7 @@
 //! storage or time. It decodes bytes into typed requests and names errors the
 //! way AWS clients expect them; everything else happens in the crates above.
 
+pub mod acs;
 pub mod arn;
 pub mod ecs;
 mod error;

@@ -1,0 +1,99 @@
+//! The agent control channel: messages between the control plane and the
+//! agent on each container instance, modelled on ECS's agent communication
+//! service (ACS).
+//!
+//! The agent opens a websocket to `GET /ws/agent` on the API endpoint (the
+//! one DiscoverPollEndpoint returns), authenticated by a SigV4 presigned query
+//! (service `ecs`) and naming itself with the query parameters
+//! `clusterArn`, `containerInstanceArn` and `seqNum` (the last payload
+//! sequence number it applied, 0 on first connect). Every frame is one JSON
+//! text message of [`ToAgent`] or [`FromAgent`].
+//!
+//! ```text
+//! agent                                   control plane
+//!   │── GET /ws/agent?...(presigned) ───────▶│ marks agentConnected = true
+//!   │◀──────────── Payload{seq 1, all tasks} │ full state of the instance's tasks
+//!   │── Ack{messageId} ─────────────────────▶│
+//!   │◀──────────── Payload{seq 2, changed}   │ on every desired-status change
+//!   │── Ack{messageId} ─────────────────────▶│
+//!   │── Heartbeat ──────────────────────────▶│ every HEARTBEAT_INTERVAL_MS
+//!   │◀──────────────────── Heartbeat         │
+//!   ×  (silence > HEARTBEAT_TIMEOUT_MS)      │ marks agentConnected = false
+//! ```
+//!
+//! Task and container state changes travel the other way as ordinary signed
+//! API calls (SubmitTaskStateChange, SubmitContainerStateChange), as they do
+//! in ECS, so they are durable once acknowledged.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ecs::{TaskDefinition, TaskOverride};
+
+/// How often each side sends a heartbeat.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 10_000;
+
+/// Silence after which the control plane considers the agent disconnected.
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 30_000;
+
+/// Path of the websocket on the API endpoint.
+pub const PATH: &str = "/ws/agent";
+
+/// Messages the control plane sends an agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ToAgent {
+    /// Tasks of this instance whose desired state the agent must bring about.
+    /// The first payload of a connection carries every task of the instance;
+    /// later ones carry the tasks that changed.
+    #[serde(rename_all = "camelCase")]
+    Payload { message_id: String, seq_num: u64, tasks: Vec<TaskPayload> },
+    #[serde(rename_all = "camelCase")]
+    Heartbeat { message_id: String },
+    /// The instance was deregistered: the agent stops its tasks and exits.
+    #[serde(rename_all = "camelCase")]
+    Deregistered { reason: String },
+}
+
+/// Messages an agent sends the control plane.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum FromAgent {
+    #[serde(rename_all = "camelCase")]
+    Ack { message_id: String, seq_num: u64 },
+    #[serde(rename_all = "camelCase")]
+    Heartbeat { sent_at_ms: u64 },
+}
+
+/// One task as the agent needs it to run: everything resolved, nothing to
+/// look up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPayload {
+    pub task_arn: String,
+    pub cluster_arn: String,
+    /// RUNNING or STOPPED.
+    pub desired_status: String,
+    /// The task's version; a payload older than what the agent holds is ignored.
+    pub version: i64,
+    pub task_definition: TaskDefinition,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<TaskOverride>,
+    /// Set for awsvpc tasks: the address the control plane assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface: Option<TaskNetworkInterface>,
+    /// Why the task is being stopped, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+}
+
+/// The task's own address in awsvpc mode (ECS's elastic network interface).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskNetworkInterface {
+    pub attachment_id: String,
+    pub private_ipv4_address: String,
+    /// The instance's task subnet, e.g. `10.201.3.0/24`.
+    pub subnet_cidr: String,
+    pub gateway_ipv4_address: String,
+    pub mac_address: String,
+}
