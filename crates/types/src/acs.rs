@@ -62,6 +62,33 @@ pub enum FromAgent {
     Ack { message_id: String, seq_num: u64 },
     #[serde(rename_all = "camelCase")]
     Heartbeat { sent_at_ms: u64 },
+    /// Container health as the runtime's health checks report it (ECS's agent
+    /// sends this over its telemetry channel); the control plane stores it as
+    /// each container's `healthStatus` and derives the task's.
+    #[serde(rename_all = "camelCase")]
+    TaskHealth { task_arn: String, containers: Vec<ContainerHealth> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerHealth {
+    pub container_name: String,
+    /// HEALTHY, UNHEALTHY or UNKNOWN.
+    pub health_status: String,
+}
+
+/// Conventions the agent and the control plane share beyond the message types.
+pub mod conventions {
+    /// Attribute an agent registers with when it runs with `--external`; only
+    /// such instances take launch type EXTERNAL tasks, and only they.
+    pub const EXTERNAL_ATTRIBUTE: &str = "ecs.capability.external";
+    /// A STOPPED task-state reason starting with this maps to stop code
+    /// EssentialContainerExited.
+    pub const ESSENTIAL_EXITED_REASON: &str = "Essential container in task exited";
+    /// A STOPPED task-state reason starting with one of these maps to stop
+    /// code TaskFailedToStart.
+    pub const FAILED_TO_START_REASONS: &[&str] =
+        &["CannotPullContainerError", "CannotCreateContainerError", "CannotStartContainerError", "ResourceInitializationError"];
 }
 
 /// One task as the agent needs it to run: everything resolved, nothing to
