@@ -17,6 +17,13 @@
 //! `errors` those that were not HTTP 200 (or never came), and
 //! `requests_per_sec` counts only the successful ones, so that a server that
 //! fails fast does not look fast. Latencies cover every counted request.
+//! `server_cpu_cores` and `generator_cpu_cores` are the cores each process
+//! kept busy on average (from /proc): on a shared two-core machine they tell
+//! whether a low figure came from the server, the generator or a neighbour.
+//!
+//! Options beyond the two above, for profiling one case at a time:
+//! `--generator-threads T`, `--servers flotilla|moto|flotilla,moto` and
+//! `--operations NAME,…` (the `operation` values of the JSON lines).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -32,6 +32,73 @@ enum Command {
     Server(ServerArgs),
     /// Run the control plane plus every local part, for one machine.
     Up(ServerArgs),
+    /// Run an agent: this machine (or `--simulate N` simulated ones) as
+    /// container instances of a cluster.
+    Agent(AgentArgs),
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// The control plane's API.
+    #[arg(long, default_value = "http://127.0.0.1:8440")]
+    endpoint: String,
+    /// Cluster to join (name or ARN).
+    #[arg(long, default_value = "default")]
+    cluster: String,
+    /// Directory of the agent's identity and task state [default: $HOME/.local/share/flotilla/agent].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Region to sign requests for.
+    #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Availability zone to register in [default: local-1a].
+    #[arg(long)]
+    availability_zone: Option<String>,
+    /// Instance type to register as [default: flotilla.local].
+    #[arg(long)]
+    instance_type: Option<String>,
+    /// A custom attribute, KEY=VALUE; repeat for more.
+    #[arg(long = "attribute", value_parser = flotilla_agent::parse_attribute)]
+    attributes: Vec<(String, String)>,
+    /// Register for launch type EXTERNAL.
+    #[arg(long)]
+    external: bool,
+    /// Memory kept back from tasks for the host itself.
+    #[arg(long, default_value_t = 0)]
+    memory_reserved_mib: u64,
+    /// Port of the task metadata endpoint.
+    #[arg(long, default_value_t = 51679)]
+    metadata_port: u16,
+    /// Image of awsvpc tasks' pause containers (made from the host's static busybox when missing).
+    #[arg(long, default_value = "flotilla/pause:latest")]
+    pause_image: String,
+    /// default, always, once or prefer-cached, as ECS_IMAGE_PULL_BEHAVIOR.
+    #[arg(long, default_value = "default")]
+    image_pull_behavior: flotilla_agent::engine::PullBehavior,
+    /// How long a stopped task's containers are kept before removal.
+    #[arg(long, default_value_t = 3 * 60 * 60)]
+    task_cleanup_wait_seconds: u64,
+    /// Address bridge-mode containers reach the host at [default: the docker0 gateway].
+    #[arg(long)]
+    bridge_gateway: Option<String>,
+    /// Run this many simulated instances (fake runtime) instead of one real one.
+    #[arg(long)]
+    simulate: Option<usize>,
+    /// CPU units of each simulated instance.
+    #[arg(long, default_value_t = 4096)]
+    simulate_cpu: u64,
+    /// Memory (MiB) of each simulated instance.
+    #[arg(long, default_value_t = 16_384)]
+    simulate_memory: u64,
+    /// Availability zones of the simulated instances, round-robin.
+    #[arg(long, value_delimiter = ',')]
+    simulate_zones: Vec<String>,
+    /// Instance types of the simulated instances, round-robin.
+    #[arg(long, value_delimiter = ',')]
+    simulate_instance_types: Vec<String>,
+    /// How long each simulated container start takes.
+    #[arg(long, default_value_t = 0)]
+    simulate_start_delay_ms: u64,
 }
 
 #[derive(Args)]
@@ -63,6 +130,7 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Server(args) => serve(args, false).await,
             Command::Up(args) => serve(args, true).await,
+            Command::Agent(args) => agent(args).await,
         }
     })
 }
@@ -131,10 +199,22 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
         RedbStore::open(&store_path).with_context(|| format!("opening store {}", store_path.display()))?,
     );
     let scope = Scope::new(&args.region, &args.account_id);
-    let ecs = Arc::new(Ecs::new(Arc::clone(&store), scope, Arc::new(SystemClock), Arc::new(RandomIds)));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    // Agents reach the agent channel at the API's own address.
+    let ecs = Arc::new(
+        Ecs::new(Arc::clone(&store), scope, Arc::new(SystemClock), Arc::new(RandomIds))
+            .with_advertised_endpoint(format!("http://{address}")),
+    );
     let (credentials, principals) = load_credentials(args.credentials_file.as_deref())?;
+    // No agent connection outlives the process that held it.
+    ecs.reset_agent_connections().await.map_err(|error| anyhow::anyhow!("resetting agent connections: {error}"))?;
+    tokio::spawn(collect_periodically(Arc::clone(&ecs)));
     if local_parts {
         ensure_default_cluster(&ecs).await?;
+        start_local_agent(format!("http://{address}"), &args, data_dir.join("agent"));
     }
     let edge = Arc::new(Edge {
         ecs,
@@ -144,11 +224,8 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
         metrics: Metrics::default(),
         principals,
         store: Arc::clone(&store),
+        agent_heartbeat_timeout_ms: flotilla_types::acs::HEARTBEAT_TIMEOUT_MS,
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %data_dir.display(), region = %args.region, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");
     if args.credentials_file.is_none() {
@@ -161,6 +238,87 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
         .await
         .context("serving the API")?;
     tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Runs an agent for this machine beside the control plane. A machine without
+/// a container engine still gets a working control plane: the agent's failure
+/// is logged, not fatal.
+fn start_local_agent(endpoint: String, args: &ServerArgs, data_dir: PathBuf) {
+    let mut config = flotilla_agent::AgentConfig::new(endpoint, "default".to_owned(), data_dir);
+    config.region = args.region.clone();
+    // With a credentials file, the local agent signs with the caller's own
+    // environment credentials, as a remote agent would.
+    let from_env = |name: &str, default: &str| match &args.credentials_file {
+        Some(_) => std::env::var(name).unwrap_or_else(|_| default.to_owned()),
+        None => default.to_owned(),
+    };
+    config.access_key_id = from_env("AWS_ACCESS_KEY_ID", flotilla_edge::DEFAULT_ACCESS_KEY_ID);
+    config.secret_access_key =
+        from_env("AWS_SECRET_ACCESS_KEY", flotilla_edge::DEFAULT_SECRET_ACCESS_KEY);
+    // A local machine builds its images itself; a registry may not be reachable.
+    config.pull_behavior = flotilla_agent::PullBehavior::PreferCached;
+    tokio::spawn(async move {
+        match flotilla_agent::run(config).await {
+            Ok(exit) => tracing::info!(?exit, "local agent ended"),
+            Err(error) => tracing::error!(%error, "local agent failed; the control plane keeps serving"),
+        }
+    });
+}
+
+/// How often stopped tasks and deregistered instances past their retention are deleted.
+const COLLECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn collect_periodically(ecs: Arc<Ecs>) {
+    let mut interval = tokio::time::interval(COLLECT_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Err(error) = ecs.collect_stopped_tasks().await {
+            tracing::warn!(%error, "collecting stopped tasks failed");
+        }
+        if let Err(error) = ecs.collect_deregistered_instances().await {
+            tracing::warn!(%error, "collecting deregistered instances failed");
+        }
+    }
+}
+
+async fn agent(args: AgentArgs) -> Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir().join("agent"));
+    let mut config = flotilla_agent::AgentConfig::new(args.endpoint, args.cluster, data_dir);
+    config.region = args.region;
+    config.access_key_id = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".to_owned());
+    config.secret_access_key = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".to_owned());
+    config.availability_zone = args.availability_zone;
+    config.instance_type = args.instance_type;
+    config.attributes = args.attributes;
+    config.external = args.external;
+    config.memory_mib_reserved = args.memory_reserved_mib;
+    config.metadata_port = args.metadata_port;
+    config.pause_image = args.pause_image;
+    config.pull_behavior = args.image_pull_behavior;
+    config.task_cleanup_wait = std::time::Duration::from_secs(args.task_cleanup_wait_seconds);
+    config.bridge_gateway = args.bridge_gateway;
+    let work = async move {
+        match args.simulate {
+            Some(instances) => {
+                let simulation = flotilla_agent::SimulationConfig {
+                    instances,
+                    cpu_units: args.simulate_cpu,
+                    memory_mib: args.simulate_memory,
+                    zones: args.simulate_zones,
+                    instance_types: args.simulate_instance_types,
+                    start_delay_ms: args.simulate_start_delay_ms,
+                };
+                flotilla_agent::run_simulated(config, simulation).await
+            }
+            None => flotilla_agent::run(config).await.map(|exit| tracing::info!(?exit, "agent finished")),
+        }
+    };
+    tokio::select! {
+        result = work => result.context("running the agent")?,
+        // Containers keep running; the next start re-adopts them.
+        () = shutdown_signal() => {}
+    }
     Ok(())
 }
 

@@ -170,7 +170,8 @@ impl Ecs {
             let page = self.store.list(&prefix, None, 1).map_err(records::store_error)?;
             Ok(!page.entries.is_empty())
         };
-        if has_any(keys::instances_of(name))? {
+        let counts = self.cluster_counts(name)?;
+        if counts.instances > 0 {
             return Err(ApiError::new(
                 "ClusterContainsContainerInstancesException",
                 400,
@@ -184,7 +185,8 @@ impl Ecs {
                 "The Cluster cannot be deleted while Services are active.",
             ));
         }
-        if has_any(keys::tasks_of(name))? {
+        // Stopped tasks wait out their retention and do not hold the cluster.
+        if counts.running_tasks + counts.pending_tasks + counts.stopping_tasks > 0 {
             return Err(ApiError::new(
                 "ClusterContainsTasksException",
                 400,
@@ -271,14 +273,31 @@ impl Ecs {
             let page = self.store.list(&prefix, None, flotilla_store::LIST_LIMIT_MAX).map_err(records::store_error)?;
             Ok(page.entries.len() as i32)
         };
-        Ok(ClusterCounts {
-            instances: count(keys::instances_of(name))?,
-            // Tasks and services arrive with the agent and service schedulers;
-            // until then their prefixes are empty and these counts are zero.
+        // Deregistered instances wait out their retention as INACTIVE and
+        // no longer count as registered.
+        let instances = crate::instances::scan::<crate::instances::InstanceRecord>(
+            self.store.as_ref(),
+            &keys::instances_of(name),
+        )?
+        .iter()
+        .filter(|found| found.value.is_live())
+        .count() as i32;
+        let mut counts = ClusterCounts {
+            instances,
             running_tasks: 0,
             pending_tasks: 0,
+            stopping_tasks: 0,
             active_services: count(keys::services_of(name))?,
-        })
+        };
+        for task in crate::instances::scan::<crate::tasks::TaskRecord>(self.store.as_ref(), &keys::tasks_of(name))? {
+            match task.value.last_status() {
+                "RUNNING" => counts.running_tasks += 1,
+                "PROVISIONING" | "PENDING" | "ACTIVATING" => counts.pending_tasks += 1,
+                "STOPPED" => {}
+                _ => counts.stopping_tasks += 1,
+            }
+        }
+        Ok(counts)
     }
 }
 
@@ -286,6 +305,8 @@ struct ClusterCounts {
     instances: i32,
     running_tasks: i32,
     pending_tasks: i32,
+    /// Between RUNNING and STOPPED: counted by neither ECS figure, but not gone.
+    stopping_tasks: i32,
     active_services: i32,
 }
 

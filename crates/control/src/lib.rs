@@ -15,12 +15,21 @@ use flotilla_types::arn::Scope;
 use flotilla_types::ecs::{EcsRequest, EcsResponse};
 use flotilla_types::ApiError;
 
+pub use agent_channel::{AgentEvent, AgentInstance, AgentRefusal, AgentWatch, PAYLOAD_TASKS_MAX};
+pub use instances::{DEREGISTERED_INSTANCE_RETENTION_MS, TASK_SUBNETS_CIDR};
+pub use tasks::STOPPED_TASK_RETENTION_MS;
+
 mod account_settings;
+mod agent_channel;
 mod clusters;
+mod filter;
+mod instances;
 mod page;
+mod placement;
 mod records;
 mod tags;
 mod task_definitions;
+mod tasks;
 #[cfg(test)]
 mod testing;
 
@@ -50,8 +59,12 @@ pub struct Ecs {
     clock: Arc<dyn Clock>,
     // Task, instance and deployment ids are drawn from here; clusters and
     // task definitions are named by their users and need none.
-    #[allow(dead_code)]
     ids: Arc<dyn IdSource>,
+    /// The base URL agents reach this server at, which DiscoverPollEndpoint
+    /// hands out: the API endpoint is also the agent channel's.
+    advertised_endpoint: Option<String>,
+    /// Concurrent registrations of one family, combined into one commit.
+    registrations: task_definitions::RegistrationQueues,
 }
 
 impl Ecs {
@@ -61,7 +74,21 @@ impl Ecs {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
     ) -> Self {
-        Self { store, scope, clock, ids }
+        Self {
+            store,
+            scope,
+            clock,
+            ids,
+            advertised_endpoint: None,
+            registrations: Default::default(),
+        }
+    }
+
+    /// Sets the base URL (e.g. `http://10.0.0.5:8440`) that
+    /// DiscoverPollEndpoint tells agents to connect to.
+    pub fn with_advertised_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.advertised_endpoint = Some(endpoint.into());
+        self
     }
 
     pub fn scope(&self) -> &Scope {
@@ -107,6 +134,31 @@ impl Ecs {
             }
             Q::DeleteTaskDefinitions(r) => {
                 R::DeleteTaskDefinitions(self.delete_task_definitions(r).await?)
+            }
+            Q::RegisterContainerInstance(r) => {
+                R::RegisterContainerInstance(self.register_container_instance(r).await?)
+            }
+            Q::DeregisterContainerInstance(r) => {
+                R::DeregisterContainerInstance(self.deregister_container_instance(r).await?)
+            }
+            Q::DescribeContainerInstances(r) => {
+                R::DescribeContainerInstances(self.describe_container_instances(r)?)
+            }
+            Q::ListContainerInstances(r) => R::ListContainerInstances(self.list_container_instances(r)?),
+            Q::UpdateContainerInstancesState(r) => {
+                R::UpdateContainerInstancesState(self.update_container_instances_state(r).await?)
+            }
+            Q::DiscoverPollEndpoint(r) => R::DiscoverPollEndpoint(self.discover_poll_endpoint(r)?),
+            Q::RunTask(r) => R::RunTask(self.run_task(r).await?),
+            Q::StartTask(r) => R::StartTask(self.start_task(r).await?),
+            Q::StopTask(r) => R::StopTask(self.stop_task(r).await?),
+            Q::DescribeTasks(r) => R::DescribeTasks(self.describe_tasks(r)?),
+            Q::ListTasks(r) => R::ListTasks(self.list_tasks(r)?),
+            Q::SubmitTaskStateChange(r) => {
+                R::SubmitTaskStateChange(self.submit_task_state_change(r).await?)
+            }
+            Q::SubmitContainerStateChange(r) => {
+                R::SubmitContainerStateChange(self.submit_container_state_change(r).await?)
             }
             Q::TagResource(r) => R::TagResource(self.tag_resource(r).await?),
             Q::UntagResource(r) => R::UntagResource(self.untag_resource(r).await?),

@@ -61,7 +61,8 @@ pub async fn mutate<T>(
             Attempt::Done(answer) => return Ok(answer),
             Attempt::Commit(txn, answer) => match store.commit(txn).await {
                 Ok(_) => return Ok(answer),
-                Err(StoreError::Conflict { .. }) => continue,
+                // Let the writer that won run before reading again.
+                Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
                 Err(error) => return Err(store_error(error)),
             },
         }
@@ -76,6 +77,12 @@ pub mod keys {
     pub const TASK_DEFINITIONS: &str = "ecs/taskdefs/";
     pub const FAMILIES: &str = "ecs/families/";
     pub const ACCOUNT_SETTINGS: &str = "ecs/account-settings/";
+    /// Every container instance of every cluster, under `{cluster}/{id}`.
+    pub const INSTANCES: &str = "ecs/instances/";
+    /// Every task of every cluster, under `{cluster}/{id}`.
+    pub const TASKS: &str = "ecs/tasks/";
+    /// The pool of /24 task subnets handed to container instances.
+    pub const TASK_SUBNETS: &str = "ecs/task-subnets";
 
     pub fn cluster(name: &str) -> String {
         format!("{CLUSTERS}{name}")
@@ -83,12 +90,22 @@ pub mod keys {
 
     /// Container instances registered in a cluster.
     pub fn instances_of(cluster: &str) -> String {
-        format!("ecs/instances/{cluster}/")
+        format!("{INSTANCES}{cluster}/")
+    }
+
+    /// One container instance; its id is 32 hex digits, so no id is a
+    /// prefix of another and the key doubles as a watch prefix.
+    pub fn instance(cluster: &str, instance_id: &str) -> String {
+        format!("{INSTANCES}{cluster}/{instance_id}")
     }
 
     /// Tasks of a cluster, running or recently stopped.
     pub fn tasks_of(cluster: &str) -> String {
-        format!("ecs/tasks/{cluster}/")
+        format!("{TASKS}{cluster}/")
+    }
+
+    pub fn task(cluster: &str, task_id: &str) -> String {
+        format!("{TASKS}{cluster}/{task_id}")
     }
 
     /// Services of a cluster.

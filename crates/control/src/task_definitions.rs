@@ -33,6 +33,7 @@ use crate::{Caller, Ecs};
 mod attributes;
 mod compatibility;
 mod defaults;
+mod revisions;
 mod size;
 #[cfg(test)]
 mod tests;
@@ -56,6 +57,8 @@ pub struct FamilyRecord {
 }
 
 /// ECS's limit on revisions in one family.
+pub(crate) use revisions::RegistrationQueues;
+
 const REVISIONS_PER_FAMILY_MAX: i32 = 1_000_000;
 const LIST_RESULTS_MAX: usize = 100;
 /// Most task definitions one DeleteTaskDefinitions call may name.
@@ -74,7 +77,7 @@ const BEING_DELETED: &str = "The specified task definition is in the process of 
 
 /// A task definition as a request names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Reference {
+pub(crate) enum Reference {
     /// A family alone: its latest ACTIVE revision.
     Latest {
         family: String,
@@ -86,7 +89,7 @@ enum Reference {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReferenceError {
+pub(crate) enum ReferenceError {
     /// Not a family, `family:revision` or task definition ARN.
     Malformed,
     /// A task definition ARN of another partition, region or account.
@@ -112,50 +115,11 @@ impl Ecs {
         definition.registered_at = Some(self.now_seconds());
         definition.registered_by = Some(caller.principal_arn.clone());
         let tags = request.tags.clone().unwrap_or_default();
-        let stored = self.store_new_revision(definition, tags).await?;
+        let stored = self.store_new_revision(TaskDefinitionRecord { definition, tags }).await?;
         Ok(RegisterTaskDefinitionResponse {
             task_definition: Some(stored),
             tags: request.tags,
         })
-    }
-
-    /// Takes the family's next revision number and writes the revision, in
-    /// one transaction conditional on the counter it read.
-    async fn store_new_revision(
-        &self,
-        definition: TaskDefinition,
-        tags: Vec<Tag>,
-    ) -> Result<TaskDefinition, ApiError> {
-        let family = definition.family.clone().unwrap_or_default();
-        let family_key = keys::family(&family);
-        let record = TaskDefinitionRecord { definition, tags };
-        records::mutate(self.store.as_ref(), || {
-            let (counter, counter_revision) = match records::get::<FamilyRecord>(self.store.as_ref(), &family_key)? {
-                Some(found) => (found.value, found.revision),
-                None => (FamilyRecord::default(), 0),
-            };
-            if counter.latest_revision >= REVISIONS_PER_FAMILY_MAX {
-                return Err(ApiError::client(format!(
-                    "Family '{family}' already has {REVISIONS_PER_FAMILY_MAX} revisions, the most ECS allows."
-                )));
-            }
-            let revision = counter.latest_revision + 1;
-            let mut record = record.clone();
-            record.definition.revision = Some(revision);
-            record.definition.task_definition_arn = Some(self.task_definition_arn(&family, revision));
-            let next = FamilyRecord {
-                latest_revision: revision,
-                active_revisions: counter.active_revisions + 1,
-            };
-            let key = keys::task_definition(&family, revision);
-            let txn = Txn::new()
-                .expect(&family_key, counter_revision)
-                .expect(&key, 0)
-                .put(&family_key, records::encode(&next))
-                .put(&key, records::encode(&record));
-            Ok(Attempt::Commit(txn, record.definition))
-        })
-        .await
     }
 
     fn task_definition_arn(&self, family: &str, revision: i32) -> String {
@@ -164,7 +128,7 @@ impl Ecs {
     }
 
     /// Parses a family, `family:revision` or task definition ARN.
-    fn task_definition_reference(&self, given: &str) -> Result<Reference, ReferenceError> {
+    pub(crate) fn task_definition_reference(&self, given: &str) -> Result<Reference, ReferenceError> {
         let given = given.trim();
         let id = if given.starts_with("arn:") {
             let arn = Arn::parse(given).ok_or(ReferenceError::Malformed)?;
@@ -202,7 +166,7 @@ impl Ecs {
     }
 
     /// The stored revision a reference names, if it exists.
-    fn find_task_definition(
+    pub(crate) fn find_task_definition(
         &self,
         reference: &Reference,
     ) -> Result<Option<TaskDefinitionRecord>, ApiError> {

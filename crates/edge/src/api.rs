@@ -50,6 +50,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/", post(aws_json))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route(flotilla_types::acs::PATH, get(crate::agent_ws::agent_ws))
         .with_state(edge)
 }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use flotilla_control::{Clock, Ecs, IdSource};
 use flotilla_sigv4::Credentials;
 
+mod agent_ws;
 mod api;
 mod metrics;
 
@@ -43,6 +44,10 @@ pub struct Edge {
     /// The IAM principal each access key acts as; the account root otherwise.
     pub principals: std::collections::HashMap<String, String>,
     pub store: Arc<dyn flotilla_store::Store>,
+    /// Silence after which an agent connection is closed and the agent
+    /// marked disconnected; `flotilla_types::acs::HEARTBEAT_TIMEOUT_MS`
+    /// outside tests.
+    pub agent_heartbeat_timeout_ms: u64,
 }
 
 /// The wall clock.

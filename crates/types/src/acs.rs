@@ -119,7 +119,7 @@ pub struct TaskPayload {
 pub struct TaskNetworkInterface {
     pub attachment_id: String,
     pub private_ipv4_address: String,
-    /// The instance's task subnet, e.g. `10.201.3.0/24`.
+    /// The instance's task subnet, e.g. `100.64.3.0/24`.
     pub subnet_cidr: String,
     pub gateway_ipv4_address: String,
     pub mac_address: String,

@@ -1,0 +1,432 @@
+//! The Flotilla agent: turns a machine (or, with `--simulate`, many
+//! simulated ones) into container instances of a Flotilla cluster.
+//!
+//! Each instance registers with RegisterContainerInstance, keeps the control
+//! channel of [`flotilla_types::acs`] open, runs the tasks the control plane
+//! sends through its task engine, and reports their state changes with
+//! SubmitTaskStateChange. See `README.md` beside this crate for the map.
+//!
+//! *API boundary:* containers are reached only through
+//! [`flotilla_runtime::ContainerRuntime`]; the control plane only through its
+//! public API and the control channel.
+//!
+//! *Architecture invariant:* time and ids come in through [`clock::Clock`]
+//! and [`clock::IdSource`]; the planner, ordering, spec translation and
+//! reporting are pure functions (see [`engine`]).
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod backoff;
+pub mod channel;
+pub mod clock;
+pub mod engine;
+pub mod host;
+pub mod instance;
+pub mod metadata;
+pub mod pause;
+pub mod persist;
+pub mod reporter;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_runtime::{ContainerRuntime, DockerRuntime, FakeRuntime, RuntimeError};
+use tokio::sync::Semaphore;
+
+use crate::api::{AgentCredentials, ApiCallError, ApiClient, Endpoint};
+use crate::clock::{Clock, IdSource, RandomIds, SystemClock};
+use crate::engine::{EngineSettings, DEFAULT_BRIDGE_GATEWAY};
+pub use crate::engine::PullBehavior;
+use crate::host::{HostFacts, InstanceProfile, DEFAULT_AVAILABILITY_ZONE, DEFAULT_INSTANCE_TYPE};
+use crate::instance::{run_instance, InstanceExit, InstanceSetup};
+use crate::metadata::MetadataRegistry;
+use crate::pause::{DockerCliImporter, PauseImage};
+use crate::persist::{PersistError, Persistence};
+
+/// Registrations in flight at once from one process.
+pub const REGISTRATIONS_IN_FLIGHT_MAX: usize = 16;
+/// How often a simulated host's fake runtime drops its call log, which it
+/// keeps for test assertions and a long simulation does not need.
+const SIMULATED_CALL_LOG_CLEAR_PERIOD: Duration = Duration::from_secs(30);
+/// Simulated hosts inspect their containers less often than real ones: the
+/// fake computes exits lazily anyway, and a thousand hosts add up.
+const SIMULATED_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Endpoint(ApiCallError),
+    #[error("cannot register the container instance: {0}")]
+    Registration(ApiCallError),
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    #[error("cannot reach the container engine: {0}")]
+    Runtime(#[source] RuntimeError),
+    #[error("cannot start the task engine: {0}")]
+    Engine(#[from] engine::EngineError),
+    #[error("cannot serve the task metadata endpoint on {address}: {source}")]
+    Metadata {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// Settings of an agent process.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The control plane's API, `http://host:port`.
+    pub endpoint: String,
+    pub cluster: String,
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub availability_zone: Option<String>,
+    pub instance_type: Option<String>,
+    /// Custom attributes, `(name, value)`.
+    pub attributes: Vec<(String, String)>,
+    /// Register for launch type EXTERNAL.
+    pub external: bool,
+    /// Memory kept back from tasks for the host itself.
+    pub memory_mib_reserved: u64,
+    pub metadata_port: u16,
+    pub pause_image: String,
+    pub pull_behavior: PullBehavior,
+    pub task_cleanup_wait: Duration,
+    /// Where bridge-mode containers reach the host; found from the host's
+    /// routes (`docker0`) when not given.
+    pub bridge_gateway: Option<String>,
+}
+
+impl AgentConfig {
+    /// Defaults for everything but where to connect and store.
+    pub fn new(endpoint: String, cluster: String, data_dir: PathBuf) -> Self {
+        Self {
+            endpoint,
+            cluster,
+            data_dir,
+            region: "us-east-1".to_owned(),
+            access_key_id: "test".to_owned(),
+            secret_access_key: "test".to_owned(),
+            availability_zone: None,
+            instance_type: None,
+            attributes: Vec::new(),
+            external: false,
+            memory_mib_reserved: 0,
+            metadata_port: host::DEFAULT_METADATA_PORT,
+            pause_image: pause::DEFAULT_PAUSE_IMAGE.to_owned(),
+            pull_behavior: PullBehavior::Default,
+            task_cleanup_wait: EngineSettings::default().task_cleanup_wait,
+            bridge_gateway: None,
+        }
+    }
+}
+
+/// Settings of `--simulate`.
+#[derive(Clone, Debug)]
+pub struct SimulationConfig {
+    pub instances: usize,
+    pub cpu_units: u64,
+    pub memory_mib: u64,
+    /// Round-robin over instances; empty means the agent's own zone.
+    pub zones: Vec<String>,
+    pub instance_types: Vec<String>,
+    /// How long each simulated container start takes.
+    pub start_delay_ms: u64,
+}
+
+impl Default for SimulationConfig {
+    fn default() -> Self {
+        Self {
+            instances: 1,
+            cpu_units: 4096,
+            memory_mib: 16_384,
+            zones: Vec::new(),
+            instance_types: Vec::new(),
+            start_delay_ms: 0,
+        }
+    }
+}
+
+/// Parses `--attribute KEY=VALUE`.
+pub fn parse_attribute(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("attribute {text:?} is not KEY=VALUE"))?;
+    if key.is_empty() || key.len() > 128 || value.len() > 128 {
+        return Err(format!(
+            "attribute {text:?}: the name must be 1 to 128 characters and the value at most 128"
+        ));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// The gateway of Docker's default bridge from `/proc/net/route` text: the
+/// `docker0` network's first address, which Docker gives its gateway.
+pub fn bridge_gateway_from_routes(routes: &str) -> Option<Ipv4Addr> {
+    routes.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first() != Some(&"docker0") {
+            return None;
+        }
+        // Addresses are hex in the kernel's (little-endian) byte order.
+        let destination = u32::from_str_radix(fields.get(1)?, 16).ok()?;
+        let mask = u32::from_str_radix(fields.get(7)?, 16).ok()?;
+        if mask == 0 {
+            return None;
+        }
+        let network = Ipv4Addr::from(destination.to_le_bytes());
+        Some(Ipv4Addr::from(u32::from(network) + 1))
+    })
+}
+
+fn api_client(config: &AgentConfig, clock: &Arc<dyn Clock>) -> Result<ApiClient, AgentError> {
+    let endpoint = Endpoint::parse(&config.endpoint).map_err(AgentError::Endpoint)?;
+    let credentials = AgentCredentials {
+        access_key_id: config.access_key_id.clone(),
+        secret_access_key: config.secret_access_key.clone(),
+    };
+    Ok(ApiClient::new(
+        endpoint,
+        credentials,
+        config.region.clone(),
+        Arc::clone(clock),
+    ))
+}
+
+fn base_profile(config: &AgentConfig, facts: &HostFacts) -> InstanceProfile {
+    InstanceProfile {
+        cluster: config.cluster.clone(),
+        instance_id: String::new(),
+        region: config.region.clone(),
+        availability_zone: config
+            .availability_zone
+            .clone()
+            .unwrap_or_else(|| DEFAULT_AVAILABILITY_ZONE.to_owned()),
+        instance_type: config
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned()),
+        cpu_architecture: facts.cpu_architecture,
+        cpu_units: facts.cpu_units,
+        memory_mib: facts.memory_mib.saturating_sub(config.memory_mib_reserved),
+        metadata_port: config.metadata_port,
+        custom_attributes: config.attributes.clone(),
+        external: config.external,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        docker_version: None,
+    }
+}
+
+/// Runs the agent for this machine's Docker engine until the instance is
+/// deregistered. Containers keep running if the process is stopped; the
+/// next start re-adopts them.
+pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ids: Arc<dyn IdSource> = Arc::new(RandomIds);
+    let api = api_client(&config, &clock)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| PersistError::Write {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let docker = DockerRuntime::connect()
+        .await
+        .map_err(AgentError::Runtime)?;
+    let api_version = docker.api_version();
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(docker);
+
+    let metadata = Arc::new(MetadataRegistry::default());
+    let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.metadata_port));
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| AgentError::Metadata { address, source })?;
+    tokio::spawn(metadata::serve(
+        listener,
+        Arc::clone(&metadata),
+        Arc::clone(&runtime),
+        Arc::clone(&clock),
+    ));
+
+    let bridge_gateway = config.bridge_gateway.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/net/route")
+            .ok()
+            .and_then(|routes| bridge_gateway_from_routes(&routes))
+            .map_or_else(
+                || DEFAULT_BRIDGE_GATEWAY.to_owned(),
+                |gateway| gateway.to_string(),
+            )
+    });
+    let facts = HostFacts::read();
+    let mut profile = base_profile(&config, &facts);
+    profile.docker_version = None;
+    tracing::info!(
+        cpu_units = profile.cpu_units,
+        memory_mib = profile.memory_mib,
+        docker_api = %api_version,
+        %bridge_gateway,
+        metadata = %address,
+        "agent starting"
+    );
+    let settings = EngineSettings {
+        pull_behavior: config.pull_behavior,
+        task_cleanup_wait: config.task_cleanup_wait,
+        metadata_port: Some(config.metadata_port),
+        bridge_gateway,
+        ..EngineSettings::default()
+    };
+    run_instance(InstanceSetup {
+        label: "agent".to_owned(),
+        data_dir: config.data_dir.clone(),
+        cluster: config.cluster.clone(),
+        profile,
+        runtime,
+        api,
+        clock,
+        ids,
+        persistence: Persistence { durable: true },
+        settings,
+        metadata: Some(metadata),
+        pause_image: Arc::new(PauseImage::new(
+            config.pause_image.clone(),
+            Some(Arc::new(DockerCliImporter)),
+        )),
+        registration_gate: Arc::new(Semaphore::new(1)),
+    })
+    .await
+}
+
+/// Runs `simulation.instances` simulated instances in this process, each
+/// with its own identity under `DATA_DIR/sim-{i}`, its own fake runtime and
+/// its own control channel, all through the same code as a real agent.
+/// Returns when every instance has been deregistered.
+pub async fn run_simulated(
+    config: AgentConfig,
+    simulation: SimulationConfig,
+) -> Result<(), AgentError> {
+    if simulation.instances == 0 {
+        return Err(AgentError::Invalid(
+            "--simulate needs at least one instance".to_owned(),
+        ));
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ids: Arc<dyn IdSource> = Arc::new(RandomIds);
+    let api = api_client(&config, &clock)?;
+    let gate = Arc::new(Semaphore::new(REGISTRATIONS_IN_FLIGHT_MAX));
+    let pause_image = Arc::new(PauseImage::new(config.pause_image.clone(), None));
+    let facts = HostFacts::read();
+    let mut instances = tokio::task::JoinSet::new();
+    for index in 0..simulation.instances {
+        let mut profile = base_profile(&config, &facts);
+        profile.cpu_units = simulation.cpu_units;
+        profile.memory_mib = simulation
+            .memory_mib
+            .saturating_sub(config.memory_mib_reserved);
+        if !simulation.zones.is_empty() {
+            profile.availability_zone = simulation.zones[index % simulation.zones.len()].clone();
+        }
+        if !simulation.instance_types.is_empty() {
+            profile.instance_type =
+                simulation.instance_types[index % simulation.instance_types.len()].clone();
+        }
+        let fake_clock = Arc::clone(&clock);
+        let fake = Arc::new(
+            FakeRuntime::new(move || fake_clock.now_ms())
+                .with_start_delay_ms(simulation.start_delay_ms)
+                .with_id_seed(index as u64 + 1),
+        );
+        let log_owner = Arc::downgrade(&fake);
+        tokio::spawn(async move {
+            let mut period = tokio::time::interval(SIMULATED_CALL_LOG_CLEAR_PERIOD);
+            loop {
+                period.tick().await;
+                let Some(fake) = log_owner.upgrade() else {
+                    return;
+                };
+                fake.clear_calls();
+            }
+        });
+        let label = format!("sim-{index}");
+        let setup = InstanceSetup {
+            data_dir: config.data_dir.join(&label),
+            label,
+            cluster: config.cluster.clone(),
+            profile,
+            runtime: fake,
+            api: api.clone(),
+            clock: Arc::clone(&clock),
+            ids: Arc::clone(&ids),
+            persistence: Persistence { durable: false },
+            settings: EngineSettings {
+                poll_interval: SIMULATED_POLL_INTERVAL,
+                pull_behavior: config.pull_behavior,
+                task_cleanup_wait: config.task_cleanup_wait,
+                metadata_port: None,
+                ..EngineSettings::default()
+            },
+            metadata: None,
+            pause_image: Arc::clone(&pause_image),
+            registration_gate: Arc::clone(&gate),
+        };
+        instances.spawn(async move {
+            let label = setup.label.clone();
+            (label, run_instance(setup).await)
+        });
+    }
+    tracing::info!(
+        instances = simulation.instances,
+        "simulated instances started"
+    );
+    let mut first_error = None;
+    while let Some(joined) = instances.join_next().await {
+        match joined {
+            Ok((label, Ok(exit))) => {
+                tracing::info!(instance = %label, ?exit, "simulated instance ended")
+            }
+            Ok((label, Err(error))) => {
+                tracing::error!(instance = %label, %error, "simulated instance failed");
+                first_error.get_or_insert(error);
+            }
+            Err(error) => tracing::error!(%error, "simulated instance panicked"),
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_gateway_is_read_from_routes() {
+        let routes =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                      eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                      docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        assert_eq!(
+            bridge_gateway_from_routes(routes),
+            Some(Ipv4Addr::new(172, 17, 0, 1))
+        );
+        assert_eq!(bridge_gateway_from_routes("Iface\n"), None);
+    }
+
+    #[test]
+    fn attributes_parse() {
+        assert_eq!(
+            parse_attribute("stack=blue"),
+            Ok(("stack".to_owned(), "blue".to_owned()))
+        );
+        assert_eq!(
+            parse_attribute("a=b=c"),
+            Ok(("a".to_owned(), "b=c".to_owned()))
+        );
+        assert!(parse_attribute("novalue").is_err());
+        assert!(parse_attribute("=x").is_err());
+    }
+}

@@ -1,0 +1,1433 @@
+//! Tasks: RunTask, StartTask, StopTask, DescribeTasks, ListTasks, and the
+//! agent's SubmitTaskStateChange and SubmitContainerStateChange.
+//!
+//! Each task is one [`TaskRecord`] under `keys::task(cluster, id)`. A task is
+//! created in the same transaction that takes its resources from its
+//! instance (see `placement.rs`), and gives them back in the transaction that
+//! records it STOPPED, so an instance's remaining resources always equal what
+//! it registered less what its unstopped tasks hold.
+//!
+//! ```text
+//! lastStatus:  PROVISIONING → PENDING → ACTIVATING → RUNNING → DEACTIVATING → STOPPING → DEPROVISIONING → STOPPED
+//!                 (created)      └──────────── reported by the agent, forward only ───────────────┘   (releases resources)
+//! desiredStatus: RUNNING ──StopTask / agent reports DEACTIVATING or later──▶ STOPPED
+//! ```
+//!
+//! A state change that would move `lastStatus` backwards (a late PENDING
+//! after RUNNING) is ignored; so is a container change that would move a
+//! container backwards (PENDING → RUNNING → STOPPED).
+//!
+//! **Stop codes.** StopTask sets `UserInitiated`. When the agent reports a
+//! task STOPPED that nobody asked to stop, the stop code comes from its
+//! `reason`: one starting with [`ESSENTIAL_EXITED_REASON`] ("Essential
+//! container in task exited") gives `EssentialContainerExited`; one starting
+//! with any of [`FAILED_TO_START_REASONS`] (`CannotPullContainerError`,
+//! `CannotCreateContainerError`, `CannotStartContainerError`,
+//! `ResourceInitializationError`) gives `TaskFailedToStart`; any other reason
+//! gives `TaskFailedToStart` when the task never reached RUNNING and
+//! `EssentialContainerExited` when it did. The reason becomes `stoppedReason`
+//! unless StopTask already set one.
+//!
+//! **Retention.** A STOPPED task stays describable for
+//! [`STOPPED_TASK_RETENTION_MS`]; [`Ecs::collect_stopped_tasks`] deletes older ones.
+
+use flotilla_store::Txn;
+use flotilla_types::acs::conventions::{ESSENTIAL_EXITED_REASON, FAILED_TO_START_REASONS};
+use flotilla_types::acs::TaskNetworkInterface;
+use flotilla_types::arn::Arn;
+use flotilla_types::ecs::*;
+use flotilla_types::ApiError;
+use serde::{Deserialize, Serialize};
+
+use crate::filter::Expression;
+use crate::instances::{scan, InstanceRecord, DEREGISTERED_STOP_REASON};
+use crate::page;
+use crate::placement::{self, Demand, Reservation, Targets};
+use crate::records::{self, keys, Attempt};
+use crate::task_definitions::{ReferenceError, TaskDefinitionRecord};
+use crate::Ecs;
+
+#[cfg(test)]
+mod tests;
+
+/// How long a STOPPED task stays describable, as ECS keeps them (about an hour).
+pub const STOPPED_TASK_RETENTION_MS: u64 = 60 * 60 * 1000;
+
+/// Most tasks one RunTask call may start.
+const RUN_TASK_COUNT_MAX: i32 = 10;
+/// Most instances one StartTask call may name.
+const START_TASK_INSTANCES_MAX: usize = 10;
+const DESCRIBE_TASKS_MAX: usize = 100;
+const LIST_RESULTS_MAX: usize = 100;
+const STARTED_BY_LENGTH_MAX: usize = 128;
+const GROUP_LENGTH_MAX: usize = 255;
+const STOP_REASON_LENGTH_MAX: usize = 255;
+/// Most containers one state change may report: a task holds at most 10.
+const CONTAINER_CHANGES_MAX: usize = 10;
+/// Smallest hard memory limit Docker accepts for a container.
+const CONTAINER_MEMORY_MIB_MIN: i32 = 6;
+/// Most subnets and security groups an awsvpcConfiguration may name, as ECS allows.
+const AWSVPC_SUBNETS_MAX: usize = 16;
+const AWSVPC_SECURITY_GROUPS_MAX: usize = 5;
+
+pub const USER_STOP_REASON: &str = "Task stopped by user";
+const TASK_NOT_FOUND: &str = "The referenced task was not found.";
+
+/// The order `lastStatus` moves in.
+pub const TASK_STATUSES: [&str; 8] = [
+    "PROVISIONING",
+    "PENDING",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
+];
+/// The order a container's `lastStatus` moves in.
+pub const CONTAINER_STATUSES: [&str; 3] = ["PENDING", "RUNNING", "STOPPED"];
+
+fn task_rank(status: &str) -> Option<usize> {
+    TASK_STATUSES.iter().position(|s| *s == status)
+}
+
+fn container_rank(status: &str) -> Option<usize> {
+    CONTAINER_STATUSES.iter().position(|s| *s == status)
+}
+
+/// A task as stored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The wire shape, tags included.
+    pub task: Task,
+    pub cluster: String,
+    pub task_id: String,
+    pub instance_id: String,
+    /// The revision it runs, kept whole so that the agent's payload needs no
+    /// other read and survives the definition's deletion.
+    pub definition: TaskDefinition,
+    /// What it took from its instance.
+    pub reservation: Reservation,
+    /// Whether the reservation was given back (once, when it stopped).
+    #[serde(default)]
+    pub released: bool,
+    #[serde(default)]
+    pub network_interface: Option<TaskNetworkInterface>,
+    /// When it reached STOPPED (clock ms), for retention.
+    #[serde(default)]
+    pub stopped_at_ms: Option<u64>,
+}
+
+impl TaskRecord {
+    pub fn last_status(&self) -> &str {
+        self.task.last_status.as_deref().unwrap_or("PROVISIONING")
+    }
+
+    pub fn desired_status(&self) -> &str {
+        self.task.desired_status.as_deref().unwrap_or("RUNNING")
+    }
+
+    pub fn arn(&self) -> String {
+        self.task.task_arn.clone().unwrap_or_default()
+    }
+
+    fn touch(&mut self) {
+        self.task.version = Some(self.task.version.unwrap_or(0) + 1);
+    }
+
+    /// Asks the task to stop; the agent carries it out.
+    fn request_stop(&mut self, now_seconds: f64, code: Option<TaskStopCode>, reason: &str) {
+        self.task.desired_status = Some("STOPPED".to_owned());
+        self.task.stopping_at.get_or_insert(now_seconds);
+        if self.task.stop_code.is_none() {
+            self.task.stop_code = code;
+        }
+        if self.task.stopped_reason.is_none() {
+            self.task.stopped_reason = Some(reason.to_owned());
+        }
+    }
+
+    /// Records the task STOPPED, with its containers.
+    fn mark_stopped(&mut self, now_seconds: f64, now_ms: u64) {
+        self.task.last_status = Some("STOPPED".to_owned());
+        self.task.desired_status = Some("STOPPED".to_owned());
+        self.task.stopping_at.get_or_insert(now_seconds);
+        self.task.stopped_at.get_or_insert(now_seconds);
+        self.task.execution_stopped_at.get_or_insert(now_seconds);
+        self.stopped_at_ms.get_or_insert(now_ms);
+        for container in self.task.containers.iter_mut().flatten() {
+            container.last_status = Some("STOPPED".to_owned());
+        }
+        for attachment in self.task.attachments.iter_mut().flatten() {
+            attachment.status = Some("DELETED".to_owned());
+        }
+    }
+}
+
+/// A state change as the agent reports it, checked.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskChange {
+    pub status: Option<String>,
+    pub reason: Option<String>,
+    pub containers: Vec<ContainerStateChange>,
+    pub pull_started_at: Option<f64>,
+    pub pull_stopped_at: Option<f64>,
+    pub execution_stopped_at: Option<f64>,
+}
+
+/// Applies an agent's report to a task, forward only. Returns whether
+/// anything changed. Pure apart from the times passed in.
+pub fn apply_change(
+    record: &mut TaskRecord,
+    change: &TaskChange,
+    now_seconds: f64,
+    now_ms: u64,
+) -> bool {
+    if record.last_status() == "STOPPED" {
+        return false;
+    }
+    let before = record.task.clone();
+    for reported in &change.containers {
+        let name = reported.container_name.as_deref().unwrap_or_default();
+        let Some(container) = record
+            .task
+            .containers
+            .iter_mut()
+            .flatten()
+            .find(|c| c.name.as_deref() == Some(name))
+        else {
+            continue;
+        };
+        let current = container
+            .last_status
+            .as_deref()
+            .and_then(container_rank)
+            .unwrap_or(0);
+        if let Some(status) = reported.status.as_deref() {
+            let Some(rank) = container_rank(status) else {
+                continue;
+            };
+            if rank < current {
+                continue;
+            }
+            container.last_status = Some(status.to_owned());
+        }
+        if reported.exit_code.is_some() {
+            container.exit_code = reported.exit_code;
+        }
+        if reported.reason.is_some() {
+            container.reason = reported.reason.clone();
+        }
+        if reported.network_bindings.is_some() {
+            container.network_bindings = reported.network_bindings.clone();
+        }
+        if reported.runtime_id.is_some() {
+            container.runtime_id = reported.runtime_id.clone();
+        }
+        if reported.image_digest.is_some() {
+            container.image_digest = reported.image_digest.clone();
+        }
+    }
+    if record.task.pull_started_at.is_none() {
+        record.task.pull_started_at = change.pull_started_at;
+    }
+    if record.task.pull_stopped_at.is_none() {
+        record.task.pull_stopped_at = change.pull_stopped_at;
+    }
+    let current = task_rank(record.last_status()).unwrap_or(0);
+    let next = change
+        .status
+        .as_deref()
+        .and_then(task_rank)
+        .filter(|rank| *rank > current);
+    if let Some(rank) = next {
+        let status = TASK_STATUSES[rank];
+        record.task.last_status = Some(status.to_owned());
+        if status == "RUNNING" {
+            record.task.started_at.get_or_insert(now_seconds);
+            for container in record.task.containers.iter_mut().flatten() {
+                if container.last_status.as_deref() == Some("PENDING") {
+                    container.last_status = Some("RUNNING".to_owned());
+                }
+            }
+        }
+        if rank >= task_rank("DEACTIVATING").unwrap_or(4) {
+            let code = stop_code_for(change.reason.as_deref(), record.task.started_at.is_some());
+            let reason = change
+                .reason
+                .clone()
+                .unwrap_or_else(|| "Task stopped by its agent".to_owned());
+            record.request_stop(now_seconds, Some(code), &reason);
+        }
+        if status == "STOPPED" {
+            if let Some(at) = change.execution_stopped_at {
+                record.task.execution_stopped_at.get_or_insert(at);
+            }
+            record.mark_stopped(now_seconds, now_ms);
+        }
+    }
+    let changed = record.task != before;
+    if changed {
+        record.touch();
+    }
+    changed
+}
+
+/// The stop code of a task its agent stopped, from the reason it gave.
+pub fn stop_code_for(reason: Option<&str>, reached_running: bool) -> TaskStopCode {
+    let reason = reason.unwrap_or_default();
+    if reason.starts_with(ESSENTIAL_EXITED_REASON) {
+        TaskStopCode::EssentialContainerExited
+    } else if FAILED_TO_START_REASONS
+        .iter()
+        .any(|prefix| reason.starts_with(prefix))
+    {
+        TaskStopCode::TaskFailedToStart
+    } else if reached_running {
+        TaskStopCode::EssentialContainerExited
+    } else {
+        TaskStopCode::TaskFailedToStart
+    }
+}
+
+/// Everything a RunTask or StartTask decided before looking at instances.
+struct Launch {
+    cluster: String,
+    definition: TaskDefinition,
+    overrides: TaskOverride,
+    group: String,
+    started_by: Option<String>,
+    tags: Vec<Tag>,
+    awsvpc: Option<AwsVpcConfiguration>,
+    demand: Demand,
+    enable_execute_command: bool,
+}
+
+/// Fresh ids for one task, drawn before the commit loop so that a retry
+/// reuses them.
+struct TaskIds {
+    task_id: String,
+    container_ids: Vec<String>,
+    attachment_id: String,
+    eni_id: String,
+}
+
+/// The common part of RunTask's and StartTask's requests.
+struct LaunchRequest<'a> {
+    cluster: Option<&'a str>,
+    task_definition: &'a str,
+    launch_type: Option<LaunchType>,
+    capacity_provider_strategy: &'a [CapacityProviderStrategyItem],
+    overrides: Option<&'a TaskOverride>,
+    started_by: Option<&'a str>,
+    group: Option<&'a str>,
+    tags: &'a [Tag],
+    propagate_tags: Option<PropagateTags>,
+    network_configuration: Option<&'a NetworkConfiguration>,
+    placement_constraints: &'a [PlacementConstraint],
+    enable_execute_command: Option<bool>,
+}
+
+impl Ecs {
+    pub(crate) fn task_arn(&self, cluster: &str, task_id: &str) -> String {
+        self.scope.arn("ecs", &format!("task/{cluster}/{task_id}"))
+    }
+
+    /// The id of the task a request names by ARN or id within `cluster`.
+    pub(crate) fn task_id_in(&self, cluster: &str, given: &str) -> Option<String> {
+        let given = given.trim();
+        let id = if given.starts_with("arn:") {
+            let arn = Arn::parse(given)?;
+            if arn.service != "ecs"
+                || arn.region != self.scope.region
+                || arn.account_id != self.scope.account_id
+            {
+                return None;
+            }
+            match arn.resource_parts() {
+                ("task", rest) => match rest.split_once('/') {
+                    Some((arn_cluster, id)) if arn_cluster == cluster => id,
+                    Some(_) => return None,
+                    None => rest,
+                },
+                _ => return None,
+            }
+        } else {
+            given
+        };
+        let valid = !id.is_empty()
+            && id.len() <= 64
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        valid.then(|| id.to_owned())
+    }
+
+    pub(crate) fn get_task(
+        &self,
+        cluster: &str,
+        task_id: &str,
+    ) -> Result<Option<records::Versioned<TaskRecord>>, ApiError> {
+        records::get(self.store.as_ref(), &keys::task(cluster, task_id))
+    }
+
+    fn present_task(record: &TaskRecord, include_tags: bool) -> Task {
+        let mut task = record.task.clone();
+        if !include_tags {
+            task.tags = None;
+        }
+        task
+    }
+
+    pub(crate) async fn run_task(
+        &self,
+        request: RunTaskRequest,
+    ) -> Result<RunTaskResponse, ApiError> {
+        let count = request.count.unwrap_or(1);
+        if !(1..=RUN_TASK_COUNT_MAX).contains(&count) {
+            return Err(ApiError::invalid_parameter(format!(
+                "count must be between 1 and {RUN_TASK_COUNT_MAX}, got {count}"
+            )));
+        }
+        let launch = self.prepare_launch(LaunchRequest {
+            cluster: request.cluster.as_deref(),
+            task_definition: request.task_definition.as_deref().unwrap_or_default(),
+            launch_type: request.launch_type,
+            capacity_provider_strategy: request
+                .capacity_provider_strategy
+                .as_deref()
+                .unwrap_or_default(),
+            overrides: request.overrides.as_ref(),
+            started_by: request.started_by.as_deref(),
+            group: request.group.as_deref(),
+            tags: request.tags.as_deref().unwrap_or_default(),
+            propagate_tags: request.propagate_tags,
+            network_configuration: request.network_configuration.as_ref(),
+            placement_constraints: request.placement_constraints.as_deref().unwrap_or_default(),
+            enable_execute_command: request.enable_execute_command,
+        })?;
+        let (tasks, failures) = self
+            .launch(&launch, Targeting::FirstFit(count as usize))
+            .await?;
+        Ok(RunTaskResponse {
+            tasks: Some(tasks),
+            failures: Some(failures),
+        })
+    }
+
+    pub(crate) async fn start_task(
+        &self,
+        request: StartTaskRequest,
+    ) -> Result<StartTaskResponse, ApiError> {
+        let named = request.container_instances.clone().unwrap_or_default();
+        if named.is_empty() || named.len() > START_TASK_INSTANCES_MAX {
+            return Err(ApiError::invalid_parameter(format!(
+                "containerInstances must name 1 to {START_TASK_INSTANCES_MAX} container instances, got {}",
+                named.len()
+            )));
+        }
+        let launch = self.prepare_launch(LaunchRequest {
+            cluster: request.cluster.as_deref(),
+            task_definition: request.task_definition.as_deref().unwrap_or_default(),
+            launch_type: None,
+            capacity_provider_strategy: &[],
+            overrides: request.overrides.as_ref(),
+            started_by: request.started_by.as_deref(),
+            group: request.group.as_deref(),
+            tags: request.tags.as_deref().unwrap_or_default(),
+            propagate_tags: request.propagate_tags,
+            network_configuration: request.network_configuration.as_ref(),
+            placement_constraints: &[],
+            enable_execute_command: request.enable_execute_command,
+        })?;
+        // StartTask places on the instances it names, EC2 or external alike.
+        let mut launch = launch;
+        launch.demand.external = None;
+        let (tasks, failures) = self.launch(&launch, Targeting::Named(named)).await?;
+        Ok(StartTaskResponse {
+            tasks: Some(tasks),
+            failures: Some(failures),
+        })
+    }
+
+    /// Checks a launch request against the cluster and the task definition.
+    fn prepare_launch(&self, request: LaunchRequest<'_>) -> Result<Launch, ApiError> {
+        let cluster_record = self.active_cluster(request.cluster)?;
+        let cluster = cluster_record
+            .value
+            .cluster_name
+            .clone()
+            .unwrap_or_default();
+        // Clusters hold no capacity providers but Fargate's yet, and Fargate
+        // capacity is not there: any strategy is refused.
+        if let Some(item) = request.capacity_provider_strategy.first() {
+            let provider = item.capacity_provider.as_deref().unwrap_or_default();
+            if provider.starts_with("FARGATE") {
+                return Err(fargate_unavailable());
+            }
+            return Err(ApiError::invalid_parameter(format!(
+                "The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster: {provider}"
+            )));
+        }
+        let launch_type = request.launch_type.unwrap_or(LaunchType::Ec2);
+        match launch_type {
+            LaunchType::Ec2 | LaunchType::External => {}
+            LaunchType::Fargate => return Err(fargate_unavailable()),
+            LaunchType::ManagedInstances => {
+                return Err(ApiError::client(
+                    "Launch type MANAGED_INSTANCES is not available on this Flotilla server: use EC2 or EXTERNAL",
+                ))
+            }
+        }
+        let record = self.launchable_definition(request.task_definition)?;
+        let definition = record.definition;
+        let compatible = definition
+            .compatibilities
+            .iter()
+            .flatten()
+            .any(|c| match launch_type {
+                LaunchType::External => *c == Compatibility::External,
+                _ => *c == Compatibility::Ec2,
+            });
+        if !compatible {
+            return Err(ApiError::client(format!(
+                "Task definition does not support launch_type {}.",
+                launch_type.as_str()
+            )));
+        }
+        let overrides = check_overrides(&definition, request.overrides)?;
+        if let Some(started_by) = request.started_by {
+            let valid = started_by.len() <= STARTED_BY_LENGTH_MAX
+                && started_by
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'));
+            if !valid {
+                return Err(ApiError::invalid_parameter(format!(
+                    "startedBy may hold up to {STARTED_BY_LENGTH_MAX} letters, numbers, hyphens, forward slashes and underscores"
+                )));
+            }
+        }
+        let family = definition.family.clone().unwrap_or_default();
+        let group = request
+            .group
+            .map_or_else(|| format!("family:{family}"), str::to_owned);
+        if group.is_empty() || group.len() > GROUP_LENGTH_MAX {
+            return Err(ApiError::invalid_parameter(format!(
+                "group must be 1 to {GROUP_LENGTH_MAX} characters"
+            )));
+        }
+        let mut tags = request.tags.to_vec();
+        crate::tags::check_tags(&tags)?;
+        if request.propagate_tags == Some(PropagateTags::TaskDefinition) {
+            // The task's own tags win over the definition's of the same key.
+            let mut merged = record.tags.clone();
+            crate::tags::merge_tags(&mut merged, &tags);
+            crate::tags::check_tags(&merged)?;
+            tags = merged;
+        }
+        let network_mode = definition.network_mode.unwrap_or(NetworkMode::Bridge);
+        let awsvpc = match (network_mode, request.network_configuration) {
+            (NetworkMode::Awsvpc, configuration) => {
+                let given = configuration.and_then(|c| c.awsvpc_configuration.clone()).unwrap_or_default();
+                check_awsvpc(&given)?;
+                Some(given)
+            }
+            (_, Some(configuration)) if configuration.awsvpc_configuration.is_some() => {
+                return Err(ApiError::invalid_parameter(
+                    "Network Configuration is not valid for the given networkMode of this task definition.",
+                ))
+            }
+            _ => None,
+        };
+        let mut demand = demand_for(&definition, &overrides);
+        demand.external = Some(launch_type == LaunchType::External);
+        for constraint in request.placement_constraints {
+            match constraint.r#type {
+                Some(PlacementConstraintType::DistinctInstance) => demand.distinct_instances = true,
+                Some(PlacementConstraintType::MemberOf) => demand.member_of.push(
+                    Expression::parse(constraint.expression.as_deref().unwrap_or_default())?,
+                ),
+                None => {
+                    return Err(ApiError::invalid_parameter(
+                        "placementConstraints[].type is required",
+                    ))
+                }
+            }
+        }
+        for constraint in definition.placement_constraints.iter().flatten() {
+            if let Some(expression) = constraint.expression.as_deref() {
+                demand.member_of.push(Expression::parse(expression)?);
+            }
+        }
+        Ok(Launch {
+            cluster,
+            definition,
+            overrides,
+            group,
+            started_by: request.started_by.map(str::to_owned),
+            tags,
+            awsvpc,
+            demand,
+            enable_execute_command: request.enable_execute_command.unwrap_or(false),
+        })
+    }
+
+    /// The ACTIVE revision a launch names, or ECS's ClientException.
+    fn launchable_definition(&self, given: &str) -> Result<TaskDefinitionRecord, ApiError> {
+        let reference = match self.task_definition_reference(given) {
+            Ok(reference) => reference,
+            Err(ReferenceError::Malformed | ReferenceError::Elsewhere) => {
+                return Err(ApiError::client("TaskDefinition not found."))
+            }
+        };
+        let record = self
+            .find_task_definition(&reference)?
+            .ok_or_else(|| ApiError::client("TaskDefinition not found."))?;
+        if record.definition.status != Some(TaskDefinitionStatus::Active) {
+            return Err(ApiError::client("TaskDefinition is inactive"));
+        }
+        Ok(record)
+    }
+
+    /// Places and creates the tasks of a launch in one transaction with
+    /// the instances they take resources from.
+    async fn launch(
+        &self,
+        launch: &Launch,
+        targeting: Targeting,
+    ) -> Result<(Vec<Task>, Vec<Failure>), ApiError> {
+        let count = match &targeting {
+            Targeting::FirstFit(count) => *count,
+            Targeting::Named(named) => named.len(),
+        };
+        let containers = launch
+            .definition
+            .container_definitions
+            .as_deref()
+            .unwrap_or_default()
+            .len();
+        let ids: Vec<TaskIds> = (0..count)
+            .map(|_| TaskIds {
+                task_id: self.fresh_hex_id(),
+                container_ids: (0..containers).map(|_| self.ids.uuid()).collect(),
+                attachment_id: self.ids.uuid(),
+                eni_id: self.fresh_hex_id(),
+            })
+            .collect();
+        let now_seconds = self.now_seconds();
+        let cluster = &launch.cluster;
+        records::mutate(self.store.as_ref(), || {
+            let instances = self.instances_of(cluster)?;
+            let snapshots: Vec<_> = instances
+                .iter()
+                .map(|found| found.value.snapshot())
+                .collect();
+            let mut failures = Vec::new();
+            let targets = match &targeting {
+                Targeting::FirstFit(count) => {
+                    let any = snapshots.iter().any(|s| {
+                        s.availability == placement::Availability::Active
+                            && launch
+                                .demand
+                                .external
+                                .is_none_or(|external| s.external == external)
+                    });
+                    if !any {
+                        return Err(ApiError::invalid_parameter(
+                            "No Container Instances were found in your cluster.",
+                        ));
+                    }
+                    Targets::FirstFit { count: *count }
+                }
+                Targeting::Named(named) => {
+                    let mut indices = Vec::new();
+                    for given in named {
+                        let index = self.instance_id_in(cluster, given).and_then(|id| {
+                            instances
+                                .iter()
+                                .position(|found| found.value.instance_id == id)
+                        });
+                        match index {
+                            Some(index) => indices.push(index),
+                            None => failures.push(Failure {
+                                arn: Some(given.clone()),
+                                reason: Some("MISSING".to_owned()),
+                                detail: None,
+                            }),
+                        }
+                    }
+                    Targets::Each(indices)
+                }
+            };
+            let plan = placement::place(&snapshots, &launch.demand, &targets);
+            failures.extend(plan.failures.iter().map(|failure| Failure {
+                arn: Some(failure.instance_arn.clone()),
+                reason: Some(failure.refusal.reason().to_owned()),
+                detail: None,
+            }));
+            if plan.placements.is_empty() {
+                return Ok(Attempt::Done((Vec::new(), failures)));
+            }
+            let mut txn = Txn::new();
+            for (index, remaining, addresses) in &plan.changed {
+                let found = &instances[*index];
+                let mut record = found.value.clone();
+                record.remaining = remaining.clone();
+                record.task_addresses_in_use = addresses.clone();
+                record.touch();
+                let key = keys::instance(cluster, &record.instance_id);
+                txn = txn
+                    .expect(&key, found.revision)
+                    .put(&key, records::encode(&record));
+            }
+            let mut tasks = Vec::new();
+            for (placement, ids) in plan.placements.iter().zip(&ids) {
+                let instance = &instances[placement.instance].value;
+                let record = self.new_task(
+                    launch,
+                    instance,
+                    placement.reservation.clone(),
+                    ids,
+                    now_seconds,
+                );
+                let key = keys::task(cluster, &ids.task_id);
+                txn = txn.expect(&key, 0).put(&key, records::encode(&record));
+                tasks.push(Self::present_task(&record, true));
+            }
+            Ok(Attempt::Commit(txn, (tasks, failures)))
+        })
+        .await
+    }
+
+    fn new_task(
+        &self,
+        launch: &Launch,
+        instance: &InstanceRecord,
+        reservation: Reservation,
+        ids: &TaskIds,
+        now_seconds: f64,
+    ) -> TaskRecord {
+        let cluster = &launch.cluster;
+        let task_arn = self.task_arn(cluster, &ids.task_id);
+        let network_interface = reservation.address.map(|octet| {
+            let prefix = instance.subnet_prefix();
+            TaskNetworkInterface {
+                attachment_id: ids.attachment_id.clone(),
+                private_ipv4_address: format!("{prefix}.{octet}"),
+                subnet_cidr: instance.task_subnet_cidr.clone(),
+                gateway_ipv4_address: format!("{prefix}.1"),
+                mac_address: mac_address(instance.task_subnet_index, octet),
+            }
+        });
+        let attachments = match (&network_interface, &launch.awsvpc) {
+            (Some(eni), Some(awsvpc)) => {
+                let subnet_id = awsvpc
+                    .subnets
+                    .iter()
+                    .flatten()
+                    .next()
+                    .cloned()
+                    .unwrap_or_else(|| format!("subnet-{:017x}", instance.task_subnet_index));
+                let detail = |name: &str, value: String| KeyValuePair {
+                    name: Some(name.to_owned()),
+                    value: Some(value),
+                };
+                let eni_hex = &ids.eni_id[ids.eni_id.len().saturating_sub(17)..];
+                vec![Attachment {
+                    id: Some(eni.attachment_id.clone()),
+                    r#type: Some("ElasticNetworkInterface".to_owned()),
+                    status: Some("ATTACHED".to_owned()),
+                    details: Some(vec![
+                        detail("subnetId", subnet_id),
+                        detail("networkInterfaceId", format!("eni-{eni_hex}")),
+                        detail("macAddress", eni.mac_address.clone()),
+                        detail(
+                            "privateDnsName",
+                            self.private_dns_name(&eni.private_ipv4_address),
+                        ),
+                        detail("privateIPv4Address", eni.private_ipv4_address.clone()),
+                    ]),
+                }]
+            }
+            _ => Vec::new(),
+        };
+        let container_overrides = launch
+            .overrides
+            .container_overrides
+            .as_deref()
+            .unwrap_or_default();
+        let containers = launch
+            .definition
+            .container_definitions
+            .iter()
+            .flatten()
+            .zip(&ids.container_ids)
+            .map(|(definition, container_id)| {
+                let name = definition.name.clone().unwrap_or_default();
+                let wanted = container_overrides
+                    .iter()
+                    .find(|o| o.name.as_deref() == Some(name.as_str()));
+                let cpu = wanted.and_then(|o| o.cpu).or(definition.cpu).unwrap_or(0);
+                let memory = wanted.and_then(|o| o.memory).or(definition.memory);
+                let memory_reservation = wanted
+                    .and_then(|o| o.memory_reservation)
+                    .or(definition.memory_reservation);
+                Container {
+                    container_arn: Some(self.scope.arn(
+                        "ecs",
+                        &format!("container/{cluster}/{}/{container_id}", ids.task_id),
+                    )),
+                    task_arn: Some(task_arn.clone()),
+                    name: Some(name),
+                    image: definition.image.clone(),
+                    last_status: Some("PENDING".to_owned()),
+                    network_bindings: Some(Vec::new()),
+                    network_interfaces: Some(
+                        network_interface
+                            .iter()
+                            .map(|eni| NetworkInterface {
+                                attachment_id: Some(eni.attachment_id.clone()),
+                                private_ipv4_address: Some(eni.private_ipv4_address.clone()),
+                                ipv6_address: None,
+                            })
+                            .collect(),
+                    ),
+                    health_status: Some(HealthStatus::Unknown),
+                    cpu: Some(cpu.to_string()),
+                    memory: memory.map(|m| m.to_string()),
+                    memory_reservation: memory_reservation.map(|m| m.to_string()),
+                    gpu_ids: None,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let task = Task {
+            task_arn: Some(task_arn.clone()),
+            cluster_arn: Some(self.cluster_arn(cluster)),
+            task_definition_arn: launch.definition.task_definition_arn.clone(),
+            container_instance_arn: Some(instance.arn()),
+            containers: Some(containers),
+            overrides: Some(launch.overrides.clone()),
+            last_status: Some("PROVISIONING".to_owned()),
+            desired_status: Some("RUNNING".to_owned()),
+            created_at: Some(now_seconds),
+            version: Some(1),
+            cpu: Some(launch.demand.cpu_units.to_string()),
+            memory: Some(launch.demand.memory_mib.to_string()),
+            launch_type: Some(if instance.is_external() {
+                LaunchType::External
+            } else {
+                LaunchType::Ec2
+            }),
+            group: Some(launch.group.clone()),
+            started_by: launch.started_by.clone(),
+            tags: Some(launch.tags.clone()),
+            attachments: Some(attachments),
+            availability_zone: instance.attribute("ecs.availability-zone"),
+            connectivity: Some(Connectivity::Connected),
+            connectivity_at: Some(now_seconds),
+            health_status: Some(HealthStatus::Unknown),
+            enable_execute_command: Some(launch.enable_execute_command),
+            attributes: None,
+            ..Default::default()
+        };
+        TaskRecord {
+            task,
+            cluster: cluster.clone(),
+            task_id: ids.task_id.clone(),
+            instance_id: instance.instance_id.clone(),
+            definition: launch.definition.clone(),
+            reservation,
+            released: false,
+            network_interface,
+            stopped_at_ms: None,
+        }
+    }
+
+    fn private_dns_name(&self, address: &str) -> String {
+        let host = format!("ip-{}", address.replace('.', "-"));
+        if self.scope.region == "us-east-1" {
+            format!("{host}.ec2.internal")
+        } else {
+            format!("{host}.{}.compute.internal", self.scope.region)
+        }
+    }
+
+    pub(crate) async fn stop_task(
+        &self,
+        request: StopTaskRequest,
+    ) -> Result<StopTaskResponse, ApiError> {
+        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
+        let cluster = cluster_record
+            .value
+            .cluster_name
+            .clone()
+            .unwrap_or_default();
+        let reason = request
+            .reason
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| USER_STOP_REASON.to_owned());
+        if reason.chars().count() > STOP_REASON_LENGTH_MAX {
+            return Err(ApiError::invalid_parameter(format!(
+                "reason is longer than {STOP_REASON_LENGTH_MAX} characters"
+            )));
+        }
+        let given = request.task.clone().unwrap_or_default();
+        let task_id = self
+            .task_id_in(&cluster, &given)
+            .ok_or_else(|| ApiError::invalid_parameter(TASK_NOT_FOUND))?;
+        let now_seconds = self.now_seconds();
+        let now_ms = self.clock.now_ms();
+        let record = self
+            .change_task(&cluster, &task_id, |record, instance| {
+                if record.desired_status() == "STOPPED" {
+                    return false;
+                }
+                record.request_stop(now_seconds, Some(TaskStopCode::UserInitiated), &reason);
+                // A task whose instance is gone has no agent to report it
+                // stopped: it stops here.
+                if instance.is_none_or(|i| !i.is_live()) {
+                    record.mark_stopped(now_seconds, now_ms);
+                }
+                record.touch();
+                true
+            })
+            .await?
+            .ok_or_else(|| ApiError::invalid_parameter(TASK_NOT_FOUND))?;
+        Ok(StopTaskResponse {
+            task: Some(Self::present_task(&record, true)),
+        })
+    }
+
+    /// Tells one task of a force-deregistered instance to stop; with no
+    /// agent connected to do it, records it stopped at once.
+    pub(crate) async fn stop_for_deregistration(
+        &self,
+        cluster: &str,
+        task_id: &str,
+        agent_connected: bool,
+    ) -> Result<(), ApiError> {
+        let now_seconds = self.now_seconds();
+        let now_ms = self.clock.now_ms();
+        self.change_task(cluster, task_id, |record, _| {
+            if record.last_status() == "STOPPED" {
+                return false;
+            }
+            record.request_stop(now_seconds, None, DEREGISTERED_STOP_REASON);
+            if !agent_connected {
+                record.mark_stopped(now_seconds, now_ms);
+            }
+            record.touch();
+            true
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Read-modify-write of one task; when the change leaves it STOPPED,
+    /// its reservation goes back to its instance in the same transaction.
+    /// `change` returns whether it changed anything. `None` when the task
+    /// does not exist.
+    pub(crate) async fn change_task(
+        &self,
+        cluster: &str,
+        task_id: &str,
+        change: impl Fn(&mut TaskRecord, Option<&InstanceRecord>) -> bool,
+    ) -> Result<Option<TaskRecord>, ApiError> {
+        let key = keys::task(cluster, task_id);
+        records::mutate(self.store.as_ref(), || {
+            let Some(found) = self.get_task(cluster, task_id)? else {
+                return Ok(Attempt::Done(None));
+            };
+            let mut record = found.value;
+            let instance = self.get_instance(cluster, &record.instance_id)?;
+            if !change(&mut record, instance.as_ref().map(|i| &i.value)) {
+                return Ok(Attempt::Done(Some(record)));
+            }
+            let mut txn = Txn::new().expect(&key, found.revision);
+            if record.last_status() == "STOPPED" && !record.released {
+                record.released = true;
+                if let Some(instance) = instance.filter(|i| i.value.is_live()) {
+                    let mut updated = instance.value;
+                    updated
+                        .remaining
+                        .give_back(&mut updated.task_addresses_in_use, &record.reservation);
+                    updated.touch();
+                    let instance_key = keys::instance(cluster, &updated.instance_id);
+                    txn = txn
+                        .expect(&instance_key, instance.revision)
+                        .put(&instance_key, records::encode(&updated));
+                }
+            }
+            let txn = txn.put(&key, records::encode(&record));
+            Ok(Attempt::Commit(txn, Some(record)))
+        })
+        .await
+    }
+
+    pub(crate) fn describe_tasks(
+        &self,
+        request: DescribeTasksRequest,
+    ) -> Result<DescribeTasksResponse, ApiError> {
+        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
+        let cluster = cluster_record
+            .value
+            .cluster_name
+            .clone()
+            .unwrap_or_default();
+        let wanted = request.tasks.clone().unwrap_or_default();
+        if wanted.is_empty() || wanted.len() > DESCRIBE_TASKS_MAX {
+            return Err(ApiError::invalid_parameter(format!(
+                "tasks must name 1 to {DESCRIBE_TASKS_MAX} tasks, got {}",
+                wanted.len()
+            )));
+        }
+        let include_tags = request
+            .include
+            .iter()
+            .flatten()
+            .any(|f| *f == TaskField::Tags);
+        let mut tasks = Vec::new();
+        let mut failures = Vec::new();
+        for given in &wanted {
+            let id = self.task_id_in(&cluster, given);
+            let found = match &id {
+                Some(id) => self.get_task(&cluster, id)?,
+                None => None,
+            };
+            match found {
+                Some(found) => tasks.push(Self::present_task(&found.value, include_tags)),
+                None => failures.push(Failure {
+                    arn: Some(match id {
+                        Some(id) if !given.starts_with("arn:") => self.task_arn(&cluster, &id),
+                        _ => given.clone(),
+                    }),
+                    reason: Some("MISSING".to_owned()),
+                    detail: None,
+                }),
+            }
+        }
+        Ok(DescribeTasksResponse {
+            tasks: Some(tasks),
+            failures: Some(failures),
+        })
+    }
+
+    pub(crate) fn list_tasks(
+        &self,
+        request: ListTasksRequest,
+    ) -> Result<ListTasksResponse, ApiError> {
+        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
+        let cluster = cluster_record
+            .value
+            .cluster_name
+            .clone()
+            .unwrap_or_default();
+        let limit = page::max_results(request.max_results, LIST_RESULTS_MAX, LIST_RESULTS_MAX)?;
+        let instance_id = match request
+            .container_instance
+            .as_deref()
+            .filter(|i| !i.is_empty())
+        {
+            Some(given) => Some(self.instance_id_in(&cluster, given).ok_or_else(|| {
+                ApiError::invalid_parameter(format!(
+                    "Invalid containerInstance {given:?}: not an instance of cluster {cluster}"
+                ))
+            })?),
+            None => None,
+        };
+        let desired = request
+            .desired_status
+            .unwrap_or(DesiredStatus::Running)
+            .as_str();
+        let family = request.family.as_deref().filter(|f| !f.is_empty());
+        let service_group = request
+            .service_name
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("service:{s}"));
+        let listing = page::list(
+            self.store.as_ref(),
+            &keys::tasks_of(&cluster),
+            request.next_token.as_deref(),
+            limit,
+            |entry| {
+                let record: TaskRecord = records::decode(entry)?;
+                let task = &record.task;
+                let keep = record.desired_status() == desired
+                    && instance_id
+                        .as_ref()
+                        .is_none_or(|id| *id == record.instance_id)
+                    && family.is_none_or(|f| record.definition.family.as_deref() == Some(f))
+                    && request
+                        .started_by
+                        .as_deref()
+                        .is_none_or(|s| task.started_by.as_deref() == Some(s))
+                    && service_group
+                        .as_ref()
+                        .is_none_or(|g| task.group.as_ref() == Some(g))
+                    && request
+                        .launch_type
+                        .is_none_or(|l| task.launch_type == Some(l));
+                Ok(keep.then(|| record.arn()))
+            },
+        )?;
+        Ok(ListTasksResponse {
+            task_arns: Some(listing.items),
+            next_token: listing.next_token,
+        })
+    }
+
+    pub(crate) async fn submit_task_state_change(
+        &self,
+        request: SubmitTaskStateChangeRequest,
+    ) -> Result<SubmitTaskStateChangeResponse, ApiError> {
+        let cluster = self.cluster_name(request.cluster.as_deref())?;
+        let given = request.task.clone().unwrap_or_default();
+        let task_id = self
+            .task_id_in(&cluster, &given)
+            .ok_or_else(|| ApiError::invalid_parameter(TASK_NOT_FOUND))?;
+        if let Some(status) = request.status.as_deref() {
+            if task_rank(status).is_none() || status == "PROVISIONING" {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Invalid task status {status:?}: must be one of {}",
+                    TASK_STATUSES[1..].join(", ")
+                )));
+            }
+        }
+        let containers = request.containers.clone().unwrap_or_default();
+        let change = TaskChange {
+            status: request.status.clone(),
+            reason: request.reason.clone(),
+            containers,
+            pull_started_at: request.pull_started_at,
+            pull_stopped_at: request.pull_stopped_at,
+            execution_stopped_at: request.execution_stopped_at,
+        };
+        self.submit_change(&cluster, &task_id, change).await?;
+        Ok(SubmitTaskStateChangeResponse {
+            acknowledgment: Some("ACK".to_owned()),
+        })
+    }
+
+    pub(crate) async fn submit_container_state_change(
+        &self,
+        request: SubmitContainerStateChangeRequest,
+    ) -> Result<SubmitContainerStateChangeResponse, ApiError> {
+        let cluster = self.cluster_name(request.cluster.as_deref())?;
+        let given = request.task.clone().unwrap_or_default();
+        let task_id = self
+            .task_id_in(&cluster, &given)
+            .ok_or_else(|| ApiError::invalid_parameter(TASK_NOT_FOUND))?;
+        let change = TaskChange {
+            containers: vec![ContainerStateChange {
+                container_name: request.container_name.clone(),
+                status: request.status.clone(),
+                exit_code: request.exit_code,
+                reason: request.reason.clone(),
+                network_bindings: request.network_bindings.clone(),
+                runtime_id: request.runtime_id.clone(),
+                image_digest: None,
+            }],
+            ..Default::default()
+        };
+        self.submit_change(&cluster, &task_id, change).await?;
+        Ok(SubmitContainerStateChangeResponse {
+            acknowledgment: Some("ACK".to_owned()),
+        })
+    }
+
+    async fn submit_change(
+        &self,
+        cluster: &str,
+        task_id: &str,
+        change: TaskChange,
+    ) -> Result<(), ApiError> {
+        if change.containers.len() > CONTAINER_CHANGES_MAX {
+            return Err(ApiError::invalid_parameter(format!(
+                "a state change may report at most {CONTAINER_CHANGES_MAX} containers, got {}",
+                change.containers.len()
+            )));
+        }
+        for container in &change.containers {
+            if let Some(status) = container.status.as_deref() {
+                if container_rank(status).is_none() {
+                    return Err(ApiError::invalid_parameter(format!(
+                        "Invalid container status {status:?}: must be one of {}",
+                        CONTAINER_STATUSES.join(", ")
+                    )));
+                }
+            }
+        }
+        let Some(found) = self.get_task(cluster, task_id)? else {
+            return Err(ApiError::invalid_parameter(TASK_NOT_FOUND));
+        };
+        for container in &change.containers {
+            let name = container.container_name.as_deref().unwrap_or_default();
+            let known = found
+                .value
+                .task
+                .containers
+                .iter()
+                .flatten()
+                .any(|c| c.name.as_deref() == Some(name));
+            if !known {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Task {} has no container named {name:?}",
+                    found.value.arn()
+                )));
+            }
+        }
+        let now_seconds = self.now_seconds();
+        let now_ms = self.clock.now_ms();
+        self.change_task(cluster, task_id, |record, _| {
+            apply_change(record, &change, now_seconds, now_ms)
+        })
+        .await?
+        .ok_or_else(|| ApiError::invalid_parameter(TASK_NOT_FOUND))?;
+        Ok(())
+    }
+
+    /// Deletes tasks STOPPED longer than [`STOPPED_TASK_RETENTION_MS`] ago.
+    /// Returns how many it deleted. Called periodically by the binary.
+    pub async fn collect_stopped_tasks(&self) -> Result<usize, ApiError> {
+        let now_ms = self.clock.now_ms();
+        let expired: Vec<(String, String)> = scan::<TaskRecord>(self.store.as_ref(), keys::TASKS)?
+            .into_iter()
+            .filter(|found| {
+                found.value.last_status() == "STOPPED"
+                    && found
+                        .value
+                        .stopped_at_ms
+                        .is_some_and(|at| now_ms.saturating_sub(at) >= STOPPED_TASK_RETENTION_MS)
+            })
+            .map(|found| (found.value.cluster, found.value.task_id))
+            .collect();
+        let mut deleted = 0;
+        for (cluster, task_id) in expired {
+            let key = keys::task(&cluster, &task_id);
+            deleted += records::mutate(self.store.as_ref(), || {
+                let Some(found) = self.get_task(&cluster, &task_id)? else {
+                    return Ok(Attempt::Done(0));
+                };
+                Ok(Attempt::Commit(
+                    Txn::new().expect(&key, found.revision).delete(&key),
+                    1,
+                ))
+            })
+            .await?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// Where a launch's tasks go.
+enum Targeting {
+    FirstFit(usize),
+    /// The instances StartTask names.
+    Named(Vec<String>),
+}
+
+fn fargate_unavailable() -> ApiError {
+    ApiError::client(
+        "Fargate capacity is not available on this Flotilla server yet: run the task with launchType EC2 or EXTERNAL on registered container instances",
+    )
+}
+
+/// A MAC address derived from the task's address, so it is unique wherever
+/// the address is: locally administered (`02:`) and never multicast.
+fn mac_address(subnet_index: u32, octet: u8) -> String {
+    format!("02:00:0a:c8:{:02x}:{octet:02x}", subnet_index & 0xff)
+}
+
+fn check_awsvpc(configuration: &AwsVpcConfiguration) -> Result<(), ApiError> {
+    let subnets = configuration.subnets.as_deref().unwrap_or_default().len();
+    let groups = configuration
+        .security_groups
+        .as_deref()
+        .unwrap_or_default()
+        .len();
+    if subnets > AWSVPC_SUBNETS_MAX {
+        return Err(ApiError::invalid_parameter(format!(
+            "awsvpcConfiguration may name at most {AWSVPC_SUBNETS_MAX} subnets, got {subnets}"
+        )));
+    }
+    if groups > AWSVPC_SECURITY_GROUPS_MAX {
+        return Err(ApiError::invalid_parameter(format!(
+            "awsvpcConfiguration may name at most {AWSVPC_SECURITY_GROUPS_MAX} security groups, got {groups}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks overrides against the definition and returns them as ECS echoes
+/// them: one container override per container, named even when empty.
+fn check_overrides(
+    definition: &TaskDefinition,
+    given: Option<&TaskOverride>,
+) -> Result<TaskOverride, ApiError> {
+    let mut overrides = given.cloned().unwrap_or_default();
+    let containers = definition
+        .container_definitions
+        .as_deref()
+        .unwrap_or_default();
+    let given_containers = overrides.container_overrides.take().unwrap_or_default();
+    for container_override in &given_containers {
+        let name = container_override.name.as_deref().unwrap_or_default();
+        let Some(container) = containers.iter().find(|c| c.name.as_deref() == Some(name)) else {
+            return Err(ApiError::invalid_parameter(format!(
+                "Override for container named {name} is not a container in the TaskDefinition."
+            )));
+        };
+        if container_override.cpu.is_some_and(|cpu| cpu < 0) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid cpu override for container {name}: must not be negative"
+            )));
+        }
+        for (member, value) in [
+            ("memory", container_override.memory),
+            ("memoryReservation", container_override.memory_reservation),
+        ] {
+            if value.is_some_and(|mib| mib < CONTAINER_MEMORY_MIB_MIN) {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Invalid {member} override for container {name}: must be at least {CONTAINER_MEMORY_MIB_MIN} MiB"
+                )));
+            }
+        }
+        let memory = container_override.memory.or(container.memory);
+        let reservation = container_override
+            .memory_reservation
+            .or(container.memory_reservation);
+        if let (Some(memory), Some(reservation)) = (memory, reservation) {
+            if reservation > memory {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Invalid memory override for container {name}: memoryReservation {reservation} is larger than memory {memory}"
+                )));
+            }
+        }
+    }
+    for (member, value) in [
+        ("cpu", overrides.cpu.as_deref()),
+        ("memory", overrides.memory.as_deref()),
+    ] {
+        if let Some(value) = value {
+            if !value.trim().parse::<u32>().is_ok_and(|v| v > 0) {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Invalid task {member} override {value:?}: must be a positive whole number"
+                )));
+            }
+        }
+    }
+    overrides.container_overrides = Some(
+        containers
+            .iter()
+            .map(|container| {
+                given_containers
+                    .iter()
+                    .find(|o| o.name == container.name)
+                    .cloned()
+                    .unwrap_or_else(|| ContainerOverride {
+                        name: container.name.clone(),
+                        ..Default::default()
+                    })
+            })
+            .collect(),
+    );
+    overrides
+        .inference_accelerator_overrides
+        .get_or_insert_with(Vec::new);
+    Ok(overrides)
+}
+
+/// What one task of `definition` needs from its instance, as ECS reserves it
+/// on EC2: the task-level size when set, else the containers' sums, memory
+/// counted by each container's soft limit when it has one.
+fn demand_for(definition: &TaskDefinition, overrides: &TaskOverride) -> Demand {
+    let containers = definition
+        .container_definitions
+        .as_deref()
+        .unwrap_or_default();
+    let container_overrides = overrides.container_overrides.as_deref().unwrap_or_default();
+    let override_of = |container: &ContainerDefinition| {
+        container_overrides
+            .iter()
+            .find(|o| o.name == container.name)
+    };
+    let parse = |value: Option<&str>| value.and_then(|v| v.trim().parse::<i64>().ok());
+    let cpu_sum: i64 = containers
+        .iter()
+        .map(|c| i64::from(override_of(c).and_then(|o| o.cpu).or(c.cpu).unwrap_or(0)))
+        .sum();
+    let memory_sum: i64 = containers
+        .iter()
+        .map(|c| {
+            let o = override_of(c);
+            let reservation = o
+                .and_then(|o| o.memory_reservation)
+                .or(c.memory_reservation);
+            let memory = o.and_then(|o| o.memory).or(c.memory);
+            i64::from(reservation.or(memory).unwrap_or(0))
+        })
+        .sum();
+    let network_mode = definition.network_mode.unwrap_or(NetworkMode::Bridge);
+    let mut tcp_ports = Vec::new();
+    let mut udp_ports = Vec::new();
+    if matches!(network_mode, NetworkMode::Bridge | NetworkMode::Host) {
+        for mapping in containers
+            .iter()
+            .flat_map(|c| c.port_mappings.iter().flatten())
+        {
+            let host_port = match network_mode {
+                NetworkMode::Host => mapping.host_port.or(mapping.container_port),
+                _ => mapping.host_port,
+            };
+            let Some(port) = host_port
+                .filter(|p| *p > 0)
+                .and_then(|p| u16::try_from(p).ok())
+            else {
+                continue;
+            };
+            if mapping.container_port_range.is_some() {
+                continue;
+            }
+            match mapping.protocol.unwrap_or(TransportProtocol::Tcp) {
+                TransportProtocol::Tcp => tcp_ports.push(port),
+                TransportProtocol::Udp => udp_ports.push(port),
+            }
+        }
+    }
+    let gpus: usize = containers
+        .iter()
+        .map(|c| {
+            let requirements = override_of(c)
+                .and_then(|o| o.resource_requirements.as_ref())
+                .or(c.resource_requirements.as_ref());
+            requirements
+                .into_iter()
+                .flatten()
+                .filter(|r| r.r#type == Some(ResourceType::Gpu))
+                .filter_map(|r| r.value.as_deref().and_then(|v| v.parse::<usize>().ok()))
+                .sum::<usize>()
+        })
+        .sum();
+    Demand {
+        cpu_units: parse(overrides.cpu.as_deref())
+            .or(parse(definition.cpu.as_deref()))
+            .unwrap_or(cpu_sum),
+        memory_mib: parse(overrides.memory.as_deref())
+            .or(parse(definition.memory.as_deref()))
+            .unwrap_or(memory_sum),
+        tcp_ports,
+        udp_ports,
+        gpus,
+        needs_address: network_mode == NetworkMode::Awsvpc,
+        required_attributes: definition
+            .requires_attributes
+            .iter()
+            .flatten()
+            .filter_map(|a| a.name.clone())
+            .collect(),
+        external: None,
+        distinct_instances: false,
+        member_of: Vec::new(),
+    }
+}
