@@ -278,6 +278,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         task_cleanup_wait: config.task_cleanup_wait,
         metadata_port: Some(config.metadata_port),
         bridge_gateway,
+        host_ports: Some(Arc::new(engine::host_ports::HostPortPicker::new())),
         ..EngineSettings::default()
     };
     run_instance(InstanceSetup {

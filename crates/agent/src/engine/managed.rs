@@ -451,6 +451,18 @@ impl ManagedTask {
         }
     }
 
+    /// Gives every dynamic port mapping a host port from ECS's range.
+    fn pick_dynamic_host_ports(&self, spec: &mut flotilla_runtime::ContainerSpec) -> Result<(), String> {
+        let Some(picker) = &self.context.settings.host_ports else { return Ok(()) };
+        for binding in spec.port_bindings.iter_mut().filter(|b| b.host_port.is_none()) {
+            let port = picker.pick(binding.protocol).ok_or_else(|| {
+                format!("no free host port in {}-{}", super::host_ports::DYNAMIC_HOST_PORTS_FIRST, super::host_ports::DYNAMIC_HOST_PORTS_LAST)
+            })?;
+            binding.host_port = Some(port);
+        }
+        Ok(())
+    }
+
     fn metadata_base_url(&self) -> Option<String> {
         let port = self.context.settings.metadata_port?;
         let host = match network_mode_of(&self.record.payload.task_definition) {
@@ -568,7 +580,7 @@ impl ManagedTask {
             metadata_token: &token,
             environment_file_variables: &variables,
         };
-        let spec = match container_spec(
+        let mut spec = match container_spec(
             &task_context,
             &container_context,
             &definition,
@@ -580,6 +592,10 @@ impl ManagedTask {
                 return;
             }
         };
+        if let Err(error) = self.pick_dynamic_host_ports(&mut spec) {
+            self.fail(format!("CannotCreateContainerError: {error}"));
+            return;
+        }
         let created = self.context.runtime.create_container(&spec).await;
         let now_ms = self.context.clock.now_ms();
         match created {

@@ -8,6 +8,7 @@
 //! [`report::pending_report`] (record → state change). The managed task only
 //! executes steps against the runtime and feeds results back.
 
+pub mod host_ports;
 pub mod managed;
 pub mod order;
 pub mod plan;
@@ -90,6 +91,9 @@ pub struct EngineSettings {
     pub metadata_port: Option<u16>,
     /// Address containers on the default bridge reach the host at.
     pub bridge_gateway: String,
+    /// Picks dynamic host ports from ECS's range. `None` leaves the choice to
+    /// the runtime (the fake one already picks from that range).
+    pub host_ports: Option<Arc<host_ports::HostPortPicker>>,
 }
 
 impl Default for EngineSettings {
@@ -101,6 +105,7 @@ impl Default for EngineSettings {
             orphan_grace: Duration::from_secs(120),
             metadata_port: None,
             bridge_gateway: DEFAULT_BRIDGE_GATEWAY.to_owned(),
+            host_ports: None,
         }
     }
 }
