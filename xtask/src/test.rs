@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::root;
 
-/// Debian packages the tests call directly.
-const APT_PACKAGES: &[&str] = &["curl"];
+/// Debian packages the tests call directly: busybox-static provides the test images (FROM scratch) and the awsvpc pause image.
+const APT_PACKAGES: &[&str] = &["curl", "busybox-static"];
 
 pub fn run(args: &[String]) -> Result<()> {
     let root = root();
