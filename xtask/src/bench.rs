@@ -36,6 +36,7 @@ use serde_json::json;
 mod histogram;
 mod load;
 mod servers;
+mod tasks;
 
 use load::{LoadOptions, Measurement, Workload};
 use servers::Server;
@@ -217,8 +218,18 @@ fn bounded<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
     Ok(parsed)
 }
 
+/// Which benchmark, with its options, parsed before anything is built.
+enum Bench {
+    Api(Options),
+    Tasks(tasks::Options),
+}
+
 pub fn run(args: &[String]) -> Result<()> {
-    let options = Options::parse(args)?;
+    let bench = match args.first().map(String::as_str) {
+        Some("tasks") => Bench::Tasks(tasks::Options::parse(&args[1..])?),
+        Some("api") => Bench::Api(Options::parse(args)?),
+        _ => bail!("{USAGE}\n{}", tasks::USAGE),
+    };
     let root = crate::root();
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
@@ -243,7 +254,10 @@ pub fn run(args: &[String]) -> Result<()> {
             );
         }
     }
-    api(&root, &target_dir, &options)
+    match bench {
+        Bench::Api(options) => api(&root, &target_dir, &options),
+        Bench::Tasks(options) => tasks::run(&target_dir, &options),
+    }
 }
 
 fn run_checked(command: &mut Command) -> Result<()> {
