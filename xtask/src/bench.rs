@@ -35,6 +35,7 @@ use serde_json::json;
 
 mod histogram;
 mod load;
+mod placement;
 mod servers;
 mod tasks;
 
@@ -222,28 +223,32 @@ fn bounded<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
 enum Bench {
     Api(Options),
     Tasks(tasks::Options),
+    Placement(placement::Options),
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let bench = match args.first().map(String::as_str) {
         Some("tasks") => Bench::Tasks(tasks::Options::parse(&args[1..])?),
         Some("api") => Bench::Api(Options::parse(args)?),
-        _ => bail!("{USAGE}\n{}", tasks::USAGE),
+        Some("placement") => Bench::Placement(placement::Options::parse(&args[1..])?),
+        _ => bail!("{USAGE}\n{}\n{}", tasks::USAGE, placement::USAGE),
+    };
+    // The placement benchmark runs in this process: it needs no server binary.
+    let packages: &[&str] = match bench {
+        Bench::Placement(_) => &["-p", "xtask"],
+        _ => &["-p", "flotilla", "-p", "xtask"],
     };
     let root = crate::root();
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     if std::env::var_os(PREBUILT_ENV).is_none() {
         // One cargo invocation, so the dependencies both share build once.
-        run_checked(Command::new("cargo").current_dir(&root).args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "flotilla",
-            "-p",
-            "xtask",
-        ]))?;
+        run_checked(
+            Command::new("cargo")
+                .current_dir(&root)
+                .args(["build", "--release", "--quiet"])
+                .args(packages),
+        )?;
         if cfg!(debug_assertions) {
             // A debug generator would measure itself; hand over to the release one.
             return run_checked(
@@ -257,6 +262,7 @@ pub fn run(args: &[String]) -> Result<()> {
     match bench {
         Bench::Api(options) => api(&root, &target_dir, &options),
         Bench::Tasks(options) => tasks::run(&target_dir, &options),
+        Bench::Placement(options) => placement::run(&options),
     }
 }
 
