@@ -34,9 +34,8 @@ use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
 
 use crate::clusters::DEFAULT_CLUSTER;
-use crate::filter::Expression;
 use crate::page;
-use crate::placement::{Availability, InstanceSnapshot, Remaining};
+use crate::placement::{self, Remaining};
 use crate::records::{self, keys, Attempt};
 use crate::tasks::TaskRecord;
 use crate::Ecs;
@@ -58,7 +57,7 @@ const DESCRIBE_INSTANCES_MAX: usize = 100;
 const UPDATE_INSTANCES_MAX: usize = 10;
 const LIST_RESULTS_MAX: usize = 100;
 /// Most attributes an instance may carry; the ECS agent sends about 60.
-const ATTRIBUTES_PER_INSTANCE_MAX: usize = 256;
+pub(crate) const ATTRIBUTES_PER_INSTANCE_MAX: usize = 256;
 const ATTRIBUTE_NAME_LENGTH_MAX: usize = 128;
 const ATTRIBUTE_VALUE_LENGTH_MAX: usize = 128;
 /// Largest instanceIdentityDocument read.
@@ -135,23 +134,6 @@ impl InstanceRecord {
             .flatten()
             .find(|a| a.name.as_deref() == Some(name))
             .and_then(|a| a.value.clone())
-    }
-
-    /// The instance as placement sees it.
-    pub fn snapshot(&self) -> InstanceSnapshot {
-        InstanceSnapshot {
-            arn: self.arn(),
-            availability: match self.status() {
-                "ACTIVE" => Availability::Active,
-                "DRAINING" => Availability::Draining,
-                _ => Availability::Inactive,
-            },
-            agent_connected: self.instance.agent_connected == Some(true),
-            external: self.is_external(),
-            attributes: self.attribute_pairs(),
-            remaining: self.remaining.clone(),
-            addresses_in_use: self.task_addresses_in_use.clone(),
-        }
     }
 
     /// Records a change: ECS bumps an instance's version on every one.
@@ -601,8 +583,18 @@ impl Ecs {
             .filter
             .as_deref()
             .filter(|f| !f.trim().is_empty())
-            .map(Expression::parse)
+            .map(|text| placement::parse_expression("filter", text))
             .transpose()?;
+        // `task:group` and `runningTasksCount` read the tasks on each instance.
+        let mut groups = match filter {
+            Some(_) => placement::groups_by_instance(
+                scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(&cluster))?
+                    .iter()
+                    .filter(|task| !task.value.released)
+                    .map(|task| (task.value.instance_id.as_str(), task.value.task.group.as_deref())),
+            ),
+            None => Default::default(),
+        };
         let status = request.status.map(|s| s.as_str().to_owned());
         let listing = page::list(
             self.store.as_ref(),
@@ -615,9 +607,14 @@ impl Ecs {
                     Some(status) => record.status() == status,
                     None => record.is_live(),
                 };
-                let filter_matches = filter
-                    .as_ref()
-                    .is_none_or(|f| f.matches(&record.attribute_pairs()));
+                let filter_matches = filter.as_ref().is_none_or(|f| {
+                    let task_groups = groups.remove(&record.instance_id).unwrap_or_default();
+                    let instance = placement::scheduler_instance(&record, task_groups);
+                    f.matches(&flotilla_scheduler::cql::Facts {
+                        instance: &instance,
+                        groups: &instance.task_groups,
+                    })
+                });
                 Ok((status_matches && filter_matches).then(|| record.arn()))
             },
         )?;

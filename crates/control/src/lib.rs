@@ -21,8 +21,8 @@ pub use tasks::STOPPED_TASK_RETENTION_MS;
 
 mod account_settings;
 mod agent_channel;
+mod attributes;
 mod clusters;
-mod filter;
 mod instances;
 mod page;
 mod placement;
@@ -171,6 +171,9 @@ impl Ecs {
             Q::DeleteAccountSetting(r) => {
                 R::DeleteAccountSetting(self.delete_account_setting(caller, r).await?)
             }
+            Q::PutAttributes(r) => R::PutAttributes(self.put_attributes(r).await?),
+            Q::DeleteAttributes(r) => R::DeleteAttributes(self.delete_attributes(r).await?),
+            Q::ListAttributes(r) => R::ListAttributes(self.list_attributes(r)?),
             other => {
                 return Err(ApiError::new(
                     "UnsupportedFeatureException",

@@ -1,17 +1,18 @@
-//! Placement: which container instance each new task goes to.
+//! Placement's side of the control plane: mapping instance records and
+//! RunTask/StartTask input to `flotilla_scheduler`'s plain data, and a
+//! plan's placements back to per-task reservations.
 //!
 //! *Architecture invariant:* this module does no I/O, reads no clock and
-//! draws no ids. [`place`] takes a snapshot of the cluster's instances and
-//! what the tasks need, and returns a [`Plan`]; the caller commits the plan
-//! against the revisions the snapshot was read at and, when another writer
-//! won, reads a fresh snapshot and places again. A later scheduler replaces
-//! this function without touching the commit.
+//! draws no ids. The scheduler decides where tasks go; `tasks.rs` commits
+//! the plan against the revisions the snapshot was read at and, when
+//! another writer won, reads a fresh snapshot and places again.
 //!
 //! ```text
-//!  instance records ──▶ InstanceSnapshot[] ─┐
-//!                                           ├─▶ place() ─▶ Plan { placements, failures, changed }
-//!  task definition  ──▶ Demand, Targets ────┘                        │
-//!                                                      one Txn: tasks + changed instances (CAS)
+//!  instance records + live tasks' groups ──▶ scheduler::Instance[] ──▶ Snapshot ─┐
+//!                                                                                ├─▶ scheduler::place ─▶ Plan
+//!  task definition + RunTask ──▶ scheduler::Request (strategies, constraints) ───┘        │
+//!                        reservations (GPU ids, task address) per placement ◀──────────────┘
+//!                                            one Txn: tasks + changed instances (CAS)
 //! ```
 //!
 //! Vocabulary: *remaining* is what an instance has left (ECS's
@@ -19,15 +20,20 @@
 //! gives back when it stops. Ports follow ECS's convention: an instance's
 //! PORTS resource lists the ports *in use*, so a static host port fits when
 //! it is absent from that set.
-//!
-//! The strategy is first fit in the order of the snapshot. Failures name
-//! the first resource each instance lacked, with ECS's reasons.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
+use flotilla_scheduler::{
+    Constraint, Expression, Instance, InstanceStatus, LaunchKind, Resources, Strategy,
+};
+use flotilla_types::ecs::{
+    PlacementConstraint, PlacementConstraintType, PlacementStrategy,
+    TaskDefinitionPlacementConstraint,
+};
+use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
 
-use crate::filter::Expression;
+use crate::instances::InstanceRecord;
 
 /// Lowest host address handed to a task in an instance's /24 task subnet:
 /// `.0` is the network and `.1` the gateway (the instance's bridge).
@@ -91,276 +97,179 @@ impl Remaining {
     }
 }
 
-/// Whether an instance takes new tasks, as its status says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Availability {
-    Active,
-    /// DRAINING: keeps its tasks, takes no new ones.
-    Draining,
-    Inactive,
-}
+/// How many task addresses an instance's /24 task subnet holds.
+const TASK_ADDRESSES_PER_INSTANCE: u32 = (TASK_ADDRESS_LAST - TASK_ADDRESS_FIRST) as u32 + 1;
 
-/// One container instance as placement sees it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct InstanceSnapshot {
-    pub arn: String,
-    pub availability: Availability,
-    pub agent_connected: bool,
-    /// Registered with the external attribute: takes EXTERNAL tasks only.
-    pub external: bool,
-    /// Name and value of every attribute.
-    pub attributes: Vec<(String, Option<String>)>,
-    pub remaining: Remaining,
-    pub addresses_in_use: BTreeSet<u8>,
-}
-
-/// What each task of a request needs; every task of one request needs the same.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Demand {
-    pub cpu_units: i64,
-    pub memory_mib: i64,
-    /// Static host ports (bridge and host network modes).
-    pub tcp_ports: Vec<u16>,
-    pub udp_ports: Vec<u16>,
-    pub gpus: usize,
-    /// awsvpc: the task gets its own address in the instance's task subnet.
-    pub needs_address: bool,
-    /// The task definition's `requiresAttributes`, by name.
-    pub required_attributes: Vec<String>,
-    /// Launch type EXTERNAL (true) or EC2 (false); `None` takes either, as
-    /// StartTask does on the instances it names.
-    pub external: Option<bool>,
-    /// Each task on a different instance.
-    pub distinct_instances: bool,
-    /// `memberOf` constraints: an instance must match every one.
-    pub member_of: Vec<Expression>,
-}
-
-/// Where the tasks may go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Targets {
-    /// RunTask: `count` tasks, each on the first instance that fits.
-    FirstFit { count: usize },
-    /// StartTask: one task on each of these instances (indices into the snapshot).
-    Each(Vec<usize>),
-}
-
-/// Why an instance cannot take a task, as ECS words it in `failures`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Refusal {
-    Agent,
-    Attribute,
-    Cpu,
-    Memory,
-    Ports,
-    PortsUdp,
-    Gpu,
-    /// No free address in the instance's task subnet.
-    Eni,
-    /// DRAINING: keeps its tasks, takes no new ones.
-    Draining,
-    /// Deregistered.
-    Inactive,
-    /// A `distinctInstance` constraint: the instance already got one of these tasks.
-    DistinctInstance,
-    /// The instance is EC2 and the task EXTERNAL, or the other way round.
-    LaunchType,
-}
-
-impl Refusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::Agent => "AGENT",
-            Refusal::Attribute => "ATTRIBUTE",
-            Refusal::Cpu => "RESOURCE:CPU",
-            Refusal::Memory => "RESOURCE:MEMORY",
-            Refusal::Ports => "RESOURCE:PORTS",
-            Refusal::PortsUdp => "RESOURCE:PORTS_UDP",
-            Refusal::Gpu => "RESOURCE:GPU",
-            Refusal::Eni => "RESOURCE:ENI",
-            Refusal::Draining => "DRAINING",
-            Refusal::Inactive => "INACTIVE",
-            Refusal::DistinctInstance => "CONSTRAINT",
-            Refusal::LaunchType => "LAUNCH_TYPE",
-        }
+/// One instance record as the scheduler sees it. `task_groups` are the
+/// groups of the tasks that still hold resources on it.
+pub fn scheduler_instance(record: &InstanceRecord, task_groups: Vec<(String, u32)>) -> Instance {
+    let instance = &record.instance;
+    Instance {
+        arn: record.arn(),
+        ec2_instance_id: instance.ec2_instance_id.clone().unwrap_or_default(),
+        status: match record.status() {
+            "ACTIVE" => InstanceStatus::Active,
+            "DRAINING" => InstanceStatus::Draining,
+            _ => InstanceStatus::Inactive,
+        },
+        agent_connected: instance.agent_connected == Some(true),
+        agent_version: instance
+            .version_info
+            .as_ref()
+            .and_then(|v| v.agent_version.clone()),
+        launch_kind: if record.is_external() {
+            LaunchKind::External
+        } else {
+            LaunchKind::Ec2
+        },
+        registered_at_ms: instance
+            .registered_at
+            .map_or(0, |seconds| (seconds * 1000.0) as i64),
+        attributes: record.attribute_pairs(),
+        remaining: Resources {
+            cpu_units: record.remaining.cpu_units,
+            memory_mib: record.remaining.memory_mib,
+            gpus: u32::try_from(record.remaining.free_gpu_ids.len()).unwrap_or(u32::MAX),
+        },
+        tcp_ports_in_use: record.remaining.tcp_ports_in_use.iter().copied().collect(),
+        udp_ports_in_use: record.remaining.udp_ports_in_use.iter().copied().collect(),
+        enis_available: TASK_ADDRESSES_PER_INSTANCE
+            .saturating_sub(u32::try_from(record.task_addresses_in_use.len()).unwrap_or(u32::MAX)),
+        task_groups,
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
-    /// Index into the snapshot.
-    pub instance: usize,
-    pub reservation: Reservation,
+/// Per instance id, the groups of the tasks holding resources on it, with counts.
+pub fn groups_by_instance<'a>(
+    tasks: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> HashMap<String, Vec<(String, u32)>> {
+    let mut groups: HashMap<String, Vec<(String, u32)>> = HashMap::new();
+    for (instance_id, group) in tasks {
+        let Some(group) = group else { continue };
+        let entry = groups.entry(instance_id.to_owned()).or_default();
+        match entry.iter_mut().find(|(name, _)| name == group) {
+            Some((_, count)) => *count += 1,
+            None => entry.push((group.to_owned(), 1)),
+        }
+    }
+    groups
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlacementFailure {
-    pub instance_arn: String,
-    pub refusal: Refusal,
-}
-
-/// The outcome of placing one request.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
-    pub placements: Vec<Placement>,
-    /// One entry per instance and reason, for the tasks that found no place.
-    pub failures: Vec<PlacementFailure>,
-    /// The instances the placements change, with what they have left after.
-    pub changed: Vec<(usize, Remaining, BTreeSet<u8>)>,
-}
-
-/// Places the tasks of one request. Pure: the same snapshot and request
-/// always give the same plan.
-pub fn place(instances: &[InstanceSnapshot], demand: &Demand, targets: &Targets) -> Plan {
-    let mut working: Vec<(Remaining, BTreeSet<u8>)> = instances
+/// RunTask's `placementStrategy`, in order; empty means the scheduler's default.
+pub fn strategies(given: &[PlacementStrategy]) -> Result<Vec<Strategy>, ApiError> {
+    if given.len() > flotilla_scheduler::STRATEGIES_MAX {
+        return Err(ApiError::invalid_parameter(format!(
+            "placementStrategy: at most {} placement strategies are allowed, got {}",
+            flotilla_scheduler::STRATEGIES_MAX,
+            given.len()
+        )));
+    }
+    given
         .iter()
-        .map(|i| (i.remaining.clone(), i.addresses_in_use.clone()))
-        .collect();
-    let mut used = BTreeSet::new();
-    let mut plan = Plan::default();
-    let refuse = |plan: &mut Plan, instance: &InstanceSnapshot, refusal: Refusal| {
-        let failure = PlacementFailure {
-            instance_arn: instance.arn.clone(),
-            refusal,
-        };
-        if !plan.failures.contains(&failure) {
-            plan.failures.push(failure);
-        }
-    };
-    let attempts: Vec<Vec<usize>> = match targets {
-        Targets::FirstFit { count } => {
-            let candidates: Vec<usize> = (0..instances.len())
-                .filter(|&index| {
-                    let instance = &instances[index];
-                    instance.availability == Availability::Active
-                        && demand
-                            .external
-                            .is_none_or(|external| instance.external == external)
-                })
-                .collect();
-            vec![candidates; *count]
-        }
-        Targets::Each(indices) => indices.iter().map(|&index| vec![index]).collect(),
-    };
-    for candidates in attempts {
-        let mut refusals = Vec::new();
-        let mut placed = false;
-        for index in candidates {
-            let Some(instance) = instances.get(index) else {
-                continue;
+        .enumerate()
+        .map(|(index, strategy)| {
+            let Some(kind) = strategy.r#type else {
+                return Err(ApiError::invalid_parameter(format!(
+                    "placementStrategy[{index}].type is required"
+                )));
             };
-            let (remaining, addresses) = &working[index];
-            match fit(
-                instance,
-                remaining,
-                addresses,
-                demand,
-                used.contains(&index),
-            ) {
-                Ok(reservation) => {
-                    let (remaining, addresses) = &mut working[index];
-                    remaining.take(addresses, &reservation);
-                    used.insert(index);
-                    plan.placements.push(Placement {
-                        instance: index,
-                        reservation,
-                    });
-                    placed = true;
-                    break;
+            Strategy::from_wire(kind.as_str(), strategy.field.as_deref()).map_err(|error| {
+                ApiError::invalid_parameter(format!("placementStrategy[{index}]: {error}"))
+            })
+        })
+        .collect()
+}
+
+/// A CQL expression, or InvalidParameterException naming where it is wrong.
+pub fn parse_expression(member: &str, text: &str) -> Result<Expression, ApiError> {
+    Expression::parse(text)
+        .map_err(|error| ApiError::invalid_parameter(format!("{member}: {error}")))
+}
+
+/// The request's constraints followed by the task definition's.
+pub fn constraints(
+    request: &[PlacementConstraint],
+    definition: &[TaskDefinitionPlacementConstraint],
+) -> Result<Vec<Constraint>, ApiError> {
+    // A task definition takes memberOf constraints only (registration refuses others).
+    let definition: Vec<PlacementConstraint> = definition
+        .iter()
+        .map(|constraint| PlacementConstraint {
+            r#type: Some(PlacementConstraintType::MemberOf),
+            expression: constraint.expression.clone(),
+        })
+        .collect();
+    let total = request.len() + definition.len();
+    if total > flotilla_scheduler::CONSTRAINTS_MAX {
+        return Err(ApiError::invalid_parameter(format!(
+            "placementConstraints: at most {} placement constraints are allowed per task, task definition and request together, got {total}",
+            flotilla_scheduler::CONSTRAINTS_MAX
+        )));
+    }
+    let mut constraints = Vec::with_capacity(total);
+    for (source, given) in [
+        ("placementConstraints", request),
+        ("taskDefinition.placementConstraints", &definition[..]),
+    ] {
+        for (index, constraint) in given.iter().enumerate() {
+            let member = format!("{source}[{index}]");
+            match constraint.r#type {
+                Some(PlacementConstraintType::DistinctInstance) => {
+                    constraints.push(Constraint::DistinctInstance)
                 }
-                Err(refusal) => refusals.push((index, refusal)),
-            }
-        }
-        if !placed {
-            for (index, refusal) in refusals {
-                refuse(&mut plan, &instances[index], refusal);
+                Some(PlacementConstraintType::MemberOf) => {
+                    let Some(text) = constraint
+                        .expression
+                        .as_deref()
+                        .filter(|t| !t.trim().is_empty())
+                    else {
+                        return Err(ApiError::invalid_parameter(format!(
+                            "{member}.expression is required for a memberOf constraint"
+                        )));
+                    };
+                    constraints.push(Constraint::MemberOf(parse_expression(
+                        &format!("{member}.expression"),
+                        text,
+                    )?));
+                }
+                None => {
+                    return Err(ApiError::invalid_parameter(format!(
+                        "{member}.type is required"
+                    )))
+                }
             }
         }
     }
-    plan.changed = used
-        .into_iter()
-        .map(|index| (index, working[index].0.clone(), working[index].1.clone()))
-        .collect();
-    plan
+    Ok(constraints)
 }
 
-/// The reservation one task would take from `instance`, or the first thing it lacks.
-fn fit(
-    instance: &InstanceSnapshot,
+/// What one task takes from an instance that has `remaining` and whose task
+/// subnet hands out everything but `addresses_in_use`: the scheduler counted
+/// GPUs and addresses, this picks which ones. `None` when the instance no
+/// longer has them (the plan and the record disagree).
+pub fn reserve(
     remaining: &Remaining,
     addresses_in_use: &BTreeSet<u8>,
-    demand: &Demand,
-    already_used: bool,
-) -> Result<Reservation, Refusal> {
-    match instance.availability {
-        Availability::Active => {}
-        Availability::Draining => return Err(Refusal::Draining),
-        Availability::Inactive => return Err(Refusal::Inactive),
+    request: &flotilla_scheduler::Request,
+) -> Option<Reservation> {
+    let gpus = request.needs.gpus as usize;
+    if remaining.free_gpu_ids.len() < gpus {
+        return None;
     }
-    if demand
-        .external
-        .is_some_and(|external| instance.external != external)
-    {
-        return Err(Refusal::LaunchType);
-    }
-    if !instance.agent_connected {
-        return Err(Refusal::Agent);
-    }
-    if demand.distinct_instances && already_used {
-        return Err(Refusal::DistinctInstance);
-    }
-    let has = |name: &str| instance.attributes.iter().any(|(n, _)| n == name);
-    if !demand.required_attributes.iter().all(|name| has(name)) {
-        return Err(Refusal::Attribute);
-    }
-    if !demand
-        .member_of
-        .iter()
-        .all(|expression| expression.matches(&instance.attributes))
-    {
-        return Err(Refusal::Attribute);
-    }
-    if remaining.cpu_units < demand.cpu_units {
-        return Err(Refusal::Cpu);
-    }
-    if remaining.memory_mib < demand.memory_mib {
-        return Err(Refusal::Memory);
-    }
-    if demand
-        .tcp_ports
-        .iter()
-        .any(|port| remaining.tcp_ports_in_use.contains(port))
-    {
-        return Err(Refusal::Ports);
-    }
-    if demand
-        .udp_ports
-        .iter()
-        .any(|port| remaining.udp_ports_in_use.contains(port))
-    {
-        return Err(Refusal::PortsUdp);
-    }
-    if remaining.free_gpu_ids.len() < demand.gpus {
-        return Err(Refusal::Gpu);
-    }
-    let address = if demand.needs_address {
-        let free = (TASK_ADDRESS_FIRST..=TASK_ADDRESS_LAST)
-            .find(|octet| !addresses_in_use.contains(octet));
-        Some(free.ok_or(Refusal::Eni)?)
+    let address = if request.needs_eni {
+        Some(
+            (TASK_ADDRESS_FIRST..=TASK_ADDRESS_LAST)
+                .find(|octet| !addresses_in_use.contains(octet))?,
+        )
     } else {
         None
     };
-    Ok(Reservation {
-        cpu_units: demand.cpu_units,
-        memory_mib: demand.memory_mib,
-        tcp_ports: demand.tcp_ports.clone(),
-        udp_ports: demand.udp_ports.clone(),
-        gpu_ids: remaining
-            .free_gpu_ids
-            .iter()
-            .take(demand.gpus)
-            .cloned()
-            .collect(),
+    Some(Reservation {
+        cpu_units: request.needs.cpu_units,
+        memory_mib: request.needs.memory_mib,
+        tcp_ports: request.tcp_ports.clone(),
+        udp_ports: request.udp_ports.clone(),
+        gpu_ids: remaining.free_gpu_ids.iter().take(gpus).cloned().collect(),
         address,
     })
 }
@@ -368,259 +277,64 @@ fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn instance(name: &str, cpu: i64, memory: i64) -> InstanceSnapshot {
-        InstanceSnapshot {
-            arn: name.to_owned(),
-            availability: Availability::Active,
-            agent_connected: true,
-            external: false,
-            attributes: vec![("ecs.capability.task-eni".to_owned(), None)],
-            remaining: Remaining {
-                cpu_units: cpu,
-                memory_mib: memory,
-                tcp_ports_in_use: [22, 2375].into(),
-                ..Default::default()
-            },
-            addresses_in_use: BTreeSet::new(),
-        }
-    }
-
-    fn demand(cpu: i64, memory: i64) -> Demand {
-        Demand {
-            cpu_units: cpu,
-            memory_mib: memory,
-            external: Some(false),
-            ..Default::default()
-        }
-    }
-
-    /// (case, instances, demand, count, instance of each placement, failures as "arn reason")
-    type Case = (
-        &'static str,
-        Vec<InstanceSnapshot>,
-        Demand,
-        usize,
-        Vec<usize>,
-        Vec<&'static str>,
-    );
+    use flotilla_types::ecs::PlacementStrategyType;
 
     #[test]
-    fn first_fit_cases() {
-        let with_ports = Demand {
-            tcp_ports: vec![80],
-            ..demand(10, 10)
+    fn strategies_map_and_name_the_bad_one() {
+        let given = |kind, field: &str| PlacementStrategy {
+            r#type: Some(kind),
+            field: Some(field.to_owned()),
         };
-        let on_ssh = Demand {
-            tcp_ports: vec![22],
-            ..demand(10, 10)
-        };
-        let draining = InstanceSnapshot {
-            availability: Availability::Draining,
-            ..instance("d", 1000, 1000)
-        };
-        let disconnected = InstanceSnapshot {
-            agent_connected: false,
-            ..instance("x", 1000, 1000)
-        };
-        let external = InstanceSnapshot {
-            external: true,
-            ..instance("e", 1000, 1000)
-        };
-        let needs_eni = Demand {
-            needs_address: true,
-            required_attributes: vec!["ecs.capability.task-eni".into()],
-            ..demand(1, 1)
-        };
-        let needs_missing = Demand {
-            required_attributes: vec!["ecs.capability.nope".into()],
-            ..demand(1, 1)
-        };
-        let distinct = Demand {
-            distinct_instances: true,
-            ..demand(1, 1)
-        };
-        let cases: Vec<Case> = vec![
-            (
-                "fits first",
-                vec![instance("a", 1024, 2048), instance("b", 1024, 2048)],
-                demand(512, 512),
-                1,
-                vec![0],
-                vec![],
-            ),
-            (
-                "fills first then second",
-                vec![instance("a", 1024, 2048), instance("b", 1024, 2048)],
-                demand(512, 512),
-                4,
-                vec![0, 0, 1, 1],
-                vec![],
-            ),
-            (
-                "cpu short",
-                vec![instance("a", 100, 2048)],
-                demand(512, 512),
-                1,
-                vec![],
-                vec!["a RESOURCE:CPU"],
-            ),
-            (
-                "memory short",
-                vec![instance("a", 1024, 100)],
-                demand(512, 512),
-                1,
-                vec![],
-                vec!["a RESOURCE:MEMORY"],
-            ),
-            (
-                "partial",
-                vec![instance("a", 1024, 1024)],
-                demand(512, 512),
-                3,
-                vec![0, 0],
-                vec!["a RESOURCE:CPU"],
-            ),
-            (
-                "static port once per instance",
-                vec![instance("a", 1024, 1024), instance("b", 1024, 1024)],
-                with_ports.clone(),
-                3,
-                vec![0, 1],
-                vec!["a RESOURCE:PORTS", "b RESOURCE:PORTS"],
-            ),
-            (
-                "reserved port",
-                vec![instance("a", 1024, 1024)],
-                on_ssh,
-                1,
-                vec![],
-                vec!["a RESOURCE:PORTS"],
-            ),
-            (
-                "draining skipped",
-                vec![draining.clone(), instance("b", 1024, 1024)],
-                demand(1, 1),
-                1,
-                vec![1],
-                vec![],
-            ),
-            (
-                "only draining",
-                vec![draining],
-                demand(1, 1),
-                1,
-                vec![],
-                vec![],
-            ),
-            (
-                "agent",
-                vec![disconnected, instance("b", 1024, 1024)],
-                demand(1, 1),
-                1,
-                vec![1],
-                vec![],
-            ),
-            (
-                "external instance not for ec2",
-                vec![external],
-                demand(1, 1),
-                1,
-                vec![],
-                vec![],
-            ),
-            (
-                "eni address",
-                vec![instance("a", 1024, 1024)],
-                needs_eni,
-                2,
-                vec![0, 0],
-                vec![],
-            ),
-            (
-                "attribute",
-                vec![instance("a", 1024, 1024)],
-                needs_missing,
-                1,
-                vec![],
-                vec!["a ATTRIBUTE"],
-            ),
-            (
-                "distinct",
-                vec![instance("a", 1024, 1024), instance("b", 1024, 1024)],
-                distinct,
-                3,
-                vec![0, 1],
-                vec!["a CONSTRAINT", "b CONSTRAINT"],
-            ),
-        ];
-        for (case, instances, demand, count, expected_instances, expected_failures) in cases {
-            let plan = place(&instances, &demand, &Targets::FirstFit { count });
-            let placed: Vec<usize> = plan.placements.iter().map(|p| p.instance).collect();
-            let failures: Vec<String> = plan
-                .failures
-                .iter()
-                .map(|f| format!("{} {}", f.instance_arn, f.refusal.reason()))
-                .collect();
-            assert_eq!(placed, expected_instances, "{case}: placements");
-            assert_eq!(failures, expected_failures, "{case}: failures");
-        }
-    }
-
-    #[test]
-    fn addresses_are_distinct_and_changed_instances_reported() {
-        let instances = vec![instance("a", 1024, 1024)];
-        let demand = Demand {
-            needs_address: true,
-            tcp_ports: vec![],
-            ..demand(100, 100)
-        };
-        let plan = place(&instances, &demand, &Targets::FirstFit { count: 3 });
-        let addresses: Vec<Option<u8>> = plan
-            .placements
-            .iter()
-            .map(|p| p.reservation.address)
-            .collect();
-        assert_eq!(addresses, vec![Some(2), Some(3), Some(4)]);
-        assert_eq!(plan.changed.len(), 1);
-        let (index, remaining, in_use) = &plan.changed[0];
-        assert_eq!(*index, 0);
-        assert_eq!(remaining.cpu_units, 724);
-        assert_eq!(in_use.len(), 3);
-    }
-
-    #[test]
-    fn each_target_gets_one_task_and_its_own_failure() {
-        let instances = vec![instance("a", 1024, 1024), instance("b", 10, 1024)];
-        let plan = place(&instances, &demand(100, 100), &Targets::Each(vec![0, 1]));
-        assert_eq!(plan.placements.len(), 1);
         assert_eq!(
-            plan.failures,
-            vec![PlacementFailure {
-                instance_arn: "b".into(),
-                refusal: Refusal::Cpu
-            }]
+            strategies(&[
+                given(
+                    PlacementStrategyType::Spread,
+                    "attribute:ecs.availability-zone"
+                ),
+                given(PlacementStrategyType::Binpack, "MEMORY"),
+            ])
+            .expect("valid"),
+            vec![
+                Strategy::from_wire("spread", Some("attribute:ecs.availability-zone"))
+                    .expect("spread"),
+                Strategy::from_wire("binpack", Some("memory")).expect("binpack"),
+            ]
+        );
+        let error = strategies(&[
+            given(PlacementStrategyType::Random, ""),
+            given(PlacementStrategyType::Binpack, "disk"),
+        ])
+        .expect_err("bad field");
+        assert_eq!(error.code, "InvalidParameterException");
+        assert!(
+            error.message.contains("placementStrategy[1]") && error.message.contains("disk"),
+            "{}",
+            error.message
+        );
+        let six = vec![given(PlacementStrategyType::Random, ""); 6];
+        assert_eq!(
+            strategies(&six).expect_err("too many").code,
+            "InvalidParameterException"
         );
     }
 
     #[test]
-    fn gpus_are_taken_and_given_back() {
-        let mut a = instance("a", 1024, 1024);
-        a.remaining.free_gpu_ids = ["g0".to_owned(), "g1".to_owned()].into();
-        let plan = place(
-            &[a.clone()],
-            &Demand {
-                gpus: 2,
-                ..demand(1, 1)
-            },
-            &Targets::FirstFit { count: 2 },
+    fn a_cql_syntax_error_names_its_position() {
+        let constraint = PlacementConstraint {
+            r#type: Some(PlacementConstraintType::MemberOf),
+            expression: Some("attribute:ecs.instance-type == t2.micro and".to_owned()),
+        };
+        let error = constraints(&[constraint], &[]).expect_err("syntax error");
+        assert_eq!(error.code, "InvalidParameterException");
+        assert!(
+            error.message.contains("placementConstraints[0].expression"),
+            "{}",
+            error.message
         );
-        assert_eq!(plan.placements.len(), 1);
-        assert_eq!(plan.failures[0].refusal, Refusal::Gpu);
-        let reservation = &plan.placements[0].reservation;
-        let (_, mut remaining, mut addresses) = plan.changed[0].clone();
-        assert!(remaining.free_gpu_ids.is_empty());
-        remaining.give_back(&mut addresses, reservation);
-        assert_eq!(remaining, a.remaining);
+        assert!(
+            error.message.contains("at character 43"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Each task is one [`TaskRecord`] under `keys::task(cluster, id)`. A task is
 //! created in the same transaction that takes its resources from its
-//! instance (see `placement.rs`), and gives them back in the transaction that
+//! instance (where: `flotilla_scheduler::place`, mapped in `placement.rs`), and gives them back in the transaction that
 //! records it STOPPED, so an instance's remaining resources always equal what
 //! it registered less what its unstopped tasks hold.
 //!
@@ -39,10 +39,9 @@ use flotilla_types::ecs::*;
 use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
 
-use crate::filter::Expression;
 use crate::instances::{scan, InstanceRecord, DEREGISTERED_STOP_REASON};
 use crate::page;
-use crate::placement::{self, Demand, Reservation, Targets};
+use crate::placement::{self, Reservation};
 use crate::records::{self, keys, Attempt};
 use crate::task_definitions::{ReferenceError, TaskDefinitionRecord};
 use crate::Ecs;
@@ -299,7 +298,8 @@ struct Launch {
     started_by: Option<String>,
     tags: Vec<Tag>,
     awsvpc: Option<AwsVpcConfiguration>,
-    demand: Demand,
+    /// What placement is asked, less `count` and `seed`, which `launch` sets.
+    request: flotilla_scheduler::Request,
     enable_execute_command: bool,
 }
 
@@ -325,6 +325,7 @@ struct LaunchRequest<'a> {
     propagate_tags: Option<PropagateTags>,
     network_configuration: Option<&'a NetworkConfiguration>,
     placement_constraints: &'a [PlacementConstraint],
+    placement_strategy: &'a [PlacementStrategy],
     enable_execute_command: Option<bool>,
 }
 
@@ -402,6 +403,7 @@ impl Ecs {
             propagate_tags: request.propagate_tags,
             network_configuration: request.network_configuration.as_ref(),
             placement_constraints: request.placement_constraints.as_deref().unwrap_or_default(),
+            placement_strategy: request.placement_strategy.as_deref().unwrap_or_default(),
             enable_execute_command: request.enable_execute_command,
         })?;
         let (tasks, failures) = self
@@ -436,11 +438,12 @@ impl Ecs {
             propagate_tags: request.propagate_tags,
             network_configuration: request.network_configuration.as_ref(),
             placement_constraints: &[],
+            placement_strategy: &[],
             enable_execute_command: request.enable_execute_command,
         })?;
         // StartTask places on the instances it names, EC2 or external alike.
         let mut launch = launch;
-        launch.demand.external = None;
+        launch.request.launch_kind = None;
         let (tasks, failures) = self.launch(&launch, Targeting::Named(named)).await?;
         Ok(StartTaskResponse {
             tasks: Some(tasks),
@@ -537,26 +540,17 @@ impl Ecs {
             }
             _ => None,
         };
-        let mut demand = demand_for(&definition, &overrides);
-        demand.external = Some(launch_type == LaunchType::External);
-        for constraint in request.placement_constraints {
-            match constraint.r#type {
-                Some(PlacementConstraintType::DistinctInstance) => demand.distinct_instances = true,
-                Some(PlacementConstraintType::MemberOf) => demand.member_of.push(
-                    Expression::parse(constraint.expression.as_deref().unwrap_or_default())?,
-                ),
-                None => {
-                    return Err(ApiError::invalid_parameter(
-                        "placementConstraints[].type is required",
-                    ))
-                }
-            }
-        }
-        for constraint in definition.placement_constraints.iter().flatten() {
-            if let Some(expression) = constraint.expression.as_deref() {
-                demand.member_of.push(Expression::parse(expression)?);
-            }
-        }
+        let mut placement_request = demand_for(&definition, &overrides);
+        placement_request.launch_kind = Some(match launch_type {
+            LaunchType::External => flotilla_scheduler::LaunchKind::External,
+            _ => flotilla_scheduler::LaunchKind::Ec2,
+        });
+        placement_request.strategies = placement::strategies(request.placement_strategy)?;
+        placement_request.constraints = placement::constraints(
+            request.placement_constraints,
+            definition.placement_constraints.as_deref().unwrap_or_default(),
+        )?;
+        placement_request.group = group.clone();
         Ok(Launch {
             cluster,
             definition,
@@ -565,7 +559,7 @@ impl Ecs {
             started_by: request.started_by.map(str::to_owned),
             tags,
             awsvpc,
-            demand,
+            request: placement_request,
             enable_execute_command: request.enable_execute_command.unwrap_or(false),
         })
     }
@@ -614,83 +608,147 @@ impl Ecs {
             .collect();
         let now_seconds = self.now_seconds();
         let cluster = &launch.cluster;
+        // The random strategy draws from the request's own fresh ids, so a
+        // simulation driven by a seeded id source places the same way again.
+        let seed = ids.first().map_or(0, |first| placement_seed(&first.task_id));
         records::mutate(self.store.as_ref(), || {
             let instances = self.instances_of(cluster)?;
-            let snapshots: Vec<_> = instances
-                .iter()
-                .map(|found| found.value.snapshot())
-                .collect();
+            let live_tasks = scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(cluster))?;
+            let mut groups = placement::groups_by_instance(
+                live_tasks
+                    .iter()
+                    .filter(|task| !task.value.released)
+                    .map(|task| (task.value.instance_id.as_str(), task.value.task.group.as_deref())),
+            );
+            let mut snapshot = flotilla_scheduler::Snapshot::new(
+                instances
+                    .iter()
+                    .map(|found| {
+                        let task_groups = groups.remove(&found.value.instance_id).unwrap_or_default();
+                        placement::scheduler_instance(&found.value, task_groups)
+                    })
+                    .collect(),
+            );
             let mut failures = Vec::new();
-            let targets = match &targeting {
+            // The instance (index into `instances`) of each placed task, in order.
+            let mut placements: Vec<usize> = Vec::new();
+            match &targeting {
                 Targeting::FirstFit(count) => {
-                    let any = snapshots.iter().any(|s| {
-                        s.availability == placement::Availability::Active
+                    let any = snapshot.instances().iter().any(|instance| {
+                        instance.status == flotilla_scheduler::InstanceStatus::Active
                             && launch
-                                .demand
-                                .external
-                                .is_none_or(|external| s.external == external)
+                                .request
+                                .launch_kind
+                                .is_none_or(|kind| instance.launch_kind == kind)
                     });
                     if !any {
                         return Err(ApiError::invalid_parameter(
                             "No Container Instances were found in your cluster.",
                         ));
                     }
-                    Targets::FirstFit { count: *count }
+                    let request = flotilla_scheduler::Request {
+                        count: u32::try_from(*count).unwrap_or(u32::MAX),
+                        seed,
+                        ..launch.request.clone()
+                    };
+                    request
+                        .validate()
+                        .map_err(|error| ApiError::invalid_parameter(error.to_string()))?;
+                    let plan = flotilla_scheduler::place(&snapshot, &request);
+                    failures.extend(plan.failures.iter().map(|failure| Failure {
+                        arn: Some(failure.arn.clone()),
+                        reason: Some(failure.reason.as_str().to_owned()),
+                        detail: None,
+                    }));
+                    placements.extend(plan.placements.iter().map(|index| *index as usize));
                 }
                 Targeting::Named(named) => {
-                    let mut indices = Vec::new();
+                    let request = flotilla_scheduler::Request {
+                        count: 1,
+                        seed,
+                        ..launch.request.clone()
+                    };
                     for given in named {
                         let index = self.instance_id_in(cluster, given).and_then(|id| {
                             instances
                                 .iter()
                                 .position(|found| found.value.instance_id == id)
                         });
-                        match index {
-                            Some(index) => indices.push(index),
-                            None => failures.push(Failure {
+                        let Some(index) = index else {
+                            failures.push(Failure {
                                 arn: Some(given.clone()),
                                 reason: Some("MISSING".to_owned()),
                                 detail: None,
-                            }),
+                            });
+                            continue;
+                        };
+                        // StartTask names the instance: place on it alone,
+                        // against what earlier tasks of this request took.
+                        let alone =
+                            flotilla_scheduler::Snapshot::new(vec![snapshot.instances()[index].clone()]);
+                        let mut plan = flotilla_scheduler::place(&alone, &request);
+                        if plan.placements.is_empty() {
+                            // `explain` also names the reasons RunTask does not
+                            // report (DRAINING), which StartTask does.
+                            let reason = flotilla_scheduler::explain(&alone, &request)
+                                .into_iter()
+                                .find_map(|verdict| match verdict.outcome {
+                                    flotilla_scheduler::Outcome::Excluded { reason, .. } => {
+                                        Some(reason.as_str().to_owned())
+                                    }
+                                    _ => None,
+                                });
+                            failures.push(Failure {
+                                arn: Some(instances[index].value.arn()),
+                                reason,
+                                detail: None,
+                            });
+                            continue;
                         }
+                        for delta in &mut plan.deltas {
+                            delta.instance = index as flotilla_scheduler::InstanceIndex;
+                        }
+                        snapshot.apply(&plan);
+                        placements.push(index);
                     }
-                    Targets::Each(indices)
                 }
-            };
-            let plan = placement::place(&snapshots, &launch.demand, &targets);
-            failures.extend(plan.failures.iter().map(|failure| Failure {
-                arn: Some(failure.instance_arn.clone()),
-                reason: Some(failure.refusal.reason().to_owned()),
-                detail: None,
-            }));
-            if plan.placements.is_empty() {
+            }
+            if placements.is_empty() {
                 return Ok(Attempt::Done((Vec::new(), failures)));
             }
             let mut txn = Txn::new();
-            for (index, remaining, addresses) in &plan.changed {
-                let found = &instances[*index];
-                let mut record = found.value.clone();
-                record.remaining = remaining.clone();
-                record.task_addresses_in_use = addresses.clone();
-                record.touch();
-                let key = keys::instance(cluster, &record.instance_id);
-                txn = txn
-                    .expect(&key, found.revision)
-                    .put(&key, records::encode(&record));
-            }
+            let mut changed: std::collections::BTreeMap<usize, InstanceRecord> = Default::default();
             let mut tasks = Vec::new();
-            for (placement, ids) in plan.placements.iter().zip(&ids) {
-                let instance = &instances[placement.instance].value;
-                let record = self.new_task(
-                    launch,
-                    instance,
-                    placement.reservation.clone(),
-                    ids,
-                    now_seconds,
-                );
+            for (index, ids) in placements.iter().zip(&ids) {
+                let instance = &instances[*index].value;
+                let record = changed.entry(*index).or_insert_with(|| instance.clone());
+                let reservation = placement::reserve(
+                    &record.remaining,
+                    &record.task_addresses_in_use,
+                    &launch.request,
+                )
+                .ok_or_else(|| {
+                    ApiError::server("placement chose an instance without the GPUs or task addresses it needs")
+                })?;
+                record
+                    .remaining
+                    .take(&mut record.task_addresses_in_use, &reservation);
+                let task = self.new_task(launch, instance, reservation, ids, now_seconds);
                 let key = keys::task(cluster, &ids.task_id);
-                txn = txn.expect(&key, 0).put(&key, records::encode(&record));
-                tasks.push(Self::present_task(&record, true));
+                txn = txn.expect(&key, 0).put(&key, records::encode(&task));
+                tasks.push(Self::present_task(&task, true));
+            }
+            // Only the instances written are checked: that is what keeps
+            // concurrent launches from overcommitting one. Strategies are best
+            // effort, as in ECS, so a launch elsewhere in the cluster since the
+            // snapshot need not send this one back to re-plan; checking every
+            // instance read made concurrent launches in one cluster retry
+            // each other to exhaustion.
+            for (index, mut record) in changed {
+                let found = &instances[index];
+                let key = keys::instance(cluster, &found.value.instance_id);
+                record.touch();
+                txn = txn.expect(&key, found.revision).put(&key, records::encode(&record));
             }
             Ok(Attempt::Commit(txn, (tasks, failures)))
         })
@@ -810,8 +868,8 @@ impl Ecs {
             desired_status: Some("RUNNING".to_owned()),
             created_at: Some(now_seconds),
             version: Some(1),
-            cpu: Some(launch.demand.cpu_units.to_string()),
-            memory: Some(launch.demand.memory_mib.to_string()),
+            cpu: Some(launch.request.needs.cpu_units.to_string()),
+            memory: Some(launch.request.needs.memory_mib.to_string()),
             launch_type: Some(if instance.is_external() {
                 LaunchType::External
             } else {
@@ -1341,7 +1399,7 @@ fn check_overrides(
 /// What one task of `definition` needs from its instance, as ECS reserves it
 /// on EC2: the task-level size when set, else the containers' sums, memory
 /// counted by each container's soft limit when it has one.
-fn demand_for(definition: &TaskDefinition, overrides: &TaskOverride) -> Demand {
+fn demand_for(definition: &TaskDefinition, overrides: &TaskOverride) -> flotilla_scheduler::Request {
     let containers = definition
         .container_definitions
         .as_deref()
@@ -1409,25 +1467,31 @@ fn demand_for(definition: &TaskDefinition, overrides: &TaskOverride) -> Demand {
                 .sum::<usize>()
         })
         .sum();
-    Demand {
-        cpu_units: parse(overrides.cpu.as_deref())
-            .or(parse(definition.cpu.as_deref()))
-            .unwrap_or(cpu_sum),
-        memory_mib: parse(overrides.memory.as_deref())
-            .or(parse(definition.memory.as_deref()))
-            .unwrap_or(memory_sum),
+    flotilla_scheduler::Request {
+        needs: flotilla_scheduler::Resources {
+            cpu_units: parse(overrides.cpu.as_deref())
+                .or(parse(definition.cpu.as_deref()))
+                .unwrap_or(cpu_sum),
+            memory_mib: parse(overrides.memory.as_deref())
+                .or(parse(definition.memory.as_deref()))
+                .unwrap_or(memory_sum),
+            gpus: u32::try_from(gpus).unwrap_or(u32::MAX),
+        },
         tcp_ports,
         udp_ports,
-        gpus,
-        needs_address: network_mode == NetworkMode::Awsvpc,
+        needs_eni: network_mode == NetworkMode::Awsvpc,
         required_attributes: definition
             .requires_attributes
             .iter()
             .flatten()
             .filter_map(|a| a.name.clone())
             .collect(),
-        external: None,
-        distinct_instances: false,
-        member_of: Vec::new(),
+        ..Default::default()
     }
+}
+
+/// A placement seed from a fresh task id (hex digits).
+fn placement_seed(task_id: &str) -> u64 {
+    let digits = task_id.get(..16).unwrap_or(task_id);
+    u64::from_str_radix(digits, 16).unwrap_or_default()
 }

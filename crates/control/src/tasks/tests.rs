@@ -463,7 +463,7 @@ async fn run_task_places_and_reports_failures_as_ecs_does() {
             name: "memberOf",
             definition: web("a", 1, 6, None),
             request: json!({"placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.instance-type == t2.micro"}]}),
-            expect: Ok((0, vec!["ATTRIBUTE"])),
+            expect: Ok((0, vec!["MemberOf constraint not satisfied"])),
         },
     ];
     for case in cases {
@@ -626,6 +626,7 @@ async fn awsvpc_tasks_get_addresses_in_their_instance_subnet() {
         .await;
     let response = world
         .run(json!({"cluster": "c", "taskDefinition": "vpc", "count": 2,
+            "placementStrategy": [{"type": "binpack", "field": "memory"}],
             "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-abc"], "securityGroups": ["sg-1"]}}}))
         .await;
     let detail = |task: &Value, name: &str| -> String {
@@ -642,7 +643,7 @@ async fn awsvpc_tasks_get_addresses_in_their_instance_subnet() {
     };
     let tasks = response["tasks"].as_array().expect("tasks");
     assert_eq!(tasks.len(), 2, "{response}");
-    // Port 80 is the task's own in awsvpc: both fit on the first instance.
+    // Port 80 is the task's own in awsvpc: binpack puts both on the first instance.
     assert!(tasks
         .iter()
         .all(|t| t["containerInstanceArn"] == first.as_str()));
@@ -1010,7 +1011,7 @@ async fn describe_and_list_tasks() {
     let second = world.instance("c", 8192, 8192, json!([])).await;
     world.definition(web("a", 1, 6, None)).await;
     world.definition(web("b", 1, 6, None)).await;
-    let mut a = task_arns(&world.run(json!({"cluster": "c", "taskDefinition": "a", "count": 3, "startedBy": "job-1", "tags": [{"key": "k", "value": "v"}]})).await);
+    let mut a = task_arns(&world.run(json!({"cluster": "c", "taskDefinition": "a", "count": 3, "placementStrategy": [{"type": "binpack", "field": "memory"}], "startedBy": "job-1", "tags": [{"key": "k", "value": "v"}]})).await);
     let b = task_arns(
         &world.ok("StartTask", json!({"cluster": "c", "taskDefinition": "b", "containerInstances": [second, "nope"], "group": "service:web"})).await,
     );
@@ -1207,7 +1208,7 @@ async fn list_container_instances_filters() {
     let bad = world
         .err(
             "ListContainerInstances",
-            json!({"cluster": "c", "filter": "task:group == service:x"}),
+            json!({"cluster": "c", "filter": "attribute:size == small and"}),
         )
         .await;
     assert_eq!(bad.code, "InvalidParameterException");
@@ -1599,4 +1600,221 @@ async fn discover_poll_endpoint_names_this_server() {
         .await
         .expect_err("no endpoint");
     assert_eq!(error.code, "ServerException");
+}
+
+/// Six connected instances, two per zone a, b, c, alternating t2.micro and m5.large.
+async fn zoned_world() -> (World, std::collections::HashMap<String, (&'static str, &'static str)>) {
+    let world = World::new();
+    world.cluster("c").await;
+    let mut facts = std::collections::HashMap::new();
+    for (zone, instance_type) in [
+        ("a", "t2.micro"),
+        ("b", "m5.large"),
+        ("c", "t2.micro"),
+        ("a", "m5.large"),
+        ("b", "t2.micro"),
+        ("c", "m5.large"),
+    ] {
+        let arn = world
+            .instance(
+                "c",
+                4096,
+                4096,
+                json!([
+                    {"name": "ecs.availability-zone", "value": zone},
+                    {"name": "ecs.instance-type", "value": instance_type},
+                ]),
+            )
+            .await;
+        facts.insert(arn, (zone, instance_type));
+    }
+    world.definition(web("a", 10, 100, None)).await;
+    (world, facts)
+}
+
+fn instances_of_tasks(response: &Value) -> Vec<String> {
+    response["tasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|task| task["containerInstanceArn"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn tally<T: Ord>(items: impl IntoIterator<Item = T>) -> Vec<(T, usize)> {
+    let mut counts = std::collections::BTreeMap::new();
+    for item in items {
+        *counts.entry(item).or_insert(0) += 1;
+    }
+    counts.into_iter().collect()
+}
+
+#[tokio::test]
+async fn placement_strategies_and_constraints_shape_where_tasks_go() {
+    // (case, extra RunTask members, check on the instance of each of the six tasks)
+    type Check = fn(&[(&str, &str)], &[String]);
+    let cases: Vec<(&str, Value, Check)> = vec![
+        (
+            "spread over zones is even",
+            json!({"placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"}]}),
+            |facts, _| assert_eq!(tally(facts.iter().map(|f| f.0)), [("a", 2), ("b", 2), ("c", 2)]),
+        ),
+        (
+            "spread over instances puts one on each",
+            json!({"placementStrategy": [{"type": "spread", "field": "instanceId"}]}),
+            |_, arns| assert!(tally(arns.iter()).iter().all(|(_, n)| *n == 1) && arns.len() == 6),
+        ),
+        (
+            "binpack memory fills one instance first",
+            json!({"placementStrategy": [{"type": "binpack", "field": "memory"}]}),
+            |_, arns| assert_eq!(tally(arns.iter()).len(), 1),
+        ),
+        (
+            "memberOf keeps to t2 instances",
+            json!({"placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.instance-type =~ t2.*"}]}),
+            |facts, _| assert!(facts.iter().all(|f| f.1 == "t2.micro")),
+        ),
+        (
+            "distinctInstance with spread over zones",
+            json!({"placementConstraints": [{"type": "distinctInstance"}],
+                   "placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"}]}),
+            |facts, arns| {
+                assert_eq!(tally(arns.iter()).len(), 6);
+                assert_eq!(tally(facts.iter().map(|f| f.0)), [("a", 2), ("b", 2), ("c", 2)]);
+            },
+        ),
+    ];
+    for (name, extra, check) in cases {
+        let (world, facts) = zoned_world().await;
+        let mut request = extra;
+        request["cluster"] = json!("c");
+        request["taskDefinition"] = json!("a");
+        request["count"] = json!(6);
+        let response = world.run(request).await;
+        let arns = instances_of_tasks(&response);
+        assert_eq!(arns.len(), 6, "{name}: {response}");
+        let placed: Vec<(&str, &str)> = arns.iter().map(|arn| facts[arn]).collect();
+        check(&placed, &arns);
+    }
+}
+
+#[tokio::test]
+async fn placement_input_errors_are_invalid_parameters_that_say_where() {
+    let (world, _) = zoned_world().await;
+    let cases = [
+        (
+            json!({"placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.instance-type == t2.micro or"}]}),
+            "at character 42",
+        ),
+        (
+            json!({"placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.instance-type ~= t2.*"}]}),
+            "placementConstraints[0].expression",
+        ),
+        (
+            json!({"placementStrategy": [{"type": "spread", "field": "instanceId"}, {"type": "binpack", "field": "disk"}]}),
+            "placementStrategy[1]",
+        ),
+        (
+            json!({"placementStrategy": [{"type": "random"}, {"type": "random"}, {"type": "random"}, {"type": "random"}, {"type": "random"}, {"type": "random"}]}),
+            "at most 5",
+        ),
+    ];
+    for (extra, says) in cases {
+        let mut request = extra.clone();
+        request["cluster"] = json!("c");
+        request["taskDefinition"] = json!("a");
+        let error = world.err("RunTask", request).await;
+        assert_eq!(error.code, "InvalidParameterException", "{extra}");
+        assert!(error.message.contains(says), "{extra}: {}", error.message);
+    }
+}
+
+#[tokio::test]
+async fn custom_attributes_are_listed_and_steer_placement() {
+    let (world, facts) = zoned_world().await;
+    let mut arns: Vec<String> = facts.keys().cloned().collect();
+    arns.sort();
+    let (tagged, by_id) = (arns[2].clone(), arns[4].clone());
+    let short_id = by_id.rsplit('/').next().unwrap_or_default().to_owned();
+    let put = world
+        .ok(
+            "PutAttributes",
+            json!({"cluster": "c", "attributes": [
+                {"name": "stack", "value": "prod", "targetType": "container-instance", "targetId": tagged},
+                {"name": "stack", "value": "dev", "targetType": "container-instance", "targetId": short_id},
+                {"name": "gpu-ready", "targetId": tagged},
+            ]}),
+        )
+        .await;
+    assert_eq!(put["attributes"][1]["targetId"], by_id.as_str());
+
+    let list = |body: Value| {
+        let world = &world;
+        async move {
+            let mut body = body;
+            body["cluster"] = json!("c");
+            body["targetType"] = json!("container-instance");
+            world.ok("ListAttributes", body).await
+        }
+    };
+    let prod = list(json!({"attributeName": "stack", "attributeValue": "prod"})).await;
+    assert_eq!(
+        prod["attributes"],
+        json!([{"name": "stack", "value": "prod", "targetType": "container-instance", "targetId": tagged}])
+    );
+    assert_eq!(list(json!({"attributeName": "stack"})).await["attributes"].as_array().map(Vec::len), Some(2));
+    // Pages of one walk every attribute once.
+    let everything = list(json!({})).await["attributes"].as_array().cloned().unwrap_or_default();
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..everything.len() + 1 {
+        let mut body = json!({"maxResults": 7});
+        if let Some(token) = &token {
+            body["nextToken"] = json!(token);
+        }
+        let page = list(body).await;
+        paged.extend(page["attributes"].as_array().cloned().unwrap_or_default());
+        token = page["nextToken"].as_str().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(paged, everything);
+
+    let response = world
+        .run(json!({"cluster": "c", "taskDefinition": "a", "count": 3,
+            "placementConstraints": [{"type": "memberOf", "expression": "attribute:stack == prod"}]}))
+        .await;
+    assert_eq!(instances_of_tasks(&response), vec![tagged.clone(); 3]);
+
+    let deleted = world
+        .ok(
+            "DeleteAttributes",
+            json!({"cluster": "c", "attributes": [{"name": "stack", "targetId": tagged}]}),
+        )
+        .await;
+    assert_eq!(deleted["attributes"][0]["name"], "stack");
+    let refused = world
+        .run(json!({"cluster": "c", "taskDefinition": "a",
+            "placementConstraints": [{"type": "memberOf", "expression": "attribute:stack == prod"}]}))
+        .await;
+    assert_eq!(task_arns(&refused).len(), 0);
+
+    let unknown = "arn:aws:ecs:us-east-1:000000000000:container-instance/c/00000000000000000000000000000bad";
+    let cases = [
+        ("PutAttributes", json!({"attributes": [{"name": "x", "targetId": unknown}]}), "TargetNotFoundException"),
+        ("DeleteAttributes", json!({"attributes": [{"name": "x", "targetId": unknown}]}), "TargetNotFoundException"),
+        ("PutAttributes", json!({"attributes": [{"name": "bad name", "targetId": tagged}]}), "InvalidParameterException"),
+        ("PutAttributes", json!({"attributes": [{"name": "x", "value": "v".repeat(129), "targetId": tagged}]}), "InvalidParameterException"),
+        ("PutAttributes", json!({"attributes": [{"name": "x", "targetId": short_id}]}), "InvalidParameterException"),
+        ("PutAttributes", json!({"attributes": vec![json!({"name": "x", "targetId": tagged}); 11]}), "InvalidParameterException"),
+        ("ListAttributes", json!({"targetType": "container-instance", "attributeValue": "prod"}), "InvalidParameterException"),
+        ("ListAttributes", json!({}), "InvalidParameterException"),
+    ];
+    for (operation, body, code) in cases {
+        let mut request = body.clone();
+        request["cluster"] = json!("c");
+        assert_eq!(world.err(operation, request).await.code, code, "{operation} {body}");
+    }
 }
