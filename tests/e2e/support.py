@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -114,6 +115,9 @@ class FlotillaServer:
     base_dir: Path
     region: str = REGION
     account_id: str = ACCOUNT_ID
+    # `server`, or `up` for the control plane plus the local agent.
+    command: str = "server"
+    extra_args: tuple = ()
     process: subprocess.Popen | None = None
     endpoint: str = ""
     port: int = 0
@@ -134,7 +138,8 @@ class FlotillaServer:
 
     # ---- process lifecycle -------------------------------------------------
 
-    def start(self) -> "FlotillaServer":
+    def start(self, *, port: int = 0) -> "FlotillaServer":
+        """Starts the process on `port` (0: one the kernel picks)."""
         assert self.process is None or self.process.poll() is not None, "already running"
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(exist_ok=True)
@@ -152,11 +157,12 @@ class FlotillaServer:
             # so two servers never race for one.
             self.process = subprocess.Popen(
                 [
-                    str(FLOTILLA_BIN), "server",
-                    "--listen", "127.0.0.1:0",
+                    str(FLOTILLA_BIN), self.command,
+                    "--listen", f"127.0.0.1:{port}",
                     "--data-dir", str(self.data_dir),
                     "--region", self.region,
                     "--account-id", self.account_id,
+                    *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
@@ -167,7 +173,7 @@ class FlotillaServer:
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"flotilla server exited with {self.process.returncode} while starting:\n{self.stderr_tail()}"
+                    f"flotilla {self.command} exited with {self.process.returncode} while starting:\n{self.stderr_tail()}"
                 )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"flotilla server did not start in {SERVER_START_TIMEOUT_S}s:\n{self.stderr_tail()}")
@@ -211,14 +217,16 @@ class FlotillaServer:
                 raise AssertionError(f"flotilla server ignored SIGTERM for {SERVER_STOP_TIMEOUT_S}s")
         return self.process.returncode
 
-    def restart(self, *, hard: bool = False) -> "FlotillaServer":
+    def restart(self, *, hard: bool = False, keep_port: bool = False) -> "FlotillaServer":
         """Stops the process (SIGKILL when `hard`) and starts a new one on the
-        same data directory. The port may change; clients are rebuilt."""
+        same data directory. The port may change unless `keep_port` (as
+        agents, which know one endpoint, need); clients are rebuilt."""
+        port = self.port if keep_port else 0
         if hard:
             self.kill9()
         else:
             self.terminate()
-        return self.start()
+        return self.start(port=port)
 
     def stop(self) -> None:
         if self.running:
@@ -474,3 +482,404 @@ _NAMES = itertools.count(1)
 def unique(prefix: str) -> str:
     """A name no other test in this run uses."""
     return f"{prefix}-{next(_NAMES)}"
+
+
+# ---- agents, Docker and tasks ---------------------------------------------------
+#
+# The heavy part of the suite: `flotilla agent` processes (real Docker or
+# `--simulate N`) registered to a `FlotillaServer`, the local test image, and
+# the waits a user would do with `aws ecs wait`. Every container a test makes
+# carries the label com.flotilla.cluster and com.flotilla.instance-id; the
+# fixtures remove them by instance id (and volumes by cluster), so a run never
+# touches another run's containers on the same engine.
+
+AGENT_REGISTER_TIMEOUT_S = 30.0
+AGENT_STOP_TIMEOUT_S = 15.0
+DOCKER_TIMEOUT_S = 120.0
+TASK_TIMEOUT_S = 60.0
+POLL_INTERVAL_S = 0.2
+
+# Built here from Debian's static busybox, as crates/runtime/src/testing.rs
+# builds it: the same tag, so either may build it first.
+TEST_IMAGE = "flotilla-test/busybox:latest"
+TEST_PAGE = "flotilla test page\n"
+BUSYBOX_PATH = Path("/bin/busybox")
+TEST_IMAGE_DOCKERFILE = """FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "mkdir", "-p", "/tmp", "/www", "/etc", "/usr/bin", "/sbin", "/usr/sbin"]
+RUN ["/bin/busybox", "--install", "-s"]
+COPY passwd /etc/passwd
+COPY group /etc/group
+COPY index.html /www/index.html
+CMD ["sh"]
+"""
+TEST_IMAGE_FILES = {
+    "passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    "group": "root:x:0:\nnogroup:x:65534:\n",
+    "index.html": TEST_PAGE,
+}
+
+# busybox httpd ignores SIGTERM as PID 1; under a shell that traps it, a
+# StopTask is answered at once instead of after the stop timeout.
+HTTPD_COMMAND = ["sh", "-c", "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"]
+
+LABEL_CLUSTER = "com.flotilla.cluster"
+LABEL_INSTANCE_ID = "com.flotilla.instance-id"
+
+
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = POLL_INTERVAL_S):
+    """Polls `predicate` until it returns something truthy, which is returned."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, on all addresses."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("0.0.0.0", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
+
+
+def docker(*args: str, check: bool = True, input: bytes | None = None,
+           timeout: float = DOCKER_TIMEOUT_S, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs the Docker CLI; raises with its stderr when `check` and it fails."""
+    done = subprocess.run(["docker", *args], capture_output=True, timeout=timeout, input=input,
+                          env={**os.environ, **(env or {})})
+    if check and done.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed: {done.stderr.decode(errors='replace').strip()}")
+    return done
+
+
+def docker_available() -> bool:
+    try:
+        return docker("version", "--format", "{{.Server.APIVersion}}", check=False, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def ensure_test_image() -> None:
+    """Builds TEST_IMAGE unless the engine has it, installing busybox-static
+    first when the host has no static busybox. Idempotent."""
+    if docker("image", "inspect", TEST_IMAGE, check=False).returncode == 0:
+        return
+    if not BUSYBOX_PATH.exists():
+        install = ["apt-get", "install", "-y", "-q", "busybox-static"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(install, capture_output=True, env=env, timeout=300).returncode != 0:
+            # A fresh machine has no package lists yet.
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=300, check=True)
+            subprocess.run(install, capture_output=True, env=env, timeout=300, check=True)
+    with tempfile.TemporaryDirectory(prefix="flotilla-e2e-image-") as context:
+        context_dir = Path(context)
+        (context_dir / "busybox").write_bytes(BUSYBOX_PATH.read_bytes())
+        (context_dir / "busybox").chmod(0o755)
+        (context_dir / "Dockerfile").write_text(TEST_IMAGE_DOCKERFILE)
+        for name, text in TEST_IMAGE_FILES.items():
+            (context_dir / name).write_text(text)
+        # The classic builder needs no base image and no buildx plugin.
+        docker("build", "--quiet", "--tag", TEST_IMAGE, str(context_dir), env={"DOCKER_BUILDKIT": "0"})
+
+
+def docker_ids(*filters: str, all_states: bool = True) -> list[str]:
+    args = ["ps", "-q", "--no-trunc"] + (["-a"] if all_states else [])
+    for item in filters:
+        args += ["--filter", item]
+    return docker(*args).stdout.decode().split()
+
+
+def docker_inspect(container_id: str) -> dict:
+    return json.loads(docker("inspect", container_id).stdout)[0]
+
+
+def docker_logs(container_id: str) -> str:
+    done = docker("logs", container_id)
+    return done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+
+
+def remove_docker_leftovers(instance_ids=(), clusters=()) -> None:
+    """Removes the containers of these instances, their awsvpc task networks,
+    and the volumes of these clusters: everything the tests' agents made."""
+    containers = []
+    for instance_id in instance_ids:
+        containers += docker_ids(f"label={LABEL_INSTANCE_ID}={instance_id}")
+    if containers:
+        docker("rm", "-f", "-v", *sorted(set(containers)), check=False)
+    for instance_id in instance_ids:
+        network = f"flotilla-awsvpc-{instance_id}"
+        if docker("network", "inspect", network, check=False).returncode == 0:
+            docker("network", "rm", network, check=False)
+    for cluster in clusters:
+        volumes = docker("volume", "ls", "-q", "--filter", f"label={LABEL_CLUSTER}={cluster}").stdout.decode().split()
+        if volumes:
+            docker("volume", "rm", "-f", *volumes, check=False)
+
+
+def curl(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
+    """GETs `url` with curl: (curl's exit code, body)."""
+    done = subprocess.run(["curl", "-fsS", "--noproxy", "*", "--max-time", str(timeout_s), url],
+                          capture_output=True, text=True, timeout=timeout_s + 10)
+    return done.returncode, done.stdout if done.returncode == 0 else done.stderr
+
+
+def curl_until_ok(url: str, timeout_s: float = 15.0) -> str:
+    """The body at `url` once it answers 2xx: a server in a fresh container
+    may take a moment to bind."""
+    last = [None]
+
+    def attempt():
+        code, body = curl(url, timeout_s=3)
+        last[0] = (code, body)
+        return body if code == 0 else None
+
+    try:
+        return wait_until(attempt, timeout_s, f"{url} to answer", interval_s=0.25)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; last curl: {last[0]}") from None
+
+
+@dataclass
+class FlotillaAgent:
+    """A `flotilla agent` process registered to `server`'s endpoint, with its
+    own data directory and metadata port."""
+
+    base_dir: Path
+    server: FlotillaServer
+    cluster: str
+    metadata_port: int = 0
+    extra_args: tuple = ()
+    process: subprocess.Popen | None = None
+    starts: int = 0
+
+    def __post_init__(self):
+        if not self.metadata_port:
+            self.metadata_port = free_port()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "agent-data"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.base_dir / "agent.stderr.log"
+
+    @property
+    def simulated(self) -> bool:
+        return "--simulate" in self.extra_args
+
+    def start(self) -> "FlotillaAgent":
+        assert not self.running, "already running"
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.base_dir),
+            "RUST_LOG": os.environ.get("FLOTILLA_AGENT_LOG", "info,flotilla_agent=debug"),
+            "RUST_BACKTRACE": "1",
+            "NO_COLOR": "1",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "AWS_DEFAULT_REGION": self.server.region,
+        }
+        with open(self.stderr_path, "ab") as stderr:
+            stderr.write(f"\n===== start #{self.starts} =====\n".encode())
+            stderr.flush()
+            self.process = subprocess.Popen(
+                [
+                    str(FLOTILLA_BIN), "agent",
+                    "--endpoint", self.server.endpoint,
+                    "--cluster", self.cluster,
+                    "--data-dir", str(self.data_dir),
+                    "--metadata-port", str(self.metadata_port),
+                    "--image-pull-behavior", "prefer-cached",
+                    *self.extra_args,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                env=env,
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def identity_paths(self) -> list[Path]:
+        if self.simulated:
+            return sorted(self.data_dir.glob("sim-*/identity.json"), key=lambda p: int(p.parent.name[4:]))
+        return [self.data_dir / "identity.json"]
+
+    def identities(self) -> list[dict]:
+        """identity.json of each instance (sim-0, sim-1, ... in order)."""
+        found = []
+        for path in self.identity_paths():
+            try:
+                found.append(json.loads(path.read_text()))
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+        return found
+
+    @property
+    def instance_ids(self) -> list[str]:
+        return [identity["instanceId"] for identity in self.identities()]
+
+    @property
+    def instance_arns(self) -> list[str]:
+        return [identity.get("containerInstanceArn") for identity in self.identities()]
+
+    @property
+    def instance_arn(self) -> str:
+        arns = self.instance_arns
+        assert len(arns) == 1 and arns[0], f"expected one registered instance, got {arns}"
+        return arns[0]
+
+    def connected(self) -> bool:
+        """Whether every instance is registered and its agent connected."""
+        arns = self.instance_arns
+        expected = self.expected_instances
+        if len(arns) < expected or not all(arns):
+            return False
+        described = self.server.ecs.describe_container_instances(cluster=self.cluster, containerInstances=arns)
+        return all(i.get("agentConnected") for i in described["containerInstances"]) and \
+            len(described["containerInstances"]) == expected
+
+    @property
+    def expected_instances(self) -> int:
+        if self.simulated:
+            return int(self.extra_args[list(self.extra_args).index("--simulate") + 1])
+        return 1
+
+    def wait_connected(self, timeout_s: float = AGENT_REGISTER_TIMEOUT_S) -> "FlotillaAgent":
+        def ready():
+            if not self.running:
+                raise AssertionError(f"flotilla agent exited with {self.process.returncode}:\n{self.stderr_tail()}")
+            return self.connected()
+
+        try:
+            wait_until(ready, timeout_s, "the agent to register and connect")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.stderr_tail()}") from None
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.running:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=AGENT_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"flotilla agent ignored signal {sig} for {AGENT_STOP_TIMEOUT_S}s")
+
+    def stop(self) -> None:
+        """SIGTERM (containers keep running), SIGKILL if it lingers."""
+        try:
+            self.kill(signal.SIGTERM)
+        except AssertionError:
+            pass
+
+    def stderr_tail(self, lines: int = STDERR_TAIL_LINES) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no stderr yet)"
+        return "\n".join(_ANSI.sub("", text).splitlines()[-lines:])
+
+
+def register_task_definition(ecs, family: str, containers: list[dict], **params) -> str:
+    """Registers a revision and returns its ARN."""
+    answer = ecs.register_task_definition(family=family, containerDefinitions=containers, **params)
+    return answer["taskDefinition"]["taskDefinitionArn"]
+
+
+def run_tasks(ecs, cluster: str, task_definition: str, count: int = 1, **params) -> list[dict]:
+    """RunTask that must place every task; returns the tasks."""
+    answer = ecs.run_task(cluster=cluster, taskDefinition=task_definition, count=count, **params)
+    assert answer["failures"] == [], answer["failures"]
+    assert len(answer["tasks"]) == count
+    return answer["tasks"]
+
+
+def describe_tasks(ecs, cluster: str, arns: list[str]) -> list[dict]:
+    answer = ecs.describe_tasks(cluster=cluster, tasks=arns)
+    assert answer["failures"] == [], answer["failures"]
+    by_arn = {task["taskArn"]: task for task in answer["tasks"]}
+    return [by_arn[arn] for arn in arns]
+
+
+def wait_tasks_status(ecs, cluster: str, arns: list[str], status: str,
+                      timeout_s: float = TASK_TIMEOUT_S) -> list[dict]:
+    """Waits until every task's lastStatus is `status`; a task that stops on
+    the way to RUNNING fails at once with its reasons."""
+    last = []
+
+    def reached():
+        tasks = describe_tasks(ecs, cluster, arns)
+        last[:] = tasks
+        if status != "STOPPED":
+            for task in tasks:
+                if task["lastStatus"] == "STOPPED":
+                    raise AssertionError(f"task stopped while waiting for {status}: {describe_stop(task)}")
+        return tasks if all(task["lastStatus"] == status for task in tasks) else None
+
+    try:
+        return wait_until(reached, timeout_s, f"{len(arns)} task(s) to be {status}")
+    except AssertionError as error:
+        if "timed out" in str(error):
+            raise AssertionError(f"{error}; last seen: {[describe_stop(t) for t in last]}") from None
+        raise
+
+
+def describe_stop(task: dict) -> dict:
+    """What a failure message needs of a task."""
+    return {
+        "task": task["taskArn"].rsplit("/", 1)[-1],
+        "lastStatus": task.get("lastStatus"),
+        "stopCode": task.get("stopCode"),
+        "stoppedReason": task.get("stoppedReason"),
+        "containers": [
+            {k: c.get(k) for k in ("name", "lastStatus", "exitCode", "reason")} for c in task.get("containers", [])
+        ],
+    }
+
+
+def container_of(task: dict, name: str) -> dict:
+    matches = [c for c in task["containers"] if c["name"] == name]
+    assert matches, f"task has no container {name}: {[c['name'] for c in task['containers']]}"
+    return matches[0]
+
+
+def private_ipv4_of(task: dict) -> str:
+    """The awsvpc task's address, from its ElasticNetworkInterface attachment."""
+    for attachment in task.get("attachments", []):
+        if attachment.get("type") == "ElasticNetworkInterface":
+            for detail in attachment.get("details", []):
+                if detail["name"] == "privateIPv4Address":
+                    return detail["value"]
+    raise AssertionError(f"task has no privateIPv4Address: {task.get('attachments')}")
+
+
+def resources_by_name(resources: list[dict]) -> dict:
+    """CPU/MEMORY → integerValue, PORTS/PORTS_UDP → set of strings."""
+    out = {}
+    for resource in resources:
+        if resource["type"] == "STRINGSET":
+            out[resource["name"]] = set(resource.get("stringSetValue", []))
+        else:
+            out[resource["name"]] = resource.get("integerValue")
+    return out

@@ -120,6 +120,24 @@ struct ServerArgs {
     /// Without it, the local pair test/test is accepted.
     #[arg(long)]
     credentials_file: Option<PathBuf>,
+    /// Silence after which an agent's connection is closed and its instance
+    /// shown as agentConnected false. Hidden: for tests that cannot wait the
+    /// default 30 s. It must exceed the agents' heartbeat interval, or live
+    /// agents would be cut off between two heartbeats.
+    #[arg(long, hide = true, default_value_t = flotilla_types::acs::HEARTBEAT_TIMEOUT_MS,
+          value_parser = parse_agent_heartbeat_timeout_ms)]
+    agent_heartbeat_timeout_ms: u64,
+}
+
+fn parse_agent_heartbeat_timeout_ms(text: &str) -> Result<u64, String> {
+    let interval_ms = flotilla_types::acs::HEARTBEAT_INTERVAL_MS;
+    match text.parse::<u64>() {
+        Ok(timeout_ms) if timeout_ms > interval_ms => Ok(timeout_ms),
+        Ok(_) => Err(format!(
+            "must be more than the agents' heartbeat interval, {interval_ms} ms"
+        )),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 fn main() -> Result<()> {
@@ -224,7 +242,7 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
         metrics: Metrics::default(),
         principals,
         store: Arc::clone(&store),
-        agent_heartbeat_timeout_ms: flotilla_types::acs::HEARTBEAT_TIMEOUT_MS,
+        agent_heartbeat_timeout_ms: args.agent_heartbeat_timeout_ms,
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %args.region, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");

@@ -68,6 +68,12 @@ pub struct DockerRuntime {
     /// Registry digests by image id, so that inspecting a container does not
     /// cost a second engine call every time.
     digests: Mutex<HashMap<String, Option<String>>>,
+    /// Held from looking for a network to creating it. The engine reserves a
+    /// new network's subnet before the network can be found by name, so two
+    /// concurrent creates of one network (an instance's first awsvpc tasks,
+    /// started together) would see the loser refused with "Pool overlaps"
+    /// while the winner's network is not yet there to be found.
+    network_creation: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -114,6 +120,7 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             docker,
             digests: Mutex::new(HashMap::new()),
+            network_creation: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -420,6 +427,7 @@ impl ContainerRuntime for DockerRuntime {
 
     fn ensure_network<'a>(&'a self, name: &'a str, subnet_cidr: &'a str) -> RuntimeFuture<'a, ()> {
         Box::pin(async move {
+            let _creating = self.network_creation.lock().await;
             if let Some(subnets) = self.network_subnets(name).await? {
                 // The network is the caller's by name; a different subnet
                 // means someone else set it up, which is worth a note but
@@ -451,7 +459,7 @@ impl ContainerRuntime for DockerRuntime {
             match created {
                 Ok(_) => Ok(()),
                 Err(error) => {
-                    // Another caller may have created it between our look
+                    // Another process may have created it between our look
                     // and our create (the engine then refuses the duplicate
                     // or the overlapping subnet): it exists, which is enough.
                     if self.network_subnets(name).await?.is_some() {

@@ -643,6 +643,40 @@ async fn network_with_fixed_address_and_a_joined_namespace() {
     assert!(state.ip_addresses.is_empty(), "{state:?}");
 }
 
+/// An instance's first awsvpc tasks start together, and each makes sure the
+/// instance's task network exists: every one of them must succeed.
+#[tokio::test]
+async fn concurrent_ensures_of_one_network_all_succeed() {
+    const CALLERS: usize = 8;
+    let Some(harness) = Harness::new("network-race").await else {
+        return;
+    };
+    let network = format!("{}-net", harness.run);
+    for attempt in 0..20 {
+        let octet = (std::process::id() + attempt) % 200 + 20;
+        let subnet = format!("10.198.{octet}.0/24");
+        let results = futures_util::future::join_all(
+            (0..CALLERS).map(|_| harness.runtime.ensure_network(&network, &subnet)),
+        )
+        .await;
+        let refused: Vec<String> = results
+            .iter()
+            .filter_map(|result| result.as_ref().err().map(ToString::to_string))
+            .collect();
+        if refused.len() == CALLERS && refused.iter().all(|reason| reason.contains("overlap")) {
+            // Another run on this engine holds the subnet; try the next.
+            continue;
+        }
+        assert!(
+            refused.is_empty(),
+            "{} of {CALLERS} refused: {refused:?}",
+            refused.len()
+        );
+        return;
+    }
+    panic!("no free subnet");
+}
+
 #[tokio::test]
 async fn named_volume_is_shared_between_containers() {
     let Some(harness) = Harness::new("volume").await else {

@@ -13,6 +13,21 @@ use flotilla_runtime::Protocol;
 
 pub const DYNAMIC_HOST_PORTS_FIRST: u16 = 49153;
 pub const DYNAMIC_HOST_PORTS_LAST: u16 = 65535;
+/// Step between the first picks of processes whose ids differ by one. Prime,
+/// so no two process ids within a range's width share a start.
+const PROCESS_START_STRIDE: u32 = 7919;
+
+/// Where a process starts walking the range. Several agents may share one
+/// engine (`flotilla up` beside a `flotilla agent`, a multi-host test on one
+/// machine): a port is checked free when picked but bound only when the
+/// container starts, so two agents walking from the same first port would
+/// hand out the same ports and all but one container would fail to start.
+/// Starting each process elsewhere keeps their walks apart.
+pub fn start_for_process(process_id: u32) -> u16 {
+    let span = u32::from(DYNAMIC_HOST_PORTS_LAST - DYNAMIC_HOST_PORTS_FIRST) + 1;
+    let offset = process_id.wrapping_mul(PROCESS_START_STRIDE) % span;
+    DYNAMIC_HOST_PORTS_FIRST + u16::try_from(offset).unwrap_or(0)
+}
 
 /// Whether a port is free on this host. The real one binds it for a moment;
 /// tests pass their own.
@@ -24,12 +39,16 @@ pub struct HostPortPicker {
 }
 
 impl HostPortPicker {
-    /// Picks ports that binding on all addresses shows to be free.
+    /// Picks ports that binding on all addresses shows to be free, starting
+    /// at this process's own place in the range (see [`start_for_process`]).
     pub fn new() -> Self {
-        Self::with_check(Box::new(|port, protocol| match protocol {
-            Protocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
-            Protocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok(),
-        }))
+        Self {
+            next: Mutex::new(start_for_process(std::process::id())),
+            is_free: Box::new(|port, protocol| match protocol {
+                Protocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
+                Protocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok(),
+            }),
+        }
     }
 
     pub fn with_check(is_free: Box<PortIsFree>) -> Self {
@@ -81,6 +100,18 @@ mod tests {
     fn none_when_every_port_is_taken() {
         let picker = HostPortPicker::with_check(Box::new(|_, _| false));
         assert_eq!(picker.pick(Protocol::Tcp), None);
+    }
+
+    #[test]
+    fn processes_start_apart_and_in_the_range() {
+        let starts: Vec<u16> = (1..=1000).map(start_for_process).collect();
+        assert!(starts
+            .iter()
+            .all(|port| (DYNAMIC_HOST_PORTS_FIRST..=DYNAMIC_HOST_PORTS_LAST).contains(port)));
+        for pair in starts.windows(2) {
+            assert!(pair[0].abs_diff(pair[1]) > 64, "{pair:?}");
+        }
+        assert_eq!(start_for_process(u32::MAX), start_for_process(u32::MAX));
     }
 
     #[test]
