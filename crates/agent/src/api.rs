@@ -224,9 +224,20 @@ impl ApiClient {
         self.call("SubmitTaskStateChange", request).await
     }
 
-    /// One signed JSON call.
+    /// One signed JSON call of an ECS operation.
     pub async fn call<Request: Serialize, Response: DeserializeOwned>(
         &self,
+        operation: &'static str,
+        request: &Request,
+    ) -> Result<Response, ApiCallError> {
+        self.call_target(TARGET_PREFIX, operation, request).await
+    }
+
+    /// One signed JSON call of `target_prefix.operation`: Flotilla's own
+    /// operations (`FlotillaV1.*`) are signed for `ecs` like ECS's.
+    pub async fn call_target<Request: Serialize, Response: DeserializeOwned>(
+        &self,
+        target_prefix: &'static str,
         operation: &'static str,
         request: &Request,
     ) -> Result<Response, ApiCallError> {
@@ -243,7 +254,7 @@ impl ApiClient {
                     operation,
                     reason: "client is shutting down".to_owned(),
                 })?;
-        match tokio::time::timeout(API_REQUEST_TIMEOUT, self.send(operation, body)).await {
+        match tokio::time::timeout(API_REQUEST_TIMEOUT, self.send(target_prefix, operation, body)).await {
             Ok(result) => result,
             Err(_) => Err(ApiCallError::Timeout { operation }),
         }
@@ -251,6 +262,7 @@ impl ApiClient {
 
     async fn send<Response: DeserializeOwned>(
         &self,
+        target_prefix: &str,
         operation: &'static str,
         body: Vec<u8>,
     ) -> Result<Response, ApiCallError> {
@@ -269,7 +281,7 @@ impl ApiClient {
         );
         headers.insert(
             "x-amz-target",
-            header(&format!("{TARGET_PREFIX}.{operation}"))?,
+            header(&format!("{target_prefix}.{operation}"))?,
         );
         let body_hash = flotilla_sigv4::sha256_hex(&body);
         let method = Method::POST;

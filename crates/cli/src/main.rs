@@ -14,6 +14,8 @@ use flotilla_sigv4::Credentials;
 use flotilla_store::{RedbStore, Store};
 use flotilla_types::arn::Scope;
 
+mod placement;
+
 const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
 
 #[derive(Parser)]
@@ -35,6 +37,9 @@ enum Command {
     /// Run an agent: this machine (or `--simulate N` simulated ones) as
     /// container instances of a cluster.
     Agent(AgentArgs),
+    /// Ask the control plane about placement (Flotilla's ExplainPlacement).
+    #[command(subcommand)]
+    Placement(placement::PlacementCommand),
 }
 
 #[derive(Args)]
@@ -127,6 +132,9 @@ struct ServerArgs {
     #[arg(long, hide = true, default_value_t = flotilla_types::acs::HEARTBEAT_TIMEOUT_MS,
           value_parser = parse_agent_heartbeat_timeout_ms)]
     agent_heartbeat_timeout_ms: u64,
+    /// `up` only: port of the local agent's task metadata endpoint.
+    #[arg(long, default_value_t = flotilla_agent::host::DEFAULT_METADATA_PORT)]
+    agent_metadata_port: u16,
 }
 
 fn parse_agent_heartbeat_timeout_ms(text: &str) -> Result<u64, String> {
@@ -149,6 +157,7 @@ fn main() -> Result<()> {
             Command::Server(args) => serve(args, false).await,
             Command::Up(args) => serve(args, true).await,
             Command::Agent(args) => agent(args).await,
+            Command::Placement(command) => placement::run(command).await,
         }
     })
 }
@@ -265,6 +274,7 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
 fn start_local_agent(endpoint: String, args: &ServerArgs, data_dir: PathBuf) {
     let mut config = flotilla_agent::AgentConfig::new(endpoint, "default".to_owned(), data_dir);
     config.region = args.region.clone();
+    config.metadata_port = args.agent_metadata_port;
     // With a credentials file, the local agent signs with the caller's own
     // environment credentials, as a remote agent would.
     let from_env = |name: &str, default: &str| match &args.credentials_file {

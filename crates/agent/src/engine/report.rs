@@ -1,8 +1,8 @@
 //! Which state changes of a task are new since the last report, as a pure
 //! function of its record.
 //!
-//! Task statuses go out as RUNNING and STOPPED (PENDING is the control
-//! plane's own until the agent says otherwise); container changes ride along,
+//! Task statuses go out as PENDING (once, when the task reaches the host),
+//! RUNNING and STOPPED; container changes ride along with the last two,
 //! and a container change while the task is RUNNING (a sidecar exiting) goes
 //! out with the task's unchanged RUNNING status. While the task is PENDING,
 //! container changes wait for its first report.
@@ -20,10 +20,26 @@ pub fn pending_report(record: &TaskRecord) -> Option<(SubmitTaskStateChangeReque
     let task_status = record.known();
     // A task whose containers all stopped while it was meant to run waits
     // for the planner to decide why (and so the reason) before STOPPED goes out.
-    if task_status == TaskStatus::Pending
-        || (task_status == TaskStatus::Stopped && record.desired == DesiredStatus::Running)
-    {
+    if task_status == TaskStatus::Stopped && record.desired == DesiredStatus::Running {
         return None;
+    }
+    if task_status == TaskStatus::Pending {
+        // The first word of a task that reached this host: it moves from the
+        // control plane's PROVISIONING to PENDING, as in ECS. Container
+        // changes wait for RUNNING.
+        if record.reported.task.is_some() {
+            return None;
+        }
+        let mut reported = record.reported.clone();
+        reported.task = Some(TaskStatus::Pending);
+        let change = SubmitTaskStateChangeRequest {
+            cluster: Some(record.payload.cluster_arn.clone()),
+            task: Some(record.payload.task_arn.clone()),
+            status: Some(TaskStatus::Pending.as_wire().to_owned()),
+            containers: Some(Vec::new()),
+            ..SubmitTaskStateChangeRequest::default()
+        };
+        return Some((change, reported));
     }
     let task_changed = record
         .reported
@@ -153,11 +169,11 @@ mod tests {
     fn reports_running_once_then_container_changes_then_stopped() {
         let mut record = record();
         record.containers[0].known = ContainerStatus::Running;
-        assert_eq!(
-            pending_report(&record),
-            None,
-            "pending tasks hold their reports"
-        );
+        let (change, reported) = pending_report(&record).unwrap();
+        assert_eq!(change.status.as_deref(), Some("PENDING"), "a task says PENDING once");
+        assert_eq!(change.containers, Some(Vec::new()), "container changes wait for RUNNING");
+        record.reported = reported;
+        assert_eq!(pending_report(&record), None, "and only once");
         record.containers[1].known = ContainerStatus::Running;
         record.containers[0].runtime_id = Some("c0".to_owned());
         record.containers[0].bound_ports = vec![PortRecord {
