@@ -36,6 +36,7 @@ use serde_json::json;
 mod histogram;
 mod load;
 mod placement;
+mod runtask;
 mod servers;
 mod tasks;
 
@@ -97,15 +98,18 @@ impl Kind {
         match self {
             Kind::DescribeTaskDefinition => Workload {
                 operation: "DescribeTaskDefinition",
+                items_in_answer: None,
                 bodies: vec![bytes(format!(r#"{{"taskDefinition":"{READ_FAMILY}"}}"#))],
             },
             Kind::ListClusters => Workload {
                 operation: "ListClusters",
+                items_in_answer: None,
                 bodies: vec![bytes("{}".into())],
             },
             // Many teams registering at once: one family per connection.
             Kind::RegisterDistinctFamilies => Workload {
                 operation: "RegisterTaskDefinition",
+                items_in_answer: None,
                 bodies: (0..connections)
                     .map(|connection| bytes(task_definition(&format!("bench-team-{connection}"))))
                     .collect(),
@@ -113,6 +117,7 @@ impl Kind {
             // One busy family: every registration contends for its revision counter.
             Kind::RegisterSingleFamily => Workload {
                 operation: "RegisterTaskDefinition",
+                items_in_answer: None,
                 bodies: vec![bytes(task_definition(SHARED_FAMILY))],
             },
         }
@@ -224,6 +229,7 @@ enum Bench {
     Api(Options),
     Tasks(tasks::Options),
     Placement(placement::Options),
+    RunTask(runtask::Options),
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -231,7 +237,8 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("tasks") => Bench::Tasks(tasks::Options::parse(&args[1..])?),
         Some("api") => Bench::Api(Options::parse(args)?),
         Some("placement") => Bench::Placement(placement::Options::parse(&args[1..])?),
-        _ => bail!("{USAGE}\n{}\n{}", tasks::USAGE, placement::USAGE),
+        Some("runtask") => Bench::RunTask(runtask::Options::parse(&args[1..])?),
+        _ => bail!("{USAGE}\n{}\n{}\n{}", tasks::USAGE, placement::USAGE, runtask::USAGE),
     };
     // The placement benchmark runs in this process: it needs no server binary.
     let packages: &[&str] = match bench {
@@ -263,6 +270,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Bench::Api(options) => api(&root, &target_dir, &options),
         Bench::Tasks(options) => tasks::run(&target_dir, &options),
         Bench::Placement(options) => placement::run(&options),
+        Bench::RunTask(options) => runtask::run(&target_dir, &options),
     }
 }
 

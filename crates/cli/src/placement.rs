@@ -63,11 +63,19 @@ fn parse_strategy(text: &str) -> Result<PlacementStrategy, String> {
                     "spread" => PlacementStrategyType::Spread,
                     "binpack" => PlacementStrategyType::Binpack,
                     "random" => PlacementStrategyType::Random,
-                    other => return Err(format!("unknown strategy type {other:?}: spread, binpack or random")),
+                    other => {
+                        return Err(format!(
+                            "unknown strategy type {other:?}: spread, binpack or random"
+                        ))
+                    }
                 })
             }
             Some(("field", field)) => strategy.field = Some(field.to_owned()),
-            _ => return Err(format!("{pair:?}: write type=spread|binpack|random[,field=FIELD]")),
+            _ => {
+                return Err(format!(
+                    "{pair:?}: write type=spread|binpack|random[,field=FIELD]"
+                ))
+            }
         }
     }
     if strategy.r#type.is_none() {
@@ -89,7 +97,9 @@ fn parse_constraint(text: &str) -> Result<PlacementConstraint, String> {
             r#type: Some(PlacementConstraintType::MemberOf),
             expression: Some(expression.to_owned()),
         }),
-        _ => Err(format!("{text:?}: write distinctInstance or memberOf:EXPRESSION")),
+        _ => Err(format!(
+            "{text:?}: write distinctInstance or memberOf:EXPRESSION"
+        )),
     }
 }
 
@@ -137,7 +147,10 @@ pub async fn run(command: PlacementCommand) -> Result<()> {
 
 /// One line per instance: its id, the verdict, the step and why.
 fn table(response: &ExplainPlacementResponse, count: i32) -> String {
-    let mut text = format!("{:<36}  {:<13}  {:<11}  WHY\n", "INSTANCE", "OUTCOME", "STEP");
+    let mut text = format!(
+        "{:<36}  {:<13}  {:<11}  WHY\n",
+        "INSTANCE", "OUTCOME", "STEP"
+    );
     let id_of = |arn: &str| arn.rsplit('/').next().unwrap_or(arn).to_owned();
     for verdict in &response.instances {
         let outcome = match verdict.outcome {
@@ -163,7 +176,11 @@ fn table(response: &ExplainPlacementResponse, count: i32) -> String {
     text.push_str(&format!(
         "{} of {count} task(s) placed: {}\n",
         placed.len(),
-        if placed.is_empty() { "none".to_owned() } else { placed.join(", ") }
+        if placed.is_empty() {
+            "none".to_owned()
+        } else {
+            placed.join(", ")
+        }
     ));
     text
 }
@@ -177,10 +194,16 @@ mod tests {
     fn strategies_and_constraints_parse_from_the_shorthand() {
         let strategy = parse_strategy("type=spread,field=attribute:ecs.availability-zone").unwrap();
         assert_eq!(strategy.r#type, Some(PlacementStrategyType::Spread));
-        assert_eq!(strategy.field.as_deref(), Some("attribute:ecs.availability-zone"));
+        assert_eq!(
+            strategy.field.as_deref(),
+            Some("attribute:ecs.availability-zone")
+        );
         assert!(parse_strategy("field=cpu").is_err());
         let constraint = parse_constraint("memberOf:attribute:ecs.availability-zone != a").unwrap();
-        assert_eq!(constraint.expression.as_deref(), Some("attribute:ecs.availability-zone != a"));
+        assert_eq!(
+            constraint.expression.as_deref(),
+            Some("attribute:ecs.availability-zone != a")
+        );
         assert_eq!(
             parse_constraint("distinctInstance").unwrap().r#type,
             Some(PlacementConstraintType::DistinctInstance)

@@ -103,6 +103,8 @@ pub struct AgentWatch {
     /// Whether the record has shown this connection as the current one yet;
     /// changes committed before that say nothing about superseding.
     seen_own_connection: bool,
+    /// `"instance_id":"{id}"` as a task record of this instance holds it.
+    owner_marker: Vec<u8>,
 }
 
 impl AgentWatch {
@@ -168,6 +170,15 @@ impl AgentWatch {
             // Deleted tasks are long stopped; the agent forgot them already.
             let id = event.key.rsplit('/').next().unwrap_or_default();
             self.sent.retain(|arn, _| !arn.ends_with(&format!("/{id}")));
+            return;
+        }
+        // Every agent channel of the cluster sees every task written, and
+        // nearly all belong to other instances. A record of ours holds the
+        // exact bytes `"instance_id":"{ours}"` (serde_json writes it so), so a
+        // record without them is someone else's and is not decoded: decoding
+        // every record in each of a thousand channels cost more than the
+        // RunTasks that wrote them. A record with them is decoded and checked.
+        if memchr::memmem::find(&event.value, &self.owner_marker).is_none() {
             return;
         }
         let record: TaskRecord = match serde_json::from_slice(&event.value) {
@@ -341,6 +352,11 @@ impl Ecs {
             sent: HashMap::new(),
             unsent: Vec::new(),
             seen_own_connection: false,
+            owner_marker: format!(
+                "\"instance_id\":{}",
+                serde_json::Value::from(instance.instance_id.as_str())
+            )
+            .into_bytes(),
         }
     }
 

@@ -94,9 +94,36 @@ pub struct InstanceRecord {
     pub agent_seen_at_ms: u64,
     #[serde(default)]
     pub deregistered_at_ms: Option<u64>,
+    /// Per task group, how many tasks hold resources here: what placement's
+    /// spread and distinctInstance count. Kept in step by the transactions
+    /// that take and give back resources (RunTask, StartTask, a task's
+    /// release, re-registration), so placement reads no task records.
+    /// `None` on records written before it existed: placement then counts
+    /// from the tasks, as it always did.
+    #[serde(default)]
+    pub task_group_counts: Option<BTreeMap<String, u32>>,
 }
 
 impl InstanceRecord {
+    /// A task of `group` took resources here.
+    pub fn count_task_in(&mut self, group: Option<&str>) {
+        if let (Some(counts), Some(group)) = (self.task_group_counts.as_mut(), group) {
+            *counts.entry(group.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// A task of `group` gave its resources back.
+    pub fn uncount_task_in(&mut self, group: Option<&str>) {
+        if let (Some(counts), Some(group)) = (self.task_group_counts.as_mut(), group) {
+            if let Some(count) = counts.get_mut(group) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(group);
+                }
+            }
+        }
+    }
+
     pub fn status(&self) -> &str {
         self.instance.status.as_deref().unwrap_or("ACTIVE")
     }
@@ -192,6 +219,15 @@ pub(crate) fn scan<T: serde::de::DeserializeOwned>(
     store: &dyn flotilla_store::Store,
     prefix: &str,
 ) -> Result<Vec<records::Versioned<T>>, ApiError> {
+    scan_with(store, prefix, records::decode)
+}
+
+/// [`scan`], turning each entry into a `T` with `decode`.
+pub(crate) fn scan_with<T>(
+    store: &dyn flotilla_store::Store,
+    prefix: &str,
+    mut decode: impl FnMut(&flotilla_store::Entry) -> Result<T, ApiError>,
+) -> Result<Vec<records::Versioned<T>>, ApiError> {
     let mut found = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -200,7 +236,7 @@ pub(crate) fn scan<T: serde::de::DeserializeOwned>(
             .map_err(records::store_error)?;
         for entry in &page.entries {
             found.push(records::Versioned {
-                value: records::decode(entry)?,
+                value: decode(entry)?,
                 revision: entry.mod_revision,
             });
         }
@@ -356,9 +392,11 @@ impl Ecs {
                     // this record, so the condition below covers the tasks read.
                     let mut remaining = base.clone();
                     let mut addresses = BTreeSet::new();
+                    record.task_group_counts = Some(BTreeMap::new());
                     for task in scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(&cluster))? {
                         if task.value.instance_id == instance_id && !task.value.released {
                             remaining.take(&mut addresses, &task.value.reservation);
+                            record.count_task_in(task.value.task.group.as_deref());
                         }
                     }
                     record.remaining = remaining;
@@ -425,6 +463,7 @@ impl Ecs {
                         agent_connection_id: None,
                         agent_seen_at_ms: 0,
                         deregistered_at_ms: None,
+                        task_group_counts: Some(BTreeMap::new()),
                     };
                     let txn = Txn::new()
                         .expect(keys::TASK_SUBNETS, pool_revision)

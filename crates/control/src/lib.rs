@@ -13,6 +13,7 @@ use std::sync::Arc;
 use flotilla_store::Store;
 use flotilla_types::arn::Scope;
 use flotilla_types::ecs::{EcsRequest, EcsResponse};
+use flotilla_types::flotilla::{FlotillaRequest, FlotillaResponse};
 use flotilla_types::ApiError;
 
 pub use agent_channel::{AgentEvent, AgentInstance, AgentRefusal, AgentWatch, PAYLOAD_TASKS_MAX};
@@ -23,10 +24,12 @@ mod account_settings;
 mod agent_channel;
 mod attributes;
 mod clusters;
+mod explain;
 mod instances;
 mod page;
 mod placement;
 mod records;
+mod snapshot_cache;
 mod tags;
 mod task_definitions;
 mod tasks;
@@ -65,6 +68,8 @@ pub struct Ecs {
     advertised_endpoint: Option<String>,
     /// Concurrent registrations of one family, combined into one commit.
     registrations: task_definitions::RegistrationQueues,
+    /// Instance records as placement last decoded them, by revision.
+    instance_cache: snapshot_cache::InstanceCache,
 }
 
 impl Ecs {
@@ -81,6 +86,7 @@ impl Ecs {
             ids,
             advertised_endpoint: None,
             registrations: Default::default(),
+            instance_cache: Default::default(),
         }
     }
 
@@ -98,6 +104,20 @@ impl Ecs {
     /// Seconds since the epoch, as ECS's wire timestamps carry them.
     fn now_seconds(&self) -> f64 {
         self.clock.now_ms() as f64 / 1000.0
+    }
+
+    /// Carries out one of Flotilla's own operations (`FlotillaV1.*`), which
+    /// ECS does not have. None of them changes anything.
+    pub async fn handle_flotilla(
+        &self,
+        _caller: &Caller,
+        request: FlotillaRequest,
+    ) -> Result<FlotillaResponse, ApiError> {
+        Ok(match request {
+            FlotillaRequest::ExplainPlacement(r) => {
+                FlotillaResponse::ExplainPlacement(self.explain_placement(r)?)
+            }
+        })
     }
 
     /// Carries out one request.

@@ -290,8 +290,8 @@ pub fn stop_code_for(reason: Option<&str>, reached_running: bool) -> TaskStopCod
 }
 
 /// Everything a RunTask or StartTask decided before looking at instances.
-struct Launch {
-    cluster: String,
+pub(crate) struct Launch {
+    pub(crate) cluster: String,
     definition: TaskDefinition,
     overrides: TaskOverride,
     group: String,
@@ -303,6 +303,10 @@ struct Launch {
     enable_execute_command: bool,
 }
 
+/// An instance record as placement read it (shared with the snapshot cache),
+/// with the revision the commit is conditional on.
+pub(crate) type SharedInstance = records::Versioned<std::sync::Arc<InstanceRecord>>;
+
 /// Fresh ids for one task, drawn before the commit loop so that a retry
 /// reuses them.
 struct TaskIds {
@@ -313,20 +317,20 @@ struct TaskIds {
 }
 
 /// The common part of RunTask's and StartTask's requests.
-struct LaunchRequest<'a> {
-    cluster: Option<&'a str>,
-    task_definition: &'a str,
-    launch_type: Option<LaunchType>,
-    capacity_provider_strategy: &'a [CapacityProviderStrategyItem],
-    overrides: Option<&'a TaskOverride>,
-    started_by: Option<&'a str>,
-    group: Option<&'a str>,
-    tags: &'a [Tag],
-    propagate_tags: Option<PropagateTags>,
-    network_configuration: Option<&'a NetworkConfiguration>,
-    placement_constraints: &'a [PlacementConstraint],
-    placement_strategy: &'a [PlacementStrategy],
-    enable_execute_command: Option<bool>,
+pub(crate) struct LaunchRequest<'a> {
+    pub(crate) cluster: Option<&'a str>,
+    pub(crate) task_definition: &'a str,
+    pub(crate) launch_type: Option<LaunchType>,
+    pub(crate) capacity_provider_strategy: &'a [CapacityProviderStrategyItem],
+    pub(crate) overrides: Option<&'a TaskOverride>,
+    pub(crate) started_by: Option<&'a str>,
+    pub(crate) group: Option<&'a str>,
+    pub(crate) tags: &'a [Tag],
+    pub(crate) propagate_tags: Option<PropagateTags>,
+    pub(crate) network_configuration: Option<&'a NetworkConfiguration>,
+    pub(crate) placement_constraints: &'a [PlacementConstraint],
+    pub(crate) placement_strategy: &'a [PlacementStrategy],
+    pub(crate) enable_execute_command: Option<bool>,
 }
 
 impl Ecs {
@@ -382,12 +386,7 @@ impl Ecs {
         &self,
         request: RunTaskRequest,
     ) -> Result<RunTaskResponse, ApiError> {
-        let count = request.count.unwrap_or(1);
-        if !(1..=RUN_TASK_COUNT_MAX).contains(&count) {
-            return Err(ApiError::invalid_parameter(format!(
-                "count must be between 1 and {RUN_TASK_COUNT_MAX}, got {count}"
-            )));
-        }
+        let count = checked_count(request.count)?;
         let launch = self.prepare_launch(LaunchRequest {
             cluster: request.cluster.as_deref(),
             task_definition: request.task_definition.as_deref().unwrap_or_default(),
@@ -407,7 +406,7 @@ impl Ecs {
             enable_execute_command: request.enable_execute_command,
         })?;
         let (tasks, failures) = self
-            .launch(&launch, Targeting::FirstFit(count as usize))
+            .launch(&launch, Targeting::FirstFit(count))
             .await?;
         Ok(RunTaskResponse {
             tasks: Some(tasks),
@@ -452,7 +451,7 @@ impl Ecs {
     }
 
     /// Checks a launch request against the cluster and the task definition.
-    fn prepare_launch(&self, request: LaunchRequest<'_>) -> Result<Launch, ApiError> {
+    pub(crate) fn prepare_launch(&self, request: LaunchRequest<'_>) -> Result<Launch, ApiError> {
         let cluster_record = self.active_cluster(request.cluster)?;
         let cluster = cluster_record
             .value
@@ -612,23 +611,7 @@ impl Ecs {
         // simulation driven by a seeded id source places the same way again.
         let seed = ids.first().map_or(0, |first| placement_seed(&first.task_id));
         records::mutate(self.store.as_ref(), || {
-            let instances = self.instances_of(cluster)?;
-            let live_tasks = scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(cluster))?;
-            let mut groups = placement::groups_by_instance(
-                live_tasks
-                    .iter()
-                    .filter(|task| !task.value.released)
-                    .map(|task| (task.value.instance_id.as_str(), task.value.task.group.as_deref())),
-            );
-            let mut snapshot = flotilla_scheduler::Snapshot::new(
-                instances
-                    .iter()
-                    .map(|found| {
-                        let task_groups = groups.remove(&found.value.instance_id).unwrap_or_default();
-                        placement::scheduler_instance(&found.value, task_groups)
-                    })
-                    .collect(),
-            );
+            let (instances, mut snapshot) = self.placement_snapshot(cluster)?;
             let mut failures = Vec::new();
             // The instance (index into `instances`) of each placed task, in order.
             let mut placements: Vec<usize> = Vec::new();
@@ -646,14 +629,7 @@ impl Ecs {
                             "No Container Instances were found in your cluster.",
                         ));
                     }
-                    let request = flotilla_scheduler::Request {
-                        count: u32::try_from(*count).unwrap_or(u32::MAX),
-                        seed,
-                        ..launch.request.clone()
-                    };
-                    request
-                        .validate()
-                        .map_err(|error| ApiError::invalid_parameter(error.to_string()))?;
+                    let request = placement_request(launch, *count, seed)?;
                     let plan = flotilla_scheduler::place(&snapshot, &request);
                     failures.extend(plan.failures.iter().map(|failure| Failure {
                         arn: Some(failure.arn.clone()),
@@ -721,7 +697,9 @@ impl Ecs {
             let mut tasks = Vec::new();
             for (index, ids) in placements.iter().zip(&ids) {
                 let instance = &instances[*index].value;
-                let record = changed.entry(*index).or_insert_with(|| instance.clone());
+                let record = changed
+                    .entry(*index)
+                    .or_insert_with(|| InstanceRecord::clone(instance));
                 let reservation = placement::reserve(
                     &record.remaining,
                     &record.task_addresses_in_use,
@@ -733,6 +711,7 @@ impl Ecs {
                 record
                     .remaining
                     .take(&mut record.task_addresses_in_use, &reservation);
+                record.count_task_in(Some(&launch.group));
                 let task = self.new_task(launch, instance, reservation, ids, now_seconds);
                 let key = keys::task(cluster, &ids.task_id);
                 txn = txn.expect(&key, 0).put(&key, records::encode(&task));
@@ -753,6 +732,53 @@ impl Ecs {
             Ok(Attempt::Commit(txn, (tasks, failures)))
         })
         .await
+    }
+
+    /// The scheduler's view of a cluster, as RunTask, StartTask and
+    /// ExplainPlacement all place against it: every instance record (with
+    /// the revision it was read at, for the commit's conditions) and the
+    /// snapshot built from them and the groups of the tasks holding
+    /// resources on each.
+    pub(crate) fn placement_snapshot(
+        &self,
+        cluster: &str,
+    ) -> Result<(Vec<SharedInstance>, flotilla_scheduler::Snapshot), ApiError> {
+        let prefix = keys::instances_of(cluster);
+        let listed = self.instance_cache.read(cluster, |decode| {
+            crate::instances::scan_with(self.store.as_ref(), &prefix, decode)
+        })?;
+        // Instance records count their tasks' groups; only records written
+        // before they did send placement to the tasks themselves.
+        let counted = listed.iter().all(|found| found.value.instance.is_some());
+        let mut groups = if counted {
+            Default::default()
+        } else {
+            let live_tasks = scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(cluster))?;
+            placement::groups_by_instance(
+                live_tasks
+                    .iter()
+                    .filter(|task| !task.value.released)
+                    .map(|task| (task.value.instance_id.as_str(), task.value.task.group.as_deref())),
+            )
+        };
+        let mut instances = Vec::with_capacity(listed.len());
+        let mut scheduler_instances = Vec::with_capacity(listed.len());
+        for found in listed {
+            let record = found.value.record;
+            scheduler_instances.push(match found.value.instance {
+                Some(instance) if counted => instance,
+                _ => {
+                    let task_groups = groups.remove(&record.instance_id).unwrap_or_default();
+                    placement::scheduler_instance(&record, task_groups)
+                }
+            });
+            instances.push(records::Versioned {
+                value: record,
+                revision: found.revision,
+            });
+        }
+        let snapshot = flotilla_scheduler::Snapshot::new(scheduler_instances);
+        Ok((instances, snapshot))
     }
 
     fn new_task(
@@ -1009,6 +1035,7 @@ impl Ecs {
                     updated
                         .remaining
                         .give_back(&mut updated.task_addresses_in_use, &record.reservation);
+                    updated.uncount_task_in(record.task.group.as_deref());
                     updated.touch();
                     let instance_key = keys::instance(cluster, &updated.instance_id);
                     txn = txn
@@ -1488,6 +1515,34 @@ fn demand_for(definition: &TaskDefinition, overrides: &TaskOverride) -> flotilla
             .collect(),
         ..Default::default()
     }
+}
+
+/// RunTask's `count`: 1 when absent, at most `RUN_TASK_COUNT_MAX`.
+pub(crate) fn checked_count(count: Option<i32>) -> Result<usize, ApiError> {
+    let count = count.unwrap_or(1);
+    if !(1..=RUN_TASK_COUNT_MAX).contains(&count) {
+        return Err(ApiError::invalid_parameter(format!(
+            "count must be between 1 and {RUN_TASK_COUNT_MAX}, got {count}"
+        )));
+    }
+    Ok(count as usize)
+}
+
+/// What RunTask asks the scheduler for `count` tasks of `launch`, checked.
+pub(crate) fn placement_request(
+    launch: &Launch,
+    count: usize,
+    seed: u64,
+) -> Result<flotilla_scheduler::Request, ApiError> {
+    let request = flotilla_scheduler::Request {
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+        seed,
+        ..launch.request.clone()
+    };
+    request
+        .validate()
+        .map_err(|error| ApiError::invalid_parameter(error.to_string()))?;
+    Ok(request)
 }
 
 /// A placement seed from a fresh task id (hex digits).

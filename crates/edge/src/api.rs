@@ -13,6 +13,7 @@ use bytes::Bytes;
 use flotilla_control::Caller;
 use flotilla_sigv4::{sha256_hex, RequestParts};
 use flotilla_types::ecs::{self, EcsRequest};
+use flotilla_types::flotilla::{self, FlotillaRequest};
 use flotilla_types::ApiError;
 use http_body_util::BodyExt;
 
@@ -24,23 +25,30 @@ const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Service {
     Ecs,
+    /// Flotilla's own operations (ExplainPlacement), signed for `ecs` too.
+    Flotilla,
 }
 
 impl Service {
     fn from_target_prefix(prefix: &str) -> Option<Self> {
-        (prefix == ecs::TARGET_PREFIX).then_some(Service::Ecs)
+        match prefix {
+            ecs::TARGET_PREFIX => Some(Service::Ecs),
+            flotilla::TARGET_PREFIX => Some(Service::Flotilla),
+            _ => None,
+        }
     }
 
     /// The name requests for this service are signed for.
     fn signing_name(self) -> &'static str {
         match self {
-            Service::Ecs => "ecs",
+            Service::Ecs | Service::Flotilla => "ecs",
         }
     }
 
     fn label(self) -> &'static str {
         match self {
             Service::Ecs => "ecs",
+            Service::Flotilla => "flotilla",
         }
     }
 }
@@ -126,6 +134,7 @@ async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
             Ok(caller) => match service {
                 None => Err(ApiError::unknown_operation(target)),
                 Some(Service::Ecs) => call_ecs(edge, caller, operation, &body).await,
+                Some(Service::Flotilla) => call_flotilla(edge, caller, operation, &body).await,
             },
         },
     };
@@ -224,6 +233,24 @@ async fn call_ecs(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]
     // ServerException and leave the server running: run it as its own task.
     let ecs = Arc::clone(&edge.ecs);
     let handled = tokio::spawn(async move { ecs.handle(&caller, request).await }).await;
+    let response = match handled {
+        Ok(result) => result?,
+        Err(join_error) => {
+            tracing::error!(%join_error, "request handler panicked");
+            return Err(ApiError::server("internal error while handling the request"));
+        }
+    };
+    serde_json::to_vec(&response).map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
+}
+
+async fn call_flotilla(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let request = match FlotillaRequest::decode(operation, body) {
+        None => return Err(ApiError::unknown_operation(&format!("{}.{operation}", flotilla::TARGET_PREFIX))),
+        Some(decoded) => decoded?,
+    };
+    // As for ECS operations: a panic answers this request alone.
+    let ecs = Arc::clone(&edge.ecs);
+    let handled = tokio::spawn(async move { ecs.handle_flotilla(&caller, request).await }).await;
     let response = match handled {
         Ok(result) => result?,
         Err(join_error) => {

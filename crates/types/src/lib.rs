@@ -8,6 +8,7 @@ pub mod acs;
 pub mod arn;
 pub mod ecs;
 mod error;
+pub mod flotilla;
 
 pub use error::{ApiError, DecodeError};
 

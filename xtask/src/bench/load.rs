@@ -59,7 +59,13 @@ const ERROR_BODY_SHOWN_BYTES: usize = 2_000;
 pub struct Workload {
     pub operation: &'static str,
     pub bodies: Vec<Bytes>,
+    /// Counts what a successful answer did, as (done, refused): RunTask's
+    /// placed tasks and its `failures`. `None` counts nothing.
+    pub items_in_answer: Option<ItemCounter>,
 }
+
+/// See [`Workload::items_in_answer`].
+pub type ItemCounter = fn(&[u8]) -> (u64, u64);
 
 #[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
@@ -80,6 +86,9 @@ pub struct Measurement {
     pub histogram: Histogram,
     /// Connections the server closed and the generator opened again.
     pub reconnects: u64,
+    /// What `Workload::items_in_answer` counted in the window's successful answers.
+    pub items: u64,
+    pub items_refused: u64,
 }
 
 /// Everything the connections of one run share.
@@ -87,6 +96,7 @@ struct Signer {
     label: String,
     headers: HeaderMap,
     bodies: Vec<(Bytes, Sha256Hex)>,
+    items_in_answer: Option<ItemCounter>,
     first_error_reported: AtomicBool,
 }
 
@@ -111,6 +121,7 @@ impl Signer {
             label,
             headers,
             bodies,
+            items_in_answer: workload.items_in_answer,
             first_error_reported: AtomicBool::new(false),
         })
     }
@@ -191,6 +202,7 @@ pub fn call_once(
     let workload = Workload {
         operation,
         bodies: vec![Bytes::copy_from_slice(body.as_bytes())],
+        items_in_answer: None,
     };
     let signer = Signer::new(String::new(), address, &workload)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -210,11 +222,15 @@ struct ConnectionStats {
     requests: u64,
     errors: u64,
     reconnects: u64,
+    items: u64,
+    items_refused: u64,
     histogram: Histogram,
 }
 
 impl ConnectionStats {
     fn merge(&mut self, other: &ConnectionStats) {
+        self.items += other.items;
+        self.items_refused += other.items_refused;
         self.requests += other.requests;
         self.errors += other.errors;
         self.reconnects += other.reconnects;
@@ -263,6 +279,8 @@ pub fn run(
         seconds: options.measured.as_secs_f64(),
         histogram: total.histogram,
         reconnects: total.reconnects,
+        items: total.items,
+        items_refused: total.items_refused,
     })
 }
 
@@ -382,7 +400,13 @@ async fn drive_connection(
             stats.histogram.record(finished - started);
         }
         match outcome {
-            Ok(Ok((StatusCode::OK, _))) => {}
+            Ok(Ok((StatusCode::OK, body))) => {
+                if let (true, Some(count)) = (counted, signer.items_in_answer) {
+                    let (done, refused) = count(&body);
+                    stats.items += done;
+                    stats.items_refused += refused;
+                }
+            }
             Ok(Ok((status, body))) => {
                 stats.errors += u64::from(counted);
                 signer.report_first_error(|| {

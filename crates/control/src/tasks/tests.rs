@@ -1818,3 +1818,163 @@ async fn custom_attributes_are_listed_and_steer_placement() {
         assert_eq!(world.err(operation, request).await.code, code, "{operation} {body}");
     }
 }
+
+async fn explain(world: &World, body: Value) -> Result<Value, ApiError> {
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let request = flotilla_types::flotilla::FlotillaRequest::decode("ExplainPlacement", &bytes)
+        .expect("known operation")?;
+    let response = world.ecs.handle_flotilla(&caller(), request).await?;
+    Ok(serde_json::to_value(response).expect("response serializes"))
+}
+
+fn verdict_of<'a>(answer: &'a Value, arn: &str) -> &'a Value {
+    answer["instances"]
+        .as_array()
+        .and_then(|all| all.iter().find(|v| v["containerInstanceArn"] == arn))
+        .unwrap_or_else(|| panic!("no verdict for {arn} in {answer}"))
+}
+
+#[tokio::test]
+async fn explain_placement_names_each_instance_verdict_with_its_numbers() {
+    let world = World::new();
+    world.cluster("c").await;
+    let zone = |z: &str| json!([{"name": "ecs.availability-zone", "value": z}]);
+    let roomy_a = world.instance("c", 4096, 4096, zone("a")).await;
+    let roomy_b = world.instance("c", 4096, 2048, zone("b")).await;
+    let small = world.instance("c", 4096, 128, zone("c")).await;
+    world.definition(web("app", 64, 512, None)).await;
+
+    let answer = explain(&world, json!({"cluster": "c", "taskDefinition": "app", "count": 3,
+        "placementStrategy": [{"type": "binpack", "field": "memory"}]}))
+    .await
+    .expect("explained");
+    let memory = verdict_of(&answer, &small);
+    assert_eq!(memory["outcome"], "EXCLUDED");
+    assert_eq!(memory["step"], "resources");
+    assert_eq!(memory["reason"], "RESOURCE:MEMORY");
+    assert_eq!(memory["detail"], "not enough memory: needs 512, has 128");
+    // Binpack: the instance with the least memory that fits takes the first task.
+    assert_eq!(verdict_of(&answer, &roomy_b)["outcome"], "CHOSEN");
+    assert_eq!(verdict_of(&answer, &roomy_a)["outcome"], "NOT_PREFERRED");
+    assert_eq!(verdict_of(&answer, &roomy_a)["step"], "strategies");
+    assert_eq!(answer["placements"], json!([roomy_b, roomy_b, roomy_b]));
+
+    let answer = explain(&world, json!({"cluster": "c", "taskDefinition": "app",
+        "placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.availability-zone != a"}]}))
+    .await
+    .expect("explained");
+    let excluded = verdict_of(&answer, &roomy_a);
+    assert_eq!(excluded["step"], "constraints");
+    assert_eq!(excluded["reason"], "MemberOf constraint not satisfied");
+    assert!(excluded["detail"].as_str().unwrap_or_default().contains('a'), "{excluded}");
+
+    // Nothing was committed.
+    let listed = world.ok("ListTasks", json!({"cluster": "c"})).await;
+    assert_eq!(listed["taskArns"], json!([]));
+    assert_eq!(remaining(&world.describe_instance("c", &roomy_b).await, "MEMORY"), json!(2048));
+}
+
+#[tokio::test]
+async fn explain_placement_predicts_run_task() {
+    // One snapshot and request builder serve both: with deterministic
+    // strategies the explanation's placements are RunTask's instances.
+    let (world, _) = zoned_world().await;
+    for strategies in [
+        json!([{"type": "spread", "field": "attribute:ecs.availability-zone"}, {"type": "binpack", "field": "memory"}]),
+        json!([{"type": "binpack", "field": "cpu"}]),
+        json!([]),
+    ] {
+        let body = json!({"cluster": "c", "taskDefinition": "a", "count": 5, "placementStrategy": strategies,
+            "placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.instance-type =~ t2.*"}]});
+        let predicted = explain(&world, body.clone()).await.expect("explained");
+        let ran = world.run(body).await;
+        assert_eq!(predicted["placements"], json!(instances_of_tasks(&ran)), "{strategies}");
+    }
+}
+
+#[tokio::test]
+async fn explain_placement_refuses_as_run_task_does() {
+    let (world, _) = zoned_world().await;
+    let unknown = explain(&world, json!({"cluster": "c", "taskDefinition": "nope"})).await.expect_err("unknown");
+    assert_eq!(unknown.code, "ClientException");
+    let syntax = explain(&world, json!({"cluster": "c", "taskDefinition": "a",
+        "placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.instance-type == t2.micro and"}]}))
+    .await
+    .expect_err("syntax");
+    assert_eq!(syntax.code, "InvalidParameterException");
+    assert!(syntax.message.contains("at character 43"), "{}", syntax.message);
+    let count = explain(&world, json!({"cluster": "c", "taskDefinition": "a", "count": 11})).await.expect_err("count");
+    assert_eq!(count.code, "InvalidParameterException");
+    let cluster = explain(&world, json!({"cluster": "nope", "taskDefinition": "a"})).await.expect_err("cluster");
+    assert_eq!(cluster.code, "ClusterNotFoundException");
+}
+
+/// The groups counted from the task records themselves, per instance id.
+fn groups_from_tasks(world: &World, cluster: &str) -> std::collections::BTreeMap<String, Vec<(String, u32)>> {
+    let tasks = crate::instances::scan::<TaskRecord>(
+        world.ecs.store.as_ref(),
+        &crate::records::keys::tasks_of(cluster),
+    )
+    .expect("scan");
+    let mut groups: std::collections::BTreeMap<String, Vec<(String, u32)>> = crate::placement::groups_by_instance(
+        tasks
+            .iter()
+            .filter(|task| !task.value.released)
+            .map(|task| (task.value.instance_id.as_str(), task.value.task.group.as_deref())),
+    )
+    .into_iter()
+    .collect();
+    for entry in groups.values_mut() {
+        entry.sort();
+    }
+    groups
+}
+
+fn groups_from_instances(world: &World, cluster: &str) -> std::collections::BTreeMap<String, Vec<(String, u32)>> {
+    world
+        .ecs
+        .instances_of(cluster)
+        .expect("instances")
+        .into_iter()
+        .filter_map(|found| {
+            let counts = found.value.task_group_counts.expect("counted");
+            (!counts.is_empty()).then(|| (found.value.instance_id, counts.into_iter().collect()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn instance_records_count_task_groups_in_step_with_the_tasks() {
+    let world = World::new();
+    world.cluster("c").await;
+    let first = world.instance("c", 4096, 4096, json!([])).await;
+    world.instance("c", 4096, 4096, json!([])).await;
+    world.definition(web("a", 10, 10, None)).await;
+    let mut arns = Vec::new();
+    for group in ["g1", "g1", "g2"] {
+        let body = json!({"cluster": "c", "taskDefinition": "a", "count": 3, "group": group});
+        arns.extend(task_arns(&world.run(body).await));
+    }
+    arns.extend(task_arns(&world.run(json!({"cluster": "c", "taskDefinition": "a", "count": 2})).await));
+    assert_eq!(groups_from_instances(&world, "c"), groups_from_tasks(&world, "c"));
+    // Released tasks leave the counts.
+    for arn in &arns[..5] {
+        world.ok("StopTask", json!({"cluster": "c", "task": arn})).await;
+        world.report("c", arn, "STOPPED", json!({})).await;
+    }
+    assert_eq!(groups_from_instances(&world, "c"), groups_from_tasks(&world, "c"));
+    // Re-registration counts again from the tasks.
+    world
+        .ok(
+            "RegisterContainerInstance",
+            json!({"cluster": "c", "containerInstanceArn": first,
+                "totalResources": [{"name": "CPU", "integerValue": 4096}, {"name": "MEMORY", "integerValue": 4096}]}),
+        )
+        .await;
+    assert_eq!(groups_from_instances(&world, "c"), groups_from_tasks(&world, "c"));
+    // distinctInstance sees the counts: one g3 task per instance at most.
+    let body = json!({"cluster": "c", "taskDefinition": "a", "count": 2, "group": "g3",
+        "placementConstraints": [{"type": "distinctInstance"}]});
+    assert_eq!(task_arns(&world.run(body.clone()).await).len(), 2);
+    assert_eq!(task_arns(&world.run(body).await).len(), 0);
+}
