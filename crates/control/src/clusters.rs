@@ -42,6 +42,37 @@ impl Ecs {
         }
     }
 
+    /// The id of a resource of `cluster` named by id or by ARN
+    /// (`arn:...:{kind}/{cluster}/{id}`, or the short `{kind}/{id}`); `None`
+    /// when the ARN is of another kind, cluster, region or account, or the id
+    /// is malformed.
+    pub(crate) fn resource_id_in(&self, kind: &str, cluster: &str, given: &str) -> Option<String> {
+        let given = given.trim();
+        let id = if given.starts_with("arn:") {
+            let arn = Arn::parse(given)?;
+            if arn.service != "ecs"
+                || arn.region != self.scope.region
+                || arn.account_id != self.scope.account_id
+            {
+                return None;
+            }
+            match arn.resource_parts() {
+                (found, rest) if found == kind => match rest.split_once('/') {
+                    Some((arn_cluster, id)) if arn_cluster == cluster => id,
+                    Some(_) => return None,
+                    None => rest,
+                },
+                _ => return None,
+            }
+        } else {
+            given
+        };
+        let valid = !id.is_empty()
+            && id.len() <= 64
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        valid.then(|| id.to_owned())
+    }
+
     pub(crate) fn cluster_arn(&self, name: &str) -> String {
         self.scope.arn("ecs", &format!("cluster/{name}"))
     }

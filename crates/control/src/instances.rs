@@ -28,7 +28,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flotilla_store::Txn;
 use flotilla_types::acs::conventions::EXTERNAL_ATTRIBUTE;
-use flotilla_types::arn::Arn;
 use flotilla_types::ecs::*;
 use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
@@ -267,30 +266,7 @@ impl Ecs {
     /// The id of the instance a request names by ARN or id, checking that an
     /// ARN belongs to `cluster`. `None` when it cannot name an instance of it.
     pub(crate) fn instance_id_in(&self, cluster: &str, given: &str) -> Option<String> {
-        let given = given.trim();
-        let id = if given.starts_with("arn:") {
-            let arn = Arn::parse(given)?;
-            if arn.service != "ecs"
-                || arn.region != self.scope.region
-                || arn.account_id != self.scope.account_id
-            {
-                return None;
-            }
-            match arn.resource_parts() {
-                ("container-instance", rest) => match rest.split_once('/') {
-                    Some((arn_cluster, id)) if arn_cluster == cluster => id,
-                    Some(_) => return None,
-                    None => rest,
-                },
-                _ => return None,
-            }
-        } else {
-            given
-        };
-        let valid = !id.is_empty()
-            && id.len() <= 64
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        valid.then(|| id.to_owned())
+        self.resource_id_in("container-instance", cluster, given)
     }
 
     pub(crate) fn get_instance(

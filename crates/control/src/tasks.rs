@@ -34,7 +34,6 @@
 use flotilla_store::Txn;
 use flotilla_types::acs::conventions::{ESSENTIAL_EXITED_REASON, FAILED_TO_START_REASONS};
 use flotilla_types::acs::TaskNetworkInterface;
-use flotilla_types::arn::Arn;
 use flotilla_types::ecs::*;
 use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
@@ -340,30 +339,7 @@ impl Ecs {
 
     /// The id of the task a request names by ARN or id within `cluster`.
     pub(crate) fn task_id_in(&self, cluster: &str, given: &str) -> Option<String> {
-        let given = given.trim();
-        let id = if given.starts_with("arn:") {
-            let arn = Arn::parse(given)?;
-            if arn.service != "ecs"
-                || arn.region != self.scope.region
-                || arn.account_id != self.scope.account_id
-            {
-                return None;
-            }
-            match arn.resource_parts() {
-                ("task", rest) => match rest.split_once('/') {
-                    Some((arn_cluster, id)) if arn_cluster == cluster => id,
-                    Some(_) => return None,
-                    None => rest,
-                },
-                _ => return None,
-            }
-        } else {
-            given
-        };
-        let valid = !id.is_empty()
-            && id.len() <= 64
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        valid.then(|| id.to_owned())
+        self.resource_id_in("task", cluster, given)
     }
 
     pub(crate) fn get_task(
