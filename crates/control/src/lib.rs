@@ -24,6 +24,7 @@ mod account_settings;
 mod agent_channel;
 mod attributes;
 mod clusters;
+mod combine;
 mod explain;
 mod instances;
 mod page;
@@ -68,6 +69,8 @@ pub struct Ecs {
     advertised_endpoint: Option<String>,
     /// Concurrent registrations of one family, combined into one commit.
     registrations: task_definitions::RegistrationQueues,
+    /// Concurrent RunTask calls of one cluster, combined into one placement and commit.
+    launches: tasks::LaunchQueues,
     /// Instance records as placement last decoded them, by revision.
     instance_cache: snapshot_cache::InstanceCache,
 }
@@ -86,6 +89,7 @@ impl Ecs {
             ids,
             advertised_endpoint: None,
             registrations: Default::default(),
+            launches: Default::default(),
             instance_cache: Default::default(),
         }
     }

@@ -31,7 +31,7 @@
 //! **Retention.** A STOPPED task stays describable for
 //! [`STOPPED_TASK_RETENTION_MS`]; [`Ecs::collect_stopped_tasks`] deletes older ones.
 
-use flotilla_store::Txn;
+use flotilla_store::{Txn, TXN_OPS_MAX};
 use flotilla_types::acs::conventions::{ESSENTIAL_EXITED_REASON, FAILED_TO_START_REASONS};
 use flotilla_types::acs::TaskNetworkInterface;
 use flotilla_types::ecs::*;
@@ -53,6 +53,9 @@ pub const STOPPED_TASK_RETENTION_MS: u64 = 60 * 60 * 1000;
 
 /// Most tasks one RunTask call may start.
 const RUN_TASK_COUNT_MAX: i32 = 10;
+/// Most RunTask calls of one cluster placed and committed together: each
+/// writes at most `RUN_TASK_COUNT_MAX` task records and as many instances.
+const LAUNCHES_PER_COMMIT_MAX: usize = TXN_OPS_MAX / (2 * RUN_TASK_COUNT_MAX as usize);
 /// Most instances one StartTask call may name.
 const START_TASK_INSTANCES_MAX: usize = 10;
 const DESCRIBE_TASKS_MAX: usize = 100;
@@ -302,6 +305,12 @@ pub(crate) struct Launch {
     enable_execute_command: bool,
 }
 
+/// What a launch answers: the tasks it created and the failures.
+pub(crate) type Launched = (Vec<Task>, Vec<Failure>);
+
+/// RunTask's launches waiting for their cluster's leader, by cluster.
+pub(crate) type LaunchQueues = crate::combine::Combiner<(Launch, usize), Result<Launched, ApiError>>;
+
 /// An instance record as placement read it (shared with the snapshot cache),
 /// with the revision the commit is conditional on.
 pub(crate) type SharedInstance = records::Versioned<std::sync::Arc<InstanceRecord>>;
@@ -381,9 +390,14 @@ impl Ecs {
             placement_strategy: request.placement_strategy.as_deref().unwrap_or_default(),
             enable_execute_command: request.enable_execute_command,
         })?;
+        let cluster = launch.cluster.clone();
         let (tasks, failures) = self
-            .launch(&launch, Targeting::FirstFit(count))
-            .await?;
+            .launches
+            .submit(&cluster, (launch, count), LAUNCHES_PER_COMMIT_MAX, |batch| {
+                self.run_launches(&cluster, batch)
+            })
+            .await
+            .unwrap_or_else(|| Err(ApiError::server("RunTask was abandoned; try again")))?;
         Ok(RunTaskResponse {
             tasks: Some(tasks),
             failures: Some(failures),
@@ -419,7 +433,12 @@ impl Ecs {
         // StartTask places on the instances it names, EC2 or external alike.
         let mut launch = launch;
         launch.request.launch_kind = None;
-        let (tasks, failures) = self.launch(&launch, Targeting::Named(named)).await?;
+        let cluster = launch.cluster.clone();
+        let (tasks, failures) = self
+            .launch(&cluster, &[(&launch, Targeting::Named(named))])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(ApiError::server("StartTask placed nothing")))?;
         Ok(StartTaskResponse {
             tasks: Some(tasks),
             failures: Some(failures),
@@ -556,142 +575,38 @@ impl Ecs {
         Ok(record)
     }
 
-    /// Places and creates the tasks of a launch in one transaction with
-    /// the instances they take resources from.
-    async fn launch(
-        &self,
-        launch: &Launch,
-        targeting: Targeting,
-    ) -> Result<(Vec<Task>, Vec<Failure>), ApiError> {
-        let count = match &targeting {
-            Targeting::FirstFit(count) => *count,
-            Targeting::Named(named) => named.len(),
-        };
-        let containers = launch
-            .definition
-            .container_definitions
-            .as_deref()
-            .unwrap_or_default()
-            .len();
-        let ids: Vec<TaskIds> = (0..count)
-            .map(|_| TaskIds {
-                task_id: self.fresh_hex_id(),
-                container_ids: (0..containers).map(|_| self.ids.uuid()).collect(),
-                attachment_id: self.ids.uuid(),
-                eni_id: self.fresh_hex_id(),
-            })
+    /// RunTask's queued launches of one cluster, placed and committed together.
+    async fn run_launches(&self, cluster: &str, batch: Vec<(Launch, usize)>) -> Vec<Result<Launched, ApiError>> {
+        let launches: Vec<(&Launch, Targeting)> = batch
+            .iter()
+            .map(|(launch, count)| (launch, Targeting::FirstFit(*count)))
+            .collect();
+        self.launch(cluster, &launches).await
+    }
+
+    /// Places and creates the tasks of launches into `cluster` in one
+    /// transaction with the instances they take resources from: each launch
+    /// in order, against what the ones before it took. One answer per launch.
+    async fn launch(&self, cluster: &str, launches: &[(&Launch, Targeting)]) -> Vec<Result<Launched, ApiError>> {
+        let ids: Vec<Vec<TaskIds>> = launches
+            .iter()
+            .map(|(launch, targeting)| self.task_ids(launch, targeting))
             .collect();
         let now_seconds = self.now_seconds();
-        let cluster = &launch.cluster;
-        // The random strategy draws from the request's own fresh ids, so a
-        // simulation driven by a seeded id source places the same way again.
-        let seed = ids.first().map_or(0, |first| placement_seed(&first.task_id));
-        records::mutate(self.store.as_ref(), || {
+        let result = records::mutate(self.store.as_ref(), || {
             let (instances, mut snapshot) = self.placement_snapshot(cluster)?;
-            let mut failures = Vec::new();
-            // The instance (index into `instances`) of each placed task, in order.
-            let mut placements: Vec<usize> = Vec::new();
-            match &targeting {
-                Targeting::FirstFit(count) => {
-                    let any = snapshot.instances().iter().any(|instance| {
-                        instance.status == flotilla_scheduler::InstanceStatus::Active
-                            && launch
-                                .request
-                                .launch_kind
-                                .is_none_or(|kind| instance.launch_kind == kind)
-                    });
-                    if !any {
-                        return Err(ApiError::invalid_parameter(
-                            "No Container Instances were found in your cluster.",
-                        ));
-                    }
-                    let request = placement_request(launch, *count, seed)?;
-                    let plan = flotilla_scheduler::place(&snapshot, &request);
-                    failures.extend(plan.failures.iter().map(|failure| Failure {
-                        arn: Some(failure.arn.clone()),
-                        reason: Some(failure.reason.as_str().to_owned()),
-                        detail: None,
-                    }));
-                    placements.extend(plan.placements.iter().map(|index| *index as usize));
-                }
-                Targeting::Named(named) => {
-                    let request = flotilla_scheduler::Request {
-                        count: 1,
-                        seed,
-                        ..launch.request.clone()
-                    };
-                    for given in named {
-                        let index = self.instance_id_in(cluster, given).and_then(|id| {
-                            instances
-                                .iter()
-                                .position(|found| found.value.instance_id == id)
-                        });
-                        let Some(index) = index else {
-                            failures.push(Failure {
-                                arn: Some(given.clone()),
-                                reason: Some("MISSING".to_owned()),
-                                detail: None,
-                            });
-                            continue;
-                        };
-                        // StartTask names the instance: place on it alone,
-                        // against what earlier tasks of this request took.
-                        let alone =
-                            flotilla_scheduler::Snapshot::new(vec![snapshot.instances()[index].clone()]);
-                        let mut plan = flotilla_scheduler::place(&alone, &request);
-                        if plan.placements.is_empty() {
-                            // `explain` also names the reasons RunTask does not
-                            // report (DRAINING), which StartTask does.
-                            let reason = flotilla_scheduler::explain(&alone, &request)
-                                .into_iter()
-                                .find_map(|verdict| match verdict.outcome {
-                                    flotilla_scheduler::Outcome::Excluded { reason, .. } => {
-                                        Some(reason.as_str().to_owned())
-                                    }
-                                    _ => None,
-                                });
-                            failures.push(Failure {
-                                arn: Some(instances[index].value.arn()),
-                                reason,
-                                detail: None,
-                            });
-                            continue;
-                        }
-                        for delta in &mut plan.deltas {
-                            delta.instance = index as flotilla_scheduler::InstanceIndex;
-                        }
-                        snapshot.apply(&plan);
-                        placements.push(index);
-                    }
-                }
-            }
-            if placements.is_empty() {
-                return Ok(Attempt::Done((Vec::new(), failures)));
-            }
             let mut txn = Txn::new();
             let mut changed: std::collections::BTreeMap<usize, InstanceRecord> = Default::default();
-            let mut tasks = Vec::new();
-            for (index, ids) in placements.iter().zip(&ids) {
-                let instance = &instances[*index].value;
-                let record = changed
-                    .entry(*index)
-                    .or_insert_with(|| InstanceRecord::clone(instance));
-                let reservation = placement::reserve(
-                    &record.remaining,
-                    &record.task_addresses_in_use,
-                    &launch.request,
-                )
-                .ok_or_else(|| {
-                    ApiError::server("placement chose an instance without the GPUs or task addresses it needs")
-                })?;
-                record
-                    .remaining
-                    .take(&mut record.task_addresses_in_use, &reservation);
-                record.count_task_in(Some(&launch.group));
-                let task = self.new_task(launch, instance, reservation, ids, now_seconds);
-                let key = keys::task(cluster, &ids.task_id);
-                txn = txn.expect(&key, 0).put(&key, records::encode(&task));
-                tasks.push(Self::present_task(&task, true));
+            let answers: Vec<Result<Launched, ApiError>> = launches
+                .iter()
+                .zip(&ids)
+                .map(|((launch, targeting), ids)| {
+                    let placements = self.place_launch(launch, targeting, ids, &instances, &mut snapshot)?;
+                    self.create_tasks(launch, placements, ids, now_seconds, &instances, &mut changed, &mut txn)
+                })
+                .collect();
+            if changed.is_empty() {
+                return Ok(Attempt::Done(answers));
             }
             // Only the instances written are checked: that is what keeps
             // concurrent launches from overcommitting one. Strategies are best
@@ -705,9 +620,179 @@ impl Ecs {
                 record.touch();
                 txn = txn.expect(&key, found.revision).put(&key, records::encode(&record));
             }
-            Ok(Attempt::Commit(txn, (tasks, failures)))
+            Ok(Attempt::Commit(txn, answers))
         })
-        .await
+        .await;
+        match result {
+            Ok(answers) => answers,
+            Err(error) => launches.iter().map(|_| Err(error.clone())).collect(),
+        }
+    }
+
+    /// Fresh ids for each task a launch may create, drawn before the commit
+    /// loop so that a retry reuses them.
+    fn task_ids(&self, launch: &Launch, targeting: &Targeting) -> Vec<TaskIds> {
+        let count = match targeting {
+            Targeting::FirstFit(count) => *count,
+            Targeting::Named(named) => named.len(),
+        };
+        let containers = launch
+            .definition
+            .container_definitions
+            .as_deref()
+            .unwrap_or_default()
+            .len();
+        (0..count)
+            .map(|_| TaskIds {
+                task_id: self.fresh_hex_id(),
+                container_ids: (0..containers).map(|_| self.ids.uuid()).collect(),
+                attachment_id: self.ids.uuid(),
+                eni_id: self.fresh_hex_id(),
+            })
+            .collect()
+    }
+
+    /// Where a launch's tasks go (indexes into `instances`, in order) and
+    /// the failures, applied to `snapshot` for the launches after it.
+    fn place_launch(
+        &self,
+        launch: &Launch,
+        targeting: &Targeting,
+        ids: &[TaskIds],
+        instances: &[SharedInstance],
+        snapshot: &mut flotilla_scheduler::Snapshot,
+    ) -> Result<(Vec<usize>, Vec<Failure>), ApiError> {
+        let cluster = &launch.cluster;
+        // The random strategy draws from the request's own fresh ids, so a
+        // simulation driven by a seeded id source places the same way again.
+        let seed = ids.first().map_or(0, |first| placement_seed(&first.task_id));
+        let mut failures = Vec::new();
+        // The instance (index into `instances`) of each placed task, in order.
+        let mut placements: Vec<usize> = Vec::new();
+        match targeting {
+            Targeting::FirstFit(count) => {
+                let any = snapshot.instances().iter().any(|instance| {
+                    instance.status == flotilla_scheduler::InstanceStatus::Active
+                        && launch
+                            .request
+                            .launch_kind
+                            .is_none_or(|kind| instance.launch_kind == kind)
+                });
+                if !any {
+                    return Err(ApiError::invalid_parameter(
+                        "No Container Instances were found in your cluster.",
+                    ));
+                }
+                let request = placement_request(launch, *count, seed)?;
+                let plan = flotilla_scheduler::place(snapshot, &request);
+                snapshot.apply(&plan);
+                failures.extend(plan.failures.iter().map(|failure| Failure {
+                    arn: Some(failure.arn.clone()),
+                    reason: Some(failure.reason.as_str().to_owned()),
+                    detail: None,
+                }));
+                placements.extend(plan.placements.iter().map(|index| *index as usize));
+            }
+            Targeting::Named(named) => {
+                let request = flotilla_scheduler::Request {
+                    count: 1,
+                    seed,
+                    ..launch.request.clone()
+                };
+                for given in named {
+                    let index = self.instance_id_in(cluster, given).and_then(|id| {
+                        instances
+                            .iter()
+                            .position(|found| found.value.instance_id == id)
+                    });
+                    let Some(index) = index else {
+                        failures.push(Failure {
+                            arn: Some(given.clone()),
+                            reason: Some("MISSING".to_owned()),
+                            detail: None,
+                        });
+                        continue;
+                    };
+                    // StartTask names the instance: place on it alone,
+                    // against what earlier tasks of this request took.
+                    let alone =
+                        flotilla_scheduler::Snapshot::new(vec![snapshot.instances()[index].clone()]);
+                    let mut plan = flotilla_scheduler::place(&alone, &request);
+                    if plan.placements.is_empty() {
+                        // `explain` also names the reasons RunTask does not
+                        // report (DRAINING), which StartTask does.
+                        let reason = flotilla_scheduler::explain(&alone, &request)
+                            .into_iter()
+                            .find_map(|verdict| match verdict.outcome {
+                                flotilla_scheduler::Outcome::Excluded { reason, .. } => {
+                                    Some(reason.as_str().to_owned())
+                                }
+                                _ => None,
+                            });
+                        failures.push(Failure {
+                            arn: Some(instances[index].value.arn()),
+                            reason,
+                            detail: None,
+                        });
+                        continue;
+                    }
+                    for delta in &mut plan.deltas {
+                        delta.instance = index as flotilla_scheduler::InstanceIndex;
+                    }
+                    snapshot.apply(&plan);
+                    placements.push(index);
+                }
+            }
+        }
+        Ok((placements, failures))
+    }
+
+    /// Adds a launch's task records to `txn` and takes their resources from
+    /// `changed` (instance records as this transaction leaves them). Changes
+    /// nothing when it fails.
+    #[allow(clippy::too_many_arguments)]
+    fn create_tasks(
+        &self,
+        launch: &Launch,
+        (placements, failures): (Vec<usize>, Vec<Failure>),
+        ids: &[TaskIds],
+        now_seconds: f64,
+        instances: &[SharedInstance],
+        changed: &mut std::collections::BTreeMap<usize, InstanceRecord>,
+        txn: &mut Txn,
+    ) -> Result<Launched, ApiError> {
+        let mut taken: std::collections::BTreeMap<usize, InstanceRecord> = Default::default();
+        let mut puts = Vec::with_capacity(placements.len());
+        let mut tasks = Vec::new();
+        for (index, ids) in placements.iter().zip(ids) {
+            let instance = &instances[*index].value;
+            let record = taken.entry(*index).or_insert_with(|| {
+                changed
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_else(|| InstanceRecord::clone(instance))
+            });
+            let reservation = placement::reserve(
+                &record.remaining,
+                &record.task_addresses_in_use,
+                &launch.request,
+            )
+            .ok_or_else(|| {
+                ApiError::server("placement chose an instance without the GPUs or task addresses it needs")
+            })?;
+            record
+                .remaining
+                .take(&mut record.task_addresses_in_use, &reservation);
+            record.count_task_in(Some(&launch.group));
+            let task = self.new_task(launch, instance, reservation, ids, now_seconds);
+            puts.push((keys::task(&launch.cluster, &ids.task_id), records::encode(&task)));
+            tasks.push(Self::present_task(&task, true));
+        }
+        changed.extend(taken);
+        for (key, value) in puts {
+            *txn = std::mem::take(txn).expect(&key, 0).put(&key, value);
+        }
+        Ok((tasks, failures))
     }
 
     /// The scheduler's view of a cluster, as RunTask, StartTask and

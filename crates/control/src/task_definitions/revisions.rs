@@ -9,15 +9,12 @@
 //! then serves the whole queue. The transaction is still conditional on the
 //! counter it read, so writers in other processes are never overwritten.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use flotilla_store::{Txn, TXN_OPS_MAX};
 use flotilla_types::ecs::TaskDefinition;
 use flotilla_types::ApiError;
-use tokio::sync::oneshot;
 
 use super::{FamilyRecord, TaskDefinitionRecord, REVISIONS_PER_FAMILY_MAX};
+use crate::combine::Combiner;
 use crate::records::{self, keys, Attempt};
 use crate::Ecs;
 
@@ -25,71 +22,30 @@ use crate::Ecs;
 /// counter is one more.
 const REGISTRATIONS_PER_COMMIT_MAX: usize = TXN_OPS_MAX / 2;
 
-type Reply = oneshot::Sender<Result<TaskDefinition, ApiError>>;
-
-/// Registrations waiting for their family's leader, by family. A family
-/// present in the map has a leader at work.
-#[derive(Default)]
-pub struct RegistrationQueues {
-    waiting: Mutex<HashMap<String, Vec<(TaskDefinitionRecord, Reply)>>>,
-}
-
-impl RegistrationQueues {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(TaskDefinitionRecord, Reply)>>> {
-        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+/// Registrations waiting for their family's leader, by family.
+pub(crate) type RegistrationQueues = Combiner<TaskDefinitionRecord, Result<TaskDefinition, ApiError>>;
 
 impl Ecs {
     /// Gives `record` the family's next revision and stores it.
     pub(super) async fn store_new_revision(&self, record: TaskDefinitionRecord) -> Result<TaskDefinition, ApiError> {
         let family = record.definition.family.clone().unwrap_or_default();
-        let (reply, answer) = oneshot::channel();
-        let mut own = Some((record, reply));
-        {
-            let mut waiting = self.registrations.lock();
-            if let Some(queue) = waiting.get_mut(&family) {
-                queue.extend(own.take());
-            } else {
-                waiting.insert(family.clone(), Vec::new());
-            }
-        }
-        if let Some(own) = own {
-            // No leader was at work: this registration leads, and its own
-            // record is its first batch.
-            self.commit_registrations(&family, vec![own]).await;
-            self.lead_registrations(&family).await;
-        }
-        answer.await.unwrap_or_else(|_| Err(ApiError::server("registration was abandoned; try again")))
+        self.registrations
+            .submit(&family, record, REGISTRATIONS_PER_COMMIT_MAX, |batch| {
+                self.commit_registrations(&family, batch)
+            })
+            .await
+            .unwrap_or_else(|| Err(ApiError::server("registration was abandoned; try again")))
     }
 
-    /// Commits what queued behind the leader until the queue is empty.
-    async fn lead_registrations(&self, family: &str) {
-        loop {
-            let batch = {
-                let mut waiting = self.registrations.lock();
-                let queue = waiting.entry(family.to_owned()).or_default();
-                if queue.is_empty() {
-                    waiting.remove(family);
-                    return;
-                }
-                let take = queue.len().min(REGISTRATIONS_PER_COMMIT_MAX);
-                queue.drain(..take).collect::<Vec<_>>()
-            };
-            self.commit_registrations(family, batch).await;
-        }
-    }
-
-    async fn commit_registrations(&self, family: &str, batch: Vec<(TaskDefinitionRecord, Reply)>) {
-        let records: Vec<&TaskDefinitionRecord> = batch.iter().map(|(record, _)| record).collect();
-        let result = self.commit_revisions(family, &records).await;
-        for (index, (_, reply)) in batch.into_iter().enumerate() {
-            let answer = match &result {
-                Ok(stored) => Ok(stored[index].clone()),
-                Err(error) => Err(error.clone()),
-            };
-            // A caller that went away no longer needs its answer.
-            let _ = reply.send(answer);
+    async fn commit_registrations(
+        &self,
+        family: &str,
+        batch: Vec<TaskDefinitionRecord>,
+    ) -> Vec<Result<TaskDefinition, ApiError>> {
+        let records: Vec<&TaskDefinitionRecord> = batch.iter().collect();
+        match self.commit_revisions(family, &records).await {
+            Ok(stored) => stored.into_iter().map(Ok).collect(),
+            Err(error) => batch.iter().map(|_| Err(error.clone())).collect(),
         }
     }
 
