@@ -96,12 +96,7 @@ impl Ecs {
         attributes: &[Attribute],
         change: impl Fn(&mut Vec<Attribute>, &Attribute),
     ) -> Result<Vec<Attribute>, ApiError> {
-        let cluster_record = self.active_cluster(cluster_given)?;
-        let cluster = cluster_record
-            .value
-            .cluster_name
-            .clone()
-            .unwrap_or_default();
+        let cluster = self.active_cluster_name(cluster_given)?;
         if attributes.is_empty() || attributes.len() > ATTRIBUTES_PER_CALL_MAX {
             return Err(ApiError::invalid_parameter(format!(
                 "attributes must hold 1 to {ATTRIBUTES_PER_CALL_MAX} attributes, got {}",
@@ -208,12 +203,7 @@ impl Ecs {
         &self,
         request: ListAttributesRequest,
     ) -> Result<ListAttributesResponse, ApiError> {
-        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
-        let cluster = cluster_record
-            .value
-            .cluster_name
-            .clone()
-            .unwrap_or_default();
+        let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let limit = page::max_results(request.max_results, LIST_RESULTS_MAX, LIST_RESULTS_MAX)?;
         let name = request.attribute_name.as_deref().filter(|n| !n.is_empty());
         let value = request.attribute_value.as_deref().filter(|v| !v.is_empty());

@@ -86,6 +86,12 @@ impl Ecs {
         }
     }
 
+    /// The name of the ACTIVE cluster a request refers to, or
+    /// ClusterNotFoundException.
+    pub(crate) fn active_cluster_name(&self, given: Option<&str>) -> Result<String, ApiError> {
+        Ok(self.active_cluster(given)?.value.cluster_name.unwrap_or_default())
+    }
+
     pub(crate) async fn create_cluster(&self, request: CreateClusterRequest) -> Result<CreateClusterResponse, ApiError> {
         let name = request.cluster_name.clone().unwrap_or_else(|| DEFAULT_CLUSTER.to_owned());
         check_cluster_name(&name)?;

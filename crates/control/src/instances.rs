@@ -465,12 +465,7 @@ impl Ecs {
         &self,
         request: DeregisterContainerInstanceRequest,
     ) -> Result<DeregisterContainerInstanceResponse, ApiError> {
-        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
-        let cluster = cluster_record
-            .value
-            .cluster_name
-            .clone()
-            .unwrap_or_default();
+        let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let given = request.container_instance.clone().unwrap_or_default();
         let not_found = || {
             ApiError::invalid_parameter(format!(
@@ -529,12 +524,7 @@ impl Ecs {
         &self,
         request: DescribeContainerInstancesRequest,
     ) -> Result<DescribeContainerInstancesResponse, ApiError> {
-        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
-        let cluster = cluster_record
-            .value
-            .cluster_name
-            .clone()
-            .unwrap_or_default();
+        let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let wanted = request.container_instances.clone().unwrap_or_default();
         if wanted.is_empty() || wanted.len() > DESCRIBE_INSTANCES_MAX {
             return Err(ApiError::invalid_parameter(format!(
@@ -587,12 +577,7 @@ impl Ecs {
         &self,
         request: ListContainerInstancesRequest,
     ) -> Result<ListContainerInstancesResponse, ApiError> {
-        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
-        let cluster = cluster_record
-            .value
-            .cluster_name
-            .clone()
-            .unwrap_or_default();
+        let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let limit = page::max_results(request.max_results, LIST_RESULTS_MAX, LIST_RESULTS_MAX)?;
         let filter = request
             .filter
@@ -643,12 +628,7 @@ impl Ecs {
         &self,
         request: UpdateContainerInstancesStateRequest,
     ) -> Result<UpdateContainerInstancesStateResponse, ApiError> {
-        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
-        let cluster = cluster_record
-            .value
-            .cluster_name
-            .clone()
-            .unwrap_or_default();
+        let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let status = match request.status {
             Some(ContainerInstanceStatus::Active) => "ACTIVE",
             Some(ContainerInstanceStatus::Draining) => "DRAINING",

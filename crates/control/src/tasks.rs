@@ -447,12 +447,7 @@ impl Ecs {
 
     /// Checks a launch request against the cluster and the task definition.
     pub(crate) fn prepare_launch(&self, request: LaunchRequest<'_>) -> Result<Launch, ApiError> {
-        let cluster_record = self.active_cluster(request.cluster)?;
-        let cluster = cluster_record
-            .value
-            .cluster_name
-            .clone()
-            .unwrap_or_default();
+        let cluster = self.active_cluster_name(request.cluster)?;
         // Clusters hold no capacity providers but Fargate's yet, and Fargate
         // capacity is not there: any strategy is refused.
         if let Some(item) = request.capacity_provider_strategy.first() {
@@ -1000,12 +995,7 @@ impl Ecs {
         &self,
         request: StopTaskRequest,
     ) -> Result<StopTaskResponse, ApiError> {
-        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
-        let cluster = cluster_record
-            .value
-            .cluster_name
-            .clone()
-            .unwrap_or_default();
+        let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let reason = request
             .reason
             .clone()
@@ -1114,12 +1104,7 @@ impl Ecs {
         &self,
         request: DescribeTasksRequest,
     ) -> Result<DescribeTasksResponse, ApiError> {
-        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
-        let cluster = cluster_record
-            .value
-            .cluster_name
-            .clone()
-            .unwrap_or_default();
+        let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let wanted = request.tasks.clone().unwrap_or_default();
         if wanted.is_empty() || wanted.len() > DESCRIBE_TASKS_MAX {
             return Err(ApiError::invalid_parameter(format!(
@@ -1162,12 +1147,7 @@ impl Ecs {
         &self,
         request: ListTasksRequest,
     ) -> Result<ListTasksResponse, ApiError> {
-        let cluster_record = self.active_cluster(request.cluster.as_deref())?;
-        let cluster = cluster_record
-            .value
-            .cluster_name
-            .clone()
-            .unwrap_or_default();
+        let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let limit = page::max_results(request.max_results, LIST_RESULTS_MAX, LIST_RESULTS_MAX)?;
         let instance_id = match request
             .container_instance
