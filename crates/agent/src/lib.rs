@@ -290,7 +290,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         api,
         clock,
         ids,
-        persistence: Persistence { durable: true },
+        persistence: Persistence::DURABLE,
         settings,
         metadata: Some(metadata),
         pause_image: Arc::new(PauseImage::new(
@@ -362,7 +362,7 @@ pub async fn run_simulated(
             api: api.clone(),
             clock: Arc::clone(&clock),
             ids: Arc::clone(&ids),
-            persistence: Persistence { durable: false },
+            persistence: Persistence::SIMULATED,
             settings: EngineSettings {
                 poll_interval: SIMULATED_POLL_INTERVAL,
                 pull_behavior: config.pull_behavior,

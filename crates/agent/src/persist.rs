@@ -41,12 +41,49 @@ pub enum PersistError {
 /// Where and how state files are written.
 #[derive(Clone, Debug)]
 pub struct Persistence {
-    /// Whether writes are synced to disk before they count. Simulated
-    /// instances turn this off: their "containers" die with the process anyway.
+    /// Whether writes are synced to disk before they count.
     pub durable: bool,
+    /// Whether task records and outbox entries are written at all. They are
+    /// what a restarted agent re-adopts and re-sends; a simulated instance's
+    /// "containers" die with its process, so it keeps them in memory only
+    /// (creating and deleting a few files per task in a thousand instances
+    /// cost more than everything else they do).
+    pub task_files: bool,
 }
 
 impl Persistence {
+    /// A real host: every state file synced before it counts.
+    pub const DURABLE: Self = Self {
+        durable: true,
+        task_files: true,
+    };
+    /// A simulated host: its identity on disk, unsynced; task state in memory.
+    pub const SIMULATED: Self = Self {
+        durable: false,
+        task_files: false,
+    };
+
+    /// Writes a task record or outbox entry, when those are kept on disk.
+    /// Returns whether it was written.
+    pub async fn write_task_file<T: Serialize>(
+        &self,
+        path: &Path,
+        value: &T,
+    ) -> Result<bool, PersistError> {
+        if !self.task_files {
+            return Ok(false);
+        }
+        self.write_json(path, value).await.map(|()| true)
+    }
+
+    /// Removes a task record or outbox entry written by [`Self::write_task_file`].
+    pub async fn remove_task_file(&self, path: &Path) -> Result<(), PersistError> {
+        if !self.task_files {
+            return Ok(());
+        }
+        self.remove(path).await
+    }
+
     /// Writes `value` as JSON to `path` atomically, off the async threads.
     pub async fn write_json<T: Serialize>(
         &self,

@@ -69,7 +69,8 @@ impl StateChangeSink for ApiClient {
 }
 
 struct Entry {
-    path: PathBuf,
+    /// The outbox file holding the change, when it was written to one.
+    path: Option<PathBuf>,
     change: SubmitTaskStateChangeRequest,
 }
 
@@ -111,7 +112,10 @@ impl Reporter {
             let sequence = sequence_of(&path);
             last_sequence = last_sequence.max(sequence);
             match read_json::<SubmitTaskStateChangeRequest>(&path) {
-                Ok(Some(change)) => backlog.push_back(Entry { path, change }),
+                Ok(Some(change)) => backlog.push_back(Entry {
+                    path: Some(path),
+                    change,
+                }),
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%error, "dropping an unreadable outbox entry");
@@ -144,7 +148,8 @@ impl Reporter {
     pub async fn submit(&self, change: SubmitTaskStateChangeRequest) -> Result<(), PersistError> {
         let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
         let path = self.directory.join(format!("{sequence:020}.json"));
-        self.persistence.write_json(&path, &change).await?;
+        let written = self.persistence.write_task_file(&path, &change).await?;
+        let path = written.then_some(path);
         self.shared.pending.fetch_add(1, Ordering::AcqRel);
         if self.sender.send(Entry { path, change }).await.is_err() {
             // The worker is gone only when the runtime shuts down; the entry
@@ -198,9 +203,11 @@ async fn run_worker(
             },
         };
         deliver(&*sink, &entry, &jitter).await;
-        if let Err(error) = tokio::fs::remove_file(&entry.path).await {
-            if error.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %entry.path.display(), %error, "cannot remove a sent outbox entry");
+        if let Some(path) = &entry.path {
+            if let Err(error) = tokio::fs::remove_file(path).await {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove a sent outbox entry");
+                }
             }
         }
         if shared.pending.fetch_sub(1, Ordering::AcqRel) == 1 {

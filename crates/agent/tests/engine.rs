@@ -107,7 +107,10 @@ async fn start(dir: &Path, fake: Arc<FakeRuntime>) -> Harness {
 
 async fn start_with(dir: &Path, fake: Arc<FakeRuntime>, orphan_grace: Duration) -> Harness {
     let sink = Arc::new(RecordingSink::default());
-    let persistence = Persistence { durable: false };
+    let persistence = Persistence {
+        durable: false,
+        task_files: true,
+    };
     let reporter = Reporter::start(
         Arc::clone(&sink) as Arc<dyn StateChangeSink>,
         dir.join("outbox"),
@@ -608,7 +611,7 @@ impl StateChangeSink for FlakySink {
 #[tokio::test]
 async fn state_changes_survive_a_restart_in_the_outbox_and_go_out_in_order() {
     let dir = data_dir("outbox");
-    let persistence = Persistence { durable: true };
+    let persistence = Persistence::DURABLE;
     let down = Arc::new(FlakySink::default());
     down.down.store(true, std::sync::atomic::Ordering::SeqCst);
     let reporter = Reporter::start(

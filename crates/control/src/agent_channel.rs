@@ -16,16 +16,13 @@
 //! stored by [`Ecs::record_task_health`].
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 
-use flotilla_store::{EventKind, Store, Txn, Watch};
+use flotilla_store::{EventKind, Store, Txn};
 use flotilla_types::acs::{ContainerHealth, TaskPayload};
 use flotilla_types::ecs::HealthStatus;
 use flotilla_types::ApiError;
-use tokio::sync::broadcast::error::RecvError;
-
+use crate::agent_router::{Routed, Subscription};
 use crate::instances::{scan, InstanceRecord};
 use crate::records::{self, keys, Attempt};
 use crate::tasks::TaskRecord;
@@ -93,18 +90,17 @@ pub struct AgentWatch {
     store: Arc<dyn Store>,
     instance: AgentInstance,
     connection_id: String,
-    tasks: Watch,
-    instance_changes: Watch,
+    /// Writes to this instance's record and its tasks, from the
+    /// [`crate::agent_router::AgentRouter`].
+    changes: Subscription,
     /// The desired status last sent for each task, so that a task is sent
     /// again only when what the agent must do about it changed.
     sent: HashMap<String, String>,
-    /// Changes taken from the watch and not yet returned by [`AgentWatch::next`].
+    /// Changes taken from the subscription and not yet returned by [`AgentWatch::next`].
     unsent: Vec<TaskPayload>,
     /// Whether the record has shown this connection as the current one yet;
     /// changes committed before that say nothing about superseding.
     seen_own_connection: bool,
-    /// `"instance_id":"{id}"` as a task record of this instance holds it.
-    owner_marker: Vec<u8>,
 }
 
 impl AgentWatch {
@@ -127,42 +123,43 @@ impl AgentWatch {
     /// are gathered into one payload of at most [`PAYLOAD_TASKS_MAX`] tasks.
     ///
     /// Cancel-safe, as `tokio::select!` needs it: whatever was taken from
-    /// the store's watches is kept in `self` until it is returned.
+    /// the subscription is kept in `self` until it is returned.
     pub async fn next(&mut self) -> AgentEvent {
         loop {
             if !self.unsent.is_empty() {
                 while self.unsent.len() < PAYLOAD_TASKS_MAX {
-                    match try_next(&mut self.tasks).await {
-                        Some(Ok(event)) => self.consider_task(event),
-                        Some(Err(RecvError::Lagged(_))) => return self.resync(),
-                        Some(Err(RecvError::Closed)) => return AgentEvent::Closed,
-                        None => break,
+                    let Some(routed) = self.changes.try_next() else {
+                        break;
+                    };
+                    if let Some(outcome) = self.consider(routed) {
+                        return outcome;
                     }
                 }
                 return AgentEvent::Payload(std::mem::take(&mut self.unsent));
             }
-            tokio::select! {
-                event = self.tasks.next() => match event {
-                    Ok(event) => self.consider_task(event),
-                    Err(RecvError::Lagged(_)) => return self.resync(),
-                    Err(RecvError::Closed) => return AgentEvent::Closed,
-                },
-                event = self.instance_changes.next() => match event {
-                    Ok(event) => {
-                        if let Some(outcome) = self.consider_instance(event) {
-                            return outcome;
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => return self.resync(),
-                    Err(RecvError::Closed) => return AgentEvent::Closed,
-                },
+            let routed = self.changes.next().await;
+            if let Some(outcome) = self.consider(routed) {
+                return outcome;
             }
         }
     }
 
-    fn resync(&mut self) -> AgentEvent {
-        self.unsent.clear();
-        AgentEvent::Resync
+    /// Takes in one change; returns what must be said at once, if anything.
+    fn consider(&mut self, routed: Routed) -> Option<AgentEvent> {
+        match routed {
+            Routed::Change(event) if event.key.starts_with(keys::INSTANCES) => {
+                self.consider_instance(event)
+            }
+            Routed::Change(event) => {
+                self.consider_task(event);
+                None
+            }
+            Routed::Lagged => {
+                self.unsent.clear();
+                Some(AgentEvent::Resync)
+            }
+            Routed::Closed => Some(AgentEvent::Closed),
+        }
     }
 
     fn consider_task(&mut self, event: flotilla_store::Event) {
@@ -170,15 +167,6 @@ impl AgentWatch {
             // Deleted tasks are long stopped; the agent forgot them already.
             let id = event.key.rsplit('/').next().unwrap_or_default();
             self.sent.retain(|arn, _| !arn.ends_with(&format!("/{id}")));
-            return;
-        }
-        // Every agent channel of the cluster sees every task written, and
-        // nearly all belong to other instances. A record of ours holds the
-        // exact bytes `"instance_id":"{ours}"` (serde_json writes it so), so a
-        // record without them is someone else's and is not decoded: decoding
-        // every record in each of a thousand channels cost more than the
-        // RunTasks that wrote them. A record with them is decoded and checked.
-        if memchr::memmem::find(&event.value, &self.owner_marker).is_none() {
             return;
         }
         let record: TaskRecord = match serde_json::from_slice(&event.value) {
@@ -224,16 +212,6 @@ impl AgentWatch {
             None
         }
     }
-}
-
-/// The next event already waiting on a watch, without waiting for one.
-async fn try_next(watch: &mut Watch) -> Option<Result<flotilla_store::Event, RecvError>> {
-    let mut next = std::pin::pin!(watch.next());
-    std::future::poll_fn(|context| match next.as_mut().poll(context) {
-        Poll::Ready(result) => Poll::Ready(Some(result)),
-        Poll::Pending => Poll::Ready(None),
-    })
-    .await
 }
 
 /// The payload entry of one task.
@@ -345,18 +323,14 @@ impl Ecs {
             store: Arc::clone(&self.store),
             instance: instance.clone(),
             connection_id: connection_id.to_owned(),
-            tasks: self.store.watch(&keys::tasks_of(&instance.cluster)),
-            instance_changes: self
-                .store
-                .watch(&keys::instance(&instance.cluster, &instance.instance_id)),
+            changes: self.agent_router.subscribe(
+                &self.store,
+                &instance.cluster,
+                &instance.instance_id,
+            ),
             sent: HashMap::new(),
             unsent: Vec::new(),
             seen_own_connection: false,
-            owner_marker: format!(
-                "\"instance_id\":{}",
-                serde_json::Value::from(instance.instance_id.as_str())
-            )
-            .into_bytes(),
         }
     }
 

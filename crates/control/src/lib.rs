@@ -22,6 +22,7 @@ pub use tasks::STOPPED_TASK_RETENTION_MS;
 
 mod account_settings;
 mod agent_channel;
+mod agent_router;
 mod attributes;
 mod clusters;
 mod combine;
@@ -73,6 +74,8 @@ pub struct Ecs {
     launches: tasks::LaunchQueues,
     /// Instance records as placement last decoded them, by revision.
     instance_cache: snapshot_cache::InstanceCache,
+    /// Store changes routed to the agent connections they concern.
+    agent_router: agent_router::AgentRouter,
 }
 
 impl Ecs {
@@ -91,6 +94,7 @@ impl Ecs {
             registrations: Default::default(),
             launches: Default::default(),
             instance_cache: Default::default(),
+            agent_router: Default::default(),
         }
     }
 

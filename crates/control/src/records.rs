@@ -73,6 +73,8 @@ pub async fn mutate<T>(
 /// Where each kind of record lives in the store. Every key the control plane
 /// writes is built here, so the layout can be read in one place.
 pub mod keys {
+    /// Every key the control plane writes.
+    pub const ROOT: &str = "ecs/";
     pub const CLUSTERS: &str = "ecs/clusters/";
     pub const TASK_DEFINITIONS: &str = "ecs/taskdefs/";
     pub const FAMILIES: &str = "ecs/families/";

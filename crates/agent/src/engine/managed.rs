@@ -204,10 +204,10 @@ impl ManagedTask {
             match self
                 .context
                 .persistence
-                .write_json(&self.path, &self.record)
+                .write_task_file(&self.path, &self.record)
                 .await
             {
-                Ok(()) => self.saved = Some(self.record.clone()),
+                Ok(_) => self.saved = Some(self.record.clone()),
                 Err(error) => tracing::warn!(%error, "cannot write the task record"),
             }
             if let Some(metadata) = &self.context.metadata {
@@ -785,7 +785,7 @@ impl ManagedTask {
         if let Some(metadata) = &self.context.metadata {
             metadata.forget(self.record.task_arn());
         }
-        if let Err(error) = self.context.persistence.remove(&self.path).await {
+        if let Err(error) = self.context.persistence.remove_task_file(&self.path).await {
             tracing::warn!(%error, "cannot remove the task record");
         }
         tracing::info!(task = %self.record.task_arn(), "cleaned up task");
