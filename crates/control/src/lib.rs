@@ -28,6 +28,7 @@ mod clusters;
 mod combine;
 mod explain;
 mod instances;
+mod live_placement;
 mod page;
 mod placement;
 mod records;
@@ -76,6 +77,8 @@ pub struct Ecs {
     instance_cache: snapshot_cache::InstanceCache,
     /// Store changes routed to the agent connections they concern.
     agent_router: agent_router::AgentRouter,
+    /// Each cluster's placement state as its last launch left it.
+    live_placement: live_placement::LivePlacement,
 }
 
 impl Ecs {
@@ -95,6 +98,7 @@ impl Ecs {
             launches: Default::default(),
             instance_cache: Default::default(),
             agent_router: Default::default(),
+            live_placement: Default::default(),
         }
     }
 

@@ -54,13 +54,22 @@ pub enum Attempt<T> {
 /// the race. Every mutation of the control plane goes through here.
 pub async fn mutate<T>(
     store: &dyn Store,
-    mut attempt: impl FnMut() -> Result<Attempt<T>, ApiError>,
+    attempt: impl FnMut() -> Result<Attempt<T>, ApiError>,
 ) -> Result<T, ApiError> {
+    mutate_at(store, attempt).await.map(|(answer, _)| answer)
+}
+
+/// [`mutate`], also telling the revision its transaction committed at
+/// (`None` when the attempt had nothing to write).
+pub async fn mutate_at<T>(
+    store: &dyn Store,
+    mut attempt: impl FnMut() -> Result<Attempt<T>, ApiError>,
+) -> Result<(T, Option<Revision>), ApiError> {
     for _ in 0..CONFLICT_RETRIES_MAX {
         match attempt()? {
-            Attempt::Done(answer) => return Ok(answer),
+            Attempt::Done(answer) => return Ok((answer, None)),
             Attempt::Commit(txn, answer) => match store.commit(txn).await {
-                Ok(_) => return Ok(answer),
+                Ok(revision) => return Ok((answer, Some(revision))),
                 // Let the writer that won run before reading again.
                 Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
                 Err(error) => return Err(store_error(error)),

@@ -39,6 +39,7 @@ use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
 
 use crate::instances::{scan, InstanceRecord, DEREGISTERED_STOP_REASON};
+use crate::live_placement::Placed;
 use crate::page;
 use crate::placement::{self, Reservation};
 use crate::records::{self, keys, Attempt};
@@ -588,8 +589,17 @@ impl Ecs {
             .map(|(launch, targeting)| self.task_ids(launch, targeting))
             .collect();
         let now_seconds = self.now_seconds();
-        let result = records::mutate(self.store.as_ref(), || {
-            let (instances, mut snapshot) = self.placement_snapshot(cluster)?;
+        let (kept, turn) = self.live_placement.take(&self.store, cluster);
+        // The kept state serves the first attempt only: a conflict means it
+        // was stale, and the retry reads afresh.
+        let kept = std::sync::Mutex::new(kept);
+        let result = records::mutate_at(self.store.as_ref(), || loop {
+            let kept = kept.lock().ok().and_then(|mut kept| kept.take());
+            let from_kept = kept.is_some();
+            let (mut instances, mut snapshot, keepable) = match kept {
+                Some(placed) => (placed.instances, placed.snapshot, true),
+                None => self.placement_view(cluster)?,
+            };
             let mut txn = Txn::new();
             let mut changed: std::collections::BTreeMap<usize, InstanceRecord> = Default::default();
             let answers: Vec<Result<Launched, ApiError>> = launches
@@ -600,8 +610,19 @@ impl Ecs {
                     self.create_tasks(launch, placements, ids, now_seconds, &instances, &mut changed, &mut txn)
                 })
                 .collect();
+            let clean = answers
+                .iter()
+                .all(|answer| matches!(answer, Ok((_, failures)) if failures.is_empty()));
+            if from_kept && !clean {
+                // A failure decided on kept state may come of a write the
+                // watch has not delivered yet (resources just returned, an
+                // instance just registered): decide again on a fresh read.
+                continue;
+            }
+            let keepable = keepable && answers.iter().all(Result::is_ok);
             if changed.is_empty() {
-                return Ok(Attempt::Done(answers));
+                let placed = keepable.then(|| Placed::new(instances, snapshot));
+                return Ok(Attempt::Done((answers, placed)));
             }
             // Only the instances written are checked: that is what keeps
             // concurrent launches from overcommitting one. Strategies are best
@@ -610,16 +631,25 @@ impl Ecs {
             // instance read made concurrent launches in one cluster retry
             // each other to exhaustion.
             for (index, mut record) in changed {
-                let found = &instances[index];
+                let found = &mut instances[index];
                 let key = keys::instance(cluster, &found.value.instance_id);
                 record.touch();
                 txn = txn.expect(&key, found.revision).put(&key, records::encode(&record));
+                // What the store holds once this commits, at the revision
+                // the commit gets (set below).
+                *found = records::Versioned { value: std::sync::Arc::new(record), revision: 0 };
             }
-            Ok(Attempt::Commit(txn, answers))
+            let placed = keepable.then(|| Placed::new(instances, snapshot));
+            break Ok(Attempt::Commit(txn, (answers, placed)));
         })
         .await;
         match result {
-            Ok(answers) => answers,
+            Ok(((answers, placed), revision)) => {
+                if let Some(placed) = placed {
+                    self.live_placement.put(cluster, placed.committed_at(revision), turn);
+                }
+                answers
+            }
             Err(error) => launches.iter().map(|_| Err(error.clone())).collect(),
         }
     }
@@ -799,6 +829,16 @@ impl Ecs {
         &self,
         cluster: &str,
     ) -> Result<(Vec<SharedInstance>, flotilla_scheduler::Snapshot), ApiError> {
+        self.placement_view(cluster).map(|(instances, snapshot, _)| (instances, snapshot))
+    }
+
+    /// [`Ecs::placement_snapshot`], and whether the records alone made it
+    /// (they count their task groups), so that it may be kept between
+    /// launches: what is kept is checked against instance writes only.
+    fn placement_view(
+        &self,
+        cluster: &str,
+    ) -> Result<(Vec<SharedInstance>, flotilla_scheduler::Snapshot, bool), ApiError> {
         let prefix = keys::instances_of(cluster);
         let listed = self.instance_cache.read(cluster, |decode| {
             crate::instances::scan_with(self.store.as_ref(), &prefix, decode)
@@ -834,7 +874,7 @@ impl Ecs {
             });
         }
         let snapshot = flotilla_scheduler::Snapshot::new(scheduler_instances);
-        Ok((instances, snapshot))
+        Ok((instances, snapshot, counted))
     }
 
     fn new_task(
