@@ -64,7 +64,8 @@ fn read_model(data: &Path, service: &str, version: &str) -> Result<serde_json::V
 
 fn run_codegen() -> Result<()> {
     let data = botocore_models()?;
-    let services: &[(&str, &str, &str, &str)] = &[("ecs", "2014-11-13", "Ecs", "ecs")];
+    let services: &[(&str, &str, &str, &str)] =
+        &[("ecs", "2014-11-13", "Ecs", "ecs"), ("ecr", "2015-09-21", "Ecr", "ecr")];
     for &(service, version, prefix, module) in services {
         let model = read_model(&data, service, version)?;
         let code = codegen::generate(&codegen::Service { prefix, model: &model })?;
