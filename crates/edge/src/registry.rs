@@ -39,7 +39,7 @@ use crate::Edge;
 /// blocking-pool hop per write is cheap, small enough to bound memory per upload.
 pub const UPLOAD_WRITE_BATCH_BYTES: usize = 1024 * 1024;
 /// Size of the reads that stream a blob out.
-pub const BLOB_READ_CHUNK_BYTES: usize = 256 * 1024;
+pub const BLOB_READ_CHUNK_BYTES: usize = 1024 * 1024;
 /// Tags or repositories listed when the client names no page size.
 const LIST_PAGE_DEFAULT: usize = 1_000;
 const REALM: &str = "Flotilla registry";
@@ -53,14 +53,20 @@ struct Failure {
 
 impl Failure {
     fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), code, message: message.into() }
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            code,
+            message: message.into(),
+        }
     }
 
     fn unauthorized(message: &str) -> Response {
         let mut response = Failure::new(401, "UNAUTHORIZED", message).into_response();
         let challenge = format!("Basic realm=\"{REALM}\"");
         if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }
@@ -77,7 +83,10 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"errors": [{"code": self.code, "message": self.message, "detail": {}}]});
         let mut response = (self.status, body.to_string()).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response
     }
 }
@@ -108,10 +117,17 @@ fn route(rest: &str) -> Option<Route> {
         return Some(Route::Catalog);
     }
     if let Some(name) = rest.strip_suffix("/tags/list") {
-        return Some(Route::Tags { name: name.to_owned() });
+        return Some(Route::Tags {
+            name: name.to_owned(),
+        });
     }
-    if let Some(name) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
-        return Some(Route::Uploads { name: name.to_owned() });
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
+        return Some(Route::Uploads {
+            name: name.to_owned(),
+        });
     }
     let tail = |marker: &str| {
         rest.rsplit_once(marker)
@@ -136,16 +152,27 @@ fn route(rest: &str) -> Option<Route> {
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
+        (key == name).then(|| {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
     })
 }
 
 /// The token a request carries: Basic auth (user `AWS`), or `token=` in
 /// the query for download URLs.
 fn presented_token(headers: &HeaderMap, query: &str) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let encoded = value
+            .strip_prefix("Basic ")
+            .or_else(|| value.strip_prefix("basic "))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (user, password) = decoded.split_once(':')?;
         return (user == "AWS").then(|| password.to_owned());
@@ -155,12 +182,15 @@ fn presented_token(headers: &HeaderMap, query: &str) -> Option<String> {
 
 pub async fn v2(State(edge): State<Arc<Edge>>, request: Request) -> Response {
     let mut response = match &edge.registry {
-        Some(registry) => serve(&edge, registry, request).await.unwrap_or_else(IntoResponse::into_response),
+        Some(registry) => serve(&edge, registry, request)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         None => Failure::new(404, "UNSUPPORTED", "this server runs no registry").into_response(),
     };
-    response
-        .headers_mut()
-        .insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    response.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
     response
 }
 
@@ -176,9 +206,16 @@ async fn serve(edge: &Edge, registry: &Arc<Registry>, request: Request) -> Answe
     }
     let path = parts.uri.path();
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    let rest = decoded.strip_prefix("/v2/").or_else(|| decoded.strip_prefix("/v2")).unwrap_or_default();
+    let rest = decoded
+        .strip_prefix("/v2/")
+        .or_else(|| decoded.strip_prefix("/v2"))
+        .unwrap_or_default();
     let Some(route) = route(rest) else {
-        return Err(Failure::new(404, "NAME_INVALID", format!("no registry route for {path}")));
+        return Err(Failure::new(
+            404,
+            "NAME_INVALID",
+            format!("no registry route for {path}"),
+        ));
     };
     let method = parts.method.clone();
     let headers = parts.headers;
@@ -193,19 +230,25 @@ async fn serve(edge: &Edge, registry: &Arc<Registry>, request: Request) -> Answe
             put_manifest(registry, &name, &reference, &headers, body, now_ms).await
         }
         (Route::Manifest { name, reference }, Method::DELETE) => {
-            registry.delete_manifest(&name, &Reference::parse(&reference)?).await?;
+            registry
+                .delete_manifest(&name, &Reference::parse(&reference)?)
+                .await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         (Route::Blob { name, digest }, method @ (Method::GET | Method::HEAD)) => {
             get_blob(registry, &name, &digest, &headers, method == Method::GET).await
         }
-        (Route::Blob { .. }, Method::DELETE) => {
-            Err(Failure::new(405, "UNSUPPORTED", "blobs are removed by garbage collection once no image needs them"))
-        }
+        (Route::Blob { .. }, Method::DELETE) => Err(Failure::new(
+            405,
+            "UNSUPPORTED",
+            "blobs are removed by garbage collection once no image needs them",
+        )),
         (Route::Uploads { name }, Method::POST) => {
             start_upload(edge, registry, &name, &query, &headers, body, now_ms).await
         }
-        (Route::Upload { name, id }, Method::PATCH) => patch_upload(registry, &name, &id, &headers, body).await,
+        (Route::Upload { name, id }, Method::PATCH) => {
+            patch_upload(registry, &name, &id, &headers, body).await
+        }
         (Route::Upload { name, id }, Method::PUT) => {
             put_upload(registry, &name, &id, &query, &headers, body, now_ms).await
         }
@@ -219,14 +262,23 @@ async fn serve(edge: &Edge, registry: &Arc<Registry>, request: Request) -> Answe
             registry.cancel_upload(&mut *upload.lock().await).await;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        (Route::Referrers { name, digest }, Method::GET) => referrers(registry, &name, &digest, &query),
-        (_, method) => Err(Failure::new(405, "UNSUPPORTED", format!("{method} is not allowed here"))),
+        (Route::Referrers { name, digest }, Method::GET) => {
+            referrers(registry, &name, &digest, &query)
+        }
+        (_, method) => Err(Failure::new(
+            405,
+            "UNSUPPORTED",
+            format!("{method} is not allowed here"),
+        )),
     }
 }
 
 fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
     let mut response = (status, body.into()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -243,17 +295,30 @@ fn parse_digest(text: &str) -> Result<Digest, Failure> {
 fn page_size(query: &str) -> Result<usize, Failure> {
     match query_param(query, "n") {
         None => Ok(LIST_PAGE_DEFAULT),
-        Some(n) => n.parse().map_err(|_| Failure::new(400, "PAGINATION_NUMBER_INVALID", "n must be a number")),
+        Some(n) => n
+            .parse()
+            .map_err(|_| Failure::new(400, "PAGINATION_NUMBER_INVALID", "n must be a number")),
     }
 }
 
 fn catalog(registry: &Registry, query: &str) -> Answer {
     let n = page_size(query)?;
     let last = query_param(query, "last");
-    let (names, more) = if n == 0 { (Vec::new(), false) } else { registry.catalog(n, last.as_deref())? };
-    let mut response = json_response(StatusCode::OK, serde_json::json!({ "repositories": names }).to_string());
+    let (names, more) = if n == 0 {
+        (Vec::new(), false)
+    } else {
+        registry.catalog(n, last.as_deref())?
+    };
+    let mut response = json_response(
+        StatusCode::OK,
+        serde_json::json!({ "repositories": names }).to_string(),
+    );
     if let (true, Some(last)) = (more, names.last()) {
-        set(&mut response, "Link", &format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\""));
+        set(
+            &mut response,
+            "Link",
+            &format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\""),
+        );
     }
     Ok(response)
 }
@@ -261,10 +326,21 @@ fn catalog(registry: &Registry, query: &str) -> Answer {
 fn tags(registry: &Registry, name: &str, query: &str) -> Answer {
     let n = page_size(query)?;
     let last = query_param(query, "last");
-    let (tags, more) = if n == 0 { (Vec::new(), false) } else { registry.list_tags(name, n, last.as_deref())? };
-    let mut response = json_response(StatusCode::OK, serde_json::json!({ "name": name, "tags": tags }).to_string());
+    let (tags, more) = if n == 0 {
+        (Vec::new(), false)
+    } else {
+        registry.list_tags(name, n, last.as_deref())?
+    };
+    let mut response = json_response(
+        StatusCode::OK,
+        serde_json::json!({ "name": name, "tags": tags }).to_string(),
+    );
     if let (true, Some(last)) = (more, tags.last()) {
-        set(&mut response, "Link", &format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""));
+        set(
+            &mut response,
+            "Link",
+            &format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""),
+        );
     }
     Ok(response)
 }
@@ -273,7 +349,8 @@ fn referrers(registry: &Registry, name: &str, digest: &str, query: &str) -> Answ
     let digest = parse_digest(digest)?;
     let artifact_type = query_param(query, "artifactType");
     let manifests = registry.referrers(name, &digest, artifact_type.as_deref())?;
-    let index = serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
     let mut response = (StatusCode::OK, index.to_string()).into_response();
     set(&mut response, "Content-Type", OCI_INDEX);
     if artifact_type.is_some() {
@@ -282,13 +359,27 @@ fn referrers(registry: &Registry, name: &str, digest: &str, query: &str) -> Answ
     Ok(response)
 }
 
-fn get_manifest(registry: &Registry, name: &str, reference: &str, with_body: bool, now_ms: u64) -> Answer {
+fn get_manifest(
+    registry: &Registry,
+    name: &str,
+    reference: &str,
+    with_body: bool,
+    now_ms: u64,
+) -> Answer {
     let answer = registry.get_manifest(name, &Reference::parse(reference)?, with_body, now_ms)?;
     let length = answer.bytes.len();
-    let mut response = if with_body { answer.bytes.into_response() } else { ().into_response() };
+    let mut response = if with_body {
+        answer.bytes.into_response()
+    } else {
+        ().into_response()
+    };
     *response.status_mut() = StatusCode::OK;
     set(&mut response, "Content-Type", &answer.media_type);
-    set(&mut response, "Docker-Content-Digest", &answer.digest.to_string());
+    set(
+        &mut response,
+        "Docker-Content-Digest",
+        &answer.digest.to_string(),
+    );
     set(&mut response, "Content-Length", &length.to_string());
     set(&mut response, "ETag", &format!("\"{}\"", answer.digest));
     Ok(response)
@@ -303,19 +394,46 @@ async fn put_manifest(
     now_ms: u64,
 ) -> Answer {
     let reference = Reference::parse(reference)?;
-    let too_large = || Failure::new(413, "MANIFEST_INVALID", format!("manifest is larger than {MANIFEST_MAX_BYTES} bytes"));
+    let too_large = || {
+        Failure::new(
+            413,
+            "MANIFEST_INVALID",
+            format!("manifest is larger than {MANIFEST_MAX_BYTES} bytes"),
+        )
+    };
     let bytes = http_body_util::Limited::new(body, MANIFEST_MAX_BYTES)
         .collect()
         .await
-        .map_err(|error| if error.is::<http_body_util::LengthLimitError>() { too_large() } else {
-            Failure::new(400, "MANIFEST_INVALID", format!("could not read the manifest: {error}"))
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                Failure::new(
+                    400,
+                    "MANIFEST_INVALID",
+                    format!("could not read the manifest: {error}"),
+                )
+            }
         })?
         .to_bytes();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let outcome = registry.put_manifest(name, &reference, content_type, &bytes, now_ms).await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let outcome = registry
+        .put_manifest(name, &reference, content_type, &bytes, now_ms)
+        .await?;
     let mut response = StatusCode::CREATED.into_response();
-    set(&mut response, "Location", &format!("/v2/{name}/manifests/{}", outcome.digest));
-    set(&mut response, "Docker-Content-Digest", &outcome.digest.to_string());
+    set(
+        &mut response,
+        "Location",
+        &format!("/v2/{name}/manifests/{}", outcome.digest),
+    );
+    set(
+        &mut response,
+        "Docker-Content-Digest",
+        &outcome.digest.to_string(),
+    );
     if let Some(subject) = outcome.subject {
         set(&mut response, "OCI-Subject", &subject.to_string());
     }
@@ -334,7 +452,13 @@ fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
     (start <= end && end < size).then_some((start, end))
 }
 
-async fn get_blob(registry: &Registry, name: &str, digest: &str, headers: &HeaderMap, with_body: bool) -> Answer {
+async fn get_blob(
+    registry: &Registry,
+    name: &str,
+    digest: &str,
+    headers: &HeaderMap,
+    with_body: bool,
+) -> Answer {
     let digest = parse_digest(digest)?;
     let (mut file, size) = registry.open_blob(name, &digest).await?;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -342,7 +466,12 @@ async fn get_blob(registry: &Registry, name: &str, digest: &str, headers: &Heade
         Some(value) => match parse_range(value, size) {
             Some(range) => Some(range),
             None => {
-                let mut response = Failure::new(416, "BLOB_UNKNOWN", format!("range {value} is not within the blob's {size} bytes")).into_response();
+                let mut response = Failure::new(
+                    416,
+                    "BLOB_UNKNOWN",
+                    format!("range {value} is not within the blob's {size} bytes"),
+                )
+                .into_response();
                 set(&mut response, "Content-Range", &format!("bytes */{size}"));
                 return Ok(response);
             }
@@ -356,29 +485,48 @@ async fn get_blob(registry: &Registry, name: &str, digest: &str, headers: &Heade
         if start > 0 {
             file.seek(std::io::SeekFrom::Start(start))
                 .await
-                .map_err(|error| Failure::new(500, "UNKNOWN", format!("cannot read the blob: {error}")))?;
+                .map_err(|error| {
+                    Failure::new(500, "UNKNOWN", format!("cannot read the blob: {error}"))
+                })?;
         }
-        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(length), BLOB_READ_CHUNK_BYTES);
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file.take(length), BLOB_READ_CHUNK_BYTES);
         Body::from_stream(stream).into_response()
     } else {
         ().into_response()
     };
-    *response.status_mut() = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    *response.status_mut() = if range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
     set(&mut response, "Content-Type", "application/octet-stream");
     set(&mut response, "Content-Length", &length.to_string());
     set(&mut response, "Docker-Content-Digest", &digest.to_string());
     set(&mut response, "Accept-Ranges", "bytes");
     set(&mut response, "ETag", &format!("\"{digest}\""));
     if let Some((start, end)) = range {
-        set(&mut response, "Content-Range", &format!("bytes {start}-{end}/{size}"));
+        set(
+            &mut response,
+            "Content-Range",
+            &format!("bytes {start}-{end}/{size}"),
+        );
     }
     Ok(response)
 }
 
 fn upload_progress(status: StatusCode, name: &str, id: &str, size: u64) -> Response {
     let mut response = status.into_response();
-    set(&mut response, "Location", &format!("/v2/{name}/blobs/uploads/{id}"));
-    set(&mut response, "Range", &format!("0-{}", size.saturating_sub(1)));
+    set(
+        &mut response,
+        "Location",
+        &format!("/v2/{name}/blobs/uploads/{id}"),
+    );
+    set(
+        &mut response,
+        "Range",
+        &format!("0-{}", size.saturating_sub(1)),
+    );
     set(&mut response, "Docker-Upload-UUID", id);
     set(&mut response, "Content-Length", "0");
     response
@@ -386,7 +534,11 @@ fn upload_progress(status: StatusCode, name: &str, id: &str, size: u64) -> Respo
 
 fn blob_created(name: &str, digest: &Digest) -> Response {
     let mut response = StatusCode::CREATED.into_response();
-    set(&mut response, "Location", &format!("/v2/{name}/blobs/{digest}"));
+    set(
+        &mut response,
+        "Location",
+        &format!("/v2/{name}/blobs/{digest}"),
+    );
     set(&mut response, "Docker-Content-Digest", &digest.to_string());
     set(&mut response, "Content-Length", "0");
     response
@@ -403,7 +555,11 @@ async fn start_upload(
 ) -> Answer {
     if let (Some(mount), Some(from)) = (query_param(query, "mount"), query_param(query, "from")) {
         let digest = parse_digest(&mount)?;
-        if registry.mount_blob(name, &from, &digest, now_ms).await?.is_some() {
+        if registry
+            .mount_blob(name, &from, &digest, now_ms)
+            .await?
+            .is_some()
+        {
             return Ok(blob_created(name, &digest));
         }
         // Nothing to mount: an upload session, as the specification says.
@@ -420,7 +576,9 @@ async fn start_upload(
                 registry.cancel_upload(&mut upload).await;
                 return Err(failure);
             }
-            registry.complete_upload(&mut upload, &digest, now_ms).await?;
+            registry
+                .complete_upload(&mut upload, &digest, now_ms)
+                .await?;
             Ok(blob_created(name, &digest))
         }
         None => Ok(upload_progress(StatusCode::ACCEPTED, name, &id, 0)),
@@ -428,29 +586,49 @@ async fn start_upload(
 }
 
 /// Streams a request body into an upload in bounded batches.
-async fn receive(upload: &mut flotilla_registry::Upload, headers: &HeaderMap, mut body: Body) -> Result<(), Failure> {
+async fn receive(
+    upload: &mut flotilla_registry::Upload,
+    headers: &HeaderMap,
+    mut body: Body,
+) -> Result<(), Failure> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| upload.size().saturating_add(length) > flotilla_registry::blobs::BLOB_SIZE_MAX_BYTES) {
+    if declared.is_some_and(|length| {
+        upload.size().saturating_add(length) > flotilla_registry::blobs::BLOB_SIZE_MAX_BYTES
+    }) {
         return Err(RegistryError::TooLarge.into());
     }
     let mut batch = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| Failure::new(400, "BLOB_UPLOAD_INVALID", format!("the upload was cut short: {error}")))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let frame = frame.map_err(|error| {
+            Failure::new(
+                400,
+                "BLOB_UPLOAD_INVALID",
+                format!("the upload was cut short: {error}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         if batch.is_empty() && data.len() >= UPLOAD_WRITE_BATCH_BYTES {
             upload.write(data).await.map_err(RegistryError::from)?;
             continue;
         }
         batch.extend_from_slice(&data);
         if batch.len() >= UPLOAD_WRITE_BATCH_BYTES {
-            upload.write(batch.split().freeze()).await.map_err(RegistryError::from)?;
+            upload
+                .write(batch.split().freeze())
+                .await
+                .map_err(RegistryError::from)?;
         }
     }
     if !batch.is_empty() {
-        upload.write(Bytes::from(batch)).await.map_err(RegistryError::from)?;
+        upload
+            .write(Bytes::from(batch))
+            .await
+            .map_err(RegistryError::from)?;
     }
     Ok(())
 }
@@ -458,11 +636,20 @@ async fn receive(upload: &mut flotilla_registry::Upload, headers: &HeaderMap, mu
 /// `Content-Range: START-END` of a chunk: its first byte must be the next one expected.
 fn chunk_start(headers: &HeaderMap) -> Option<u64> {
     let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-    let value = value.trim().trim_start_matches("bytes").trim_start_matches([' ', '=']);
+    let value = value
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches([' ', '=']);
     value.split('-').next()?.trim().parse().ok()
 }
 
-async fn patch_upload(registry: &Registry, name: &str, id: &str, headers: &HeaderMap, body: Body) -> Answer {
+async fn patch_upload(
+    registry: &Registry,
+    name: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Answer {
     let upload = registry.upload(name, id).await?;
     let mut upload = upload.lock().await;
     if let Some(start) = chunk_start(headers) {
@@ -473,13 +660,26 @@ async fn patch_upload(registry: &Registry, name: &str, id: &str, headers: &Heade
                 first_byte: start,
             })
             .into_response();
-            set(&mut response, "Range", &format!("0-{}", upload.size().saturating_sub(1)));
-            set(&mut response, "Location", &format!("/v2/{name}/blobs/uploads/{id}"));
+            set(
+                &mut response,
+                "Range",
+                &format!("0-{}", upload.size().saturating_sub(1)),
+            );
+            set(
+                &mut response,
+                "Location",
+                &format!("/v2/{name}/blobs/uploads/{id}"),
+            );
             return Ok(response);
         }
     }
     receive(&mut upload, headers, body).await?;
-    Ok(upload_progress(StatusCode::ACCEPTED, name, id, upload.size()))
+    Ok(upload_progress(
+        StatusCode::ACCEPTED,
+        name,
+        id,
+        upload.size(),
+    ))
 }
 
 async fn put_upload(
@@ -491,13 +691,20 @@ async fn put_upload(
     body: Body,
     now_ms: u64,
 ) -> Answer {
-    let digest = query_param(query, "digest")
-        .ok_or_else(|| Failure::new(400, "DIGEST_INVALID", "the digest query parameter is required"))?;
+    let digest = query_param(query, "digest").ok_or_else(|| {
+        Failure::new(
+            400,
+            "DIGEST_INVALID",
+            "the digest query parameter is required",
+        )
+    })?;
     let digest = parse_digest(&digest)?;
     let upload = registry.upload(name, id).await?;
     let mut upload = upload.lock().await;
     receive(&mut upload, headers, body).await?;
-    registry.complete_upload(&mut upload, &digest, now_ms).await?;
+    registry
+        .complete_upload(&mut upload, &digest, now_ms)
+        .await?;
     Ok(blob_created(name, &digest))
 }
 
@@ -510,17 +717,50 @@ mod tests {
         let name = |n: &str| n.to_owned();
         assert_eq!(route(""), Some(Route::Ping));
         assert_eq!(route("_catalog"), Some(Route::Catalog));
-        assert_eq!(route("a/b/tags/list"), Some(Route::Tags { name: name("a/b") }));
-        assert_eq!(route("web/manifests/latest"), Some(Route::Manifest { name: name("web"), reference: name("latest") }));
+        assert_eq!(
+            route("a/b/tags/list"),
+            Some(Route::Tags { name: name("a/b") })
+        );
+        assert_eq!(
+            route("web/manifests/latest"),
+            Some(Route::Manifest {
+                name: name("web"),
+                reference: name("latest")
+            })
+        );
         // A repository may be called `x/blobs/uploads`.
         assert_eq!(
             route("x/blobs/uploads/manifests/v1"),
-            Some(Route::Manifest { name: name("x/blobs/uploads"), reference: name("v1") })
+            Some(Route::Manifest {
+                name: name("x/blobs/uploads"),
+                reference: name("v1")
+            })
         );
-        assert_eq!(route("web/blobs/uploads/"), Some(Route::Uploads { name: name("web") }));
-        assert_eq!(route("web/blobs/uploads/abc-1"), Some(Route::Upload { name: name("web"), id: name("abc-1") }));
-        assert_eq!(route("web/blobs/sha256:00"), Some(Route::Blob { name: name("web"), digest: name("sha256:00") }));
-        assert_eq!(route("web/referrers/sha256:00"), Some(Route::Referrers { name: name("web"), digest: name("sha256:00") }));
+        assert_eq!(
+            route("web/blobs/uploads/"),
+            Some(Route::Uploads { name: name("web") })
+        );
+        assert_eq!(
+            route("web/blobs/uploads/abc-1"),
+            Some(Route::Upload {
+                name: name("web"),
+                id: name("abc-1")
+            })
+        );
+        assert_eq!(
+            route("web/blobs/sha256:00"),
+            Some(Route::Blob {
+                name: name("web"),
+                digest: name("sha256:00")
+            })
+        );
+        assert_eq!(
+            route("web/referrers/sha256:00"),
+            Some(Route::Referrers {
+                name: name("web"),
+                digest: name("sha256:00")
+            })
+        );
         assert_eq!(route("web/other"), None);
         assert_eq!(route("/manifests/x"), None);
     }
@@ -540,12 +780,26 @@ mod tests {
     fn tokens_come_from_basic_auth_for_user_aws_or_the_query() {
         let mut headers = HeaderMap::new();
         let basic = base64::engine::general_purpose::STANDARD.encode("AWS:secret-token");
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {basic}")).unwrap_or_else(|_| HeaderValue::from_static("")));
-        assert_eq!(presented_token(&headers, "").as_deref(), Some("secret-token"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {basic}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+        );
+        assert_eq!(
+            presented_token(&headers, "").as_deref(),
+            Some("secret-token")
+        );
         let other_user = base64::engine::general_purpose::STANDARD.encode("bob:secret-token");
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {other_user}")).unwrap_or_else(|_| HeaderValue::from_static("")));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {other_user}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+        );
         assert_eq!(presented_token(&headers, ""), None);
-        assert_eq!(presented_token(&HeaderMap::new(), "a=b&token=t%2B1").as_deref(), Some("t+1"));
+        assert_eq!(
+            presented_token(&HeaderMap::new(), "a=b&token=t%2B1").as_deref(),
+            Some("t+1")
+        );
         assert_eq!(presented_token(&HeaderMap::new(), "a=b"), None);
     }
 }

@@ -49,7 +49,10 @@ pub enum BlobError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
-    move |source| BlobError::Io { path: path.to_owned(), source }
+    move |source| BlobError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What is kept on disk beside an upload's data.
@@ -135,7 +138,10 @@ impl BlobStore {
         for dir in [root.join("blobs/sha256"), root.join("uploads")] {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
-        Ok(Self { root: root.to_owned(), open: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            root: root.to_owned(),
+            open: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -149,7 +155,10 @@ impl BlobStore {
 
     /// The size of a stored blob, if it is stored.
     pub fn size(&self, digest: &Digest) -> Option<u64> {
-        std::fs::metadata(self.blob_path(digest)).ok().filter(|m| m.is_file()).map(|m| m.len())
+        std::fs::metadata(self.blob_path(digest))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
     }
 
     /// Reads a whole (small) blob, such as a manifest's config.
@@ -169,13 +178,19 @@ impl BlobStore {
         if !valid_upload_id(id) {
             return Err(BlobError::UploadUnknown(id.to_owned()));
         }
-        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if open.len() >= UPLOADS_OPEN_MAX {
             return Err(BlobError::TooManyUploads);
         }
         let dir = self.upload_dir(id);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let info = UploadInfo { repository: repository.to_owned(), started_at_ms: now_ms };
+        let info = UploadInfo {
+            repository: repository.to_owned(),
+            started_at_ms: now_ms,
+        };
         let info_path = dir.join("upload.json");
         std::fs::write(&info_path, serde_json::to_vec(&info).unwrap_or_default())
             .map_err(io(&info_path))?;
@@ -218,18 +233,27 @@ impl BlobStore {
         Ok(Arc::clone(entry))
     }
 
-    fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Upload>>>> {
-        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock_open(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Upload>>>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Ends `upload`: when what it received hashes to `expected`, the data
     /// is flushed and renamed into place and the blob's size returned. The
     /// upload is gone afterwards either way.
     pub async fn finish(&self, upload: &mut Upload, expected: &Digest) -> Result<u64, BlobError> {
-        let actual = upload.digest().ok_or_else(|| BlobError::UploadUnknown(upload.id.clone()))?;
+        let actual = upload
+            .digest()
+            .ok_or_else(|| BlobError::UploadUnknown(upload.id.clone()))?;
         if &actual != expected {
             self.discard(upload).await;
-            return Err(BlobError::DigestMismatch { expected: expected.clone(), actual });
+            return Err(BlobError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
         }
         let file = upload.file.take();
         let source = upload.dir.join("data");
@@ -245,7 +269,9 @@ impl BlobStore {
             std::fs::rename(&source, &target).map_err(io(&target))?;
             // The rename must survive a crash too.
             if let Some(parent) = target.parent() {
-                std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
+                std::fs::File::open(parent)
+                    .and_then(|dir| dir.sync_all())
+                    .map_err(io(parent))?;
             }
             Ok(())
         })
@@ -275,11 +301,15 @@ impl BlobStore {
         let mut found = Vec::new();
         for shard in std::fs::read_dir(&base).map_err(io(&base))? {
             let shard = shard.map_err(io(&base))?.path();
-            let Ok(entries) = std::fs::read_dir(&shard) else { continue };
+            let Ok(entries) = std::fs::read_dir(&shard) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                let Ok(digest) = Digest::parse(&format!("sha256:{name}")) else { continue };
+                let Ok(digest) = Digest::parse(&format!("sha256:{name}")) else {
+                    continue;
+                };
                 let modified_ms = entry
                     .metadata()
                     .ok()
@@ -305,11 +335,15 @@ impl BlobStore {
     /// Removes uploads started before `started_before_ms` that no request is using.
     pub fn collect_uploads(&self, started_before_ms: u64) -> usize {
         let base = self.root.join("uploads");
-        let Ok(entries) = std::fs::read_dir(&base) else { return 0 };
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            return 0;
+        };
         let mut removed = 0;
         for entry in entries.flatten() {
             let dir = entry.path();
-            let Some(id) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             let started = std::fs::read(dir.join("upload.json"))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<UploadInfo>(&bytes).ok())
@@ -354,7 +388,11 @@ fn reopen(dir: PathBuf) -> Result<Upload, BlobError> {
             })
         })?;
     let data_path = dir.join("data");
-    let mut file = std::fs::OpenOptions::new().read(true).append(true).open(&data_path).map_err(io(&data_path))?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&data_path)
+        .map_err(io(&data_path))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0; REHASH_CHUNK_BYTES];
     let mut size = 0u64;
@@ -366,8 +404,19 @@ fn reopen(dir: PathBuf) -> Result<Upload, BlobError> {
         hasher.update(&buffer[..read]);
         size += read as u64;
     }
-    let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-    Ok(Upload { id, info, dir, file: Some(file), hasher: Some(hasher), size })
+    let id = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Upload {
+        id,
+        info,
+        dir,
+        file: Some(file),
+        hasher: Some(hasher),
+        size,
+    })
 }
 
 #[cfg(test)]
@@ -385,15 +434,31 @@ mod tests {
         store.start_upload("u1", "web", 1).unwrap();
         let upload = store.upload("u1").await.unwrap();
         let mut upload = upload.lock().await;
-        upload.write(Bytes::copy_from_slice(&content[..100])).await.unwrap();
-        upload.write(Bytes::copy_from_slice(&content[100..])).await.unwrap();
+        upload
+            .write(Bytes::copy_from_slice(&content[..100]))
+            .await
+            .unwrap();
+        upload
+            .write(Bytes::copy_from_slice(&content[100..]))
+            .await
+            .unwrap();
         assert_eq!(upload.size(), content.len() as u64);
-        assert_eq!(store.size(&digest), None, "not visible before it is finished");
-        assert_eq!(store.finish(&mut upload, &digest).await.unwrap(), content.len() as u64);
+        assert_eq!(
+            store.size(&digest),
+            None,
+            "not visible before it is finished"
+        );
+        assert_eq!(
+            store.finish(&mut upload, &digest).await.unwrap(),
+            content.len() as u64
+        );
         drop(upload);
         assert_eq!(store.size(&digest), Some(content.len() as u64));
         assert_eq!(store.read(&digest).await.unwrap(), content);
-        assert!(store.upload("u1").await.is_err(), "a finished upload is gone");
+        assert!(
+            store.upload("u1").await.is_err(),
+            "a finished upload is gone"
+        );
 
         store.start_upload("u2", "web", 1).unwrap();
         let upload = store.upload("u2").await.unwrap();
@@ -416,14 +481,22 @@ mod tests {
             let store = BlobStore::open(dir.path()).unwrap();
             store.start_upload("u1", "web", 1).unwrap();
             let upload = store.upload("u1").await.unwrap();
-            upload.lock().await.write(Bytes::from_static(b"first half,")).await.unwrap();
+            upload
+                .lock()
+                .await
+                .write(Bytes::from_static(b"first half,"))
+                .await
+                .unwrap();
         }
         let store = BlobStore::open(dir.path()).unwrap();
         let upload = store.upload("u1").await.unwrap();
         let mut upload = upload.lock().await;
         assert_eq!(upload.size(), 11);
         assert_eq!(upload.repository(), "web");
-        upload.write(Bytes::from_static(b" second half")).await.unwrap();
+        upload
+            .write(Bytes::from_static(b" second half"))
+            .await
+            .unwrap();
         let digest = Digest::of(b"first half, second half");
         store.finish(&mut upload, &digest).await.unwrap();
         assert!(store.size(&digest).is_some());

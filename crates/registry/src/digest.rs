@@ -34,11 +34,15 @@ impl Digest {
             return Err(DigestError::UnsupportedAlgorithm(shorten(algorithm)));
         }
         let valid = hex.len() == SHA256_HEX_LEN
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(DigestError::BadHex(shorten(text)));
         }
-        Ok(Self { hex: hex.to_owned() })
+        Ok(Self {
+            hex: hex.to_owned(),
+        })
     }
 
     /// The digest of `bytes`.
@@ -47,7 +51,9 @@ impl Digest {
     }
 
     pub fn from_hasher(hasher: Sha256) -> Self {
-        Self { hex: hex::encode(hasher.finalize()) }
+        Self {
+            hex: hex::encode(hasher.finalize()),
+        }
     }
 
     /// The 64 hex digits, without the algorithm.
@@ -91,9 +97,18 @@ mod tests {
         let empty = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert_eq!(Digest::parse(empty).unwrap().to_string(), empty);
         assert_eq!(Digest::of(b"").to_string(), empty);
-        assert!(matches!(Digest::parse("abc"), Err(DigestError::NoAlgorithm(_))));
-        assert!(matches!(Digest::parse("sha512:00"), Err(DigestError::UnsupportedAlgorithm(_))));
-        assert!(matches!(Digest::parse("sha256:00"), Err(DigestError::BadHex(_))));
+        assert!(matches!(
+            Digest::parse("abc"),
+            Err(DigestError::NoAlgorithm(_))
+        ));
+        assert!(matches!(
+            Digest::parse("sha512:00"),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
+        assert!(matches!(
+            Digest::parse("sha256:00"),
+            Err(DigestError::BadHex(_))
+        ));
         let upper = empty.to_uppercase().replace("SHA256", "sha256");
         assert!(matches!(Digest::parse(&upper), Err(DigestError::BadHex(_))));
         assert!(Digest::parse("sha256:../../../../etc/passwd").is_err());

@@ -13,7 +13,9 @@ use flotilla_types::ApiError;
 use crate::digest::Digest;
 use crate::lifecycle::{self, ImageFacts};
 use crate::manifest::DOCKER_CONFIG;
-use crate::records::{self, keys, Attempt, ImageRecord, PreviewEntry, PreviewRecord, RepositoryRecord};
+use crate::records::{
+    self, keys, Attempt, ImageRecord, PreviewEntry, PreviewRecord, RepositoryRecord,
+};
 use crate::{names, Reference, Registry, RegistryError, REPOSITORY_ITEMS_MAX};
 
 /// The part size InitiateLayerUpload suggests; UploadLayerPart takes parts
@@ -51,7 +53,9 @@ fn page_size(max_results: Option<i32>) -> Result<usize, ApiError> {
     match max_results {
         None => Ok(PAGE_DEFAULT),
         Some(n) if (1..=PAGE_MAX as i32).contains(&n) => Ok(n as usize),
-        Some(n) => Err(invalid(format!("maxResults {n} must be between 1 and {PAGE_MAX}"))),
+        Some(n) => Err(invalid(format!(
+            "maxResults {n} must be between 1 and {PAGE_MAX}"
+        ))),
     }
 }
 
@@ -76,9 +80,16 @@ fn api(error: RegistryError) -> ApiError {
 
 impl Registry {
     /// Carries out one ECR request.
-    pub async fn handle_ecr(&self, caller: &EcrCaller<'_>, request: EcrRequest) -> Result<EcrResponse, ApiError> {
+    pub async fn handle_ecr(
+        &self,
+        caller: &EcrCaller<'_>,
+        request: EcrRequest,
+    ) -> Result<EcrResponse, ApiError> {
         if let Some(member) = request.missing_required() {
-            return Err(invalid(format!("{member} is required for {}", request.operation())));
+            return Err(invalid(format!(
+                "{member} is required for {}",
+                request.operation()
+            )));
         }
         use EcrRequest as Q;
         use EcrResponse as R;
@@ -91,23 +102,43 @@ impl Registry {
             Q::BatchGetImage(r) => R::BatchGetImage(self.batch_get_image(caller, r)?),
             Q::BatchDeleteImage(r) => R::BatchDeleteImage(self.batch_delete_image(r).await?),
             Q::PutImage(r) => R::PutImage(self.put_image(caller, r).await?),
-            Q::BatchCheckLayerAvailability(r) => R::BatchCheckLayerAvailability(self.batch_check_layer_availability(r)?),
-            Q::InitiateLayerUpload(r) => R::InitiateLayerUpload(self.initiate_layer_upload(caller, r)?),
+            Q::BatchCheckLayerAvailability(r) => {
+                R::BatchCheckLayerAvailability(self.batch_check_layer_availability(r)?)
+            }
+            Q::InitiateLayerUpload(r) => {
+                R::InitiateLayerUpload(self.initiate_layer_upload(caller, r)?)
+            }
             Q::UploadLayerPart(r) => R::UploadLayerPart(self.upload_layer_part(r).await?),
-            Q::CompleteLayerUpload(r) => R::CompleteLayerUpload(self.complete_layer_upload(caller, r).await?),
-            Q::GetDownloadUrlForLayer(r) => R::GetDownloadUrlForLayer(self.get_download_url_for_layer(caller, r)?),
-            Q::GetAuthorizationToken(r) => R::GetAuthorizationToken(self.get_authorization_token(caller, r)?),
-            Q::PutImageTagMutability(r) => R::PutImageTagMutability(self.put_image_tag_mutability(r).await?),
+            Q::CompleteLayerUpload(r) => {
+                R::CompleteLayerUpload(self.complete_layer_upload(caller, r).await?)
+            }
+            Q::GetDownloadUrlForLayer(r) => {
+                R::GetDownloadUrlForLayer(self.get_download_url_for_layer(caller, r)?)
+            }
+            Q::GetAuthorizationToken(r) => {
+                R::GetAuthorizationToken(self.get_authorization_token(caller, r)?)
+            }
+            Q::PutImageTagMutability(r) => {
+                R::PutImageTagMutability(self.put_image_tag_mutability(r).await?)
+            }
             Q::PutLifecyclePolicy(r) => R::PutLifecyclePolicy(self.put_lifecycle_policy(r).await?),
             Q::GetLifecyclePolicy(r) => R::GetLifecyclePolicy(self.get_lifecycle_policy(r)?),
-            Q::DeleteLifecyclePolicy(r) => R::DeleteLifecyclePolicy(self.delete_lifecycle_policy(r).await?),
-            Q::StartLifecyclePolicyPreview(r) => {
-                R::StartLifecyclePolicyPreview(self.start_lifecycle_policy_preview(caller, r).await?)
+            Q::DeleteLifecyclePolicy(r) => {
+                R::DeleteLifecyclePolicy(self.delete_lifecycle_policy(r).await?)
             }
-            Q::GetLifecyclePolicyPreview(r) => R::GetLifecyclePolicyPreview(self.get_lifecycle_policy_preview(r)?),
-            Q::SetRepositoryPolicy(r) => R::SetRepositoryPolicy(self.set_repository_policy(r).await?),
+            Q::StartLifecyclePolicyPreview(r) => R::StartLifecyclePolicyPreview(
+                self.start_lifecycle_policy_preview(caller, r).await?,
+            ),
+            Q::GetLifecyclePolicyPreview(r) => {
+                R::GetLifecyclePolicyPreview(self.get_lifecycle_policy_preview(r)?)
+            }
+            Q::SetRepositoryPolicy(r) => {
+                R::SetRepositoryPolicy(self.set_repository_policy(r).await?)
+            }
             Q::GetRepositoryPolicy(r) => R::GetRepositoryPolicy(self.get_repository_policy(r)?),
-            Q::DeleteRepositoryPolicy(r) => R::DeleteRepositoryPolicy(self.delete_repository_policy(r).await?),
+            Q::DeleteRepositoryPolicy(r) => {
+                R::DeleteRepositoryPolicy(self.delete_repository_policy(r).await?)
+            }
             Q::TagResource(r) => R::TagResource(self.tag_resource(r).await?),
             Q::UntagResource(r) => R::UntagResource(self.untag_resource(r).await?),
             Q::ListTagsForResource(r) => R::ListTagsForResource(self.list_tags_for_resource(r)?),
@@ -115,7 +146,10 @@ impl Registry {
                 return Err(ApiError::new(
                     "ValidationException",
                     400,
-                    format!("{} is not supported by this Flotilla registry", other.operation()),
+                    format!(
+                        "{} is not supported by this Flotilla registry",
+                        other.operation()
+                    ),
                 ))
             }
         })
@@ -138,7 +172,8 @@ impl Registry {
         name: Option<&String>,
     ) -> Result<records::Versioned<RepositoryRecord>, ApiError> {
         self.check_registry_id(registry_id)?;
-        self.repository(name.map_or("", String::as_str)).map_err(api)
+        self.repository(name.map_or("", String::as_str))
+            .map_err(api)
     }
 
     fn repository_shape(&self, record: &RepositoryRecord) -> ecr::Repository {
@@ -171,7 +206,9 @@ impl Registry {
         records::mutate(&*self.store, || {
             let mut repo = self.repository(name).map_err(api)?;
             let answer = change(&mut repo.value)?;
-            let txn = Txn::new().expect(key.clone(), repo.revision).put(key.clone(), records::encode(&repo.value));
+            let txn = Txn::new()
+                .expect(key.clone(), repo.revision)
+                .put(key.clone(), records::encode(&repo.value));
             Ok::<_, ApiError>(Attempt::Commit(txn, answer))
         })
         .await
@@ -195,22 +232,30 @@ impl Registry {
         }
         let tags = request.tags.unwrap_or_default();
         check_resource_tags(&tags)?;
-        let encryption = request.encryption_configuration.unwrap_or(ecr::EncryptionConfiguration {
-            encryption_type: Some(ecr::EncryptionType::Aes256),
-            kms_key: None,
-        });
-        if encryption.encryption_type == Some(ecr::EncryptionType::Aes256) && encryption.kms_key.is_some() {
+        let encryption = request
+            .encryption_configuration
+            .unwrap_or(ecr::EncryptionConfiguration {
+                encryption_type: Some(ecr::EncryptionType::Aes256),
+                kms_key: None,
+            });
+        if encryption.encryption_type == Some(ecr::EncryptionType::Aes256)
+            && encryption.kms_key.is_some()
+        {
             return Err(invalid("kmsKey can only be given with encryptionType KMS"));
         }
-        let mutability = request.image_tag_mutability.unwrap_or(ecr::ImageTagMutability::Mutable);
+        let mutability = request
+            .image_tag_mutability
+            .unwrap_or(ecr::ImageTagMutability::Mutable);
         let record = RepositoryRecord {
             name: name.clone(),
             created_at_ms: caller.now_ms,
             tag_mutability: mutability.as_str().to_owned(),
             encryption,
-            scanning: request
-                .image_scanning_configuration
-                .unwrap_or(ecr::ImageScanningConfiguration { scan_on_push: Some(false) }),
+            scanning: request.image_scanning_configuration.unwrap_or(
+                ecr::ImageScanningConfiguration {
+                    scan_on_push: Some(false),
+                },
+            ),
             resource_tags: tags,
             policy_text: None,
             lifecycle_policy_text: None,
@@ -236,7 +281,9 @@ impl Registry {
             Ok(Attempt::Commit(txn, ()))
         })
         .await?;
-        Ok(ecr::CreateRepositoryResponse { repository: Some(self.repository_shape(&record)) })
+        Ok(ecr::CreateRepositoryResponse {
+            repository: Some(self.repository_shape(&record)),
+        })
     }
 
     fn describe_repositories(
@@ -248,12 +295,19 @@ impl Registry {
         let records: Vec<RepositoryRecord> = match &request.repository_names {
             Some(names) => {
                 if names.is_empty() || names.len() > BATCH_MAX {
-                    return Err(invalid(format!("repositoryNames must list 1 to {BATCH_MAX} names")));
+                    return Err(invalid(format!(
+                        "repositoryNames must list 1 to {BATCH_MAX} names"
+                    )));
                 }
                 if request.next_token.is_some() || request.max_results.is_some() {
-                    return Err(invalid("maxResults and nextToken cannot be used with repositoryNames"));
+                    return Err(invalid(
+                        "maxResults and nextToken cannot be used with repositoryNames",
+                    ));
                 }
-                names.iter().map(|name| self.repository(name).map(|r| r.value).map_err(api)).collect::<Result<_, _>>()?
+                names
+                    .iter()
+                    .map(|name| self.repository(name).map(|r| r.value).map_err(api))
+                    .collect::<Result<_, _>>()?
             }
             None => records::list_all(&*self.store, keys::REPOSITORIES, REPOSITORY_ITEMS_MAX)?
                 .iter()
@@ -271,7 +325,10 @@ impl Registry {
         &self,
         request: ecr::DeleteRepositoryRequest,
     ) -> Result<ecr::DeleteRepositoryResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let name = repo.value.name.clone();
         let key = keys::repository(&name);
         let force = request.force == Some(true);
@@ -298,35 +355,60 @@ impl Registry {
         // tags and layer links go in bounded batches (and, if this is cut
         // short, at the next garbage collection).
         self.remove_contents(&name).await.map_err(api)?;
-        Ok(ecr::DeleteRepositoryResponse { repository: Some(self.repository_shape(&deleted)) })
+        Ok(ecr::DeleteRepositoryResponse {
+            repository: Some(self.repository_shape(&deleted)),
+        })
     }
 
     // ---- images ----------------------------------------------------------
 
     /// Every image of a repository with its tags, newest push first.
-    fn images_with_tags(&self, repository: &str) -> Result<Vec<(ImageRecord, Vec<String>)>, RegistryError> {
+    fn images_with_tags(
+        &self,
+        repository: &str,
+    ) -> Result<Vec<(ImageRecord, Vec<String>)>, RegistryError> {
         let tags = self.tag_map(repository)?;
         let mut images: Vec<(ImageRecord, Vec<String>)> = self
             .images(repository)?
             .into_iter()
             .map(|image| {
-                let own = tags.iter().filter(|(_, d, _)| d == &image.digest).map(|(t, _, _)| t.clone()).collect();
+                let own = tags
+                    .iter()
+                    .filter(|(_, d, _)| d == &image.digest)
+                    .map(|(t, _, _)| t.clone())
+                    .collect();
                 (image, own)
             })
             .collect();
-        images.sort_by(|a, b| b.0.pushed_at_ms.cmp(&a.0.pushed_at_ms).then_with(|| a.0.digest.cmp(&b.0.digest)));
+        images.sort_by(|a, b| {
+            b.0.pushed_at_ms
+                .cmp(&a.0.pushed_at_ms)
+                .then_with(|| a.0.digest.cmp(&b.0.digest))
+        });
         Ok(images)
     }
 
-    fn ecr_list_images(&self, request: ecr::ListImagesRequest) -> Result<ecr::ListImagesResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+    fn ecr_list_images(
+        &self,
+        request: ecr::ListImagesRequest,
+    ) -> Result<ecr::ListImagesResponse, ApiError> {
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let size = page_size(request.max_results)?;
-        let status = request.filter.and_then(|f| f.tag_status).unwrap_or(ecr::TagStatus::Any);
+        let status = request
+            .filter
+            .and_then(|f| f.tag_status)
+            .unwrap_or(ecr::TagStatus::Any);
         let mut ids = Vec::new();
         for (image, tags) in self.images_with_tags(&repo.value.name).map_err(api)? {
             if tags.is_empty() {
                 if status != ecr::TagStatus::Tagged {
-                    ids.push(ecr::ImageIdentifier { image_digest: Some(image.digest.to_string()), image_tag: None });
+                    ids.push(ecr::ImageIdentifier {
+                        image_digest: Some(image.digest.to_string()),
+                        image_tag: None,
+                    });
                 }
             } else if status != ecr::TagStatus::Untagged {
                 ids.extend(tags.into_iter().map(|tag| ecr::ImageIdentifier {
@@ -336,10 +418,18 @@ impl Registry {
             }
         }
         let (image_ids, next_token) = page(&ids, page_start(request.next_token.as_deref())?, size);
-        Ok(ecr::ListImagesResponse { image_ids: Some(image_ids), next_token })
+        Ok(ecr::ListImagesResponse {
+            image_ids: Some(image_ids),
+            next_token,
+        })
     }
 
-    fn image_detail(&self, repository: &str, image: &ImageRecord, tags: &[String]) -> ecr::ImageDetail {
+    fn image_detail(
+        &self,
+        repository: &str,
+        image: &ImageRecord,
+        tags: &[String],
+    ) -> ecr::ImageDetail {
         let artifact = image.artifact_type.clone().or_else(|| {
             (image.media_type == crate::manifest::DOCKER_MANIFEST).then(|| DOCKER_CONFIG.to_owned())
         });
@@ -358,29 +448,47 @@ impl Registry {
         }
     }
 
-    fn describe_images(&self, request: ecr::DescribeImagesRequest) -> Result<ecr::DescribeImagesResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+    fn describe_images(
+        &self,
+        request: ecr::DescribeImagesRequest,
+    ) -> Result<ecr::DescribeImagesResponse, ApiError> {
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let name = repo.value.name;
         let images = self.images_with_tags(&name).map_err(api)?;
         let size = page_size(request.max_results)?;
         let selected: Vec<&(ImageRecord, Vec<String>)> = match &request.image_ids {
             Some(ids) => {
                 if ids.is_empty() || ids.len() > BATCH_MAX {
-                    return Err(invalid(format!("imageIds must list 1 to {BATCH_MAX} images")));
+                    return Err(invalid(format!(
+                        "imageIds must list 1 to {BATCH_MAX} images"
+                    )));
                 }
                 let mut found = Vec::new();
                 for id in ids {
                     let image = find_image(&images, id).map_err(|(_, reason)| {
-                        ApiError::new("ImageNotFoundException", 400, format!("{reason} in the repository with name '{name}'"))
+                        ApiError::new(
+                            "ImageNotFoundException",
+                            400,
+                            format!("{reason} in the repository with name '{name}'"),
+                        )
                     })?;
-                    if !found.iter().any(|f: &&(ImageRecord, Vec<String>)| f.0.digest == image.0.digest) {
+                    if !found
+                        .iter()
+                        .any(|f: &&(ImageRecord, Vec<String>)| f.0.digest == image.0.digest)
+                    {
                         found.push(image);
                     }
                 }
                 found
             }
             None => {
-                let status = request.filter.and_then(|f| f.tag_status).unwrap_or(ecr::TagStatus::Any);
+                let status = request
+                    .filter
+                    .and_then(|f| f.tag_status)
+                    .unwrap_or(ecr::TagStatus::Any);
                 images
                     .iter()
                     .filter(|(_, tags)| match status {
@@ -393,7 +501,12 @@ impl Registry {
         };
         let (taken, next_token) = page(&selected, page_start(request.next_token.as_deref())?, size);
         Ok(ecr::DescribeImagesResponse {
-            image_details: Some(taken.iter().map(|(image, tags)| self.image_detail(&name, image, tags)).collect()),
+            image_details: Some(
+                taken
+                    .iter()
+                    .map(|(image, tags)| self.image_detail(&name, image, tags))
+                    .collect(),
+            ),
             next_token,
         })
     }
@@ -403,11 +516,16 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::BatchGetImageRequest,
     ) -> Result<ecr::BatchGetImageResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let name = repo.value.name;
         let ids = request.image_ids.unwrap_or_default();
         if ids.is_empty() || ids.len() > BATCH_MAX {
-            return Err(invalid(format!("imageIds must list 1 to {BATCH_MAX} images")));
+            return Err(invalid(format!(
+                "imageIds must list 1 to {BATCH_MAX} images"
+            )));
         }
         let images = self.images_with_tags(&name).map_err(api)?;
         let mut found = Vec::new();
@@ -417,7 +535,12 @@ impl Registry {
                 Ok((image, _)) => {
                     if let Ok(digest) = Digest::parse(&image.digest.to_string()) {
                         // Fetching a manifest through the API is a pull too.
-                        let _ = self.get_manifest(&name, &Reference::Digest(digest), true, caller.now_ms);
+                        let _ = self.get_manifest(
+                            &name,
+                            &Reference::Digest(digest),
+                            true,
+                            caller.now_ms,
+                        );
                     }
                     found.push(ecr::Image {
                         registry_id: Some(self.scope.account_id.clone()),
@@ -437,18 +560,26 @@ impl Registry {
                 }),
             }
         }
-        Ok(ecr::BatchGetImageResponse { images: Some(found), failures: Some(failures) })
+        Ok(ecr::BatchGetImageResponse {
+            images: Some(found),
+            failures: Some(failures),
+        })
     }
 
     async fn batch_delete_image(
         &self,
         request: ecr::BatchDeleteImageRequest,
     ) -> Result<ecr::BatchDeleteImageResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let name = repo.value.name;
         let ids = request.image_ids.unwrap_or_default();
         if ids.is_empty() || ids.len() > BATCH_MAX {
-            return Err(invalid(format!("imageIds must list 1 to {BATCH_MAX} images")));
+            return Err(invalid(format!(
+                "imageIds must list 1 to {BATCH_MAX} images"
+            )));
         }
         let mut deleted = Vec::new();
         let mut failures = Vec::new();
@@ -457,30 +588,42 @@ impl Registry {
             let (image, tags) = match find_image(&images, &id) {
                 Ok(found) => found.clone(),
                 Err((code, reason)) => {
-                    failures.push(ecr::ImageFailure { image_id: Some(id), failure_code: Some(code), failure_reason: Some(reason) });
+                    failures.push(ecr::ImageFailure {
+                        image_id: Some(id),
+                        failure_code: Some(code),
+                        failure_reason: Some(reason),
+                    });
                     continue;
                 }
             };
             // A tag alone removes that tag; the image goes with its last tag.
             let result = match (&id.image_digest, &id.image_tag) {
-                (None, Some(tag)) if tags.len() > 1 => {
-                    self.delete_manifest(&name, &Reference::Tag(tag.clone())).await.map(|()| vec![tag.clone()])
-                }
-                _ => self.delete_image(&name, &image.digest).await.map(|()| tags.clone()),
+                (None, Some(tag)) if tags.len() > 1 => self
+                    .delete_manifest(&name, &Reference::Tag(tag.clone()))
+                    .await
+                    .map(|()| vec![tag.clone()]),
+                _ => self
+                    .delete_image(&name, &image.digest)
+                    .await
+                    .map(|()| tags.clone()),
             };
             match result {
                 Ok(removed_tags) if removed_tags.is_empty() => deleted.push(ecr::ImageIdentifier {
                     image_digest: Some(image.digest.to_string()),
                     image_tag: None,
                 }),
-                Ok(removed_tags) => deleted.extend(removed_tags.into_iter().map(|tag| ecr::ImageIdentifier {
-                    image_digest: Some(image.digest.to_string()),
-                    image_tag: Some(tag),
-                })),
+                Ok(removed_tags) => {
+                    deleted.extend(removed_tags.into_iter().map(|tag| ecr::ImageIdentifier {
+                        image_digest: Some(image.digest.to_string()),
+                        image_tag: Some(tag),
+                    }))
+                }
                 Err(RegistryError::ReferencedByIndex(digest)) => failures.push(ecr::ImageFailure {
                     image_id: Some(id),
                     failure_code: Some(ecr::ImageFailureCode::ImageReferencedByManifestList),
-                    failure_reason: Some(format!("image {digest} is referenced by a manifest list")),
+                    failure_reason: Some(format!(
+                        "image {digest} is referenced by a manifest list"
+                    )),
                 }),
                 Err(RegistryError::ManifestUnknown(_)) => failures.push(ecr::ImageFailure {
                     image_id: Some(id),
@@ -490,28 +633,50 @@ impl Registry {
                 Err(other) => return Err(api(other)),
             }
         }
-        Ok(ecr::BatchDeleteImageResponse { image_ids: Some(deleted), failures: Some(failures) })
+        Ok(ecr::BatchDeleteImageResponse {
+            image_ids: Some(deleted),
+            failures: Some(failures),
+        })
     }
 
-    async fn put_image(&self, caller: &EcrCaller<'_>, request: ecr::PutImageRequest) -> Result<ecr::PutImageResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+    async fn put_image(
+        &self,
+        caller: &EcrCaller<'_>,
+        request: ecr::PutImageRequest,
+    ) -> Result<ecr::PutImageResponse, ApiError> {
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let name = repo.value.name;
         let manifest = request.image_manifest.unwrap_or_default();
         let digest = Digest::of(manifest.as_bytes());
         if let Some(named) = &request.image_digest {
-            let named = Digest::parse(named).map_err(|error| invalid(format!("imageDigest: {error}")))?;
+            let named =
+                Digest::parse(named).map_err(|error| invalid(format!("imageDigest: {error}")))?;
             if named != digest {
-                return Err(api(RegistryError::DigestMismatch { expected: named, actual: digest }));
+                return Err(api(RegistryError::DigestMismatch {
+                    expected: named,
+                    actual: digest,
+                }));
             }
         }
         let reference = match &request.image_tag {
-            Some(tag) if !names::valid_tag(tag) => return Err(invalid(format!("imageTag {tag:?} is not a valid tag"))),
+            Some(tag) if !names::valid_tag(tag) => {
+                return Err(invalid(format!("imageTag {tag:?} is not a valid tag")))
+            }
             Some(tag) => Reference::Tag(tag.clone()),
             None => Reference::Digest(digest.clone()),
         };
         let media_type = request.image_manifest_media_type.unwrap_or_default();
         let outcome = self
-            .put_manifest(&name, &reference, &media_type, manifest.as_bytes(), caller.now_ms)
+            .put_manifest(
+                &name,
+                &reference,
+                &media_type,
+                manifest.as_bytes(),
+                caller.now_ms,
+            )
             .await
             .map_err(api)?;
         if !outcome.changed {
@@ -525,12 +690,22 @@ impl Registry {
                 ),
             ));
         }
-        let stored = self.get_manifest(&name, &Reference::Digest(digest.clone()), false, caller.now_ms).map_err(api)?;
+        let stored = self
+            .get_manifest(
+                &name,
+                &Reference::Digest(digest.clone()),
+                false,
+                caller.now_ms,
+            )
+            .map_err(api)?;
         Ok(ecr::PutImageResponse {
             image: Some(ecr::Image {
                 registry_id: Some(self.scope.account_id.clone()),
                 repository_name: Some(name),
-                image_id: Some(ecr::ImageIdentifier { image_digest: Some(digest.to_string()), image_tag: request.image_tag }),
+                image_id: Some(ecr::ImageIdentifier {
+                    image_digest: Some(digest.to_string()),
+                    image_tag: request.image_tag,
+                }),
                 image_manifest: Some(manifest),
                 image_manifest_media_type: Some(stored.media_type),
             }),
@@ -543,16 +718,25 @@ impl Registry {
         &self,
         request: ecr::BatchCheckLayerAvailabilityRequest,
     ) -> Result<ecr::BatchCheckLayerAvailabilityResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let digests = request.layer_digests.unwrap_or_default();
         if digests.is_empty() || digests.len() > BATCH_MAX {
-            return Err(invalid(format!("layerDigests must list 1 to {BATCH_MAX} digests")));
+            return Err(invalid(format!(
+                "layerDigests must list 1 to {BATCH_MAX} digests"
+            )));
         }
         let mut layers = Vec::new();
         let mut failures = Vec::new();
         for text in digests {
             let Ok(digest) = Digest::parse(&text) else {
-                let code = if text.is_empty() { ecr::LayerFailureCode::MissingLayerDigest } else { ecr::LayerFailureCode::InvalidLayerDigest };
+                let code = if text.is_empty() {
+                    ecr::LayerFailureCode::MissingLayerDigest
+                } else {
+                    ecr::LayerFailureCode::InvalidLayerDigest
+                };
                 failures.push(ecr::LayerFailure {
                     layer_digest: Some(text),
                     failure_code: Some(code),
@@ -576,7 +760,10 @@ impl Registry {
                 media_type: None,
             });
         }
-        Ok(ecr::BatchCheckLayerAvailabilityResponse { layers: Some(layers), failures: Some(failures) })
+        Ok(ecr::BatchCheckLayerAvailabilityResponse {
+            layers: Some(layers),
+            failures: Some(failures),
+        })
     }
 
     fn initiate_layer_upload(
@@ -584,16 +771,26 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::InitiateLayerUploadRequest,
     ) -> Result<ecr::InitiateLayerUploadResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
-        self.start_upload(&repo.value.name, caller.fresh_id, caller.now_ms).map_err(api)?;
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
+        self.start_upload(&repo.value.name, caller.fresh_id, caller.now_ms)
+            .map_err(api)?;
         Ok(ecr::InitiateLayerUploadResponse {
             upload_id: Some(caller.fresh_id.to_owned()),
             part_size: Some(PART_SIZE_BYTES),
         })
     }
 
-    async fn upload_layer_part(&self, request: ecr::UploadLayerPartRequest) -> Result<ecr::UploadLayerPartResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+    async fn upload_layer_part(
+        &self,
+        request: ecr::UploadLayerPartRequest,
+    ) -> Result<ecr::UploadLayerPartResponse, ApiError> {
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let name = repo.value.name;
         let upload_id = request.upload_id.unwrap_or_default();
         let data = STANDARD
@@ -618,7 +815,10 @@ impl Registry {
                 format!("the part holds {} bytes, but partFirstByte {first} and partLastByte {last} say otherwise", data.len()),
             ));
         }
-        upload.write(Bytes::from(data)).await.map_err(|e| api(e.into()))?;
+        upload
+            .write(Bytes::from(data))
+            .await
+            .map_err(|e| api(e.into()))?;
         Ok(ecr::UploadLayerPartResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(name),
@@ -632,18 +832,26 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::CompleteLayerUploadRequest,
     ) -> Result<ecr::CompleteLayerUploadResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let name = repo.value.name;
         let upload_id = request.upload_id.unwrap_or_default();
         let digests = request.layer_digests.unwrap_or_default();
         let [digest] = digests.as_slice() else {
             return Err(invalid("layerDigests must name exactly one digest"));
         };
-        let digest = Digest::parse(digest).map_err(|error| invalid(format!("layerDigests: {error}")))?;
+        let digest =
+            Digest::parse(digest).map_err(|error| invalid(format!("layerDigests: {error}")))?;
         let upload = self.upload(&name, &upload_id).await.map_err(api)?;
         let mut upload = upload.lock().await;
         if upload.size() == 0 {
-            return Err(ApiError::new("EmptyUploadException", 400, format!("upload {upload_id} holds no data")));
+            return Err(ApiError::new(
+                "EmptyUploadException",
+                400,
+                format!("upload {upload_id} holds no data"),
+            ));
         }
         if self.blob_size(&name, &digest).is_ok() {
             self.cancel_upload(&mut upload).await;
@@ -653,7 +861,10 @@ impl Registry {
                 format!("the layer {digest} already exists in the repository with name '{name}'"),
             ));
         }
-        match self.complete_upload(&mut upload, &digest, caller.now_ms).await {
+        match self
+            .complete_upload(&mut upload, &digest, caller.now_ms)
+            .await
+        {
             Ok(_) => {}
             Err(RegistryError::DigestMismatch { expected, actual }) => {
                 return Err(ApiError::new(
@@ -677,22 +888,32 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::GetDownloadUrlForLayerRequest,
     ) -> Result<ecr::GetDownloadUrlForLayerResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let name = repo.value.name;
         let text = request.layer_digest.unwrap_or_default();
-        let digest = Digest::parse(&text).map_err(|error| invalid(format!("layerDigest: {error}")))?;
+        let digest =
+            Digest::parse(&text).map_err(|error| invalid(format!("layerDigest: {error}")))?;
         match self.blob_size(&name, &digest) {
             Ok(_) => {}
             Err(RegistryError::BlobUnknown(_)) => {
                 return Err(ApiError::new(
                     "LayersNotFoundException",
                     400,
-                    format!("the layer {digest} does not exist in the repository with name '{name}'"),
+                    format!(
+                        "the layer {digest} does not exist in the repository with name '{name}'"
+                    ),
                 ))
             }
             Err(other) => return Err(api(other)),
         }
-        let referenced = self.images(&name).map_err(api)?.iter().any(|image| image.blobs.contains(&digest));
+        let referenced = self
+            .images(&name)
+            .map_err(api)?
+            .iter()
+            .any(|image| image.blobs.contains(&digest));
         if !referenced {
             return Err(ApiError::new(
                 "LayerInaccessibleException",
@@ -702,7 +923,10 @@ impl Registry {
         }
         let (token, _) = self.issue_token(caller.principal_arn, caller.now_ms);
         Ok(ecr::GetDownloadUrlForLayerResponse {
-            download_url: Some(format!("http://{}/v2/{name}/blobs/{digest}?token={token}", self.host)),
+            download_url: Some(format!(
+                "http://{}/v2/{name}/blobs/{digest}?token={token}",
+                self.host
+            )),
             layer_digest: Some(digest.to_string()),
         })
     }
@@ -729,8 +953,13 @@ impl Registry {
         &self,
         request: ecr::PutImageTagMutabilityRequest,
     ) -> Result<ecr::PutImageTagMutabilityResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
-        let mutability = request.image_tag_mutability.unwrap_or(ecr::ImageTagMutability::Mutable);
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
+        let mutability = request
+            .image_tag_mutability
+            .unwrap_or(ecr::ImageTagMutability::Mutable);
         self.update_repository(&repo.value.name, |record| {
             record.tag_mutability = mutability.as_str().to_owned();
             Ok(())
@@ -761,9 +990,16 @@ impl Registry {
         &self,
         request: ecr::PutLifecyclePolicyRequest,
     ) -> Result<ecr::PutLifecyclePolicyResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?;
+        let repo = self.named(
+            request.registry_id.as_ref(),
+            request.repository_name.as_ref(),
+        )?;
         let text = request.lifecycle_policy_text.unwrap_or_default();
-        lifecycle::parse(&text).map_err(|message| invalid(format!("Invalid parameter at 'LifecyclePolicyText': {message}")))?;
+        lifecycle::parse(&text).map_err(|message| {
+            invalid(format!(
+                "Invalid parameter at 'LifecyclePolicyText': {message}"
+            ))
+        })?;
         self.update_repository(&repo.value.name, |record| {
             record.lifecycle_policy_text = Some(text.clone());
             Ok(())
@@ -776,9 +1012,20 @@ impl Registry {
         })
     }
 
-    fn get_lifecycle_policy(&self, request: ecr::GetLifecyclePolicyRequest) -> Result<ecr::GetLifecyclePolicyResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?.value;
-        let text = repo.lifecycle_policy_text.clone().ok_or_else(|| self.no_lifecycle_policy(&repo.name))?;
+    fn get_lifecycle_policy(
+        &self,
+        request: ecr::GetLifecyclePolicyRequest,
+    ) -> Result<ecr::GetLifecyclePolicyResponse, ApiError> {
+        let repo = self
+            .named(
+                request.registry_id.as_ref(),
+                request.repository_name.as_ref(),
+            )?
+            .value;
+        let text = repo
+            .lifecycle_policy_text
+            .clone()
+            .ok_or_else(|| self.no_lifecycle_policy(&repo.name))?;
         Ok(ecr::GetLifecyclePolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(repo.name),
@@ -791,11 +1038,19 @@ impl Registry {
         &self,
         request: ecr::DeleteLifecyclePolicyRequest,
     ) -> Result<ecr::DeleteLifecyclePolicyResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?.value;
+        let repo = self
+            .named(
+                request.registry_id.as_ref(),
+                request.repository_name.as_ref(),
+            )?
+            .value;
         let name = repo.name.clone();
         let (text, evaluated) = self
             .update_repository(&name, |record| {
-                let text = record.lifecycle_policy_text.take().ok_or_else(|| self.no_lifecycle_policy(&name))?;
+                let text = record
+                    .lifecycle_policy_text
+                    .take()
+                    .ok_or_else(|| self.no_lifecycle_policy(&name))?;
                 Ok((text, record.lifecycle_evaluated_at_ms.take()))
             })
             .await?;
@@ -817,12 +1072,18 @@ impl Registry {
         let images = self.images_with_tags(repository)?;
         let facts: Vec<ImageFacts> = images
             .iter()
-            .map(|(image, tags)| ImageFacts { digest: image.digest.clone(), tags: tags.clone(), pushed_at_ms: image.pushed_at_ms })
+            .map(|(image, tags)| ImageFacts {
+                digest: image.digest.clone(),
+                tags: tags.clone(),
+                pushed_at_ms: image.pushed_at_ms,
+            })
             .collect();
         Ok(lifecycle::evaluate(policy, &facts, now_ms)
             .into_iter()
             .filter_map(|expiry| {
-                let (image, tags) = images.iter().find(|(image, _)| image.digest == expiry.digest)?;
+                let (image, tags) = images
+                    .iter()
+                    .find(|(image, _)| image.digest == expiry.digest)?;
                 Some(PreviewEntry {
                     digest: expiry.digest,
                     tags: tags.clone(),
@@ -838,15 +1099,31 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::StartLifecyclePolicyPreviewRequest,
     ) -> Result<ecr::StartLifecyclePolicyPreviewResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?.value;
+        let repo = self
+            .named(
+                request.registry_id.as_ref(),
+                request.repository_name.as_ref(),
+            )?
+            .value;
         let text = match request.lifecycle_policy_text {
             Some(text) => text,
-            None => repo.lifecycle_policy_text.clone().ok_or_else(|| self.no_lifecycle_policy(&repo.name))?,
+            None => repo
+                .lifecycle_policy_text
+                .clone()
+                .ok_or_else(|| self.no_lifecycle_policy(&repo.name))?,
         };
-        let policy = lifecycle::parse(&text)
-            .map_err(|message| invalid(format!("Invalid parameter at 'LifecyclePolicyText': {message}")))?;
-        let expiring = self.evaluate_policy(&repo.name, &policy, caller.now_ms).map_err(api)?;
-        let preview = PreviewRecord { policy_text: text.clone(), expiring };
+        let policy = lifecycle::parse(&text).map_err(|message| {
+            invalid(format!(
+                "Invalid parameter at 'LifecyclePolicyText': {message}"
+            ))
+        })?;
+        let expiring = self
+            .evaluate_policy(&repo.name, &policy, caller.now_ms)
+            .map_err(api)?;
+        let preview = PreviewRecord {
+            policy_text: text.clone(),
+            expiring,
+        };
         self.update_repository(&repo.name, |record| {
             record.lifecycle_preview = Some(preview.clone());
             Ok(())
@@ -864,15 +1141,26 @@ impl Registry {
         &self,
         request: ecr::GetLifecyclePolicyPreviewRequest,
     ) -> Result<ecr::GetLifecyclePolicyPreviewResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?.value;
+        let repo = self
+            .named(
+                request.registry_id.as_ref(),
+                request.repository_name.as_ref(),
+            )?
+            .value;
         let preview = repo.lifecycle_preview.clone().ok_or_else(|| {
             ApiError::new(
                 "LifecyclePolicyPreviewNotFoundException",
                 400,
-                format!("There is no lifecycle policy preview for the repository with name '{}'", repo.name),
+                format!(
+                    "There is no lifecycle policy preview for the repository with name '{}'",
+                    repo.name
+                ),
             )
         })?;
-        let status = request.filter.and_then(|f| f.tag_status).unwrap_or(ecr::TagStatus::Any);
+        let status = request
+            .filter
+            .and_then(|f| f.tag_status)
+            .unwrap_or(ecr::TagStatus::Any);
         let results: Vec<ecr::LifecyclePolicyPreviewResult> = preview
             .expiring
             .iter()
@@ -885,7 +1173,10 @@ impl Registry {
                 request.image_ids.as_ref().is_none_or(|ids| {
                     ids.iter().any(|id| {
                         id.image_digest.as_deref() == Some(&entry.digest.to_string())
-                            || id.image_tag.as_ref().is_some_and(|t| entry.tags.contains(t))
+                            || id
+                                .image_tag
+                                .as_ref()
+                                .is_some_and(|t| entry.tags.contains(t))
                     })
                 })
             })
@@ -934,7 +1225,12 @@ impl Registry {
         &self,
         request: ecr::SetRepositoryPolicyRequest,
     ) -> Result<ecr::SetRepositoryPolicyResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?.value;
+        let repo = self
+            .named(
+                request.registry_id.as_ref(),
+                request.repository_name.as_ref(),
+            )?
+            .value;
         let text = request.policy_text.unwrap_or_default();
         check_repository_policy(&text)?;
         self.update_repository(&repo.name, |record| {
@@ -949,9 +1245,20 @@ impl Registry {
         })
     }
 
-    fn get_repository_policy(&self, request: ecr::GetRepositoryPolicyRequest) -> Result<ecr::GetRepositoryPolicyResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?.value;
-        let text = repo.policy_text.clone().ok_or_else(|| self.no_repository_policy(&repo.name))?;
+    fn get_repository_policy(
+        &self,
+        request: ecr::GetRepositoryPolicyRequest,
+    ) -> Result<ecr::GetRepositoryPolicyResponse, ApiError> {
+        let repo = self
+            .named(
+                request.registry_id.as_ref(),
+                request.repository_name.as_ref(),
+            )?
+            .value;
+        let text = repo
+            .policy_text
+            .clone()
+            .ok_or_else(|| self.no_repository_policy(&repo.name))?;
         Ok(ecr::GetRepositoryPolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(repo.name),
@@ -963,10 +1270,20 @@ impl Registry {
         &self,
         request: ecr::DeleteRepositoryPolicyRequest,
     ) -> Result<ecr::DeleteRepositoryPolicyResponse, ApiError> {
-        let repo = self.named(request.registry_id.as_ref(), request.repository_name.as_ref())?.value;
+        let repo = self
+            .named(
+                request.registry_id.as_ref(),
+                request.repository_name.as_ref(),
+            )?
+            .value;
         let name = repo.name.clone();
         let text = self
-            .update_repository(&name, |record| record.policy_text.take().ok_or_else(|| self.no_repository_policy(&name)))
+            .update_repository(&name, |record| {
+                record
+                    .policy_text
+                    .take()
+                    .ok_or_else(|| self.no_repository_policy(&name))
+            })
             .await?;
         Ok(ecr::DeleteRepositoryPolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
@@ -980,23 +1297,34 @@ impl Registry {
     /// The repository an ARN names.
     fn repository_of_arn(&self, arn: Option<&String>) -> Result<String, ApiError> {
         let text = arn.map_or("", String::as_str);
-        let bad = || invalid(format!("Invalid parameter at 'resourceArn': {text:?} is not a repository ARN of this registry"));
+        let bad = || {
+            invalid(format!("Invalid parameter at 'resourceArn': {text:?} is not a repository ARN of this registry"))
+        };
         let parsed = Arn::parse(text).ok_or_else(bad)?;
         let (kind, name) = parsed.resource_parts();
-        if parsed.service != "ecr" || kind != "repository" || parsed.region != self.scope.region || parsed.account_id != self.scope.account_id {
+        if parsed.service != "ecr"
+            || kind != "repository"
+            || parsed.region != self.scope.region
+            || parsed.account_id != self.scope.account_id
+        {
             return Err(bad());
         }
         self.repository(name).map_err(api)?;
         Ok(name.to_owned())
     }
 
-    async fn tag_resource(&self, request: ecr::TagResourceRequest) -> Result<ecr::TagResourceResponse, ApiError> {
+    async fn tag_resource(
+        &self,
+        request: ecr::TagResourceRequest,
+    ) -> Result<ecr::TagResourceResponse, ApiError> {
         let name = self.repository_of_arn(request.resource_arn.as_ref())?;
         let tags = request.tags.unwrap_or_default();
         check_resource_tags(&tags)?;
         self.update_repository(&name, |record| {
             for tag in &tags {
-                record.resource_tags.retain(|existing| existing.key != tag.key);
+                record
+                    .resource_tags
+                    .retain(|existing| existing.key != tag.key);
                 record.resource_tags.push(tag.clone());
             }
             if record.resource_tags.len() > RESOURCE_TAGS_MAX {
@@ -1012,41 +1340,58 @@ impl Registry {
         Ok(ecr::TagResourceResponse {})
     }
 
-    async fn untag_resource(&self, request: ecr::UntagResourceRequest) -> Result<ecr::UntagResourceResponse, ApiError> {
+    async fn untag_resource(
+        &self,
+        request: ecr::UntagResourceRequest,
+    ) -> Result<ecr::UntagResourceResponse, ApiError> {
         let name = self.repository_of_arn(request.resource_arn.as_ref())?;
         let keys_to_remove = request.tag_keys.unwrap_or_default();
         self.update_repository(&name, |record| {
-            record.resource_tags.retain(|tag| !tag.key.as_ref().is_some_and(|k| keys_to_remove.contains(k)));
+            record
+                .resource_tags
+                .retain(|tag| !tag.key.as_ref().is_some_and(|k| keys_to_remove.contains(k)));
             Ok(())
         })
         .await?;
         Ok(ecr::UntagResourceResponse {})
     }
 
-    fn list_tags_for_resource(&self, request: ecr::ListTagsForResourceRequest) -> Result<ecr::ListTagsForResourceResponse, ApiError> {
+    fn list_tags_for_resource(
+        &self,
+        request: ecr::ListTagsForResourceRequest,
+    ) -> Result<ecr::ListTagsForResourceResponse, ApiError> {
         let name = self.repository_of_arn(request.resource_arn.as_ref())?;
         let repo = self.repository(&name).map_err(api)?.value;
-        Ok(ecr::ListTagsForResourceResponse { tags: Some(repo.resource_tags) })
+        Ok(ecr::ListTagsForResourceResponse {
+            tags: Some(repo.resource_tags),
+        })
     }
 
     /// Applies every repository's lifecycle policy at `now_ms`; returns how
     /// many images were expired.
     pub async fn apply_lifecycle_policies(&self, now_ms: u64) -> Result<usize, RegistryError> {
-        let repositories: Vec<RepositoryRecord> = records::list_all(&*self.store, keys::REPOSITORIES, REPOSITORY_ITEMS_MAX)?
-            .iter()
-            .map(records::decode)
-            .collect::<Result<_, _>>()?;
+        let repositories: Vec<RepositoryRecord> =
+            records::list_all(&*self.store, keys::REPOSITORIES, REPOSITORY_ITEMS_MAX)?
+                .iter()
+                .map(records::decode)
+                .collect::<Result<_, _>>()?;
         let mut expired = 0;
         for repo in repositories {
-            let Some(text) = &repo.lifecycle_policy_text else { continue };
-            let Ok(policy) = lifecycle::parse(text) else { continue };
+            let Some(text) = &repo.lifecycle_policy_text else {
+                continue;
+            };
+            let Ok(policy) = lifecycle::parse(text) else {
+                continue;
+            };
             for entry in self.evaluate_policy(&repo.name, &policy, now_ms)? {
                 match self.delete_image(&repo.name, &entry.digest).await {
                     Ok(()) => {
                         expired += 1;
                         tracing::info!(repository = %repo.name, digest = %entry.digest, rule = entry.rule_priority, "lifecycle policy expired an image");
                     }
-                    Err(RegistryError::ManifestUnknown(_) | RegistryError::ReferencedByIndex(_)) => {}
+                    Err(
+                        RegistryError::ManifestUnknown(_) | RegistryError::ReferencedByIndex(_),
+                    ) => {}
                     Err(other) => return Err(other),
                 }
             }
@@ -1072,39 +1417,63 @@ fn find_image<'a>(
 ) -> Result<&'a (ImageRecord, Vec<String>), (ecr::ImageFailureCode, String)> {
     let by_digest = match &id.image_digest {
         Some(text) => {
-            let digest = Digest::parse(text)
-                .map_err(|error| (ecr::ImageFailureCode::InvalidImageDigest, format!("Invalid image digest: {error}")))?;
+            let digest = Digest::parse(text).map_err(|error| {
+                (
+                    ecr::ImageFailureCode::InvalidImageDigest,
+                    format!("Invalid image digest: {error}"),
+                )
+            })?;
             Some(images.iter().find(|(image, _)| image.digest == digest))
         }
         None => None,
     };
     let by_tag = match &id.image_tag {
         Some(tag) if tag.is_empty() || tag.len() > 300 => {
-            return Err((ecr::ImageFailureCode::InvalidImageTag, "Invalid image tag".to_owned()))
+            return Err((
+                ecr::ImageFailureCode::InvalidImageTag,
+                "Invalid image tag".to_owned(),
+            ))
         }
         Some(tag) => Some(images.iter().find(|(_, tags)| tags.contains(tag))),
         None => None,
     };
-    let not_found = || (ecr::ImageFailureCode::ImageNotFound, "Requested image not found".to_owned());
+    let not_found = || {
+        (
+            ecr::ImageFailureCode::ImageNotFound,
+            "Requested image not found".to_owned(),
+        )
+    };
     match (by_digest, by_tag) {
-        (None, None) => Err((ecr::ImageFailureCode::MissingDigestAndTag, "Neither a digest nor a tag was given".to_owned())),
+        (None, None) => Err((
+            ecr::ImageFailureCode::MissingDigestAndTag,
+            "Neither a digest nor a tag was given".to_owned(),
+        )),
         (Some(found), None) | (None, Some(found)) => found.ok_or_else(not_found),
         (Some(Some(a)), Some(Some(b))) if a.0.digest == b.0.digest => Ok(a),
-        (Some(Some(_)), Some(Some(_))) => {
-            Err((ecr::ImageFailureCode::ImageTagDoesNotMatchDigest, "The tag does not name the given digest".to_owned()))
-        }
+        (Some(Some(_)), Some(Some(_))) => Err((
+            ecr::ImageFailureCode::ImageTagDoesNotMatchDigest,
+            "The tag does not name the given digest".to_owned(),
+        )),
         _ => Err(not_found()),
     }
 }
 
 fn check_resource_tags(tags: &[ecr::Tag]) -> Result<(), ApiError> {
     if tags.len() > RESOURCE_TAGS_MAX {
-        return Err(ApiError::new("TooManyTagsException", 400, format!("at most {RESOURCE_TAGS_MAX} tags")));
+        return Err(ApiError::new(
+            "TooManyTagsException",
+            400,
+            format!("at most {RESOURCE_TAGS_MAX} tags"),
+        ));
     }
     for tag in tags {
         let key = tag.key.as_deref().unwrap_or_default();
         let value = tag.value.as_deref().unwrap_or_default();
-        if key.is_empty() || key.chars().count() > TAG_KEY_MAX_CHARS || value.chars().count() > TAG_VALUE_MAX_CHARS || key.starts_with("aws:") {
+        if key.is_empty()
+            || key.chars().count() > TAG_KEY_MAX_CHARS
+            || value.chars().count() > TAG_VALUE_MAX_CHARS
+            || key.starts_with("aws:")
+        {
             return Err(ApiError::new(
                 "InvalidTagParameterException",
                 400,
@@ -1117,7 +1486,9 @@ fn check_resource_tags(tags: &[ecr::Tag]) -> Result<(), ApiError> {
 
 /// A repository policy must at least be an IAM policy document in shape.
 fn check_repository_policy(text: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| invalid(format!("Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid repository policy provided': {why}"));
+    let bad = |why: &str| {
+        invalid(format!("Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid repository policy provided': {why}"))
+    };
     if text.len() > REPOSITORY_POLICY_MAX_CHARS {
         return Err(bad("the policy is too long"));
     }

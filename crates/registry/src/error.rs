@@ -12,7 +12,9 @@ use crate::manifest::ManifestError;
 pub enum RegistryError {
     #[error("invalid repository name {0:?}")]
     NameInvalid(String),
-    #[error("The repository with name '{name}' does not exist in the registry with id '{registry_id}'")]
+    #[error(
+        "The repository with name '{name}' does not exist in the registry with id '{registry_id}'"
+    )]
     RepositoryNotFound { name: String, registry_id: String },
     #[error("blob {0} is not known to this repository")]
     BlobUnknown(Digest),
@@ -35,8 +37,15 @@ pub enum RegistryError {
     #[error("The image tag '{tag}' already exists in the '{repository}' repository and cannot be overwritten because the repository is immutable.")]
     TagImmutable { tag: String, repository: String },
     #[error("upload {upload} has {size} bytes; a part starting at byte {first_byte} does not follow them")]
-    RangeInvalid { upload: String, size: u64, first_byte: u64 },
-    #[error("the upload is larger than the limit of {} bytes", crate::blobs::BLOB_SIZE_MAX_BYTES)]
+    RangeInvalid {
+        upload: String,
+        size: u64,
+        first_byte: u64,
+    },
+    #[error(
+        "the upload is larger than the limit of {} bytes",
+        crate::blobs::BLOB_SIZE_MAX_BYTES
+    )]
     TooLarge,
     #[error("too many uploads are in progress; try again later")]
     TooManyUploads,
@@ -57,12 +66,16 @@ impl RegistryError {
             RegistryError::RepositoryNotFound { .. } => ("NAME_UNKNOWN", 404),
             RegistryError::BlobUnknown(_) => ("BLOB_UNKNOWN", 404),
             RegistryError::UploadUnknown(_) => ("BLOB_UPLOAD_UNKNOWN", 404),
-            RegistryError::DigestInvalid(_) | RegistryError::DigestMismatch { .. } => ("DIGEST_INVALID", 400),
+            RegistryError::DigestInvalid(_) | RegistryError::DigestMismatch { .. } => {
+                ("DIGEST_INVALID", 400)
+            }
             RegistryError::ManifestInvalid(_) => ("MANIFEST_INVALID", 400),
             RegistryError::ManifestUnsupported(_) => ("MANIFEST_INVALID", 415),
             RegistryError::ManifestBlobUnknown(_) => ("MANIFEST_BLOB_UNKNOWN", 400),
             RegistryError::ManifestUnknown(_) => ("MANIFEST_UNKNOWN", 404),
-            RegistryError::TagInvalid(_) | RegistryError::TagImmutable { .. } => ("TAG_INVALID", 400),
+            RegistryError::TagInvalid(_) | RegistryError::TagImmutable { .. } => {
+                ("TAG_INVALID", 400)
+            }
             RegistryError::RangeInvalid { .. } => ("BLOB_UPLOAD_INVALID", 416),
             RegistryError::TooLarge => ("SIZE_INVALID", 413),
             RegistryError::TooManyUploads => ("TOOMANYREQUESTS", 429),
@@ -76,9 +89,9 @@ impl RegistryError {
     pub fn to_api_error(&self) -> ApiError {
         let message = self.to_string();
         let (code, status) = match self {
-            RegistryError::NameInvalid(_) | RegistryError::DigestInvalid(_) | RegistryError::TagInvalid(_) => {
-                ("InvalidParameterException", 400)
-            }
+            RegistryError::NameInvalid(_)
+            | RegistryError::DigestInvalid(_)
+            | RegistryError::TagInvalid(_) => ("InvalidParameterException", 400),
             RegistryError::RepositoryNotFound { .. } => ("RepositoryNotFoundException", 400),
             RegistryError::BlobUnknown(_) => ("LayersNotFoundException", 400),
             RegistryError::UploadUnknown(_) => ("UploadNotFoundException", 400),
@@ -89,7 +102,9 @@ impl RegistryError {
             RegistryError::ManifestUnknown(_) => ("ImageNotFoundException", 400),
             RegistryError::TagImmutable { .. } => ("ImageTagAlreadyExistsException", 400),
             RegistryError::RangeInvalid { .. } => ("InvalidLayerPartException", 400),
-            RegistryError::TooLarge | RegistryError::TooManyUploads => ("LimitExceededException", 400),
+            RegistryError::TooLarge | RegistryError::TooManyUploads => {
+                ("LimitExceededException", 400)
+            }
             RegistryError::ReferencedByIndex(_) => ("InvalidParameterException", 400),
             RegistryError::Unsupported(_) => ("ValidationException", 400),
             RegistryError::Internal(_) => ("ServerException", 500),
@@ -108,7 +123,9 @@ impl From<BlobError> for RegistryError {
     fn from(error: BlobError) -> Self {
         match error {
             BlobError::UploadUnknown(id) => RegistryError::UploadUnknown(id),
-            BlobError::DigestMismatch { expected, actual } => RegistryError::DigestMismatch { expected, actual },
+            BlobError::DigestMismatch { expected, actual } => {
+                RegistryError::DigestMismatch { expected, actual }
+            }
             BlobError::TooLarge => RegistryError::TooLarge,
             BlobError::TooManyUploads => RegistryError::TooManyUploads,
             BlobError::Io { .. } => {
@@ -122,7 +139,9 @@ impl From<BlobError> for RegistryError {
 impl From<ManifestError> for RegistryError {
     fn from(error: ManifestError) -> Self {
         match error {
-            ManifestError::UnsupportedMediaType(media_type) => RegistryError::ManifestUnsupported(media_type),
+            ManifestError::UnsupportedMediaType(media_type) => {
+                RegistryError::ManifestUnsupported(media_type)
+            }
             other => RegistryError::ManifestInvalid(other.to_string()),
         }
     }

@@ -36,26 +36,36 @@ pub struct GcReport {
 impl Registry {
     /// Collects what nothing needs any more. Layer links younger than
     /// `link_grace_ms` are kept even when no image references them yet.
-    pub async fn collect_garbage(&self, now_ms: u64, link_grace_ms: u64) -> Result<GcReport, RegistryError> {
+    pub async fn collect_garbage(
+        &self,
+        now_ms: u64,
+        link_grace_ms: u64,
+    ) -> Result<GcReport, RegistryError> {
         let _exclusive = self.gc_lock.write().await;
         let mut report = GcReport::default();
         let store = &*self.store;
-        let repositories: BTreeSet<String> = records::list_all(store, keys::REPOSITORIES, COLLECT_ITEMS_MAX)?
-            .into_iter()
-            .map(|entry| entry.key[keys::REPOSITORIES.len()..].to_owned())
-            .collect();
+        let repositories: BTreeSet<String> =
+            records::list_all(store, keys::REPOSITORIES, COLLECT_ITEMS_MAX)?
+                .into_iter()
+                .map(|entry| entry.key[keys::REPOSITORIES.len()..].to_owned())
+                .collect();
 
         // Blobs each repository's images reference.
         let mut referenced: BTreeMap<String, BTreeSet<Digest>> = BTreeMap::new();
         let mut doomed: Vec<(String, u64)> = Vec::new();
         for entry in records::list_all(store, keys::IMAGES, COLLECT_ITEMS_MAX)? {
-            let Some((repository, _)) = keys::split(keys::IMAGES, &entry.key) else { continue };
+            let Some((repository, _)) = keys::split(keys::IMAGES, &entry.key) else {
+                continue;
+            };
             if !repositories.contains(&repository) {
                 doomed.push((entry.key.clone(), entry.mod_revision));
                 continue;
             }
             let image: ImageRecord = records::decode(&entry)?;
-            referenced.entry(repository).or_default().extend(image.blobs);
+            referenced
+                .entry(repository)
+                .or_default()
+                .extend(image.blobs);
         }
         for entry in records::list_all(store, keys::TAGS, COLLECT_ITEMS_MAX)? {
             match keys::split(keys::TAGS, &entry.key) {
@@ -68,7 +78,9 @@ impl Registry {
         let mut live: BTreeSet<Digest> = BTreeSet::new();
         let mut unlinked = 0;
         for entry in records::list_all(store, keys::LAYERS, COLLECT_ITEMS_MAX)? {
-            let Some((repository, digest)) = keys::split(keys::LAYERS, &entry.key) else { continue };
+            let Some((repository, digest)) = keys::split(keys::LAYERS, &entry.key) else {
+                continue;
+            };
             let Ok(digest) = Digest::parse(&digest) else {
                 doomed.push((entry.key.clone(), entry.mod_revision));
                 continue;
@@ -79,7 +91,9 @@ impl Registry {
                 continue;
             }
             let link: LayerRecord = records::decode(&entry)?;
-            let needed = referenced.get(&repository).is_some_and(|blobs| blobs.contains(&digest));
+            let needed = referenced
+                .get(&repository)
+                .is_some_and(|blobs| blobs.contains(&digest));
             if needed || now_ms.saturating_sub(link.linked_at_ms) < link_grace_ms {
                 live.insert(digest);
             } else {
@@ -112,7 +126,9 @@ impl Registry {
             report.blobs_removed += 1;
             report.bytes_freed += size;
         }
-        report.uploads_removed = self.blobs.collect_uploads(now_ms.saturating_sub(UPLOAD_MAX_AGE_MS));
+        report.uploads_removed = self
+            .blobs
+            .collect_uploads(now_ms.saturating_sub(UPLOAD_MAX_AGE_MS));
         if report != GcReport::default() {
             tracing::info!(?report, "registry garbage collected");
         }
@@ -122,13 +138,23 @@ impl Registry {
     /// Removes a repository's images, tags and layer links in bounded
     /// batches (the repository record itself is the caller's).
     pub(crate) async fn remove_contents(&self, repository: &str) -> Result<(), RegistryError> {
-        for prefix in [keys::images_of(repository), keys::tags_of(repository), keys::layers_of(repository)] {
+        for prefix in [
+            keys::images_of(repository),
+            keys::tags_of(repository),
+            keys::layers_of(repository),
+        ] {
             loop {
-                let page = self.store.list(&prefix, None, TXN_OPS_MAX).map_err(records::store_error)?;
+                let page = self
+                    .store
+                    .list(&prefix, None, TXN_OPS_MAX)
+                    .map_err(records::store_error)?;
                 if page.entries.is_empty() {
                     break;
                 }
-                let txn = page.entries.iter().fold(Txn::new(), |txn, entry| txn.delete(entry.key.clone()));
+                let txn = page
+                    .entries
+                    .iter()
+                    .fold(Txn::new(), |txn, entry| txn.delete(entry.key.clone()));
                 self.store.commit(txn).await.map_err(records::store_error)?;
             }
         }

@@ -115,14 +115,26 @@ pub struct Registry {
 
 impl Registry {
     /// Opens the registry whose blobs and token key live under `dir`.
-    pub fn open(store: Arc<dyn Store>, scope: Scope, dir: &Path, host: String) -> Result<Self, RegistryError> {
+    pub fn open(
+        store: Arc<dyn Store>,
+        scope: Scope,
+        dir: &Path,
+        host: String,
+    ) -> Result<Self, RegistryError> {
         let blobs = BlobStore::open(dir)?;
         let key_path = dir.join("token.key");
         let tokens = token::TokenKey::load_or_create(&key_path, token::random_key).map_err(|error| {
             tracing::error!(path = %key_path.display(), %error, "cannot read or create the token key");
             RegistryError::Internal(format!("cannot read or create the token key {}", key_path.display()))
         })?;
-        Ok(Self { store, blobs, scope, host, tokens, gc_lock: tokio::sync::RwLock::new(()) })
+        Ok(Self {
+            store,
+            blobs,
+            scope,
+            host,
+            tokens,
+            gc_lock: tokio::sync::RwLock::new(()),
+        })
     }
 
     pub fn scope(&self) -> &Scope {
@@ -144,18 +156,27 @@ impl Registry {
 
     /// A registry token for `principal_arn`: (token, expiry in ms).
     pub fn issue_token(&self, principal_arn: &str, now_ms: u64) -> (String, u64) {
-        let (token, claims) = self.tokens.issue(principal_arn, &self.scope.account_id, now_ms);
+        let (token, claims) = self
+            .tokens
+            .issue(principal_arn, &self.scope.account_id, now_ms);
         (token, claims.expires_at_ms)
     }
 
     /// The principal a valid, unexpired token was issued to.
-    pub fn verify_token(&self, token: &str, now_ms: u64) -> Result<token::Claims, token::TokenError> {
+    pub fn verify_token(
+        &self,
+        token: &str,
+        now_ms: u64,
+    ) -> Result<token::Claims, token::TokenError> {
         self.tokens.verify(token, now_ms)
     }
 
     // ---- repositories ----------------------------------------------------
 
-    fn repository(&self, name: &str) -> Result<records::Versioned<RepositoryRecord>, RegistryError> {
+    fn repository(
+        &self,
+        name: &str,
+    ) -> Result<records::Versioned<RepositoryRecord>, RegistryError> {
         if !names::valid_repository_name(name) {
             return Err(RegistryError::NameInvalid(name.chars().take(300).collect()));
         }
@@ -163,17 +184,28 @@ impl Registry {
     }
 
     fn not_found(&self, name: &str) -> RegistryError {
-        RegistryError::RepositoryNotFound { name: name.to_owned(), registry_id: self.scope.account_id.clone() }
+        RegistryError::RepositoryNotFound {
+            name: name.to_owned(),
+            registry_id: self.scope.account_id.clone(),
+        }
     }
 
     /// Repository names after `last`, at most `n`, and whether more follow.
-    pub fn catalog(&self, n: usize, last: Option<&str>) -> Result<(Vec<String>, bool), RegistryError> {
+    pub fn catalog(
+        &self,
+        n: usize,
+        last: Option<&str>,
+    ) -> Result<(Vec<String>, bool), RegistryError> {
         let after = last.map(keys::repository);
         let page = self
             .store
             .list(keys::REPOSITORIES, after.as_deref(), n.min(LIST_PAGE_MAX))
             .map_err(records::store_error)?;
-        let names = page.entries.iter().map(|e| e.key[keys::REPOSITORIES.len()..].to_owned()).collect();
+        let names = page
+            .entries
+            .iter()
+            .map(|e| e.key[keys::REPOSITORIES.len()..].to_owned())
+            .collect();
         Ok((names, page.more))
     }
 
@@ -182,7 +214,10 @@ impl Registry {
     /// The size of a blob readable in `repository`.
     pub fn blob_size(&self, repository: &str, digest: &Digest) -> Result<u64, RegistryError> {
         self.repository(repository)?;
-        let linked = self.store.get(&keys::layer(repository, digest)).map_err(records::store_error)?;
+        let linked = self
+            .store
+            .get(&keys::layer(repository, digest))
+            .map_err(records::store_error)?;
         match (linked, self.blobs.size(digest)) {
             (Some(_), Some(size)) => Ok(size),
             _ => Err(RegistryError::BlobUnknown(digest.clone())),
@@ -190,14 +225,27 @@ impl Registry {
     }
 
     /// Opens a blob readable in `repository`, with its size.
-    pub async fn open_blob(&self, repository: &str, digest: &Digest) -> Result<(tokio::fs::File, u64), RegistryError> {
+    pub async fn open_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<(tokio::fs::File, u64), RegistryError> {
         let size = self.blob_size(repository, digest)?;
-        let file = self.blobs.open_blob(digest).await.map_err(|_| RegistryError::BlobUnknown(digest.clone()))?;
+        let file = self
+            .blobs
+            .open_blob(digest)
+            .await
+            .map_err(|_| RegistryError::BlobUnknown(digest.clone()))?;
         Ok((file, size))
     }
 
     /// Starts an upload into `repository` under the fresh id `upload_id`.
-    pub fn start_upload(&self, repository: &str, upload_id: &str, now_ms: u64) -> Result<(), RegistryError> {
+    pub fn start_upload(
+        &self,
+        repository: &str,
+        upload_id: &str,
+        now_ms: u64,
+    ) -> Result<(), RegistryError> {
         self.repository(repository)?;
         Ok(self.blobs.start_upload(upload_id, repository, now_ms)?)
     }
@@ -218,7 +266,12 @@ impl Registry {
 
     /// Verifies and stores what `upload` received as blob `digest`, and
     /// makes it readable in the upload's repository. Returns its size.
-    pub async fn complete_upload(&self, upload: &mut Upload, digest: &Digest, now_ms: u64) -> Result<u64, RegistryError> {
+    pub async fn complete_upload(
+        &self,
+        upload: &mut Upload,
+        digest: &Digest,
+        now_ms: u64,
+    ) -> Result<u64, RegistryError> {
         let repository = upload.repository().to_owned();
         let _shared = self.gc_lock.read().await;
         if let Err(error) = self.repository(&repository) {
@@ -238,7 +291,13 @@ impl Registry {
     /// Makes blob `digest` of repository `from` readable in `repository`
     /// too, when `from` has it. Returns its size, or `None` when there is
     /// nothing to mount (the client then uploads it).
-    pub async fn mount_blob(&self, repository: &str, from: &str, digest: &Digest, now_ms: u64) -> Result<Option<u64>, RegistryError> {
+    pub async fn mount_blob(
+        &self,
+        repository: &str,
+        from: &str,
+        digest: &Digest,
+        now_ms: u64,
+    ) -> Result<Option<u64>, RegistryError> {
         self.repository(repository)?;
         let _shared = self.gc_lock.read().await;
         let size = match self.blob_size(from, digest) {
@@ -250,10 +309,19 @@ impl Registry {
         Ok(Some(size))
     }
 
-    async fn link(&self, repository: &str, digest: &Digest, size: u64, now_ms: u64) -> Result<(), RegistryError> {
+    async fn link(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        now_ms: u64,
+    ) -> Result<(), RegistryError> {
         let repository_key = keys::repository(repository);
         let layer_key = keys::layer(repository, digest);
-        let record = LayerRecord { size, linked_at_ms: now_ms };
+        let record = LayerRecord {
+            size,
+            linked_at_ms: now_ms,
+        };
         records::mutate(&*self.store, || {
             let repo = self.repository(repository)?;
             let existing = self.store.get(&layer_key).map_err(records::store_error)?;
@@ -278,7 +346,10 @@ impl Registry {
             Reference::Tag(tag) => {
                 let tag_record: Option<records::Versioned<TagRecord>> =
                     records::get(&*self.store, &keys::tag(repository, tag))?;
-                tag_record.ok_or_else(|| RegistryError::ManifestUnknown(tag.clone()))?.value.digest
+                tag_record
+                    .ok_or_else(|| RegistryError::ManifestUnknown(tag.clone()))?
+                    .value
+                    .digest
             }
         };
         records::get(&*self.store, &keys::image(repository, &digest))?
@@ -296,18 +367,26 @@ impl Registry {
     ) -> Result<ManifestAnswer, RegistryError> {
         self.repository(repository)?;
         let image = self.image_by_reference(repository, reference)?.value;
-        let stale = image.last_pull_ms.is_none_or(|at| now_ms.saturating_sub(at) >= PULL_TIME_RESOLUTION_MS);
+        let stale = image
+            .last_pull_ms
+            .is_none_or(|at| now_ms.saturating_sub(at) >= PULL_TIME_RESOLUTION_MS);
         if record_pull && stale {
             self.record_pull(repository, &image.digest, now_ms);
         }
-        Ok(ManifestAnswer { digest: image.digest, media_type: image.media_type, bytes: Bytes::from(image.manifest) })
+        Ok(ManifestAnswer {
+            digest: image.digest,
+            media_type: image.media_type,
+            bytes: Bytes::from(image.manifest),
+        })
     }
 
     fn record_pull(&self, repository: &str, digest: &Digest, now_ms: u64) {
         let store = Arc::clone(&self.store);
         let key = keys::image(repository, digest);
         // Runs only inside a tokio runtime, which every caller but unit tests of pure parts has.
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         handle.spawn(async move {
             let result = records::mutate(&*store, || {
                 let Some(mut image) = records::get::<ImageRecord>(&*store, &key)? else {
@@ -317,7 +396,9 @@ impl Registry {
                     return Ok(Attempt::Done(()));
                 }
                 image.value.last_pull_ms = Some(now_ms);
-                let txn = Txn::new().expect(key.clone(), image.revision).put(key.clone(), records::encode(&image.value));
+                let txn = Txn::new()
+                    .expect(key.clone(), image.revision)
+                    .put(key.clone(), records::encode(&image.value));
                 Ok(Attempt::Commit(txn, ()))
             })
             .await;
@@ -341,7 +422,10 @@ impl Registry {
         let digest = Digest::of(bytes);
         if let Reference::Digest(named) = reference {
             if named != &digest {
-                return Err(RegistryError::DigestMismatch { expected: named.clone(), actual: digest });
+                return Err(RegistryError::DigestMismatch {
+                    expected: named.clone(),
+                    actual: digest,
+                });
             }
         }
         let manifest = manifest::parse(bytes, content_type)?;
@@ -359,12 +443,17 @@ impl Registry {
                         blob.digest, blob.size
                     )))
                 }
-                Err(RegistryError::BlobUnknown(missing)) => return Err(RegistryError::ManifestBlobUnknown(missing)),
+                Err(RegistryError::BlobUnknown(missing)) => {
+                    return Err(RegistryError::ManifestBlobUnknown(missing))
+                }
                 Err(other) => return Err(other),
             }
         }
         for child in &manifest.manifests {
-            let found = self.store.get(&keys::image(repository, &child.digest)).map_err(records::store_error)?;
+            let found = self
+                .store
+                .get(&keys::image(repository, &child.digest))
+                .map_err(records::store_error)?;
             if found.is_none() {
                 return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()));
             }
@@ -381,7 +470,11 @@ impl Registry {
             pushed_at_ms: now_ms,
             last_pull_ms: None,
             blobs: manifest.blobs().map(|d| d.digest.clone()).collect(),
-            children: manifest.manifests.iter().map(|d| d.digest.clone()).collect(),
+            children: manifest
+                .manifests
+                .iter()
+                .map(|d| d.digest.clone())
+                .collect(),
             subject: manifest.subject.as_ref().map(|d| d.digest.clone()),
             artifact_type: manifest.artifact_type.clone(),
             annotations: manifest.annotations.clone(),
@@ -401,44 +494,68 @@ impl Registry {
             match &image {
                 Some(entry) => txn = txn.expect(image_key.clone(), entry.mod_revision),
                 None => {
-                    txn = txn.expect(image_key.clone(), 0).put(image_key.clone(), records::encode(&record));
+                    txn = txn
+                        .expect(image_key.clone(), 0)
+                        .put(image_key.clone(), records::encode(&record));
                     changed = true;
                 }
             }
             if let Some(tag) = &tag {
                 let tag_key = keys::tag(repository, tag);
-                let current: Option<records::Versioned<TagRecord>> = records::get(&*self.store, &tag_key)?;
+                let current: Option<records::Versioned<TagRecord>> =
+                    records::get(&*self.store, &tag_key)?;
                 match &current {
                     Some(current) if current.value.digest == digest => {}
                     Some(_) if repo.value.immutable_tags() => {
-                        return Err(RegistryError::TagImmutable { tag: tag.clone(), repository: repository.to_owned() })
+                        return Err(RegistryError::TagImmutable {
+                            tag: tag.clone(),
+                            repository: repository.to_owned(),
+                        })
                     }
                     _ => {
                         let revision = current.as_ref().map_or(0, |c| c.revision);
-                        txn = txn
-                            .expect(tag_key.clone(), revision)
-                            .put(tag_key, records::encode(&TagRecord { digest: digest.clone() }));
+                        txn = txn.expect(tag_key.clone(), revision).put(
+                            tag_key,
+                            records::encode(&TagRecord {
+                                digest: digest.clone(),
+                            }),
+                        );
                         changed = true;
                     }
                 }
             }
-            let outcome = PutManifestOutcome { digest: digest.clone(), subject: subject.clone(), changed };
-            Ok(if changed { Attempt::Commit(txn, outcome) } else { Attempt::Done(outcome) })
+            let outcome = PutManifestOutcome {
+                digest: digest.clone(),
+                subject: subject.clone(),
+                changed,
+            };
+            Ok(if changed {
+                Attempt::Commit(txn, outcome)
+            } else {
+                Attempt::Done(outcome)
+            })
         })
         .await
     }
 
     /// Deletes what `reference` names: a tag alone, or an image with every
     /// tag that points at it.
-    pub async fn delete_manifest(&self, repository: &str, reference: &Reference) -> Result<(), RegistryError> {
+    pub async fn delete_manifest(
+        &self,
+        repository: &str,
+        reference: &Reference,
+    ) -> Result<(), RegistryError> {
         self.repository(repository)?;
         match reference {
             Reference::Tag(tag) => {
                 let tag_key = keys::tag(repository, tag);
                 records::mutate(&*self.store, || {
                     let current = self.store.get(&tag_key).map_err(records::store_error)?;
-                    let entry = current.ok_or_else(|| RegistryError::ManifestUnknown(tag.clone()))?;
-                    let txn = Txn::new().expect(tag_key.clone(), entry.mod_revision).delete(tag_key.clone());
+                    let entry =
+                        current.ok_or_else(|| RegistryError::ManifestUnknown(tag.clone()))?;
+                    let txn = Txn::new()
+                        .expect(tag_key.clone(), entry.mod_revision)
+                        .delete(tag_key.clone());
                     Ok(Attempt::Commit(txn, ()))
                 })
                 .await
@@ -448,7 +565,11 @@ impl Registry {
     }
 
     /// Deletes an image and its tags, unless an index in the repository lists it.
-    pub async fn delete_image(&self, repository: &str, digest: &Digest) -> Result<(), RegistryError> {
+    pub async fn delete_image(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
         let repository_key = keys::repository(repository);
         let image_key = keys::image(repository, digest);
         records::mutate(&*self.store, || {
@@ -474,10 +595,14 @@ impl Registry {
 
     /// Every image of a repository.
     pub fn images(&self, repository: &str) -> Result<Vec<ImageRecord>, RegistryError> {
-        records::list_all(&*self.store, &keys::images_of(repository), REPOSITORY_ITEMS_MAX)?
-            .iter()
-            .map(|entry| records::decode(entry).map_err(RegistryError::from))
-            .collect()
+        records::list_all(
+            &*self.store,
+            &keys::images_of(repository),
+            REPOSITORY_ITEMS_MAX,
+        )?
+        .iter()
+        .map(|entry| records::decode(entry).map_err(RegistryError::from))
+        .collect()
     }
 
     /// Every tag of a repository and the digest it names, in tag order.
@@ -487,12 +612,20 @@ impl Registry {
             .iter()
             .map(|entry| {
                 let record: TagRecord = records::decode(entry)?;
-                Ok((entry.key[prefix.len()..].to_owned(), record.digest, entry.mod_revision))
+                Ok((
+                    entry.key[prefix.len()..].to_owned(),
+                    record.digest,
+                    entry.mod_revision,
+                ))
             })
             .collect()
     }
 
-    fn tags_pointing_at(&self, repository: &str, digest: &Digest) -> Result<Vec<(String, u64)>, RegistryError> {
+    fn tags_pointing_at(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Vec<(String, u64)>, RegistryError> {
         Ok(self
             .tag_map(repository)?
             .into_iter()
@@ -502,12 +635,24 @@ impl Registry {
     }
 
     /// Tags of `repository` after `last`, at most `n`, and whether more follow.
-    pub fn list_tags(&self, repository: &str, n: usize, last: Option<&str>) -> Result<(Vec<String>, bool), RegistryError> {
+    pub fn list_tags(
+        &self,
+        repository: &str,
+        n: usize,
+        last: Option<&str>,
+    ) -> Result<(Vec<String>, bool), RegistryError> {
         self.repository(repository)?;
         let prefix = keys::tags_of(repository);
         let after = last.map(|tag| keys::tag(repository, tag));
-        let page = self.store.list(&prefix, after.as_deref(), n.min(LIST_PAGE_MAX)).map_err(records::store_error)?;
-        let tags = page.entries.iter().map(|e| e.key[prefix.len()..].to_owned()).collect();
+        let page = self
+            .store
+            .list(&prefix, after.as_deref(), n.min(LIST_PAGE_MAX))
+            .map_err(records::store_error)?;
+        let tags = page
+            .entries
+            .iter()
+            .map(|e| e.key[prefix.len()..].to_owned())
+            .collect();
         Ok((tags, page.more))
     }
 
@@ -524,7 +669,9 @@ impl Registry {
             .images(repository)?
             .into_iter()
             .filter(|image| image.subject.as_ref() == Some(digest))
-            .filter(|image| artifact_type.is_none() || image.artifact_type.as_deref() == artifact_type)
+            .filter(|image| {
+                artifact_type.is_none() || image.artifact_type.as_deref() == artifact_type
+            })
             .map(|image| {
                 let mut descriptor = serde_json::json!({
                     "mediaType": image.media_type,

@@ -53,12 +53,17 @@ impl ManifestKind {
     }
 
     pub fn from_media_type(media_type: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.media_type() == media_type)
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.media_type() == media_type)
     }
 
     /// Whether manifests of this kind list other manifests rather than blobs.
     pub fn is_index(self) -> bool {
-        matches!(self, ManifestKind::DockerManifestList | ManifestKind::OciIndex)
+        matches!(
+            self,
+            ManifestKind::DockerManifestList | ManifestKind::OciIndex
+        )
     }
 }
 
@@ -131,15 +136,17 @@ pub fn parse(bytes: &[u8], content_type: &str) -> Result<Manifest, ManifestError
     {
         return Err(ManifestError::UnsupportedMediaType(content_type.to_owned()));
     }
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|error| invalid(format!("not JSON: {error}")))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|error| invalid(format!("not JSON: {error}")))?;
     let Value::Object(object) = value else {
         return Err(invalid("not a JSON object"));
     };
     match object.get("schemaVersion") {
         Some(Value::Number(n)) if n.as_u64() == Some(2) => {}
         Some(Value::Number(n)) if n.as_u64() == Some(1) => {
-            return Err(ManifestError::UnsupportedMediaType(DOCKER_SCHEMA1_SIGNED.to_owned()))
+            return Err(ManifestError::UnsupportedMediaType(
+                DOCKER_SCHEMA1_SIGNED.to_owned(),
+            ))
         }
         _ => return Err(invalid("schemaVersion must be 2")),
     }
@@ -178,9 +185,13 @@ pub fn parse(bytes: &[u8], content_type: &str) -> Result<Manifest, ManifestError
         }
     } else {
         if object.contains_key("manifests") {
-            return Err(invalid("an image manifest has config and layers, not manifests"));
+            return Err(invalid(
+                "an image manifest has config and layers, not manifests",
+            ));
         }
-        let config = object.get("config").ok_or_else(|| invalid("config is missing"))?;
+        let config = object
+            .get("config")
+            .ok_or_else(|| invalid("config is missing"))?;
         let config = descriptor(config, "config")?;
         if kind == ManifestKind::DockerManifest && config.media_type != DOCKER_CONFIG {
             return Err(invalid(format!(
@@ -205,7 +216,9 @@ fn kind_of(
     let from_header = (!is_generic_content_type(content_type)).then_some(content_type);
     if let Some(header) = from_header {
         if ManifestKind::from_media_type(header).is_none() {
-            return Err(ManifestError::UnsupportedMediaType(header.chars().take(200).collect()));
+            return Err(ManifestError::UnsupportedMediaType(
+                header.chars().take(200).collect(),
+            ));
         }
     }
     let named = match (from_header, declared) {
@@ -223,7 +236,9 @@ fn kind_of(
         // OCI manifests may omit mediaType; their shape tells which they are.
         None if object.contains_key("manifests") => Ok(ManifestKind::OciIndex),
         None if object.contains_key("config") => Ok(ManifestKind::OciManifest),
-        None => Err(invalid("mediaType is missing and the shape names no manifest kind")),
+        None => Err(invalid(
+            "mediaType is missing and the shape names no manifest kind",
+        )),
     }
 }
 
@@ -238,7 +253,10 @@ fn optional_string<'a>(
     }
 }
 
-fn descriptors(object: &Map<String, Value>, member: &str) -> Result<Vec<Descriptor>, ManifestError> {
+fn descriptors(
+    object: &Map<String, Value>,
+    member: &str,
+) -> Result<Vec<Descriptor>, ManifestError> {
     let list = match object.get(member) {
         None => return Err(invalid(format!("{member} is missing"))),
         Some(Value::Array(list)) => list,
@@ -271,9 +289,9 @@ fn descriptor(value: &Value, at: &str) -> Result<Descriptor, ManifestError> {
         _ => return Err(invalid(format!("{at}.digest must be a string"))),
     };
     let size = match object.get("size") {
-        Some(Value::Number(n)) => {
-            n.as_u64().ok_or_else(|| invalid(format!("{at}.size must be a non-negative integer")))?
-        }
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| invalid(format!("{at}.size must be a non-negative integer")))?,
         _ => return Err(invalid(format!("{at}.size must be a non-negative integer"))),
     };
     let artifact_type = optional_string(object, "artifactType")
@@ -313,14 +331,21 @@ fn check_media_type(media_type: &str, at: &str) -> Result<(), ManifestError> {
         !part.is_empty()
             && part.len() <= 127
             && part.as_bytes()[0].is_ascii_alphanumeric()
-            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
     };
     let valid = media_type.len() <= MEDIA_TYPE_MAX_CHARS
-        && media_type.split_once('/').is_some_and(|(kind, sub)| restricted(kind) && restricted(sub));
+        && media_type
+            .split_once('/')
+            .is_some_and(|(kind, sub)| restricted(kind) && restricted(sub));
     if valid {
         Ok(())
     } else {
-        Err(invalid(format!("{at} {:?} is not a media type", media_type.chars().take(80).collect::<String>())))
+        Err(invalid(format!(
+            "{at} {:?} is not a media type",
+            media_type.chars().take(80).collect::<String>()
+        )))
     }
 }
 
@@ -347,7 +372,10 @@ mod tests {
         let blobs: Vec<String> = manifest.blobs().map(|d| d.digest.to_string()).collect();
         assert_eq!(blobs, [A, B]);
         // Without a content type, the body's mediaType decides.
-        assert_eq!(parse(docker_manifest().as_bytes(), "").unwrap().kind, ManifestKind::DockerManifest);
+        assert_eq!(
+            parse(docker_manifest().as_bytes(), "").unwrap().kind,
+            ManifestKind::DockerManifest
+        );
     }
 
     #[test]
@@ -361,7 +389,10 @@ mod tests {
         let manifest = parse(artifact.as_bytes(), OCI_MANIFEST).unwrap();
         assert_eq!(manifest.kind, ManifestKind::OciManifest);
         assert_eq!(manifest.subject.unwrap().digest.to_string(), B);
-        assert_eq!(manifest.artifact_type.as_deref(), Some("application/vnd.example.sbom"));
+        assert_eq!(
+            manifest.artifact_type.as_deref(),
+            Some("application/vnd.example.sbom")
+        );
         let index = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{A}","size":7,
             "platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
@@ -376,13 +407,37 @@ mod tests {
         let cases: Vec<(String, &str, &str)> = vec![
             ("not json".into(), DOCKER_MANIFEST, "not JSON"),
             ("[]".into(), DOCKER_MANIFEST, "not a JSON object"),
-            (r#"{"schemaVersion":3}"#.into(), OCI_MANIFEST, "schemaVersion"),
+            (
+                r#"{"schemaVersion":3}"#.into(),
+                OCI_MANIFEST,
+                "schemaVersion",
+            ),
             (docker_manifest(), OCI_MANIFEST, "does not match"),
-            (docker_manifest().replace(A, "sha256:12"), DOCKER_MANIFEST, "config.digest"),
-            (docker_manifest().replace("\"size\":20", "\"size\":-1"), DOCKER_MANIFEST, "layers[0].size"),
-            (docker_manifest().replace(DOCKER_CONFIG, "application/json"), DOCKER_MANIFEST, "config media type"),
-            (docker_manifest().replace("\"layers\"", "\"layerz\""), DOCKER_MANIFEST, "layers is missing"),
-            (docker_manifest().replace("rootfs.diff", "bad type/x"), DOCKER_MANIFEST, "not a media type"),
+            (
+                docker_manifest().replace(A, "sha256:12"),
+                DOCKER_MANIFEST,
+                "config.digest",
+            ),
+            (
+                docker_manifest().replace("\"size\":20", "\"size\":-1"),
+                DOCKER_MANIFEST,
+                "layers[0].size",
+            ),
+            (
+                docker_manifest().replace(DOCKER_CONFIG, "application/json"),
+                DOCKER_MANIFEST,
+                "config media type",
+            ),
+            (
+                docker_manifest().replace("\"layers\"", "\"layerz\""),
+                DOCKER_MANIFEST,
+                "layers is missing",
+            ),
+            (
+                docker_manifest().replace("rootfs.diff", "bad type/x"),
+                DOCKER_MANIFEST,
+                "not a media type",
+            ),
         ];
         for (body, content_type, expected) in cases {
             match parse(body.as_bytes(), content_type) {
@@ -401,6 +456,9 @@ mod tests {
             Err(ManifestError::UnsupportedMediaType(_))
         ));
         let huge = vec![b' '; MANIFEST_MAX_BYTES + 1];
-        assert!(matches!(parse(&huge, ""), Err(ManifestError::TooLarge { .. })));
+        assert!(matches!(
+            parse(&huge, ""),
+            Err(ManifestError::TooLarge { .. })
+        ));
     }
 }

@@ -22,8 +22,12 @@ fn valid_component(component: &str) -> bool {
     // Alphanumeric runs joined by `.`, `_`, `__` or a run of `-`: every
     // maximal run of other characters must be one of those.
     let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let separators: Vec<&str> = component.split(alphanumeric).filter(|s| !s.is_empty()).collect();
-    let starts_and_ends_alphanumeric = component.starts_with(alphanumeric) && component.ends_with(alphanumeric);
+    let separators: Vec<&str> = component
+        .split(alphanumeric)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let starts_and_ends_alphanumeric =
+        component.starts_with(alphanumeric) && component.ends_with(alphanumeric);
     starts_and_ends_alphanumeric
         && separators
             .iter()
@@ -33,10 +37,14 @@ fn valid_component(component: &str) -> bool {
 /// Whether `tag` is a tag: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
 pub fn valid_tag(tag: &str) -> bool {
     let bytes = tag.as_bytes();
-    let Some(first) = bytes.first() else { return false };
+    let Some(first) = bytes.first() else {
+        return false;
+    };
     bytes.len() <= TAG_MAX_CHARS
         && (first.is_ascii_alphanumeric() || *first == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]
@@ -45,7 +53,16 @@ mod tests {
 
     #[test]
     fn repository_names() {
-        for good in ["ab", "web", "team/web", "a/b/c", "my-app_1.2", "a0/b-c.d_e", "a__b", "a---b"] {
+        for good in [
+            "ab",
+            "web",
+            "team/web",
+            "a/b/c",
+            "my-app_1.2",
+            "a0/b-c.d_e",
+            "a__b",
+            "a---b",
+        ] {
             assert!(valid_repository_name(good), "{good}");
         }
         let long = "a".repeat(257);
@@ -62,7 +79,16 @@ mod tests {
         for good in ["latest", "v1.2.3", "_x", "A-b_c.d", &"t".repeat(128)] {
             assert!(valid_tag(good), "{good}");
         }
-        for bad in ["", ".x", "-x", "a/b", "a:b", "sha256:abc", &"t".repeat(129), "ü"] {
+        for bad in [
+            "",
+            ".x",
+            "-x",
+            "a/b",
+            "a:b",
+            "sha256:abc",
+            &"t".repeat(129),
+            "ü",
+        ] {
             assert!(!valid_tag(bad), "{bad:?}");
         }
     }

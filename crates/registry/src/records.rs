@@ -158,9 +158,15 @@ pub fn store_error(error: StoreError) -> ApiError {
     ApiError::server("the state store failed; try again")
 }
 
-pub fn get<T: DeserializeOwned>(store: &dyn Store, key: &str) -> Result<Option<Versioned<T>>, ApiError> {
+pub fn get<T: DeserializeOwned>(
+    store: &dyn Store,
+    key: &str,
+) -> Result<Option<Versioned<T>>, ApiError> {
     match store.get(key).map_err(store_error)? {
-        Some(entry) => Ok(Some(Versioned { value: decode(&entry)?, revision: entry.mod_revision })),
+        Some(entry) => Ok(Some(Versioned {
+            value: decode(&entry)?,
+            revision: entry.mod_revision,
+        })),
         None => Ok(None),
     }
 }

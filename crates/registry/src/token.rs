@@ -60,7 +60,10 @@ impl TokenKey {
         match std::fs::read(path) {
             Ok(bytes) => {
                 let key: [u8; KEY_BYTES] = bytes.try_into().map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "token key is not 32 bytes")
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "token key is not 32 bytes",
+                    )
                 })?;
                 Ok(Self { key })
             }
@@ -113,11 +116,16 @@ impl TokenKey {
         if version != VERSION {
             return Err(TokenError::Malformed);
         }
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TokenError::Malformed)?;
         let mut mac = self.mac();
         mac.update(signed.as_bytes());
-        mac.verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
-        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
+        mac.verify_slice(&signature)
+            .map_err(|_| TokenError::BadSignature)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed)?;
         let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         if now_ms >= claims.expires_at_ms {
             return Err(TokenError::Expired);
@@ -144,8 +152,14 @@ mod tests {
         let (token, claims) = key.issue("arn:aws:iam::000000000000:root", "000000000000", 1_000);
         assert_eq!(claims.expires_at_ms, 1_000 + TOKEN_LIFETIME_MS);
         assert_eq!(key.verify(&token, 1_000).unwrap(), claims);
-        assert_eq!(key.verify(&token, 1_000 + TOKEN_LIFETIME_MS - 1).unwrap(), claims);
-        assert_eq!(key.verify(&token, 1_000 + TOKEN_LIFETIME_MS), Err(TokenError::Expired));
+        assert_eq!(
+            key.verify(&token, 1_000 + TOKEN_LIFETIME_MS - 1).unwrap(),
+            claims
+        );
+        assert_eq!(
+            key.verify(&token, 1_000 + TOKEN_LIFETIME_MS),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -156,11 +170,25 @@ mod tests {
         assert_eq!(other.verify(&token, 0), Err(TokenError::BadSignature));
         // A payload with a later expiry, keeping the old signature.
         let (signed, signature) = token.rsplit_once('.').unwrap();
-        let forged_claims = Claims { principal_arn: "me".into(), account_id: "000000000000".into(), expires_at_ms: u64::MAX };
+        let forged_claims = Claims {
+            principal_arn: "me".into(),
+            account_id: "000000000000".into(),
+            expires_at_ms: u64::MAX,
+        };
         let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged_claims).unwrap());
         assert_ne!(signed, format!("v1.{forged_payload}"));
-        assert_eq!(key.verify(&format!("v1.{forged_payload}.{signature}"), 0), Err(TokenError::BadSignature));
-        for garbage in ["", "v1", "v1..", "v2.a.b", "v1.a.!!!", &"x".repeat(TOKEN_MAX_CHARS + 1)] {
+        assert_eq!(
+            key.verify(&format!("v1.{forged_payload}.{signature}"), 0),
+            Err(TokenError::BadSignature)
+        );
+        for garbage in [
+            "",
+            "v1",
+            "v1..",
+            "v2.a.b",
+            "v1.a.!!!",
+            &"x".repeat(TOKEN_MAX_CHARS + 1),
+        ] {
             assert!(key.verify(garbage, 0).is_err(), "{garbage}");
         }
     }
@@ -171,9 +199,13 @@ mod tests {
         let path = dir.path().join("token.key");
         let first = TokenKey::load_or_create(&path, random_key).unwrap();
         let (token, _) = first.issue("me", "1", 0);
-        let again = TokenKey::load_or_create(&path, || panic!("must not create a second key")).unwrap();
+        let again =
+            TokenKey::load_or_create(&path, || panic!("must not create a second key")).unwrap();
         assert!(again.verify(&token, 0).is_ok());
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -9,9 +9,11 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use flotilla_registry::manifest::{self, ManifestKind, DOCKER_CONFIG, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use flotilla_registry::manifest::{
+    self, ManifestKind, DOCKER_CONFIG, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+};
 
-const DEFAULT_SEED: u64 = 0x5eed_0c1_0000_0001;
+const DEFAULT_SEED: u64 = 0x5eed_0c10_0000_0001;
 const DEFAULT_ROUNDS: usize = 2_000;
 const NESTING_DEPTH: usize = 10_000;
 const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -34,15 +36,32 @@ impl XorShift {
 
 fn seeds() -> Vec<String> {
     vec![
-        format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"{DOCKER_CONFIG}","digest":"{A}","size":10}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{B}","size":20}}]}}"#),
-        format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x.a","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{A}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{B}","size":1}},"annotations":{{"k":"v"}}}}"#),
-        format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{A}","size":7,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#),
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"{DOCKER_CONFIG}","digest":"{A}","size":10}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{B}","size":20}}]}}"#
+        ),
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x.a","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{A}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{B}","size":1}},"annotations":{{"k":"v"}}}}"#
+        ),
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{A}","size":7,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+        ),
     ]
 }
 
 const SPLICES: &[&str] = &[
-    "null", "-1", "18446744073709551616", "1e999", "\"\"", "[]", "{}", "\"sha256:\"", "\"\\ud800\"",
-    "\"a/b c\"", "2", "true", "\"application/vnd.docker.distribution.manifest.list.v2+json\"",
+    "null",
+    "-1",
+    "18446744073709551616",
+    "1e999",
+    "\"\"",
+    "[]",
+    "{}",
+    "\"sha256:\"",
+    "\"\\ud800\"",
+    "\"a/b c\"",
+    "2",
+    "true",
+    "\"application/vnd.docker.distribution.manifest.list.v2+json\"",
 ];
 
 fn mutate(rng: &mut XorShift, input: &str) -> Vec<u8> {
@@ -57,9 +76,17 @@ fn mutate(rng: &mut XorShift, input: &str) -> Vec<u8> {
         1 => bytes.truncate(rng.below(bytes.len())),
         2 => {
             // Replace a value after a colon with an edge case.
-            let colons: Vec<usize> = bytes.iter().enumerate().filter(|(_, b)| **b == b':').map(|(i, _)| i).collect();
+            let colons: Vec<usize> = bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b':')
+                .map(|(i, _)| i)
+                .collect();
             if let Some(&at) = colons.get(rng.below(colons.len())) {
-                let end = bytes[at + 1..].iter().position(|b| *b == b',' || *b == b'}').map_or(bytes.len(), |p| at + 1 + p);
+                let end = bytes[at + 1..]
+                    .iter()
+                    .position(|b| *b == b',' || *b == b'}')
+                    .map_or(bytes.len(), |p| at + 1 + p);
                 let splice = SPLICES[rng.below(SPLICES.len())].as_bytes();
                 bytes.splice(at + 1..end, splice.iter().copied());
             }
@@ -82,19 +109,31 @@ fn mutate(rng: &mut XorShift, input: &str) -> Vec<u8> {
 
 #[test]
 fn parsing_never_panics_and_accepts_only_well_formed_manifests() {
-    let seed = std::env::var("MANIFEST_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
-    let rounds = std::env::var("MANIFEST_FUZZ_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_ROUNDS);
+    let seed = std::env::var("MANIFEST_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEED);
+    let rounds = std::env::var("MANIFEST_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_ROUNDS);
     let mut rng = XorShift(seed | 1);
     let content_types: Vec<&str> = ManifestKind::ALL
         .iter()
         .map(|k| k.media_type())
-        .chain(["", "application/json", "application/vnd.example+json; charset=utf-8", "\u{0}"])
+        .chain([
+            "",
+            "application/json",
+            "application/vnd.example+json; charset=utf-8",
+            "\u{0}",
+        ])
         .collect();
     for body in seeds() {
         for round in 0..rounds {
             let mutant = mutate(&mut rng, &body);
             for content_type in &content_types {
-                let outcome = catch_unwind(AssertUnwindSafe(|| manifest::parse(&mutant, content_type)));
+                let outcome =
+                    catch_unwind(AssertUnwindSafe(|| manifest::parse(&mutant, content_type)));
                 let shown = String::from_utf8_lossy(&mutant[..mutant.len().min(600)]).into_owned();
                 let Ok(result) = outcome else {
                     panic!("seed {seed} round {round}: parse panicked on {content_type:?} {shown}");
@@ -102,8 +141,12 @@ fn parsing_never_panics_and_accepts_only_well_formed_manifests() {
                 if let Ok(parsed) = result {
                     // What is accepted is a JSON object with schemaVersion 2
                     // and descriptors whose digests parse.
-                    let value: serde_json::Value = serde_json::from_slice(&mutant).expect("accepted input is JSON");
-                    assert_eq!(value["schemaVersion"], 2, "seed {seed} round {round}: {shown}");
+                    let value: serde_json::Value =
+                        serde_json::from_slice(&mutant).expect("accepted input is JSON");
+                    assert_eq!(
+                        value["schemaVersion"], 2,
+                        "seed {seed} round {round}: {shown}"
+                    );
                     for descriptor in parsed.blobs().chain(parsed.manifests.iter()) {
                         assert!(descriptor.digest.to_string().starts_with("sha256:"));
                     }

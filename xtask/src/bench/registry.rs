@@ -30,7 +30,8 @@ use serde_json::json;
 
 use super::servers::{self, Server, TempDir};
 
-pub const USAGE: &str = "usage: cargo xtask bench registry [--runs N] [--mib M] [--layers L] [--pulls P]";
+pub const USAGE: &str =
+    "usage: cargo xtask bench registry [--runs N] [--mib M] [--layers L] [--pulls P]";
 const DEFAULT_RUNS: usize = 3;
 const DEFAULT_MIB: usize = 200;
 const DEFAULT_LAYERS: usize = 4;
@@ -51,10 +52,17 @@ pub struct Options {
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Self> {
-        let mut options = Options { runs: DEFAULT_RUNS, mib: DEFAULT_MIB, layers: DEFAULT_LAYERS, pulls: DEFAULT_PULLS };
+        let mut options = Options {
+            runs: DEFAULT_RUNS,
+            mib: DEFAULT_MIB,
+            layers: DEFAULT_LAYERS,
+            pulls: DEFAULT_PULLS,
+        };
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
-            let value = rest.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+            let value = rest
+                .next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
             match flag.as_str() {
                 "--runs" => options.runs = super::bounded(flag, value, 1, RUNS_MAX)?,
                 "--mib" => options.mib = super::bounded(flag, value, 1, MIB_MAX)?,
@@ -97,10 +105,18 @@ pub fn run(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
     let endpoint = format!("http://{}", flotilla.address);
     let password = aws_cli(&aws, &endpoint, &["get-login-password"])?;
     let sides = [
-        Side { host: format!("localhost:{}", flotilla.address.port()), creds: Some(format!("AWS:{}", password.trim())), server: flotilla },
+        Side {
+            host: format!("localhost:{}", flotilla.address.port()),
+            creds: Some(format!("AWS:{}", password.trim())),
+            server: flotilla,
+        },
         {
             let server = servers::start_docker_registry(Path::new(DOCKER_REGISTRY_BIN), &log_dir)?;
-            Side { host: format!("localhost:{}", server.address.port()), creds: None, server }
+            Side {
+                host: format!("localhost:{}", server.address.port()),
+                creds: None,
+                server,
+            }
         },
     ];
     let mut times: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
@@ -114,18 +130,35 @@ pub fn run(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
             let side = &sides[which];
             let repository = format!("bench-{run}");
             if which == 0 {
-                aws_cli(&aws, &endpoint, &["create-repository", "--repository-name", &repository])?;
+                aws_cli(
+                    &aws,
+                    &endpoint,
+                    &["create-repository", "--repository-name", &repository],
+                )?;
             }
             let reference = format!("docker://{}/{repository}:v1", side.host);
             let started = Instant::now();
-            skopeo_copy(side, &format!("oci:{}:v1", layout.display()), &reference, true)?;
+            skopeo_copy(
+                side,
+                &format!("oci:{}:v1", layout.display()),
+                &reference,
+                true,
+            )?;
             let push_s = started.elapsed().as_secs_f64();
             let out = work.path().join(format!("pull-{which}-{run}"));
             let started = Instant::now();
-            skopeo_copy(side, &reference, &format!("oci:{}:v1", out.display()), false)?;
+            skopeo_copy(
+                side,
+                &reference,
+                &format!("oci:{}:v1", out.display()),
+                false,
+            )?;
             let pull_s = started.elapsed().as_secs_f64();
             let _ = std::fs::remove_dir_all(&out);
-            eprintln!("run {run} {}: push {push_s:.2} s, pull {pull_s:.2} s", side.server.name);
+            eprintln!(
+                "run {run} {}: push {push_s:.2} s, pull {pull_s:.2} s",
+                side.server.name
+            );
             times[which][0].push(push_s);
             times[which][1].push(pull_s);
         }
@@ -134,7 +167,10 @@ pub fn run(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
     let mut medians = [[0.0; 2]; 2];
     for (which, side) in sides.iter().enumerate() {
         for (op_index, op) in ["push", "pull"].into_iter().enumerate() {
-            let rates: Vec<f64> = times[which][op_index].iter().map(|s| round(megabytes / s)).collect();
+            let rates: Vec<f64> = times[which][op_index]
+                .iter()
+                .map(|s| round(megabytes / s))
+                .collect();
             medians[which][op_index] = median(&rates);
             println!(
                 "{}",
@@ -163,11 +199,16 @@ fn concurrent_pulls(side: &Side, work: &Path, clients: usize, megabytes: f64) ->
     let children: Vec<(PathBuf, std::process::Child)> = (0..clients)
         .map(|client| {
             let out = work.join(format!("concurrent-{}-{client}", side.server.name));
-            let child = skopeo_command(side, &reference, &format!("oci:{}:v1", out.display()), false)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .context("starting skopeo")?;
+            let child = skopeo_command(
+                side,
+                &reference,
+                &format!("oci:{}:v1", out.display()),
+                false,
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("starting skopeo")?;
             Ok((out, child))
         })
         .collect::<Result<_>>()?;
@@ -176,7 +217,11 @@ fn concurrent_pulls(side: &Side, work: &Path, clients: usize, megabytes: f64) ->
         let output = child.wait_with_output()?;
         if !output.status.success() {
             errors += 1;
-            eprintln!("{} pull failed: {}", side.server.name, String::from_utf8_lossy(&output.stderr).trim());
+            eprintln!(
+                "{} pull failed: {}",
+                side.server.name,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
         }
         let _ = std::fs::remove_dir_all(out);
     }
@@ -193,7 +238,11 @@ fn concurrent_pulls(side: &Side, work: &Path, clients: usize, megabytes: f64) ->
 fn skopeo_command(side: &Side, source: &str, destination: &str, push: bool) -> Command {
     let mut command = Command::new("skopeo");
     command.arg("copy").arg("--quiet");
-    let (tls, creds) = if push { ("--dest-tls-verify=false", "--dest-creds") } else { ("--src-tls-verify=false", "--src-creds") };
+    let (tls, creds) = if push {
+        ("--dest-tls-verify=false", "--dest-creds")
+    } else {
+        ("--src-tls-verify=false", "--src-creds")
+    };
     command.arg(tls);
     if let Some(value) = &side.creds {
         command.args([creds, value]);
@@ -203,9 +252,14 @@ fn skopeo_command(side: &Side, source: &str, destination: &str, push: bool) -> C
 }
 
 fn skopeo_copy(side: &Side, source: &str, destination: &str, push: bool) -> Result<()> {
-    let output = skopeo_command(side, source, destination, push).output().context("running skopeo")?;
+    let output = skopeo_command(side, source, destination, push)
+        .output()
+        .context("running skopeo")?;
     if !output.status.success() {
-        bail!("skopeo copy {source} {destination} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "skopeo copy {source} {destination} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -221,7 +275,11 @@ fn aws_cli(aws: &Path, endpoint: &str, args: &[&str]) -> Result<String> {
         .output()
         .with_context(|| format!("running {}", aws.display()))?;
     if !output.status.success() {
-        bail!("aws ecr {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "aws ecr {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
