@@ -422,3 +422,37 @@ def test_ecr_api_layer_upload_images_and_repository_settings(server):
     assert error_of(gone)[0] == "RepositoryNotFoundException"
     names = [r["repositoryName"] for r in ecr.get_paginator("describe_repositories").paginate().build_full_result()["repositories"]]
     assert name not in names
+
+
+def test_images_tokens_and_uploads_survive_a_kill_9(fresh_server):
+    server = fresh_server
+    ecr = server.client("ecr")
+    name = unique("durable")
+    ecr.create_repository(repositoryName=name)
+    raw = RawRegistry(server)
+    digest = raw.push_image(name, "v1", unique("durable"))
+    content = b"resumable " * 50_000
+    status, headers, _ = raw.request("POST", f"/v2/{name}/blobs/uploads/")
+    location = headers["location"]
+    assert raw.request("PATCH", location, content[:200_000], {"Content-Range": "0-199999"})[0] == 202
+
+    server.restart(hard=True)
+    raw.port = server.port
+    # The token issued before the crash still opens the registry (its key is on disk).
+    status, _, manifest = raw.request("GET", f"/v2/{name}/manifests/v1")
+    assert status == 200 and sha256(manifest) == digest
+    assert server.client("ecr").describe_images(repositoryName=name)["imageDetails"][0]["imageDigest"] == digest
+    # The upload resumes where it was cut off.
+    status, headers, _ = raw.request("GET", location)
+    assert status == 204 and headers["range"] == "0-199999"
+    assert raw.request("PATCH", location, content[200_000:], {"Content-Range": f"200000-{len(content) - 1}"})[0] == 202
+    status, _, body = raw.request("PUT", f"{location}?digest={sha256(content)}")
+    assert status == 201, body
+    assert raw.request("GET", f"/v2/{name}/blobs/{sha256(content)}")[2] == content
+
+
+def test_pushing_to_a_repository_that_does_not_exist_is_refused(server):
+    raw = RawRegistry(server)
+    status, _, body = raw.request("POST", f"/v2/{unique('never-created')}/blobs/uploads/")
+    assert status == 404 and raw.error_code(body) == "NAME_UNKNOWN"
+    assert "does not exist" in json.loads(body)["errors"][0]["message"]
