@@ -36,6 +36,7 @@ use serde_json::json;
 mod histogram;
 mod load;
 mod placement;
+mod registry;
 mod runtask;
 mod servers;
 mod tasks;
@@ -230,6 +231,7 @@ enum Bench {
     Tasks(tasks::Options),
     Placement(placement::Options),
     RunTask(runtask::Options),
+    Registry(registry::Options),
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -238,7 +240,8 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("api") => Bench::Api(Options::parse(args)?),
         Some("placement") => Bench::Placement(placement::Options::parse(&args[1..])?),
         Some("runtask") => Bench::RunTask(runtask::Options::parse(&args[1..])?),
-        _ => bail!("{USAGE}\n{}\n{}\n{}", tasks::USAGE, placement::USAGE, runtask::USAGE),
+        Some("registry") => Bench::Registry(registry::Options::parse(&args[1..])?),
+        _ => bail!("{USAGE}\n{}\n{}\n{}\n{}", tasks::USAGE, placement::USAGE, runtask::USAGE, registry::USAGE),
     };
     // The placement benchmark runs in this process: it needs no server binary.
     let packages: &[&str] = match bench {
@@ -271,6 +274,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Bench::Tasks(options) => tasks::run(&target_dir, &options),
         Bench::Placement(options) => placement::run(&options),
         Bench::RunTask(options) => runtask::run(&target_dir, &options),
+        Bench::Registry(options) => registry::run(&root, &target_dir, &options),
     }
 }
 

@@ -19,7 +19,7 @@ fn main() -> Result<()> {
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <codegen | test [PYTEST ARGS] | bench api [OPTIONS] | bench tasks [--runs N] | bench placement [--instances N] [--tasks T]>");
+            eprintln!("usage: cargo xtask <codegen | test [PYTEST ARGS] | bench api [OPTIONS] | bench tasks [--runs N] | bench placement [--instances N] [--tasks T] | bench registry [--runs N]>");
             bail!("unknown command");
         }
     }
@@ -64,7 +64,8 @@ fn read_model(data: &Path, service: &str, version: &str) -> Result<serde_json::V
 
 fn run_codegen() -> Result<()> {
     let data = botocore_models()?;
-    let services: &[(&str, &str, &str, &str)] = &[("ecs", "2014-11-13", "Ecs", "ecs")];
+    let services: &[(&str, &str, &str, &str)] =
+        &[("ecs", "2014-11-13", "Ecs", "ecs"), ("ecr", "2015-09-21", "Ecr", "ecr")];
     for &(service, version, prefix, module) in services {
         let model = read_model(&data, service, version)?;
         let code = codegen::generate(&codegen::Service { prefix, model: &model })?;

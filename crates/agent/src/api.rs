@@ -26,6 +26,8 @@ use crate::clock::Clock;
 
 /// The JSON protocol's target prefix for ECS.
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113";
+/// The JSON protocol's target prefix for ECR, the registry's API.
+pub const ECR_TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921";
 /// Bound on one API call, connection included.
 pub const API_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body accepted.
@@ -241,6 +243,18 @@ impl ApiClient {
         operation: &'static str,
         request: &Request,
     ) -> Result<Response, ApiCallError> {
+        self.call_signed(target_prefix, "ecs", operation, request).await
+    }
+
+    /// One JSON call of `target_prefix.operation`, signed for `service`
+    /// (`ecr` for the registry's API).
+    pub async fn call_signed<Request: Serialize, Response: DeserializeOwned>(
+        &self,
+        target_prefix: &'static str,
+        service: &'static str,
+        operation: &'static str,
+        request: &Request,
+    ) -> Result<Response, ApiCallError> {
         let body = serde_json::to_vec(request).map_err(|error| ApiCallError::Decode {
             operation,
             reason: error.to_string(),
@@ -254,7 +268,7 @@ impl ApiClient {
                     operation,
                     reason: "client is shutting down".to_owned(),
                 })?;
-        match tokio::time::timeout(API_REQUEST_TIMEOUT, self.send(target_prefix, operation, body)).await {
+        match tokio::time::timeout(API_REQUEST_TIMEOUT, self.send(target_prefix, service, operation, body)).await {
             Ok(result) => result,
             Err(_) => Err(ApiCallError::Timeout { operation }),
         }
@@ -263,6 +277,7 @@ impl ApiClient {
     async fn send<Response: DeserializeOwned>(
         &self,
         target_prefix: &str,
+        service: &'static str,
         operation: &'static str,
         body: Vec<u8>,
     ) -> Result<Response, ApiCallError> {
@@ -296,7 +311,7 @@ impl ApiClient {
             access_key_id: &inner.credentials.access_key_id,
             secret_access_key: &inner.credentials.secret_access_key,
             region: &inner.region,
-            service: "ecs",
+            service,
         };
         let now_seconds = inner.clock.now_ms() / 1000;
         let signature = flotilla_sigv4::sign(&parts, &params, PayloadSigning::Signed, now_seconds)

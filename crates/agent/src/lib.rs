@@ -26,6 +26,7 @@ pub mod instance;
 pub mod metadata;
 pub mod pause;
 pub mod persist;
+pub mod registry_auth;
 pub mod reporter;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -279,6 +280,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         metadata_port: Some(config.metadata_port),
         bridge_gateway,
         host_ports: Some(Arc::new(engine::host_ports::HostPortPicker::new())),
+        registry_credentials: Some(Arc::new(registry_auth::ControlPlaneRegistry::new(api.clone()))),
         ..EngineSettings::default()
     };
     run_instance(InstanceSetup {

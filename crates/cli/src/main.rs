@@ -132,6 +132,13 @@ struct ServerArgs {
     #[arg(long, hide = true, default_value_t = flotilla_types::acs::HEARTBEAT_TIMEOUT_MS,
           value_parser = parse_agent_heartbeat_timeout_ms)]
     agent_heartbeat_timeout_ms: u64,
+    /// Host (and port) that repository URIs name and clients push to
+    /// [default: localhost:PORT of --listen; Docker speaks plain HTTP to localhost].
+    #[arg(long)]
+    registry_host: Option<String>,
+    /// How often lifecycle policies are applied and unreferenced blobs collected.
+    #[arg(long, hide = true, default_value_t = REGISTRY_MAINTENANCE_INTERVAL_MS)]
+    registry_maintenance_interval_ms: u64,
     /// `up` only: port of the local agent's task metadata endpoint.
     #[arg(long, default_value_t = flotilla_agent::host::DEFAULT_METADATA_PORT)]
     agent_metadata_port: u16,
@@ -239,6 +246,16 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
     // No agent connection outlives the process that held it.
     ecs.reset_agent_connections().await.map_err(|error| anyhow::anyhow!("resetting agent connections: {error}"))?;
     tokio::spawn(collect_periodically(Arc::clone(&ecs)));
+    let registry_host = args.registry_host.clone().unwrap_or_else(|| format!("localhost:{}", address.port()));
+    let registry_dir = data_dir.join("registry");
+    let registry = Arc::new(
+        flotilla_registry::Registry::open(Arc::clone(&store), scope_of(&args), &registry_dir, registry_host.clone())
+            .map_err(|error| anyhow::anyhow!("opening the registry in {}: {error}", registry_dir.display()))?,
+    );
+    tokio::spawn(maintain_registry(
+        Arc::clone(&registry),
+        std::time::Duration::from_millis(args.registry_maintenance_interval_ms.max(1)),
+    ));
     if local_parts {
         ensure_default_cluster(&ecs).await?;
         start_local_agent(format!("http://{address}"), &args, data_dir.join("agent"));
@@ -252,9 +269,11 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
         principals,
         store: Arc::clone(&store),
         agent_heartbeat_timeout_ms: args.agent_heartbeat_timeout_ms,
+        registry: Some(registry),
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %args.region, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");
+    println!("Its image registry is {registry_host} (aws ecr get-login-password | docker login --username AWS --password-stdin {registry_host})");
     if args.credentials_file.is_none() {
         println!("Point the AWS CLI at it:");
         println!("  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION={}", args.region);
@@ -292,6 +311,28 @@ fn start_local_agent(endpoint: String, args: &ServerArgs, data_dir: PathBuf) {
             Err(error) => tracing::error!(%error, "local agent failed; the control plane keeps serving"),
         }
     });
+}
+
+fn scope_of(args: &ServerArgs) -> Scope {
+    Scope::new(&args.region, &args.account_id)
+}
+
+/// How often the registry applies lifecycle policies and collects garbage.
+const REGISTRY_MAINTENANCE_INTERVAL_MS: u64 = 10 * 60 * 1000;
+
+async fn maintain_registry(registry: Arc<flotilla_registry::Registry>, period: std::time::Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now_ms = flotilla_control::Clock::now_ms(&SystemClock);
+        if let Err(error) = registry.apply_lifecycle_policies(now_ms).await {
+            tracing::warn!(%error, "applying lifecycle policies failed");
+        }
+        if let Err(error) = registry.collect_garbage(now_ms, flotilla_registry::LAYER_LINK_GRACE_MS).await {
+            tracing::warn!(%error, "registry garbage collection failed");
+        }
+    }
 }
 
 /// How often stopped tasks and deregistered instances past their retention are deleted.

@@ -7,17 +7,18 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use bytes::Bytes;
 use flotilla_control::Caller;
 use flotilla_sigv4::{sha256_hex, RequestParts};
+use flotilla_types::ecr::{self, EcrRequest};
 use flotilla_types::ecs::{self, EcsRequest};
 use flotilla_types::flotilla::{self, FlotillaRequest};
 use flotilla_types::ApiError;
 use http_body_util::BodyExt;
 
-use crate::{Edge, REQUEST_BODY_MAX_BYTES};
+use crate::{Edge, ECR_REQUEST_BODY_MAX_BYTES, REQUEST_BODY_MAX_BYTES};
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
@@ -27,6 +28,8 @@ enum Service {
     Ecs,
     /// Flotilla's own operations (ExplainPlacement), signed for `ecs` too.
     Flotilla,
+    /// The image registry's ECR API, signed for `ecr`.
+    Ecr,
 }
 
 impl Service {
@@ -34,6 +37,7 @@ impl Service {
         match prefix {
             ecs::TARGET_PREFIX => Some(Service::Ecs),
             flotilla::TARGET_PREFIX => Some(Service::Flotilla),
+            ecr::TARGET_PREFIX => Some(Service::Ecr),
             _ => None,
         }
     }
@@ -42,6 +46,15 @@ impl Service {
     fn signing_name(self) -> &'static str {
         match self {
             Service::Ecs | Service::Flotilla => "ecs",
+            Service::Ecr => "ecr",
+        }
+    }
+
+    /// Largest request body the service takes.
+    fn body_max_bytes(self) -> usize {
+        match self {
+            Service::Ecs | Service::Flotilla => REQUEST_BODY_MAX_BYTES,
+            Service::Ecr => ECR_REQUEST_BODY_MAX_BYTES,
         }
     }
 
@@ -49,6 +62,7 @@ impl Service {
         match self {
             Service::Ecs => "ecs",
             Service::Flotilla => "flotilla",
+            Service::Ecr => "ecr",
         }
     }
 }
@@ -59,6 +73,9 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route(flotilla_types::acs::PATH, get(crate::agent_ws::agent_ws))
+        .route("/v2", any(crate::registry::v2))
+        .route("/v2/", any(crate::registry::v2))
+        .route("/v2/{*rest}", any(crate::registry::v2))
         .with_state(edge)
 }
 
@@ -127,7 +144,8 @@ async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
         operation: if service.is_some() { operation.to_owned() } else { "unknown".to_owned() },
         result: Err(ApiError::server("unanswered")),
     };
-    outcome.result = match read_body(&parts.headers, body).await {
+    let body_max_bytes = service.map_or(REQUEST_BODY_MAX_BYTES, Service::body_max_bytes);
+    outcome.result = match read_body(&parts.headers, body, body_max_bytes).await {
         Err(error) => Err(error),
         Ok(body) => match authenticate(edge, &parts, &body, service) {
             Err(error) => Err(error),
@@ -135,6 +153,7 @@ async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
                 None => Err(ApiError::unknown_operation(target)),
                 Some(Service::Ecs) => call_ecs(edge, caller, operation, &body).await,
                 Some(Service::Flotilla) => call_flotilla(edge, caller, operation, &body).await,
+                Some(Service::Ecr) => call_ecr(edge, caller, operation, &body).await,
             },
         },
     };
@@ -146,22 +165,22 @@ fn target_of(headers: &HeaderMap) -> &str {
 }
 
 /// Reads the whole body, refusing it as soon as it passes the limit.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+async fn read_body(headers: &HeaderMap, body: Body, limit_bytes: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             "RequestEntityTooLargeException",
             413,
-            format!("request body is larger than the limit of {REQUEST_BODY_MAX_BYTES} bytes"),
+            format!("request body is larger than the limit of {limit_bytes} bytes"),
         )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > REQUEST_BODY_MAX_BYTES) {
+    if declared.is_some_and(|length| length > limit_bytes) {
         return Err(too_large());
     }
-    let limited = http_body_util::Limited::new(body, REQUEST_BODY_MAX_BYTES);
+    let limited = http_body_util::Limited::new(body, limit_bytes);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
@@ -251,6 +270,36 @@ async fn call_flotilla(edge: &Arc<Edge>, caller: Caller, operation: &str, body: 
     // As for ECS operations: a panic answers this request alone.
     let ecs = Arc::clone(&edge.ecs);
     let handled = tokio::spawn(async move { ecs.handle_flotilla(&caller, request).await }).await;
+    let response = match handled {
+        Ok(result) => result?,
+        Err(join_error) => {
+            tracing::error!(%join_error, "request handler panicked");
+            return Err(ApiError::server("internal error while handling the request"));
+        }
+    };
+    serde_json::to_vec(&response).map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
+}
+
+async fn call_ecr(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let request = match EcrRequest::decode(operation, body) {
+        None => return Err(ApiError::unknown_operation(&format!("{}.{operation}", ecr::TARGET_PREFIX))),
+        Some(decoded) => decoded?,
+    };
+    let Some(registry) = edge.registry.clone() else {
+        return Err(ApiError::new("ValidationException", 400, "this Flotilla server runs no image registry"));
+    };
+    let now_ms = edge.clock.now_ms();
+    let fresh_id = edge.ids.uuid();
+    // As for ECS operations: a panic answers this request alone.
+    let handled = tokio::spawn(async move {
+        let caller = flotilla_registry::EcrCaller {
+            principal_arn: &caller.principal_arn,
+            now_ms,
+            fresh_id: &fresh_id,
+        };
+        registry.handle_ecr(&caller, request).await
+    })
+    .await;
     let response = match handled {
         Ok(result) => result?,
         Err(join_error) => {

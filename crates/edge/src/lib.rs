@@ -21,6 +21,7 @@ use flotilla_sigv4::Credentials;
 mod agent_ws;
 mod api;
 mod metrics;
+mod registry;
 
 pub use api::router;
 pub use metrics::Metrics;
@@ -28,6 +29,9 @@ pub use metrics::Metrics;
 /// Largest request body the edge reads; anything bigger is refused before it
 /// is buffered. ECS's own largest request (a task definition) is 64 KiB.
 pub const REQUEST_BODY_MAX_BYTES: usize = 1024 * 1024;
+/// Largest ECR request body: UploadLayerPart carries a layer part in
+/// base64, and ECR's suggested part size is 10 MiB.
+pub const ECR_REQUEST_BODY_MAX_BYTES: usize = 20 * 1024 * 1024;
 
 /// The access key and secret that `flotilla up` and `flotilla server` accept
 /// when no credentials file is given, for local use.
@@ -48,6 +52,8 @@ pub struct Edge {
     /// marked disconnected; `flotilla_types::acs::HEARTBEAT_TIMEOUT_MS`
     /// outside tests.
     pub agent_heartbeat_timeout_ms: u64,
+    /// The image registry (`/v2/` and the ECR API), when this server runs one.
+    pub registry: Option<Arc<flotilla_registry::Registry>>,
 }
 
 /// The wall clock.

@@ -6,6 +6,7 @@
 
 pub mod acs;
 pub mod arn;
+pub mod ecr;
 pub mod ecs;
 mod error;
 pub mod flotilla;

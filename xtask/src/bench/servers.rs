@@ -165,3 +165,24 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let system_ticks: f64 = fields.get(12)?.parse().ok()?;
     Some((user_ticks + system_ticks) / USER_HZ)
 }
+
+/// Debian's `docker-registry` (the CNCF distribution registry) on a fresh
+/// directory, with filesystem storage and no authentication: the peer of
+/// `bench registry`.
+pub fn start_docker_registry(binary: &Path, log_dir: &Path) -> Result<Server> {
+    let data_dir = TempDir::new("docker-registry-bench-data")?;
+    let port = free_loopback_port()?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let config = data_dir.path().join("config.yml");
+    let storage = data_dir.path().join("storage");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n",
+            storage.display()
+        ),
+    )?;
+    let mut command = Command::new(binary);
+    command.arg("serve").arg(&config);
+    start("docker-registry", command, address, log_dir, Some(data_dir))
+}

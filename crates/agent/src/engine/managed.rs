@@ -419,10 +419,15 @@ impl ManagedTask {
         if self.record.pull_started_at_ms.is_none() {
             self.record.pull_started_at_ms = Some(now_ms);
         }
+        let auth = match &self.context.settings.registry_credentials {
+            Some(credentials) => credentials.auth_for(&image).await,
+            None => None,
+        };
         let result = pull_with(
             &*self.context.runtime,
             &image,
             self.context.settings.pull_behavior,
+            auth.as_ref(),
         )
         .await;
         let now_ms = self.context.clock.now_ms();
@@ -847,15 +852,16 @@ async fn pull_with(
     runtime: &dyn flotilla_runtime::ContainerRuntime,
     image: &str,
     behavior: PullBehavior,
+    auth: Option<&flotilla_runtime::RegistryAuth>,
 ) -> Result<(), RuntimeError> {
     match behavior {
-        PullBehavior::Always => runtime.pull_image(image, PullPolicy::Always, None).await,
+        PullBehavior::Always => runtime.pull_image(image, PullPolicy::Always, auth).await,
         PullBehavior::Once | PullBehavior::PreferCached => {
             runtime
-                .pull_image(image, PullPolicy::IfNotPresent, None)
+                .pull_image(image, PullPolicy::IfNotPresent, auth)
                 .await
         }
-        PullBehavior::Default => match runtime.pull_image(image, PullPolicy::Always, None).await {
+        PullBehavior::Default => match runtime.pull_image(image, PullPolicy::Always, auth).await {
             Ok(()) => Ok(()),
             Err(error @ RuntimeError::Pull { .. }) => {
                 // ECS's default: a failed pull falls back to a cached image.

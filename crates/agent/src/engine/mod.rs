@@ -94,6 +94,8 @@ pub struct EngineSettings {
     /// Picks dynamic host ports from ECS's range. `None` leaves the choice to
     /// the runtime (the fake one already picks from that range).
     pub host_ports: Option<Arc<host_ports::HostPortPicker>>,
+    /// Credentials for images in Flotilla's own registry.
+    pub registry_credentials: Option<Arc<dyn crate::registry_auth::RegistryCredentials>>,
 }
 
 impl Default for EngineSettings {
@@ -106,6 +108,7 @@ impl Default for EngineSettings {
             metadata_port: None,
             bridge_gateway: DEFAULT_BRIDGE_GATEWAY.to_owned(),
             host_ports: None,
+            registry_credentials: None,
         }
     }
 }

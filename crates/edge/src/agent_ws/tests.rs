@@ -49,6 +49,7 @@ impl Server {
             principals: Default::default(),
             store,
             agent_heartbeat_timeout_ms,
+            registry: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
