@@ -132,6 +132,11 @@ struct ServerArgs {
     #[arg(long, hide = true, default_value_t = flotilla_types::acs::HEARTBEAT_TIMEOUT_MS,
           value_parser = parse_agent_heartbeat_timeout_ms)]
     agent_heartbeat_timeout_ms: u64,
+    /// How long an instance's agent may stay disconnected before the service
+    /// scheduler replaces its service tasks elsewhere. Hidden: for tests that
+    /// cannot wait the default 5 minutes.
+    #[arg(long, hide = true, default_value_t = flotilla_control::AGENT_LOST_TIMEOUT_MS)]
+    service_agent_lost_timeout_ms: u64,
     /// `up` only: port of the local agent's task metadata endpoint.
     #[arg(long, default_value_t = flotilla_agent::host::DEFAULT_METADATA_PORT)]
     agent_metadata_port: u16,
@@ -239,6 +244,11 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
     // No agent connection outlives the process that held it.
     ecs.reset_agent_connections().await.map_err(|error| anyhow::anyhow!("resetting agent connections: {error}"))?;
     tokio::spawn(collect_periodically(Arc::clone(&ecs)));
+    let scheduler_settings = flotilla_control::SchedulerSettings {
+        agent_lost_timeout_ms: args.service_agent_lost_timeout_ms,
+        ..Default::default()
+    };
+    tokio::spawn(Arc::clone(&ecs).run_service_scheduler(scheduler_settings));
     if local_parts {
         ensure_default_cluster(&ecs).await?;
         start_local_agent(format!("http://{address}"), &args, data_dir.join("agent"));

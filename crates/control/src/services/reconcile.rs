@@ -59,6 +59,11 @@ const PLACEMENT_FAILURE_REPEAT_MS: u64 = 5 * 60 * 1000;
 /// as a failed task for the circuit breaker.
 pub const UNHEALTHY_STOP_REASON: &str = "Task failed container health checks";
 const DRAINING_STOP_REASON: &str = "Container instance is being drained";
+/// The launch throttle of a deployment whose tasks keep failing: the first
+/// delay after a failure, the window failures are counted in, the longest delay.
+pub const LAUNCH_THROTTLE_BASE_MS: u64 = 250;
+pub const LAUNCH_THROTTLE_WINDOW_MS: u64 = 5 * 60 * 1000;
+pub const LAUNCH_THROTTLE_MAX_MS: u64 = 30 * 1000;
 /// Most changes drained from the watch before a pass.
 const WATCH_DRAIN_MAX: usize = 1_000_000;
 
@@ -400,7 +405,9 @@ impl ServiceScheduler {
         // B. Plan, from views of the record as it now stands.
         let views = self.views(&record, tasks, view, now_ms);
         let Some(primary) = record.primary().cloned() else { return Ok(()) };
-        let may_launch = record.status() == "ACTIVE" && primary.rollout_state() != DeploymentRolloutState::Failed;
+        let may_launch = record.status() == "ACTIVE"
+            && primary.rollout_state() != DeploymentRolloutState::Failed
+            && now_ms >= launch_throttled_until_ms(tasks, primary.id());
         let configuration = record.configuration();
         let minimum = u32::try_from(configuration.minimum_healthy_percent.unwrap_or(100)).unwrap_or(0);
         let maximum = u32::try_from(configuration.maximum_percent.unwrap_or(200)).unwrap_or(200);
@@ -505,11 +512,7 @@ impl ServiceScheduler {
                 {
                     continue;
                 }
-                let failed = matches!(
-                    task.task.stop_code,
-                    Some(TaskStopCode::TaskFailedToStart | TaskStopCode::EssentialContainerExited)
-                ) || task.task.stopped_reason.as_deref() == Some(UNHEALTHY_STOP_REASON);
-                if failed {
+                if failed(task) {
                     deployment.failed_task_ids.insert(task.task_id.clone());
                 }
             }
@@ -854,6 +857,38 @@ impl ServiceScheduler {
         }
         Ok(())
     }
+}
+
+/// Whether a stopped task failed: it could not start, its essential
+/// container exited on its own, or the scheduler stopped it for failing its
+/// health checks. What the circuit breaker and the launch throttle count.
+fn failed(task: &TaskRecord) -> bool {
+    task.last_status() == "STOPPED"
+        && (matches!(
+            task.task.stop_code,
+            Some(TaskStopCode::TaskFailedToStart | TaskStopCode::EssentialContainerExited)
+        ) || task.task.stopped_reason.as_deref() == Some(UNHEALTHY_STOP_REASON))
+}
+
+/// Until when a deployment whose tasks keep failing launches no more: after
+/// the latest failure, [`LAUNCH_THROTTLE_BASE_MS`] doubled for each failure
+/// in the last [`LAUNCH_THROTTLE_WINDOW_MS`], at most
+/// [`LAUNCH_THROTTLE_MAX_MS`], as ECS throttles a service whose tasks
+/// repeatedly fail to start.
+fn launch_throttled_until_ms(tasks: &[Versioned<Arc<TaskRecord>>], deployment_id: &str) -> u64 {
+    let stopped_ms: Vec<u64> = tasks
+        .iter()
+        .map(|t| &t.value)
+        .filter(|t| t.task.started_by.as_deref() == Some(deployment_id) && failed(t))
+        .filter_map(|t| t.stopped_at_ms)
+        .collect();
+    let Some(latest) = stopped_ms.iter().copied().max() else { return 0 };
+    let recent = stopped_ms
+        .iter()
+        .filter(|at| latest.saturating_sub(**at) <= LAUNCH_THROTTLE_WINDOW_MS)
+        .count() as u32;
+    let delay = LAUNCH_THROTTLE_BASE_MS.saturating_mul(1 << recent.saturating_sub(1).min(16));
+    latest + delay.min(LAUNCH_THROTTLE_MAX_MS)
 }
 
 /// Commits `txn`; `None` when a condition failed (someone else wrote first).
