@@ -553,7 +553,7 @@ impl Ecs {
             ..Default::default()
         };
         let key = keys::service(&cluster, &name);
-        let record = ServiceRecord {
+        let mut record = ServiceRecord {
             service,
             cluster: cluster.clone(),
             name: name.clone(),
@@ -564,11 +564,20 @@ impl Ecs {
             last_completed: None,
             placement_failure: None,
         };
+        if daemon {
+            // What DescribeServices says at once: a task per eligible instance.
+            let eligible = self
+                .daemon_instances(&cluster, &record, |_| false)?
+                .iter()
+                .filter(|i| i.eligible)
+                .count() as i32;
+            record.service.desired_count = Some(eligible);
+            if let Some(primary) = record.deployments.first_mut() {
+                primary.deployment.desired_count = Some(eligible);
+            }
+        }
         let created = records::mutate(self.store.as_ref(), || {
-            if let Some(existing) = self.get_service(&cluster, &name)? {
-                // A repeated request with the same client token gets the
-                // service it made.
-                let _ = existing;
+            if self.get_service(&cluster, &name)?.is_some() {
                 return Err(ApiError::invalid_parameter("Creation of service was not idempotent."));
             }
             let txn = Txn::new().expect(&key, 0).put(&key, records::encode(&record));

@@ -300,44 +300,14 @@ impl ServiceScheduler {
             .collect()
     }
 
-    /// Which ACTIVE instances a DAEMON service's PRIMARY belongs on: those
-    /// its constraints, required attributes and launch type admit
-    /// (resources aside: an instance short of them is still owed a task).
     fn daemon_instances(
         &self,
         ecs: &Ecs,
         cluster: &str,
         record: &ServiceRecord,
-        view: &ClusterView,
         now_ms: u64,
     ) -> Result<Vec<DaemonInstance>, ApiError> {
-        let Some(primary) = record.primary() else { return Ok(Vec::new()) };
-        let group = record.group();
-        let launch = ecs.prepare_launch(Ecs::deployment_launch_request(cluster, &group, primary.id(), &primary.spec))?;
-        let (instances, snapshot) = ecs.placement_snapshot(cluster)?;
-        let mut request = crate::tasks::placement_request(&launch, 1, 0)?;
-        request.needs = Default::default();
-        request.tcp_ports.clear();
-        request.udp_ports.clear();
-        request.needs_eni = false;
-        request.constraints.retain(|c| !matches!(c, flotilla_scheduler::Constraint::DistinctInstance));
-        let verdicts = flotilla_scheduler::explain(&snapshot, &request);
-        Ok(verdicts
-            .into_iter()
-            .filter_map(|verdict| {
-                let found = instances.get(verdict.instance as usize)?;
-                let instance_id = found.value.instance_id.clone();
-                let record = view.instances.get(&instance_id)?;
-                let admitted = match verdict.outcome {
-                    flotilla_scheduler::Outcome::Excluded { reason, .. } => {
-                        reason == flotilla_scheduler::Reason::Agent
-                    }
-                    _ => true,
-                };
-                let eligible = admitted && record.status() == "ACTIVE" && !self.agent_lost(record, now_ms);
-                Some(DaemonInstance { instance_id, eligible })
-            })
-            .collect())
+        ecs.daemon_instances(cluster, record, |instance| self.agent_lost(instance, now_ms))
     }
 
     async fn reconcile(
@@ -352,7 +322,7 @@ impl ServiceScheduler {
         let empty = Vec::new();
         let tasks = view.tasks_by_group.get(&group).unwrap_or(&empty);
         let daemon_instances = if found.value.is_daemon() && found.value.status() == "ACTIVE" {
-            match self.daemon_instances(ecs, cluster, &found.value, view, now_ms) {
+            match self.daemon_instances(ecs, cluster, &found.value, now_ms) {
                 Ok(instances) => Some(instances),
                 Err(error) => {
                     tracing::debug!(%error, service = %found.value.name, "daemon eligibility unknown");
@@ -559,6 +529,28 @@ impl ServiceScheduler {
                     primary.lifecycle = ServiceDeploymentStatus::RollbackInProgress;
                     primary.lifecycle_reason = Some("The deployment circuit breaker tripped: rolling back.".to_owned());
                     primary.deployment.status = Some("ACTIVE".to_owned());
+                    let reason = format!(
+                        "ECS deployment circuit breaker: rolling back to deploymentId {}.",
+                        target.id
+                    );
+                    record.service.task_definition = Some(target.spec.task_definition.clone());
+                    told.push(events::rolling_back(&name, &target.id));
+                    // The last completed deployment, when its tasks are still
+                    // there, becomes PRIMARY again and keeps them.
+                    if let Some(position) = record.deployments.iter().position(|d| d.id() == target.id) {
+                        let mut again = record.deployments.remove(position);
+                        again.deployment.status = Some("PRIMARY".to_owned());
+                        again.deployment.desired_count = Some(desired as i32);
+                        again.deployment.rollout_state = Some(DeploymentRolloutState::InProgress);
+                        again.deployment.rollout_state_reason = Some(reason);
+                        again.deployment.updated_at = Some(now_seconds);
+                        again.lifecycle = ServiceDeploymentStatus::InProgress;
+                        again.finished_at_ms = None;
+                        again.rollback_of = Some(failed_id);
+                        record.deployments.insert(0, again);
+                        return self.finish_observing(record, views, now_ms, told);
+                    }
+                    let Some(primary) = record.deployments.first_mut() else { return };
                     let mut rollback = primary.clone();
                     rollback.deployment = Deployment {
                         id: Some(rollback_id),
@@ -573,10 +565,7 @@ impl ServiceScheduler {
                         launch_type: target.spec.launch_type,
                         network_configuration: target.spec.network_configuration.clone(),
                         rollout_state: Some(DeploymentRolloutState::InProgress),
-                        rollout_state_reason: Some(format!(
-                            "ECS deployment circuit breaker: rolling back to deploymentId {}.",
-                            target.id
-                        )),
+                        rollout_state_reason: Some(reason),
                         ..Default::default()
                     };
                     rollback.spec = target.spec.clone();
@@ -587,9 +576,7 @@ impl ServiceScheduler {
                     rollback.lifecycle_reason = None;
                     rollback.sources = vec![failed_id.clone()];
                     rollback.rollback_of = Some(failed_id);
-                    record.service.task_definition = Some(target.spec.task_definition.clone());
                     record.deployments.insert(0, rollback);
-                    told.push(events::rolling_back(&name, &target.id));
                 }
                 None => {
                     primary.lifecycle = ServiceDeploymentStatus::Stopped;
@@ -598,6 +585,21 @@ impl ServiceScheduler {
                 }
             }
         }
+        self.finish_observing(record, views, now_ms, told);
+    }
+
+    /// A, continued: drained older deployments leave; a complete PRIMARY
+    /// completes; a steady service says so.
+    fn finish_observing(
+        &self,
+        record: &mut ServiceRecord,
+        views: &[(TaskView, Versioned<Arc<TaskRecord>>)],
+        now_ms: u64,
+        told: &mut Vec<String>,
+    ) {
+        let now_seconds = now_ms as f64 / 1000.0;
+        let name = record.name.clone();
+        let desired = u32::try_from(record.service.desired_count.unwrap_or(0)).unwrap_or(0);
         // Drained older deployments leave; a complete PRIMARY completes.
         let occupying_by: HashMap<&str, usize> = views.iter().filter(|(v, _)| !v.lost).fold(
             HashMap::new(),
@@ -901,6 +903,44 @@ async fn commit_or_skip(ecs: &Ecs, txn: Txn) -> Result<Option<u64>, ApiError> {
 }
 
 impl Ecs {
+    /// Which ACTIVE instances a DAEMON service's PRIMARY belongs on: those
+    /// its constraints, required attributes and launch type admit
+    /// (resources aside: an instance short of them is still owed a task),
+    /// whose agent is not lost.
+    pub(crate) fn daemon_instances(
+        &self,
+        cluster: &str,
+        record: &ServiceRecord,
+        lost: impl Fn(&InstanceRecord) -> bool,
+    ) -> Result<Vec<DaemonInstance>, ApiError> {
+        let Some(primary) = record.primary() else { return Ok(Vec::new()) };
+        let group = record.group();
+        let launch = self.prepare_launch(Ecs::deployment_launch_request(cluster, &group, primary.id(), &primary.spec))?;
+        let (instances, snapshot) = self.placement_snapshot(cluster)?;
+        let mut request = crate::tasks::placement_request(&launch, 1, 0)?;
+        request.needs = Default::default();
+        request.tcp_ports.clear();
+        request.udp_ports.clear();
+        request.needs_eni = false;
+        request.constraints.retain(|c| !matches!(c, flotilla_scheduler::Constraint::DistinctInstance));
+        let verdicts = flotilla_scheduler::explain(&snapshot, &request);
+        Ok(verdicts
+            .into_iter()
+            .filter_map(|verdict| {
+                let found = instances.get(verdict.instance as usize)?;
+                let instance = &found.value;
+                let admitted = match verdict.outcome {
+                    flotilla_scheduler::Outcome::Excluded { reason, .. } => {
+                        reason == flotilla_scheduler::Reason::Agent
+                    }
+                    _ => true,
+                };
+                let eligible = admitted && instance.status() == "ACTIVE" && !lost(instance);
+                Some(DaemonInstance { instance_id: instance.instance_id.clone(), eligible })
+            })
+            .collect())
+    }
+
     /// Runs the service scheduler until the store closes: a pass after
     /// every burst of changes, and at least every `settings.tick`.
     pub async fn run_service_scheduler(self: Arc<Self>, settings: SchedulerSettings) {
