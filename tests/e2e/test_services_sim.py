@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 
@@ -18,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from support import (
+    FLOTILLA_BIN,
     error_of,
     register_task_definition,
     strip_line_comments,
@@ -358,7 +360,7 @@ def test_unplaceable_tasks_are_reported_in_events(server, agent_fleet):
                               "all of its requirements. The closest matching (container-instance ")
     assert message.endswith(") has insufficient memory available. For more information, see the "
                             "Troubleshooting section."), message
-    assert describe(ecs, cluster, name)["runningCount"] == 1
+    wait_until(lambda: describe(ecs, cluster, name)["runningCount"] == 1, SERVICE_TIMEOUT_S, "the task that fits")
 
 
 def test_refused_service_requests_change_nothing(server, agent_fleet):
@@ -425,3 +427,34 @@ def test_kill9_in_the_middle_of_a_deployment_carries_on(fresh_server, agent_flee
     started = [t for t in service_tasks(ecs, cluster, name, include_stopped=True)
                if t["taskDefinitionArn"].endswith(f"{family}:2")]
     assert len(started) == desired, f"{len(started)} tasks of the new revision were started for {desired}"
+
+
+def deploy_cli(server, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    return subprocess.run([str(FLOTILLA_BIN), "service", "deploy", "--endpoint", server.endpoint, *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_service_deploy_cli_follows_the_rollout_and_says_how_it_ended(server, agent_fleet):
+    ecs = server.ecs
+    cluster = make_cluster(server, agent_fleet, 3)
+    family = unique("cli")
+    definition(ecs, family, "sim/app:v1")
+    name = unique("cli")
+    ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=f"{family}:1", desiredCount=3,
+                       deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}})
+    wait_stable(ecs, cluster, name)
+    definition(ecs, family, "sim/app:v2")
+    done = deploy_cli(server, "--cluster", cluster, "--service", name, "--task-definition", f"{family}:2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"deploying arn:aws:ecs:us-east-1:000000000000:task-definition/{family}:2 to service {name}")
+    assert any(line.startswith("[") and "new running" in line and "old draining" in line for line in lines), lines
+    assert any(f"(service {name}) has started" in line for line in lines), lines
+    assert lines[-1].endswith("completed"), lines
+    definition(ecs, family, "sim/fail-pull:v3")
+    failed = deploy_cli(server, "--cluster", cluster, "--service", name, "--task-definition", f"{family}:3")
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert "deployment failed: tasks failed to start." in failed.stdout
+    assert failed.stdout.splitlines()[-1].endswith("failed and was rolled back")
+    assert describe(ecs, cluster, name)["taskDefinition"].endswith(f"{family}:2")

@@ -38,6 +38,7 @@ mod load;
 mod placement;
 mod runtask;
 mod servers;
+mod services;
 mod tasks;
 
 use load::{LoadOptions, Measurement, Workload};
@@ -230,6 +231,7 @@ enum Bench {
     Tasks(tasks::Options),
     Placement(placement::Options),
     RunTask(runtask::Options),
+    Services(services::Options),
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -238,7 +240,14 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("api") => Bench::Api(Options::parse(args)?),
         Some("placement") => Bench::Placement(placement::Options::parse(&args[1..])?),
         Some("runtask") => Bench::RunTask(runtask::Options::parse(&args[1..])?),
-        _ => bail!("{USAGE}\n{}\n{}\n{}", tasks::USAGE, placement::USAGE, runtask::USAGE),
+        Some("services") => Bench::Services(services::Options::parse(&args[1..])?),
+        _ => bail!(
+            "{USAGE}\n{}\n{}\n{}\n{}",
+            tasks::USAGE,
+            placement::USAGE,
+            runtask::USAGE,
+            services::USAGE
+        ),
     };
     // The placement benchmark runs in this process: it needs no server binary.
     let packages: &[&str] = match bench {
@@ -271,6 +280,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Bench::Tasks(options) => tasks::run(&target_dir, &options),
         Bench::Placement(options) => placement::run(&options),
         Bench::RunTask(options) => runtask::run(&target_dir, &options),
+        Bench::Services(options) => services::run(&target_dir, &options),
     }
 }
 

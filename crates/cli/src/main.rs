@@ -15,6 +15,7 @@ use flotilla_store::{RedbStore, Store};
 use flotilla_types::arn::Scope;
 
 mod placement;
+mod service;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
 
@@ -40,6 +41,9 @@ enum Command {
     /// Ask the control plane about placement (Flotilla's ExplainPlacement).
     #[command(subcommand)]
     Placement(placement::PlacementCommand),
+    /// Change a service and follow its rollout.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
 }
 
 #[derive(Args)]
@@ -163,6 +167,13 @@ fn main() -> Result<()> {
             Command::Up(args) => serve(args, true).await,
             Command::Agent(args) => agent(args).await,
             Command::Placement(command) => placement::run(command).await,
+            Command::Service(command) => {
+                let code = service::run(command).await?;
+                if code != 0 {
+                    std::process::exit(code);
+                }
+                Ok(())
+            }
         }
     })
 }
