@@ -184,9 +184,10 @@ pub fn plan_replica(tasks: &[TaskView], bounds: Bounds, may_launch: bool) -> Act
         .collect();
     // Not-healthy ones first (stopping them costs no health), then older
     // deployments first, then tasks of unusable instances.
-    retirables.sort_by_key(|i| {
-        let t = &tasks[*i];
-        (t.healthy, std::cmp::Reverse(t.deployment_rank), t.instance_usable, t.task_id.clone())
+    retirables.sort_by(|a, b| {
+        let key = |t: &TaskView| (t.healthy, std::cmp::Reverse(t.deployment_rank), t.instance_usable);
+        let (a, b) = (&tasks[*a], &tasks[*b]);
+        key(a).cmp(&key(b)).then_with(|| a.task_id.cmp(&b.task_id))
     });
     for index in retirables {
         let task = &tasks[index];
@@ -238,7 +239,7 @@ pub fn scale_in_order(tasks: &[TaskView], candidates: &[usize], n: usize) -> Vec
                     by_zone.get(task.zone.as_str()).copied().unwrap_or(0),
                     by_instance.get(task.instance_id.as_str()).copied().unwrap_or(0),
                     task.phase != Phase::Running,
-                    task.task_id.clone(),
+                    task.task_id.as_str(),
                 )
             })
             .map(|(position, _)| position);
