@@ -115,7 +115,7 @@ pub fn run(target_dir: &Path, options: &Options) -> Result<()> {
             "cluster": CLUSTER, "serviceName": SERVICE, "taskDefinition": format!("{FAMILY}:1"),
             "desiredCount": options.tasks,
             "placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"},
-                                  {"type": "binpack", "field": "memory"}],
+                                  {"type": "spread", "field": "instanceId"}],
         }),
     )?;
     let first = began.wait(&api, &pid, options.tasks, None)?;

@@ -64,6 +64,9 @@ const DRAINING_STOP_REASON: &str = "Container instance is being drained";
 pub const LAUNCH_THROTTLE_BASE_MS: u64 = 250;
 pub const LAUNCH_THROTTLE_WINDOW_MS: u64 = 5 * 60 * 1000;
 pub const LAUNCH_THROTTLE_MAX_MS: u64 = 30 * 1000;
+/// Task records read per store call in a pass: the values of a page are
+/// held at once.
+const TASK_SCAN_PAGE: usize = 1_024;
 /// Most changes drained from the watch before a pass.
 const WATCH_DRAIN_MAX: usize = 1_000_000;
 
@@ -93,7 +96,7 @@ pub struct ServiceScheduler {
     settings: SchedulerSettings,
     started_at_ms: u64,
     /// Decoded service task records by key, with their revision.
-    tasks: HashMap<String, Versioned<Arc<TaskRecord>>>,
+    tasks: HashMap<String, Versioned<Arc<TaskFacts>>>,
 }
 
 /// What one cluster's pass read.
@@ -101,7 +104,7 @@ struct ClusterView {
     instances: BTreeMap<String, InstanceRecord>,
     protected_until_ms: HashMap<String, u64>,
     /// Service tasks by group, stopped ones included (for failure counting).
-    tasks_by_group: HashMap<String, Vec<Versioned<Arc<TaskRecord>>>>,
+    tasks_by_group: HashMap<String, Vec<Versioned<Arc<TaskFacts>>>>,
 }
 
 impl ServiceScheduler {
@@ -173,12 +176,12 @@ impl ServiceScheduler {
         }
         let marker = memchr::memmem::Finder::new(b"\"group\":\"service:");
         let prefix = keys::tasks_of(cluster);
-        let mut tasks_by_group: HashMap<String, Vec<Versioned<Arc<TaskRecord>>>> = HashMap::new();
+        let mut tasks_by_group: HashMap<String, Vec<Versioned<Arc<TaskFacts>>>> = HashMap::new();
         let mut after: Option<String> = None;
         loop {
             let page = ecs
                 .store
-                .list(&prefix, after.as_deref(), flotilla_store::LIST_LIMIT_MAX)
+                .list(&prefix, after.as_deref(), TASK_SCAN_PAGE)
                 .map_err(records::store_error)?;
             for entry in &page.entries {
                 let cached = self
@@ -191,8 +194,8 @@ impl ServiceScheduler {
                         if marker.find(&entry.value).is_none() {
                             continue;
                         }
-                        let record: TaskRecord = records::decode(entry)?;
-                        let record = Arc::new(record);
+                        let full: TaskRecord = records::decode(entry)?;
+                        let record = Arc::new(TaskFacts::of(&full));
                         self.tasks.insert(
                             entry.key.clone(),
                             Versioned { value: Arc::clone(&record), revision: entry.mod_revision },
@@ -201,7 +204,7 @@ impl ServiceScheduler {
                     }
                 };
                 seen_keys.insert(entry.key.clone());
-                let Some(group) = record.task.group.clone() else { continue };
+                let Some(group) = record.group.clone() else { continue };
                 tasks_by_group
                     .entry(group)
                     .or_default()
@@ -232,10 +235,10 @@ impl ServiceScheduler {
     fn views(
         &self,
         record: &ServiceRecord,
-        tasks: &[Versioned<Arc<TaskRecord>>],
+        tasks: &[Versioned<Arc<TaskFacts>>],
         view: &ClusterView,
         now_ms: u64,
-    ) -> Vec<(TaskView, Versioned<Arc<TaskRecord>>)> {
+    ) -> Vec<(TaskView, Versioned<Arc<TaskFacts>>)> {
         let grace_ms = u64::try_from(record.service.health_check_grace_period_seconds.unwrap_or(0)).unwrap_or(0) * 1000;
         tasks
             .iter()
@@ -245,7 +248,7 @@ impl ServiceScheduler {
                 let rank = record
                     .deployments
                     .iter()
-                    .position(|d| Some(d.id()) == task.task.started_by.as_deref())
+                    .position(|d| Some(d.id()) == task.started_by.as_deref())
                     .unwrap_or(usize::MAX);
                 let instance = view.instances.get(&task.instance_id);
                 let lost = match instance {
@@ -260,15 +263,10 @@ impl ServiceScheduler {
                 } else {
                     Phase::Pending
                 };
-                let checked = task
-                    .definition
-                    .container_definitions
-                    .iter()
-                    .flatten()
-                    .any(|d| d.essential != Some(false) && d.health_check.is_some());
-                let health = task.task.health_status.unwrap_or(HealthStatus::Unknown);
+                let checked = task.health_checked;
+                let health = task.health;
                 let healthy = phase == Phase::Running && (!checked || health == HealthStatus::Healthy);
-                let started_ms = task.task.started_at.map_or(now_ms, |s| (s * 1000.0) as u64);
+                let started_ms = task.started_at_ms.unwrap_or(now_ms);
                 let unhealthy = phase == Phase::Running
                     && checked
                     && health == HealthStatus::Unhealthy
@@ -413,6 +411,7 @@ impl ServiceScheduler {
                 return Ok(Attempt::Done(()));
             };
             let mut current = found.value;
+            let mut changed = !told.is_empty();
             for (message, id) in told.iter().zip(&ids) {
                 current.add_event(id.clone(), now_seconds, message.clone());
             }
@@ -423,9 +422,11 @@ impl ServiceScheduler {
                 if !repeated {
                     current.add_event(ids[told.len()].clone(), now_seconds, message.clone());
                     current.placement_failure = Some((message.clone(), now_ms));
+                    changed = true;
                 }
             }
-            if told.is_empty() && current.placement_failure.as_ref().map(|p| &p.0) != placement_failure.as_ref() {
+            // Writing nothing new would only wake the scheduler again.
+            if !changed {
                 return Ok(Attempt::Done(()));
             }
             let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&current));
@@ -438,8 +439,8 @@ impl ServiceScheduler {
     fn observe(
         &self,
         record: &mut ServiceRecord,
-        tasks: &[Versioned<Arc<TaskRecord>>],
-        views: &[(TaskView, Versioned<Arc<TaskRecord>>)],
+        tasks: &[Versioned<Arc<TaskFacts>>],
+        views: &[(TaskView, Versioned<Arc<TaskFacts>>)],
         now_ms: u64,
         rollback_id: String,
         told: &mut Vec<String>,
@@ -454,7 +455,7 @@ impl ServiceScheduler {
             let id = deployment.id().to_owned();
             let mine = views
                 .iter()
-                .filter(|(_, t)| t.value.task.started_by.as_deref() == Some(id.as_str()));
+                .filter(|(_, t)| t.value.started_by.as_deref() == Some(id.as_str()));
             let (mut running, mut pending, mut live) = (0, 0, 0);
             for (view, _) in mine {
                 if view.lost {
@@ -476,13 +477,13 @@ impl ServiceScheduler {
             pending_total += pending;
             for task in tasks {
                 let task = &task.value;
-                if task.task.started_by.as_deref() != Some(id.as_str())
+                if task.started_by.as_deref() != Some(id.as_str())
                     || task.last_status() != "STOPPED"
                     || deployment.failed_task_ids.len() >= FAILED_TASK_IDS_MAX
                 {
                     continue;
                 }
-                if failed(task) {
+                if task.failed {
                     deployment.failed_task_ids.insert(task.task_id.clone());
                 }
             }
@@ -593,7 +594,7 @@ impl ServiceScheduler {
     fn finish_observing(
         &self,
         record: &mut ServiceRecord,
-        views: &[(TaskView, Versioned<Arc<TaskRecord>>)],
+        views: &[(TaskView, Versioned<Arc<TaskFacts>>)],
         now_ms: u64,
         told: &mut Vec<String>,
     ) {
@@ -604,7 +605,7 @@ impl ServiceScheduler {
         let occupying_by: HashMap<&str, usize> = views.iter().filter(|(v, _)| !v.lost).fold(
             HashMap::new(),
             |mut counts, (_, t)| {
-                *counts.entry(t.value.task.started_by.as_deref().unwrap_or_default()).or_default() += 1;
+                *counts.entry(t.value.started_by.as_deref().unwrap_or_default()).or_default() += 1;
                 counts
             },
         );
@@ -682,7 +683,7 @@ impl ServiceScheduler {
         record: &ServiceRecord,
         primary: &super::DeploymentRecord,
         actions: &Actions,
-        views: &[(TaskView, Versioned<Arc<TaskRecord>>)],
+        views: &[(TaskView, Versioned<Arc<TaskFacts>>)],
     ) -> Result<Vec<String>, ApiError> {
         let mut told = Vec::new();
         if actions.stop.is_empty() {
@@ -708,12 +709,21 @@ impl ServiceScheduler {
                     StopWhy::Draining => DRAINING_STOP_REASON,
                     StopWhy::AgentLost => lost_reason.as_str(),
                 };
-                let mut task = TaskRecord::clone(&found.value);
+                // The scheduler keeps only facts of tasks: the record is read whole here.
+                let Some(current) = ecs.get_task(cluster, &found.value.task_id)? else { continue };
+                if current.revision != found.revision {
+                    // It changed since the pass read it: the next pass decides again.
+                    continue;
+                }
+                let mut task = current.value;
                 task.request_stop(now_seconds, Some(TaskStopCode::ServiceSchedulerInitiated), reason);
                 task.touch();
                 let key = keys::task(cluster, &task.task_id);
-                txn = txn.expect(&key, found.revision).put(&key, records::encode(&task));
+                txn = txn.expect(&key, current.revision).put(&key, records::encode(&task));
                 chunk_ids.push((task.task_id.clone(), *why, view.instance_id.clone()));
+            }
+            if chunk_ids.is_empty() {
+                continue;
             }
             let committed = ecs.store.commit(txn).await;
             let stopped_here: Vec<(String, StopWhy, String)> = match committed {
@@ -872,16 +882,65 @@ fn failed(task: &TaskRecord) -> bool {
         ) || task.task.stopped_reason.as_deref() == Some(UNHEALTHY_STOP_REASON))
 }
 
+/// What the scheduler keeps of a service task between passes: what it
+/// decides from, not the whole record (which holds its task definition).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskFacts {
+    pub task_id: String,
+    pub group: Option<String>,
+    pub started_by: Option<String>,
+    pub instance_id: String,
+    last_status: String,
+    desired_status: String,
+    pub health: HealthStatus,
+    /// An essential container has a health check.
+    pub health_checked: bool,
+    pub started_at_ms: Option<u64>,
+    pub stopped_at_ms: Option<u64>,
+    pub failed: bool,
+}
+
+impl TaskFacts {
+    pub fn of(record: &TaskRecord) -> TaskFacts {
+        TaskFacts {
+            task_id: record.task_id.clone(),
+            group: record.task.group.clone(),
+            started_by: record.task.started_by.clone(),
+            instance_id: record.instance_id.clone(),
+            last_status: record.last_status().to_owned(),
+            desired_status: record.desired_status().to_owned(),
+            health: record.task.health_status.unwrap_or(HealthStatus::Unknown),
+            health_checked: record
+                .definition
+                .container_definitions
+                .iter()
+                .flatten()
+                .any(|d| d.essential != Some(false) && d.health_check.is_some()),
+            started_at_ms: record.task.started_at.map(|s| (s * 1000.0) as u64),
+            stopped_at_ms: record.stopped_at_ms,
+            failed: failed(record),
+        }
+    }
+
+    pub fn last_status(&self) -> &str {
+        &self.last_status
+    }
+
+    pub fn desired_status(&self) -> &str {
+        &self.desired_status
+    }
+}
+
 /// Until when a deployment whose tasks keep failing launches no more: after
 /// the latest failure, [`LAUNCH_THROTTLE_BASE_MS`] doubled for each failure
 /// in the last [`LAUNCH_THROTTLE_WINDOW_MS`], at most
 /// [`LAUNCH_THROTTLE_MAX_MS`], as ECS throttles a service whose tasks
 /// repeatedly fail to start.
-fn launch_throttled_until_ms(tasks: &[Versioned<Arc<TaskRecord>>], deployment_id: &str) -> u64 {
+fn launch_throttled_until_ms(tasks: &[Versioned<Arc<TaskFacts>>], deployment_id: &str) -> u64 {
     let stopped_ms: Vec<u64> = tasks
         .iter()
         .map(|t| &t.value)
-        .filter(|t| t.task.started_by.as_deref() == Some(deployment_id) && failed(t))
+        .filter(|t| t.started_by.as_deref() == Some(deployment_id) && t.failed)
         .filter_map(|t| t.stopped_at_ms)
         .collect();
     let Some(latest) = stopped_ms.iter().copied().max() else { return 0 };
