@@ -383,7 +383,13 @@ def test_refused_service_requests_change_nothing(server, agent_fleet):
             ecs.create_service(cluster=cluster, **params)
         assert error_of(excinfo)[0] == code, (params, error_of(excinfo))
     assert ecs.list_services(cluster=cluster)["serviceArns"] == []
-    ecs.create_service(cluster=cluster, serviceName="ok", taskDefinition=family, desiredCount=0)
+    created = ecs.create_service(cluster=cluster, serviceName="ok", taskDefinition=family, desiredCount=0,
+                                 tags=[{"key": "team", "value": "a"}])["service"]
+    ecs.tag_resource(resourceArn=created["serviceArn"], tags=[{"key": "tier", "value": "web"}])
+    tags = ecs.list_tags_for_resource(resourceArn=created["serviceArn"])["tags"]
+    assert sorted((t["key"], t["value"]) for t in tags) == [("team", "a"), ("tier", "web")]
+    described = ecs.describe_services(cluster=cluster, services=["ok"], include=["TAGS"])["services"][0]
+    assert len(described["tags"]) == 2
     with pytest.raises(ClientError) as excinfo:
         ecs.create_service(cluster=cluster, serviceName="ok", taskDefinition=family, desiredCount=0)
     assert error_of(excinfo) == ("InvalidParameterException", "Creation of service was not idempotent.")
