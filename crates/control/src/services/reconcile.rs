@@ -49,8 +49,10 @@ use crate::Ecs;
 /// tasks are replaced elsewhere.
 pub const AGENT_LOST_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 /// Most tasks one launch places and commits (each writes a task record and
-/// at most one instance record).
-const LAUNCH_BATCH_MAX: usize = (TXN_OPS_MAX / 2) - 16;
+/// at most one instance record). Smaller than a transaction allows: a batch
+/// is re-placed whenever an instance it writes changed meanwhile (a task
+/// stopped there), and the more instances it writes the likelier that is.
+const LAUNCH_BATCH_MAX: usize = TXN_OPS_MAX / 4;
 /// Most tasks one stop transaction asks to stop.
 const STOP_BATCH_MAX: usize = TXN_OPS_MAX / 2;
 /// How long the same placement failure is not said again.
@@ -395,11 +397,14 @@ impl ServiceScheduler {
         if actions == Actions::default() {
             return Ok(());
         }
-        // C. Act.
-        let mut told = self.stop(ecs, cluster, &record, &primary, &actions, &views).await?;
+        // C. Act: launch first, so that the reports of the tasks stopped
+        // here (which give resources back to instances) do not race this
+        // pass's placements; the bounds counted the stopping tasks anyway.
+        let mut told = Vec::new();
         let mut placement_failure: Option<String> = None;
         self.launch(ecs, cluster, &record, &primary, &actions, &mut told, &mut placement_failure)
             .await?;
+        told.extend(self.stop(ecs, cluster, &record, &primary, &actions, &views).await?);
         // D. Tell.
         if told.is_empty() && placement_failure.is_none() {
             return Ok(());
