@@ -315,7 +315,8 @@ fn start_local_agent(endpoint: String, args: &ServerArgs, data_dir: PathBuf) {
     });
 }
 
-/// How often stopped tasks and deregistered instances past their retention are deleted.
+/// How often stopped tasks, deregistered instances and inactive services past
+/// their retention are deleted.
 const COLLECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn collect_periodically(ecs: Arc<Ecs>) {
@@ -327,6 +328,9 @@ async fn collect_periodically(ecs: Arc<Ecs>) {
         }
         if let Err(error) = ecs.collect_deregistered_instances().await {
             tracing::warn!(%error, "collecting deregistered instances failed");
+        }
+        if let Err(error) = ecs.collect_inactive_services().await {
+            tracing::warn!(%error, "collecting inactive services failed");
         }
     }
 }

@@ -41,6 +41,8 @@ const DESCRIBE_SERVICE_DEPLOYMENTS_MAX: usize = 20;
 pub const SERVICE_EVENTS_MAX: usize = 100;
 /// Finished deployments kept per service for ListServiceDeployments.
 pub const FINISHED_DEPLOYMENTS_MAX: usize = 20;
+/// How long a deleted service stays describable as INACTIVE, as ECS keeps them.
+pub const INACTIVE_SERVICE_RETENTION_MS: u64 = 60 * 60 * 1000;
 /// Failed task ids remembered per deployment: the circuit breaker's
 /// threshold is at most 200.
 pub const FAILED_TASK_IDS_MAX: usize = 256;
@@ -144,6 +146,9 @@ pub struct ServiceRecord {
     /// not repeated on every step.
     #[serde(default)]
     pub placement_failure: Option<(String, u64)>,
+    /// When it became INACTIVE (clock ms), for retention.
+    #[serde(default)]
+    pub inactive_at_ms: Option<u64>,
 }
 
 impl ServiceRecord {
@@ -563,6 +568,7 @@ impl Ecs {
             steady: false,
             last_completed: None,
             placement_failure: None,
+            inactive_at_ms: None,
         };
         if daemon {
             // What DescribeServices says at once: a task per eligible instance.
@@ -1107,6 +1113,61 @@ impl Ecs {
             return Ok(None);
         }
         Ok(Some(record))
+    }
+}
+
+impl Ecs {
+    /// Deletes services INACTIVE longer than [`INACTIVE_SERVICE_RETENTION_MS`]
+    /// and task protections of tasks that are gone or expired. Returns how
+    /// many records it deleted. Called periodically by the binary.
+    pub async fn collect_inactive_services(&self) -> Result<usize, ApiError> {
+        let now_ms = self.clock.now_ms();
+        let mut expired: Vec<(String, u64)> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(keys::INACTIVE_SERVICES, after.as_deref(), flotilla_store::LIST_LIMIT_MAX)
+                .map_err(records::store_error)?;
+            for entry in &page.entries {
+                let record: ServiceRecord = records::decode(entry)?;
+                let old = record
+                    .inactive_at_ms
+                    .is_some_and(|at| now_ms.saturating_sub(at) >= INACTIVE_SERVICE_RETENTION_MS);
+                if old {
+                    expired.push((entry.key.clone(), entry.mod_revision));
+                }
+            }
+            match page.entries.last() {
+                Some(last) if page.more => after = Some(last.key.clone()),
+                _ => break,
+            }
+        }
+        let page = self
+            .store
+            .list(keys::TASK_PROTECTION, None, flotilla_store::LIST_LIMIT_MAX)
+            .map_err(records::store_error)?;
+        for entry in &page.entries {
+            let protection: TaskProtection = records::decode(entry)?;
+            let rest = &entry.key[keys::TASK_PROTECTION.len()..];
+            let task_gone = rest
+                .split_once('/')
+                .is_none_or(|(cluster, task_id)| self.get_task(cluster, task_id).ok().flatten().is_none());
+            if protection.expires_at_ms <= now_ms || task_gone {
+                expired.push((entry.key.clone(), entry.mod_revision));
+            }
+        }
+        let mut deleted = 0;
+        for (key, revision) in expired {
+            let txn = Txn::new().expect(&key, revision).delete(&key);
+            match self.store.commit(txn).await {
+                Ok(_) => deleted += 1,
+                // Changed since: the next collection looks again.
+                Err(flotilla_store::StoreError::Conflict { .. }) => {}
+                Err(error) => return Err(records::store_error(error)),
+            }
+        }
+        Ok(deleted)
     }
 }
 

@@ -787,3 +787,26 @@ async fn random_sequences_keep_the_invariants() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_deleted_service_drains_then_is_inactive_then_collected() {
+    let mut world = World::new(7).await;
+    world.add_host(4096, 8192, "a").await;
+    world.definition("old", "app:v1", false).await;
+    world
+        .ok("CreateService", json!({"cluster": CLUSTER, "serviceName": "old", "taskDefinition": "old", "desiredCount": 2}))
+        .await;
+    world.settle(3).await;
+    let refused = world.call("DeleteService", json!({"cluster": CLUSTER, "service": "old"})).await;
+    assert!(refused.is_err());
+    let deleted = world.ok("DeleteService", json!({"cluster": CLUSTER, "service": "old", "force": true})).await;
+    assert_eq!(deleted["service"]["status"], "DRAINING");
+    world.settle(3).await;
+    assert_eq!(world.service("old").await["status"], "INACTIVE");
+    assert_eq!(world.census("old").await.total(), 0);
+    assert_eq!(world.ecs.collect_inactive_services().await.expect("collect"), 0);
+    world.advance(60 * 60 * 1000);
+    assert_eq!(world.ecs.collect_inactive_services().await.expect("collect"), 1);
+    let described = world.ok("DescribeServices", json!({"cluster": CLUSTER, "services": ["old"]})).await;
+    assert_eq!(described["failures"][0]["reason"], "MISSING");
+}

@@ -347,6 +347,7 @@ impl ServiceScheduler {
         let drained = record.status() == "DRAINING" && views.iter().all(|(v, _)| v.lost);
         if drained {
             record.service.status = Some("INACTIVE".to_owned());
+            record.inactive_at_ms = Some(now_ms);
             record.service.running_count = Some(0);
             record.service.pending_count = Some(0);
             for deployment in std::mem::take(&mut record.deployments) {
