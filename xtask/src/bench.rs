@@ -39,6 +39,7 @@ mod placement;
 mod registry;
 mod runtask;
 mod servers;
+mod services;
 mod tasks;
 
 use load::{LoadOptions, Measurement, Workload};
@@ -232,6 +233,7 @@ enum Bench {
     Placement(placement::Options),
     RunTask(runtask::Options),
     Registry(registry::Options),
+    Services(services::Options),
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -241,7 +243,15 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("placement") => Bench::Placement(placement::Options::parse(&args[1..])?),
         Some("runtask") => Bench::RunTask(runtask::Options::parse(&args[1..])?),
         Some("registry") => Bench::Registry(registry::Options::parse(&args[1..])?),
-        _ => bail!("{USAGE}\n{}\n{}\n{}\n{}", tasks::USAGE, placement::USAGE, runtask::USAGE, registry::USAGE),
+        Some("services") => Bench::Services(services::Options::parse(&args[1..])?),
+        _ => bail!(
+            "{USAGE}\n{}\n{}\n{}\n{}\n{}",
+            tasks::USAGE,
+            placement::USAGE,
+            runtask::USAGE,
+            registry::USAGE,
+            services::USAGE
+        ),
     };
     // The placement benchmark runs in this process: it needs no server binary.
     let packages: &[&str] = match bench {
@@ -275,6 +285,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Bench::Placement(options) => placement::run(&options),
         Bench::RunTask(options) => runtask::run(&target_dir, &options),
         Bench::Registry(options) => registry::run(&root, &target_dir, &options),
+        Bench::Services(options) => services::run(&target_dir, &options),
     }
 }
 

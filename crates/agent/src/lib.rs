@@ -321,10 +321,12 @@ pub async fn run_simulated(
     let ids: Arc<dyn IdSource> = Arc::new(RandomIds);
     let api = api_client(&config, &clock)?;
     let gate = Arc::new(Semaphore::new(REGISTRATIONS_IN_FLIGHT_MAX));
-    let pause_image = Arc::new(PauseImage::new(config.pause_image.clone(), None));
     let facts = HostFacts::read();
     let mut instances = tokio::task::JoinSet::new();
     for index in 0..simulation.instances {
+        // One per instance: each simulated host has its own fake engine,
+        // and a pause image pulled into one is not in the others.
+        let pause_image = Arc::new(PauseImage::new(config.pause_image.clone(), None));
         let mut profile = base_profile(&config, &facts);
         profile.cpu_units = simulation.cpu_units;
         profile.memory_mib = simulation
@@ -373,7 +375,7 @@ pub async fn run_simulated(
                 ..EngineSettings::default()
             },
             metadata: None,
-            pause_image: Arc::clone(&pause_image),
+            pause_image,
             registration_gate: Arc::clone(&gate),
         };
         instances.spawn(async move {

@@ -15,6 +15,7 @@ use flotilla_store::{RedbStore, Store};
 use flotilla_types::arn::Scope;
 
 mod placement;
+mod service;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
 
@@ -40,6 +41,9 @@ enum Command {
     /// Ask the control plane about placement (Flotilla's ExplainPlacement).
     #[command(subcommand)]
     Placement(placement::PlacementCommand),
+    /// Change a service and follow its rollout.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
 }
 
 #[derive(Args)]
@@ -139,6 +143,11 @@ struct ServerArgs {
     /// How often lifecycle policies are applied and unreferenced blobs collected.
     #[arg(long, hide = true, default_value_t = REGISTRY_MAINTENANCE_INTERVAL_MS)]
     registry_maintenance_interval_ms: u64,
+    /// How long an instance's agent may stay disconnected before the service
+    /// scheduler replaces its service tasks elsewhere. Hidden: for tests that
+    /// cannot wait the default 5 minutes.
+    #[arg(long, hide = true, default_value_t = flotilla_control::AGENT_LOST_TIMEOUT_MS)]
+    service_agent_lost_timeout_ms: u64,
     /// `up` only: port of the local agent's task metadata endpoint.
     #[arg(long, default_value_t = flotilla_agent::host::DEFAULT_METADATA_PORT)]
     agent_metadata_port: u16,
@@ -165,6 +174,13 @@ fn main() -> Result<()> {
             Command::Up(args) => serve(args, true).await,
             Command::Agent(args) => agent(args).await,
             Command::Placement(command) => placement::run(command).await,
+            Command::Service(command) => {
+                let code = service::run(command).await?;
+                if code != 0 {
+                    std::process::exit(code);
+                }
+                Ok(())
+            }
         }
     })
 }
@@ -256,6 +272,11 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
         Arc::clone(&registry),
         std::time::Duration::from_millis(args.registry_maintenance_interval_ms.max(1)),
     ));
+    let scheduler_settings = flotilla_control::SchedulerSettings {
+        agent_lost_timeout_ms: args.service_agent_lost_timeout_ms,
+        ..Default::default()
+    };
+    tokio::spawn(Arc::clone(&ecs).run_service_scheduler(scheduler_settings));
     if local_parts {
         ensure_default_cluster(&ecs).await?;
         start_local_agent(format!("http://{address}"), &args, data_dir.join("agent"));
@@ -335,7 +356,8 @@ async fn maintain_registry(registry: Arc<flotilla_registry::Registry>, period: s
     }
 }
 
-/// How often stopped tasks and deregistered instances past their retention are deleted.
+/// How often stopped tasks, deregistered instances and inactive services past
+/// their retention are deleted.
 const COLLECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn collect_periodically(ecs: Arc<Ecs>) {
@@ -347,6 +369,9 @@ async fn collect_periodically(ecs: Arc<Ecs>) {
         }
         if let Err(error) = ecs.collect_deregistered_instances().await {
             tracing::warn!(%error, "collecting deregistered instances failed");
+        }
+        if let Err(error) = ecs.collect_inactive_services().await {
+            tracing::warn!(%error, "collecting inactive services failed");
         }
     }
 }

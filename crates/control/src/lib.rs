@@ -18,6 +18,8 @@ use flotilla_types::ApiError;
 
 pub use agent_channel::{AgentEvent, AgentInstance, AgentRefusal, AgentWatch, PAYLOAD_TASKS_MAX};
 pub use instances::{DEREGISTERED_INSTANCE_RETENTION_MS, TASK_SUBNETS_CIDR};
+pub use services::reconcile::ServiceScheduler;
+pub use services::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS};
 pub use tasks::STOPPED_TASK_RETENTION_MS;
 
 mod account_settings;
@@ -32,6 +34,7 @@ mod live_placement;
 mod page;
 mod placement;
 mod records;
+pub mod services;
 mod snapshot_cache;
 mod tags;
 mod task_definitions;
@@ -206,6 +209,19 @@ impl Ecs {
             Q::PutAttributes(r) => R::PutAttributes(self.put_attributes(r).await?),
             Q::DeleteAttributes(r) => R::DeleteAttributes(self.delete_attributes(r).await?),
             Q::ListAttributes(r) => R::ListAttributes(self.list_attributes(r)?),
+            Q::CreateService(r) => R::CreateService(self.create_service(caller, r).await?),
+            Q::UpdateService(r) => R::UpdateService(self.update_service(r).await?),
+            Q::DeleteService(r) => R::DeleteService(self.delete_service(r).await?),
+            Q::DescribeServices(r) => R::DescribeServices(self.describe_services(r)?),
+            Q::ListServices(r) => R::ListServices(self.list_services(r)?),
+            Q::ListServiceDeployments(r) => {
+                R::ListServiceDeployments(self.list_service_deployments(r)?)
+            }
+            Q::DescribeServiceDeployments(r) => {
+                R::DescribeServiceDeployments(self.describe_service_deployments(r)?)
+            }
+            Q::UpdateTaskProtection(r) => R::UpdateTaskProtection(self.update_task_protection(r).await?),
+            Q::GetTaskProtection(r) => R::GetTaskProtection(self.get_task_protection(r)?),
             other => {
                 return Err(ApiError::new(
                     "UnsupportedFeatureException",

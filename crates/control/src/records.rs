@@ -119,9 +119,34 @@ pub mod keys {
         format!("{TASKS}{cluster}/{task_id}")
     }
 
+    /// Every ACTIVE or DRAINING service of every cluster, under `{cluster}/{name}`.
+    pub const SERVICES: &str = "ecs/services/";
+    /// Services deleted and drained (INACTIVE), still describable, under
+    /// `{cluster}/{name}`; apart so that a cluster's services count only live ones.
+    pub const INACTIVE_SERVICES: &str = "ecs/services-inactive/";
+    /// Scale-in protection of tasks, under `{cluster}/{task id}`.
+    pub const TASK_PROTECTION: &str = "ecs/task-protection/";
+
     /// Services of a cluster.
     pub fn services_of(cluster: &str) -> String {
-        format!("ecs/services/{cluster}/")
+        format!("{SERVICES}{cluster}/")
+    }
+
+    /// One ACTIVE or DRAINING service: its deployments and events live in it.
+    pub fn service(cluster: &str, name: &str) -> String {
+        format!("{SERVICES}{cluster}/{name}")
+    }
+
+    pub fn inactive_service(cluster: &str, name: &str) -> String {
+        format!("{INACTIVE_SERVICES}{cluster}/{name}")
+    }
+
+    pub fn task_protection(cluster: &str, task_id: &str) -> String {
+        format!("{TASK_PROTECTION}{cluster}/{task_id}")
+    }
+
+    pub fn task_protections_of(cluster: &str) -> String {
+        format!("{TASK_PROTECTION}{cluster}/")
     }
 
     /// `!` sorts below every character a family name may hold, so that all

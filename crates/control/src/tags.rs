@@ -68,6 +68,7 @@ pub fn merge_tags(current: &mut Vec<Tag>, incoming: &[Tag]) {
 enum Tagged {
     Cluster(String),
     TaskDefinition { family: String, revision: i32 },
+    Service { cluster: String, name: String },
 }
 
 impl Ecs {
@@ -83,6 +84,10 @@ impl Ecs {
                 let (family, revision) = id.rsplit_once(':').ok_or_else(invalid)?;
                 let revision = revision.parse().map_err(|_| invalid())?;
                 Ok(Tagged::TaskDefinition { family: family.to_owned(), revision })
+            }
+            ("service", rest) => {
+                let (cluster, name) = rest.split_once('/').ok_or_else(invalid)?;
+                Ok(Tagged::Service { cluster: cluster.to_owned(), name: name.to_owned() })
             }
             _ => Err(ApiError::invalid_parameter(format!(
                 "Tagging is not supported for resource {arn_text}"
@@ -131,6 +136,10 @@ impl Ecs {
                 let found = records::get::<TaskDefinitionRecord>(self.store.as_ref(), &key)?;
                 found.ok_or_else(|| task_definition_not_found(&arn))?.value.tags
             }
+            Tagged::Service { cluster, name } => {
+                let found = self.get_service(&cluster, &name)?;
+                found.ok_or_else(crate::services::service_not_found)?.value.service.tags.unwrap_or_default()
+            }
         };
         Ok(ListTagsForResourceResponse { tags: Some(tags) })
     }
@@ -156,6 +165,13 @@ impl Ecs {
                 let missing = || task_definition_not_found(arn);
                 self.change_record::<TaskDefinitionRecord>(&key, missing, |record| change(&mut record.tags))
                     .await
+            }
+            Tagged::Service { cluster, name } => {
+                let key = keys::service(&cluster, &name);
+                self.change_record::<crate::services::ServiceRecord>(&key, crate::services::service_not_found, |record| {
+                    change(record.service.tags.get_or_insert_with(Vec::new))
+                })
+                .await
             }
         }
     }

@@ -133,12 +133,12 @@ impl TaskRecord {
         self.task.task_arn.clone().unwrap_or_default()
     }
 
-    fn touch(&mut self) {
+    pub(crate) fn touch(&mut self) {
         self.task.version = Some(self.task.version.unwrap_or(0) + 1);
     }
 
     /// Asks the task to stop; the agent carries it out.
-    fn request_stop(&mut self, now_seconds: f64, code: Option<TaskStopCode>, reason: &str) {
+    pub(crate) fn request_stop(&mut self, now_seconds: f64, code: Option<TaskStopCode>, reason: &str) {
         self.task.desired_status = Some("STOPPED".to_owned());
         self.task.stopping_at.get_or_insert(now_seconds);
         if self.task.stop_code.is_none() {
@@ -150,7 +150,7 @@ impl TaskRecord {
     }
 
     /// Records the task STOPPED, with its containers.
-    fn mark_stopped(&mut self, now_seconds: f64, now_ms: u64) {
+    pub(crate) fn mark_stopped(&mut self, now_seconds: f64, now_ms: u64) {
         self.task.last_status = Some("STOPPED".to_owned());
         self.task.desired_status = Some("STOPPED".to_owned());
         self.task.stopping_at.get_or_insert(now_seconds);
@@ -583,7 +583,7 @@ impl Ecs {
     /// Places and creates the tasks of launches into `cluster` in one
     /// transaction with the instances they take resources from: each launch
     /// in order, against what the ones before it took. One answer per launch.
-    async fn launch(&self, cluster: &str, launches: &[(&Launch, Targeting)]) -> Vec<Result<Launched, ApiError>> {
+    pub(crate) async fn launch(&self, cluster: &str, launches: &[(&Launch, Targeting)]) -> Vec<Result<Launched, ApiError>> {
         let ids: Vec<Vec<TaskIds>> = launches
             .iter()
             .map(|(launch, targeting)| self.task_ids(launch, targeting))
@@ -1387,7 +1387,7 @@ impl Ecs {
 }
 
 /// Where a launch's tasks go.
-enum Targeting {
+pub(crate) enum Targeting {
     FirstFit(usize),
     /// The instances StartTask names.
     Named(Vec<String>),

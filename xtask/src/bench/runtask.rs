@@ -109,12 +109,12 @@ impl Drop for Agent {
     }
 }
 
-struct Api {
-    address: SocketAddr,
+pub(super) struct Api {
+    pub(super) address: SocketAddr,
 }
 
 impl Api {
-    fn call(&self, operation: &'static str, body: Value) -> Result<Value> {
+    pub(super) fn call(&self, operation: &'static str, body: Value) -> Result<Value> {
         let (status, answer) = load::call_once(self.address, operation, &body.to_string())
             .with_context(|| format!("calling {operation}"))?;
         if !status.is_success() {
@@ -127,7 +127,7 @@ impl Api {
     }
 
     /// Every page of a List operation's `key`.
-    fn list_all(&self, operation: &'static str, body: Value, key: &str) -> Result<Vec<String>> {
+    pub(super) fn list_all(&self, operation: &'static str, body: Value, key: &str) -> Result<Vec<String>> {
         let mut found = Vec::new();
         let mut token: Option<String> = None;
         loop {
