@@ -105,6 +105,9 @@ impl Store for CrashableStore {
     fn revision(&self) -> u64 {
         self.inner.revision()
     }
+    fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.revisions()
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

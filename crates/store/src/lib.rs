@@ -158,6 +158,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The revision of the last committed transaction.
     fn revision(&self) -> Revision;
+
+    /// The revision of the last committed transaction, as it advances: for
+    /// a loop that re-reads the state when anything changed and needs no
+    /// events (which a watcher pins in memory until it reads them).
+    fn revisions(&self) -> tokio::sync::watch::Receiver<Revision>;
 }
 
 /// Rejects a transaction before it reaches a backend, so that every backend

@@ -31,6 +31,7 @@ struct State {
 pub struct MemoryStore {
     state: Mutex<State>,
     events: broadcast::Sender<Arc<Vec<Event>>>,
+    revisions: tokio::sync::watch::Sender<Revision>,
 }
 
 impl Default for MemoryStore {
@@ -45,6 +46,7 @@ impl MemoryStore {
         Self {
             state: Mutex::new(State::default()),
             events,
+            revisions: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -118,6 +120,7 @@ impl MemoryStore {
         if !events.is_empty() {
             let _ = self.events.send(Arc::new(events));
         }
+        self.revisions.send_replace(revision);
         Ok(revision)
     }
 }
@@ -166,6 +169,10 @@ impl Store for MemoryStore {
 
     fn watch(&self, prefix: &str) -> Watch {
         Watch::new(prefix, self.events.subscribe())
+    }
+
+    fn revisions(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.revisions.subscribe()
     }
 
     fn revision(&self) -> Revision {

@@ -114,6 +114,8 @@ struct Shared {
     shutting_down: AtomicBool,
     /// Durable batches so far, to tell how well commits are being grouped.
     batches_committed: AtomicU64,
+    /// The last durable revision, for [`Store::revisions`].
+    revisions: tokio::sync::watch::Sender<Revision>,
     /// Lets a test make the writer thread panic at its next batch.
     #[cfg(test)]
     panic_at_next_batch: AtomicBool,
@@ -142,6 +144,7 @@ impl RedbStore {
             revision: AtomicU64::new(revision),
             shutting_down: AtomicBool::new(false),
             batches_committed: AtomicU64::new(0),
+            revisions: tokio::sync::watch::Sender::new(revision),
             #[cfg(test)]
             panic_at_next_batch: AtomicBool::new(false),
         });
@@ -315,6 +318,10 @@ impl Store for RedbStore {
         Watch::new(prefix, self.events.subscribe())
     }
 
+    fn revisions(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.shared.revisions.subscribe()
+    }
+
     fn revision(&self) -> Revision {
         self.shared.revision.load(Ordering::SeqCst)
     }
@@ -418,6 +425,12 @@ impl Writer {
                         Outcome::Conflict(error) => results.push(Err(error)),
                     }
                 }
+                let last = self.next_revision - 1;
+                self.shared.revisions.send_if_modified(|current| {
+                    let advanced = *current != last;
+                    *current = last;
+                    advanced
+                });
                 for (request, result) in batch.drain(..).zip(results) {
                     // The caller may have stopped waiting; its transaction
                     // stands regardless.

@@ -100,6 +100,10 @@ macro_rules! conformance {
                 super::list_limit_is_capped(&*$backend().store).await;
             }
             #[tokio::test]
+            async fn revisions_follow_commits() {
+                super::revisions_follow_commits(&*$backend().store).await;
+            }
+            #[tokio::test]
             async fn watch_sees_changes_in_order_under_its_prefix() {
                 super::watch_sees_changes_in_order_under_its_prefix(&*$backend().store).await;
             }
@@ -397,6 +401,18 @@ async fn list_limit_is_capped(store: &dyn Store) {
     let last = page.entries.last().unwrap().key.clone();
     let page = store.list("many/", Some(&last), usize::MAX).unwrap();
     assert_eq!((page.entries.len(), page.more), (1, false));
+}
+
+async fn revisions_follow_commits(store: &dyn Store) {
+    let mut revisions = store.revisions();
+    assert_eq!(*revisions.borrow_and_update(), store.revision());
+    let committed = commit(store, Txn::new().put("r/a", "1")).await.unwrap();
+    revisions.changed().await.unwrap();
+    assert_eq!(*revisions.borrow_and_update(), committed);
+    // A failed condition commits nothing and says nothing.
+    let refused = commit(store, Txn::new().expect("r/a", committed + 100).put("r/a", "2")).await;
+    assert!(refused.is_err());
+    assert!(!revisions.has_changed().unwrap());
 }
 
 async fn watch_sees_changes_in_order_under_its_prefix(store: &dyn Store) {

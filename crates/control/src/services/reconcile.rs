@@ -69,8 +69,6 @@ pub const LAUNCH_THROTTLE_MAX_MS: u64 = 30 * 1000;
 /// Task records read per store call in a pass: the values of a page are
 /// held at once.
 const TASK_SCAN_PAGE: usize = 1_024;
-/// Most changes drained from the watch before a pass.
-const WATCH_DRAIN_MAX: usize = 1_000_000;
 
 /// How the scheduler's loop runs.
 #[derive(Clone, Debug)]
@@ -1012,27 +1010,22 @@ impl Ecs {
         let tick = settings.tick;
         let settle = settings.settle;
         let mut scheduler = ServiceScheduler::new(settings, self.clock.now_ms());
-        let mut watch = self.store.watch("ecs/");
+        // Only that something changed matters, not what: a pass re-reads.
+        let mut revisions = self.store.revisions();
         loop {
+            revisions.mark_unchanged();
             if let Err(error) = scheduler.pass(&self).await {
                 tracing::warn!(%error, "service scheduler pass failed");
             }
             tokio::select! {
-                changed = watch.next() => {
-                    if matches!(changed, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                changed = revisions.changed() => {
+                    if changed.is_err() {
                         return;
                     }
                 }
                 () = tokio::time::sleep(tick) => {}
             }
             tokio::time::sleep(settle).await;
-            for _ in 0..WATCH_DRAIN_MAX {
-                match tokio::time::timeout(Duration::ZERO, watch.next()).await {
-                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
-                    Err(_) => break,
-                }
-            }
         }
     }
 }
