@@ -40,7 +40,7 @@ pub const USAGE: &str =
 
 const DEFAULT_INSTANCES: usize = 1_000;
 const DEFAULT_SECONDS: u64 = 10;
-const DEFAULT_CLIENTS: usize = 32;
+const DEFAULT_CLIENTS: usize = 64;
 const INSTANCES_MAX: usize = 10_000;
 const CLIENTS_MAX: usize = 1_024;
 
