@@ -1,10 +1,7 @@
-"""Tasks whose image lives in Flotilla's registry: pushed with the Docker
-CLI, removed from the engine, then run by `flotilla up`'s local agent,
-which gets a registry token from the control plane and pulls with it; the
-user does nothing about credentials.
-
-(Services run their tasks the same way once services land; this covers
-RunTask.)
+"""Tasks and services whose image lives in Flotilla's registry: pushed with
+the Docker CLI, removed from the engine, then run by `flotilla up`'s local
+agent, which gets a registry token from the control plane and pulls with
+it; the user does nothing about credentials.
 
 Heavy (marked `docker`).
 """
@@ -82,6 +79,43 @@ def test_a_task_runs_an_image_pulled_from_the_registry(up, tmp_path):
         up.ecs.stop_task(cluster="default", task=task["taskArn"])
         wait_tasks_status(up.ecs, "default", [task["taskArn"]], "STOPPED")
     finally:
+        docker("rmi", "-f", image, check=False)
+
+
+def test_a_service_runs_an_image_pulled_from_the_registry(up, tmp_path):
+    name = unique("services/app")
+    code, out = ecr_cli(up, "create-repository", "--repository-name", name)
+    assert code == 0, out
+    image = f"{out['repository']['repositoryUri']}:v1"
+    marker = unique("service-from-the-registry")
+    build_image(image, marker)
+    client = DockerClient(tmp_path / "docker")
+    client.login(up)
+    client.run("push", image)
+    docker("rmi", "-f", image)
+
+    wait_until(lambda: up.ecs.list_container_instances(cluster="default")["containerInstanceArns"], 30,
+               "the local agent to register")
+    family = unique("registry-service")
+    up.ecs.register_task_definition(family=family, containerDefinitions=[{
+        "name": "app", "image": image, "memory": 32, "essential": True,
+        "command": ["sh", "-c", "cat /marker; sleep 300"],
+    }])
+    service = unique("from-registry")
+    try:
+        up.ecs.create_service(cluster="default", serviceName=service, taskDefinition=family, desiredCount=2)
+        up.ecs.get_waiter("services_stable").wait(
+            cluster="default", services=[service], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+        arns = up.ecs.list_tasks(cluster="default", serviceName=service)["taskArns"]
+        assert len(arns) == 2
+        for task in describe_tasks(up.ecs, "default", arns):
+            assert task["lastStatus"] == "RUNNING"
+            container_id = container_of(task, "app")["runtimeId"]
+            wait_until(lambda: marker in docker_logs(container_id), 10, "the container to print its marker")
+    finally:
+        up.ecs.delete_service(cluster="default", service=service, force=True)
+        up.ecs.get_waiter("services_inactive").wait(
+            cluster="default", services=[service], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
         docker("rmi", "-f", image, check=False)
 
 
