@@ -248,18 +248,8 @@ async fn call_ecs(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]
         None => return Err(ApiError::unknown_operation(&format!("{}.{operation}", ecs::TARGET_PREFIX))),
         Some(decoded) => decoded?,
     };
-    // A panic while handling one request must answer that request with a
-    // ServerException and leave the server running: run it as its own task.
     let ecs = Arc::clone(&edge.ecs);
-    let handled = tokio::spawn(async move { ecs.handle(&caller, request).await }).await;
-    let response = match handled {
-        Ok(result) => result?,
-        Err(join_error) => {
-            tracing::error!(%join_error, "request handler panicked");
-            return Err(ApiError::server("internal error while handling the request"));
-        }
-    };
-    serde_json::to_vec(&response).map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
+    isolated(async move { ecs.handle(&caller, request).await }).await
 }
 
 async fn call_flotilla(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
@@ -267,17 +257,8 @@ async fn call_flotilla(edge: &Arc<Edge>, caller: Caller, operation: &str, body: 
         None => return Err(ApiError::unknown_operation(&format!("{}.{operation}", flotilla::TARGET_PREFIX))),
         Some(decoded) => decoded?,
     };
-    // As for ECS operations: a panic answers this request alone.
     let ecs = Arc::clone(&edge.ecs);
-    let handled = tokio::spawn(async move { ecs.handle_flotilla(&caller, request).await }).await;
-    let response = match handled {
-        Ok(result) => result?,
-        Err(join_error) => {
-            tracing::error!(%join_error, "request handler panicked");
-            return Err(ApiError::server("internal error while handling the request"));
-        }
-    };
-    serde_json::to_vec(&response).map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
+    isolated(async move { ecs.handle_flotilla(&caller, request).await }).await
 }
 
 async fn call_ecr(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
@@ -290,8 +271,7 @@ async fn call_ecr(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]
     };
     let now_ms = edge.clock.now_ms();
     let fresh_id = edge.ids.uuid();
-    // As for ECS operations: a panic answers this request alone.
-    let handled = tokio::spawn(async move {
+    isolated(async move {
         let caller = flotilla_registry::EcrCaller {
             principal_arn: &caller.principal_arn,
             now_ms,
@@ -299,8 +279,16 @@ async fn call_ecr(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]
         };
         registry.handle_ecr(&caller, request).await
     })
-    .await;
-    let response = match handled {
+    .await
+}
+
+/// Runs one request's handler as its own task, so that a panic answers that
+/// request with a ServerException and leaves the server running, and
+/// serializes its response.
+async fn isolated<R: serde::Serialize + Send + 'static>(
+    handler: impl std::future::Future<Output = Result<R, ApiError>> + Send + 'static,
+) -> Result<Vec<u8>, ApiError> {
+    let response = match tokio::spawn(handler).await {
         Ok(result) => result?,
         Err(join_error) => {
             tracing::error!(%join_error, "request handler panicked");
