@@ -12,7 +12,7 @@ use flotilla_types::flotilla::{
 };
 use flotilla_types::ApiError;
 
-use crate::tasks::{checked_count, placement_request, LaunchRequest};
+use crate::tasks::{checked_count, placement_request, LaunchRequest, Revisions};
 use crate::Ecs;
 
 /// The `random` strategy's seed. RunTask seeds it from the new tasks' ids,
@@ -43,6 +43,7 @@ impl Ecs {
         let launch = self.prepare_launch(LaunchRequest {
             cluster: request.cluster.as_deref(),
             task_definition: request.task_definition.as_deref().unwrap_or_default(),
+            revisions: Revisions::ActiveOnly,
             launch_type: request.launch_type,
             capacity_provider_strategy: &[],
             overrides: None,

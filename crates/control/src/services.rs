@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::page;
 use crate::records::{self, keys, Attempt};
-use crate::tasks::{LaunchRequest, TaskRecord};
+use crate::tasks::{LaunchRequest, Revisions, TaskRecord};
 use crate::Ecs;
 
 pub(crate) mod events;
@@ -373,6 +373,7 @@ impl Ecs {
         LaunchRequest {
             cluster: Some(cluster),
             task_definition: &spec.task_definition,
+            revisions: Revisions::AnyStored,
             launch_type: spec.launch_type,
             capacity_provider_strategy: &spec.capacity_provider_strategy,
             overrides: None,
@@ -388,22 +389,35 @@ impl Ecs {
     }
 
     /// Checks a deployment's spec as RunTask would check its request, and
-    /// resolves its task definition to an ARN.
-    fn checked_spec(&self, cluster: &str, name: &str, mut spec: DeploymentSpec) -> Result<DeploymentSpec, ApiError> {
+    /// resolves its task definition to an ARN. `running` is the revision the
+    /// service runs now: it may stay on it after it was deregistered, but
+    /// may not take up any other revision that is not ACTIVE.
+    fn checked_spec(
+        &self,
+        cluster: &str,
+        name: &str,
+        mut spec: DeploymentSpec,
+        running: Option<&str>,
+    ) -> Result<DeploymentSpec, ApiError> {
         if spec.launch_type.is_some() && !spec.capacity_provider_strategy.is_empty() {
             return Err(ApiError::invalid_parameter(
                 "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
             ));
         }
-        let group = format!("service:{name}");
-        self.prepare_launch(Self::deployment_launch_request(cluster, &group, "ecs-svc/0", &spec))?;
         let reference = self
             .task_definition_reference(&spec.task_definition)
             .map_err(|_| ApiError::client("TaskDefinition not found."))?;
         let record = self
             .find_task_definition(&reference)?
             .ok_or_else(|| ApiError::client("TaskDefinition not found."))?;
-        spec.task_definition = record.definition.task_definition_arn.unwrap_or_default();
+        let arn = record.definition.task_definition_arn.unwrap_or_default();
+        let active = record.definition.status == Some(TaskDefinitionStatus::Active);
+        if !active && running != Some(arn.as_str()) {
+            return Err(ApiError::client(crate::tasks::TASK_DEFINITION_INACTIVE));
+        }
+        spec.task_definition = arn;
+        let group = format!("service:{name}");
+        self.prepare_launch(Self::deployment_launch_request(cluster, &group, "ecs-svc/0", &spec))?;
         Ok(spec)
     }
 
@@ -518,7 +532,7 @@ impl Ecs {
             enable_execute_command: request.enable_execute_command.unwrap_or(false),
             task_tags: if propagate_tags == Some(PropagateTags::Service) { tags.clone() } else { Vec::new() },
         };
-        let spec = self.checked_spec(&cluster, &name, spec)?;
+        let spec = self.checked_spec(&cluster, &name, spec, None)?;
         let now_ms = self.clock.now_ms();
         let now_seconds = self.now_seconds();
         let id = deployment_id(&self.ids.uuid());
@@ -689,7 +703,7 @@ impl Ecs {
         if let Some(propagate) = request.propagate_tags {
             spec.propagate_tags = Some(propagate).filter(|p| *p != PropagateTags::None);
         }
-        let spec = self.checked_spec(&cluster, &name, spec)?;
+        let spec = self.checked_spec(&cluster, &name, spec, Some(base.task_definition.as_str()))?;
         let force = request.force_new_deployment.unwrap_or(false);
         let redeploy = force || spec != base;
         let now_ms = self.clock.now_ms();

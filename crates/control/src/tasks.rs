@@ -73,6 +73,8 @@ const AWSVPC_SUBNETS_MAX: usize = 16;
 const AWSVPC_SECURITY_GROUPS_MAX: usize = 5;
 
 pub const USER_STOP_REASON: &str = "Task stopped by user";
+/// What ECS answers a request that would start using a deregistered revision.
+pub(crate) const TASK_DEFINITION_INACTIVE: &str = "TaskDefinition is inactive";
 const TASK_NOT_FOUND: &str = "The referenced task was not found.";
 
 /// The order `lastStatus` moves in.
@@ -325,10 +327,23 @@ struct TaskIds {
     eni_id: String,
 }
 
+/// Which task definition revisions a launch may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Revisions {
+    /// ACTIVE ones only: RunTask, StartTask, and a service request that
+    /// names a revision its service does not already run.
+    ActiveOnly,
+    /// Any still stored, INACTIVE and DELETE_IN_PROGRESS included: a
+    /// service keeps launching (scaling, replacing) the revision it runs
+    /// after that revision is deregistered, as ECS lets it.
+    AnyStored,
+}
+
 /// The common part of RunTask's and StartTask's requests.
 pub(crate) struct LaunchRequest<'a> {
     pub(crate) cluster: Option<&'a str>,
     pub(crate) task_definition: &'a str,
+    pub(crate) revisions: Revisions,
     pub(crate) launch_type: Option<LaunchType>,
     pub(crate) capacity_provider_strategy: &'a [CapacityProviderStrategyItem],
     pub(crate) overrides: Option<&'a TaskOverride>,
@@ -376,6 +391,7 @@ impl Ecs {
         let launch = self.prepare_launch(LaunchRequest {
             cluster: request.cluster.as_deref(),
             task_definition: request.task_definition.as_deref().unwrap_or_default(),
+            revisions: Revisions::ActiveOnly,
             launch_type: request.launch_type,
             capacity_provider_strategy: request
                 .capacity_provider_strategy
@@ -419,6 +435,7 @@ impl Ecs {
         let launch = self.prepare_launch(LaunchRequest {
             cluster: request.cluster.as_deref(),
             task_definition: request.task_definition.as_deref().unwrap_or_default(),
+            revisions: Revisions::ActiveOnly,
             launch_type: None,
             capacity_provider_strategy: &[],
             overrides: request.overrides.as_ref(),
@@ -470,7 +487,7 @@ impl Ecs {
                 ))
             }
         }
-        let record = self.launchable_definition(request.task_definition)?;
+        let record = self.launchable_definition(request.task_definition, request.revisions)?;
         let definition = record.definition;
         let compatible = definition
             .compatibilities
@@ -554,8 +571,9 @@ impl Ecs {
         })
     }
 
-    /// The ACTIVE revision a launch names, or ECS's ClientException.
-    fn launchable_definition(&self, given: &str) -> Result<TaskDefinitionRecord, ApiError> {
+    /// The revision a launch names, when `revisions` lets it run it, or
+    /// ECS's ClientException.
+    fn launchable_definition(&self, given: &str, revisions: Revisions) -> Result<TaskDefinitionRecord, ApiError> {
         let reference = match self.task_definition_reference(given) {
             Ok(reference) => reference,
             Err(ReferenceError::Malformed | ReferenceError::Elsewhere) => {
@@ -565,8 +583,9 @@ impl Ecs {
         let record = self
             .find_task_definition(&reference)?
             .ok_or_else(|| ApiError::client("TaskDefinition not found."))?;
-        if record.definition.status != Some(TaskDefinitionStatus::Active) {
-            return Err(ApiError::client("TaskDefinition is inactive"));
+        let active = record.definition.status == Some(TaskDefinitionStatus::Active);
+        if !active && revisions == Revisions::ActiveOnly {
+            return Err(ApiError::client(TASK_DEFINITION_INACTIVE));
         }
         Ok(record)
     }

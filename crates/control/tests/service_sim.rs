@@ -534,6 +534,58 @@ async fn unhealthy_tasks_are_replaced_after_the_grace_period() {
 }
 
 #[tokio::test]
+async fn a_deregistered_revision_runs_on_in_its_service_and_no_request_takes_it_up() {
+    let mut world = World::new(11).await;
+    world.add_host(4096, 8192, "a").await;
+    world.add_host(4096, 8192, "b").await;
+    let v1 = world.definition("old", "app:v1", false).await;
+    world
+        .ok("CreateService", json!({"cluster": CLUSTER, "serviceName": "old", "taskDefinition": v1, "desiredCount": 2}))
+        .await;
+    world.settle(3).await;
+    assert!(steady(&world.service("old").await));
+    world.ok("DeregisterTaskDefinition", json!({"taskDefinition": v1})).await;
+    // A task that exits is replaced, the service scales and redeploys, all
+    // on the INACTIVE revision.
+    world.crash_a_task().await;
+    world.settle(3).await;
+    assert_eq!(world.census("old").await.occupying.get(&v1), Some(&2));
+    assert!(steady(&world.service("old").await));
+    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "old", "desiredCount": 3})).await;
+    world.settle(3).await;
+    assert_eq!(world.census("old").await.occupying.get(&v1), Some(&3));
+    let before = world.service("old").await;
+    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "old", "forceNewDeployment": true})).await;
+    world.settle(6).await;
+    let redeployed = world.service("old").await;
+    assert!(steady(&redeployed), "{redeployed}");
+    assert_ne!(redeployed["deployments"][0]["id"], before["deployments"][0]["id"]);
+    assert_eq!(world.census("old").await.occupying.get(&v1), Some(&3));
+    // Naming the revision it runs is no change; so is DeleteTaskDefinitions.
+    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "old", "taskDefinition": v1})).await;
+    world.ok("DeleteTaskDefinitions", json!({"taskDefinitions": [v1]})).await;
+    world.crash_a_task().await;
+    world.settle(3).await;
+    assert_eq!(world.census("old").await.occupying.get(&v1), Some(&3));
+    // No request takes an INACTIVE revision up, and a refused one changes nothing.
+    let v2 = world.definition("old", "app:v2", false).await;
+    world.ok("DeregisterTaskDefinition", json!({"taskDefinition": v2})).await;
+    let before = world.service("old").await;
+    for (operation, body) in [
+        ("CreateService", json!({"cluster": CLUSTER, "serviceName": "other", "taskDefinition": v1, "desiredCount": 1})),
+        ("CreateService", json!({"cluster": CLUSTER, "serviceName": "other", "taskDefinition": v2, "desiredCount": 1})),
+        ("UpdateService", json!({"cluster": CLUSTER, "service": "old", "taskDefinition": v2, "desiredCount": 1})),
+        ("RunTask", json!({"cluster": CLUSTER, "taskDefinition": v1})),
+    ] {
+        let error = world.call(operation, body.clone()).await.expect_err("refused");
+        assert_eq!((error.code, error.message.as_str()), ("ClientException", "TaskDefinition is inactive"), "{body}");
+    }
+    let listed = world.ok("ListServices", json!({"cluster": CLUSTER})).await;
+    assert_eq!(listed["serviceArns"].as_array().map_or(0, Vec::len), 1);
+    assert_eq!(world.service("old").await, before);
+}
+
+#[tokio::test]
 async fn daemon_runs_one_task_on_every_active_instance() {
     let mut world = World::new(4).await;
     world.add_host(4096, 8192, "a").await;

@@ -616,6 +616,24 @@ async fn a_new_task_has_ecs_shape() {
 }
 
 #[tokio::test]
+async fn run_and_start_task_refuse_a_deregistered_revision() {
+    let world = World::new();
+    world.cluster("c").await;
+    let instance = world.instance("c", 4096, 4096, json!([])).await;
+    world.definition(web("old", 1, 64, None)).await;
+    world.ok("DeregisterTaskDefinition", json!({"taskDefinition": "old:1"})).await;
+    for (operation, body) in [
+        ("RunTask", json!({"cluster": "c", "taskDefinition": "old:1"})),
+        ("StartTask", json!({"cluster": "c", "taskDefinition": "old:1", "containerInstances": [instance]})),
+    ] {
+        let error = world.err(operation, body).await;
+        assert_eq!((error.code, error.message.as_str()), ("ClientException", "TaskDefinition is inactive"));
+    }
+    let listed = world.ok("ListTasks", json!({"cluster": "c"})).await;
+    assert_eq!(listed["taskArns"], json!([]));
+}
+
+#[tokio::test]
 async fn awsvpc_tasks_get_addresses_in_their_instance_subnet() {
     let world = World::new();
     world.cluster("c").await;
