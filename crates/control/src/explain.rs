@@ -51,6 +51,8 @@ impl Ecs {
             group: request.group.as_deref(),
             tags: &[],
             propagate_tags: None,
+            enable_ecs_managed_tags: false,
+            service: None,
             network_configuration: None,
             placement_constraints: request.placement_constraints.as_deref().unwrap_or_default(),
             placement_strategy: request.placement_strategy.as_deref().unwrap_or_default(),

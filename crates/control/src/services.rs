@@ -67,12 +67,10 @@ pub struct DeploymentSpec {
     #[serde(default)]
     pub placement_strategy: Vec<PlacementStrategy>,
     #[serde(default)]
-    pub propagate_tags: Option<PropagateTags>,
-    #[serde(default)]
     pub enable_execute_command: bool,
-    /// Tags its tasks get (the service's, when it propagates them).
-    #[serde(default)]
-    pub task_tags: Vec<Tag>,
+    // How its tasks are tagged is the service's, not the deployment's: as in
+    // ECS, a change to propagateTags or enableECSManagedTags starts no
+    // deployment and applies to the tasks launched after it.
 }
 
 /// One deployment of a service.
@@ -363,12 +361,16 @@ impl Ecs {
             .map(|found| found.value))
     }
 
-    /// The request RunTask would get for a deployment's tasks.
+    /// The request RunTask would get for a deployment's tasks. `service`
+    /// says how they are tagged (none, for a check before the service
+    /// exists). A deployment's revision was ACTIVE when it was made, and
+    /// the service keeps launching it once it is not.
     pub(crate) fn deployment_launch_request<'a>(
         cluster: &'a str,
         group: &'a str,
         started_by: &'a str,
         spec: &'a DeploymentSpec,
+        service: Option<&'a Service>,
     ) -> LaunchRequest<'a> {
         LaunchRequest {
             cluster: Some(cluster),
@@ -379,8 +381,13 @@ impl Ecs {
             overrides: None,
             started_by: Some(started_by),
             group: Some(group),
-            tags: &spec.task_tags,
-            propagate_tags: spec.propagate_tags,
+            tags: &[],
+            propagate_tags: service.and_then(|s| s.propagate_tags),
+            enable_ecs_managed_tags: service.and_then(|s| s.enable_ecs_managed_tags).unwrap_or(false),
+            service: service.map(|s| crate::tags::ServiceTags {
+                name: s.service_name.as_deref().unwrap_or_default(),
+                tags: s.tags.as_deref().unwrap_or_default(),
+            }),
             network_configuration: spec.network_configuration.as_ref(),
             placement_constraints: &spec.placement_constraints,
             placement_strategy: &spec.placement_strategy,
@@ -417,7 +424,7 @@ impl Ecs {
         }
         spec.task_definition = arn;
         let group = format!("service:{name}");
-        self.prepare_launch(Self::deployment_launch_request(cluster, &group, "ecs-svc/0", &spec))?;
+        self.prepare_launch(Self::deployment_launch_request(cluster, &group, "ecs-svc/0", &spec, None))?;
         Ok(spec)
     }
 
@@ -516,7 +523,6 @@ impl Ecs {
         let configuration = resolve_configuration(request.deployment_configuration.as_ref(), None, daemon)?;
         let tags = request.tags.clone().unwrap_or_default();
         crate::tags::check_tags(&tags)?;
-        let propagate_tags = request.propagate_tags.filter(|p| *p != PropagateTags::None);
         let spec = DeploymentSpec {
             task_definition,
             launch_type: if request.capacity_provider_strategy.as_ref().is_some_and(|c| !c.is_empty()) {
@@ -528,9 +534,7 @@ impl Ecs {
             network_configuration: request.network_configuration.clone(),
             placement_constraints: request.placement_constraints.clone().unwrap_or_default(),
             placement_strategy: request.placement_strategy.clone().unwrap_or_default(),
-            propagate_tags,
             enable_execute_command: request.enable_execute_command.unwrap_or(false),
-            task_tags: if propagate_tags == Some(PropagateTags::Service) { tags.clone() } else { Vec::new() },
         };
         let spec = self.checked_spec(&cluster, &name, spec, None)?;
         let now_ms = self.clock.now_ms();
@@ -699,9 +703,6 @@ impl Ecs {
         }
         if let Some(enable) = request.enable_execute_command {
             spec.enable_execute_command = enable;
-        }
-        if let Some(propagate) = request.propagate_tags {
-            spec.propagate_tags = Some(propagate).filter(|p| *p != PropagateTags::None);
         }
         let spec = self.checked_spec(&cluster, &name, spec, Some(base.task_definition.as_str()))?;
         let force = request.force_new_deployment.unwrap_or(false);

@@ -46,7 +46,7 @@ fn check_tag_key(key: &str) -> Result<(), ApiError> {
             "tag key {key:?} must be 1 to {TAG_KEY_LENGTH_MAX} characters"
         )));
     }
-    if key.to_ascii_lowercase().starts_with("aws:") {
+    if is_reserved_key(key) {
         return Err(ApiError::invalid_parameter(format!(
             "tag key {key:?} uses the reserved prefix aws:"
         )));
@@ -64,11 +64,69 @@ pub fn merge_tags(current: &mut Vec<Tag>, incoming: &[Tag]) {
     }
 }
 
+/// The ECS-managed tag naming a task's cluster.
+pub const MANAGED_CLUSTER_TAG: &str = "aws:ecs:clusterName";
+/// The ECS-managed tag naming the service a task belongs to.
+pub const MANAGED_SERVICE_TAG: &str = "aws:ecs:serviceName";
+
+/// The service a new task belongs to, as its tags need it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServiceTags<'a> {
+    pub name: &'a str,
+    pub tags: &'a [Tag],
+}
+
+/// Where a new task's tags come from, whoever starts it: RunTask,
+/// StartTask or the service scheduler.
+pub(crate) struct TaskTagSources<'a> {
+    pub cluster: &'a str,
+    /// The tags the request gives the task itself.
+    pub own: &'a [Tag],
+    pub propagate: Option<PropagateTags>,
+    /// The task definition's tags.
+    pub definition: &'a [Tag],
+    pub service: Option<ServiceTags<'a>>,
+    /// enableECSManagedTags.
+    pub managed: bool,
+}
+
+/// A new task's tags, as ECS gives them: the task definition's or the
+/// service's (as `propagate` says), the task's own over them where a key is
+/// both, then with managed tags on, `aws:ecs:clusterName` and, for a
+/// service's task, `aws:ecs:serviceName`. Managed tags do not count towards
+/// [`TAGS_PER_RESOURCE_MAX`], as `aws:` tags do not in ECS.
+pub(crate) fn task_tags(sources: &TaskTagSources<'_>) -> Result<Vec<Tag>, ApiError> {
+    check_tags(sources.own)?;
+    let mut tags = match sources.propagate {
+        Some(PropagateTags::TaskDefinition) => sources.definition.to_vec(),
+        Some(PropagateTags::Service) => match sources.service {
+            Some(service) => service.tags.to_vec(),
+            None => {
+                return Err(ApiError::invalid_parameter(
+                    "propagateTags SERVICE applies to the tasks of a service only: a task started on its own can propagate TASK_DEFINITION tags",
+                ))
+            }
+        },
+        Some(PropagateTags::None) | None => Vec::new(),
+    };
+    merge_tags(&mut tags, sources.own);
+    check_tags(&tags)?;
+    if sources.managed {
+        let managed = |key: &str, value: &str| Tag { key: Some(key.to_owned()), value: Some(value.to_owned()) };
+        tags.push(managed(MANAGED_CLUSTER_TAG, sources.cluster));
+        if let Some(service) = sources.service {
+            tags.push(managed(MANAGED_SERVICE_TAG, service.name));
+        }
+    }
+    Ok(tags)
+}
+
 /// A resource that can carry tags, located by its ARN.
 enum Tagged {
     Cluster(String),
     TaskDefinition { family: String, revision: i32 },
     Service { cluster: String, name: String },
+    Task { cluster: String, task_id: String },
 }
 
 impl Ecs {
@@ -88,6 +146,10 @@ impl Ecs {
             ("service", rest) => {
                 let (cluster, name) = rest.split_once('/').ok_or_else(invalid)?;
                 Ok(Tagged::Service { cluster: cluster.to_owned(), name: name.to_owned() })
+            }
+            ("task", rest) => {
+                let (cluster, task_id) = rest.split_once('/').ok_or_else(invalid)?;
+                Ok(Tagged::Task { cluster: cluster.to_owned(), task_id: task_id.to_owned() })
             }
             _ => Err(ApiError::invalid_parameter(format!(
                 "Tagging is not supported for resource {arn_text}"
@@ -140,6 +202,10 @@ impl Ecs {
                 let found = self.get_service(&cluster, &name)?;
                 found.ok_or_else(crate::services::service_not_found)?.value.service.tags.unwrap_or_default()
             }
+            Tagged::Task { cluster, task_id } => {
+                let found = self.get_task(&cluster, &task_id)?;
+                found.ok_or_else(|| task_not_found(&arn))?.value.task.tags.unwrap_or_default()
+            }
         };
         Ok(ListTagsForResourceResponse { tags: Some(tags) })
     }
@@ -173,6 +239,22 @@ impl Ecs {
                 })
                 .await
             }
+            Tagged::Task { cluster, task_id } => {
+                let key = keys::task(&cluster, &task_id);
+                let missing = || task_not_found(arn);
+                self.change_record::<crate::tasks::TaskRecord>(&key, missing, |record| {
+                    // Managed tags (aws:) are ECS's: the user's change works
+                    // on the others, and they stay.
+                    let tags = record.task.tags.get_or_insert_with(Vec::new);
+                    let (mut mine, managed): (Vec<Tag>, Vec<Tag>) =
+                        std::mem::take(tags).into_iter().partition(|tag| !is_reserved(tag));
+                    change(&mut mine)?;
+                    *tags = mine;
+                    tags.extend(managed);
+                    Ok(())
+                })
+                .await
+            }
         }
     }
 
@@ -192,6 +274,19 @@ impl Ecs {
         })
         .await
     }
+}
+
+/// Keys under `aws:` (any case) are ECS's own.
+fn is_reserved_key(key: &str) -> bool {
+    key.to_ascii_lowercase().starts_with("aws:")
+}
+
+fn is_reserved(tag: &Tag) -> bool {
+    tag.key.as_deref().is_some_and(is_reserved_key)
+}
+
+fn task_not_found(arn: &str) -> ApiError {
+    ApiError::resource_not_found(format!("The specified task {arn} was not found"))
 }
 
 fn task_definition_not_found(arn: &str) -> ApiError {

@@ -349,8 +349,13 @@ pub(crate) struct LaunchRequest<'a> {
     pub(crate) overrides: Option<&'a TaskOverride>,
     pub(crate) started_by: Option<&'a str>,
     pub(crate) group: Option<&'a str>,
+    /// The task's own tags (RunTask's and StartTask's `tags`).
     pub(crate) tags: &'a [Tag],
     pub(crate) propagate_tags: Option<PropagateTags>,
+    pub(crate) enable_ecs_managed_tags: bool,
+    /// The service the task belongs to, for SERVICE propagation and the
+    /// managed `aws:ecs:serviceName` tag.
+    pub(crate) service: Option<crate::tags::ServiceTags<'a>>,
     pub(crate) network_configuration: Option<&'a NetworkConfiguration>,
     pub(crate) placement_constraints: &'a [PlacementConstraint],
     pub(crate) placement_strategy: &'a [PlacementStrategy],
@@ -402,6 +407,8 @@ impl Ecs {
             group: request.group.as_deref(),
             tags: request.tags.as_deref().unwrap_or_default(),
             propagate_tags: request.propagate_tags,
+            enable_ecs_managed_tags: request.enable_ecs_managed_tags.unwrap_or(false),
+            service: None,
             network_configuration: request.network_configuration.as_ref(),
             placement_constraints: request.placement_constraints.as_deref().unwrap_or_default(),
             placement_strategy: request.placement_strategy.as_deref().unwrap_or_default(),
@@ -443,6 +450,9 @@ impl Ecs {
             group: request.group.as_deref(),
             tags: request.tags.as_deref().unwrap_or_default(),
             propagate_tags: request.propagate_tags,
+            // StartTask has no enableECSManagedTags.
+            enable_ecs_managed_tags: false,
+            service: None,
             network_configuration: request.network_configuration.as_ref(),
             placement_constraints: &[],
             placement_strategy: &[],
@@ -524,15 +534,14 @@ impl Ecs {
                 "group must be 1 to {GROUP_LENGTH_MAX} characters"
             )));
         }
-        let mut tags = request.tags.to_vec();
-        crate::tags::check_tags(&tags)?;
-        if request.propagate_tags == Some(PropagateTags::TaskDefinition) {
-            // The task's own tags win over the definition's of the same key.
-            let mut merged = record.tags.clone();
-            crate::tags::merge_tags(&mut merged, &tags);
-            crate::tags::check_tags(&merged)?;
-            tags = merged;
-        }
+        let tags = crate::tags::task_tags(&crate::tags::TaskTagSources {
+            cluster: &cluster,
+            own: request.tags,
+            propagate: request.propagate_tags,
+            definition: &record.tags,
+            service: request.service,
+            managed: request.enable_ecs_managed_tags,
+        })?;
         let network_mode = definition.network_mode.unwrap_or(NetworkMode::Bridge);
         let awsvpc = match (network_mode, request.network_configuration) {
             (NetworkMode::Awsvpc, configuration) => {

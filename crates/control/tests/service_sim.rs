@@ -585,6 +585,93 @@ async fn a_deregistered_revision_runs_on_in_its_service_and_no_request_takes_it_
     assert_eq!(world.service("old").await, before);
 }
 
+/// The tags of a service's tasks, by task ARN, as DescribeTasks shows them
+/// and as ListTagsForResource lists them (which must agree).
+async fn service_task_tags(world: &World, name: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let group = format!("service:{name}");
+    let arns: Vec<Value> = world
+        .tasks()
+        .await
+        .iter()
+        .filter(|t| t["group"] == json!(group) && t["lastStatus"] != "STOPPED")
+        .map(|t| t["taskArn"].clone())
+        .collect();
+    let described = world.ok("DescribeTasks", json!({"cluster": CLUSTER, "tasks": arns, "include": ["TAGS"]})).await;
+    let pairs = |tags: &Value| -> Vec<(String, String)> {
+        tags.as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| (t["key"].as_str().unwrap_or_default().to_owned(), t["value"].as_str().unwrap_or_default().to_owned()))
+            .collect()
+    };
+    let mut by_task = BTreeMap::new();
+    for task in described["tasks"].as_array().into_iter().flatten() {
+        let arn = task["taskArn"].as_str().unwrap_or_default().to_owned();
+        let listed = world.ok("ListTagsForResource", json!({"resourceArn": arn})).await;
+        assert_eq!(pairs(&listed["tags"]), pairs(&task["tags"]), "{arn}");
+        by_task.insert(arn, pairs(&task["tags"]));
+    }
+    by_task
+}
+
+#[tokio::test]
+async fn service_tasks_carry_managed_and_propagated_tags() {
+    let mut world = World::new(12).await;
+    world.add_host(4096, 8192, "a").await;
+    world
+        .ok(
+            "RegisterTaskDefinition",
+            json!({"family": "tagged", "containerDefinitions": [{"name": "app", "image": "app:v1", "memory": 128}],
+                   "tags": [{"key": "layer", "value": "definition"}]}),
+        )
+        .await;
+    world
+        .ok(
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "tagged", "taskDefinition": "tagged", "desiredCount": 2,
+                   "tags": [{"key": "team", "value": "a"}], "propagateTags": "SERVICE", "enableECSManagedTags": true}),
+        )
+        .await;
+    world.settle(3).await;
+    let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let managed = [pair("aws:ecs:clusterName", CLUSTER), pair("aws:ecs:serviceName", "tagged")];
+    let first = service_task_tags(&world, "tagged").await;
+    assert_eq!(first.len(), 2);
+    for tags in first.values() {
+        assert_eq!(tags, &[pair("team", "a"), managed[0].clone(), managed[1].clone()]);
+    }
+    // The service's tags as they are when a task starts; changes of how
+    // tasks are tagged start no deployment and apply to later tasks.
+    let service_arn = world.service("tagged").await["serviceArn"].clone();
+    world.ok("TagResource", json!({"resourceArn": service_arn, "tags": [{"key": "tier", "value": "web"}]})).await;
+    let deployment = world.service("tagged").await["deployments"].clone();
+    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "tagged", "desiredCount": 3})).await;
+    world.settle(2).await;
+    let second = service_task_tags(&world, "tagged").await;
+    let newest = second.iter().find(|(arn, _)| !first.contains_key(*arn)).map(|(_, tags)| tags.clone());
+    assert_eq!(newest, Some(vec![pair("team", "a"), pair("tier", "web"), managed[0].clone(), managed[1].clone()]));
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "tagged", "desiredCount": 4, "propagateTags": "TASK_DEFINITION",
+                   "enableECSManagedTags": false}),
+        )
+        .await;
+    world.settle(2).await;
+    let service = world.service("tagged").await;
+    assert_eq!(service["deployments"].as_array().map(Vec::len), Some(1));
+    assert_eq!(service["deployments"][0]["id"], deployment[0]["id"], "no new deployment");
+    assert_eq!(service["propagateTags"], "TASK_DEFINITION");
+    assert_eq!(service["enableECSManagedTags"], false);
+    let third = service_task_tags(&world, "tagged").await;
+    assert_eq!(third.len(), 4);
+    let newest = third.iter().find(|(arn, _)| !second.contains_key(*arn)).map(|(_, tags)| tags.clone());
+    assert_eq!(newest, Some(vec![pair("layer", "definition")]));
+    for (arn, tags) in &second {
+        assert_eq!(third.get(arn), Some(tags), "an older task keeps its tags");
+    }
+}
+
 #[tokio::test]
 async fn daemon_runs_one_task_on_every_active_instance() {
     let mut world = World::new(4).await;

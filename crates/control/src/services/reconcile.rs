@@ -813,7 +813,8 @@ impl ServiceScheduler {
             return Ok(());
         }
         let group = record.group();
-        let launch = match ecs.prepare_launch(Ecs::deployment_launch_request(cluster, &group, primary.id(), &primary.spec)) {
+        let request = Ecs::deployment_launch_request(cluster, &group, primary.id(), &primary.spec, Some(&record.service));
+        let launch = match ecs.prepare_launch(request) {
             Ok(launch) => launch,
             Err(error) => {
                 *placement_failure = Some(events::unable_to_launch(&record.name, error.message.trim_end_matches('.')));
@@ -978,7 +979,8 @@ impl Ecs {
     ) -> Result<Vec<DaemonInstance>, ApiError> {
         let Some(primary) = record.primary() else { return Ok(Vec::new()) };
         let group = record.group();
-        let launch = self.prepare_launch(Ecs::deployment_launch_request(cluster, &group, primary.id(), &primary.spec))?;
+        let request = Ecs::deployment_launch_request(cluster, &group, primary.id(), &primary.spec, Some(&record.service));
+        let launch = self.prepare_launch(request)?;
         let (instances, snapshot) = self.placement_snapshot(cluster)?;
         let mut request = crate::tasks::placement_request(&launch, 1, 0)?;
         request.needs = Default::default();

@@ -616,6 +616,77 @@ async fn a_new_task_has_ecs_shape() {
 }
 
 #[tokio::test]
+async fn run_task_tags_its_tasks_as_ecs_does_and_tasks_take_tag_operations() {
+    let world = World::new();
+    world.cluster("c").await;
+    world.instance("c", 4096, 4096, json!([])).await;
+    world
+        .definition(json!({
+            "family": "tagged",
+            "containerDefinitions": [{"name": "app", "image": "nginx", "memory": 64}],
+            "tags": [{"key": "team", "value": "a"}]
+        }))
+        .await;
+    let keys_of = |tags: &Value| -> Vec<(String, String)> {
+        tags.as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| (t["key"].as_str().unwrap_or_default().to_owned(), t["value"].as_str().unwrap_or_default().to_owned()))
+            .collect()
+    };
+    let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let response = world
+        .run(json!({"cluster": "c", "taskDefinition": "tagged", "enableECSManagedTags": true,
+                    "propagateTags": "TASK_DEFINITION", "tags": [{"key": "env", "value": "dev"}]}))
+        .await;
+    let arn = task_arns(&response).remove(0);
+    let expected = vec![pair("team", "a"), pair("env", "dev"), pair("aws:ecs:clusterName", "c")];
+    assert_eq!(keys_of(&response["tasks"][0]["tags"]), expected);
+    assert_eq!(keys_of(&world.describe_task("c", &arn).await["tags"]), expected);
+    let listed = world.ok("ListTagsForResource", json!({"resourceArn": arn})).await;
+    assert_eq!(keys_of(&listed["tags"]), expected);
+
+    // Managed tags stay whatever the user does with the others, and count
+    // towards no limit.
+    world
+        .ok("TagResource", json!({"resourceArn": arn, "tags": [{"key": "env", "value": "prod"}, {"key": "tier", "value": "web"}]}))
+        .await;
+    world.ok("UntagResource", json!({"resourceArn": arn, "tagKeys": ["team"]})).await;
+    let listed = world.ok("ListTagsForResource", json!({"resourceArn": arn})).await;
+    assert_eq!(
+        keys_of(&listed["tags"]),
+        vec![pair("env", "prod"), pair("tier", "web"), pair("aws:ecs:clusterName", "c")]
+    );
+    let fifty: Vec<Value> = (0..48).map(|i| json!({"key": format!("k{i}"), "value": "v"})).collect();
+    world.ok("TagResource", json!({"resourceArn": arn, "tags": fifty})).await;
+    let refused = [
+        ("UntagResource", json!({"resourceArn": arn, "tagKeys": ["aws:ecs:clusterName"]}), "InvalidParameterException"),
+        ("TagResource", json!({"resourceArn": arn, "tags": [{"key": "one-too-many", "value": "v"}]}), "InvalidParameterException"),
+        (
+            "ListTagsForResource",
+            json!({"resourceArn": "arn:aws:ecs:us-east-1:000000000000:task/c/0123456789abcdef0123456789abcdef"}),
+            "ResourceNotFoundException",
+        ),
+        (
+            "RunTask",
+            json!({"cluster": "c", "taskDefinition": "tagged", "propagateTags": "SERVICE"}),
+            "InvalidParameterException",
+        ),
+    ];
+    for (operation, body, code) in refused {
+        assert_eq!(world.err(operation, body.clone()).await.code, code, "{operation} {body}");
+    }
+    let listed = world.ok("ListTagsForResource", json!({"resourceArn": arn})).await;
+    assert_eq!(listed["tags"].as_array().map_or(0, Vec::len), 51, "the refused changes changed nothing");
+    let running = world.ok("ListTasks", json!({"cluster": "c"})).await;
+    assert_eq!(running["taskArns"].as_array().map_or(0, Vec::len), 1, "the refused RunTask started nothing");
+
+    // Without managed tags or propagation, a task has only its own.
+    let plain = world.run(json!({"cluster": "c", "taskDefinition": "tagged", "propagateTags": "NONE"})).await;
+    assert_eq!(plain["tasks"][0]["tags"], json!([]));
+}
+
+#[tokio::test]
 async fn run_and_start_task_refuse_a_deregistered_revision() {
     let world = World::new();
     world.cluster("c").await;
