@@ -450,6 +450,7 @@ impl Ecs {
             reported.push((container.container_name.as_str(), status));
         }
         let instance_id = instance.instance_id.as_str();
+        let now_ms = self.clock.now_ms();
         self.change_task(&instance.cluster, &task_id, |record, _| {
             // An agent speaks only for its own tasks, and not for stopped ones.
             if record.instance_id != instance_id || record.last_status() == "STOPPED" {
@@ -470,6 +471,7 @@ impl Ecs {
             record.task.health_status = Some(task_health(record));
             let changed = record.task != before;
             if changed {
+                record.note_healthy(now_ms);
                 record.task.version = Some(record.task.version.unwrap_or(0) + 1);
             }
             changed

@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::page;
 use crate::records::{self, keys, Attempt};
 use crate::tasks::{LaunchRequest, Revisions, TaskRecord};
+use breaker::FailureCount;
 use crate::Ecs;
 
+pub mod breaker;
 pub(crate) mod events;
 pub mod reconcile;
 pub mod rollout;
@@ -43,9 +45,6 @@ pub const SERVICE_EVENTS_MAX: usize = 100;
 pub const FINISHED_DEPLOYMENTS_MAX: usize = 20;
 /// How long a deleted service stays describable as INACTIVE, as ECS keeps them.
 pub const INACTIVE_SERVICE_RETENTION_MS: u64 = 60 * 60 * 1000;
-/// Failed task ids remembered per deployment: the circuit breaker's
-/// threshold is at most 200.
-pub const FAILED_TASK_IDS_MAX: usize = 256;
 /// Tasks UpdateTaskProtection and GetTaskProtection take at once.
 const TASK_PROTECTION_TASKS_MAX: usize = 10;
 const TASK_PROTECTION_MINUTES_DEFAULT: i32 = 120;
@@ -79,9 +78,14 @@ pub struct DeploymentRecord {
     /// The wire shape: id, status, counts, rollout state.
     pub deployment: Deployment,
     pub spec: DeploymentSpec,
-    /// Its tasks that failed to start or to stay healthy, for the circuit breaker.
+    /// Its tasks that failed to start or to stay healthy, as the circuit
+    /// breaker counts them.
     #[serde(default)]
-    pub failed_task_ids: BTreeSet<String>,
+    pub failures: FailureCount,
+    /// What records written before `failures` held instead: the ids of its
+    /// failed tasks. Read into `failures` once, never written.
+    #[serde(default, rename = "failed_task_ids", skip_serializing)]
+    failed_task_ids_before: BTreeSet<String>,
     pub started_at_ms: u64,
     #[serde(default)]
     pub finished_at_ms: Option<u64>,
@@ -109,6 +113,21 @@ impl DeploymentRecord {
         self.deployment
             .rollout_state
             .unwrap_or(DeploymentRolloutState::InProgress)
+    }
+
+    /// Its circuit breaker count, whichever way its record was written.
+    pub fn failure_count(&self) -> FailureCount {
+        if self.failures == FailureCount::default() && !self.failed_task_ids_before.is_empty() {
+            return FailureCount::of_known(self.failed_task_ids_before.iter().cloned());
+        }
+        self.failures.clone()
+    }
+
+    /// Sets its circuit breaker count.
+    pub fn set_failure_count(&mut self, failures: FailureCount) {
+        self.failed_task_ids_before.clear();
+        self.deployment.failed_tasks = Some(i32::try_from(failures.failures()).unwrap_or(i32::MAX));
+        self.failures = failures;
     }
 }
 
@@ -233,8 +252,11 @@ fn resolve_configuration(
         if given.minimum_healthy_percent.is_some() {
             configuration.minimum_healthy_percent = given.minimum_healthy_percent;
         }
-        if given.deployment_circuit_breaker.is_some() {
-            configuration.deployment_circuit_breaker = given.deployment_circuit_breaker.clone();
+        if let Some(breaker) = &given.deployment_circuit_breaker {
+            if let Some(threshold) = &breaker.threshold_configuration {
+                check_threshold(threshold)?;
+            }
+            configuration.deployment_circuit_breaker = Some(breaker.clone());
         }
         if given.alarms.is_some() {
             configuration.alarms = given.alarms.clone();
@@ -287,6 +309,28 @@ fn resolve_configuration(
         });
     configuration.strategy.get_or_insert(DeploymentStrategy::Rolling);
     Ok(configuration)
+}
+
+/// Checks a circuit breaker's `thresholdConfiguration` as ECS does: both
+/// members, a percentage of 1 to 100, a count of at least 1.
+fn check_threshold(threshold: &ThresholdConfiguration) -> Result<(), ApiError> {
+    let (Some(kind), Some(value)) = (threshold.r#type, threshold.value) else {
+        return Err(ApiError::invalid_parameter(
+            "thresholdConfiguration needs both a type (COUNT, BOUNDED_PERCENT or UNBOUNDED_PERCENT) and a value",
+        ));
+    };
+    match kind {
+        ThresholdType::BoundedPercent | ThresholdType::UnboundedPercent if !(1..=100).contains(&value) => {
+            Err(ApiError::invalid_parameter(format!(
+                "thresholdConfiguration value for {} must be between 1 and 100, got {value}",
+                kind.as_str()
+            )))
+        }
+        ThresholdType::Count if value < 1 => Err(ApiError::invalid_parameter(format!(
+            "thresholdConfiguration value for COUNT must be at least 1, got {value}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// How many failed tasks make the circuit breaker trip: half the desired
@@ -457,7 +501,8 @@ impl Ecs {
                 ..Default::default()
             },
             spec,
-            failed_task_ids: BTreeSet::new(),
+            failures: FailureCount::default(),
+            failed_task_ids_before: BTreeSet::new(),
             started_at_ms: now_ms,
             finished_at_ms: None,
             lifecycle: ServiceDeploymentStatus::InProgress,

@@ -120,6 +120,11 @@ pub struct TaskRecord {
     /// When it reached STOPPED (clock ms), for retention.
     #[serde(default)]
     pub stopped_at_ms: Option<u64>,
+    /// When it first was healthy (clock ms): RUNNING and, when an essential
+    /// container has a health check, HEALTHY. A service deployment's
+    /// circuit breaker resets on it.
+    #[serde(default)]
+    pub healthy_at_ms: Option<u64>,
 }
 
 impl TaskRecord {
@@ -137,6 +142,25 @@ impl TaskRecord {
 
     pub(crate) fn touch(&mut self) {
         self.task.version = Some(self.task.version.unwrap_or(0) + 1);
+    }
+
+    /// Whether an essential container has a health check, so that the task
+    /// is healthy only once its health is HEALTHY.
+    pub fn health_checked(&self) -> bool {
+        self.definition
+            .container_definitions
+            .iter()
+            .flatten()
+            .any(|d| d.essential != Some(false) && d.health_check.is_some())
+    }
+
+    /// Notes when the task first became healthy, if it now is.
+    pub(crate) fn note_healthy(&mut self, now_ms: u64) {
+        let healthy = self.last_status() == "RUNNING"
+            && (!self.health_checked() || self.task.health_status == Some(HealthStatus::Healthy));
+        if healthy && self.healthy_at_ms.is_none() {
+            self.healthy_at_ms = Some(now_ms);
+        }
     }
 
     /// Asks the task to stop; the agent carries it out.
@@ -272,6 +296,7 @@ pub fn apply_change(
     }
     let changed = record.task != before;
     if changed {
+        record.note_healthy(now_ms);
         record.touch();
     }
     changed
@@ -1047,6 +1072,7 @@ impl Ecs {
             released: false,
             network_interface,
             stopped_at_ms: None,
+            healthy_at_ms: None,
         }
     }
 

@@ -253,6 +253,8 @@ impl World {
 
     /// The simulated agents act on their payloads: start what they were
     /// sent (or fail it, as its image says), stop what they were told to.
+    /// A `sim/exit` task reaches RUNNING, then its essential container exits
+    /// before the scheduler looks again.
     async fn agents_act(&mut self) {
         for index in 0..self.hosts.len() {
             if !self.hosts[index].connected {
@@ -290,6 +292,11 @@ impl World {
                     continue;
                 }
                 self.report(&task.task_arn, "RUNNING", "").await;
+                if image.starts_with("sim/exit") {
+                    self.report(&task.task_arn, "STOPPED", "Essential container in task exited").await;
+                    self.hosts[index].tasks.insert(task.task_arn.clone(), Local::Stopped);
+                    continue;
+                }
                 self.hosts[index].tasks.insert(task.task_arn.clone(), Local::Running);
                 if container.health_check.is_some() {
                     let status = if image.starts_with("sim/unhealthy") { "UNHEALTHY" } else { "HEALTHY" };
@@ -531,6 +538,153 @@ async fn unhealthy_tasks_are_replaced_after_the_grace_period() {
     world.settle(6).await;
     let after = messages(&world.service("hc").await);
     assert!(after.iter().any(|m| m.contains("failed container health checks")), "{after:?}");
+}
+
+/// The deployment (as DescribeServices shows it) running `definition`.
+fn deployment_of<'a>(service: &'a Value, definition: &str) -> Option<&'a Value> {
+    service["deployments"].as_array()?.iter().find(|d| d["taskDefinition"] == json!(definition))
+}
+
+#[tokio::test]
+async fn circuit_breaker_resets_on_healthy_tasks_unless_told_not_to() {
+    for reset in [true, false] {
+        let mut world = World::new(8).await;
+        world.add_host(4096, 8192, "a").await;
+        let good = world.definition("loop", "app:v1", false).await;
+        world
+            .ok(
+                "CreateService",
+                json!({"cluster": CLUSTER, "serviceName": "loop", "taskDefinition": good, "desiredCount": 1,
+                       "deploymentConfiguration": {"deploymentCircuitBreaker": {
+                           "enable": true, "rollback": true, "resetOnHealthyTask": reset,
+                           "thresholdConfiguration": {"type": "COUNT", "value": 3}}}}),
+            )
+            .await;
+        world.settle(3).await;
+        assert!(steady(&world.service("loop").await));
+        // Each task of the new revision runs (healthy: it has no health
+        // check), then its essential container exits.
+        let bad = world.definition("loop", "sim/exit:1", false).await;
+        world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "loop", "taskDefinition": bad})).await;
+        let mut counts: Vec<i64> = Vec::new();
+        let mut restarted = false;
+        for _ in 0..40 {
+            world.settle(1).await;
+            let service = world.service("loop").await;
+            let Some(deployment) = deployment_of(&service, &bad) else { break };
+            let failed = deployment["failedTasks"].as_i64().unwrap_or(0);
+            if counts.last() != Some(&failed) {
+                counts.push(failed);
+            }
+            if failed == 2 && !restarted {
+                // The count is kept in the store: a restarted control plane
+                // carries on from it.
+                world.restart();
+                world.pass().await;
+                let again = world.service("loop").await;
+                assert_eq!(deployment_of(&again, &bad).map(|d| d["failedTasks"].clone()), Some(json!(2)));
+                restarted = true;
+            }
+            if deployment["rolloutState"] == "FAILED" {
+                break;
+            }
+        }
+        let stopped = world
+            .tasks()
+            .await
+            .iter()
+            .filter(|t| t["taskDefinitionArn"] == json!(bad) && t["stopCode"] == "EssentialContainerExited")
+            .count();
+        let service = world.service("loop").await;
+        if reset {
+            // Every failure came after a healthy task of its own: never more than one in a row.
+            assert!(stopped >= 4, "only {stopped} tasks crashed");
+            assert_eq!(counts.iter().max(), Some(&1), "{counts:?}");
+            assert_eq!(deployment_of(&service, &bad).map(|d| d["rolloutState"].clone()), Some(json!("IN_PROGRESS")));
+        } else {
+            // The third failure trips it, and the rollback retires it at once.
+            assert_eq!(counts, [0, 1, 2]);
+            world.settle(4).await;
+            let service = world.service("loop").await;
+            assert!(steady(&service), "{service}");
+            assert_eq!(service["taskDefinition"], json!(good));
+            assert!(messages(&service).iter().any(|m| m.ends_with("deployment failed: tasks failed to start.")));
+            let listed = world.ok("ListServiceDeployments", json!({"cluster": CLUSTER, "service": "loop"})).await;
+            let arn = listed["serviceDeployments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|d| d["status"] == "ROLLBACK_SUCCESSFUL")
+                .map(|d| d["serviceDeploymentArn"].clone())
+                .unwrap_or_else(|| panic!("no rolled back deployment: {listed}"));
+            let described = world.ok("DescribeServiceDeployments", json!({"serviceDeploymentArns": [arn]})).await;
+            assert_eq!(described["serviceDeployments"][0]["deploymentCircuitBreaker"]["failureCount"], 3);
+        }
+    }
+}
+
+#[tokio::test]
+async fn circuit_breaker_counts_tasks_that_fail_their_health_checks() {
+    let mut world = World::new(9).await;
+    world.add_host(4096, 8192, "a").await;
+    let good = world.definition("hc", "app:v1", true).await;
+    world
+        .ok(
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "hc", "taskDefinition": good, "desiredCount": 2,
+                   "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}}}),
+        )
+        .await;
+    world.settle(3).await;
+    assert!(steady(&world.service("hc").await));
+    // Its tasks reach RUNNING, then fail their health checks: stage 2.
+    let bad = world.definition("hc", "sim/unhealthy:v2", true).await;
+    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "hc", "taskDefinition": bad})).await;
+    world.settle(20).await;
+    let service = world.service("hc").await;
+    assert!(steady(&service), "{service}");
+    assert_eq!(service["taskDefinition"], json!(good));
+    let all = messages(&service);
+    assert!(all.iter().any(|m| m.ends_with("failed container health checks.")), "{all:?}");
+    assert!(all.iter().any(|m| m.ends_with("deployment failed: tasks failed to start.")), "{all:?}");
+    let listed = world.ok("ListServiceDeployments", json!({"cluster": CLUSTER, "service": "hc"})).await;
+    let failed = listed["serviceDeployments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["status"] == "ROLLBACK_SUCCESSFUL")
+        .and_then(|d| d["serviceDeploymentArn"].as_str())
+        .unwrap_or_else(|| panic!("no rolled back deployment: {listed}"))
+        .to_owned();
+    let described = world.ok("DescribeServiceDeployments", json!({"serviceDeploymentArns": [failed]})).await;
+    let breaker = &described["serviceDeployments"][0]["deploymentCircuitBreaker"];
+    assert_eq!(breaker["status"], "TRIGGERED");
+    assert_eq!(breaker["threshold"], 3);
+    assert!(breaker["failureCount"].as_i64().unwrap_or(0) >= 3, "{breaker}");
+}
+
+#[tokio::test]
+async fn threshold_configurations_out_of_range_are_refused() {
+    let world = World::new(10).await;
+    world.definition("th", "app:v1", false).await;
+    let with = |threshold: Value| {
+        json!({"cluster": CLUSTER, "serviceName": "th", "taskDefinition": "th", "desiredCount": 1,
+               "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": false,
+                   "thresholdConfiguration": threshold}}})
+    };
+    for threshold in [
+        json!({"type": "COUNT", "value": 0}),
+        json!({"type": "BOUNDED_PERCENT", "value": 101}),
+        json!({"type": "UNBOUNDED_PERCENT", "value": 0}),
+        json!({"type": "COUNT"}),
+    ] {
+        let error = world.call("CreateService", with(threshold.clone())).await.expect_err("refused");
+        assert_eq!(error.code, "InvalidParameterException", "{threshold}");
+        assert!(error.message.contains("thresholdConfiguration"), "{}", error.message);
+    }
+    let listed = world.ok("ListServices", json!({"cluster": CLUSTER})).await;
+    assert_eq!(listed["serviceArns"], json!([]));
+    world.ok("CreateService", with(json!({"type": "UNBOUNDED_PERCENT", "value": 100}))).await;
 }
 
 #[tokio::test]
@@ -790,17 +944,20 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
     let maximum = [100, 150, 200][world.rng.below(3) as usize].max(if minimum == 100 { 150 } else { 100 });
     let desired = 1 + world.rng.below(8);
     let rollback = world.rng.chance(50);
+    let reset_on_healthy = world.rng.chance(50);
     world
         .ok(
             "CreateService",
             json!({"cluster": CLUSTER, "serviceName": "svc", "taskDefinition": "svc", "desiredCount": desired,
                    "deploymentConfiguration": {"minimumHealthyPercent": minimum, "maximumPercent": maximum,
-                       "deploymentCircuitBreaker": {"enable": true, "rollback": rollback}}}),
+                       "deploymentCircuitBreaker": {"enable": true, "rollback": rollback,
+                           "resetOnHealthyTask": reset_on_healthy}}}),
         )
         .await;
     let mut drained: Vec<String> = Vec::new();
-    // Task definitions whose image fails to start: a deployment of one that
-    // completed at a desired count of 0 crash-loops once scaled up, as in ECS.
+    // Task definitions whose image fails to start or exits as soon as it
+    // runs: a deployment of one that completed at a desired count of 0
+    // crash-loops once scaled up, as in ECS.
     let mut failing: Vec<String> = Vec::new();
     for step in 0..steps {
         let roll = world.rng.below(100);
@@ -811,13 +968,13 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
             }
             6..=10 => {
                 let image = if world.rng.chance(25) {
-                    "sim/fail-pull:bad"
+                    ["sim/fail-pull:bad", "sim/exit:1"][world.rng.below(2) as usize]
                 } else {
                     good_images[world.rng.below(3) as usize]
                 };
                 let health = world.rng.chance(50);
                 let arn = world.definition("svc", image, health).await;
-                if image.starts_with("sim/fail") {
+                if image.starts_with("sim/fail") || image.starts_with("sim/exit") {
                     failing.push(arn.clone());
                 }
                 world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "svc", "taskDefinition": arn})).await;
@@ -869,6 +1026,7 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
             return Err(format!("step {step}: the pass left {} healthy, floor {floor}, {} before", after.healthy, before.healthy));
         }
         check_no_overcommit(&world).await.map_err(|e| format!("step {step}: {e}"))?;
+        check_failure_counts(&world, reset_on_healthy).await.map_err(|e| format!("step {step}: {e}"))?;
     }
     // Quiet: every instance back, no faults; the PRIMARY must finish.
     for arn in drained {
@@ -889,12 +1047,45 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
     // A floor at the ceiling (one task, 50% and 100%) lets no old task stop
     // and no new one start: ECS's documented dead end, not a failure here.
     let dead_end = desired > 0 && floor >= ceiling;
-    if state != "COMPLETED" && state != "FAILED" && !dead_end {
+    // Tasks that run, then exit, reset the count they add to when the
+    // breaker resets on healthy tasks: one at a time, they never trip it,
+    // and the deployment stays IN_PROGRESS, as in ECS.
+    let crash_loops = reset_on_healthy
+        && failing.iter().any(|arn| service["deployments"][0]["taskDefinition"] == json!(arn));
+    if state != "COMPLETED" && state != "FAILED" && !dead_end && !crash_loops {
         return Err(format!("the PRIMARY deployment is {state} after a quiet period: {service}"));
     }
     let runs_failing = failing.iter().any(|arn| service["taskDefinition"] == json!(arn));
     if state == "COMPLETED" && !runs_failing && !steady(&service) {
         return Err(format!("completed but not steady: {service}"));
+    }
+    Ok(())
+}
+
+/// Each live deployment's `failedTasks`, against its failed tasks as
+/// DescribeTasks shows them: all of them when healthy tasks do not reset
+/// the count, at most all of them when they do.
+async fn check_failure_counts(world: &World, reset_on_healthy: bool) -> Result<(), String> {
+    let service = world.service("svc").await;
+    let tasks = world.tasks().await;
+    for deployment in service["deployments"].as_array().into_iter().flatten() {
+        let failed = tasks
+            .iter()
+            .filter(|t| t["startedBy"] == deployment["id"] && t["lastStatus"] == "STOPPED")
+            .filter(|t| {
+                t["stopCode"] == "TaskFailedToStart"
+                    || t["stopCode"] == "EssentialContainerExited"
+                    || t["stoppedReason"] == "Task failed container health checks"
+            })
+            .count() as i64;
+        let counted = deployment["failedTasks"].as_i64().unwrap_or(-1);
+        let right = if reset_on_healthy { (0..=failed).contains(&counted) } else { counted == failed };
+        if !right {
+            return Err(format!(
+                "deployment {} counts {counted} failed tasks, its records show {failed} (reset on healthy: {reset_on_healthy})",
+                deployment["id"]
+            ));
+        }
     }
     Ok(())
 }

@@ -39,7 +39,8 @@ use flotilla_types::ecs::*;
 use flotilla_types::ApiError;
 
 use super::rollout::{self, Actions, Bounds, DaemonInstance, Phase, StopWhy, TaskView};
-use super::{events, failure_threshold, CompletedDeployment, ServiceRecord, TaskProtection, FAILED_TASK_IDS_MAX};
+use super::breaker::{FailureCount, TaskOutcome};
+use super::{events, failure_threshold, CompletedDeployment, ServiceRecord, TaskProtection};
 use crate::instances::{scan, InstanceRecord};
 use crate::records::{self, keys, Attempt, Versioned};
 use crate::tasks::{TaskRecord, Targeting};
@@ -452,6 +453,9 @@ impl ServiceScheduler {
         let now_seconds = now_ms as f64 / 1000.0;
         let name = record.name.clone();
         let desired = u32::try_from(record.service.desired_count.unwrap_or(0)).unwrap_or(0);
+        let configuration = record.configuration();
+        let breaker = configuration.deployment_circuit_breaker.clone().unwrap_or_default();
+        let reset_on_healthy = breaker.reset_on_healthy_task.unwrap_or(true);
         // Counts per deployment and for the service.
         let mut running_total = 0;
         let mut pending_total = 0;
@@ -479,18 +483,18 @@ impl ServiceScheduler {
             }
             running_total += running;
             pending_total += pending;
-            for task in tasks {
-                let task = &task.value;
-                if task.started_by.as_deref() != Some(id.as_str())
-                    || task.last_status() != "STOPPED"
-                    || deployment.failed_task_ids.len() >= FAILED_TASK_IDS_MAX
-                {
-                    continue;
-                }
-                if task.failed {
-                    deployment.failed_task_ids.insert(task.task_id.clone());
-                }
-            }
+            let outcomes: Vec<TaskOutcome<'_>> = tasks
+                .iter()
+                .map(|t| &t.value)
+                .filter(|t| t.started_by.as_deref() == Some(id.as_str()))
+                .map(|t| TaskOutcome {
+                    task_id: &t.task_id,
+                    healthy_at_ms: t.healthy_at_ms,
+                    failed_at_ms: if t.failed { t.stopped_at_ms } else { None },
+                })
+                .collect();
+            let failures = deployment.failure_count().observe(&outcomes, reset_on_healthy);
+            deployment.set_failure_count(failures);
             let set = |slot: &mut Option<i32>, value: i32| {
                 if *slot != Some(value) {
                     *slot = Some(value);
@@ -498,7 +502,6 @@ impl ServiceScheduler {
             };
             set(&mut deployment.deployment.running_count, running);
             set(&mut deployment.deployment.pending_count, pending);
-            set(&mut deployment.deployment.failed_tasks, deployment.failed_task_ids.len() as i32);
             if deployment.deployment.status.as_deref() == Some("PRIMARY") {
                 set(&mut deployment.deployment.desired_count, desired as i32);
             } else {
@@ -507,14 +510,12 @@ impl ServiceScheduler {
         }
         record.service.running_count = Some(running_total);
         record.service.pending_count = Some(pending_total);
-        // The circuit breaker.
-        let configuration = record.configuration();
-        let breaker = configuration.deployment_circuit_breaker.clone().unwrap_or_default();
-        let threshold = failure_threshold(&configuration, desired) as usize;
+        // The circuit breaker, against the latest desired count.
+        let threshold = failure_threshold(&configuration, desired);
         let trips = record.primary().is_some_and(|p| {
             breaker.enable == Some(true)
                 && p.rollout_state() == DeploymentRolloutState::InProgress
-                && p.failed_task_ids.len() >= threshold
+                && p.failures.failures() >= threshold
         });
         if trips {
             let target = record.last_completed.clone();
@@ -574,7 +575,7 @@ impl ServiceScheduler {
                         ..Default::default()
                     };
                     rollback.spec = target.spec.clone();
-                    rollback.failed_task_ids.clear();
+                    rollback.set_failure_count(FailureCount::default());
                     rollback.started_at_ms = now_ms;
                     rollback.finished_at_ms = None;
                     rollback.lifecycle = ServiceDeploymentStatus::InProgress;
@@ -901,6 +902,8 @@ pub struct TaskFacts {
     /// An essential container has a health check.
     pub health_checked: bool,
     pub started_at_ms: Option<u64>,
+    /// When it first was healthy, for the circuit breaker's resets.
+    pub healthy_at_ms: Option<u64>,
     pub stopped_at_ms: Option<u64>,
     pub failed: bool,
 }
@@ -915,13 +918,9 @@ impl TaskFacts {
             last_status: record.last_status().to_owned(),
             desired_status: record.desired_status().to_owned(),
             health: record.task.health_status.unwrap_or(HealthStatus::Unknown),
-            health_checked: record
-                .definition
-                .container_definitions
-                .iter()
-                .flatten()
-                .any(|d| d.essential != Some(false) && d.health_check.is_some()),
+            health_checked: record.health_checked(),
             started_at_ms: record.task.started_at.map(|s| (s * 1000.0) as u64),
+            healthy_at_ms: record.healthy_at_ms,
             stopped_at_ms: record.stopped_at_ms,
             failed: failed(record),
         }
