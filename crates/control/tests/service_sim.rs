@@ -349,6 +349,21 @@ impl World {
         response["services"][0].clone()
     }
 
+    /// The circuit breaker of a service's deployment that was rolled back,
+    /// as DescribeServiceDeployments shows it.
+    async fn rolled_back_breaker(&self, name: &str) -> Value {
+        let listed = self.ok("ListServiceDeployments", json!({"cluster": CLUSTER, "service": name})).await;
+        let arn = listed["serviceDeployments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["status"] == "ROLLBACK_SUCCESSFUL")
+            .map(|d| d["serviceDeploymentArn"].clone())
+            .unwrap_or_else(|| panic!("no rolled back deployment: {listed}"));
+        let described = self.ok("DescribeServiceDeployments", json!({"serviceDeploymentArns": [arn]})).await;
+        described["serviceDeployments"][0]["deploymentCircuitBreaker"].clone()
+    }
+
     /// Every task of the cluster, described.
     async fn tasks(&self) -> Vec<Value> {
         let mut arns = Vec::new();
@@ -482,31 +497,48 @@ async fn rolling_example_four_tasks_minimum_fifty_maximum_one_hundred() {
     assert!(all.iter().any(|m| m.ends_with("deployment completed.")), "{all:?}");
 }
 
+/// A service of `desired` tasks under the circuit breaker with rollback,
+/// steady on the first of `images`, then deployed to the second: after
+/// `steps`, the breaker must have failed that deployment and the service be
+/// steady on the first again. Returns the service and the first revision.
+async fn deploy_and_roll_back(
+    world: &mut World,
+    name: &str,
+    desired: u32,
+    health_check: bool,
+    images: (&str, &str),
+    steps: usize,
+) -> (Value, String) {
+    let good = world.definition(name, images.0, health_check).await;
+    world
+        .ok(
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": name, "taskDefinition": good, "desiredCount": desired,
+                   "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}}}),
+        )
+        .await;
+    world.settle(4).await;
+    assert!(steady(&world.service(name).await));
+    let bad = world.definition(name, images.1, health_check).await;
+    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": name, "taskDefinition": bad})).await;
+    world.settle(steps).await;
+    let service = world.service(name).await;
+    assert!(steady(&service), "{service}");
+    assert_eq!(service["taskDefinition"], json!(good));
+    let all = messages(&service);
+    assert!(all.iter().any(|m| m.ends_with("deployment failed: tasks failed to start.")), "{all:?}");
+    assert!(all.iter().any(|m| m.contains("rolling back to deployment")), "{all:?}");
+    (service, good)
+}
+
 #[tokio::test]
 async fn circuit_breaker_rolls_back_to_the_last_completed_deployment() {
     let mut world = World::new(2).await;
     for zone in ["a", "b"] {
         world.add_host(4096, 8192, zone).await;
     }
-    let good = world.definition("api", "app:v1", false).await;
-    world
-        .ok(
-            "CreateService",
-            json!({"cluster": CLUSTER, "serviceName": "api", "taskDefinition": good, "desiredCount": 4,
-                   "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}}}),
-        )
-        .await;
-    world.settle(4).await;
-    assert!(steady(&world.service("api").await));
-    let bad = world.definition("api", "sim/fail-pull:v2", false).await;
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "api", "taskDefinition": bad})).await;
-    world.settle(12).await;
-    let service = world.service("api").await;
-    assert!(steady(&service), "{service}");
-    assert_eq!(service["taskDefinition"], json!(good));
-    let all = messages(&service);
-    assert!(all.iter().any(|m| m.ends_with("deployment failed: tasks failed to start.")), "{all:?}");
-    assert!(all.iter().any(|m| m.contains("rolling back to deployment")), "{all:?}");
+    // Its tasks cannot be pulled: stage 1.
+    let (_, good) = deploy_and_roll_back(&mut world, "api", 4, false, ("app:v1", "sim/fail-pull:v2"), 12).await;
     let census = world.census("api").await;
     assert_eq!(census.occupying.get(&good), Some(&4));
     assert_eq!(census.total(), 4);
@@ -609,16 +641,7 @@ async fn circuit_breaker_resets_on_healthy_tasks_unless_told_not_to() {
             assert!(steady(&service), "{service}");
             assert_eq!(service["taskDefinition"], json!(good));
             assert!(messages(&service).iter().any(|m| m.ends_with("deployment failed: tasks failed to start.")));
-            let listed = world.ok("ListServiceDeployments", json!({"cluster": CLUSTER, "service": "loop"})).await;
-            let arn = listed["serviceDeployments"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|d| d["status"] == "ROLLBACK_SUCCESSFUL")
-                .map(|d| d["serviceDeploymentArn"].clone())
-                .unwrap_or_else(|| panic!("no rolled back deployment: {listed}"));
-            let described = world.ok("DescribeServiceDeployments", json!({"serviceDeploymentArns": [arn]})).await;
-            assert_eq!(described["serviceDeployments"][0]["deploymentCircuitBreaker"]["failureCount"], 3);
+            assert_eq!(world.rolled_back_breaker("loop").await["failureCount"], 3);
         }
     }
 }
@@ -627,37 +650,11 @@ async fn circuit_breaker_resets_on_healthy_tasks_unless_told_not_to() {
 async fn circuit_breaker_counts_tasks_that_fail_their_health_checks() {
     let mut world = World::new(9).await;
     world.add_host(4096, 8192, "a").await;
-    let good = world.definition("hc", "app:v1", true).await;
-    world
-        .ok(
-            "CreateService",
-            json!({"cluster": CLUSTER, "serviceName": "hc", "taskDefinition": good, "desiredCount": 2,
-                   "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}}}),
-        )
-        .await;
-    world.settle(3).await;
-    assert!(steady(&world.service("hc").await));
     // Its tasks reach RUNNING, then fail their health checks: stage 2.
-    let bad = world.definition("hc", "sim/unhealthy:v2", true).await;
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "hc", "taskDefinition": bad})).await;
-    world.settle(20).await;
-    let service = world.service("hc").await;
-    assert!(steady(&service), "{service}");
-    assert_eq!(service["taskDefinition"], json!(good));
+    let (service, _) = deploy_and_roll_back(&mut world, "hc", 2, true, ("app:v1", "sim/unhealthy:v2"), 20).await;
     let all = messages(&service);
     assert!(all.iter().any(|m| m.ends_with("failed container health checks.")), "{all:?}");
-    assert!(all.iter().any(|m| m.ends_with("deployment failed: tasks failed to start.")), "{all:?}");
-    let listed = world.ok("ListServiceDeployments", json!({"cluster": CLUSTER, "service": "hc"})).await;
-    let failed = listed["serviceDeployments"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|d| d["status"] == "ROLLBACK_SUCCESSFUL")
-        .and_then(|d| d["serviceDeploymentArn"].as_str())
-        .unwrap_or_else(|| panic!("no rolled back deployment: {listed}"))
-        .to_owned();
-    let described = world.ok("DescribeServiceDeployments", json!({"serviceDeploymentArns": [failed]})).await;
-    let breaker = &described["serviceDeployments"][0]["deploymentCircuitBreaker"];
+    let breaker = world.rolled_back_breaker("hc").await;
     assert_eq!(breaker["status"], "TRIGGERED");
     assert_eq!(breaker["threshold"], 3);
     assert!(breaker["failureCount"].as_i64().unwrap_or(0) >= 3, "{breaker}");

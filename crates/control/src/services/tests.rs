@@ -1,10 +1,11 @@
 //! The service API's pure pieces: deployment ids, configuration defaults and
-//! checks, the circuit breaker's threshold. The API and the scheduler
-//! together are exercised by `tests/service_sim.rs`.
+//! checks, the circuit breaker's threshold, records written by earlier
+//! versions. The API and the scheduler together are exercised by
+//! `tests/service_sim.rs`.
 
 use flotilla_types::ecs::{DeploymentCircuitBreaker, DeploymentConfiguration, ThresholdConfiguration, ThresholdType};
 
-use super::{deployment_id, failure_threshold, resolve_configuration};
+use super::{deployment_id, failure_threshold, resolve_configuration, DeploymentRecord};
 
 #[test]
 fn deployment_ids_look_like_ecs_ones() {
@@ -80,4 +81,25 @@ fn circuit_breaker_threshold_is_half_the_desired_count_between_3_and_200() {
         ..Default::default()
     };
     assert_eq!(failure_threshold(&counted, 10_000), 7);
+}
+
+#[test]
+fn deployment_records_written_with_failed_task_ids_still_count_them() {
+    let written_before = serde_json::json!({
+        "deployment": {"id": "ecs-svc/1", "status": "PRIMARY"},
+        "spec": {"task_definition": "arn:aws:ecs:us-east-1:000000000000:task-definition/web:1",
+                 "propagate_tags": "SERVICE", "task_tags": [{"key": "team", "value": "a"}]},
+        "failed_task_ids": ["a", "b"],
+        "started_at_ms": 1,
+        "lifecycle": "IN_PROGRESS"
+    });
+    let mut record: DeploymentRecord = serde_json::from_value(written_before).expect("decodes");
+    assert_eq!(record.failure_count().failures(), 2);
+    let count = record.failure_count();
+    record.set_failure_count(count);
+    assert_eq!(record.deployment.failed_tasks, Some(2));
+    let written = serde_json::to_value(&record).expect("encodes");
+    assert!(written.get("failed_task_ids").is_none(), "{written}");
+    let again: DeploymentRecord = serde_json::from_value(written).expect("decodes");
+    assert_eq!(again.failure_count().failures(), 2);
 }
