@@ -1,9 +1,12 @@
 """Services on simulated hosts (`flotilla agent --simulate N`, fake runtime):
 the service API through the AWS CLI and boto3, reconciliation, scaling,
 the rolling example of the seed documents with its bounds checked at every
-observed step, the circuit breaker's rollback, DAEMON services, draining,
-agent loss, scale-in protection, events, and a kill -9 of the control plane
-in the middle of a deployment.
+observed step, the circuit breaker's rollback (tasks that cannot start,
+tasks that exit after RUNNING with and without resetOnHealthyTask, tasks
+that fail their health checks), DAEMON services, draining, agent loss,
+scale-in protection, events, a kill -9 of the control plane in the middle
+of a deployment, a service running on after its revision is deregistered,
+and the managed and propagated tags of service tasks.
 """
 
 from __future__ import annotations
@@ -81,6 +84,30 @@ def wait_stable(ecs, cluster: str, name: str):
 
 def events_of(service: dict) -> list[str]:
     return [e["message"] for e in service["events"]]
+
+
+def wait_rolled_back(ecs, cluster: str, name: str, good: str) -> dict:
+    """Waits for the circuit breaker to fail the deployment, then for the
+    service to be stable on `good` again; returns it."""
+
+    def tripped():
+        return any("deployment failed: tasks failed to start." in m for m in events_of(describe(ecs, cluster, name)))
+
+    wait_until(tripped, SERVICE_TIMEOUT_S, "the circuit breaker to trip")
+    stable = wait_stable(ecs, cluster, name)
+    assert stable["taskDefinition"].endswith(good), (stable["taskDefinition"], good)
+    assert any("rolling back to deployment" in m for m in events_of(stable)), events_of(stable)
+    return stable
+
+
+def rolled_back_breaker(ecs, cluster: str, name: str) -> dict:
+    """The circuit breaker of the service's rolled back deployment, as
+    DescribeServiceDeployments shows it."""
+    listed = ecs.list_service_deployments(cluster=cluster, service=name)["serviceDeployments"]
+    [failed] = [d for d in listed if d["status"] == "ROLLBACK_SUCCESSFUL"]
+    [described] = ecs.describe_service_deployments(
+        serviceDeploymentArns=[failed["serviceDeploymentArn"]])["serviceDeployments"]
+    return described["deploymentCircuitBreaker"]
 
 
 def test_seed_service_example_is_accepted_as_written(server, agent_fleet, seeds_dir, tmp_path):
@@ -227,23 +254,10 @@ def test_circuit_breaker_rolls_back_a_deployment_that_cannot_start(server, agent
     first_deployment = wait_stable(ecs, cluster, name)["deployments"][0]["id"]
     definition(ecs, family, "sim/fail-pull:v2")
     ecs.update_service(cluster=cluster, service=name, taskDefinition=f"{family}:2")
-
-    def tripped():
-        return any("deployment failed: tasks failed to start." in m for m in events_of(describe(ecs, cluster, name)))
-
-    wait_until(tripped, SERVICE_TIMEOUT_S, "the circuit breaker to trip")
-    stable = wait_stable(ecs, cluster, name)
-    assert stable["taskDefinition"].endswith(f"{family}:1")
-    messages = events_of(stable)
-    assert any("deployment failed: tasks failed to start." in m for m in messages), messages
-    assert any("rolling back to deployment" in m for m in messages), messages
+    stable = wait_rolled_back(ecs, cluster, name, f"{family}:1")
     revisions = Counter(t["taskDefinitionArn"].rsplit(":", 1)[1] for t in service_tasks(ecs, cluster, name))
     assert revisions == Counter({"1": 4})
-    listed = ecs.list_service_deployments(cluster=cluster, service=name)["serviceDeployments"]
-    [failed] = [d for d in listed if d["status"] == "ROLLBACK_SUCCESSFUL"]
-    [described] = ecs.describe_service_deployments(
-        serviceDeploymentArns=[failed["serviceDeploymentArn"]])["serviceDeployments"]
-    breaker = described["deploymentCircuitBreaker"]
+    breaker = rolled_back_breaker(ecs, cluster, name)
     assert breaker["status"] == "TRIGGERED" and breaker["threshold"] == 3, breaker
     assert breaker["failureCount"] >= 3, breaker
     # The last completed deployment became PRIMARY again and kept its tasks.
@@ -464,3 +478,201 @@ def test_service_deploy_cli_follows_the_rollout_and_says_how_it_ended(server, ag
     assert "deployment failed: tasks failed to start." in failed.stdout
     assert failed.stdout.splitlines()[-1].endswith("failed and was rolled back")
     assert describe(ecs, cluster, name)["taskDefinition"].endswith(f"{family}:2")
+
+
+def test_a_deregistered_revision_keeps_its_service_running(server, agent_fleet):
+    """A service goes on running, replacing and scaling the revision it runs
+    after DeregisterTaskDefinition; no request may take an INACTIVE one up."""
+    ecs = server.ecs
+    cluster = make_cluster(server, agent_fleet, 2)
+    family = unique("inactive")
+    old = definition(ecs, family)
+    name = unique("inactive")
+    ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=f"{family}:1", desiredCount=2)
+    wait_stable(ecs, cluster, name)
+    code, out = server.cli("deregister-task-definition", "--task-definition", f"{family}:1")
+    assert code == 0 and out["taskDefinition"]["status"] == "INACTIVE", out
+    victim = service_tasks(ecs, cluster, name)[0]["taskArn"]
+    ecs.stop_task(cluster=cluster, task=victim, reason="chaos")
+
+    def replaced():
+        tasks = service_tasks(ecs, cluster, name)
+        running = [t for t in tasks if t["lastStatus"] == "RUNNING" and t["taskDefinitionArn"] == old]
+        return victim not in [t["taskArn"] for t in tasks] and len(running) == 2
+
+    wait_until(replaced, SERVICE_TIMEOUT_S, "the stopped task to be replaced on the INACTIVE revision")
+    code, out = server.cli("update-service", "--cluster", cluster, "--service", name, "--desired-count", "3")
+    assert code == 0, out
+    stable = wait_stable(ecs, cluster, name)
+    assert stable["runningCount"] == 3 and stable["taskDefinition"] == old
+    assert {t["taskDefinitionArn"] for t in service_tasks(ecs, cluster, name)} == {old}
+    # Refused, and nothing changes.
+    other = unique("other")
+    code, out = server.cli("create-service", "--cluster", cluster, "--service-name", other,
+                           "--task-definition", f"{family}:1", "--desired-count", "1")
+    assert code != 0 and "ClientException" in out and "TaskDefinition is inactive" in out, out
+    definition(ecs, family, "sim/app:v2")
+    ecs.deregister_task_definition(taskDefinition=f"{family}:2")
+    for call in (
+        lambda: ecs.update_service(cluster=cluster, service=name, taskDefinition=f"{family}:2"),
+        lambda: ecs.run_task(cluster=cluster, taskDefinition=f"{family}:1"),
+    ):
+        with pytest.raises(ClientError) as excinfo:
+            call()
+        assert error_of(excinfo) == ("ClientException", "TaskDefinition is inactive")
+    assert ecs.list_services(cluster=cluster)["serviceArns"] == [stable["serviceArn"]]
+    after = describe(ecs, cluster, name)
+    assert after["taskDefinition"] == old
+    assert [d["id"] for d in after["deployments"]] == [d["id"] for d in stable["deployments"]]
+
+
+def counting_breaker(threshold: int, reset_on_healthy: bool) -> dict:
+    return {"deploymentCircuitBreaker": {
+        "enable": True, "rollback": True, "resetOnHealthyTask": reset_on_healthy,
+        "thresholdConfiguration": {"type": "COUNT", "value": threshold},
+    }}
+
+
+def crashed_tasks(ecs, cluster: str, name: str, task_definition: str) -> int:
+    return sum(1 for t in service_tasks(ecs, cluster, name, include_stopped=True)
+               if t["taskDefinitionArn"] == task_definition and t.get("stopCode") == "EssentialContainerExited"
+               and "startedAt" in t)
+
+
+def test_circuit_breaker_counts_tasks_that_exit_after_running_unless_healthy_ones_reset_it(server, agent_fleet):
+    """Tasks that reach RUNNING and then exit, one at a time: each was healthy
+    (no health check) before it failed, so with resetOnHealthyTask the count
+    never passes 1; without, the failures add up and trip the breaker."""
+    ecs = server.ecs
+    cluster = make_cluster(server, agent_fleet, 2)
+    results = {}
+    for reset in (True, False):
+        family = unique("crash")
+        good = definition(ecs, family, "sim/app:v1")
+        name = unique("crash")
+        ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=good, desiredCount=1,
+                           deploymentConfiguration=counting_breaker(3, reset))
+        wait_stable(ecs, cluster, name)
+        # The new tasks run for a second or so, long enough for the scheduler
+        # to see one RUNNING: were the old task stopped, the deployment would
+        # complete (as in ECS) and the breaker stop watching it. Protected,
+        # the old task stays, and the deployment stays IN_PROGRESS.
+        [old_task] = service_tasks(ecs, cluster, name)
+        ecs.update_task_protection(cluster=cluster, tasks=[old_task["taskArn"]], protectionEnabled=True)
+        bad = definition(ecs, family, "sim/exit:1")
+        ecs.update_service(cluster=cluster, service=name, taskDefinition=bad)
+        most = 0
+        deadline = time.monotonic() + SERVICE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            service = describe(ecs, cluster, name)
+            [deployment] = [d for d in service["deployments"] if d["taskDefinition"] == bad] or [None]
+            if deployment is None:
+                break
+            most = max(most, deployment["failedTasks"])
+            if deployment["rolloutState"] == "FAILED" or (reset and crashed_tasks(ecs, cluster, name, bad) >= 4):
+                break
+            time.sleep(0.2)
+        results[reset] = (name, good, bad, most)
+    name, good, bad, most = results[True]
+    assert crashed_tasks(ecs, cluster, name, bad) >= 4
+    assert most <= 1, most
+    service = describe(ecs, cluster, name)
+    assert service["taskDefinition"] == bad, "no rollback"
+    assert not any("deployment failed" in m for m in events_of(service)), events_of(service)
+    name, good, bad, _ = results[False]
+    wait_rolled_back(ecs, cluster, name, good)
+    breaker = rolled_back_breaker(ecs, cluster, name)
+    assert breaker["failureCount"] == 3 and breaker["threshold"] == 3, breaker
+
+
+def test_circuit_breaker_trips_on_tasks_that_fail_their_health_checks(server, agent_fleet):
+    """Stage 2: the new revision's tasks reach RUNNING and never turn
+    healthy; the scheduler stops them, and they count."""
+    ecs = server.ecs
+    cluster = make_cluster(server, agent_fleet, 2)
+    family = unique("hc")
+    check = {"command": ["CMD-SHELL", "true"], "interval": 5, "timeout": 2, "retries": 1}
+    good = definition(ecs, family, "sim/app:v1", healthCheck=check)
+    name = unique("hc")
+    ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=good, desiredCount=2,
+                       deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}})
+    wait_stable(ecs, cluster, name)
+    bad = definition(ecs, family, "sim/unhealthy:v2", healthCheck=check)
+    ecs.update_service(cluster=cluster, service=name, taskDefinition=bad)
+    stable = wait_rolled_back(ecs, cluster, name, good)
+    messages = events_of(stable)
+    assert any("failed container health checks." in m for m in messages), messages
+    unhealthy = [t for t in service_tasks(ecs, cluster, name, include_stopped=True)
+                 if t["taskDefinitionArn"] == bad and t["lastStatus"] == "STOPPED"]
+    assert len(unhealthy) >= 3 and all("startedAt" in t for t in unhealthy), unhealthy
+    assert all(t["stoppedReason"] == "Task failed container health checks" for t in unhealthy), unhealthy
+
+
+def test_refused_circuit_breaker_thresholds_change_nothing(server, agent_fleet):
+    ecs = server.ecs
+    cluster = make_cluster(server, agent_fleet, 1)
+    family = unique("threshold")
+    definition(ecs, family)
+    name = unique("threshold")
+    for threshold in ({"type": "COUNT", "value": 0}, {"type": "BOUNDED_PERCENT", "value": 101},
+                      {"type": "UNBOUNDED_PERCENT", "value": 0}):
+        config = {"deploymentCircuitBreaker": {"enable": True, "rollback": True, "thresholdConfiguration": threshold}}
+        with pytest.raises(ClientError) as excinfo:
+            ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=family, desiredCount=1,
+                               deploymentConfiguration=config)
+        assert error_of(excinfo)[0] == "InvalidParameterException", threshold
+        assert "thresholdConfiguration" in error_of(excinfo)[1]
+    assert ecs.list_services(cluster=cluster)["serviceArns"] == []
+
+
+def tag_pairs(tags: list[dict]) -> list[tuple[str, str]]:
+    return [(t["key"], t["value"]) for t in tags]
+
+
+def test_service_tasks_carry_managed_and_propagated_tags(server, agent_fleet):
+    ecs = server.ecs
+    cluster = make_cluster(server, agent_fleet, 2)
+    family = unique("tagged")
+    register_task_definition(ecs, family, [{"name": "app", "image": "sim/app:v1", "memory": 64, "cpu": 64}],
+                             tags=[{"key": "layer", "value": "definition"}])
+    name = unique("tagged")
+    code, out = server.cli("create-service", "--cluster", cluster, "--service-name", name,
+                           "--task-definition", family, "--desired-count", "2",
+                           "--tags", "key=team,value=a", "--propagate-tags", "SERVICE",
+                           "--enable-ecs-managed-tags")
+    assert code == 0, out
+    assert out["service"]["propagateTags"] == "SERVICE" and out["service"]["enableECSManagedTags"] is True
+    wait_stable(ecs, cluster, name)
+    managed = [("aws:ecs:clusterName", cluster), ("aws:ecs:serviceName", name)]
+    first = {}
+    for task in service_tasks(ecs, cluster, name):
+        code, listed = server.cli("list-tags-for-resource", "--resource-arn", task["taskArn"])
+        assert code == 0, listed
+        assert tag_pairs(listed["tags"]) == [("team", "a"), *managed], listed
+        code, described = server.cli("describe-tasks", "--cluster", cluster, "--tasks", task["taskArn"],
+                                     "--include", "TAGS")
+        assert code == 0 and tag_pairs(described["tasks"][0]["tags"]) == [("team", "a"), *managed], described
+        first[task["taskArn"]] = listed["tags"]
+    # Changing how tasks are tagged starts no deployment; later tasks follow it.
+    deployments = [d["id"] for d in describe(ecs, cluster, name)["deployments"]]
+    ecs.update_service(cluster=cluster, service=name, desiredCount=3, propagateTags="TASK_DEFINITION",
+                       enableECSManagedTags=False)
+    stable = wait_stable(ecs, cluster, name)
+    assert [d["id"] for d in stable["deployments"]] == deployments
+    tasks = ecs.describe_tasks(cluster=cluster, tasks=[t["taskArn"] for t in service_tasks(ecs, cluster, name)],
+                               include=["TAGS"])["tasks"]
+    [newest] = [t for t in tasks if t["taskArn"] not in first]
+    assert tag_pairs(newest["tags"]) == [("layer", "definition")]
+    assert all(t["tags"] == first[t["taskArn"]] for t in tasks if t["taskArn"] in first)
+    # A task started on its own: managed tags name its cluster only, and it
+    # cannot propagate a service's tags.
+    code, out = server.cli("run-task", "--cluster", cluster, "--task-definition", family,
+                           "--enable-ecs-managed-tags", "--propagate-tags", "TASK_DEFINITION")
+    assert code == 0, out
+    assert tag_pairs(out["tasks"][0]["tags"]) == [("layer", "definition"), ("aws:ecs:clusterName", cluster)]
+    with pytest.raises(ClientError) as excinfo:
+        ecs.run_task(cluster=cluster, taskDefinition=family, propagateTags="SERVICE")
+    assert error_of(excinfo)[0] == "InvalidParameterException"
+    with pytest.raises(ClientError) as excinfo:
+        ecs.untag_resource(resourceArn=out["tasks"][0]["taskArn"], tagKeys=["aws:ecs:clusterName"])
+    assert error_of(excinfo)[0] == "InvalidParameterException"
