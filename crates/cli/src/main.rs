@@ -10,6 +10,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use flotilla_control::{Caller, Ecs};
 use flotilla_edge::{Edge, Metrics, RandomIds, SystemClock};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+
 use flotilla_sigv4::Credentials;
 use flotilla_store::{RedbStore, Store};
 use flotilla_types::arn::Scope;

@@ -1357,17 +1357,7 @@ impl Ecs {
     /// Returns how many it deleted. Called periodically by the binary.
     pub async fn collect_stopped_tasks(&self) -> Result<usize, ApiError> {
         let now_ms = self.clock.now_ms();
-        let expired: Vec<(String, String)> = scan::<TaskRecord>(self.store.as_ref(), keys::TASKS)?
-            .into_iter()
-            .filter(|found| {
-                found.value.last_status() == "STOPPED"
-                    && found
-                        .value
-                        .stopped_at_ms
-                        .is_some_and(|at| now_ms.saturating_sub(at) >= STOPPED_TASK_RETENTION_MS)
-            })
-            .map(|found| (found.value.cluster, found.value.task_id))
-            .collect();
+        let expired = self.expired_stopped_tasks(now_ms)?;
         let mut deleted = 0;
         for (cluster, task_id) in expired {
             let key = keys::task(&cluster, &task_id);
@@ -1383,6 +1373,48 @@ impl Ecs {
             .await?;
         }
         Ok(deleted)
+    }
+}
+
+/// Task records read per store call by the retention sweep.
+const RETENTION_SCAN_PAGE: usize = 256;
+
+/// The fields of a stored task that retention looks at. Reading only these
+/// keeps a sweep of every task record from holding decoded records.
+#[derive(Deserialize)]
+struct RetentionFacts {
+    cluster: String,
+    task_id: String,
+    /// Set when the task reached STOPPED.
+    #[serde(default)]
+    stopped_at_ms: Option<u64>,
+}
+
+impl Ecs {
+    /// The tasks (cluster, id) STOPPED at least the retention ago, read a
+    /// page at a time.
+    fn expired_stopped_tasks(&self, now_ms: u64) -> Result<Vec<(String, String)>, ApiError> {
+        let mut expired = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(keys::TASKS, after.as_deref(), RETENTION_SCAN_PAGE)
+                .map_err(records::store_error)?;
+            for entry in &page.entries {
+                let facts: RetentionFacts = records::decode(entry)?;
+                if facts
+                    .stopped_at_ms
+                    .is_some_and(|at| now_ms.saturating_sub(at) >= STOPPED_TASK_RETENTION_MS)
+                {
+                    expired.push((facts.cluster, facts.task_id));
+                }
+            }
+            match page.entries.last() {
+                Some(last) if page.more => after = Some(last.key.clone()),
+                _ => return Ok(expired),
+            }
+        }
     }
 }
 
