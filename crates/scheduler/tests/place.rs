@@ -84,6 +84,15 @@ fn placement_cases() {
     grouped.task_groups = vec![("family:web".into(), 1)];
     let mut busy_elsewhere = node("b", "b", 4096, 4096);
     busy_elsewhere.task_groups = vec![("family:db".into(), 1)];
+    let in_provider = |name: &str, zone: &str, memory: i64, provider: &str| {
+        let mut instance = node(name, zone, 4096, memory);
+        instance.capacity_provider = Some(provider.to_owned());
+        instance
+    };
+    let for_provider = |provider: &str, count: u32, strategies: Vec<Strategy>| Request {
+        capacity_provider: Some(provider.to_owned()),
+        ..request(10, 512, count, strategies)
+    };
 
     type Case = (
         &'static str,
@@ -280,6 +289,60 @@ fn placement_cases() {
             vec![],
         ),
         (
+            "a capacity provider's tasks go to its instances only",
+            vec![
+                node("none", "a", 4096, 4096),
+                in_provider("s1", "a", 4096, "spot"),
+                in_provider("o1", "a", 4096, "ondemand"),
+                in_provider("s2", "b", 4096, "spot"),
+            ],
+            for_provider("spot", 4, vec![spread_zone()]),
+            vec!["s1", "s2", "s1", "s2"],
+            vec![],
+        ),
+        (
+            "binpack within a capacity provider",
+            vec![
+                in_provider("o1", "a", 512, "ondemand"),
+                in_provider("s1", "a", 4096, "spot"),
+                in_provider("s2", "a", 1024, "spot"),
+            ],
+            for_provider("spot", 3, binpack_memory()),
+            vec!["s2", "s2", "s1"],
+            vec![],
+        ),
+        (
+            "a full capacity provider reports only its own instances",
+            vec![
+                in_provider("o1", "a", 4096, "ondemand"),
+                in_provider("s1", "a", 256, "spot"),
+            ],
+            for_provider("spot", 1, vec![]),
+            vec![],
+            vec!["s1 RESOURCE:MEMORY"],
+        ),
+        (
+            "a capacity provider without instances places nothing and reports nothing",
+            vec![in_provider("o1", "a", 4096, "ondemand"), node("none", "a", 4096, 4096)],
+            for_provider("spot", 2, vec![]),
+            vec![],
+            vec![],
+        ),
+        (
+            "no instance of any capacity provider",
+            vec![node("none", "a", 4096, 4096)],
+            for_provider("spot", 1, binpack_memory()),
+            vec![],
+            vec![],
+        ),
+        (
+            "without a capacity provider, every instance is a candidate",
+            vec![in_provider("s1", "a", 1024, "spot"), node("none", "a", 4096, 4096)],
+            request(10, 512, 3, binpack_memory()),
+            vec!["s1", "s1", "none"],
+            vec![],
+        ),
+        (
             "memberOf unsatisfied everywhere",
             vec![node("m", "a", 4096, 4096)],
             Request {
@@ -419,6 +482,31 @@ fn explain_gives_each_instance_its_reason() {
             "p: RESOURCE:PORTS: tcp port 80 taken",
             "ok1: NotPreferred",
             "ok2: Chosen",
+        ]
+    );
+}
+
+#[test]
+fn explain_names_the_capacity_provider_left_out() {
+    let mut spot = node("s", "a", 4096, 4096);
+    spot.capacity_provider = Some("spot".into());
+    let snapshot = Snapshot::new(vec![node("plain", "a", 4096, 4096), spot]);
+    let request = Request {
+        capacity_provider: Some("spot".into()),
+        ..request(10, 512, 1, vec![])
+    };
+    let verdicts: Vec<String> = explain(&snapshot, &request)
+        .into_iter()
+        .map(|v| match v.outcome {
+            Outcome::Excluded { reason, detail } => format!("{}: {reason}: {detail}", v.arn),
+            other => format!("{}: {other:?}", v.arn),
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            "plain: CAPACITY_PROVIDER: instance belongs to capacity provider (none), the task to spot",
+            "s: Chosen",
         ]
     );
 }
