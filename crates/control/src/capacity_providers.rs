@@ -86,7 +86,9 @@ impl CapacityProviderRecord {
 }
 
 fn not_found(name: &str) -> ApiError {
-    ApiError::invalid_parameter(format!("The specified capacity provider {name} does not exist."))
+    ApiError::invalid_parameter(format!(
+        "The specified capacity provider {name} does not exist."
+    ))
 }
 
 fn reserved(name: &str) -> ApiError {
@@ -107,14 +109,19 @@ fn managed_instances_unsupported() -> ApiError {
 pub fn check_name(name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
         && name.len() <= NAME_LENGTH_MAX
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid {
         return Err(ApiError::invalid_parameter(format!(
             "Invalid capacity provider name {name:?}: up to {NAME_LENGTH_MAX} letters (uppercase and lowercase), numbers, underscores and hyphens are allowed"
         )));
     }
     let lower = name.to_ascii_lowercase();
-    if let Some(prefix) = RESERVED_NAME_PREFIXES.iter().find(|p| lower.starts_with(*p)) {
+    if let Some(prefix) = RESERVED_NAME_PREFIXES
+        .iter()
+        .find(|p| lower.starts_with(*p))
+    {
         return Err(ApiError::invalid_parameter(format!(
             "Invalid capacity provider name {name:?}: a name cannot begin with \"{prefix}\""
         )));
@@ -123,9 +130,15 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// Managed scaling as stored: `given` over `current` over ECS's defaults, checked.
-fn checked_scaling(given: Option<&ManagedScaling>, current: Option<&ManagedScaling>) -> Result<ManagedScaling, ApiError> {
+fn checked_scaling(
+    given: Option<&ManagedScaling>,
+    current: Option<&ManagedScaling>,
+) -> Result<ManagedScaling, ApiError> {
     let pick = |field: fn(&ManagedScaling) -> Option<i32>, default: i32| {
-        given.and_then(field).or_else(|| current.and_then(field)).unwrap_or(default)
+        given
+            .and_then(field)
+            .or_else(|| current.and_then(field))
+            .unwrap_or(default)
     };
     let scaling = ManagedScaling {
         status: Some(
@@ -135,15 +148,37 @@ fn checked_scaling(given: Option<&ManagedScaling>, current: Option<&ManagedScali
                 .unwrap_or(ManagedScalingStatus::Disabled),
         ),
         target_capacity: Some(pick(|s| s.target_capacity, TARGET_CAPACITY_DEFAULT)),
-        minimum_scaling_step_size: Some(pick(|s| s.minimum_scaling_step_size, MINIMUM_STEP_SIZE_DEFAULT)),
-        maximum_scaling_step_size: Some(pick(|s| s.maximum_scaling_step_size, MAXIMUM_STEP_SIZE_DEFAULT)),
+        minimum_scaling_step_size: Some(pick(
+            |s| s.minimum_scaling_step_size,
+            MINIMUM_STEP_SIZE_DEFAULT,
+        )),
+        maximum_scaling_step_size: Some(pick(
+            |s| s.maximum_scaling_step_size,
+            MAXIMUM_STEP_SIZE_DEFAULT,
+        )),
         instance_warmup_period: Some(pick(|s| s.instance_warmup_period, WARMUP_SECONDS_DEFAULT)),
     };
     let checks = [
-        ("targetCapacity", scaling.target_capacity, &TARGET_CAPACITY_RANGE),
-        ("minimumScalingStepSize", scaling.minimum_scaling_step_size, &STEP_SIZE_RANGE),
-        ("maximumScalingStepSize", scaling.maximum_scaling_step_size, &STEP_SIZE_RANGE),
-        ("instanceWarmupPeriod", scaling.instance_warmup_period, &WARMUP_SECONDS_RANGE),
+        (
+            "targetCapacity",
+            scaling.target_capacity,
+            &TARGET_CAPACITY_RANGE,
+        ),
+        (
+            "minimumScalingStepSize",
+            scaling.minimum_scaling_step_size,
+            &STEP_SIZE_RANGE,
+        ),
+        (
+            "maximumScalingStepSize",
+            scaling.maximum_scaling_step_size,
+            &STEP_SIZE_RANGE,
+        ),
+        (
+            "instanceWarmupPeriod",
+            scaling.instance_warmup_period,
+            &WARMUP_SECONDS_RANGE,
+        ),
     ];
     for (member, value, range) in checks {
         let value = value.unwrap_or_default();
@@ -176,7 +211,10 @@ impl Ecs {
             return Some(given.to_owned());
         }
         let arn = Arn::parse(given)?;
-        if arn.service != "ecs" || arn.region != self.scope.region || arn.account_id != self.scope.account_id {
+        if arn.service != "ecs"
+            || arn.region != self.scope.region
+            || arn.account_id != self.scope.account_id
+        {
             return None;
         }
         match arn.resource_parts() {
@@ -185,12 +223,18 @@ impl Ecs {
         }
     }
 
-    fn get_capacity_provider(&self, name: &str) -> Result<Option<Versioned<CapacityProviderRecord>>, ApiError> {
+    fn get_capacity_provider(
+        &self,
+        name: &str,
+    ) -> Result<Option<Versioned<CapacityProviderRecord>>, ApiError> {
         records::get(self.store.as_ref(), &keys::capacity_provider(name))
     }
 
     /// The ACTIVE provider a request names, or ECS's error for a missing one.
-    fn active_capacity_provider(&self, name: &str) -> Result<Versioned<CapacityProviderRecord>, ApiError> {
+    fn active_capacity_provider(
+        &self,
+        name: &str,
+    ) -> Result<Versioned<CapacityProviderRecord>, ApiError> {
         match self.get_capacity_provider(name)? {
             Some(found) if found.value.is_active() => Ok(found),
             _ => Err(not_found(name)),
@@ -227,10 +271,20 @@ impl Ecs {
                 "cluster is only for Amazon ECS Managed Instances capacity providers; an Auto Scaling group capacity provider is associated with a cluster by PutClusterCapacityProviders",
             ));
         }
-        let given = request.auto_scaling_group_provider.as_ref().ok_or_else(|| {
-            ApiError::invalid_parameter("autoScalingGroupProvider is required for a capacity provider")
-        })?;
-        let group_arn = given.auto_scaling_group_arn.as_deref().unwrap_or_default().trim().to_owned();
+        let given = request
+            .auto_scaling_group_provider
+            .as_ref()
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(
+                    "autoScalingGroupProvider is required for a capacity provider",
+                )
+            })?;
+        let group_arn = given
+            .auto_scaling_group_arn
+            .as_deref()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         if group_arn.is_empty() || group_arn.len() > AUTO_SCALING_GROUP_ARN_LENGTH_MAX {
             return Err(ApiError::invalid_parameter(format!(
                 "autoScalingGroupProvider.autoScalingGroupArn must be 1 to {AUTO_SCALING_GROUP_ARN_LENGTH_MAX} characters"
@@ -240,7 +294,9 @@ impl Ecs {
             auto_scaling_group_arn: Some(group_arn.clone()),
             managed_scaling: Some(checked_scaling(given.managed_scaling.as_ref(), None)?),
             managed_termination_protection: Some(
-                given.managed_termination_protection.unwrap_or(ManagedTerminationProtection::Disabled),
+                given
+                    .managed_termination_protection
+                    .unwrap_or(ManagedTerminationProtection::Disabled),
             ),
             managed_draining: Some(given.managed_draining.unwrap_or(ManagedDraining::Enabled)),
         };
@@ -294,14 +350,20 @@ impl Ecs {
             Ok(Attempt::Commit(txn, record.clone()))
         })
         .await?;
-        Ok(CreateCapacityProviderResponse { capacity_provider: Some(created.provider) })
+        Ok(CreateCapacityProviderResponse {
+            capacity_provider: Some(created.provider),
+        })
     }
 
     pub(crate) fn describe_capacity_providers(
         &self,
         request: DescribeCapacityProvidersRequest,
     ) -> Result<DescribeCapacityProvidersResponse, ApiError> {
-        let include_tags = request.include.iter().flatten().any(|f| *f == CapacityProviderField::Tags);
+        let include_tags = request
+            .include
+            .iter()
+            .flatten()
+            .any(|f| *f == CapacityProviderField::Tags);
         let present = |mut provider: CapacityProvider| {
             if !include_tags {
                 provider.tags = None;
@@ -315,10 +377,14 @@ impl Ecs {
         };
         let cluster_name = cluster.as_ref().and_then(|c| c.cluster_name.clone());
         let fargate_listed = |name: &str| {
-            cluster.as_ref().is_none_or(|c| c.capacity_providers.iter().flatten().any(|p| p == name))
+            cluster
+                .as_ref()
+                .is_none_or(|c| c.capacity_providers.iter().flatten().any(|p| p == name))
         };
         let stored_listed = |record: &CapacityProviderRecord| {
-            cluster_name.as_ref().is_none_or(|c| record.cluster.as_ref() == Some(c))
+            cluster_name
+                .as_ref()
+                .is_none_or(|c| record.cluster.as_ref() == Some(c))
         };
         let named = request.capacity_providers.clone().unwrap_or_default();
         if !named.is_empty() {
@@ -333,7 +399,9 @@ impl Ecs {
             for given in &named {
                 let name = self.capacity_provider_name(given);
                 let found = match name.as_deref() {
-                    Some(name) if is_fargate(name) => fargate_listed(name).then(|| self.fargate_provider(name)),
+                    Some(name) if is_fargate(name) => {
+                        fargate_listed(name).then(|| self.fargate_provider(name))
+                    }
                     Some(name) => self
                         .get_capacity_provider(name)?
                         .map(|found| found.value)
@@ -345,7 +413,9 @@ impl Ecs {
                     Some(provider) => providers.push(present(provider)),
                     None => failures.push(Failure {
                         arn: Some(match &name {
-                            Some(name) if !given.starts_with("arn:") => self.capacity_provider_arn(name),
+                            Some(name) if !given.starts_with("arn:") => {
+                                self.capacity_provider_arn(name)
+                            }
                             _ => given.clone(),
                         }),
                         reason: Some("MISSING".to_owned()),
@@ -371,10 +441,15 @@ impl Ecs {
                 .position(|name| *key == keys::capacity_provider(name))
                 .map_or(FARGATE_PROVIDERS.len(), |at| at + 1),
         };
-        let stored_token = request.next_token.as_deref().filter(|_| fargate_from == FARGATE_PROVIDERS.len() && after.is_some());
+        let stored_token = request
+            .next_token
+            .as_deref()
+            .filter(|_| fargate_from == FARGATE_PROVIDERS.len() && after.is_some());
         let mut providers = Vec::new();
         let mut last_fargate = None;
-        let mut fargate_left = FARGATE_PROVIDERS[fargate_from..].iter().filter(|name| fargate_listed(name));
+        let mut fargate_left = FARGATE_PROVIDERS[fargate_from..]
+            .iter()
+            .filter(|name| fargate_listed(name));
         for name in fargate_left.by_ref() {
             providers.push(present(self.fargate_provider(name)));
             last_fargate = Some(*name);
@@ -389,7 +464,9 @@ impl Ecs {
         if providers.len() == limit {
             // A full page of Fargate's: a token only if anything follows.
             let more = fargate_left.next().is_some()
-                || !page::list(self.store.as_ref(), keys::CAPACITY_PROVIDERS, None, 1, keep)?.items.is_empty();
+                || !page::list(self.store.as_ref(), keys::CAPACITY_PROVIDERS, None, 1, keep)?
+                    .items
+                    .is_empty();
             let next_token = more
                 .then(|| last_fargate.map(|name| page::token_for(&keys::capacity_provider(name))))
                 .flatten();
@@ -399,7 +476,13 @@ impl Ecs {
                 next_token,
             });
         }
-        let listing = page::list(self.store.as_ref(), keys::CAPACITY_PROVIDERS, stored_token, limit - providers.len(), keep)?;
+        let listing = page::list(
+            self.store.as_ref(),
+            keys::CAPACITY_PROVIDERS,
+            stored_token,
+            limit - providers.len(),
+            keep,
+        )?;
         providers.extend(listing.items);
         Ok(DescribeCapacityProvidersResponse {
             capacity_providers: Some(providers),
@@ -410,7 +493,9 @@ impl Ecs {
 
     /// The stored provider an Update or Delete names, by name or ARN; Fargate's are reserved.
     fn mutable_provider_name(&self, given: &str) -> Result<String, ApiError> {
-        let name = self.capacity_provider_name(given).ok_or_else(|| not_found(given))?;
+        let name = self
+            .capacity_provider_name(given)
+            .ok_or_else(|| not_found(given))?;
         if is_fargate(&name) {
             return Err(reserved(&name));
         }
@@ -426,15 +511,22 @@ impl Ecs {
             return Err(managed_instances_unsupported());
         }
         let update = request.auto_scaling_group_provider.clone().ok_or_else(|| {
-            ApiError::invalid_parameter("autoScalingGroupProvider is required to update a capacity provider")
+            ApiError::invalid_parameter(
+                "autoScalingGroupProvider is required to update a capacity provider",
+            )
         })?;
         let key = keys::capacity_provider(&name);
         let updated = records::mutate(self.store.as_ref(), || {
             let found = self.active_capacity_provider(&name)?;
             let mut record = found.value;
-            let settings = record.provider.auto_scaling_group_provider.get_or_insert_with(Default::default);
-            settings.managed_scaling =
-                Some(checked_scaling(update.managed_scaling.as_ref(), settings.managed_scaling.as_ref())?);
+            let settings = record
+                .provider
+                .auto_scaling_group_provider
+                .get_or_insert_with(Default::default);
+            settings.managed_scaling = Some(checked_scaling(
+                update.managed_scaling.as_ref(),
+                settings.managed_scaling.as_ref(),
+            )?);
             if let Some(protection) = update.managed_termination_protection {
                 settings.managed_termination_protection = Some(protection);
             }
@@ -443,18 +535,23 @@ impl Ecs {
             }
             record.provider.update_status = Some(CapacityProviderUpdateStatus::UpdateComplete);
             record.provider.update_status_reason = None;
-            let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&record));
+            let txn = Txn::new()
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&record));
             Ok(Attempt::Commit(txn, record))
         })
         .await?;
-        Ok(UpdateCapacityProviderResponse { capacity_provider: Some(updated.provider) })
+        Ok(UpdateCapacityProviderResponse {
+            capacity_provider: Some(updated.provider),
+        })
     }
 
     pub(crate) async fn delete_capacity_provider(
         &self,
         request: DeleteCapacityProviderRequest,
     ) -> Result<DeleteCapacityProviderResponse, ApiError> {
-        let name = self.mutable_provider_name(request.capacity_provider.as_deref().unwrap_or_default())?;
+        let name =
+            self.mutable_provider_name(request.capacity_provider.as_deref().unwrap_or_default())?;
         let key = keys::capacity_provider(&name);
         let now_ms = self.clock.now_ms();
         let deleted = records::mutate(self.store.as_ref(), || {
@@ -475,7 +572,9 @@ impl Ecs {
             Ok(Attempt::Commit(txn, record))
         })
         .await?;
-        Ok(DeleteCapacityProviderResponse { capacity_provider: Some(deleted.provider) })
+        Ok(DeleteCapacityProviderResponse {
+            capacity_provider: Some(deleted.provider),
+        })
     }
 
     pub(crate) async fn put_cluster_capacity_providers(
@@ -483,7 +582,10 @@ impl Ecs {
         request: PutClusterCapacityProvidersRequest,
     ) -> Result<PutClusterCapacityProvidersResponse, ApiError> {
         let names = request.capacity_providers.clone().unwrap_or_default();
-        let default_strategy = request.default_capacity_provider_strategy.clone().unwrap_or_default();
+        let default_strategy = request
+            .default_capacity_provider_strategy
+            .clone()
+            .unwrap_or_default();
         check_cluster_capacity_providers(&names, &default_strategy)?;
         let updated = records::mutate(self.store.as_ref(), || {
             let found = self.active_cluster(request.cluster.as_deref())?;
@@ -512,7 +614,9 @@ impl Ecs {
             Ok(Attempt::Commit(txn, cluster))
         })
         .await?;
-        Ok(PutClusterCapacityProvidersResponse { cluster: Some(self.present_whole_cluster(updated)?) })
+        Ok(PutClusterCapacityProvidersResponse {
+            cluster: Some(self.present_whole_cluster(updated)?),
+        })
     }
 
     /// The stored providers a cluster would list, checked: each ACTIVE and
@@ -525,7 +629,12 @@ impl Ecs {
         let mut found = Vec::new();
         for name in names.iter().filter(|name| !is_fargate(name)) {
             let provider = self.active_capacity_provider(name)?;
-            if let Some(other) = provider.value.cluster.as_deref().filter(|other| *other != cluster) {
+            if let Some(other) = provider
+                .value
+                .cluster
+                .as_deref()
+                .filter(|other| *other != cluster)
+            {
                 return Err(ApiError::invalid_parameter(format!(
                     "The capacity provider {name} is already associated with cluster {other}: a capacity provider can be associated with one cluster only."
                 )));
@@ -540,13 +649,16 @@ impl Ecs {
     /// or a task not yet stopped runs on it.
     fn capacity_provider_in_use(&self, cluster: &str, provider: &str) -> Result<bool, ApiError> {
         let services = scan::<ServiceRecord>(self.store.as_ref(), &keys::services_of(cluster))?;
-        let named = services.iter().filter_map(|found| found.value.primary()).any(|primary| {
-            primary
-                .spec
-                .capacity_provider_strategy
-                .iter()
-                .any(|item| item.capacity_provider.as_deref() == Some(provider))
-        });
+        let named = services
+            .iter()
+            .filter_map(|found| found.value.primary())
+            .any(|primary| {
+                primary
+                    .spec
+                    .capacity_provider_strategy
+                    .iter()
+                    .any(|item| item.capacity_provider.as_deref() == Some(provider))
+            });
         if named {
             return Ok(true);
         }
@@ -559,9 +671,18 @@ impl Ecs {
 
     /// Adds to `txn` the release of every stored provider a deleted
     /// cluster was associated with.
-    pub(crate) fn disassociate_cluster(&self, mut txn: Txn, cluster: &Cluster) -> Result<Txn, ApiError> {
+    pub(crate) fn disassociate_cluster(
+        &self,
+        mut txn: Txn,
+        cluster: &Cluster,
+    ) -> Result<Txn, ApiError> {
         let name = cluster.cluster_name.as_deref().unwrap_or_default();
-        for provider in cluster.capacity_providers.iter().flatten().filter(|p| !is_fargate(p)) {
+        for provider in cluster
+            .capacity_providers
+            .iter()
+            .flatten()
+            .filter(|p| !is_fargate(p))
+        {
             if let Some(found) = self.get_capacity_provider(provider)? {
                 txn = disassociate(txn, found, name);
             }
@@ -584,11 +705,15 @@ impl Ecs {
                 continue;
             }
             let found = self.get_capacity_provider(name)?;
-            let Some(found) = found.filter(|f| f.value.is_active() && f.value.cluster.as_deref() == Some(cluster)) else {
+            let Some(found) = found
+                .filter(|f| f.value.is_active() && f.value.cluster.as_deref() == Some(cluster))
+            else {
                 return Err(not_associated(name));
             };
             let key = keys::capacity_provider(name);
-            txn = txn.expect(&key, found.revision).put(&key, records::encode(&found.value));
+            txn = txn
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&found.value));
         }
         Ok(txn)
     }
@@ -609,7 +734,10 @@ impl Ecs {
             return Err(crate::tasks::fargate_unavailable());
         }
         let associated = cluster.capacity_providers.as_deref().unwrap_or_default();
-        if let Some(share) = shares.iter().find(|share| !associated.contains(&share.provider)) {
+        if let Some(share) = shares
+            .iter()
+            .find(|share| !associated.contains(&share.provider))
+        {
             return Err(not_associated(&share.provider));
         }
         let placed = placed(&shares)?;
@@ -621,24 +749,26 @@ impl Ecs {
     pub async fn collect_inactive_capacity_providers(&self) -> Result<usize, ApiError> {
         let now_ms = self.clock.now_ms();
         let expired = |record: &CapacityProviderRecord| {
-            record
-                .inactive_at_ms
-                .is_some_and(|at| now_ms.saturating_sub(at) >= INACTIVE_CAPACITY_PROVIDER_RETENTION_MS)
+            record.inactive_at_ms.is_some_and(|at| {
+                now_ms.saturating_sub(at) >= INACTIVE_CAPACITY_PROVIDER_RETENTION_MS
+            })
         };
-        let names: Vec<String> = scan::<CapacityProviderRecord>(self.store.as_ref(), keys::CAPACITY_PROVIDERS)?
-            .into_iter()
-            .filter(|found| expired(&found.value))
-            .map(|found| found.value.provider.name.unwrap_or_default())
-            .collect();
+        let names: Vec<String> =
+            scan::<CapacityProviderRecord>(self.store.as_ref(), keys::CAPACITY_PROVIDERS)?
+                .into_iter()
+                .filter(|found| expired(&found.value))
+                .map(|found| found.value.provider.name.unwrap_or_default())
+                .collect();
         let mut deleted = 0;
         for name in names {
             let key = keys::capacity_provider(&name);
             deleted += records::mutate(self.store.as_ref(), || {
                 // Re-created since it was read: it stays.
                 match self.get_capacity_provider(&name)? {
-                    Some(found) if expired(&found.value) => {
-                        Ok(Attempt::Commit(Txn::new().expect(&key, found.revision).delete(&key), 1))
-                    }
+                    Some(found) if expired(&found.value) => Ok(Attempt::Commit(
+                        Txn::new().expect(&key, found.revision).delete(&key),
+                        1,
+                    )),
                     _ => Ok(Attempt::Done(0)),
                 }
             })
@@ -669,7 +799,9 @@ pub(crate) fn check_cluster_capacity_providers(
     }
     for (index, name) in names.iter().enumerate() {
         if name.trim().is_empty() {
-            return Err(ApiError::invalid_parameter("capacityProviders cannot hold an empty name"));
+            return Err(ApiError::invalid_parameter(
+                "capacityProviders cannot hold an empty name",
+            ));
         }
         if names[..index].contains(name) {
             return Err(ApiError::invalid_parameter(format!(
@@ -689,7 +821,11 @@ pub(crate) fn check_cluster_capacity_providers(
 
 /// Adds to `txn` the association of `providers` with `cluster`, writing
 /// only those not associated with it yet.
-pub(crate) fn associate(mut txn: Txn, providers: Vec<Versioned<CapacityProviderRecord>>, cluster: &str) -> Txn {
+pub(crate) fn associate(
+    mut txn: Txn,
+    providers: Vec<Versioned<CapacityProviderRecord>>,
+    cluster: &str,
+) -> Txn {
     for found in providers {
         if found.value.cluster.as_deref() == Some(cluster) {
             continue;
@@ -697,7 +833,9 @@ pub(crate) fn associate(mut txn: Txn, providers: Vec<Versioned<CapacityProviderR
         let mut record = found.value;
         record.cluster = Some(cluster.to_owned());
         let key = keys::capacity_provider(record.provider.name.as_deref().unwrap_or_default());
-        txn = txn.expect(&key, found.revision).put(&key, records::encode(&record));
+        txn = txn
+            .expect(&key, found.revision)
+            .put(&key, records::encode(&record));
     }
     txn
 }
@@ -710,7 +848,8 @@ fn disassociate(txn: Txn, found: Versioned<CapacityProviderRecord>, cluster: &st
     let mut record = found.value;
     record.cluster = None;
     let key = keys::capacity_provider(record.provider.name.as_deref().unwrap_or_default());
-    txn.expect(&key, found.revision).put(&key, records::encode(&record))
+    txn.expect(&key, found.revision)
+        .put(&key, records::encode(&record))
 }
 
 #[cfg(test)]

@@ -63,7 +63,10 @@ impl Origin {
 /// range, a base on one provider at most, and Fargate's providers not mixed
 /// with others. Whether the providers exist and belong to the cluster is
 /// the caller's to check.
-pub fn checked_shape(items: &[CapacityProviderStrategyItem], origin: Origin) -> Result<Vec<Share>, ApiError> {
+pub fn checked_shape(
+    items: &[CapacityProviderStrategyItem],
+    origin: Origin,
+) -> Result<Vec<Share>, ApiError> {
     let words = origin.words();
     if items.len() > STRATEGY_ITEMS_MAX {
         return Err(ApiError::invalid_parameter(format!(
@@ -96,7 +99,11 @@ pub fn checked_shape(items: &[CapacityProviderStrategyItem], origin: Origin) -> 
                 "The {words} names capacity provider {provider} more than once."
             )));
         }
-        shares.push(Share { provider: provider.to_owned(), base: base as u32, weight: weight as u32 });
+        shares.push(Share {
+            provider: provider.to_owned(),
+            base: base as u32,
+            weight: weight as u32,
+        });
     }
     if shares.iter().filter(|s| s.base > 0).count() > 1 {
         return Err(ApiError::invalid_parameter(format!(
@@ -192,7 +199,10 @@ pub struct StrategyLaunch {
 
 impl StrategyLaunch {
     pub fn new(shares: Vec<Share>, placed: Vec<u32>) -> Self {
-        Self { shares, placed: Mutex::new(placed) }
+        Self {
+            shares,
+            placed: Mutex::new(placed),
+        }
     }
 
     /// How many of `count` new tasks each provider takes.
@@ -203,7 +213,9 @@ impl StrategyLaunch {
 
     /// Counts a committed task of the launch on `provider`.
     pub fn record(&self, provider: &str) {
-        let Some(index) = self.shares.iter().position(|s| s.provider == provider) else { return };
+        let Some(index) = self.shares.iter().position(|s| s.provider == provider) else {
+            return;
+        };
         if let Ok(mut placed) = self.placed.lock() {
             if placed.len() < self.shares.len() {
                 placed.resize(self.shares.len(), 0);
@@ -218,11 +230,23 @@ mod tests {
     use super::*;
 
     fn share(provider: &str, base: u32, weight: u32) -> Share {
-        Share { provider: provider.into(), base, weight }
+        Share {
+            provider: provider.into(),
+            base,
+            weight,
+        }
     }
 
-    fn item(provider: &str, base: Option<i32>, weight: Option<i32>) -> CapacityProviderStrategyItem {
-        CapacityProviderStrategyItem { capacity_provider: Some(provider.into()), base, weight }
+    fn item(
+        provider: &str,
+        base: Option<i32>,
+        weight: Option<i32>,
+    ) -> CapacityProviderStrategyItem {
+        CapacityProviderStrategyItem {
+            capacity_provider: Some(provider.into()),
+            base,
+            weight,
+        }
     }
 
     /// What a case is called, the strategy, what runs already, how many
@@ -232,21 +256,111 @@ mod tests {
     #[test]
     fn splits_base_first_then_by_weight() {
         let cases: &[SplitCase] = &[
-            ("equal weights split evenly", vec![share("a", 0, 1), share("b", 0, 1)], vec![], 4, vec![2, 2]),
-            ("an odd task goes to the first listed", vec![share("a", 0, 1), share("b", 0, 1)], vec![], 3, vec![2, 1]),
-            ("one in five for weights 1 and 4", vec![share("a", 0, 1), share("b", 0, 4)], vec![], 10, vec![2, 8]),
-            ("weights 1 and 4, five tasks", vec![share("a", 0, 1), share("b", 0, 4)], vec![], 5, vec![1, 4]),
-            ("base first", vec![share("a", 2, 1), share("b", 0, 3)], vec![], 10, vec![4, 6]),
-            ("base alone when the count is below it", vec![share("a", 5, 1), share("b", 0, 1)], vec![], 3, vec![3, 0]),
-            ("a base provider of weight zero takes its base only", vec![share("a", 2, 0), share("b", 0, 1)], vec![], 5, vec![2, 3]),
-            ("base on the second provider", vec![share("a", 0, 1), share("b", 1, 1)], vec![], 3, vec![1, 2]),
-            ("weight zero takes nothing beyond base", vec![share("a", 0, 0), share("b", 0, 2)], vec![], 4, vec![0, 4]),
-            ("a lone provider of weight zero takes all", vec![share("a", 0, 0)], vec![], 3, vec![3]),
-            ("a lone provider with a base takes all", vec![share("a", 2, 0)], vec![], 5, vec![5]),
-            ("what runs already counts", vec![share("a", 0, 1), share("b", 0, 1)], vec![3, 0], 3, vec![0, 3]),
-            ("an already filled base is not filled again", vec![share("a", 2, 1), share("b", 0, 1)], vec![2, 0], 2, vec![1, 1]),
-            ("more than its share already keeps the rest elsewhere", vec![share("a", 0, 1), share("b", 0, 1)], vec![5, 1], 2, vec![0, 2]),
-            ("nothing to place", vec![share("a", 0, 1)], vec![], 0, vec![0]),
+            (
+                "equal weights split evenly",
+                vec![share("a", 0, 1), share("b", 0, 1)],
+                vec![],
+                4,
+                vec![2, 2],
+            ),
+            (
+                "an odd task goes to the first listed",
+                vec![share("a", 0, 1), share("b", 0, 1)],
+                vec![],
+                3,
+                vec![2, 1],
+            ),
+            (
+                "one in five for weights 1 and 4",
+                vec![share("a", 0, 1), share("b", 0, 4)],
+                vec![],
+                10,
+                vec![2, 8],
+            ),
+            (
+                "weights 1 and 4, five tasks",
+                vec![share("a", 0, 1), share("b", 0, 4)],
+                vec![],
+                5,
+                vec![1, 4],
+            ),
+            (
+                "base first",
+                vec![share("a", 2, 1), share("b", 0, 3)],
+                vec![],
+                10,
+                vec![4, 6],
+            ),
+            (
+                "base alone when the count is below it",
+                vec![share("a", 5, 1), share("b", 0, 1)],
+                vec![],
+                3,
+                vec![3, 0],
+            ),
+            (
+                "a base provider of weight zero takes its base only",
+                vec![share("a", 2, 0), share("b", 0, 1)],
+                vec![],
+                5,
+                vec![2, 3],
+            ),
+            (
+                "base on the second provider",
+                vec![share("a", 0, 1), share("b", 1, 1)],
+                vec![],
+                3,
+                vec![1, 2],
+            ),
+            (
+                "weight zero takes nothing beyond base",
+                vec![share("a", 0, 0), share("b", 0, 2)],
+                vec![],
+                4,
+                vec![0, 4],
+            ),
+            (
+                "a lone provider of weight zero takes all",
+                vec![share("a", 0, 0)],
+                vec![],
+                3,
+                vec![3],
+            ),
+            (
+                "a lone provider with a base takes all",
+                vec![share("a", 2, 0)],
+                vec![],
+                5,
+                vec![5],
+            ),
+            (
+                "what runs already counts",
+                vec![share("a", 0, 1), share("b", 0, 1)],
+                vec![3, 0],
+                3,
+                vec![0, 3],
+            ),
+            (
+                "an already filled base is not filled again",
+                vec![share("a", 2, 1), share("b", 0, 1)],
+                vec![2, 0],
+                2,
+                vec![1, 1],
+            ),
+            (
+                "more than its share already keeps the rest elsewhere",
+                vec![share("a", 0, 1), share("b", 0, 1)],
+                vec![5, 1],
+                2,
+                vec![0, 2],
+            ),
+            (
+                "nothing to place",
+                vec![share("a", 0, 1)],
+                vec![],
+                0,
+                vec![0],
+            ),
             ("no providers", vec![], vec![], 3, vec![]),
         ];
         for (case, shares, placed, count, expected) in cases {
@@ -276,18 +390,48 @@ mod tests {
 
     #[test]
     fn shapes_are_checked_as_ecs_checks_them() {
-        let ok = checked_shape(&[item("a", Some(1), Some(1)), item("b", None, Some(3))], Origin::Request).expect("ok");
+        let ok = checked_shape(
+            &[item("a", Some(1), Some(1)), item("b", None, Some(3))],
+            Origin::Request,
+        )
+        .expect("ok");
         assert_eq!(ok, vec![share("a", 1, 1), share("b", 0, 3)]);
-        let too_many: Vec<_> = (0..21).map(|i| item(&format!("p{i}"), None, Some(1))).collect();
+        let too_many: Vec<_> = (0..21)
+            .map(|i| item(&format!("p{i}"), None, Some(1)))
+            .collect();
         let refused: &[(&str, Vec<CapacityProviderStrategyItem>, &str)] = &[
             ("more than 20", too_many, "at most 20"),
-            ("two bases", vec![item("a", Some(1), Some(1)), item("b", Some(2), Some(1))], "Only one capacity provider"),
+            (
+                "two bases",
+                vec![item("a", Some(1), Some(1)), item("b", Some(2), Some(1))],
+                "Only one capacity provider",
+            ),
             ("negative base", vec![item("a", Some(-1), None)], "base"),
-            ("base too large", vec![item("a", Some(100_001), None)], "base"),
-            ("weight too large", vec![item("a", None, Some(1001))], "weight"),
-            ("named twice", vec![item("a", None, Some(1)), item("a", None, Some(2))], "more than once"),
-            ("unnamed", vec![item("", None, Some(1))], "capacityProvider is required"),
-            ("Fargate mixed in", vec![item("FARGATE", None, Some(1)), item("a", None, Some(1))], "mix"),
+            (
+                "base too large",
+                vec![item("a", Some(100_001), None)],
+                "base",
+            ),
+            (
+                "weight too large",
+                vec![item("a", None, Some(1001))],
+                "weight",
+            ),
+            (
+                "named twice",
+                vec![item("a", None, Some(1)), item("a", None, Some(2))],
+                "more than once",
+            ),
+            (
+                "unnamed",
+                vec![item("", None, Some(1))],
+                "capacityProvider is required",
+            ),
+            (
+                "Fargate mixed in",
+                vec![item("FARGATE", None, Some(1)), item("a", None, Some(1))],
+                "mix",
+            ),
         ];
         for (case, items, words) in refused {
             let error = checked_shape(items, Origin::Request).expect_err(case);
@@ -295,14 +439,26 @@ mod tests {
             assert!(error.message.contains(words), "{case}: {}", error.message);
         }
         // Base zero on several providers is no base at all.
-        checked_shape(&[item("a", Some(0), Some(1)), item("b", Some(0), Some(1))], Origin::Request).expect("zero bases");
+        checked_shape(
+            &[item("a", Some(0), Some(1)), item("b", Some(0), Some(1))],
+            Origin::Request,
+        )
+        .expect("zero bases");
     }
 
     #[test]
     fn launches_need_a_weight_above_zero_among_several() {
         check_weights(&[share("a", 0, 0)], Origin::Request).expect("one provider");
         check_weights(&[share("a", 0, 0), share("b", 0, 1)], Origin::Request).expect("one weighs");
-        let error = check_weights(&[share("a", 1, 0), share("b", 0, 0)], Origin::ClusterDefault).expect_err("all zero");
-        assert!(error.message.contains("default capacity provider strategy"), "{}", error.message);
+        let error = check_weights(
+            &[share("a", 1, 0), share("b", 0, 0)],
+            Origin::ClusterDefault,
+        )
+        .expect_err("all zero");
+        assert!(
+            error.message.contains("default capacity provider strategy"),
+            "{}",
+            error.message
+        );
     }
 }
