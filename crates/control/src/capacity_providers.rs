@@ -211,10 +211,7 @@ impl Ecs {
             return Some(given.to_owned());
         }
         let arn = Arn::parse(given)?;
-        if arn.service != "ecs"
-            || arn.region != self.scope.region
-            || arn.account_id != self.scope.account_id
-        {
+        if !self.is_own_ecs_arn(&arn) {
             return None;
         }
         match arn.resource_parts() {
@@ -515,32 +512,26 @@ impl Ecs {
                 "autoScalingGroupProvider is required to update a capacity provider",
             )
         })?;
-        let key = keys::capacity_provider(&name);
-        let updated = records::mutate(self.store.as_ref(), || {
-            let found = self.active_capacity_provider(&name)?;
-            let mut record = found.value;
-            let settings = record
-                .provider
-                .auto_scaling_group_provider
-                .get_or_insert_with(Default::default);
-            settings.managed_scaling = Some(checked_scaling(
-                update.managed_scaling.as_ref(),
-                settings.managed_scaling.as_ref(),
-            )?);
-            if let Some(protection) = update.managed_termination_protection {
-                settings.managed_termination_protection = Some(protection);
-            }
-            if let Some(draining) = update.managed_draining {
-                settings.managed_draining = Some(draining);
-            }
-            record.provider.update_status = Some(CapacityProviderUpdateStatus::UpdateComplete);
-            record.provider.update_status_reason = None;
-            let txn = Txn::new()
-                .expect(&key, found.revision)
-                .put(&key, records::encode(&record));
-            Ok(Attempt::Commit(txn, record))
-        })
-        .await?;
+        let updated = self
+            .change_capacity_provider(&name, |record| {
+                let settings = record
+                    .provider
+                    .auto_scaling_group_provider
+                    .get_or_insert_with(Default::default);
+                settings.managed_scaling = Some(checked_scaling(
+                    update.managed_scaling.as_ref(),
+                    settings.managed_scaling.as_ref(),
+                )?);
+                if let Some(protection) = update.managed_termination_protection {
+                    settings.managed_termination_protection = Some(protection);
+                }
+                if let Some(draining) = update.managed_draining {
+                    settings.managed_draining = Some(draining);
+                }
+                record.provider.update_status = Some(CapacityProviderUpdateStatus::UpdateComplete);
+                Ok(())
+            })
+            .await?;
         Ok(UpdateCapacityProviderResponse {
             capacity_provider: Some(updated.provider),
         })
@@ -552,29 +543,45 @@ impl Ecs {
     ) -> Result<DeleteCapacityProviderResponse, ApiError> {
         let name =
             self.mutable_provider_name(request.capacity_provider.as_deref().unwrap_or_default())?;
-        let key = keys::capacity_provider(&name);
         let now_ms = self.clock.now_ms();
-        let deleted = records::mutate(self.store.as_ref(), || {
-            let found = self.active_capacity_provider(&name)?;
-            let mut record = found.value;
-            // Services and tasks use only providers of their own cluster, so
-            // a provider associated with none is used by nothing.
-            if let Some(cluster) = &record.cluster {
-                return Err(ApiError::client(format!(
-                    "The capacity provider cannot be deleted because it is associated with cluster: {cluster}. Remove the capacity provider from the cluster and try again."
-                )));
-            }
-            record.provider.status = Some(CapacityProviderStatus::Inactive);
-            record.provider.update_status = Some(CapacityProviderUpdateStatus::DeleteComplete);
-            record.provider.update_status_reason = None;
-            record.inactive_at_ms = Some(now_ms);
-            let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&record));
-            Ok(Attempt::Commit(txn, record))
-        })
-        .await?;
+        let deleted = self
+            .change_capacity_provider(&name, |record| {
+                // Services and tasks use only providers of their own cluster,
+                // so a provider associated with none is used by nothing.
+                if let Some(cluster) = &record.cluster {
+                    return Err(ApiError::client(format!(
+                        "The capacity provider cannot be deleted because it is associated with cluster: {cluster}. Remove the capacity provider from the cluster and try again."
+                    )));
+                }
+                record.provider.status = Some(CapacityProviderStatus::Inactive);
+                record.provider.update_status = Some(CapacityProviderUpdateStatus::DeleteComplete);
+                record.inactive_at_ms = Some(now_ms);
+                Ok(())
+            })
+            .await?;
         Ok(DeleteCapacityProviderResponse {
             capacity_provider: Some(deleted.provider),
         })
+    }
+
+    /// Read-modify-write of an ACTIVE provider.
+    async fn change_capacity_provider(
+        &self,
+        name: &str,
+        change: impl Fn(&mut CapacityProviderRecord) -> Result<(), ApiError>,
+    ) -> Result<CapacityProviderRecord, ApiError> {
+        let key = keys::capacity_provider(name);
+        records::mutate(self.store.as_ref(), || {
+            let found = self.active_capacity_provider(name)?;
+            let mut record = found.value;
+            change(&mut record)?;
+            record.provider.update_status_reason = None;
+            let txn = Txn::new()
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&record));
+            Ok(Attempt::Commit(txn, record))
+        })
+        .await
     }
 
     pub(crate) async fn put_cluster_capacity_providers(

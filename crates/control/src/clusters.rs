@@ -52,10 +52,7 @@ impl Ecs {
         let given = given.trim();
         let id = if given.starts_with("arn:") {
             let arn = Arn::parse(given)?;
-            if arn.service != "ecs"
-                || arn.region != self.scope.region
-                || arn.account_id != self.scope.account_id
-            {
+            if !self.is_own_ecs_arn(&arn) {
                 return None;
             }
             match arn.resource_parts() {
@@ -73,6 +70,11 @@ impl Ecs {
             && id.len() <= 64
             && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         valid.then(|| id.to_owned())
+    }
+
+    /// Whether an ARN names an ECS resource of this region and account.
+    pub(crate) fn is_own_ecs_arn(&self, arn: &Arn<'_>) -> bool {
+        arn.service == "ecs" && arn.region == self.scope.region && arn.account_id == self.scope.account_id
     }
 
     pub(crate) fn cluster_arn(&self, name: &str) -> String {

@@ -777,16 +777,16 @@ impl Ecs {
                         reason: Some(failure.reason.as_str().to_owned()),
                         detail: None,
                     }));
-                    if let Some(provider) = request.capacity_provider.as_deref().filter(|_| plan.failures.is_empty()) {
-                        // Its instances were the only candidates, and none
-                        // was even worth naming: the provider has none.
-                        if plan.unplaced > 0 {
-                            failures.push(Failure {
-                                arn: Some(self.capacity_provider_arn(provider)),
-                                reason: Some(no_instances_in(provider)),
-                                detail: None,
-                            });
-                        }
+                    // A share left unplaced with no instance to blame: its
+                    // provider has no instance that could take a task (none
+                    // at all, or only DRAINING ones), which ECS would not say.
+                    let unexplained = plan.unplaced > 0 && plan.failures.is_empty();
+                    if let Some(provider) = request.capacity_provider.as_deref().filter(|_| unexplained) {
+                        failures.push(Failure {
+                            arn: Some(self.capacity_provider_arn(provider)),
+                            reason: Some(no_instances_in(provider)),
+                            detail: None,
+                        });
                     }
                     placements.extend(plan.placements.iter().map(|index| *index as usize));
                 }

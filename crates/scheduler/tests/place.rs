@@ -448,6 +448,17 @@ fn seeded_random_is_reproducible_and_varies_with_the_seed() {
     assert_ne!(with_seed(7), with_seed(8));
 }
 
+/// `explain`'s verdicts as "arn: reason: detail" or "arn: outcome".
+fn verdicts(snapshot: &Snapshot, request: &Request) -> Vec<String> {
+    explain(snapshot, request)
+        .into_iter()
+        .map(|v| match v.outcome {
+            Outcome::Excluded { reason, detail } => format!("{}: {reason}: {detail}", v.arn),
+            other => format!("{}: {other:?}", v.arn),
+        })
+        .collect()
+}
+
 #[test]
 fn explain_gives_each_instance_its_reason() {
     let mut ported = node("p", "us-east-1a", 4096, 4096);
@@ -467,15 +478,8 @@ fn explain_gives_each_instance_its_reason() {
         )],
         ..request(10, 512, 1, vec![Strategy::Binpack(BinpackField::Memory)])
     };
-    let verdicts: Vec<String> = explain(&snapshot, &request)
-        .into_iter()
-        .map(|v| match v.outcome {
-            Outcome::Excluded { reason, detail } => format!("{}: {reason}: {detail}", v.arn),
-            other => format!("{}: {other:?}", v.arn),
-        })
-        .collect();
     assert_eq!(
-        verdicts,
+        verdicts(&snapshot, &request),
         vec![
             "small: RESOURCE:MEMORY: not enough memory: needs 512, has 128",
             "far: MemberOf constraint not satisfied: attribute:ecs.availability-zone is us-east-1c, not in [us-east-1a, us-east-1b]",
@@ -495,15 +499,8 @@ fn explain_names_the_capacity_provider_left_out() {
         capacity_provider: Some("spot".into()),
         ..request(10, 512, 1, vec![])
     };
-    let verdicts: Vec<String> = explain(&snapshot, &request)
-        .into_iter()
-        .map(|v| match v.outcome {
-            Outcome::Excluded { reason, detail } => format!("{}: {reason}: {detail}", v.arn),
-            other => format!("{}: {other:?}", v.arn),
-        })
-        .collect();
     assert_eq!(
-        verdicts,
+        verdicts(&snapshot, &request),
         vec![
             "plain: CAPACITY_PROVIDER: instance belongs to capacity provider (none), the task to spot",
             "s: Chosen",
