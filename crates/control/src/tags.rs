@@ -10,6 +10,7 @@ use flotilla_types::ApiError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::capacity_providers::CapacityProviderRecord;
 use crate::records::{self, keys, Attempt};
 use crate::task_definitions::TaskDefinitionRecord;
 use crate::Ecs;
@@ -69,6 +70,7 @@ enum Tagged {
     Cluster(String),
     TaskDefinition { family: String, revision: i32 },
     Service { cluster: String, name: String },
+    CapacityProvider(String),
 }
 
 impl Ecs {
@@ -89,6 +91,7 @@ impl Ecs {
                 let (cluster, name) = rest.split_once('/').ok_or_else(invalid)?;
                 Ok(Tagged::Service { cluster: cluster.to_owned(), name: name.to_owned() })
             }
+            ("capacity-provider", name) => Ok(Tagged::CapacityProvider(name.to_owned())),
             _ => Err(ApiError::invalid_parameter(format!(
                 "Tagging is not supported for resource {arn_text}"
             ))),
@@ -140,6 +143,11 @@ impl Ecs {
                 let found = self.get_service(&cluster, &name)?;
                 found.ok_or_else(crate::services::service_not_found)?.value.service.tags.unwrap_or_default()
             }
+            Tagged::CapacityProvider(name) => {
+                let found = records::get::<CapacityProviderRecord>(self.store.as_ref(), &keys::capacity_provider(&name))?;
+                let found = found.filter(|f| f.value.is_active()).ok_or_else(|| capacity_provider_not_found(&arn))?;
+                found.value.provider.tags.unwrap_or_default()
+            }
         };
         Ok(ListTagsForResourceResponse { tags: Some(tags) })
     }
@@ -173,6 +181,17 @@ impl Ecs {
                 })
                 .await
             }
+            Tagged::CapacityProvider(name) => {
+                let key = keys::capacity_provider(&name);
+                let missing = || capacity_provider_not_found(arn);
+                self.change_record::<CapacityProviderRecord>(&key, missing, |record| {
+                    if !record.is_active() {
+                        return Err(missing());
+                    }
+                    change(record.provider.tags.get_or_insert_with(Vec::new))
+                })
+                .await
+            }
         }
     }
 
@@ -192,6 +211,10 @@ impl Ecs {
         })
         .await
     }
+}
+
+fn capacity_provider_not_found(arn: &str) -> ApiError {
+    ApiError::resource_not_found(format!("The specified capacity provider {arn} was not found"))
 }
 
 fn task_definition_not_found(arn: &str) -> ApiError {
