@@ -92,6 +92,8 @@ pub struct InstanceProfile {
     pub metadata_port: u16,
     pub custom_attributes: Vec<(String, String)>,
     pub external: bool,
+    /// The capacity provider the instance belongs to, if any.
+    pub capacity_provider: Option<String>,
     pub agent_version: String,
     pub docker_version: Option<String>,
 }
@@ -158,16 +160,21 @@ pub fn attributes(profile: &InstanceProfile) -> Vec<Attribute> {
     attributes
 }
 
-/// The instance identity document ECS's agent sends, reduced to what we know.
+/// The instance identity document ECS's agent sends, reduced to what we
+/// know, plus Flotilla's own `capacityProviderName`: the group the host was
+/// started in, where EC2 would know the instance's Auto Scaling group.
 pub fn identity_document(profile: &InstanceProfile) -> String {
-    serde_json::json!({
+    let mut document = serde_json::json!({
         "instanceId": profile.instance_id,
         "availabilityZone": profile.availability_zone,
         "instanceType": profile.instance_type,
         "region": profile.region,
         "architecture": profile.cpu_architecture,
-    })
-    .to_string()
+    });
+    if let Some(provider) = &profile.capacity_provider {
+        document["capacityProviderName"] = serde_json::json!(provider);
+    }
+    document.to_string()
 }
 
 /// The RegisterContainerInstance request; `existing_arn` brings a known
@@ -272,6 +279,7 @@ mod tests {
             metadata_port: 51679,
             custom_attributes: vec![("stack".to_owned(), "blue".to_owned())],
             external: true,
+            capacity_provider: None,
             agent_version: "0.1.0".to_owned(),
             docker_version: None,
         }
@@ -330,7 +338,19 @@ mod tests {
         let document: serde_json::Value =
             serde_json::from_str(&request.instance_identity_document.unwrap()).unwrap();
         assert_eq!(document["instanceId"], "i-0123456789abcdef0");
+        assert!(document.get("capacityProviderName").is_none());
         assert!(request.container_instance_arn.is_some());
+    }
+
+    #[test]
+    fn the_identity_document_names_the_capacity_provider() {
+        let profile = InstanceProfile {
+            capacity_provider: Some("spot".to_owned()),
+            ..profile()
+        };
+        let document: serde_json::Value =
+            serde_json::from_str(&identity_document(&profile)).unwrap();
+        assert_eq!(document["capacityProviderName"], "spot");
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct AgentConfig {
     pub attributes: Vec<(String, String)>,
     /// Register for launch type EXTERNAL.
     pub external: bool,
+    /// The capacity provider the instance belongs to.
+    pub capacity_provider: Option<String>,
     /// Memory kept back from tasks for the host itself.
     pub memory_mib_reserved: u64,
     pub metadata_port: u16,
@@ -119,6 +121,7 @@ impl AgentConfig {
             instance_type: None,
             attributes: Vec::new(),
             external: false,
+            capacity_provider: None,
             memory_mib_reserved: 0,
             metadata_port: host::DEFAULT_METADATA_PORT,
             pause_image: pause::DEFAULT_PAUSE_IMAGE.to_owned(),
@@ -220,6 +223,7 @@ fn base_profile(config: &AgentConfig, facts: &HostFacts) -> InstanceProfile {
         metadata_port: config.metadata_port,
         custom_attributes: config.attributes.clone(),
         external: config.external,
+        capacity_provider: config.capacity_provider.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         docker_version: None,
     }

@@ -10,6 +10,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use flotilla_control::{Caller, Ecs};
 use flotilla_edge::{Edge, Metrics, RandomIds, SystemClock};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+
 use flotilla_sigv4::Credentials;
 use flotilla_store::{RedbStore, Store};
 use flotilla_types::arn::Scope;
@@ -72,6 +77,11 @@ struct AgentArgs {
     /// Register for launch type EXTERNAL.
     #[arg(long)]
     external: bool,
+    /// Capacity provider the instance (every simulated one, with
+    /// --simulate) belongs to, as an EC2 instance belongs to its Auto
+    /// Scaling group's. Tasks of a strategy naming it may be placed here.
+    #[arg(long, value_name = "NAME", conflicts_with = "external")]
+    capacity_provider: Option<String>,
     /// Memory kept back from tasks for the host itself.
     #[arg(long, default_value_t = 0)]
     memory_reserved_mib: u64,
@@ -356,8 +366,8 @@ async fn maintain_registry(registry: Arc<flotilla_registry::Registry>, period: s
     }
 }
 
-/// How often stopped tasks, deregistered instances and inactive services past
-/// their retention are deleted.
+/// How often stopped tasks, deregistered instances, inactive services and
+/// deleted capacity providers past their retention are deleted.
 const COLLECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn collect_periodically(ecs: Arc<Ecs>) {
@@ -373,6 +383,9 @@ async fn collect_periodically(ecs: Arc<Ecs>) {
         if let Err(error) = ecs.collect_inactive_services().await {
             tracing::warn!(%error, "collecting inactive services failed");
         }
+        if let Err(error) = ecs.collect_inactive_capacity_providers().await {
+            tracing::warn!(%error, "collecting deleted capacity providers failed");
+        }
     }
 }
 
@@ -386,6 +399,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     config.instance_type = args.instance_type;
     config.attributes = args.attributes;
     config.external = args.external;
+    config.capacity_provider = args.capacity_provider;
     config.memory_mib_reserved = args.memory_reserved_mib;
     config.metadata_port = args.metadata_port;
     config.pause_image = args.pause_image;

@@ -1,5 +1,7 @@
 //! Clusters: CreateCluster, DescribeClusters, ListClusters, DeleteCluster,
-//! UpdateCluster, UpdateClusterSettings.
+//! UpdateCluster, UpdateClusterSettings. A cluster's capacity providers
+//! are associated with it in the same transactions that write it (see
+//! `capacity_providers.rs`).
 
 use flotilla_store::Txn;
 use flotilla_types::arn::Arn;
@@ -50,10 +52,7 @@ impl Ecs {
         let given = given.trim();
         let id = if given.starts_with("arn:") {
             let arn = Arn::parse(given)?;
-            if arn.service != "ecs"
-                || arn.region != self.scope.region
-                || arn.account_id != self.scope.account_id
-            {
+            if !self.is_own_ecs_arn(&arn) {
                 return None;
             }
             match arn.resource_parts() {
@@ -71,6 +70,11 @@ impl Ecs {
             && id.len() <= 64
             && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         valid.then(|| id.to_owned())
+    }
+
+    /// Whether an ARN names an ECS resource of this region and account.
+    pub(crate) fn is_own_ecs_arn(&self, arn: &Arn<'_>) -> bool {
+        arn.service == "ecs" && arn.region == self.scope.region && arn.account_id == self.scope.account_id
     }
 
     pub(crate) fn cluster_arn(&self, name: &str) -> String {
@@ -102,7 +106,11 @@ impl Ecs {
                 value: Some(self.account_default("containerInsights")?),
             }],
         };
-        check_capacity_providers(&request)?;
+        let capacity_providers = request.capacity_providers.clone().unwrap_or_default();
+        crate::capacity_providers::check_cluster_capacity_providers(
+            &capacity_providers,
+            request.default_capacity_provider_strategy.as_deref().unwrap_or_default(),
+        )?;
         crate::tags::check_tags(request.tags.as_deref().unwrap_or_default())?;
         let key = keys::cluster(&name);
         let cluster = Cluster {
@@ -129,7 +137,9 @@ impl Ecs {
                 }
                 existing => {
                     let revision = existing.map_or(0, |e| e.revision);
-                    let txn = Txn::new().expect(&key, revision).put(&key, records::encode(&cluster));
+                    let providers = self.providers_for_cluster(&name, &capacity_providers)?;
+                    let txn = crate::capacity_providers::associate(Txn::new(), providers, &name);
+                    let txn = txn.expect(&key, revision).put(&key, records::encode(&cluster));
                     Ok(Attempt::Commit(txn, cluster.clone()))
                 }
             }
@@ -194,7 +204,9 @@ impl Ecs {
             let mut cluster = found.value;
             cluster.status = Some("INACTIVE".to_owned());
             let key = keys::cluster(&name);
-            let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&cluster));
+            // Its capacity providers are free for another cluster, or to be deleted.
+            let txn = self.disassociate_cluster(Txn::new(), &cluster)?;
+            let txn = txn.expect(&key, found.revision).put(&key, records::encode(&cluster));
             Ok(Attempt::Commit(txn, cluster))
         })
         .await?;
@@ -274,6 +286,12 @@ impl Ecs {
             Ok(Attempt::Commit(txn, cluster))
         })
         .await
+    }
+
+    /// The cluster as create, update and delete answer with it: all of it
+    /// but statistics.
+    pub(crate) fn present_whole_cluster(&self, cluster: Cluster) -> Result<Cluster, ApiError> {
+        self.present_cluster(cluster, &AllIncludes)
     }
 
     /// The cluster as DescribeClusters shows it: counts computed from what
@@ -424,29 +442,6 @@ fn merge_settings(cluster: &mut Cluster, settings: &[ClusterSetting]) {
             None => current.push(setting.clone()),
         }
     }
-}
-
-/// The capacity providers a cluster may name: Fargate's two built-in ones.
-/// Auto Scaling group providers arrive with CreateCapacityProvider.
-fn check_capacity_providers(request: &CreateClusterRequest) -> Result<(), ApiError> {
-    let named = request.capacity_providers.iter().flatten().map(String::as_str);
-    for provider in named {
-        if !matches!(provider, "FARGATE" | "FARGATE_SPOT") {
-            return Err(ApiError::invalid_parameter(format!(
-                "The specified capacity provider {provider} does not exist"
-            )));
-        }
-    }
-    let declared: Vec<&str> = request.capacity_providers.iter().flatten().map(String::as_str).collect();
-    for item in request.default_capacity_provider_strategy.iter().flatten() {
-        let provider = item.capacity_provider.as_deref().unwrap_or_default();
-        if !declared.contains(&provider) {
-            return Err(ApiError::invalid_parameter(format!(
-                "The capacity provider {provider} in the default capacity provider strategy is not associated with the cluster"
-            )));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

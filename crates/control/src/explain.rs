@@ -3,8 +3,10 @@
 //! and why, with the numbers. ECS only says that no instance fit.
 //!
 //! It reads exactly what RunTask reads (`prepare_launch`, then
-//! `placement_snapshot`, then `placement_request`) and runs the same
-//! scheduler on it, but commits nothing and draws no ids.
+//! `placement_snapshot`, then `placement_requests`) and runs the same
+//! scheduler on it, but commits nothing and draws no ids. With a capacity
+//! provider strategy (the cluster's default, when no launch type is given),
+//! the verdicts are for the first task's provider.
 
 use flotilla_scheduler::{Outcome, Reason};
 use flotilla_types::flotilla::{
@@ -12,7 +14,7 @@ use flotilla_types::flotilla::{
 };
 use flotilla_types::ApiError;
 
-use crate::tasks::{checked_count, placement_request, LaunchRequest, Revisions};
+use crate::tasks::{checked_count, placement_requests, LaunchRequest, Revisions};
 use crate::Ecs;
 
 /// The `random` strategy's seed. RunTask seeds it from the new tasks' ids,
@@ -23,7 +25,11 @@ const EXPLAIN_SEED: u64 = 0;
 /// The scheduler's step that a reason belongs to.
 fn step_of(reason: Reason) -> &'static str {
     match reason {
-        Reason::Draining | Reason::Inactive | Reason::LaunchKind | Reason::Agent => "instance",
+        Reason::Draining
+        | Reason::Inactive
+        | Reason::LaunchKind
+        | Reason::CapacityProvider
+        | Reason::Agent => "instance",
         Reason::Cpu
         | Reason::Memory
         | Reason::Ports
@@ -57,10 +63,14 @@ impl Ecs {
             placement_constraints: request.placement_constraints.as_deref().unwrap_or_default(),
             placement_strategy: request.placement_strategy.as_deref().unwrap_or_default(),
             enable_execute_command: None,
+            strategy_counts_started_by: false,
         })?;
         let (_, snapshot) = self.placement_snapshot(&launch.cluster)?;
-        let placement = placement_request(&launch, count, EXPLAIN_SEED)?;
-        let instances = flotilla_scheduler::explain(&snapshot, &placement)
+        let requests = placement_requests(&launch, count, EXPLAIN_SEED)?;
+        let Some(first) = requests.first() else {
+            return Err(ApiError::server("a launch of at least one task asked no placement"));
+        };
+        let instances = flotilla_scheduler::explain(&snapshot, first)
             .into_iter()
             .map(|verdict| {
                 let (outcome, step, reason, detail) = match verdict.outcome {
@@ -84,12 +94,13 @@ impl Ecs {
                 }
             })
             .collect();
-        let plan = flotilla_scheduler::place(&snapshot, &placement);
-        let placements = plan
-            .placements
-            .iter()
-            .map(|index| snapshot.instances()[*index as usize].arn.clone())
-            .collect();
+        let mut planned = snapshot.clone();
+        let mut placements = Vec::new();
+        for request in &requests {
+            let plan = flotilla_scheduler::place(&planned, request);
+            planned.apply(&plan);
+            placements.extend(plan.placements.iter().map(|index| snapshot.instances()[*index as usize].arn.clone()));
+        }
         Ok(ExplainPlacementResponse {
             instances,
             placements,

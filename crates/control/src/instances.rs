@@ -334,6 +334,12 @@ impl Ecs {
         let (registered, base) =
             registered_resources(request.total_resources.as_deref().unwrap_or_default())?;
         let identity = identity_document(request.instance_identity_document.as_deref())?;
+        // The provider need not exist yet: the instance belongs to it from
+        // whenever it is created and associated with the cluster.
+        let capacity_provider = identity.capacity_provider_name.clone().filter(|name| !name.is_empty());
+        if let Some(name) = &capacity_provider {
+            crate::capacity_providers::check_name(name)?;
+        }
         let attributes =
             instance_attributes(request.attributes.as_deref().unwrap_or_default(), &identity)?;
         let tags = request.tags.clone().unwrap_or_default();
@@ -380,6 +386,7 @@ impl Ecs {
                     record.instance.registered_resources = Some(registered.clone());
                     record.instance.version_info = request.version_info.clone();
                     record.instance.attributes = Some(attributes.clone());
+                    record.instance.capacity_provider_name = capacity_provider.clone();
                     if request.tags.is_some() {
                         record.instance.tags = Some(tags.clone());
                     }
@@ -415,6 +422,7 @@ impl Ecs {
                     attributes: Some(attributes.clone()),
                     registered_at: Some(now_ms as f64 / 1000.0),
                     tags: Some(tags.clone()),
+                    capacity_provider_name: capacity_provider.clone(),
                     ..Default::default()
                 };
                 records::mutate(self.store.as_ref(), || {
@@ -878,6 +886,10 @@ struct IdentityDocument {
     instance_id: Option<String>,
     availability_zone: Option<String>,
     instance_type: Option<String>,
+    /// Flotilla's own: the capacity provider the host was started in
+    /// (`flotilla agent --capacity-provider`), where EC2 would know the
+    /// instance's Auto Scaling group.
+    capacity_provider_name: Option<String>,
 }
 
 fn identity_document(text: Option<&str>) -> Result<IdentityDocument, ApiError> {

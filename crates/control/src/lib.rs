@@ -17,6 +17,7 @@ use flotilla_types::flotilla::{FlotillaRequest, FlotillaResponse};
 use flotilla_types::ApiError;
 
 pub use agent_channel::{AgentEvent, AgentInstance, AgentRefusal, AgentWatch, PAYLOAD_TASKS_MAX};
+pub use capacity_providers::INACTIVE_CAPACITY_PROVIDER_RETENTION_MS;
 pub use instances::{DEREGISTERED_INSTANCE_RETENTION_MS, TASK_SUBNETS_CIDR};
 pub use services::reconcile::ServiceScheduler;
 pub use services::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS};
@@ -26,6 +27,7 @@ mod account_settings;
 mod agent_channel;
 mod agent_router;
 mod attributes;
+mod capacity_providers;
 mod clusters;
 mod combine;
 mod explain;
@@ -36,6 +38,7 @@ mod placement;
 mod records;
 pub mod services;
 mod snapshot_cache;
+mod strategy;
 mod tags;
 mod task_definitions;
 mod tasks;
@@ -154,6 +157,15 @@ impl Ecs {
             Q::UpdateClusterSettings(r) => {
                 R::UpdateClusterSettings(self.update_cluster_settings(r).await?)
             }
+            Q::PutClusterCapacityProviders(r) => {
+                R::PutClusterCapacityProviders(self.put_cluster_capacity_providers(r).await?)
+            }
+            Q::CreateCapacityProvider(r) => R::CreateCapacityProvider(self.create_capacity_provider(r).await?),
+            Q::DescribeCapacityProviders(r) => {
+                R::DescribeCapacityProviders(self.describe_capacity_providers(r)?)
+            }
+            Q::UpdateCapacityProvider(r) => R::UpdateCapacityProvider(self.update_capacity_provider(r).await?),
+            Q::DeleteCapacityProvider(r) => R::DeleteCapacityProvider(self.delete_capacity_provider(r).await?),
             Q::RegisterTaskDefinition(r) => {
                 R::RegisterTaskDefinition(self.register_task_definition(caller, r).await?)
             }

@@ -122,6 +122,7 @@ pub fn scheduler_instance(record: &InstanceRecord, task_groups: Vec<(String, u32
         } else {
             LaunchKind::Ec2
         },
+        capacity_provider: instance.capacity_provider_name.clone(),
         registered_at_ms: instance
             .registered_at
             .map_or(0, |seconds| (seconds * 1000.0) as i64),

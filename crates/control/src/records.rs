@@ -94,9 +94,16 @@ pub mod keys {
     pub const TASKS: &str = "ecs/tasks/";
     /// The pool of /24 task subnets handed to container instances.
     pub const TASK_SUBNETS: &str = "ecs/task-subnets";
+    /// Every capacity provider of the account, ACTIVE or INACTIVE, under `{name}`.
+    pub const CAPACITY_PROVIDERS: &str = "ecs/capacity-providers/";
 
     pub fn cluster(name: &str) -> String {
         format!("{CLUSTERS}{name}")
+    }
+
+    /// One capacity provider.
+    pub fn capacity_provider(name: &str) -> String {
+        format!("{CAPACITY_PROVIDERS}{name}")
     }
 
     /// Container instances registered in a cluster.

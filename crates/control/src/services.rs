@@ -238,6 +238,37 @@ fn check_service_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn daemon_strategy_refused() -> ApiError {
+    ApiError::invalid_parameter(
+        "Specifying a capacity provider strategy is not supported when you create a service using the DAEMON scheduling strategy.",
+    )
+}
+
+/// A new service's launch type and capacity provider strategy: as given,
+/// or with neither the cluster's default strategy, copied into the service
+/// as ECS shows it. A DAEMON service runs on every instance: no strategy,
+/// and the EC2 launch type unless it names EXTERNAL.
+fn service_capacity(
+    cluster: &Cluster,
+    launch_type: Option<LaunchType>,
+    strategy: Option<&[CapacityProviderStrategyItem]>,
+    daemon: bool,
+) -> Result<(Option<LaunchType>, Vec<CapacityProviderStrategyItem>), ApiError> {
+    let strategy = strategy.unwrap_or_default();
+    if !strategy.is_empty() {
+        if daemon {
+            return Err(daemon_strategy_refused());
+        }
+        // prepare_launch refuses a launch type beside it, as ECS does.
+        return Ok((launch_type, strategy.to_vec()));
+    }
+    let default = cluster.default_capacity_provider_strategy.as_deref().unwrap_or_default();
+    if launch_type.is_none() && !daemon && !default.is_empty() {
+        return Ok((None, default.to_vec()));
+    }
+    Ok((Some(launch_type.unwrap_or(LaunchType::Ec2)), Vec::new()))
+}
+
 /// The deployment configuration with ECS's defaults filled in, checked.
 fn resolve_configuration(
     given: Option<&DeploymentConfiguration>,
@@ -436,6 +467,7 @@ impl Ecs {
             placement_constraints: &spec.placement_constraints,
             placement_strategy: &spec.placement_strategy,
             enable_execute_command: Some(spec.enable_execute_command),
+            strategy_counts_started_by: true,
         }
     }
 
@@ -450,11 +482,6 @@ impl Ecs {
         mut spec: DeploymentSpec,
         running: Option<&str>,
     ) -> Result<DeploymentSpec, ApiError> {
-        if spec.launch_type.is_some() && !spec.capacity_provider_strategy.is_empty() {
-            return Err(ApiError::invalid_parameter(
-                "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
-            ));
-        }
         let reference = self
             .task_definition_reference(&spec.task_definition)
             .map_err(|_| ApiError::client("TaskDefinition not found."))?;
@@ -468,7 +495,10 @@ impl Ecs {
         }
         spec.task_definition = arn;
         let group = format!("service:{name}");
-        self.prepare_launch(Self::deployment_launch_request(cluster, &group, "ecs-svc/0", &spec, None))?;
+        let mut launch = Self::deployment_launch_request(cluster, &group, "ecs-svc/0", &spec, None);
+        // No deployment runs yet: nothing to count.
+        launch.strategy_counts_started_by = false;
+        self.prepare_launch(launch)?;
         Ok(spec)
     }
 
@@ -518,7 +548,8 @@ impl Ecs {
         caller: &crate::Caller,
         request: CreateServiceRequest,
     ) -> Result<CreateServiceResponse, ApiError> {
-        let cluster = self.active_cluster_name(request.cluster.as_deref())?;
+        let cluster_record = self.active_cluster(request.cluster.as_deref())?.value;
+        let cluster = cluster_record.cluster_name.clone().unwrap_or_default();
         let name = request.service_name.clone().unwrap_or_default();
         check_service_name(&name)?;
         let scheduling = request.scheduling_strategy.unwrap_or(SchedulingStrategy::Replica);
@@ -568,14 +599,12 @@ impl Ecs {
         let configuration = resolve_configuration(request.deployment_configuration.as_ref(), None, daemon)?;
         let tags = request.tags.clone().unwrap_or_default();
         crate::tags::check_tags(&tags)?;
+        let (launch_type, capacity_provider_strategy) =
+            service_capacity(&cluster_record, request.launch_type, request.capacity_provider_strategy.as_deref(), daemon)?;
         let spec = DeploymentSpec {
             task_definition,
-            launch_type: if request.capacity_provider_strategy.as_ref().is_some_and(|c| !c.is_empty()) {
-                request.launch_type
-            } else {
-                Some(request.launch_type.unwrap_or(LaunchType::Ec2))
-            },
-            capacity_provider_strategy: request.capacity_provider_strategy.clone().unwrap_or_default(),
+            launch_type,
+            capacity_provider_strategy,
             network_configuration: request.network_configuration.clone(),
             placement_constraints: request.placement_constraints.clone().unwrap_or_default(),
             placement_strategy: request.placement_strategy.clone().unwrap_or_default(),
@@ -649,7 +678,8 @@ impl Ecs {
             if self.get_service(&cluster, &name)?.is_some() {
                 return Err(ApiError::invalid_parameter("Creation of service was not idempotent."));
             }
-            let txn = Txn::new().expect(&key, 0).put(&key, records::encode(&record));
+            let txn = self.hold_capacity_providers(Txn::new(), &cluster, &spec.capacity_provider_strategy)?;
+            let txn = txn.expect(&key, 0).put(&key, records::encode(&record));
             Ok(Attempt::Commit(txn, record.clone()))
         })
         .await?;
@@ -741,10 +771,16 @@ impl Ecs {
             spec.placement_strategy = strategy.clone();
         }
         if let Some(strategy) = &request.capacity_provider_strategy {
-            spec.capacity_provider_strategy = strategy.clone();
-            if !strategy.is_empty() {
-                spec.launch_type = None;
+            if !strategy.is_empty() && current.value.is_daemon() {
+                return Err(daemon_strategy_refused());
             }
+            spec.capacity_provider_strategy = strategy.clone();
+            // An empty strategy takes the service back to its launch type.
+            spec.launch_type = if strategy.is_empty() {
+                Some(spec.launch_type.unwrap_or(LaunchType::Ec2))
+            } else {
+                None
+            };
         }
         if let Some(enable) = request.enable_execute_command {
             spec.enable_execute_command = enable;
@@ -810,7 +846,8 @@ impl Ecs {
                 primary.configuration = configuration.clone();
             }
             record.steady = false;
-            let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&record));
+            let txn = self.hold_capacity_providers(Txn::new(), &cluster, &spec.capacity_provider_strategy)?;
+            let txn = txn.expect(&key, found.revision).put(&key, records::encode(&record));
             Ok(Attempt::Commit(txn, record))
         })
         .await?;

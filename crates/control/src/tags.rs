@@ -10,6 +10,7 @@ use flotilla_types::ApiError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::capacity_providers::CapacityProviderRecord;
 use crate::records::{self, keys, Attempt};
 use crate::task_definitions::TaskDefinitionRecord;
 use crate::Ecs;
@@ -127,6 +128,7 @@ enum Tagged {
     TaskDefinition { family: String, revision: i32 },
     Service { cluster: String, name: String },
     Task { cluster: String, task_id: String },
+    CapacityProvider(String),
 }
 
 impl Ecs {
@@ -151,6 +153,7 @@ impl Ecs {
                 let (cluster, task_id) = rest.split_once('/').ok_or_else(invalid)?;
                 Ok(Tagged::Task { cluster: cluster.to_owned(), task_id: task_id.to_owned() })
             }
+            ("capacity-provider", name) => Ok(Tagged::CapacityProvider(name.to_owned())),
             _ => Err(ApiError::invalid_parameter(format!(
                 "Tagging is not supported for resource {arn_text}"
             ))),
@@ -206,6 +209,11 @@ impl Ecs {
                 let found = self.get_task(&cluster, &task_id)?;
                 found.ok_or_else(|| task_not_found(&arn))?.value.task.tags.unwrap_or_default()
             }
+            Tagged::CapacityProvider(name) => {
+                let found = records::get::<CapacityProviderRecord>(self.store.as_ref(), &keys::capacity_provider(&name))?;
+                let found = found.filter(|f| f.value.is_active()).ok_or_else(|| capacity_provider_not_found(&arn))?;
+                found.value.provider.tags.unwrap_or_default()
+            }
         };
         Ok(ListTagsForResourceResponse { tags: Some(tags) })
     }
@@ -255,6 +263,17 @@ impl Ecs {
                 })
                 .await
             }
+            Tagged::CapacityProvider(name) => {
+                let key = keys::capacity_provider(&name);
+                let missing = || capacity_provider_not_found(arn);
+                self.change_record::<CapacityProviderRecord>(&key, missing, |record| {
+                    if !record.is_active() {
+                        return Err(missing());
+                    }
+                    change(record.provider.tags.get_or_insert_with(Vec::new))
+                })
+                .await
+            }
         }
     }
 
@@ -287,6 +306,10 @@ fn is_reserved(tag: &Tag) -> bool {
 
 fn task_not_found(arn: &str) -> ApiError {
     ApiError::resource_not_found(format!("The specified task {arn} was not found"))
+}
+
+fn capacity_provider_not_found(arn: &str) -> ApiError {
+    ApiError::resource_not_found(format!("The specified capacity provider {arn} was not found"))
 }
 
 fn task_definition_not_found(arn: &str) -> ApiError {

@@ -43,6 +43,7 @@ use crate::live_placement::Placed;
 use crate::page;
 use crate::placement::{self, Reservation};
 use crate::records::{self, keys, Attempt};
+use crate::strategy::{Origin, StrategyLaunch};
 use crate::task_definitions::{ReferenceError, TaskDefinitionRecord};
 use crate::Ecs;
 
@@ -331,6 +332,8 @@ pub(crate) struct Launch {
     /// What placement is asked, less `count` and `seed`, which `launch` sets.
     request: flotilla_scheduler::Request,
     enable_execute_command: bool,
+    /// The capacity provider strategy its tasks are split by, if it has one.
+    capacity: Option<StrategyLaunch>,
 }
 
 /// What a launch answers: the tasks it created and the failures.
@@ -385,6 +388,10 @@ pub(crate) struct LaunchRequest<'a> {
     pub(crate) placement_constraints: &'a [PlacementConstraint],
     pub(crate) placement_strategy: &'a [PlacementStrategy],
     pub(crate) enable_execute_command: Option<bool>,
+    /// A service deployment's launch: its capacity provider split counts
+    /// the tasks `started_by` already runs, so that the deployment as a
+    /// whole follows its strategy. RunTask splits each call's tasks alone.
+    pub(crate) strategy_counts_started_by: bool,
 }
 
 impl Ecs {
@@ -438,6 +445,7 @@ impl Ecs {
             placement_constraints: request.placement_constraints.as_deref().unwrap_or_default(),
             placement_strategy: request.placement_strategy.as_deref().unwrap_or_default(),
             enable_execute_command: request.enable_execute_command,
+            strategy_counts_started_by: false,
         })?;
         let cluster = launch.cluster.clone();
         let (tasks, failures) = self
@@ -468,7 +476,9 @@ impl Ecs {
             cluster: request.cluster.as_deref(),
             task_definition: request.task_definition.as_deref().unwrap_or_default(),
             revisions: Revisions::ActiveOnly,
-            launch_type: None,
+            // StartTask names its instances: no capacity provider strategy,
+            // not even the cluster's default, chooses among them.
+            launch_type: Some(LaunchType::Ec2),
             capacity_provider_strategy: &[],
             overrides: request.overrides.as_ref(),
             started_by: request.started_by.as_deref(),
@@ -482,6 +492,7 @@ impl Ecs {
             placement_constraints: &[],
             placement_strategy: &[],
             enable_execute_command: request.enable_execute_command,
+            strategy_counts_started_by: false,
         })?;
         // StartTask places on the instances it names, EC2 or external alike.
         let mut launch = launch;
@@ -500,19 +511,14 @@ impl Ecs {
 
     /// Checks a launch request against the cluster and the task definition.
     pub(crate) fn prepare_launch(&self, request: LaunchRequest<'_>) -> Result<Launch, ApiError> {
-        let cluster = self.active_cluster_name(request.cluster)?;
-        // Clusters hold no capacity providers but Fargate's yet, and Fargate
-        // capacity is not there: any strategy is refused.
-        if let Some(item) = request.capacity_provider_strategy.first() {
-            let provider = item.capacity_provider.as_deref().unwrap_or_default();
-            if provider.starts_with("FARGATE") {
-                return Err(fargate_unavailable());
-            }
-            return Err(ApiError::invalid_parameter(format!(
-                "The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster: {provider}"
-            )));
-        }
-        let launch_type = request.launch_type.unwrap_or(LaunchType::Ec2);
+        let cluster_record = self.active_cluster(request.cluster)?.value;
+        let cluster = cluster_record.cluster_name.clone().unwrap_or_default();
+        let capacity = self.capacity_of_launch(&cluster_record, &request)?;
+        // A strategy's providers are groups of EC2 container instances.
+        let launch_type = match capacity {
+            Some(_) => LaunchType::Ec2,
+            None => request.launch_type.unwrap_or(LaunchType::Ec2),
+        };
         match launch_type {
             LaunchType::Ec2 | LaunchType::External => {}
             LaunchType::Fargate => return Err(fargate_unavailable()),
@@ -602,7 +608,54 @@ impl Ecs {
             awsvpc,
             request: placement_request,
             enable_execute_command: request.enable_execute_command.unwrap_or(false),
+            capacity,
         })
+    }
+
+    /// The capacity provider strategy a launch follows: the request's, or
+    /// with neither a launch type nor a strategy the cluster's default
+    /// strategy, if it has one; checked as ECS checks it.
+    fn capacity_of_launch(&self, cluster: &Cluster, request: &LaunchRequest<'_>) -> Result<Option<StrategyLaunch>, ApiError> {
+        let given = request.capacity_provider_strategy;
+        if request.launch_type.is_some() && !given.is_empty() {
+            return Err(ApiError::invalid_parameter(
+                "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
+            ));
+        }
+        let default = cluster.default_capacity_provider_strategy.as_deref().unwrap_or_default();
+        let (items, origin) = match (given.is_empty(), request.launch_type) {
+            (false, _) => (given, Origin::Request),
+            (true, None) if !default.is_empty() => (default, Origin::ClusterDefault),
+            _ => return Ok(None),
+        };
+        let counted = request.started_by.filter(|_| request.strategy_counts_started_by);
+        let launch = self.launch_strategy(cluster, items, origin, |shares| match counted {
+            Some(started_by) => self.live_tasks_by_provider(cluster, started_by, shares),
+            None => Ok(Vec::new()),
+        })?;
+        Ok(Some(launch))
+    }
+
+    /// How many live tasks `started_by` runs on each provider of `shares`.
+    fn live_tasks_by_provider(
+        &self,
+        cluster: &Cluster,
+        started_by: &str,
+        shares: &[crate::strategy::Share],
+    ) -> Result<Vec<u32>, ApiError> {
+        let name = cluster.cluster_name.as_deref().unwrap_or_default();
+        let mut placed = vec![0u32; shares.len()];
+        for found in scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(name))? {
+            let task = &found.value.task;
+            if task.started_by.as_deref() != Some(started_by) || found.value.desired_status() != "RUNNING" {
+                continue;
+            }
+            let provider = task.capacity_provider_name.as_deref();
+            if let Some(index) = shares.iter().position(|s| Some(s.provider.as_str()) == provider) {
+                placed[index] += 1;
+            }
+        }
+        Ok(placed)
     }
 
     /// The revision a launch names, when `revisions` lets it run it, or
@@ -701,6 +754,14 @@ impl Ecs {
                 if let Some(placed) = placed {
                     self.live_placement.put(cluster, placed.committed_at(revision), turn);
                 }
+                // A later launch of the same deployment splits against these too.
+                for ((launch, _), answer) in launches.iter().zip(&answers) {
+                    if let (Some(capacity), Ok((tasks, _))) = (&launch.capacity, answer) {
+                        for provider in tasks.iter().filter_map(|t| t.capacity_provider_name.as_deref()) {
+                            capacity.record(provider);
+                        }
+                    }
+                }
                 answers
             }
             Err(error) => launches.iter().map(|_| Err(error.clone())).collect(),
@@ -761,15 +822,27 @@ impl Ecs {
                         "No Container Instances were found in your cluster.",
                     ));
                 }
-                let request = placement_request(launch, *count, seed)?;
-                let plan = flotilla_scheduler::place(snapshot, &request);
-                snapshot.apply(&plan);
-                failures.extend(plan.failures.iter().map(|failure| Failure {
-                    arn: Some(failure.arn.clone()),
-                    reason: Some(failure.reason.as_str().to_owned()),
-                    detail: None,
-                }));
-                placements.extend(plan.placements.iter().map(|index| *index as usize));
+                for request in placement_requests(launch, *count, seed)? {
+                    let plan = flotilla_scheduler::place(snapshot, &request);
+                    snapshot.apply(&plan);
+                    failures.extend(plan.failures.iter().map(|failure| Failure {
+                        arn: Some(failure.arn.clone()),
+                        reason: Some(failure.reason.as_str().to_owned()),
+                        detail: None,
+                    }));
+                    // A share left unplaced with no instance to blame: its
+                    // provider has no instance that could take a task (none
+                    // at all, or only DRAINING ones), which ECS would not say.
+                    let unexplained = plan.unplaced > 0 && plan.failures.is_empty();
+                    if let Some(provider) = request.capacity_provider.as_deref().filter(|_| unexplained) {
+                        failures.push(Failure {
+                            arn: Some(self.capacity_provider_arn(provider)),
+                            reason: Some(no_instances_in(provider)),
+                            detail: None,
+                        });
+                    }
+                    placements.extend(plan.placements.iter().map(|index| *index as usize));
+                }
             }
             Targeting::Named(named) => {
                 let request = flotilla_scheduler::Request {
@@ -1050,6 +1123,11 @@ impl Ecs {
             } else {
                 LaunchType::Ec2
             }),
+            // Placement kept the task to its provider's instances.
+            capacity_provider_name: launch
+                .capacity
+                .as_ref()
+                .and(instance.instance.capacity_provider_name.clone()),
             group: Some(launch.group.clone()),
             started_by: launch.started_by.clone(),
             tags: Some(launch.tags.clone()),
@@ -1411,17 +1489,7 @@ impl Ecs {
     /// Returns how many it deleted. Called periodically by the binary.
     pub async fn collect_stopped_tasks(&self) -> Result<usize, ApiError> {
         let now_ms = self.clock.now_ms();
-        let expired: Vec<(String, String)> = scan::<TaskRecord>(self.store.as_ref(), keys::TASKS)?
-            .into_iter()
-            .filter(|found| {
-                found.value.last_status() == "STOPPED"
-                    && found
-                        .value
-                        .stopped_at_ms
-                        .is_some_and(|at| now_ms.saturating_sub(at) >= STOPPED_TASK_RETENTION_MS)
-            })
-            .map(|found| (found.value.cluster, found.value.task_id))
-            .collect();
+        let expired = self.expired_stopped_tasks(now_ms)?;
         let mut deleted = 0;
         for (cluster, task_id) in expired {
             let key = keys::task(&cluster, &task_id);
@@ -1440,6 +1508,48 @@ impl Ecs {
     }
 }
 
+/// Task records read per store call by the retention sweep.
+const RETENTION_SCAN_PAGE: usize = 256;
+
+/// The fields of a stored task that retention looks at. Reading only these
+/// keeps a sweep of every task record from holding decoded records.
+#[derive(Deserialize)]
+struct RetentionFacts {
+    cluster: String,
+    task_id: String,
+    /// Set when the task reached STOPPED.
+    #[serde(default)]
+    stopped_at_ms: Option<u64>,
+}
+
+impl Ecs {
+    /// The tasks (cluster, id) STOPPED at least the retention ago, read a
+    /// page at a time.
+    fn expired_stopped_tasks(&self, now_ms: u64) -> Result<Vec<(String, String)>, ApiError> {
+        let mut expired = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(keys::TASKS, after.as_deref(), RETENTION_SCAN_PAGE)
+                .map_err(records::store_error)?;
+            for entry in &page.entries {
+                let facts: RetentionFacts = records::decode(entry)?;
+                if facts
+                    .stopped_at_ms
+                    .is_some_and(|at| now_ms.saturating_sub(at) >= STOPPED_TASK_RETENTION_MS)
+                {
+                    expired.push((facts.cluster, facts.task_id));
+                }
+            }
+            match page.entries.last() {
+                Some(last) if page.more => after = Some(last.key.clone()),
+                _ => return Ok(expired),
+            }
+        }
+    }
+}
+
 /// Where a launch's tasks go.
 pub(crate) enum Targeting {
     FirstFit(usize),
@@ -1447,7 +1557,13 @@ pub(crate) enum Targeting {
     Named(Vec<String>),
 }
 
-fn fargate_unavailable() -> ApiError {
+/// The failure of a strategy's share whose capacity provider has no
+/// instance to take it, in the words ECS uses for an empty cluster.
+fn no_instances_in(provider: &str) -> String {
+    format!("No Container Instances were found in capacity provider {provider}.")
+}
+
+pub(crate) fn fargate_unavailable() -> ApiError {
     ApiError::client(
         "Fargate capacity is not available on this Flotilla server yet: run the task with launchType EC2 or EXTERNAL on registered container instances",
     )
@@ -1678,6 +1794,29 @@ pub(crate) fn placement_request(
         .validate()
         .map_err(|error| ApiError::invalid_parameter(error.to_string()))?;
     Ok(request)
+}
+
+/// What a FirstFit launch of `count` tasks asks the scheduler: one
+/// request, or with a capacity provider strategy one per provider that
+/// takes a share of the tasks, in the strategy's order.
+pub(crate) fn placement_requests(
+    launch: &Launch,
+    count: usize,
+    seed: u64,
+) -> Result<Vec<flotilla_scheduler::Request>, ApiError> {
+    let Some(capacity) = &launch.capacity else {
+        return Ok(vec![placement_request(launch, count, seed)?]);
+    };
+    let shares = capacity.split(u32::try_from(count).unwrap_or(u32::MAX));
+    let mut requests = Vec::new();
+    for (share, tasks) in capacity.shares.iter().zip(shares) {
+        if tasks > 0 {
+            let mut request = placement_request(launch, tasks as usize, seed)?;
+            request.capacity_provider = Some(share.provider.clone());
+            requests.push(request);
+        }
+    }
+    Ok(requests)
 }
 
 /// A placement seed from a fresh task id (hex digits).

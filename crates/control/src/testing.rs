@@ -27,10 +27,15 @@ impl IdSource for CountingIds {
 }
 
 pub fn ecs() -> Ecs {
+    ecs_with_clock(Arc::new(FixedClock(AtomicU64::new(1_700_000_000_000))))
+}
+
+/// [`ecs`] on a clock the test moves.
+pub fn ecs_with_clock(clock: Arc<FixedClock>) -> Ecs {
     Ecs::new(
         Arc::new(MemoryStore::new()),
         Scope::new("us-east-1", "000000000000"),
-        Arc::new(FixedClock(AtomicU64::new(1_700_000_000_000))),
+        clock,
         Arc::new(CountingIds(AtomicU64::new(1))),
     )
 }

@@ -205,11 +205,18 @@ impl World {
     }
 
     async fn add_host(&mut self, cpu: i64, memory: i64, zone: &str) -> String {
+        self.add_host_in(cpu, memory, zone, None).await
+    }
+
+    /// A host of a capacity provider, which its identity document names.
+    async fn add_host_in(&mut self, cpu: i64, memory: i64, zone: &str, provider: Option<&str>) -> String {
+        let identity = json!({"availabilityZone": zone, "capacityProviderName": provider});
         let response = self
             .ok(
                 "RegisterContainerInstance",
                 json!({
                     "cluster": CLUSTER,
+                    "instanceIdentityDocument": identity.to_string(),
                     "totalResources": [
                         {"name": "CPU", "type": "INTEGER", "integerValue": cpu},
                         {"name": "MEMORY", "type": "INTEGER", "integerValue": memory},
@@ -1139,4 +1146,78 @@ async fn a_deleted_service_drains_then_is_inactive_then_collected() {
     assert_eq!(world.ecs.collect_inactive_services().await.expect("collect"), 1);
     let described = world.ok("DescribeServices", json!({"cluster": CLUSTER, "services": ["old"]})).await;
     assert_eq!(described["failures"][0]["reason"], "MISSING");
+}
+
+/// Tasks of a service not asked to stop, per capacity provider they report,
+/// checking each against the provider of the instance it runs on.
+async fn by_provider(world: &World, name: &str, provider_of: &HashMap<String, &str>) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
+    for task in world.tasks().await {
+        if task["group"] != json!(format!("service:{name}")) || task["desiredStatus"] != "RUNNING" {
+            continue;
+        }
+        let provider = task["capacityProviderName"].as_str().unwrap_or("-").to_owned();
+        let instance = task["containerInstanceArn"].as_str().unwrap_or_default();
+        assert_eq!(provider_of.get(instance).copied(), Some(provider.as_str()), "{task}");
+        *counts.entry(provider).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn a_service_keeps_its_capacity_provider_split_through_scaling_and_deployments() {
+    let mut world = World::new(8).await;
+    let mut provider_of = HashMap::new();
+    for provider in ["ondemand", "spot"] {
+        world
+            .ok("CreateCapacityProvider", json!({"name": provider,
+                "autoScalingGroupProvider": {"autoScalingGroupArn": format!("asg-{provider}")}}))
+            .await;
+        for zone in ["a", "b"] {
+            let arn = world.add_host_in(4096, 8192, zone, Some(provider)).await;
+            provider_of.insert(arn, provider);
+        }
+    }
+    world
+        .ok("PutClusterCapacityProviders", json!({"cluster": CLUSTER, "capacityProviders": ["ondemand", "spot"],
+            "defaultCapacityProviderStrategy": []}))
+        .await;
+    world.definition("web", "app:v1", false).await;
+    world
+        .ok("CreateService", json!({"cluster": CLUSTER, "serviceName": "web", "taskDefinition": "web", "desiredCount": 4,
+            "capacityProviderStrategy": [{"capacityProvider": "ondemand", "base": 1, "weight": 1},
+                                         {"capacityProvider": "spot", "weight": 1}]}))
+        .await;
+    world.settle(4).await;
+    assert!(steady(&world.service("web").await));
+    // Base 1, then 3 by equal weights (the odd one to the first listed).
+    let expected = BTreeMap::from([("ondemand".to_owned(), 3), ("spot".to_owned(), 1)]);
+    assert_eq!(by_provider(&world, "web", &provider_of).await, expected);
+    // Scaling out places against what the deployment already runs.
+    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "web", "desiredCount": 9})).await;
+    world.settle(4).await;
+    let expected = BTreeMap::from([("ondemand".to_owned(), 5), ("spot".to_owned(), 4)]);
+    assert_eq!(by_provider(&world, "web", &provider_of).await, expected);
+    // A new strategy is a new deployment: its tasks follow it alone.
+    world
+        .ok("UpdateService", json!({"cluster": CLUSTER, "service": "web",
+            "capacityProviderStrategy": [{"capacityProvider": "spot", "weight": 1}]}))
+        .await;
+    world.settle(12).await;
+    let service = world.service("web").await;
+    assert!(steady(&service), "{service}");
+    assert_eq!(service["capacityProviderStrategy"], json!([{"capacityProvider": "spot", "weight": 1}]));
+    let expected = BTreeMap::from([("spot".to_owned(), 9)]);
+    assert_eq!(by_provider(&world, "web", &provider_of).await, expected);
+    // The service holds spot; ondemand is free to go.
+    let refused = world
+        .call("PutClusterCapacityProviders", json!({"cluster": CLUSTER, "capacityProviders": ["ondemand"],
+            "defaultCapacityProviderStrategy": []}))
+        .await
+        .expect_err("spot is in use");
+    assert_eq!(refused.code, "ResourceInUseException");
+    world
+        .ok("PutClusterCapacityProviders", json!({"cluster": CLUSTER, "capacityProviders": ["spot"],
+            "defaultCapacityProviderStrategy": []}))
+        .await;
 }

@@ -215,6 +215,9 @@ impl<'a> Engine<'a> {
             delta_of: IndexMap::default(),
             rng: Rng::new(request.seed),
         };
+        if let Some(provider) = &request.capacity_provider {
+            engine.pin_to_capacity_provider(provider);
+        }
         for constraint in &request.constraints {
             match constraint {
                 Constraint::DistinctInstance => engine.distinct = true,
@@ -303,6 +306,26 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Makes the provider's instances a candidate source, so that a search
+    /// visits them only, as a memberOf constraint's values would.
+    fn pin_to_capacity_provider(&mut self, provider: &str) {
+        let Some(column) = self.snapshot.capacity_provider_column else {
+            // No instance belongs to any provider: `check` refuses them all.
+            return;
+        };
+        let values = &self.snapshot.columns[column as usize];
+        let wanted = values.slot_of_value(provider);
+        let by_slot: Vec<bool> = (0..values.slot_count() as u32)
+            .map(|slot| Some(slot) == wanted)
+            .collect();
+        let size = wanted.map_or(0, |slot| values.members[slot as usize].len());
+        self.sources.push(ValueSet {
+            column,
+            by_slot,
+            size,
+        });
+    }
+
     /// Attribute clauses at the top of a constraint (alone or in an `and`)
     /// that exclude instances without the attribute pin the candidates to
     /// the holders of the allowed values.
@@ -364,6 +387,11 @@ impl<'a> Engine<'a> {
             .is_some_and(|kind| kind != instance.launch_kind)
         {
             return Err(Reason::LaunchKind);
+        }
+        if let Some(wanted) = &self.request.capacity_provider {
+            if instance.capacity_provider.as_ref() != Some(wanted) {
+                return Err(Reason::CapacityProvider);
+            }
         }
         if !instance.agent_connected {
             return Err(Reason::Agent);
@@ -815,6 +843,11 @@ impl<'a> Engine<'a> {
             Reason::LaunchKind => format!(
                 "instance is {:?}, the task is {:?}",
                 instance.launch_kind, self.request.launch_kind
+            ),
+            Reason::CapacityProvider => format!(
+                "instance belongs to capacity provider {}, the task to {}",
+                instance.capacity_provider.as_deref().unwrap_or("(none)"),
+                self.request.capacity_provider.as_deref().unwrap_or_default()
             ),
             Reason::Agent => "agent is not connected".to_owned(),
             Reason::Attribute => {

@@ -125,6 +125,10 @@ pub struct Request {
     pub count: u32,
     /// `None` takes either kind (StartTask on named instances).
     pub launch_kind: Option<LaunchKind>,
+    /// `Some`: only the instances of this capacity provider take the tasks
+    /// (the control plane has already split a strategy's tasks among its
+    /// providers). `None` takes instances of any provider, or of none.
+    pub capacity_provider: Option<String>,
     /// Applied in order; empty means [`Strategy::defaults`].
     pub strategies: Vec<Strategy>,
     /// From the task definition and the request together.
@@ -172,6 +176,9 @@ pub enum Reason {
     Inactive,
     /// EC2 instance for an EXTERNAL task or the other way round. Not reported.
     LaunchKind,
+    /// Not an instance of the capacity provider the request names. Not
+    /// reported: it was never a candidate.
+    CapacityProvider,
     Agent,
     /// Lacks an attribute the task definition requires.
     Attribute,
@@ -191,6 +198,7 @@ impl Reason {
             Reason::Draining => "DRAINING",
             Reason::Inactive => "INACTIVE",
             Reason::LaunchKind => "LAUNCH_TYPE",
+            Reason::CapacityProvider => "CAPACITY_PROVIDER",
             Reason::Agent => "AGENT",
             Reason::Attribute => "ATTRIBUTE",
             Reason::Cpu => "RESOURCE:CPU",
@@ -208,7 +216,7 @@ impl Reason {
     pub fn is_reported(self) -> bool {
         !matches!(
             self,
-            Reason::Draining | Reason::Inactive | Reason::LaunchKind
+            Reason::Draining | Reason::Inactive | Reason::LaunchKind | Reason::CapacityProvider
         )
     }
 }

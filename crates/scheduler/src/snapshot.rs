@@ -50,6 +50,9 @@ pub struct Instance {
     pub agent_connected: bool,
     pub agent_version: Option<String>,
     pub launch_kind: LaunchKind,
+    /// The capacity provider the instance belongs to, if any. A request
+    /// naming one is placed on its instances only.
+    pub capacity_provider: Option<String>,
     pub registered_at_ms: i64,
     /// Every attribute, built-in (`ecs.availability-zone`, `ecs.instance-type`,
     /// `ecs.os-type`, `ecs.cpu-architecture`, `ecs.ami-id`, capabilities) and custom.
@@ -75,6 +78,7 @@ impl Instance {
             agent_connected: true,
             agent_version: None,
             launch_kind: LaunchKind::Ec2,
+            capacity_provider: None,
             registered_at_ms: 0,
             attributes: Vec::new(),
             remaining,
@@ -135,6 +139,30 @@ impl Column {
         self.members.len()
     }
 
+    /// Gives the instance `value` (`None`: present without a value).
+    /// Members are filled in once every instance has its slot.
+    fn set(&mut self, index: InstanceIndex, value: Option<&String>) {
+        let slot = match value {
+            None => SLOT_NO_VALUE,
+            Some(value) => match self.slot_of.get(value) {
+                Some(slot) => *slot,
+                None => {
+                    let slot = FIRST_VALUE_SLOT + self.values.len() as u32;
+                    self.values.push(value.clone());
+                    self.slot_of.insert(value.clone(), slot);
+                    self.members.push(Vec::new());
+                    slot
+                }
+            },
+        };
+        self.slots[index as usize] = slot;
+    }
+
+    /// The slot holding `value`, if any instance has it.
+    pub fn slot_of_value(&self, value: &str) -> Option<u32> {
+        self.slot_of.get(value).copied()
+    }
+
     pub fn value_of_slot(&self, slot: u32) -> Option<&str> {
         slot.checked_sub(FIRST_VALUE_SLOT)
             .and_then(|index| self.values.get(index as usize))
@@ -149,6 +177,9 @@ impl Column {
 pub struct Snapshot {
     pub(crate) instances: Vec<Instance>,
     pub(crate) attribute_ids: HashMap<String, u32>,
+    /// The column of instances' capacity providers. Not an attribute: no
+    /// constraint or strategy can name it, and no attribute can shadow it.
+    pub(crate) capacity_provider_column: Option<u32>,
     pub(crate) columns: Vec<Column>,
     /// Keyed by remaining memory, each entry carrying its remaining CPU.
     pub(crate) by_memory: ResourceIndex,
@@ -173,30 +204,26 @@ impl Snapshot {
             instance.udp_ports_in_use.sort_unstable();
             instance.udp_ports_in_use.dedup();
             for (name, value) in &instance.attributes {
-                let next = snapshot.columns.len() as u32;
-                let id = *snapshot.attribute_ids.entry(name.clone()).or_insert(next);
-                if id == next {
-                    snapshot.columns.push(Column {
-                        slots: vec![SLOT_ABSENT; count],
-                        members: vec![Vec::new(), Vec::new()],
-                        ..Column::default()
-                    });
-                }
-                let column = &mut snapshot.columns[id as usize];
-                let slot = match value {
-                    None => SLOT_NO_VALUE,
-                    Some(value) => match column.slot_of.get(value) {
-                        Some(slot) => *slot,
-                        None => {
-                            let slot = FIRST_VALUE_SLOT + column.values.len() as u32;
-                            column.values.push(value.clone());
-                            column.slot_of.insert(value.clone(), slot);
-                            column.members.push(Vec::new());
-                            slot
-                        }
-                    },
+                let id = match snapshot.attribute_ids.get(name) {
+                    Some(id) => *id,
+                    None => {
+                        let id = snapshot.new_column(count);
+                        snapshot.attribute_ids.insert(name.clone(), id);
+                        id
+                    }
                 };
-                column.slots[index as usize] = slot;
+                snapshot.columns[id as usize].set(index, value.as_ref());
+            }
+            if let Some(provider) = &instance.capacity_provider {
+                let id = match snapshot.capacity_provider_column {
+                    Some(id) => id,
+                    None => {
+                        let id = snapshot.new_column(count);
+                        snapshot.capacity_provider_column = Some(id);
+                        id
+                    }
+                };
+                snapshot.columns[id as usize].set(index, Some(provider));
             }
             let mut groups = Vec::new();
             for (name, tasks) in &instance.task_groups {
@@ -241,6 +268,16 @@ impl Snapshot {
             }
         }
         snapshot
+    }
+
+    /// A column where every one of `count` instances is without a value yet.
+    fn new_column(&mut self, count: usize) -> u32 {
+        self.columns.push(Column {
+            slots: vec![SLOT_ABSENT; count],
+            members: vec![Vec::new(), Vec::new()],
+            ..Column::default()
+        });
+        (self.columns.len() - 1) as u32
     }
 
     fn intern_group(&mut self, name: &str) -> u32 {

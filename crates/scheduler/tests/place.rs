@@ -84,6 +84,15 @@ fn placement_cases() {
     grouped.task_groups = vec![("family:web".into(), 1)];
     let mut busy_elsewhere = node("b", "b", 4096, 4096);
     busy_elsewhere.task_groups = vec![("family:db".into(), 1)];
+    let in_provider = |name: &str, zone: &str, memory: i64, provider: &str| {
+        let mut instance = node(name, zone, 4096, memory);
+        instance.capacity_provider = Some(provider.to_owned());
+        instance
+    };
+    let for_provider = |provider: &str, count: u32, strategies: Vec<Strategy>| Request {
+        capacity_provider: Some(provider.to_owned()),
+        ..request(10, 512, count, strategies)
+    };
 
     type Case = (
         &'static str,
@@ -280,6 +289,60 @@ fn placement_cases() {
             vec![],
         ),
         (
+            "a capacity provider's tasks go to its instances only",
+            vec![
+                node("none", "a", 4096, 4096),
+                in_provider("s1", "a", 4096, "spot"),
+                in_provider("o1", "a", 4096, "ondemand"),
+                in_provider("s2", "b", 4096, "spot"),
+            ],
+            for_provider("spot", 4, vec![spread_zone()]),
+            vec!["s1", "s2", "s1", "s2"],
+            vec![],
+        ),
+        (
+            "binpack within a capacity provider",
+            vec![
+                in_provider("o1", "a", 512, "ondemand"),
+                in_provider("s1", "a", 4096, "spot"),
+                in_provider("s2", "a", 1024, "spot"),
+            ],
+            for_provider("spot", 3, binpack_memory()),
+            vec!["s2", "s2", "s1"],
+            vec![],
+        ),
+        (
+            "a full capacity provider reports only its own instances",
+            vec![
+                in_provider("o1", "a", 4096, "ondemand"),
+                in_provider("s1", "a", 256, "spot"),
+            ],
+            for_provider("spot", 1, vec![]),
+            vec![],
+            vec!["s1 RESOURCE:MEMORY"],
+        ),
+        (
+            "a capacity provider without instances places nothing and reports nothing",
+            vec![in_provider("o1", "a", 4096, "ondemand"), node("none", "a", 4096, 4096)],
+            for_provider("spot", 2, vec![]),
+            vec![],
+            vec![],
+        ),
+        (
+            "no instance of any capacity provider",
+            vec![node("none", "a", 4096, 4096)],
+            for_provider("spot", 1, binpack_memory()),
+            vec![],
+            vec![],
+        ),
+        (
+            "without a capacity provider, every instance is a candidate",
+            vec![in_provider("s1", "a", 1024, "spot"), node("none", "a", 4096, 4096)],
+            request(10, 512, 3, binpack_memory()),
+            vec!["s1", "s1", "none"],
+            vec![],
+        ),
+        (
             "memberOf unsatisfied everywhere",
             vec![node("m", "a", 4096, 4096)],
             Request {
@@ -385,6 +448,17 @@ fn seeded_random_is_reproducible_and_varies_with_the_seed() {
     assert_ne!(with_seed(7), with_seed(8));
 }
 
+/// `explain`'s verdicts as "arn: reason: detail" or "arn: outcome".
+fn verdicts(snapshot: &Snapshot, request: &Request) -> Vec<String> {
+    explain(snapshot, request)
+        .into_iter()
+        .map(|v| match v.outcome {
+            Outcome::Excluded { reason, detail } => format!("{}: {reason}: {detail}", v.arn),
+            other => format!("{}: {other:?}", v.arn),
+        })
+        .collect()
+}
+
 #[test]
 fn explain_gives_each_instance_its_reason() {
     let mut ported = node("p", "us-east-1a", 4096, 4096);
@@ -404,21 +478,32 @@ fn explain_gives_each_instance_its_reason() {
         )],
         ..request(10, 512, 1, vec![Strategy::Binpack(BinpackField::Memory)])
     };
-    let verdicts: Vec<String> = explain(&snapshot, &request)
-        .into_iter()
-        .map(|v| match v.outcome {
-            Outcome::Excluded { reason, detail } => format!("{}: {reason}: {detail}", v.arn),
-            other => format!("{}: {other:?}", v.arn),
-        })
-        .collect();
     assert_eq!(
-        verdicts,
+        verdicts(&snapshot, &request),
         vec![
             "small: RESOURCE:MEMORY: not enough memory: needs 512, has 128",
             "far: MemberOf constraint not satisfied: attribute:ecs.availability-zone is us-east-1c, not in [us-east-1a, us-east-1b]",
             "p: RESOURCE:PORTS: tcp port 80 taken",
             "ok1: NotPreferred",
             "ok2: Chosen",
+        ]
+    );
+}
+
+#[test]
+fn explain_names_the_capacity_provider_left_out() {
+    let mut spot = node("s", "a", 4096, 4096);
+    spot.capacity_provider = Some("spot".into());
+    let snapshot = Snapshot::new(vec![node("plain", "a", 4096, 4096), spot]);
+    let request = Request {
+        capacity_provider: Some("spot".into()),
+        ..request(10, 512, 1, vec![])
+    };
+    assert_eq!(
+        verdicts(&snapshot, &request),
+        vec![
+            "plain: CAPACITY_PROVIDER: instance belongs to capacity provider (none), the task to spot",
+            "s: Chosen",
         ]
     );
 }

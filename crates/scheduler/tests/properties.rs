@@ -81,6 +81,11 @@ fn cluster(rng: &mut Rng) -> Vec<Instance> {
             } else {
                 LaunchKind::Ec2
             };
+            instance.capacity_provider = match rng.below(4) {
+                0 => Some("spot".to_owned()),
+                1 => Some("ondemand".to_owned()),
+                _ => None,
+            };
             instance.registered_at_ms = rng.below(10_000) as i64;
             instance.enis_available = rng.below(4) as u32;
             instance.tcp_ports_in_use = (0..rng.below(3))
@@ -128,6 +133,11 @@ fn request(rng: &mut Rng) -> Request {
         needs_eni: rng.below(4) == 0,
         count: 1 + rng.below(12) as u32,
         launch_kind: Some(LaunchKind::Ec2),
+        capacity_provider: match rng.below(4) {
+            0 => Some("spot".to_owned()),
+            1 => Some("none-has-it".to_owned()),
+            _ => None,
+        },
         strategies: (0..rng.below(4)).map(|_| strategy(rng)).collect(),
         constraints,
         required_attributes: if rng.below(5) == 0 {
@@ -157,6 +167,10 @@ fn feasible(instance: &Instance, request: &Request) -> bool {
         && request
             .launch_kind
             .is_none_or(|k| k == instance.launch_kind)
+        && request
+            .capacity_provider
+            .as_ref()
+            .is_none_or(|p| instance.capacity_provider.as_ref() == Some(p))
         && request
             .required_attributes
             .iter()

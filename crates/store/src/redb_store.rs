@@ -53,6 +53,11 @@ pub const WRITE_BATCH_OPS_MAX: usize = 16 * TXN_OPS_MAX;
 
 /// Entry record header: create_revision then mod_revision, little-endian.
 const RECORD_HEADER_BYTES: usize = 16;
+/// The memory redb keeps pages in: read cache and the write buffer of a
+/// transaction together (half of it at most for writes; the excess of a
+/// large batch is written out early). The operating system's page cache
+/// keeps the rest of the file warm, so a small cache costs little.
+const PAGE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 fn encode_record(create_revision: Revision, mod_revision: Revision, value: &[u8]) -> Vec<u8> {
     let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + value.len());
@@ -136,7 +141,10 @@ impl RedbStore {
     /// here, so this may take a while after an unclean shutdown.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let context = format!("opening store at {}", path.display());
-        let database = Database::create(path).map_err(|error| backend_error(&context, error))?;
+        let database = redb::Builder::new()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .create(path)
+            .map_err(|error| backend_error(&context, error))?;
         let revision = initialize(&database).map_err(|error| backend_error(&context, error))?;
 
         let shared = Arc::new(Shared {

@@ -69,6 +69,10 @@ pub fn unable_to_place(service: &str, closest: Option<(&str, &str)>) -> String {
     );
     match closest {
         None => format!("{intro} Reason: No Container Instances were found in your cluster. For more information, see the Troubleshooting section."),
+        // A strategy's capacity provider without instances: its reason says it all.
+        Some((_, reason)) if reason.starts_with("No Container Instances") => {
+            format!("{intro} Reason: {reason} For more information, see the Troubleshooting section.")
+        }
         Some((instance_id, reason)) => {
             let lacks = match reason {
                 "RESOURCE:MEMORY" => "has insufficient memory available".to_owned(),

@@ -69,7 +69,7 @@ pub const LAUNCH_THROTTLE_WINDOW_MS: u64 = 5 * 60 * 1000;
 pub const LAUNCH_THROTTLE_MAX_MS: u64 = 30 * 1000;
 /// Task records read per store call in a pass: the values of a page are
 /// held at once.
-const TASK_SCAN_PAGE: usize = 1_024;
+const TASK_SCAN_PAGE: usize = 256;
 
 /// How the scheduler's loop runs.
 #[derive(Clone, Debug)]
