@@ -1,83 +1,8 @@
-//! Typed records over the byte-valued store, and the optimistic retry loop.
+//! Where the control plane's records live in the store, and the typed
+//! records and retry loop of `flotilla_records` under the names its modules use.
 
-use bytes::Bytes;
-use flotilla_store::{Entry, Revision, Store, StoreError, Txn};
-use flotilla_types::ApiError;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
-/// How many times a mutation re-reads and retries after losing a
-/// compare-and-swap race before it gives up with a ServerException.
-pub const CONFLICT_RETRIES_MAX: usize = 64;
-
-/// A decoded value and the revision it was read at.
-pub struct Versioned<T> {
-    pub value: T,
-    pub revision: Revision,
-}
-
-pub fn encode<T: Serialize>(value: &T) -> Bytes {
-    // Serializing our own plain-data records cannot fail: they hold no maps
-    // with non-string keys and no custom serializers.
-    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
-}
-
-pub fn decode<T: DeserializeOwned>(entry: &Entry) -> Result<T, ApiError> {
-    serde_json::from_slice(&entry.value).map_err(|error| {
-        tracing::error!(key = %entry.key, %error, "stored record does not decode");
-        ApiError::server(format!("stored record {} is unreadable", entry.key))
-    })
-}
-
-pub fn store_error(error: StoreError) -> ApiError {
-    tracing::error!(%error, "store failed");
-    ApiError::server("the state store failed; try again")
-}
-
-pub fn get<T: DeserializeOwned>(store: &dyn Store, key: &str) -> Result<Option<Versioned<T>>, ApiError> {
-    match store.get(key).map_err(store_error)? {
-        Some(entry) => Ok(Some(Versioned { value: decode(&entry)?, revision: entry.mod_revision })),
-        None => Ok(None),
-    }
-}
-
-/// What one attempt of a mutation decided: a transaction to commit and the
-/// answer to give once it has committed.
-pub enum Attempt<T> {
-    Commit(Txn, T),
-    /// Nothing to write; answer at once.
-    Done(T),
-}
-
-/// Runs `attempt` (read, decide, build a conditional transaction) and commits
-/// what it returns, re-running it from fresh reads whenever another writer won
-/// the race. Every mutation of the control plane goes through here.
-pub async fn mutate<T>(
-    store: &dyn Store,
-    attempt: impl FnMut() -> Result<Attempt<T>, ApiError>,
-) -> Result<T, ApiError> {
-    mutate_at(store, attempt).await.map(|(answer, _)| answer)
-}
-
-/// [`mutate`], also telling the revision its transaction committed at
-/// (`None` when the attempt had nothing to write).
-pub async fn mutate_at<T>(
-    store: &dyn Store,
-    mut attempt: impl FnMut() -> Result<Attempt<T>, ApiError>,
-) -> Result<(T, Option<Revision>), ApiError> {
-    for _ in 0..CONFLICT_RETRIES_MAX {
-        match attempt()? {
-            Attempt::Done(answer) => return Ok((answer, None)),
-            Attempt::Commit(txn, answer) => match store.commit(txn).await {
-                Ok(revision) => return Ok((answer, Some(revision))),
-                // Let the writer that won run before reading again.
-                Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
-                Err(error) => return Err(store_error(error)),
-            },
-        }
-    }
-    Err(ApiError::server("too many concurrent updates to the same resource; try again"))
-}
+// The typed get and the retry loop are shared with the registry.
+pub use flotilla_records::{decode, encode, get, mutate, mutate_at, store_error, Attempt, Versioned};
 
 /// Where each kind of record lives in the store. Every key the control plane
 /// writes is built here, so the layout can be read in one place.

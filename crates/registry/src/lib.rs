@@ -322,7 +322,7 @@ impl Registry {
             size,
             linked_at_ms: now_ms,
         };
-        records::mutate(&*self.store, || {
+        records::mutate_with(&*self.store, || {
             let repo = self.repository(repository)?;
             let existing = self.store.get(&layer_key).map_err(records::store_error)?;
             let txn = Txn::new()
@@ -486,7 +486,7 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         let subject = record.subject.clone();
-        records::mutate(&*self.store, || {
+        records::mutate_with(&*self.store, || {
             let repo = self.repository(repository)?;
             let image = self.store.get(&image_key).map_err(records::store_error)?;
             let mut txn = Txn::new().expect(repository_key.clone(), repo.revision);
@@ -549,7 +549,7 @@ impl Registry {
         match reference {
             Reference::Tag(tag) => {
                 let tag_key = keys::tag(repository, tag);
-                records::mutate(&*self.store, || {
+                records::mutate_with(&*self.store, || {
                     let current = self.store.get(&tag_key).map_err(records::store_error)?;
                     let entry =
                         current.ok_or_else(|| RegistryError::ManifestUnknown(tag.clone()))?;
@@ -572,7 +572,7 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let repository_key = keys::repository(repository);
         let image_key = keys::image(repository, digest);
-        records::mutate(&*self.store, || {
+        records::mutate_with(&*self.store, || {
             let repo = self.repository(repository)?;
             let image = self.store.get(&image_key).map_err(records::store_error)?;
             let image = image.ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?;

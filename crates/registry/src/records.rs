@@ -11,17 +11,15 @@
 //! `!` is not allowed in repository names, so one repository's prefix never
 //! matches another's.
 
-use bytes::Bytes;
-use flotilla_store::{Entry, Revision, Store, StoreError, Txn};
+use flotilla_store::{Entry, Store};
 use flotilla_types::ecr::{EncryptionConfiguration, ImageScanningConfiguration, Tag};
 use flotilla_types::ApiError;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+// The typed get and the retry loop are shared with the control plane.
+pub use flotilla_records::{decode, encode, get, mutate, mutate_with, store_error, Attempt, Versioned};
 
-/// How many times a change re-reads and retries after losing a race.
-pub const CONFLICT_RETRIES_MAX: usize = 64;
+use crate::digest::Digest;
 
 /// A repository and its settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -135,42 +133,6 @@ pub mod keys {
     }
 }
 
-/// A decoded value and the revision it was read at.
-pub struct Versioned<T> {
-    pub value: T,
-    pub revision: Revision,
-}
-
-pub fn encode<T: Serialize>(value: &T) -> Bytes {
-    // Our records hold no maps with non-string keys: serializing cannot fail.
-    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
-}
-
-pub fn decode<T: DeserializeOwned>(entry: &Entry) -> Result<T, ApiError> {
-    serde_json::from_slice(&entry.value).map_err(|error| {
-        tracing::error!(key = %entry.key, %error, "stored record does not decode");
-        ApiError::server(format!("stored record {} is unreadable", entry.key))
-    })
-}
-
-pub fn store_error(error: StoreError) -> ApiError {
-    tracing::error!(%error, "store failed");
-    ApiError::server("the state store failed; try again")
-}
-
-pub fn get<T: DeserializeOwned>(
-    store: &dyn Store,
-    key: &str,
-) -> Result<Option<Versioned<T>>, ApiError> {
-    match store.get(key).map_err(store_error)? {
-        Some(entry) => Ok(Some(Versioned {
-            value: decode(&entry)?,
-            revision: entry.mod_revision,
-        })),
-        None => Ok(None),
-    }
-}
-
 /// Every entry under `prefix`, page by page, up to `limit` entries.
 pub fn list_all(store: &dyn Store, prefix: &str, limit: usize) -> Result<Vec<Entry>, ApiError> {
     let mut entries: Vec<Entry> = Vec::new();
@@ -185,30 +147,4 @@ pub fn list_all(store: &dyn Store, prefix: &str, limit: usize) -> Result<Vec<Ent
             return Ok(entries);
         }
     }
-}
-
-/// What one attempt of a change decided.
-pub enum Attempt<T> {
-    Commit(Txn, T),
-    /// Nothing to write; answer at once.
-    Done(T),
-}
-
-/// Runs `attempt` (read, decide, build a conditional transaction) and
-/// commits it, starting over from fresh reads when another writer won.
-pub async fn mutate<T, E: From<ApiError>>(
-    store: &dyn Store,
-    mut attempt: impl FnMut() -> Result<Attempt<T>, E>,
-) -> Result<T, E> {
-    for _ in 0..CONFLICT_RETRIES_MAX {
-        match attempt()? {
-            Attempt::Done(answer) => return Ok(answer),
-            Attempt::Commit(txn, answer) => match store.commit(txn).await {
-                Ok(_) => return Ok(answer),
-                Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
-                Err(error) => return Err(store_error(error).into()),
-            },
-        }
-    }
-    Err(ApiError::server("too many concurrent updates to the same repository; try again").into())
 }
