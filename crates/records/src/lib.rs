@@ -106,16 +106,27 @@ mod tests {
     use super::*;
     use flotilla_store::MemoryStore;
 
-    #[tokio::test]
-    async fn a_lost_race_is_retried_from_fresh_reads() {
+    /// Runs `mutate` on an empty store; the attempt is told its number, from 1.
+    async fn mutate_counting<T>(
+        mut attempt: impl FnMut(&MemoryStore, usize) -> Result<Attempt<T>, ApiError>,
+    ) -> (Result<T, ApiError>, usize) {
         let store = MemoryStore::new();
         let mut attempts = 0;
-        let answer = mutate(&store, || {
+        let result = mutate(&store, || {
             attempts += 1;
-            let read = get::<u32>(&store, "counter")?;
+            attempt(&store, attempts)
+        })
+        .await;
+        (result, attempts)
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_is_retried_from_fresh_reads() {
+        let (answer, attempts) = mutate_counting(|store, attempt| {
+            let read = get::<u32>(store, "counter")?;
             let revision = read.as_ref().map_or(0, |r| r.revision);
             // The first attempt read a revision that a rival's write is about to overtake.
-            let expected = if attempts == 1 { revision + 1 } else { revision };
+            let expected = if attempt == 1 { revision + 1 } else { revision };
             let next = read.map_or(0, |r| r.value) + 1;
             let txn = Txn::new().expect("counter", expected).put("counter", encode(&next));
             Ok(Attempt::Commit(txn, next))
@@ -127,10 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn endless_conflicts_end_in_a_server_exception() {
-        let store = MemoryStore::new();
-        let mut attempts = 0;
-        let result = mutate(&store, || {
-            attempts += 1;
+        let (result, attempts) = mutate_counting(|_, _| {
             Ok(Attempt::Commit(Txn::new().expect("absent", 7).put("absent", encode(&1)), ()))
         })
         .await;
