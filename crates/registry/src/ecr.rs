@@ -74,6 +74,50 @@ fn page<T: Clone>(items: &[T], start: usize, size: usize) -> (Vec<T>, Option<Str
     (taken, next)
 }
 
+/// A request about one repository: `registryId` and `repositoryName`.
+trait NamesRepository {
+    fn registry_id(&self) -> Option<&String>;
+    fn repository_name(&self) -> Option<&String>;
+}
+
+/// The generated request types share these members by name only, so the
+/// trait is implemented for each by the same two lines.
+macro_rules! names_repository {
+    ($($request:ty,)*) => {$(
+        impl NamesRepository for $request {
+            fn registry_id(&self) -> Option<&String> {
+                self.registry_id.as_ref()
+            }
+            fn repository_name(&self) -> Option<&String> {
+                self.repository_name.as_ref()
+            }
+        }
+    )*};
+}
+
+names_repository!(
+    ecr::DeleteRepositoryRequest,
+    ecr::ListImagesRequest,
+    ecr::DescribeImagesRequest,
+    ecr::BatchGetImageRequest,
+    ecr::BatchDeleteImageRequest,
+    ecr::PutImageRequest,
+    ecr::BatchCheckLayerAvailabilityRequest,
+    ecr::InitiateLayerUploadRequest,
+    ecr::UploadLayerPartRequest,
+    ecr::CompleteLayerUploadRequest,
+    ecr::GetDownloadUrlForLayerRequest,
+    ecr::PutImageTagMutabilityRequest,
+    ecr::PutLifecyclePolicyRequest,
+    ecr::GetLifecyclePolicyRequest,
+    ecr::DeleteLifecyclePolicyRequest,
+    ecr::StartLifecyclePolicyPreviewRequest,
+    ecr::GetLifecyclePolicyPreviewRequest,
+    ecr::SetRepositoryPolicyRequest,
+    ecr::GetRepositoryPolicyRequest,
+    ecr::DeleteRepositoryPolicyRequest,
+);
+
 fn api(error: RegistryError) -> ApiError {
     error.to_api_error()
 }
@@ -168,11 +212,10 @@ impl Registry {
     /// The repository a request names, after checking its registry id.
     fn named(
         &self,
-        registry_id: Option<&String>,
-        name: Option<&String>,
+        request: &impl NamesRepository,
     ) -> Result<records::Versioned<RepositoryRecord>, ApiError> {
-        self.check_registry_id(registry_id)?;
-        self.repository(name.map_or("", String::as_str))
+        self.check_registry_id(request.registry_id())?;
+        self.repository(request.repository_name().map_or("", String::as_str))
             .map_err(api)
     }
 
@@ -325,10 +368,7 @@ impl Registry {
         &self,
         request: ecr::DeleteRepositoryRequest,
     ) -> Result<ecr::DeleteRepositoryResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let name = repo.value.name.clone();
         let key = keys::repository(&name);
         let force = request.force == Some(true);
@@ -392,10 +432,7 @@ impl Registry {
         &self,
         request: ecr::ListImagesRequest,
     ) -> Result<ecr::ListImagesResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let size = page_size(request.max_results)?;
         let status = request
             .filter
@@ -452,10 +489,7 @@ impl Registry {
         &self,
         request: ecr::DescribeImagesRequest,
     ) -> Result<ecr::DescribeImagesResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let name = repo.value.name;
         let images = self.images_with_tags(&name).map_err(api)?;
         let size = page_size(request.max_results)?;
@@ -516,10 +550,7 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::BatchGetImageRequest,
     ) -> Result<ecr::BatchGetImageResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let name = repo.value.name;
         let ids = request.image_ids.unwrap_or_default();
         if ids.is_empty() || ids.len() > BATCH_MAX {
@@ -570,10 +601,7 @@ impl Registry {
         &self,
         request: ecr::BatchDeleteImageRequest,
     ) -> Result<ecr::BatchDeleteImageResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let name = repo.value.name;
         let ids = request.image_ids.unwrap_or_default();
         if ids.is_empty() || ids.len() > BATCH_MAX {
@@ -644,10 +672,7 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::PutImageRequest,
     ) -> Result<ecr::PutImageResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let name = repo.value.name;
         let manifest = request.image_manifest.unwrap_or_default();
         let digest = Digest::of(manifest.as_bytes());
@@ -718,10 +743,7 @@ impl Registry {
         &self,
         request: ecr::BatchCheckLayerAvailabilityRequest,
     ) -> Result<ecr::BatchCheckLayerAvailabilityResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let digests = request.layer_digests.unwrap_or_default();
         if digests.is_empty() || digests.len() > BATCH_MAX {
             return Err(invalid(format!(
@@ -771,10 +793,7 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::InitiateLayerUploadRequest,
     ) -> Result<ecr::InitiateLayerUploadResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         self.start_upload(&repo.value.name, caller.fresh_id, caller.now_ms)
             .map_err(api)?;
         Ok(ecr::InitiateLayerUploadResponse {
@@ -787,10 +806,7 @@ impl Registry {
         &self,
         request: ecr::UploadLayerPartRequest,
     ) -> Result<ecr::UploadLayerPartResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let name = repo.value.name;
         let upload_id = request.upload_id.unwrap_or_default();
         let data = STANDARD
@@ -832,10 +848,7 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::CompleteLayerUploadRequest,
     ) -> Result<ecr::CompleteLayerUploadResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let name = repo.value.name;
         let upload_id = request.upload_id.unwrap_or_default();
         let digests = request.layer_digests.unwrap_or_default();
@@ -888,10 +901,7 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::GetDownloadUrlForLayerRequest,
     ) -> Result<ecr::GetDownloadUrlForLayerResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let name = repo.value.name;
         let text = request.layer_digest.unwrap_or_default();
         let digest =
@@ -953,10 +963,7 @@ impl Registry {
         &self,
         request: ecr::PutImageTagMutabilityRequest,
     ) -> Result<ecr::PutImageTagMutabilityResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let mutability = request
             .image_tag_mutability
             .unwrap_or(ecr::ImageTagMutability::Mutable);
@@ -990,10 +997,7 @@ impl Registry {
         &self,
         request: ecr::PutLifecyclePolicyRequest,
     ) -> Result<ecr::PutLifecyclePolicyResponse, ApiError> {
-        let repo = self.named(
-            request.registry_id.as_ref(),
-            request.repository_name.as_ref(),
-        )?;
+        let repo = self.named(&request)?;
         let text = request.lifecycle_policy_text.unwrap_or_default();
         lifecycle::parse(&text).map_err(|message| {
             invalid(format!(
@@ -1016,12 +1020,7 @@ impl Registry {
         &self,
         request: ecr::GetLifecyclePolicyRequest,
     ) -> Result<ecr::GetLifecyclePolicyResponse, ApiError> {
-        let repo = self
-            .named(
-                request.registry_id.as_ref(),
-                request.repository_name.as_ref(),
-            )?
-            .value;
+        let repo = self.named(&request)?.value;
         let text = repo
             .lifecycle_policy_text
             .clone()
@@ -1038,12 +1037,7 @@ impl Registry {
         &self,
         request: ecr::DeleteLifecyclePolicyRequest,
     ) -> Result<ecr::DeleteLifecyclePolicyResponse, ApiError> {
-        let repo = self
-            .named(
-                request.registry_id.as_ref(),
-                request.repository_name.as_ref(),
-            )?
-            .value;
+        let repo = self.named(&request)?.value;
         let name = repo.name.clone();
         let (text, evaluated) = self
             .update_repository(&name, |record| {
@@ -1099,12 +1093,7 @@ impl Registry {
         caller: &EcrCaller<'_>,
         request: ecr::StartLifecyclePolicyPreviewRequest,
     ) -> Result<ecr::StartLifecyclePolicyPreviewResponse, ApiError> {
-        let repo = self
-            .named(
-                request.registry_id.as_ref(),
-                request.repository_name.as_ref(),
-            )?
-            .value;
+        let repo = self.named(&request)?.value;
         let text = match request.lifecycle_policy_text {
             Some(text) => text,
             None => repo
@@ -1141,12 +1130,7 @@ impl Registry {
         &self,
         request: ecr::GetLifecyclePolicyPreviewRequest,
     ) -> Result<ecr::GetLifecyclePolicyPreviewResponse, ApiError> {
-        let repo = self
-            .named(
-                request.registry_id.as_ref(),
-                request.repository_name.as_ref(),
-            )?
-            .value;
+        let repo = self.named(&request)?.value;
         let preview = repo.lifecycle_preview.clone().ok_or_else(|| {
             ApiError::new(
                 "LifecyclePolicyPreviewNotFoundException",
@@ -1225,12 +1209,7 @@ impl Registry {
         &self,
         request: ecr::SetRepositoryPolicyRequest,
     ) -> Result<ecr::SetRepositoryPolicyResponse, ApiError> {
-        let repo = self
-            .named(
-                request.registry_id.as_ref(),
-                request.repository_name.as_ref(),
-            )?
-            .value;
+        let repo = self.named(&request)?.value;
         let text = request.policy_text.unwrap_or_default();
         check_repository_policy(&text)?;
         self.update_repository(&repo.name, |record| {
@@ -1249,12 +1228,7 @@ impl Registry {
         &self,
         request: ecr::GetRepositoryPolicyRequest,
     ) -> Result<ecr::GetRepositoryPolicyResponse, ApiError> {
-        let repo = self
-            .named(
-                request.registry_id.as_ref(),
-                request.repository_name.as_ref(),
-            )?
-            .value;
+        let repo = self.named(&request)?.value;
         let text = repo
             .policy_text
             .clone()
@@ -1270,12 +1244,7 @@ impl Registry {
         &self,
         request: ecr::DeleteRepositoryPolicyRequest,
     ) -> Result<ecr::DeleteRepositoryPolicyResponse, ApiError> {
-        let repo = self
-            .named(
-                request.registry_id.as_ref(),
-                request.repository_name.as_ref(),
-            )?
-            .value;
+        let repo = self.named(&request)?.value;
         let name = repo.name.clone();
         let text = self
             .update_repository(&name, |record| {
