@@ -118,6 +118,23 @@ names_repository!(
     ecr::DeleteRepositoryPolicyRequest,
 );
 
+/// The two policy texts a repository may hold, which ECR sets, gets and
+/// deletes alike.
+#[derive(Clone, Copy)]
+enum PolicyKind {
+    Repository,
+    Lifecycle,
+}
+
+impl PolicyKind {
+    fn text_mut(self, record: &mut RepositoryRecord) -> &mut Option<String> {
+        match self {
+            PolicyKind::Repository => &mut record.policy_text,
+            PolicyKind::Lifecycle => &mut record.lifecycle_policy_text,
+        }
+    }
+}
+
 fn api(error: RegistryError) -> ApiError {
     error.to_api_error()
 }
@@ -980,18 +997,60 @@ impl Registry {
         })
     }
 
-    // ---- lifecycle policies ----------------------------------------------
+    // ---- policy texts (repository and lifecycle policies alike) ----------
 
-    fn no_lifecycle_policy(&self, name: &str) -> ApiError {
+    fn no_policy(&self, kind: PolicyKind, name: &str) -> ApiError {
+        let (code, what) = match kind {
+            PolicyKind::Repository => ("RepositoryPolicyNotFoundException", "Repository policy"),
+            PolicyKind::Lifecycle => ("LifecyclePolicyNotFoundException", "Lifecycle policy"),
+        };
         ApiError::new(
-            "LifecyclePolicyNotFoundException",
+            code,
             400,
             format!(
-                "Lifecycle policy does not exist for the repository with name '{name}' in the registry with id '{}'",
+                "{what} does not exist for the repository with name '{name}' in the registry with id '{}'",
                 self.scope.account_id
             ),
         )
     }
+
+    /// A repository's policy text of one kind, or ECR's error for its absence.
+    fn policy_text(&self, kind: PolicyKind, repo: &RepositoryRecord) -> Result<String, ApiError> {
+        let text = match kind {
+            PolicyKind::Repository => &repo.policy_text,
+            PolicyKind::Lifecycle => &repo.lifecycle_policy_text,
+        };
+        text.clone().ok_or_else(|| self.no_policy(kind, &repo.name))
+    }
+
+    /// Stores a policy text its operation has checked.
+    async fn put_policy_text(&self, kind: PolicyKind, name: &str, text: &str) -> Result<(), ApiError> {
+        self.update_repository(name, |record| {
+            *kind.text_mut(record) = Some(text.to_owned());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a policy text, answering it and, for a lifecycle policy, when
+    /// it was last evaluated (which goes with it).
+    async fn take_policy_text(
+        &self,
+        kind: PolicyKind,
+        name: &str,
+    ) -> Result<(String, Option<u64>), ApiError> {
+        self.update_repository(name, |record| {
+            let text = kind.text_mut(record).take().ok_or_else(|| self.no_policy(kind, name))?;
+            let evaluated = match kind {
+                PolicyKind::Repository => None,
+                PolicyKind::Lifecycle => record.lifecycle_evaluated_at_ms.take(),
+            };
+            Ok((text, evaluated))
+        })
+        .await
+    }
+
+    // ---- lifecycle policies ----------------------------------------------
 
     async fn put_lifecycle_policy(
         &self,
@@ -1004,11 +1063,7 @@ impl Registry {
                 "Invalid parameter at 'LifecyclePolicyText': {message}"
             ))
         })?;
-        self.update_repository(&repo.value.name, |record| {
-            record.lifecycle_policy_text = Some(text.clone());
-            Ok(())
-        })
-        .await?;
+        self.put_policy_text(PolicyKind::Lifecycle, &repo.value.name, &text).await?;
         Ok(ecr::PutLifecyclePolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(repo.value.name),
@@ -1021,10 +1076,7 @@ impl Registry {
         request: ecr::GetLifecyclePolicyRequest,
     ) -> Result<ecr::GetLifecyclePolicyResponse, ApiError> {
         let repo = self.named(&request)?.value;
-        let text = repo
-            .lifecycle_policy_text
-            .clone()
-            .ok_or_else(|| self.no_lifecycle_policy(&repo.name))?;
+        let text = self.policy_text(PolicyKind::Lifecycle, &repo)?;
         Ok(ecr::GetLifecyclePolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(repo.name),
@@ -1038,19 +1090,10 @@ impl Registry {
         request: ecr::DeleteLifecyclePolicyRequest,
     ) -> Result<ecr::DeleteLifecyclePolicyResponse, ApiError> {
         let repo = self.named(&request)?.value;
-        let name = repo.name.clone();
-        let (text, evaluated) = self
-            .update_repository(&name, |record| {
-                let text = record
-                    .lifecycle_policy_text
-                    .take()
-                    .ok_or_else(|| self.no_lifecycle_policy(&name))?;
-                Ok((text, record.lifecycle_evaluated_at_ms.take()))
-            })
-            .await?;
+        let (text, evaluated) = self.take_policy_text(PolicyKind::Lifecycle, &repo.name).await?;
         Ok(ecr::DeleteLifecyclePolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
-            repository_name: Some(name),
+            repository_name: Some(repo.name),
             lifecycle_policy_text: Some(text),
             last_evaluated_at: evaluated.map(seconds),
         })
@@ -1096,10 +1139,7 @@ impl Registry {
         let repo = self.named(&request)?.value;
         let text = match request.lifecycle_policy_text {
             Some(text) => text,
-            None => repo
-                .lifecycle_policy_text
-                .clone()
-                .ok_or_else(|| self.no_lifecycle_policy(&repo.name))?,
+            None => self.policy_text(PolicyKind::Lifecycle, &repo)?,
         };
         let policy = lifecycle::parse(&text).map_err(|message| {
             invalid(format!(
@@ -1194,17 +1234,6 @@ impl Registry {
 
     // ---- repository policies ---------------------------------------------
 
-    fn no_repository_policy(&self, name: &str) -> ApiError {
-        ApiError::new(
-            "RepositoryPolicyNotFoundException",
-            400,
-            format!(
-                "Repository policy does not exist for the repository with name '{name}' in the registry with id '{}'",
-                self.scope.account_id
-            ),
-        )
-    }
-
     async fn set_repository_policy(
         &self,
         request: ecr::SetRepositoryPolicyRequest,
@@ -1212,11 +1241,7 @@ impl Registry {
         let repo = self.named(&request)?.value;
         let text = request.policy_text.unwrap_or_default();
         check_repository_policy(&text)?;
-        self.update_repository(&repo.name, |record| {
-            record.policy_text = Some(text.clone());
-            Ok(())
-        })
-        .await?;
+        self.put_policy_text(PolicyKind::Repository, &repo.name, &text).await?;
         Ok(ecr::SetRepositoryPolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(repo.name),
@@ -1229,10 +1254,7 @@ impl Registry {
         request: ecr::GetRepositoryPolicyRequest,
     ) -> Result<ecr::GetRepositoryPolicyResponse, ApiError> {
         let repo = self.named(&request)?.value;
-        let text = repo
-            .policy_text
-            .clone()
-            .ok_or_else(|| self.no_repository_policy(&repo.name))?;
+        let text = self.policy_text(PolicyKind::Repository, &repo)?;
         Ok(ecr::GetRepositoryPolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(repo.name),
@@ -1245,18 +1267,10 @@ impl Registry {
         request: ecr::DeleteRepositoryPolicyRequest,
     ) -> Result<ecr::DeleteRepositoryPolicyResponse, ApiError> {
         let repo = self.named(&request)?.value;
-        let name = repo.name.clone();
-        let text = self
-            .update_repository(&name, |record| {
-                record
-                    .policy_text
-                    .take()
-                    .ok_or_else(|| self.no_repository_policy(&name))
-            })
-            .await?;
+        let (text, _) = self.take_policy_text(PolicyKind::Repository, &repo.name).await?;
         Ok(ecr::DeleteRepositoryPolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
-            repository_name: Some(name),
+            repository_name: Some(repo.name),
             policy_text: Some(text),
         })
     }
