@@ -2,7 +2,9 @@
 //! records and retry loop of `flotilla_records` under the names its modules use.
 
 // The typed get and the retry loop are shared with the registry.
-pub use flotilla_records::{decode, encode, get, mutate, mutate_at, store_error, Attempt, Versioned};
+pub use flotilla_records::{
+    decode, encode, get, mutate, mutate_at, store_error, Attempt, Versioned,
+};
 
 /// Where each kind of record lives in the store. Every key the control plane
 /// writes is built here, so the layout can be read in one place.

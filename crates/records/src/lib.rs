@@ -38,9 +38,15 @@ pub fn store_error(error: StoreError) -> ApiError {
     ApiError::server("the state store failed; try again")
 }
 
-pub fn get<T: DeserializeOwned>(store: &dyn Store, key: &str) -> Result<Option<Versioned<T>>, ApiError> {
+pub fn get<T: DeserializeOwned>(
+    store: &dyn Store,
+    key: &str,
+) -> Result<Option<Versioned<T>>, ApiError> {
     match store.get(key).map_err(store_error)? {
-        Some(entry) => Ok(Some(Versioned { value: decode(&entry)?, revision: entry.mod_revision })),
+        Some(entry) => Ok(Some(Versioned {
+            value: decode(&entry)?,
+            revision: entry.mod_revision,
+        })),
         None => Ok(None),
     }
 }
@@ -80,7 +86,9 @@ pub async fn mutate_with<T, E: From<ApiError>>(
     store: &dyn Store,
     attempt: impl FnMut() -> Result<Attempt<T>, E>,
 ) -> Result<T, E> {
-    retry_conflicts(store, attempt).await.map(|(answer, _)| answer)
+    retry_conflicts(store, attempt)
+        .await
+        .map(|(answer, _)| answer)
 }
 
 async fn retry_conflicts<T, E: From<ApiError>>(
@@ -128,7 +136,9 @@ mod tests {
             // The first attempt read a revision that a rival's write is about to overtake.
             let expected = if attempt == 1 { revision + 1 } else { revision };
             let next = read.map_or(0, |r| r.value) + 1;
-            let txn = Txn::new().expect("counter", expected).put("counter", encode(&next));
+            let txn = Txn::new()
+                .expect("counter", expected)
+                .put("counter", encode(&next));
             Ok(Attempt::Commit(txn, next))
         })
         .await;
@@ -139,7 +149,10 @@ mod tests {
     #[tokio::test]
     async fn endless_conflicts_end_in_a_server_exception() {
         let (result, attempts) = mutate_counting(|_, _| {
-            Ok(Attempt::Commit(Txn::new().expect("absent", 7).put("absent", encode(&1)), ()))
+            Ok(Attempt::Commit(
+                Txn::new().expect("absent", 7).put("absent", encode(&1)),
+                (),
+            ))
         })
         .await;
         assert_eq!(result.err().map(|e| e.code), Some("ServerException"));

@@ -1024,7 +1024,12 @@ impl Registry {
     }
 
     /// Stores a policy text its operation has checked.
-    async fn put_policy_text(&self, kind: PolicyKind, name: &str, text: &str) -> Result<(), ApiError> {
+    async fn put_policy_text(
+        &self,
+        kind: PolicyKind,
+        name: &str,
+        text: &str,
+    ) -> Result<(), ApiError> {
         self.update_repository(name, |record| {
             *kind.text_mut(record) = Some(text.to_owned());
             Ok(())
@@ -1040,7 +1045,10 @@ impl Registry {
         name: &str,
     ) -> Result<(String, Option<u64>), ApiError> {
         self.update_repository(name, |record| {
-            let text = kind.text_mut(record).take().ok_or_else(|| self.no_policy(kind, name))?;
+            let text = kind
+                .text_mut(record)
+                .take()
+                .ok_or_else(|| self.no_policy(kind, name))?;
             let evaluated = match kind {
                 PolicyKind::Repository => None,
                 PolicyKind::Lifecycle => record.lifecycle_evaluated_at_ms.take(),
@@ -1063,7 +1071,8 @@ impl Registry {
                 "Invalid parameter at 'LifecyclePolicyText': {message}"
             ))
         })?;
-        self.put_policy_text(PolicyKind::Lifecycle, &repo.value.name, &text).await?;
+        self.put_policy_text(PolicyKind::Lifecycle, &repo.value.name, &text)
+            .await?;
         Ok(ecr::PutLifecyclePolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(repo.value.name),
@@ -1090,7 +1099,9 @@ impl Registry {
         request: ecr::DeleteLifecyclePolicyRequest,
     ) -> Result<ecr::DeleteLifecyclePolicyResponse, ApiError> {
         let repo = self.named(&request)?.value;
-        let (text, evaluated) = self.take_policy_text(PolicyKind::Lifecycle, &repo.name).await?;
+        let (text, evaluated) = self
+            .take_policy_text(PolicyKind::Lifecycle, &repo.name)
+            .await?;
         Ok(ecr::DeleteLifecyclePolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(repo.name),
@@ -1241,7 +1252,8 @@ impl Registry {
         let repo = self.named(&request)?.value;
         let text = request.policy_text.unwrap_or_default();
         check_repository_policy(&text)?;
-        self.put_policy_text(PolicyKind::Repository, &repo.name, &text).await?;
+        self.put_policy_text(PolicyKind::Repository, &repo.name, &text)
+            .await?;
         Ok(ecr::SetRepositoryPolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(repo.name),
@@ -1267,7 +1279,9 @@ impl Registry {
         request: ecr::DeleteRepositoryPolicyRequest,
     ) -> Result<ecr::DeleteRepositoryPolicyResponse, ApiError> {
         let repo = self.named(&request)?.value;
-        let (text, _) = self.take_policy_text(PolicyKind::Repository, &repo.name).await?;
+        let (text, _) = self
+            .take_policy_text(PolicyKind::Repository, &repo.name)
+            .await?;
         Ok(ecr::DeleteRepositoryPolicyResponse {
             registry_id: Some(self.scope.account_id.clone()),
             repository_name: Some(repo.name),

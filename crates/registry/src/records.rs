@@ -17,7 +17,9 @@ use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
 
 // The typed get and the retry loop are shared with the control plane.
-pub use flotilla_records::{decode, encode, get, mutate, mutate_with, store_error, Attempt, Versioned};
+pub use flotilla_records::{
+    decode, encode, get, mutate, mutate_with, store_error, Attempt, Versioned,
+};
 
 use crate::digest::Digest;
 
