@@ -62,11 +62,10 @@ impl Options {
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
             let value = rest.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-            let number: usize = value.parse().with_context(|| format!("{flag} {value}: not a number\n{USAGE}"))?;
             match flag.as_str() {
-                "--instances" if (1..=INSTANCES_MAX).contains(&number) => options.instances = number,
-                "--tasks" if (1..=TASKS_MAX).contains(&number) => options.tasks = number,
-                _ => bail!("{flag} {value}: unknown or out of bounds\n{USAGE}"),
+                "--instances" => options.instances = super::bounded(flag, value, 1, INSTANCES_MAX)?,
+                "--tasks" => options.tasks = super::bounded(flag, value, 1, TASKS_MAX)?,
+                _ => bail!("unknown option {flag}\n{USAGE}"),
             }
         }
         Ok(options)
