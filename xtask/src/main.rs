@@ -26,7 +26,10 @@ fn main() -> Result<()> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").into()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .into()
 }
 
 /// Downloads the pinned botocore wheel and returns the directory of its models.
@@ -44,7 +47,10 @@ fn botocore_models() -> Result<PathBuf> {
             bail!("pip download botocore failed");
         }
         let unzip = "import glob,sys,zipfile; zipfile.ZipFile(glob.glob(sys.argv[1]+'/botocore-*.whl')[0]).extractall(sys.argv[1])";
-        let status = Command::new("python3").args(["-c", unzip]).arg(&dir).status()?;
+        let status = Command::new("python3")
+            .args(["-c", unzip])
+            .arg(&dir)
+            .status()?;
         if !status.success() {
             bail!("unpacking botocore failed");
         }
@@ -55,7 +61,10 @@ fn botocore_models() -> Result<PathBuf> {
 fn read_model(data: &Path, service: &str, version: &str) -> Result<serde_json::Value> {
     let path = data.join(service).join(version).join("service-2.json.gz");
     let script = "import gzip,sys; sys.stdout.buffer.write(gzip.open(sys.argv[1]).read())";
-    let output = Command::new("python3").args(["-c", script]).arg(&path).output()?;
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .arg(&path)
+        .output()?;
     if !output.status.success() {
         bail!("reading {} failed", path.display());
     }
@@ -64,14 +73,22 @@ fn read_model(data: &Path, service: &str, version: &str) -> Result<serde_json::V
 
 fn run_codegen() -> Result<()> {
     let data = botocore_models()?;
-    let services: &[(&str, &str, &str, &str)] =
-        &[("ecs", "2014-11-13", "Ecs", "ecs"), ("ecr", "2015-09-21", "Ecr", "ecr")];
+    let services: &[(&str, &str, &str, &str)] = &[
+        ("ecs", "2014-11-13", "Ecs", "ecs"),
+        ("ecr", "2015-09-21", "Ecr", "ecr"),
+    ];
     for &(service, version, prefix, module) in services {
         let model = read_model(&data, service, version)?;
-        let code = codegen::generate(&codegen::Service { prefix, model: &model })?;
+        let code = codegen::generate(&codegen::Service {
+            prefix,
+            model: &model,
+        })?;
         let path = root().join(format!("crates/types/src/{module}/generated.rs"));
         std::fs::write(&path, code)?;
-        let status = Command::new("rustfmt").args(["--edition", "2021"]).arg(&path).status()?;
+        let status = Command::new("rustfmt")
+            .args(["--edition", "2021"])
+            .arg(&path)
+            .status()?;
         if !status.success() {
             bail!("rustfmt failed on {}", path.display());
         }

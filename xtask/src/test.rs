@@ -17,8 +17,17 @@ pub fn run(args: &[String]) -> Result<()> {
     let root = root();
     ensure_apt_packages(APT_PACKAGES)?;
     let python = ensure_venv(&root)?;
-    run_checked(Command::new("cargo").current_dir(&root).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
-    run_checked(Command::new("cargo").current_dir(&root).args(["build", "-p", "flotilla"]))?;
+    run_checked(Command::new("cargo").current_dir(&root).args([
+        "nextest",
+        "run",
+        "--workspace",
+        "--no-fail-fast",
+    ]))?;
+    run_checked(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["build", "-p", "flotilla"]),
+    )?;
     let binary = root.join("target/debug/flotilla");
     run_checked(
         Command::new(&python)
@@ -31,7 +40,9 @@ pub fn run(args: &[String]) -> Result<()> {
 
 fn run_checked(command: &mut Command) -> Result<()> {
     eprintln!("+ {command:?}");
-    let status = command.status().with_context(|| format!("starting {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }
@@ -54,7 +65,11 @@ fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     run_checked(Command::new("apt-get").args(["update", "-q"]))?;
-    run_checked(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))
+    run_checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
 }
 
 /// Creates `.venv` with the pinned clients, reinstalling when the pins change.
@@ -63,14 +78,26 @@ pub fn ensure_venv(root: &Path) -> Result<std::path::PathBuf> {
     let venv = root.join(".venv");
     let python = venv.join("bin/python");
     let requirements = root.join("tests/e2e/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).context("reading tests/e2e/requirements.txt")?;
+    let wanted =
+        std::fs::read_to_string(&requirements).context("reading tests/e2e/requirements.txt")?;
     let stamp = venv.join("requirements.installed");
     if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(python);
     }
     run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    run_checked(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--upgrade", "pip"]))?;
-    run_checked(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&requirements))?;
+    run_checked(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--upgrade",
+        "pip",
+    ]))?;
+    run_checked(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "-r"])
+            .arg(&requirements),
+    )?;
     std::fs::write(&stamp, wanted)?;
     Ok(python)
 }

@@ -243,7 +243,8 @@ impl ApiClient {
         operation: &'static str,
         request: &Request,
     ) -> Result<Response, ApiCallError> {
-        self.call_signed(target_prefix, "ecs", operation, request).await
+        self.call_signed(target_prefix, "ecs", operation, request)
+            .await
     }
 
     /// One JSON call of `target_prefix.operation`, signed for `service`
@@ -268,7 +269,12 @@ impl ApiClient {
                     operation,
                     reason: "client is shutting down".to_owned(),
                 })?;
-        match tokio::time::timeout(API_REQUEST_TIMEOUT, self.send(target_prefix, service, operation, body)).await {
+        match tokio::time::timeout(
+            API_REQUEST_TIMEOUT,
+            self.send(target_prefix, service, operation, body),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(ApiCallError::Timeout { operation }),
         }

@@ -39,8 +39,8 @@ use tokio::sync::Semaphore;
 
 use crate::api::{AgentCredentials, ApiCallError, ApiClient, Endpoint};
 use crate::clock::{Clock, IdSource, RandomIds, SystemClock};
-use crate::engine::{EngineSettings, DEFAULT_BRIDGE_GATEWAY};
 pub use crate::engine::PullBehavior;
+use crate::engine::{EngineSettings, DEFAULT_BRIDGE_GATEWAY};
 use crate::host::{HostFacts, InstanceProfile, DEFAULT_AVAILABILITY_ZONE, DEFAULT_INSTANCE_TYPE};
 use crate::instance::{run_instance, InstanceExit, InstanceSetup};
 use crate::metadata::MetadataRegistry;
@@ -284,7 +284,9 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         metadata_port: Some(config.metadata_port),
         bridge_gateway,
         host_ports: Some(Arc::new(engine::host_ports::HostPortPicker::new())),
-        registry_credentials: Some(Arc::new(registry_auth::ControlPlaneRegistry::new(api.clone()))),
+        registry_credentials: Some(Arc::new(registry_auth::ControlPlaneRegistry::new(
+            api.clone(),
+        ))),
         ..EngineSettings::default()
     };
     run_instance(InstanceSetup {

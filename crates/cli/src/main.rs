@@ -14,7 +14,6 @@ use flotilla_edge::{Edge, Metrics, RandomIds, SystemClock};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-
 use flotilla_sigv4::Credentials;
 use flotilla_store::{RedbStore, Store};
 use flotilla_types::arn::Scope;
@@ -25,7 +24,11 @@ mod service;
 const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
 
 #[derive(Parser)]
-#[command(name = "flotilla", version, about = "A self-hosted container orchestrator that speaks the Amazon ECS API")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "A self-hosted container orchestrator that speaks the Amazon ECS API"
+)]
 struct Cli {
     /// Log format: `text` for people, `json` for machines.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -177,7 +180,9 @@ fn parse_agent_heartbeat_timeout_ms(text: &str) -> Result<u64, String> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Server(args) => serve(args, false).await,
@@ -198,7 +203,9 @@ fn main() -> Result<()> {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -243,9 +250,15 @@ fn load_credentials(path: Option<&Path>) -> Result<(Credentials, HashMap<String,
     };
     let principals = entries
         .iter()
-        .filter_map(|e| e.principal_arn.clone().map(|arn| (e.access_key_id.clone(), arn)))
+        .filter_map(|e| {
+            e.principal_arn
+                .clone()
+                .map(|arn| (e.access_key_id.clone(), arn))
+        })
         .collect();
-    let pairs = entries.into_iter().map(|e| (e.access_key_id, e.secret_access_key));
+    let pairs = entries
+        .into_iter()
+        .map(|e| (e.access_key_id, e.secret_access_key));
     let credentials = Credentials::from_pairs(pairs).context("loading credentials")?;
     Ok((credentials, principals))
 }
@@ -256,7 +269,8 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let store_path = data_dir.join("state.redb");
     let store: Arc<dyn Store> = Arc::new(
-        RedbStore::open(&store_path).with_context(|| format!("opening store {}", store_path.display()))?,
+        RedbStore::open(&store_path)
+            .with_context(|| format!("opening store {}", store_path.display()))?,
     );
     let scope = Scope::new(&args.region, &args.account_id);
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -265,18 +279,38 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
     let address = listener.local_addr()?;
     // Agents reach the agent channel at the API's own address.
     let ecs = Arc::new(
-        Ecs::new(Arc::clone(&store), scope, Arc::new(SystemClock), Arc::new(RandomIds))
-            .with_advertised_endpoint(format!("http://{address}")),
+        Ecs::new(
+            Arc::clone(&store),
+            scope,
+            Arc::new(SystemClock),
+            Arc::new(RandomIds),
+        )
+        .with_advertised_endpoint(format!("http://{address}")),
     );
     let (credentials, principals) = load_credentials(args.credentials_file.as_deref())?;
     // No agent connection outlives the process that held it.
-    ecs.reset_agent_connections().await.map_err(|error| anyhow::anyhow!("resetting agent connections: {error}"))?;
+    ecs.reset_agent_connections()
+        .await
+        .map_err(|error| anyhow::anyhow!("resetting agent connections: {error}"))?;
     tokio::spawn(collect_periodically(Arc::clone(&ecs)));
-    let registry_host = args.registry_host.clone().unwrap_or_else(|| format!("localhost:{}", address.port()));
+    let registry_host = args
+        .registry_host
+        .clone()
+        .unwrap_or_else(|| format!("localhost:{}", address.port()));
     let registry_dir = data_dir.join("registry");
     let registry = Arc::new(
-        flotilla_registry::Registry::open(Arc::clone(&store), scope_of(&args), &registry_dir, registry_host.clone())
-            .map_err(|error| anyhow::anyhow!("opening the registry in {}: {error}", registry_dir.display()))?,
+        flotilla_registry::Registry::open(
+            Arc::clone(&store),
+            scope_of(&args),
+            &registry_dir,
+            registry_host.clone(),
+        )
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "opening the registry in {}: {error}",
+                registry_dir.display()
+            )
+        })?,
     );
     tokio::spawn(maintain_registry(
         Arc::clone(&registry),
@@ -307,7 +341,10 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
     println!("Its image registry is {registry_host} (aws ecr get-login-password | docker login --username AWS --password-stdin {registry_host})");
     if args.credentials_file.is_none() {
         println!("Point the AWS CLI at it:");
-        println!("  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION={}", args.region);
+        println!(
+            "  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION={}",
+            args.region
+        );
         println!("  aws --endpoint-url http://{address} ecs list-clusters");
     }
     axum::serve(listener, flotilla_edge::router(edge))
@@ -332,14 +369,18 @@ fn start_local_agent(endpoint: String, args: &ServerArgs, data_dir: PathBuf) {
         None => default.to_owned(),
     };
     config.access_key_id = from_env("AWS_ACCESS_KEY_ID", flotilla_edge::DEFAULT_ACCESS_KEY_ID);
-    config.secret_access_key =
-        from_env("AWS_SECRET_ACCESS_KEY", flotilla_edge::DEFAULT_SECRET_ACCESS_KEY);
+    config.secret_access_key = from_env(
+        "AWS_SECRET_ACCESS_KEY",
+        flotilla_edge::DEFAULT_SECRET_ACCESS_KEY,
+    );
     // A local machine builds its images itself; a registry may not be reachable.
     config.pull_behavior = flotilla_agent::PullBehavior::PreferCached;
     tokio::spawn(async move {
         match flotilla_agent::run(config).await {
             Ok(exit) => tracing::info!(?exit, "local agent ended"),
-            Err(error) => tracing::error!(%error, "local agent failed; the control plane keeps serving"),
+            Err(error) => {
+                tracing::error!(%error, "local agent failed; the control plane keeps serving")
+            }
         }
     });
 }
@@ -351,7 +392,10 @@ fn scope_of(args: &ServerArgs) -> Scope {
 /// How often the registry applies lifecycle policies and collects garbage.
 const REGISTRY_MAINTENANCE_INTERVAL_MS: u64 = 10 * 60 * 1000;
 
-async fn maintain_registry(registry: Arc<flotilla_registry::Registry>, period: std::time::Duration) {
+async fn maintain_registry(
+    registry: Arc<flotilla_registry::Registry>,
+    period: std::time::Duration,
+) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -360,7 +404,10 @@ async fn maintain_registry(registry: Arc<flotilla_registry::Registry>, period: s
         if let Err(error) = registry.apply_lifecycle_policies(now_ms).await {
             tracing::warn!(%error, "applying lifecycle policies failed");
         }
-        if let Err(error) = registry.collect_garbage(now_ms, flotilla_registry::LAYER_LINK_GRACE_MS).await {
+        if let Err(error) = registry
+            .collect_garbage(now_ms, flotilla_registry::LAYER_LINK_GRACE_MS)
+            .await
+        {
             tracing::warn!(%error, "registry garbage collection failed");
         }
     }
@@ -390,11 +437,14 @@ async fn collect_periodically(ecs: Arc<Ecs>) {
 }
 
 async fn agent(args: AgentArgs) -> Result<()> {
-    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir().join("agent"));
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| default_data_dir().join("agent"));
     let mut config = flotilla_agent::AgentConfig::new(args.endpoint, args.cluster, data_dir);
     config.region = args.region;
     config.access_key_id = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".to_owned());
-    config.secret_access_key = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".to_owned());
+    config.secret_access_key =
+        std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".to_owned());
     config.availability_zone = args.availability_zone;
     config.instance_type = args.instance_type;
     config.attributes = args.attributes;
@@ -419,7 +469,9 @@ async fn agent(args: AgentArgs) -> Result<()> {
                 };
                 flotilla_agent::run_simulated(config, simulation).await
             }
-            None => flotilla_agent::run(config).await.map(|exit| tracing::info!(?exit, "agent finished")),
+            None => flotilla_agent::run(config)
+                .await
+                .map(|exit| tracing::info!(?exit, "agent finished")),
         }
     };
     tokio::select! {
@@ -437,7 +489,9 @@ async fn ensure_default_cluster(ecs: &Ecs) -> Result<()> {
         principal_arn: format!("arn:aws:iam::{}:root", ecs.scope().account_id),
     };
     let request = flotilla_types::ecs::EcsRequest::CreateCluster(Default::default());
-    ecs.handle(&local, request).await.map_err(|error| anyhow::anyhow!("creating the default cluster: {error}"))?;
+    ecs.handle(&local, request)
+        .await
+        .map_err(|error| anyhow::anyhow!("creating the default cluster: {error}"))?;
     Ok(())
 }
 

@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use flotilla_agent::api::{AgentCredentials, ApiClient, Endpoint};
 use flotilla_types::ecs::{
-    DeploymentConfiguration, DeploymentRolloutState, DescribeServicesRequest, DescribeServicesResponse, Service,
-    UpdateServiceRequest, UpdateServiceResponse,
+    DeploymentConfiguration, DeploymentRolloutState, DescribeServicesRequest,
+    DescribeServicesResponse, Service, UpdateServiceRequest, UpdateServiceResponse,
 };
 
 /// How often the rollout is polled.
@@ -101,7 +101,11 @@ pub fn progress(service: &Service, id: &str) -> Progress {
     let primary = deployments.first();
     let scaled = service.running_count == service.desired_count;
     let outcome = match ours {
-        Some(d) if d.rollout_state == Some(DeploymentRolloutState::Completed) && deployments.len() == 1 && scaled => {
+        Some(d)
+            if d.rollout_state == Some(DeploymentRolloutState::Completed)
+                && deployments.len() == 1
+                && scaled =>
+        {
             Some(Outcome::Completed)
         }
         Some(d) if d.rollout_state == Some(DeploymentRolloutState::Failed) => {
@@ -109,7 +113,9 @@ pub fn progress(service: &Service, id: &str) -> Progress {
             match (rolled_back, primary) {
                 // Rolled back once the rollback itself completed.
                 (true, Some(p))
-                    if p.rollout_state == Some(DeploymentRolloutState::Completed) && deployments.len() == 1 && scaled =>
+                    if p.rollout_state == Some(DeploymentRolloutState::Completed)
+                        && deployments.len() == 1
+                        && scaled =>
                 {
                     Some(Outcome::RolledBack)
                 }
@@ -121,7 +127,11 @@ pub fn progress(service: &Service, id: &str) -> Progress {
         // Gone from the list: it failed and its tasks drained, or another
         // deployment replaced it.
         None => match primary {
-            Some(p) if p.rollout_state == Some(DeploymentRolloutState::Completed) && deployments.len() == 1 && scaled => {
+            Some(p)
+                if p.rollout_state == Some(DeploymentRolloutState::Completed)
+                    && deployments.len() == 1
+                    && scaled =>
+            {
                 Some(Outcome::RolledBack)
             }
             _ => None,
@@ -139,7 +149,8 @@ pub fn progress(service: &Service, id: &str) -> Progress {
 /// `[#########.........] 3/4 new running, 1 pending, 2 old draining`
 pub fn bar(progress: &Progress) -> String {
     let filled = if progress.desired > 0 {
-        (progress.running.clamp(0, progress.desired) as usize * BAR_WIDTH) / progress.desired as usize
+        (progress.running.clamp(0, progress.desired) as usize * BAR_WIDTH)
+            / progress.desired as usize
     } else {
         BAR_WIDTH
     };
@@ -159,16 +170,21 @@ pub async fn run(command: ServiceCommand) -> Result<i32> {
     let endpoint = Endpoint::parse(&args.endpoint)?;
     let credentials = AgentCredentials {
         access_key_id: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".to_owned()),
-        secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".to_owned()),
+        secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY")
+            .unwrap_or_else(|_| "test".to_owned()),
     };
-    let client = ApiClient::new(endpoint, credentials, args.region.clone(), Arc::new(flotilla_agent::clock::SystemClock));
-    let configuration = (args.minimum_healthy_percent.is_some() || args.maximum_percent.is_some()).then(|| {
-        DeploymentConfiguration {
+    let client = ApiClient::new(
+        endpoint,
+        credentials,
+        args.region.clone(),
+        Arc::new(flotilla_agent::clock::SystemClock),
+    );
+    let configuration = (args.minimum_healthy_percent.is_some() || args.maximum_percent.is_some())
+        .then(|| DeploymentConfiguration {
             minimum_healthy_percent: args.minimum_healthy_percent,
             maximum_percent: args.maximum_percent,
             ..Default::default()
-        }
-    });
+        });
     let request = UpdateServiceRequest {
         cluster: Some(args.cluster.clone()),
         service: Some(args.service.clone()),
@@ -178,7 +194,10 @@ pub async fn run(command: ServiceCommand) -> Result<i32> {
         deployment_configuration: configuration,
         ..Default::default()
     };
-    let updated: UpdateServiceResponse = client.call("UpdateService", &request).await.context("updating the service")?;
+    let updated: UpdateServiceResponse = client
+        .call("UpdateService", &request)
+        .await
+        .context("updating the service")?;
     let service = updated.service.unwrap_or_default();
     let deployment = service
         .deployments
@@ -192,7 +211,10 @@ pub async fn run(command: ServiceCommand) -> Result<i32> {
         .flatten()
         .filter_map(|e| e.id.clone())
         .collect();
-    let name = service.service_name.clone().unwrap_or_else(|| args.service.clone());
+    let name = service
+        .service_name
+        .clone()
+        .unwrap_or_else(|| args.service.clone());
     println!(
         "deploying {} to service {name} (deployment {deployment})",
         service.task_definition.as_deref().unwrap_or("?")
@@ -212,7 +234,10 @@ pub async fn run(command: ServiceCommand) -> Result<i32> {
             )
             .await
             .context("describing the service")?;
-        let service = described.services.and_then(|s| s.into_iter().next()).unwrap_or_default();
+        let service = described
+            .services
+            .and_then(|s| s.into_iter().next())
+            .unwrap_or_default();
         let mut fresh: Vec<_> = service
             .events
             .iter()
@@ -255,7 +280,10 @@ pub async fn run(command: ServiceCommand) -> Result<i32> {
         Outcome::Completed => println!("deployment {deployment} completed"),
         Outcome::Failed => println!("deployment {deployment} failed"),
         Outcome::RolledBack => println!("deployment {deployment} failed and was rolled back"),
-        Outcome::TimedOut => println!("stopped following deployment {deployment} after {} s; it goes on", args.timeout_seconds),
+        Outcome::TimedOut => println!(
+            "stopped following deployment {deployment} after {} s; it goes on",
+            args.timeout_seconds
+        ),
     }
     Ok(outcome.exit_code())
 }
@@ -277,23 +305,45 @@ mod tests {
     }
 
     fn service(deployments: Vec<Deployment>) -> Service {
-        Service { deployments: Some(deployments), ..Default::default() }
+        Service {
+            deployments: Some(deployments),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn outcomes_follow_the_deployments() {
         use DeploymentRolloutState::*;
-        let rolling = service(vec![deployment("new", InProgress, 2), deployment("old", Completed, 2)]);
+        let rolling = service(vec![
+            deployment("new", InProgress, 2),
+            deployment("old", Completed, 2),
+        ]);
         assert_eq!(progress(&rolling, "new").outcome, None);
         assert_eq!(progress(&rolling, "new").draining, 2);
-        assert_eq!(bar(&progress(&rolling, "new")), format!("[{}{}] 2/4 new running, 0 pending, 2 old draining", "#".repeat(15), ".".repeat(15)));
+        assert_eq!(
+            bar(&progress(&rolling, "new")),
+            format!(
+                "[{}{}] 2/4 new running, 0 pending, 2 old draining",
+                "#".repeat(15),
+                ".".repeat(15)
+            )
+        );
         let done = service(vec![deployment("new", Completed, 4)]);
         assert_eq!(progress(&done, "new").outcome, Some(Outcome::Completed));
-        let failed = service(vec![deployment("new", Failed, 0), deployment("old", Completed, 4)]);
+        let failed = service(vec![
+            deployment("new", Failed, 0),
+            deployment("old", Completed, 4),
+        ]);
         assert_eq!(progress(&failed, "new").outcome, Some(Outcome::Failed));
-        let rolling_back = service(vec![deployment("old", InProgress, 3), deployment("new", Failed, 0)]);
+        let rolling_back = service(vec![
+            deployment("old", InProgress, 3),
+            deployment("new", Failed, 0),
+        ]);
         assert_eq!(progress(&rolling_back, "new").outcome, None);
         let rolled_back = service(vec![deployment("old", Completed, 4)]);
-        assert_eq!(progress(&rolled_back, "new").outcome, Some(Outcome::RolledBack));
+        assert_eq!(
+            progress(&rolled_back, "new").outcome,
+            Some(Outcome::RolledBack)
+        );
     }
 }

@@ -17,8 +17,12 @@ use crate::{Caller, Ecs};
 fn built_in_default(name: SettingName) -> &'static str {
     use SettingName as N;
     match name {
-        N::ServiceLongArnFormat | N::TaskLongArnFormat | N::ContainerInstanceLongArnFormat => "enabled",
-        N::AwsvpcTrunking | N::ContainerInsights | N::FargateFIPSMode | N::FargateEventWindows => "disabled",
+        N::ServiceLongArnFormat | N::TaskLongArnFormat | N::ContainerInstanceLongArnFormat => {
+            "enabled"
+        }
+        N::AwsvpcTrunking | N::ContainerInsights | N::FargateFIPSMode | N::FargateEventWindows => {
+            "disabled"
+        }
         N::TagResourceAuthorization => "on",
         N::FargateTaskRetirementWaitPeriod => "7",
         N::GuardDutyActivate => "off",
@@ -82,18 +86,31 @@ impl Ecs {
     pub(crate) fn account_default(&self, name: &str) -> Result<String, ApiError> {
         let name: SettingName = serde_json::from_value(serde_json::Value::from(name))
             .map_err(|_| ApiError::server(format!("unknown account setting {name}")))?;
-        Ok(self.effective_setting(&self.root_principal(), name)?.value.unwrap_or_default())
+        Ok(self
+            .effective_setting(&self.root_principal(), name)?
+            .value
+            .unwrap_or_default())
     }
 
-    fn stored_setting(&self, principal: &str, name: SettingName) -> Result<Option<records::Versioned<Setting>>, ApiError> {
-        records::get(self.store.as_ref(), &keys::account_setting(principal, name.as_str()))
+    fn stored_setting(
+        &self,
+        principal: &str,
+        name: SettingName,
+    ) -> Result<Option<records::Versioned<Setting>>, ApiError> {
+        records::get(
+            self.store.as_ref(),
+            &keys::account_setting(principal, name.as_str()),
+        )
     }
 
     fn effective_setting(&self, principal: &str, name: SettingName) -> Result<Setting, ApiError> {
         let root = self.root_principal();
         for owner in [principal, root.as_str()] {
             if let Some(found) = self.stored_setting(owner, name)? {
-                return Ok(Setting { principal_arn: Some(principal.to_owned()), ..found.value });
+                return Ok(Setting {
+                    principal_arn: Some(principal.to_owned()),
+                    ..found.value
+                });
             }
         }
         Ok(Setting {
@@ -104,7 +121,12 @@ impl Ecs {
         })
     }
 
-    async fn put_setting(&self, principal: String, name: SettingName, value: String) -> Result<Setting, ApiError> {
+    async fn put_setting(
+        &self,
+        principal: String,
+        name: SettingName,
+        value: String,
+    ) -> Result<Setting, ApiError> {
         check_value(name, &value)?;
         let setting = Setting {
             name: Some(name),
@@ -114,8 +136,14 @@ impl Ecs {
         };
         let key = keys::account_setting(&principal, name.as_str());
         records::mutate(self.store.as_ref(), || {
-            let revision = self.store.get(&key).map_err(records::store_error)?.map_or(0, |e| e.mod_revision);
-            let txn = Txn::new().expect(&key, revision).put(&key, records::encode(&setting));
+            let revision = self
+                .store
+                .get(&key)
+                .map_err(records::store_error)?
+                .map_or(0, |e| e.mod_revision);
+            let txn = Txn::new()
+                .expect(&key, revision)
+                .put(&key, records::encode(&setting));
             Ok(Attempt::Commit(txn, setting.clone()))
         })
         .await
@@ -127,18 +155,28 @@ impl Ecs {
         request: PutAccountSettingRequest,
     ) -> Result<PutAccountSettingResponse, ApiError> {
         let principal = self.principal_of(caller, request.principal_arn.as_deref())?;
-        let (name, value) = (required_name(request.name)?, request.value.unwrap_or_default());
+        let (name, value) = (
+            required_name(request.name)?,
+            request.value.unwrap_or_default(),
+        );
         let setting = self.put_setting(principal, name, value).await?;
-        Ok(PutAccountSettingResponse { setting: Some(setting) })
+        Ok(PutAccountSettingResponse {
+            setting: Some(setting),
+        })
     }
 
     pub(crate) async fn put_account_setting_default(
         &self,
         request: PutAccountSettingDefaultRequest,
     ) -> Result<PutAccountSettingDefaultResponse, ApiError> {
-        let (name, value) = (required_name(request.name)?, request.value.unwrap_or_default());
+        let (name, value) = (
+            required_name(request.name)?,
+            request.value.unwrap_or_default(),
+        );
         let setting = self.put_setting(self.root_principal(), name, value).await?;
-        Ok(PutAccountSettingDefaultResponse { setting: Some(setting) })
+        Ok(PutAccountSettingDefaultResponse {
+            setting: Some(setting),
+        })
     }
 
     pub(crate) async fn delete_account_setting(
@@ -151,13 +189,17 @@ impl Ecs {
         let key = keys::account_setting(&principal, name.as_str());
         let deleted = records::mutate(self.store.as_ref(), || {
             let found = self.stored_setting(&principal, name)?.ok_or_else(|| {
-                ApiError::invalid_parameter(format!("The account setting {name} is not set for {principal}"))
+                ApiError::invalid_parameter(format!(
+                    "The account setting {name} is not set for {principal}"
+                ))
             })?;
             let txn = Txn::new().expect(&key, found.revision).delete(&key);
             Ok(Attempt::Commit(txn, found.value))
         })
         .await?;
-        Ok(DeleteAccountSettingResponse { setting: Some(deleted) })
+        Ok(DeleteAccountSettingResponse {
+            setting: Some(deleted),
+        })
     }
 
     pub(crate) fn list_account_settings(
@@ -166,10 +208,17 @@ impl Ecs {
         request: ListAccountSettingsRequest,
     ) -> Result<ListAccountSettingsResponse, ApiError> {
         let principal = self.principal_of(caller, request.principal_arn.as_deref())?;
-        let limit = page::max_results(request.max_results, LIST_ACCOUNT_SETTINGS_MAX, LIST_ACCOUNT_SETTINGS_MAX)?;
+        let limit = page::max_results(
+            request.max_results,
+            LIST_ACCOUNT_SETTINGS_MAX,
+            LIST_ACCOUNT_SETTINGS_MAX,
+        )?;
         let matches = |setting: &Setting| {
             request.name.is_none_or(|name| setting.name == Some(name))
-                && request.value.as_ref().is_none_or(|value| setting.value.as_ref() == Some(value))
+                && request
+                    .value
+                    .as_ref()
+                    .is_none_or(|value| setting.value.as_ref() == Some(value))
         };
         if request.effective_settings == Some(true) {
             // Every setting has an effective value, so the listing is the
@@ -177,7 +226,9 @@ impl Ecs {
             let start = match request.next_token.as_deref().filter(|t| !t.is_empty()) {
                 None => 0,
                 Some(token) => token.parse::<usize>().map_err(|_| {
-                    ApiError::invalid_parameter("Invalid nextToken: it was not returned by this listing")
+                    ApiError::invalid_parameter(
+                        "Invalid nextToken: it was not returned by this listing",
+                    )
                 })?,
             };
             let mut settings = Vec::new();
@@ -190,7 +241,10 @@ impl Ecs {
             let end = (start + limit).min(settings.len());
             let next_token = (end < settings.len()).then(|| end.to_string());
             let page = settings.get(start..end).unwrap_or_default().to_vec();
-            return Ok(ListAccountSettingsResponse { settings: Some(page), next_token });
+            return Ok(ListAccountSettingsResponse {
+                settings: Some(page),
+                next_token,
+            });
         }
         let listing = page::list(
             self.store.as_ref(),
@@ -202,7 +256,10 @@ impl Ecs {
                 Ok(matches(&setting).then_some(setting))
             },
         )?;
-        Ok(ListAccountSettingsResponse { settings: Some(listing.items), next_token: listing.next_token })
+        Ok(ListAccountSettingsResponse {
+            settings: Some(listing.items),
+            next_token: listing.next_token,
+        })
     }
 }
 
@@ -221,13 +278,19 @@ mod tests {
         let caller = caller();
         let effective = |ecs: &Ecs| {
             let listed = ecs
-                .list_account_settings(&caller, ListAccountSettingsRequest {
-                    name: Some(SettingName::ContainerInsights),
-                    effective_settings: Some(true),
-                    ..Default::default()
-                })
+                .list_account_settings(
+                    &caller,
+                    ListAccountSettingsRequest {
+                        name: Some(SettingName::ContainerInsights),
+                        effective_settings: Some(true),
+                        ..Default::default()
+                    },
+                )
                 .expect("list");
-            listed.settings.expect("settings")[0].value.clone().expect("value")
+            listed.settings.expect("settings")[0]
+                .value
+                .clone()
+                .expect("value")
         };
         assert_eq!(effective(&ecs), "disabled");
         ecs.put_account_setting_default(PutAccountSettingDefaultRequest {
@@ -237,20 +300,32 @@ mod tests {
         .await
         .expect("default");
         assert_eq!(effective(&ecs), "enabled");
-        assert_eq!(ecs.account_default("containerInsights").expect("default"), "enabled");
+        assert_eq!(
+            ecs.account_default("containerInsights").expect("default"),
+            "enabled"
+        );
 
         let bad = ecs
-            .put_account_setting(&caller, PutAccountSettingRequest {
-                name: Some(SettingName::ContainerInsights),
-                value: Some("maybe".into()),
-                principal_arn: None,
-            })
+            .put_account_setting(
+                &caller,
+                PutAccountSettingRequest {
+                    name: Some(SettingName::ContainerInsights),
+                    value: Some("maybe".into()),
+                    principal_arn: None,
+                },
+            )
             .await;
-        assert_eq!(bad.expect_err("bad value").code, "InvalidParameterException");
-        ecs.delete_account_setting(&caller, DeleteAccountSettingRequest {
-            name: Some(SettingName::ContainerInsights),
-            principal_arn: None,
-        })
+        assert_eq!(
+            bad.expect_err("bad value").code,
+            "InvalidParameterException"
+        );
+        ecs.delete_account_setting(
+            &caller,
+            DeleteAccountSettingRequest {
+                name: Some(SettingName::ContainerInsights),
+                principal_arn: None,
+            },
+        )
         .await
         .expect("delete");
         assert_eq!(effective(&ecs), "disabled");

@@ -18,15 +18,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flotilla_store::{EventKind, Store, Txn};
-use flotilla_types::acs::{ContainerHealth, TaskPayload};
-use flotilla_types::ecs::HealthStatus;
-use flotilla_types::ApiError;
 use crate::agent_router::{Routed, Subscription};
 use crate::instances::{scan, InstanceRecord};
 use crate::records::{self, keys, Attempt};
 use crate::tasks::TaskRecord;
 use crate::Ecs;
+use flotilla_store::{EventKind, Store, Txn};
+use flotilla_types::acs::{ContainerHealth, TaskPayload};
+use flotilla_types::ecs::HealthStatus;
+use flotilla_types::ApiError;
 
 /// Most tasks one Payload message carries; more changes go in further messages.
 pub const PAYLOAD_TASKS_MAX: usize = 64;

@@ -24,12 +24,17 @@ impl Ecs {
     /// The name of the cluster a request refers to by name or ARN; the
     /// default cluster when it names none. Does not check that it exists.
     pub(crate) fn cluster_name(&self, given: Option<&str>) -> Result<String, ApiError> {
-        let given = given.map(str::trim).filter(|g| !g.is_empty()).unwrap_or(DEFAULT_CLUSTER);
+        let given = given
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .unwrap_or(DEFAULT_CLUSTER);
         if !given.starts_with("arn:") {
             return Ok(given.to_owned());
         }
         let arn = Arn::parse(given).ok_or_else(|| {
-            ApiError::invalid_parameter(format!("Invalid cluster identifier {given}: not a valid ARN"))
+            ApiError::invalid_parameter(format!(
+                "Invalid cluster identifier {given}: not a valid ARN"
+            ))
         })?;
         match arn.resource_parts() {
             ("cluster", name) if arn.service == "ecs" => {
@@ -74,7 +79,9 @@ impl Ecs {
 
     /// Whether an ARN names an ECS resource of this region and account.
     pub(crate) fn is_own_ecs_arn(&self, arn: &Arn<'_>) -> bool {
-        arn.service == "ecs" && arn.region == self.scope.region && arn.account_id == self.scope.account_id
+        arn.service == "ecs"
+            && arn.region == self.scope.region
+            && arn.account_id == self.scope.account_id
     }
 
     pub(crate) fn cluster_arn(&self, name: &str) -> String {
@@ -82,7 +89,10 @@ impl Ecs {
     }
 
     /// The ACTIVE cluster a request refers to, or ClusterNotFoundException.
-    pub(crate) fn active_cluster(&self, given: Option<&str>) -> Result<records::Versioned<Cluster>, ApiError> {
+    pub(crate) fn active_cluster(
+        &self,
+        given: Option<&str>,
+    ) -> Result<records::Versioned<Cluster>, ApiError> {
         let name = self.cluster_name(given)?;
         match records::get::<Cluster>(self.store.as_ref(), &keys::cluster(&name))? {
             Some(found) if found.value.status.as_deref() == Some("ACTIVE") => Ok(found),
@@ -93,11 +103,21 @@ impl Ecs {
     /// The name of the ACTIVE cluster a request refers to, or
     /// ClusterNotFoundException.
     pub(crate) fn active_cluster_name(&self, given: Option<&str>) -> Result<String, ApiError> {
-        Ok(self.active_cluster(given)?.value.cluster_name.unwrap_or_default())
+        Ok(self
+            .active_cluster(given)?
+            .value
+            .cluster_name
+            .unwrap_or_default())
     }
 
-    pub(crate) async fn create_cluster(&self, request: CreateClusterRequest) -> Result<CreateClusterResponse, ApiError> {
-        let name = request.cluster_name.clone().unwrap_or_else(|| DEFAULT_CLUSTER.to_owned());
+    pub(crate) async fn create_cluster(
+        &self,
+        request: CreateClusterRequest,
+    ) -> Result<CreateClusterResponse, ApiError> {
+        let name = request
+            .cluster_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CLUSTER.to_owned());
         check_cluster_name(&name)?;
         let settings = match &request.settings {
             Some(settings) => check_settings(settings)?,
@@ -109,7 +129,10 @@ impl Ecs {
         let capacity_providers = request.capacity_providers.clone().unwrap_or_default();
         crate::capacity_providers::check_cluster_capacity_providers(
             &capacity_providers,
-            request.default_capacity_provider_strategy.as_deref().unwrap_or_default(),
+            request
+                .default_capacity_provider_strategy
+                .as_deref()
+                .unwrap_or_default(),
         )?;
         crate::tags::check_tags(request.tags.as_deref().unwrap_or_default())?;
         let key = keys::cluster(&name);
@@ -122,10 +145,15 @@ impl Ecs {
             tags: Some(request.tags.clone().unwrap_or_default()),
             capacity_providers: Some(request.capacity_providers.clone().unwrap_or_default()),
             default_capacity_provider_strategy: Some(
-                request.default_capacity_provider_strategy.clone().unwrap_or_default(),
+                request
+                    .default_capacity_provider_strategy
+                    .clone()
+                    .unwrap_or_default(),
             ),
             service_connect_defaults: request.service_connect_defaults.as_ref().map(|d| {
-                ClusterServiceConnectDefaults { namespace: d.namespace.clone() }
+                ClusterServiceConnectDefaults {
+                    namespace: d.namespace.clone(),
+                }
             }),
             ..Default::default()
         };
@@ -139,17 +167,27 @@ impl Ecs {
                     let revision = existing.map_or(0, |e| e.revision);
                     let providers = self.providers_for_cluster(&name, &capacity_providers)?;
                     let txn = crate::capacity_providers::associate(Txn::new(), providers, &name);
-                    let txn = txn.expect(&key, revision).put(&key, records::encode(&cluster));
+                    let txn = txn
+                        .expect(&key, revision)
+                        .put(&key, records::encode(&cluster));
                     Ok(Attempt::Commit(txn, cluster.clone()))
                 }
             }
         })
         .await?;
-        Ok(CreateClusterResponse { cluster: Some(self.present_cluster(stored, &AllIncludes)?) })
+        Ok(CreateClusterResponse {
+            cluster: Some(self.present_cluster(stored, &AllIncludes)?),
+        })
     }
 
-    pub(crate) fn describe_clusters(&self, request: DescribeClustersRequest) -> Result<DescribeClustersResponse, ApiError> {
-        let wanted = request.clusters.clone().unwrap_or_else(|| vec![DEFAULT_CLUSTER.to_owned()]);
+    pub(crate) fn describe_clusters(
+        &self,
+        request: DescribeClustersRequest,
+    ) -> Result<DescribeClustersResponse, ApiError> {
+        let wanted = request
+            .clusters
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_CLUSTER.to_owned()]);
         if wanted.len() > DESCRIBE_CLUSTERS_MAX {
             return Err(ApiError::invalid_parameter(format!(
                 "clusters can name at most {DESCRIBE_CLUSTERS_MAX} clusters, got {}",
@@ -177,10 +215,16 @@ impl Ecs {
                 }),
             }
         }
-        Ok(DescribeClustersResponse { clusters: Some(clusters), failures: Some(failures) })
+        Ok(DescribeClustersResponse {
+            clusters: Some(clusters),
+            failures: Some(failures),
+        })
     }
 
-    pub(crate) fn list_clusters(&self, request: ListClustersRequest) -> Result<ListClustersResponse, ApiError> {
+    pub(crate) fn list_clusters(
+        &self,
+        request: ListClustersRequest,
+    ) -> Result<ListClustersResponse, ApiError> {
         let limit = page::max_results(request.max_results, 100, 100)?;
         let listing = page::list(
             self.store.as_ref(),
@@ -189,13 +233,20 @@ impl Ecs {
             limit,
             |entry| {
                 let cluster: Cluster = records::decode(entry)?;
-                Ok((cluster.status.as_deref() == Some("ACTIVE")).then(|| cluster.cluster_arn.unwrap_or_default()))
+                Ok((cluster.status.as_deref() == Some("ACTIVE"))
+                    .then(|| cluster.cluster_arn.unwrap_or_default()))
             },
         )?;
-        Ok(ListClustersResponse { cluster_arns: Some(listing.items), next_token: listing.next_token })
+        Ok(ListClustersResponse {
+            cluster_arns: Some(listing.items),
+            next_token: listing.next_token,
+        })
     }
 
-    pub(crate) async fn delete_cluster(&self, request: DeleteClusterRequest) -> Result<DeleteClusterResponse, ApiError> {
+    pub(crate) async fn delete_cluster(
+        &self,
+        request: DeleteClusterRequest,
+    ) -> Result<DeleteClusterResponse, ApiError> {
         let given = request.cluster.as_deref();
         let deleted = records::mutate(self.store.as_ref(), || {
             let found = self.active_cluster(given)?;
@@ -206,17 +257,24 @@ impl Ecs {
             let key = keys::cluster(&name);
             // Its capacity providers are free for another cluster, or to be deleted.
             let txn = self.disassociate_cluster(Txn::new(), &cluster)?;
-            let txn = txn.expect(&key, found.revision).put(&key, records::encode(&cluster));
+            let txn = txn
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&cluster));
             Ok(Attempt::Commit(txn, cluster))
         })
         .await?;
-        Ok(DeleteClusterResponse { cluster: Some(self.present_cluster(deleted, &AllIncludes)?) })
+        Ok(DeleteClusterResponse {
+            cluster: Some(self.present_cluster(deleted, &AllIncludes)?),
+        })
     }
 
     /// Refuses to delete a cluster that still holds instances, services or tasks.
     fn check_cluster_empty(&self, name: &str) -> Result<(), ApiError> {
         let has_any = |prefix: String| -> Result<bool, ApiError> {
-            let page = self.store.list(&prefix, None, 1).map_err(records::store_error)?;
+            let page = self
+                .store
+                .list(&prefix, None, 1)
+                .map_err(records::store_error)?;
             Ok(!page.entries.is_empty())
         };
         let counts = self.cluster_counts(name)?;
@@ -245,23 +303,36 @@ impl Ecs {
         Ok(())
     }
 
-    pub(crate) async fn update_cluster(&self, request: UpdateClusterRequest) -> Result<UpdateClusterResponse, ApiError> {
-        let settings = request.settings.as_deref().map(check_settings).transpose()?;
+    pub(crate) async fn update_cluster(
+        &self,
+        request: UpdateClusterRequest,
+    ) -> Result<UpdateClusterResponse, ApiError> {
+        let settings = request
+            .settings
+            .as_deref()
+            .map(check_settings)
+            .transpose()?;
         let updated = self
-            .change_cluster(Some(&request.cluster.clone().unwrap_or_default()), |cluster| {
-                if let Some(settings) = &settings {
-                    merge_settings(cluster, settings);
-                }
-                if let Some(configuration) = &request.configuration {
-                    cluster.configuration = Some(configuration.clone());
-                }
-                if let Some(defaults) = &request.service_connect_defaults {
-                    cluster.service_connect_defaults =
-                        Some(ClusterServiceConnectDefaults { namespace: defaults.namespace.clone() });
-                }
-            })
+            .change_cluster(
+                Some(&request.cluster.clone().unwrap_or_default()),
+                |cluster| {
+                    if let Some(settings) = &settings {
+                        merge_settings(cluster, settings);
+                    }
+                    if let Some(configuration) = &request.configuration {
+                        cluster.configuration = Some(configuration.clone());
+                    }
+                    if let Some(defaults) = &request.service_connect_defaults {
+                        cluster.service_connect_defaults = Some(ClusterServiceConnectDefaults {
+                            namespace: defaults.namespace.clone(),
+                        });
+                    }
+                },
+            )
             .await?;
-        Ok(UpdateClusterResponse { cluster: Some(self.present_cluster(updated, &AllIncludes)?) })
+        Ok(UpdateClusterResponse {
+            cluster: Some(self.present_cluster(updated, &AllIncludes)?),
+        })
     }
 
     pub(crate) async fn update_cluster_settings(
@@ -270,19 +341,29 @@ impl Ecs {
     ) -> Result<UpdateClusterSettingsResponse, ApiError> {
         let settings = check_settings(request.settings.as_deref().unwrap_or_default())?;
         let updated = self
-            .change_cluster(request.cluster.as_deref(), |cluster| merge_settings(cluster, &settings))
+            .change_cluster(request.cluster.as_deref(), |cluster| {
+                merge_settings(cluster, &settings)
+            })
             .await?;
-        Ok(UpdateClusterSettingsResponse { cluster: Some(self.present_cluster(updated, &AllIncludes)?) })
+        Ok(UpdateClusterSettingsResponse {
+            cluster: Some(self.present_cluster(updated, &AllIncludes)?),
+        })
     }
 
     /// Read-modify-write of an ACTIVE cluster.
-    async fn change_cluster(&self, given: Option<&str>, change: impl Fn(&mut Cluster)) -> Result<Cluster, ApiError> {
+    async fn change_cluster(
+        &self,
+        given: Option<&str>,
+        change: impl Fn(&mut Cluster),
+    ) -> Result<Cluster, ApiError> {
         records::mutate(self.store.as_ref(), || {
             let found = self.active_cluster(given)?;
             let mut cluster = found.value;
             change(&mut cluster);
             let key = keys::cluster(cluster.cluster_name.as_deref().unwrap_or_default());
-            let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&cluster));
+            let txn = Txn::new()
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&cluster));
             Ok(Attempt::Commit(txn, cluster))
         })
         .await
@@ -296,7 +377,11 @@ impl Ecs {
 
     /// The cluster as DescribeClusters shows it: counts computed from what
     /// the cluster holds now, optional parts only when asked for.
-    fn present_cluster(&self, mut cluster: Cluster, include: &dyn Includes) -> Result<Cluster, ApiError> {
+    fn present_cluster(
+        &self,
+        mut cluster: Cluster,
+        include: &dyn Includes,
+    ) -> Result<Cluster, ApiError> {
         let name = cluster.cluster_name.clone().unwrap_or_default();
         let counts = self.cluster_counts(&name)?;
         cluster.registered_container_instances_count = Some(counts.instances);
@@ -325,7 +410,10 @@ impl Ecs {
 
     fn cluster_counts(&self, name: &str) -> Result<ClusterCounts, ApiError> {
         let count = |prefix: String| -> Result<i32, ApiError> {
-            let page = self.store.list(&prefix, None, flotilla_store::LIST_LIMIT_MAX).map_err(records::store_error)?;
+            let page = self
+                .store
+                .list(&prefix, None, flotilla_store::LIST_LIMIT_MAX)
+                .map_err(records::store_error)?;
             Ok(page.entries.len() as i32)
         };
         // Deregistered instances wait out their retention as INACTIVE and
@@ -344,7 +432,10 @@ impl Ecs {
             stopping_tasks: 0,
             active_services: count(keys::services_of(name))?,
         };
-        for task in crate::instances::scan::<crate::tasks::TaskRecord>(self.store.as_ref(), &keys::tasks_of(name))? {
+        for task in crate::instances::scan::<crate::tasks::TaskRecord>(
+            self.store.as_ref(),
+            &keys::tasks_of(name),
+        )? {
             match task.value.last_status() {
                 "RUNNING" => counts.running_tasks += 1,
                 "PROVISIONING" | "PENDING" | "ACTIVATING" => counts.pending_tasks += 1,
@@ -407,7 +498,9 @@ impl Includes for AllIncludes {
 fn check_cluster_name(name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
         && name.len() <= CLUSTER_NAME_LENGTH_MAX
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if valid {
         Ok(())
     } else {
@@ -419,7 +512,9 @@ fn check_cluster_name(name: &str) -> Result<(), ApiError> {
 
 fn check_settings(settings: &[ClusterSetting]) -> Result<Vec<ClusterSetting>, ApiError> {
     for setting in settings {
-        let name = setting.name.ok_or_else(|| ApiError::invalid_parameter("settings[].name is required"))?;
+        let name = setting
+            .name
+            .ok_or_else(|| ApiError::invalid_parameter("settings[].name is required"))?;
         let value = setting.value.as_deref().unwrap_or_default();
         match name {
             ClusterSettingName::ContainerInsights => {
@@ -453,14 +548,22 @@ mod tests {
     async fn create_describe_delete() {
         let ecs = ecs();
         let created = ecs
-            .create_cluster(CreateClusterRequest { cluster_name: Some("web".into()), ..Default::default() })
+            .create_cluster(CreateClusterRequest {
+                cluster_name: Some("web".into()),
+                ..Default::default()
+            })
             .await
             .expect("create");
         let cluster = created.cluster.expect("cluster");
-        assert_eq!(cluster.cluster_arn.as_deref(), Some("arn:aws:ecs:us-east-1:000000000000:cluster/web"));
+        assert_eq!(
+            cluster.cluster_arn.as_deref(),
+            Some("arn:aws:ecs:us-east-1:000000000000:cluster/web")
+        );
         assert_eq!(cluster.status.as_deref(), Some("ACTIVE"));
 
-        let listed = ecs.list_clusters(ListClustersRequest::default()).expect("list");
+        let listed = ecs
+            .list_clusters(ListClustersRequest::default())
+            .expect("list");
         assert_eq!(listed.cluster_arns.expect("arns").len(), 1);
 
         let described = ecs
@@ -473,11 +576,24 @@ mod tests {
         let failures = described.failures.expect("failures");
         assert_eq!(failures[0].reason.as_deref(), Some("MISSING"));
 
-        ecs.delete_cluster(DeleteClusterRequest { cluster: Some("web".into()) }).await.expect("delete");
-        let listed = ecs.list_clusters(ListClustersRequest::default()).expect("list");
+        ecs.delete_cluster(DeleteClusterRequest {
+            cluster: Some("web".into()),
+        })
+        .await
+        .expect("delete");
+        let listed = ecs
+            .list_clusters(ListClustersRequest::default())
+            .expect("list");
         assert!(listed.cluster_arns.expect("arns").is_empty());
-        let again = ecs.delete_cluster(DeleteClusterRequest { cluster: Some("web".into()) }).await;
-        assert_eq!(again.expect_err("inactive").code, "ClusterNotFoundException");
+        let again = ecs
+            .delete_cluster(DeleteClusterRequest {
+                cluster: Some("web".into()),
+            })
+            .await;
+        assert_eq!(
+            again.expect_err("inactive").code,
+            "ClusterNotFoundException"
+        );
     }
 
     #[tokio::test]
@@ -485,15 +601,21 @@ mod tests {
         let ecs = ecs();
         for i in 0..5 {
             let name = format!("c{i}");
-            ecs.create_cluster(CreateClusterRequest { cluster_name: Some(name), ..Default::default() })
-                .await
-                .expect("create");
+            ecs.create_cluster(CreateClusterRequest {
+                cluster_name: Some(name),
+                ..Default::default()
+            })
+            .await
+            .expect("create");
         }
         let mut token = None;
         let mut seen = Vec::new();
         loop {
             let page = ecs
-                .list_clusters(ListClustersRequest { max_results: Some(2), next_token: token })
+                .list_clusters(ListClustersRequest {
+                    max_results: Some(2),
+                    next_token: token,
+                })
                 .expect("list");
             seen.extend(page.cluster_arns.expect("arns"));
             token = page.next_token;
@@ -502,7 +624,10 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 5);
-        let bad = ecs.list_clusters(ListClustersRequest { max_results: Some(0), next_token: None });
+        let bad = ecs.list_clusters(ListClustersRequest {
+            max_results: Some(0),
+            next_token: None,
+        });
         assert_eq!(bad.expect_err("zero").code, "InvalidParameterException");
     }
 
@@ -511,7 +636,10 @@ mod tests {
         let ecs = ecs();
         for name in ["", "has space", &"x".repeat(256)] {
             let result = ecs
-                .create_cluster(CreateClusterRequest { cluster_name: Some(name.into()), ..Default::default() })
+                .create_cluster(CreateClusterRequest {
+                    cluster_name: Some(name.into()),
+                    ..Default::default()
+                })
                 .await;
             assert_eq!(result.expect_err(name).code, "InvalidParameterException");
         }

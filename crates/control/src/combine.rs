@@ -47,13 +47,21 @@ impl<T, A> Drop for Leading<'_, T, A> {
 
 impl<T, A> Combiner<T, A> {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Queue<T, A>>> {
-        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues `item` under `key` and waits for its answer; `commit` answers a
     /// batch of at most `limit` items, one answer per item in order. `None`
     /// when the request was abandoned (its leader went away).
-    pub(crate) async fn submit<F, Fut>(&self, key: &str, item: T, limit: usize, commit: F) -> Option<A>
+    pub(crate) async fn submit<F, Fut>(
+        &self,
+        key: &str,
+        item: T,
+        limit: usize,
+        commit: F,
+    ) -> Option<A>
     where
         F: Fn(Vec<T>) -> Fut,
         Fut: Future<Output = Vec<A>>,

@@ -68,7 +68,9 @@ impl Ecs {
         let (_, snapshot) = self.placement_snapshot(&launch.cluster)?;
         let requests = placement_requests(&launch, count, EXPLAIN_SEED)?;
         let Some(first) = requests.first() else {
-            return Err(ApiError::server("a launch of at least one task asked no placement"));
+            return Err(ApiError::server(
+                "a launch of at least one task asked no placement",
+            ));
         };
         let instances = flotilla_scheduler::explain(&snapshot, first)
             .into_iter()
@@ -99,7 +101,11 @@ impl Ecs {
         for request in &requests {
             let plan = flotilla_scheduler::place(&planned, request);
             planned.apply(&plan);
-            placements.extend(plan.placements.iter().map(|index| snapshot.instances()[*index as usize].arn.clone()));
+            placements.extend(
+                plan.placements
+                    .iter()
+                    .map(|index| snapshot.instances()[*index as usize].arn.clone()),
+            );
         }
         Ok(ExplainPlacementResponse {
             instances,

@@ -336,7 +336,10 @@ impl Ecs {
         let identity = identity_document(request.instance_identity_document.as_deref())?;
         // The provider need not exist yet: the instance belongs to it from
         // whenever it is created and associated with the cluster.
-        let capacity_provider = identity.capacity_provider_name.clone().filter(|name| !name.is_empty());
+        let capacity_provider = identity
+            .capacity_provider_name
+            .clone()
+            .filter(|name| !name.is_empty());
         if let Some(name) = &capacity_provider {
             crate::capacity_providers::check_name(name)?;
         }
@@ -599,7 +602,12 @@ impl Ecs {
                 scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(&cluster))?
                     .iter()
                     .filter(|task| !task.value.released)
-                    .map(|task| (task.value.instance_id.as_str(), task.value.task.group.as_deref())),
+                    .map(|task| {
+                        (
+                            task.value.instance_id.as_str(),
+                            task.value.task.group.as_deref(),
+                        )
+                    }),
             ),
             None => Default::default(),
         };

@@ -139,7 +139,11 @@ impl Ecs {
     }
 
     /// Carries out one request.
-    pub async fn handle(&self, caller: &Caller, request: EcsRequest) -> Result<EcsResponse, ApiError> {
+    pub async fn handle(
+        &self,
+        caller: &Caller,
+        request: EcsRequest,
+    ) -> Result<EcsResponse, ApiError> {
         if let Some(member) = request.missing_required() {
             return Err(ApiError::invalid_parameter(format!(
                 "{member} is required for {}",
@@ -160,12 +164,18 @@ impl Ecs {
             Q::PutClusterCapacityProviders(r) => {
                 R::PutClusterCapacityProviders(self.put_cluster_capacity_providers(r).await?)
             }
-            Q::CreateCapacityProvider(r) => R::CreateCapacityProvider(self.create_capacity_provider(r).await?),
+            Q::CreateCapacityProvider(r) => {
+                R::CreateCapacityProvider(self.create_capacity_provider(r).await?)
+            }
             Q::DescribeCapacityProviders(r) => {
                 R::DescribeCapacityProviders(self.describe_capacity_providers(r)?)
             }
-            Q::UpdateCapacityProvider(r) => R::UpdateCapacityProvider(self.update_capacity_provider(r).await?),
-            Q::DeleteCapacityProvider(r) => R::DeleteCapacityProvider(self.delete_capacity_provider(r).await?),
+            Q::UpdateCapacityProvider(r) => {
+                R::UpdateCapacityProvider(self.update_capacity_provider(r).await?)
+            }
+            Q::DeleteCapacityProvider(r) => {
+                R::DeleteCapacityProvider(self.delete_capacity_provider(r).await?)
+            }
             Q::RegisterTaskDefinition(r) => {
                 R::RegisterTaskDefinition(self.register_task_definition(caller, r).await?)
             }
@@ -191,7 +201,9 @@ impl Ecs {
             Q::DescribeContainerInstances(r) => {
                 R::DescribeContainerInstances(self.describe_container_instances(r)?)
             }
-            Q::ListContainerInstances(r) => R::ListContainerInstances(self.list_container_instances(r)?),
+            Q::ListContainerInstances(r) => {
+                R::ListContainerInstances(self.list_container_instances(r)?)
+            }
             Q::UpdateContainerInstancesState(r) => {
                 R::UpdateContainerInstancesState(self.update_container_instances_state(r).await?)
             }
@@ -210,11 +222,15 @@ impl Ecs {
             Q::TagResource(r) => R::TagResource(self.tag_resource(r).await?),
             Q::UntagResource(r) => R::UntagResource(self.untag_resource(r).await?),
             Q::ListTagsForResource(r) => R::ListTagsForResource(self.list_tags_for_resource(r)?),
-            Q::PutAccountSetting(r) => R::PutAccountSetting(self.put_account_setting(caller, r).await?),
+            Q::PutAccountSetting(r) => {
+                R::PutAccountSetting(self.put_account_setting(caller, r).await?)
+            }
             Q::PutAccountSettingDefault(r) => {
                 R::PutAccountSettingDefault(self.put_account_setting_default(r).await?)
             }
-            Q::ListAccountSettings(r) => R::ListAccountSettings(self.list_account_settings(caller, r)?),
+            Q::ListAccountSettings(r) => {
+                R::ListAccountSettings(self.list_account_settings(caller, r)?)
+            }
             Q::DeleteAccountSetting(r) => {
                 R::DeleteAccountSetting(self.delete_account_setting(caller, r).await?)
             }
@@ -232,13 +248,18 @@ impl Ecs {
             Q::DescribeServiceDeployments(r) => {
                 R::DescribeServiceDeployments(self.describe_service_deployments(r)?)
             }
-            Q::UpdateTaskProtection(r) => R::UpdateTaskProtection(self.update_task_protection(r).await?),
+            Q::UpdateTaskProtection(r) => {
+                R::UpdateTaskProtection(self.update_task_protection(r).await?)
+            }
             Q::GetTaskProtection(r) => R::GetTaskProtection(self.get_task_protection(r)?),
             other => {
                 return Err(ApiError::new(
                     "UnsupportedFeatureException",
                     400,
-                    format!("{} is not supported by this Flotilla server yet", other.operation()),
+                    format!(
+                        "{} is not supported by this Flotilla server yet",
+                        other.operation()
+                    ),
                 ))
             }
         })

@@ -156,7 +156,9 @@ impl LivePlacement {
 fn lock(clusters: &Mutex<Clusters>) -> MutexGuard<'_, Clusters> {
     // Every change under the lock is a single assignment, so a panic while
     // holding it leaves consistent state.
-    clusters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    clusters
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Notes every instance write for the next take of its cluster.
@@ -232,15 +234,27 @@ mod tests {
         live.put("c", placed, turn);
 
         // Writes to another cluster's instances and to tasks change nothing here.
-        store.commit(Txn::new().put("ecs/instances/d/i1", b"{}".to_vec())).await.expect("commit");
-        store.commit(Txn::new().put("ecs/tasks/c/t1", b"{}".to_vec())).await.expect("commit");
+        store
+            .commit(Txn::new().put("ecs/instances/d/i1", b"{}".to_vec()))
+            .await
+            .expect("commit");
+        store
+            .commit(Txn::new().put("ecs/tasks/c/t1", b"{}".to_vec()))
+            .await
+            .expect("commit");
         settle().await;
         let (placed, turn) = live.take(&store, "c");
         live.put("c", placed.expect("still kept"), turn);
 
-        store.commit(Txn::new().put("ecs/instances/c/i1", b"{}".to_vec())).await.expect("commit");
+        store
+            .commit(Txn::new().put("ecs/instances/c/i1", b"{}".to_vec()))
+            .await
+            .expect("commit");
         settle().await;
-        assert!(live.take(&store, "c").0.is_none(), "an instance it does not hold appeared");
+        assert!(
+            live.take(&store, "c").0.is_none(),
+            "an instance it does not hold appeared"
+        );
     }
 
     #[tokio::test]
@@ -250,7 +264,10 @@ mod tests {
         let (_, first) = live.take(&store, "c");
         let (_, second) = live.take(&store, "c");
         live.put("c", empty(), first);
-        assert!(live.take(&store, "c").0.is_none(), "the older turn's state was dropped");
+        assert!(
+            live.take(&store, "c").0.is_none(),
+            "the older turn's state was dropped"
+        );
         live.put("c", empty(), second);
         assert!(live.take(&store, "c").0.is_none(), "a take came between");
     }
@@ -262,7 +279,13 @@ mod tests {
             revision,
         };
         let placed = empty();
-        assert!(placed.holds(&change("gone", None)), "a delete of what it lacks");
-        assert!(!placed.holds(&change("new", Some(7))), "an instance it lacks");
+        assert!(
+            placed.holds(&change("gone", None)),
+            "a delete of what it lacks"
+        );
+        assert!(
+            !placed.holds(&change("new", Some(7))),
+            "an instance it lacks"
+        );
     }
 }

@@ -21,8 +21,11 @@ pub fn token_for(key: &str) -> String {
 
 /// The key a listing resumes after, checking that it belongs to `prefix`.
 pub fn resume_after(token: Option<&str>, prefix: &str) -> Result<Option<String>, ApiError> {
-    let Some(token) = token.filter(|t| !t.is_empty()) else { return Ok(None) };
-    let invalid = || ApiError::invalid_parameter("Invalid nextToken: it was not returned by this listing");
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let invalid =
+        || ApiError::invalid_parameter("Invalid nextToken: it was not returned by this listing");
     let bytes = hex::decode(token).map_err(|_| invalid())?;
     let key = String::from_utf8(bytes).map_err(|_| invalid())?;
     if !key.starts_with(prefix) {
@@ -67,7 +70,12 @@ pub fn list<T>(
         }
         match page.entries.last() {
             Some(last) if page.more => after = Some(last.key.clone()),
-            _ => return Ok(Listing { items, next_token: None }),
+            _ => {
+                return Ok(Listing {
+                    items,
+                    next_token: None,
+                })
+            }
         }
     }
 }

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::page;
 use crate::records::{self, keys, Attempt};
 use crate::tasks::{LaunchRequest, Revisions, TaskRecord};
-use breaker::FailureCount;
 use crate::Ecs;
+use breaker::FailureCount;
 
 pub mod breaker;
 pub(crate) mod events;
@@ -186,7 +186,10 @@ impl ServiceRecord {
     }
 
     pub fn configuration(&self) -> DeploymentConfiguration {
-        self.service.deployment_configuration.clone().unwrap_or_default()
+        self.service
+            .deployment_configuration
+            .clone()
+            .unwrap_or_default()
     }
 
     /// Adds an event, newest first, keeping the latest [`SERVICE_EVENTS_MAX`].
@@ -262,7 +265,10 @@ fn service_capacity(
         // prepare_launch refuses a launch type beside it, as ECS does.
         return Ok((launch_type, strategy.to_vec()));
     }
-    let default = cluster.default_capacity_provider_strategy.as_deref().unwrap_or_default();
+    let default = cluster
+        .default_capacity_provider_strategy
+        .as_deref()
+        .unwrap_or_default();
     if launch_type.is_none() && !daemon && !default.is_empty() {
         return Ok((None, default.to_vec()));
     }
@@ -338,7 +344,9 @@ fn resolve_configuration(
             rollback: Some(false),
             ..Default::default()
         });
-    configuration.strategy.get_or_insert(DeploymentStrategy::Rolling);
+    configuration
+        .strategy
+        .get_or_insert(DeploymentStrategy::Rolling);
     Ok(configuration)
 }
 
@@ -351,7 +359,9 @@ fn check_threshold(threshold: &ThresholdConfiguration) -> Result<(), ApiError> {
         ));
     };
     match kind {
-        ThresholdType::BoundedPercent | ThresholdType::UnboundedPercent if !(1..=100).contains(&value) => {
+        ThresholdType::BoundedPercent | ThresholdType::UnboundedPercent
+            if !(1..=100).contains(&value) =>
+        {
             Err(ApiError::invalid_parameter(format!(
                 "thresholdConfiguration value for {} must be between 1 and 100, got {value}",
                 kind.as_str()
@@ -373,7 +383,9 @@ pub fn failure_threshold(configuration: &DeploymentConfiguration, desired: u32) 
     let percent_of = |percent: u32| (u64::from(desired) * u64::from(percent)).div_ceil(100) as u32;
     match threshold.and_then(|t| t.r#type.zip(t.value)) {
         Some((ThresholdType::Count, value)) => u32::try_from(value).unwrap_or(1).max(1),
-        Some((ThresholdType::UnboundedPercent, value)) => percent_of(u32::try_from(value).unwrap_or(50)).max(1),
+        Some((ThresholdType::UnboundedPercent, value)) => {
+            percent_of(u32::try_from(value).unwrap_or(50)).max(1)
+        }
         Some((ThresholdType::BoundedPercent, value)) => {
             percent_of(u32::try_from(value).unwrap_or(50)).clamp(3, 200)
         }
@@ -388,14 +400,18 @@ impl Ecs {
 
     fn service_deployment_arn(&self, cluster: &str, name: &str, deployment_id: &str) -> String {
         let number = deployment_id.trim_start_matches("ecs-svc/");
-        self.scope
-            .arn("ecs", &format!("service-deployment/{cluster}/{name}/{number}"))
+        self.scope.arn(
+            "ecs",
+            &format!("service-deployment/{cluster}/{name}/{number}"),
+        )
     }
 
     fn service_revision_arn(&self, cluster: &str, name: &str, deployment_id: &str) -> String {
         let number = deployment_id.trim_start_matches("ecs-svc/");
-        self.scope
-            .arn("ecs", &format!("service-revision/{cluster}/{name}/{number}"))
+        self.scope.arn(
+            "ecs",
+            &format!("service-revision/{cluster}/{name}/{number}"),
+        )
     }
 
     /// The name of the service a request names by name or ARN within `cluster`.
@@ -405,7 +421,10 @@ impl Ecs {
             return Some(given.to_owned());
         }
         let arn = Arn::parse(given)?;
-        if arn.service != "ecs" || arn.region != self.scope.region || arn.account_id != self.scope.account_id {
+        if arn.service != "ecs"
+            || arn.region != self.scope.region
+            || arn.account_id != self.scope.account_id
+        {
             return None;
         }
         match arn.resource_parts() {
@@ -432,8 +451,11 @@ impl Ecs {
         if let Some(found) = self.get_service(cluster, name)? {
             return Ok(Some(found.value));
         }
-        Ok(records::get::<ServiceRecord>(self.store.as_ref(), &keys::inactive_service(cluster, name))?
-            .map(|found| found.value))
+        Ok(records::get::<ServiceRecord>(
+            self.store.as_ref(),
+            &keys::inactive_service(cluster, name),
+        )?
+        .map(|found| found.value))
     }
 
     /// The request RunTask would get for a deployment's tasks. `service`
@@ -458,7 +480,9 @@ impl Ecs {
             group: Some(group),
             tags: &[],
             propagate_tags: service.and_then(|s| s.propagate_tags),
-            enable_ecs_managed_tags: service.and_then(|s| s.enable_ecs_managed_tags).unwrap_or(false),
+            enable_ecs_managed_tags: service
+                .and_then(|s| s.enable_ecs_managed_tags)
+                .unwrap_or(false),
             service: service.map(|s| crate::tags::ServiceTags {
                 name: s.service_name.as_deref().unwrap_or_default(),
                 tags: s.tags.as_deref().unwrap_or_default(),
@@ -552,9 +576,15 @@ impl Ecs {
         let cluster = cluster_record.cluster_name.clone().unwrap_or_default();
         let name = request.service_name.clone().unwrap_or_default();
         check_service_name(&name)?;
-        let scheduling = request.scheduling_strategy.unwrap_or(SchedulingStrategy::Replica);
+        let scheduling = request
+            .scheduling_strategy
+            .unwrap_or(SchedulingStrategy::Replica);
         let daemon = scheduling == SchedulingStrategy::Daemon;
-        if let Some(controller) = request.deployment_controller.as_ref().and_then(|c| c.r#type) {
+        if let Some(controller) = request
+            .deployment_controller
+            .as_ref()
+            .and_then(|c| c.r#type)
+        {
             if controller != DeploymentControllerType::Ecs {
                 return Err(ApiError::invalid_parameter(format!(
                     "Deployment controller {} is not supported by this Flotilla server: use ECS",
@@ -566,25 +596,33 @@ impl Ecs {
             .task_definition
             .clone()
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::invalid_parameter("taskDefinition is required for the ECS deployment controller."))?;
-        let desired = match (daemon, request.desired_count) {
-            (true, Some(_)) => {
-                return Err(ApiError::invalid_parameter(
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(
+                    "taskDefinition is required for the ECS deployment controller.",
+                )
+            })?;
+        let desired =
+            match (daemon, request.desired_count) {
+                (true, Some(_)) => return Err(ApiError::invalid_parameter(
                     "The daemon scheduling strategy does not support a desired count for services.",
-                ))
-            }
-            (true, None) => 0,
-            (false, None) => {
-                return Err(ApiError::invalid_parameter(
+                )),
+                (true, None) => 0,
+                (false, None) => return Err(ApiError::invalid_parameter(
                     "desiredCount is required for services with the REPLICA scheduling strategy.",
-                ))
-            }
-            (false, Some(count)) if count < 0 => {
-                return Err(ApiError::invalid_parameter("desiredCount must not be negative."))
-            }
-            (false, Some(count)) => count,
-        };
-        if daemon && request.placement_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+                )),
+                (false, Some(count)) if count < 0 => {
+                    return Err(ApiError::invalid_parameter(
+                        "desiredCount must not be negative.",
+                    ))
+                }
+                (false, Some(count)) => count,
+            };
+        if daemon
+            && request
+                .placement_strategy
+                .as_ref()
+                .is_some_and(|s| !s.is_empty())
+        {
             return Err(ApiError::invalid_parameter(
                 "The daemon scheduling strategy does not support placement strategies.",
             ));
@@ -596,11 +634,16 @@ impl Ecs {
                 ));
             }
         }
-        let configuration = resolve_configuration(request.deployment_configuration.as_ref(), None, daemon)?;
+        let configuration =
+            resolve_configuration(request.deployment_configuration.as_ref(), None, daemon)?;
         let tags = request.tags.clone().unwrap_or_default();
         crate::tags::check_tags(&tags)?;
-        let (launch_type, capacity_provider_strategy) =
-            service_capacity(&cluster_record, request.launch_type, request.capacity_provider_strategy.as_deref(), daemon)?;
+        let (launch_type, capacity_provider_strategy) = service_capacity(
+            &cluster_record,
+            request.launch_type,
+            request.capacity_provider_strategy.as_deref(),
+            daemon,
+        )?;
         let spec = DeploymentSpec {
             task_definition,
             launch_type,
@@ -676,9 +719,15 @@ impl Ecs {
         }
         let created = records::mutate(self.store.as_ref(), || {
             if self.get_service(&cluster, &name)?.is_some() {
-                return Err(ApiError::invalid_parameter("Creation of service was not idempotent."));
+                return Err(ApiError::invalid_parameter(
+                    "Creation of service was not idempotent.",
+                ));
             }
-            let txn = self.hold_capacity_providers(Txn::new(), &cluster, &spec.capacity_provider_strategy)?;
+            let txn = self.hold_capacity_providers(
+                Txn::new(),
+                &cluster,
+                &spec.capacity_provider_strategy,
+            )?;
             let txn = txn.expect(&key, 0).put(&key, records::encode(&record));
             Ok(Attempt::Commit(txn, record.clone()))
         })
@@ -708,7 +757,10 @@ impl Ecs {
         service
     }
 
-    pub(crate) async fn update_service(&self, request: UpdateServiceRequest) -> Result<UpdateServiceResponse, ApiError> {
+    pub(crate) async fn update_service(
+        &self,
+        request: UpdateServiceRequest,
+    ) -> Result<UpdateServiceResponse, ApiError> {
         let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let given = request.service.clone().unwrap_or_default();
         let name = self
@@ -732,15 +784,25 @@ impl Ecs {
                 ));
             }
             if count < 0 {
-                return Err(ApiError::invalid_parameter("desiredCount must not be negative."));
+                return Err(ApiError::invalid_parameter(
+                    "desiredCount must not be negative.",
+                ));
             }
         }
-        if daemon && request.placement_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+        if daemon
+            && request
+                .placement_strategy
+                .as_ref()
+                .is_some_and(|s| !s.is_empty())
+        {
             return Err(ApiError::invalid_parameter(
                 "The daemon scheduling strategy does not support placement strategies.",
             ));
         }
-        if request.health_check_grace_period_seconds.is_some_and(|g| g < 0) {
+        if request
+            .health_check_grace_period_seconds
+            .is_some_and(|g| g < 0)
+        {
             return Err(ApiError::invalid_parameter(
                 "healthCheckGracePeriodSeconds must not be negative.",
             ));
@@ -797,7 +859,11 @@ impl Ecs {
             };
             let mut record = found.value;
             if record.status() != "ACTIVE" {
-                return Err(ApiError::new("ServiceNotActiveException", 400, "Service was not ACTIVE."));
+                return Err(ApiError::new(
+                    "ServiceNotActiveException",
+                    400,
+                    "Service was not ACTIVE.",
+                ));
             }
             if let Some(count) = request.desired_count {
                 record.service.desired_count = Some(count);
@@ -818,7 +884,8 @@ impl Ecs {
                 record.service.propagate_tags = Some(propagate);
             }
             if request.availability_zone_rebalancing.is_some() {
-                record.service.availability_zone_rebalancing = request.availability_zone_rebalancing;
+                record.service.availability_zone_rebalancing =
+                    request.availability_zone_rebalancing;
             }
             record.service.deployment_configuration = Some(configuration.clone());
             record.service.task_definition = Some(spec.task_definition.clone());
@@ -827,17 +894,25 @@ impl Ecs {
             record.service.placement_strategy = Some(spec.placement_strategy.clone());
             record.service.launch_type = spec.launch_type;
             record.service.capacity_provider_strategy =
-                (!spec.capacity_provider_strategy.is_empty()).then(|| spec.capacity_provider_strategy.clone());
+                (!spec.capacity_provider_strategy.is_empty())
+                    .then(|| spec.capacity_provider_strategy.clone());
             record.service.enable_execute_command = Some(spec.enable_execute_command);
             let desired = record.service.desired_count.unwrap_or(0);
             if redeploy {
-                let mut deployment = self.new_deployment(new_id.clone(), spec.clone(), &configuration, desired, now_ms);
+                let mut deployment = self.new_deployment(
+                    new_id.clone(),
+                    spec.clone(),
+                    &configuration,
+                    desired,
+                    now_ms,
+                );
                 for older in &mut record.deployments {
                     older.deployment.status = Some("ACTIVE".to_owned());
                     deployment.sources.push(older.id().to_owned());
                     if older.lifecycle == ServiceDeploymentStatus::InProgress {
                         older.lifecycle = ServiceDeploymentStatus::Stopped;
-                        older.lifecycle_reason = Some(format!("Superseded by deployment {new_id}."));
+                        older.lifecycle_reason =
+                            Some(format!("Superseded by deployment {new_id}."));
                     }
                 }
                 record.deployments.insert(0, deployment);
@@ -846,8 +921,14 @@ impl Ecs {
                 primary.configuration = configuration.clone();
             }
             record.steady = false;
-            let txn = self.hold_capacity_providers(Txn::new(), &cluster, &spec.capacity_provider_strategy)?;
-            let txn = txn.expect(&key, found.revision).put(&key, records::encode(&record));
+            let txn = self.hold_capacity_providers(
+                Txn::new(),
+                &cluster,
+                &spec.capacity_provider_strategy,
+            )?;
+            let txn = txn
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&record));
             Ok(Attempt::Commit(txn, record))
         })
         .await?;
@@ -856,7 +937,10 @@ impl Ecs {
         })
     }
 
-    pub(crate) async fn delete_service(&self, request: DeleteServiceRequest) -> Result<DeleteServiceResponse, ApiError> {
+    pub(crate) async fn delete_service(
+        &self,
+        request: DeleteServiceRequest,
+    ) -> Result<DeleteServiceResponse, ApiError> {
         let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let given = request.service.clone().unwrap_or_default();
         let name = self
@@ -883,7 +967,9 @@ impl Ecs {
                 primary.deployment.desired_count = Some(0);
             }
             record.steady = false;
-            let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&record));
+            let txn = Txn::new()
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&record));
             Ok(Attempt::Commit(txn, record))
         })
         .await?;
@@ -892,7 +978,10 @@ impl Ecs {
         })
     }
 
-    pub(crate) fn describe_services(&self, request: DescribeServicesRequest) -> Result<DescribeServicesResponse, ApiError> {
+    pub(crate) fn describe_services(
+        &self,
+        request: DescribeServicesRequest,
+    ) -> Result<DescribeServicesResponse, ApiError> {
         let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let wanted = request.services.clone().unwrap_or_default();
         if wanted.is_empty() || wanted.len() > DESCRIBE_SERVICES_MAX {
@@ -901,7 +990,11 @@ impl Ecs {
                 wanted.len()
             )));
         }
-        let include_tags = request.include.iter().flatten().any(|f| *f == ServiceField::Tags);
+        let include_tags = request
+            .include
+            .iter()
+            .flatten()
+            .any(|f| *f == ServiceField::Tags);
         let mut services = Vec::new();
         let mut failures = Vec::new();
         for given in &wanted {
@@ -928,9 +1021,16 @@ impl Ecs {
         })
     }
 
-    pub(crate) fn list_services(&self, request: ListServicesRequest) -> Result<ListServicesResponse, ApiError> {
+    pub(crate) fn list_services(
+        &self,
+        request: ListServicesRequest,
+    ) -> Result<ListServicesResponse, ApiError> {
         let cluster = self.active_cluster_name(request.cluster.as_deref())?;
-        let limit = page::max_results(request.max_results, LIST_SERVICES_DEFAULT, LIST_SERVICES_MAX)?;
+        let limit = page::max_results(
+            request.max_results,
+            LIST_SERVICES_DEFAULT,
+            LIST_SERVICES_MAX,
+        )?;
         let listing = page::list(
             self.store.as_ref(),
             &keys::services_of(&cluster),
@@ -953,12 +1053,24 @@ impl Ecs {
         })
     }
 
-    fn brief(&self, record: &ServiceRecord, deployment: &DeploymentRecord) -> ServiceDeploymentBrief {
+    fn brief(
+        &self,
+        record: &ServiceRecord,
+        deployment: &DeploymentRecord,
+    ) -> ServiceDeploymentBrief {
         ServiceDeploymentBrief {
             cluster_arn: Some(self.cluster_arn(&record.cluster)),
             service_arn: Some(self.service_arn(&record.cluster, &record.name)),
-            service_deployment_arn: Some(self.service_deployment_arn(&record.cluster, &record.name, deployment.id())),
-            target_service_revision_arn: Some(self.service_revision_arn(&record.cluster, &record.name, deployment.id())),
+            service_deployment_arn: Some(self.service_deployment_arn(
+                &record.cluster,
+                &record.name,
+                deployment.id(),
+            )),
+            target_service_revision_arn: Some(self.service_revision_arn(
+                &record.cluster,
+                &record.name,
+                deployment.id(),
+            )),
             created_at: deployment.deployment.created_at,
             started_at: deployment.deployment.created_at,
             finished_at: deployment.finished_at_ms.map(|ms| ms as f64 / 1000.0),
@@ -973,11 +1085,23 @@ impl Ecs {
     ) -> Result<ListServiceDeploymentsResponse, ApiError> {
         let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let given = request.service.clone().unwrap_or_default();
-        let name = self.service_name_in(&cluster, &given).ok_or_else(service_not_found)?;
-        let record = self.find_service(&cluster, &name)?.ok_or_else(service_not_found)?;
-        let limit = page::max_results(request.max_results, LIST_SERVICE_DEPLOYMENTS_MAX, LIST_SERVICE_DEPLOYMENTS_MAX)?;
+        let name = self
+            .service_name_in(&cluster, &given)
+            .ok_or_else(service_not_found)?;
+        let record = self
+            .find_service(&cluster, &name)?
+            .ok_or_else(service_not_found)?;
+        let limit = page::max_results(
+            request.max_results,
+            LIST_SERVICE_DEPLOYMENTS_MAX,
+            LIST_SERVICE_DEPLOYMENTS_MAX,
+        )?;
         let statuses = request.status.clone().unwrap_or_default();
-        let mut all: Vec<&DeploymentRecord> = record.deployments.iter().chain(record.finished.iter()).collect();
+        let mut all: Vec<&DeploymentRecord> = record
+            .deployments
+            .iter()
+            .chain(record.finished.iter())
+            .collect();
         all.sort_by_key(|d| std::cmp::Reverse(d.started_at_ms));
         let created = request.created_at.clone().unwrap_or_default();
         let keep: Vec<ServiceDeploymentBrief> = all
@@ -985,18 +1109,23 @@ impl Ecs {
             .filter(|d| statuses.is_empty() || statuses.contains(&d.lifecycle))
             .filter(|d| {
                 let at = d.started_at_ms as f64 / 1000.0;
-                created.after.is_none_or(|after| at >= after) && created.before.is_none_or(|before| at <= before)
+                created.after.is_none_or(|after| at >= after)
+                    && created.before.is_none_or(|before| at <= before)
             })
             .map(|d| self.brief(&record, d))
             .collect();
         let start = match request.next_token.as_deref().filter(|t| !t.is_empty()) {
-            Some(token) => token
-                .parse::<usize>()
-                .map_err(|_| ApiError::invalid_parameter("Invalid nextToken: it was not returned by this listing"))?,
+            Some(token) => token.parse::<usize>().map_err(|_| {
+                ApiError::invalid_parameter(
+                    "Invalid nextToken: it was not returned by this listing",
+                )
+            })?,
             None => 0,
         };
-        let page: Vec<ServiceDeploymentBrief> = keep.iter().skip(start).take(limit).cloned().collect();
-        let next_token = (start + page.len() < keep.len()).then(|| (start + page.len()).to_string());
+        let page: Vec<ServiceDeploymentBrief> =
+            keep.iter().skip(start).take(limit).cloned().collect();
+        let next_token =
+            (start + page.len() < keep.len()).then(|| (start + page.len()).to_string());
         Ok(ListServiceDeploymentsResponse {
             service_deployments: Some(page),
             next_token,
@@ -1033,17 +1162,30 @@ impl Ecs {
         })
     }
 
-    fn describe_service_deployment(&self, arn: &str) -> Result<Option<ServiceDeployment>, ApiError> {
-        let Some(parsed) = Arn::parse(arn) else { return Ok(None) };
-        if parsed.service != "ecs" || parsed.region != self.scope.region || parsed.account_id != self.scope.account_id {
-            return Ok(None);
-        }
-        let ("service-deployment", rest) = parsed.resource_parts() else { return Ok(None) };
-        let mut parts = rest.splitn(3, '/');
-        let (Some(cluster), Some(name), Some(number)) = (parts.next(), parts.next(), parts.next()) else {
+    fn describe_service_deployment(
+        &self,
+        arn: &str,
+    ) -> Result<Option<ServiceDeployment>, ApiError> {
+        let Some(parsed) = Arn::parse(arn) else {
             return Ok(None);
         };
-        let Some(record) = self.find_service(cluster, name)? else { return Ok(None) };
+        if parsed.service != "ecs"
+            || parsed.region != self.scope.region
+            || parsed.account_id != self.scope.account_id
+        {
+            return Ok(None);
+        }
+        let ("service-deployment", rest) = parsed.resource_parts() else {
+            return Ok(None);
+        };
+        let mut parts = rest.splitn(3, '/');
+        let (Some(cluster), Some(name), Some(number)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(None);
+        };
+        let Some(record) = self.find_service(cluster, name)? else {
+            return Ok(None);
+        };
         let id = format!("ecs-svc/{number}");
         let Some(deployment) = record
             .deployments
@@ -1086,18 +1228,28 @@ impl Ecs {
             source_service_revisions: Some(sources),
             deployment_configuration: Some(deployment.configuration.clone()),
             deployment_circuit_breaker: Some(ServiceDeploymentCircuitBreaker {
-                status: Some(match (enabled, tripped, deployment.finished_at_ms.is_some()) {
-                    (false, _, _) => ServiceDeploymentRollbackMonitorsStatus::Disabled,
-                    (true, true, _) => ServiceDeploymentRollbackMonitorsStatus::Triggered,
-                    (true, false, true) => ServiceDeploymentRollbackMonitorsStatus::MonitoringComplete,
-                    (true, false, false) => ServiceDeploymentRollbackMonitorsStatus::Monitoring,
-                }),
+                status: Some(
+                    match (enabled, tripped, deployment.finished_at_ms.is_some()) {
+                        (false, _, _) => ServiceDeploymentRollbackMonitorsStatus::Disabled,
+                        (true, true, _) => ServiceDeploymentRollbackMonitorsStatus::Triggered,
+                        (true, false, true) => {
+                            ServiceDeploymentRollbackMonitorsStatus::MonitoringComplete
+                        }
+                        (true, false, false) => ServiceDeploymentRollbackMonitorsStatus::Monitoring,
+                    },
+                ),
                 failure_count: Some(failed),
                 threshold: Some(failure_threshold(&deployment.configuration, desired) as i32),
             }),
             rollback: deployment.rollback_of.as_ref().map(|failed| Rollback {
-                reason: Some(format!("Rolling back deployment {failed}: the deployment circuit breaker tripped.")),
-                service_revision_arn: Some(self.service_revision_arn(cluster, name, deployment.id())),
+                reason: Some(format!(
+                    "Rolling back deployment {failed}: the deployment circuit breaker tripped."
+                )),
+                service_revision_arn: Some(self.service_revision_arn(
+                    cluster,
+                    name,
+                    deployment.id(),
+                )),
                 started_at: deployment.deployment.created_at,
             }),
             ..Default::default()
@@ -1112,7 +1264,9 @@ impl Ecs {
         let tasks = request.tasks.clone().unwrap_or_default();
         check_protection_tasks(&tasks)?;
         let enabled = request.protection_enabled.unwrap_or(false);
-        let minutes = request.expires_in_minutes.unwrap_or(TASK_PROTECTION_MINUTES_DEFAULT);
+        let minutes = request
+            .expires_in_minutes
+            .unwrap_or(TASK_PROTECTION_MINUTES_DEFAULT);
         if enabled && !(1..=TASK_PROTECTION_MINUTES_MAX).contains(&minutes) {
             return Err(ApiError::invalid_parameter(format!(
                 "expiresInMinutes must be between 1 and {TASK_PROTECTION_MINUTES_MAX}, got {minutes}"
@@ -1123,7 +1277,9 @@ impl Ecs {
         let mut protected_tasks = Vec::new();
         let mut failures = Vec::new();
         for given in &tasks {
-            let Some(record) = self.protectable_task(&cluster, given, &mut failures)? else { continue };
+            let Some(record) = self.protectable_task(&cluster, given, &mut failures)? else {
+                continue;
+            };
             let key = keys::task_protection(&cluster, &record.task_id);
             records::mutate(self.store.as_ref(), || {
                 let current = self.store.get(&key).map_err(records::store_error)?;
@@ -1162,11 +1318,15 @@ impl Ecs {
         let mut protected_tasks = Vec::new();
         let mut failures = Vec::new();
         for given in &tasks {
-            let Some(record) = self.protectable_task(&cluster, given, &mut failures)? else { continue };
-            let protection: Option<TaskProtection> =
-                records::get(self.store.as_ref(), &keys::task_protection(&cluster, &record.task_id))?
-                    .map(|found| found.value)
-                    .filter(|p: &TaskProtection| p.expires_at_ms > now_ms);
+            let Some(record) = self.protectable_task(&cluster, given, &mut failures)? else {
+                continue;
+            };
+            let protection: Option<TaskProtection> = records::get(
+                self.store.as_ref(),
+                &keys::task_protection(&cluster, &record.task_id),
+            )?
+            .map(|found| found.value)
+            .filter(|p: &TaskProtection| p.expires_at_ms > now_ms);
             protected_tasks.push(ProtectedTask {
                 task_arn: Some(record.arn()),
                 protection_enabled: Some(protection.is_some()),
@@ -1200,7 +1360,11 @@ impl Ecs {
             return Ok(None);
         };
         let record = found.value;
-        let in_service = record.task.group.as_deref().is_some_and(|g| g.starts_with("service:"));
+        let in_service = record
+            .task
+            .group
+            .as_deref()
+            .is_some_and(|g| g.starts_with("service:"));
         if !in_service || record.last_status() == "STOPPED" {
             failures.push(Failure {
                 arn: Some(record.arn()),
@@ -1224,7 +1388,11 @@ impl Ecs {
         loop {
             let page = self
                 .store
-                .list(keys::INACTIVE_SERVICES, after.as_deref(), flotilla_store::LIST_LIMIT_MAX)
+                .list(
+                    keys::INACTIVE_SERVICES,
+                    after.as_deref(),
+                    flotilla_store::LIST_LIMIT_MAX,
+                )
                 .map_err(records::store_error)?;
             for entry in &page.entries {
                 let record: ServiceRecord = records::decode(entry)?;
@@ -1247,9 +1415,9 @@ impl Ecs {
         for entry in &page.entries {
             let protection: TaskProtection = records::decode(entry)?;
             let rest = &entry.key[keys::TASK_PROTECTION.len()..];
-            let task_gone = rest
-                .split_once('/')
-                .is_none_or(|(cluster, task_id)| self.get_task(cluster, task_id).ok().flatten().is_none());
+            let task_gone = rest.split_once('/').is_none_or(|(cluster, task_id)| {
+                self.get_task(cluster, task_id).ok().flatten().is_none()
+            });
             if protection.expires_at_ms <= now_ms || task_gone {
                 expired.push((entry.key.clone(), entry.mod_revision));
             }

@@ -113,7 +113,10 @@ pub(crate) fn task_tags(sources: &TaskTagSources<'_>) -> Result<Vec<Tag>, ApiErr
     merge_tags(&mut tags, sources.own);
     check_tags(&tags)?;
     if sources.managed {
-        let managed = |key: &str, value: &str| Tag { key: Some(key.to_owned()), value: Some(value.to_owned()) };
+        let managed = |key: &str, value: &str| Tag {
+            key: Some(key.to_owned()),
+            value: Some(value.to_owned()),
+        };
         tags.push(managed(MANAGED_CLUSTER_TAG, sources.cluster));
         if let Some(service) = sources.service {
             tags.push(managed(MANAGED_SERVICE_TAG, service.name));
@@ -135,23 +138,37 @@ impl Ecs {
     fn tagged_resource(&self, arn_text: &str) -> Result<Tagged, ApiError> {
         let invalid = || ApiError::invalid_parameter(format!("Invalid resourceArn {arn_text:?}"));
         let arn = Arn::parse(arn_text).ok_or_else(invalid)?;
-        if arn.service != "ecs" || arn.region != self.scope.region || arn.account_id != self.scope.account_id {
-            return Err(ApiError::resource_not_found(format!("The specified resource {arn_text} was not found")));
+        if arn.service != "ecs"
+            || arn.region != self.scope.region
+            || arn.account_id != self.scope.account_id
+        {
+            return Err(ApiError::resource_not_found(format!(
+                "The specified resource {arn_text} was not found"
+            )));
         }
         match arn.resource_parts() {
             ("cluster", name) => Ok(Tagged::Cluster(name.to_owned())),
             ("task-definition", id) => {
                 let (family, revision) = id.rsplit_once(':').ok_or_else(invalid)?;
                 let revision = revision.parse().map_err(|_| invalid())?;
-                Ok(Tagged::TaskDefinition { family: family.to_owned(), revision })
+                Ok(Tagged::TaskDefinition {
+                    family: family.to_owned(),
+                    revision,
+                })
             }
             ("service", rest) => {
                 let (cluster, name) = rest.split_once('/').ok_or_else(invalid)?;
-                Ok(Tagged::Service { cluster: cluster.to_owned(), name: name.to_owned() })
+                Ok(Tagged::Service {
+                    cluster: cluster.to_owned(),
+                    name: name.to_owned(),
+                })
             }
             ("task", rest) => {
                 let (cluster, task_id) = rest.split_once('/').ok_or_else(invalid)?;
-                Ok(Tagged::Task { cluster: cluster.to_owned(), task_id: task_id.to_owned() })
+                Ok(Tagged::Task {
+                    cluster: cluster.to_owned(),
+                    task_id: task_id.to_owned(),
+                })
             }
             ("capacity-provider", name) => Ok(Tagged::CapacityProvider(name.to_owned())),
             _ => Err(ApiError::invalid_parameter(format!(
@@ -160,7 +177,10 @@ impl Ecs {
         }
     }
 
-    pub(crate) async fn tag_resource(&self, request: TagResourceRequest) -> Result<TagResourceResponse, ApiError> {
+    pub(crate) async fn tag_resource(
+        &self,
+        request: TagResourceRequest,
+    ) -> Result<TagResourceResponse, ApiError> {
         let incoming = request.tags.unwrap_or_default();
         check_tags(&incoming)?;
         let arn = request.resource_arn.unwrap_or_default();
@@ -172,7 +192,10 @@ impl Ecs {
         Ok(TagResourceResponse {})
     }
 
-    pub(crate) async fn untag_resource(&self, request: UntagResourceRequest) -> Result<UntagResourceResponse, ApiError> {
+    pub(crate) async fn untag_resource(
+        &self,
+        request: UntagResourceRequest,
+    ) -> Result<UntagResourceResponse, ApiError> {
         let remove = request.tag_keys.unwrap_or_default();
         for key in &remove {
             check_tag_key(key)?;
@@ -199,19 +222,37 @@ impl Ecs {
             Tagged::TaskDefinition { family, revision } => {
                 let key = keys::task_definition(&family, revision);
                 let found = records::get::<TaskDefinitionRecord>(self.store.as_ref(), &key)?;
-                found.ok_or_else(|| task_definition_not_found(&arn))?.value.tags
+                found
+                    .ok_or_else(|| task_definition_not_found(&arn))?
+                    .value
+                    .tags
             }
             Tagged::Service { cluster, name } => {
                 let found = self.get_service(&cluster, &name)?;
-                found.ok_or_else(crate::services::service_not_found)?.value.service.tags.unwrap_or_default()
+                found
+                    .ok_or_else(crate::services::service_not_found)?
+                    .value
+                    .service
+                    .tags
+                    .unwrap_or_default()
             }
             Tagged::Task { cluster, task_id } => {
                 let found = self.get_task(&cluster, &task_id)?;
-                found.ok_or_else(|| task_not_found(&arn))?.value.task.tags.unwrap_or_default()
+                found
+                    .ok_or_else(|| task_not_found(&arn))?
+                    .value
+                    .task
+                    .tags
+                    .unwrap_or_default()
             }
             Tagged::CapacityProvider(name) => {
-                let found = records::get::<CapacityProviderRecord>(self.store.as_ref(), &keys::capacity_provider(&name))?;
-                let found = found.filter(|f| f.value.is_active()).ok_or_else(|| capacity_provider_not_found(&arn))?;
+                let found = records::get::<CapacityProviderRecord>(
+                    self.store.as_ref(),
+                    &keys::capacity_provider(&name),
+                )?;
+                let found = found
+                    .filter(|f| f.value.is_active())
+                    .ok_or_else(|| capacity_provider_not_found(&arn))?;
                 found.value.provider.tags.unwrap_or_default()
             }
         };
@@ -237,14 +278,18 @@ impl Ecs {
             Tagged::TaskDefinition { family, revision } => {
                 let key = keys::task_definition(&family, revision);
                 let missing = || task_definition_not_found(arn);
-                self.change_record::<TaskDefinitionRecord>(&key, missing, |record| change(&mut record.tags))
-                    .await
+                self.change_record::<TaskDefinitionRecord>(&key, missing, |record| {
+                    change(&mut record.tags)
+                })
+                .await
             }
             Tagged::Service { cluster, name } => {
                 let key = keys::service(&cluster, &name);
-                self.change_record::<crate::services::ServiceRecord>(&key, crate::services::service_not_found, |record| {
-                    change(record.service.tags.get_or_insert_with(Vec::new))
-                })
+                self.change_record::<crate::services::ServiceRecord>(
+                    &key,
+                    crate::services::service_not_found,
+                    |record| change(record.service.tags.get_or_insert_with(Vec::new)),
+                )
                 .await
             }
             Tagged::Task { cluster, task_id } => {
@@ -254,8 +299,9 @@ impl Ecs {
                     // Managed tags (aws:) are ECS's: the user's change works
                     // on the others, and they stay.
                     let tags = record.task.tags.get_or_insert_with(Vec::new);
-                    let (mut mine, managed): (Vec<Tag>, Vec<Tag>) =
-                        std::mem::take(tags).into_iter().partition(|tag| !is_reserved(tag));
+                    let (mut mine, managed): (Vec<Tag>, Vec<Tag>) = std::mem::take(tags)
+                        .into_iter()
+                        .partition(|tag| !is_reserved(tag));
                     change(&mut mine)?;
                     *tags = mine;
                     tags.extend(managed);
@@ -288,7 +334,9 @@ impl Ecs {
             let found = records::get::<T>(self.store.as_ref(), key)?.ok_or_else(&missing)?;
             let mut value = found.value;
             change(&mut value)?;
-            let txn = Txn::new().expect(key, found.revision).put(key, records::encode(&value));
+            let txn = Txn::new()
+                .expect(key, found.revision)
+                .put(key, records::encode(&value));
             Ok(Attempt::Commit(txn, ()))
         })
         .await
@@ -309,7 +357,9 @@ fn task_not_found(arn: &str) -> ApiError {
 }
 
 fn capacity_provider_not_found(arn: &str) -> ApiError {
-    ApiError::resource_not_found(format!("The specified capacity provider {arn} was not found"))
+    ApiError::resource_not_found(format!(
+        "The specified capacity provider {arn} was not found"
+    ))
 }
 
 fn task_definition_not_found(arn: &str) -> ApiError {
@@ -322,15 +372,21 @@ mod tests {
     use crate::testing::ecs;
 
     fn tag(key: &str, value: &str) -> Tag {
-        Tag { key: Some(key.into()), value: Some(value.into()) }
+        Tag {
+            key: Some(key.into()),
+            value: Some(value.into()),
+        }
     }
 
     #[tokio::test]
     async fn tag_untag_list_on_a_cluster() {
         let ecs = ecs();
-        ecs.create_cluster(CreateClusterRequest { cluster_name: Some("c".into()), ..Default::default() })
-            .await
-            .expect("create");
+        ecs.create_cluster(CreateClusterRequest {
+            cluster_name: Some("c".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
         let arn = "arn:aws:ecs:us-east-1:000000000000:cluster/c".to_owned();
         ecs.tag_resource(TagResourceRequest {
             resource_arn: Some(arn.clone()),
@@ -338,24 +394,41 @@ mod tests {
         })
         .await
         .expect("tag");
-        ecs.tag_resource(TagResourceRequest { resource_arn: Some(arn.clone()), tags: Some(vec![tag("team", "b")]) })
-            .await
-            .expect("retag");
-        ecs.untag_resource(UntagResourceRequest { resource_arn: Some(arn.clone()), tag_keys: Some(vec!["env".into()]) })
-            .await
-            .expect("untag");
+        ecs.tag_resource(TagResourceRequest {
+            resource_arn: Some(arn.clone()),
+            tags: Some(vec![tag("team", "b")]),
+        })
+        .await
+        .expect("retag");
+        ecs.untag_resource(UntagResourceRequest {
+            resource_arn: Some(arn.clone()),
+            tag_keys: Some(vec!["env".into()]),
+        })
+        .await
+        .expect("untag");
         let listed = ecs
-            .list_tags_for_resource(ListTagsForResourceRequest { resource_arn: Some(arn.clone()) })
+            .list_tags_for_resource(ListTagsForResourceRequest {
+                resource_arn: Some(arn.clone()),
+            })
             .expect("list");
         assert_eq!(listed.tags, Some(vec![tag("team", "b")]));
 
         let reserved = ecs
-            .tag_resource(TagResourceRequest { resource_arn: Some(arn), tags: Some(vec![tag("aws:x", "1")]) })
+            .tag_resource(TagResourceRequest {
+                resource_arn: Some(arn),
+                tags: Some(vec![tag("aws:x", "1")]),
+            })
             .await;
-        assert_eq!(reserved.expect_err("reserved").code, "InvalidParameterException");
+        assert_eq!(
+            reserved.expect_err("reserved").code,
+            "InvalidParameterException"
+        );
         let missing = ecs.list_tags_for_resource(ListTagsForResourceRequest {
             resource_arn: Some("arn:aws:ecs:us-east-1:000000000000:cluster/none".into()),
         });
-        assert_eq!(missing.expect_err("missing").code, "ClusterNotFoundException");
+        assert_eq!(
+            missing.expect_err("missing").code,
+            "ClusterNotFoundException"
+        );
     }
 }

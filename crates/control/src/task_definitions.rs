@@ -115,7 +115,9 @@ impl Ecs {
         definition.registered_at = Some(self.now_seconds());
         definition.registered_by = Some(caller.principal_arn.clone());
         let tags = request.tags.clone().unwrap_or_default();
-        let stored = self.store_new_revision(TaskDefinitionRecord { definition, tags }).await?;
+        let stored = self
+            .store_new_revision(TaskDefinitionRecord { definition, tags })
+            .await?;
         Ok(RegisterTaskDefinitionResponse {
             task_definition: Some(stored),
             tags: request.tags,
@@ -128,7 +130,10 @@ impl Ecs {
     }
 
     /// Parses a family, `family:revision` or task definition ARN.
-    pub(crate) fn task_definition_reference(&self, given: &str) -> Result<Reference, ReferenceError> {
+    pub(crate) fn task_definition_reference(
+        &self,
+        given: &str,
+    ) -> Result<Reference, ReferenceError> {
         let given = given.trim();
         let id = if given.starts_with("arn:") {
             let arn = Arn::parse(given).ok_or(ReferenceError::Malformed)?;

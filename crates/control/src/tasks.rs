@@ -165,7 +165,12 @@ impl TaskRecord {
     }
 
     /// Asks the task to stop; the agent carries it out.
-    pub(crate) fn request_stop(&mut self, now_seconds: f64, code: Option<TaskStopCode>, reason: &str) {
+    pub(crate) fn request_stop(
+        &mut self,
+        now_seconds: f64,
+        code: Option<TaskStopCode>,
+        reason: &str,
+    ) {
         self.task.desired_status = Some("STOPPED".to_owned());
         self.task.stopping_at.get_or_insert(now_seconds);
         if self.task.stop_code.is_none() {
@@ -340,7 +345,8 @@ pub(crate) struct Launch {
 pub(crate) type Launched = (Vec<Task>, Vec<Failure>);
 
 /// RunTask's launches waiting for their cluster's leader, by cluster.
-pub(crate) type LaunchQueues = crate::combine::Combiner<(Launch, usize), Result<Launched, ApiError>>;
+pub(crate) type LaunchQueues =
+    crate::combine::Combiner<(Launch, usize), Result<Launched, ApiError>>;
 
 /// An instance record as placement read it (shared with the snapshot cache),
 /// with the revision the commit is conditional on.
@@ -450,9 +456,12 @@ impl Ecs {
         let cluster = launch.cluster.clone();
         let (tasks, failures) = self
             .launches
-            .submit(&cluster, (launch, count), LAUNCHES_PER_COMMIT_MAX, |batch| {
-                self.run_launches(&cluster, batch)
-            })
+            .submit(
+                &cluster,
+                (launch, count),
+                LAUNCHES_PER_COMMIT_MAX,
+                |batch| self.run_launches(&cluster, batch),
+            )
             .await
             .unwrap_or_else(|| Err(ApiError::server("RunTask was abandoned; try again")))?;
         Ok(RunTaskResponse {
@@ -595,7 +604,10 @@ impl Ecs {
         placement_request.strategies = placement::strategies(request.placement_strategy)?;
         placement_request.constraints = placement::constraints(
             request.placement_constraints,
-            definition.placement_constraints.as_deref().unwrap_or_default(),
+            definition
+                .placement_constraints
+                .as_deref()
+                .unwrap_or_default(),
         )?;
         placement_request.group = group.clone();
         Ok(Launch {
@@ -615,20 +627,29 @@ impl Ecs {
     /// The capacity provider strategy a launch follows: the request's, or
     /// with neither a launch type nor a strategy the cluster's default
     /// strategy, if it has one; checked as ECS checks it.
-    fn capacity_of_launch(&self, cluster: &Cluster, request: &LaunchRequest<'_>) -> Result<Option<StrategyLaunch>, ApiError> {
+    fn capacity_of_launch(
+        &self,
+        cluster: &Cluster,
+        request: &LaunchRequest<'_>,
+    ) -> Result<Option<StrategyLaunch>, ApiError> {
         let given = request.capacity_provider_strategy;
         if request.launch_type.is_some() && !given.is_empty() {
             return Err(ApiError::invalid_parameter(
                 "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
             ));
         }
-        let default = cluster.default_capacity_provider_strategy.as_deref().unwrap_or_default();
+        let default = cluster
+            .default_capacity_provider_strategy
+            .as_deref()
+            .unwrap_or_default();
         let (items, origin) = match (given.is_empty(), request.launch_type) {
             (false, _) => (given, Origin::Request),
             (true, None) if !default.is_empty() => (default, Origin::ClusterDefault),
             _ => return Ok(None),
         };
-        let counted = request.started_by.filter(|_| request.strategy_counts_started_by);
+        let counted = request
+            .started_by
+            .filter(|_| request.strategy_counts_started_by);
         let launch = self.launch_strategy(cluster, items, origin, |shares| match counted {
             Some(started_by) => self.live_tasks_by_provider(cluster, started_by, shares),
             None => Ok(Vec::new()),
@@ -647,11 +668,16 @@ impl Ecs {
         let mut placed = vec![0u32; shares.len()];
         for found in scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(name))? {
             let task = &found.value.task;
-            if task.started_by.as_deref() != Some(started_by) || found.value.desired_status() != "RUNNING" {
+            if task.started_by.as_deref() != Some(started_by)
+                || found.value.desired_status() != "RUNNING"
+            {
                 continue;
             }
             let provider = task.capacity_provider_name.as_deref();
-            if let Some(index) = shares.iter().position(|s| Some(s.provider.as_str()) == provider) {
+            if let Some(index) = shares
+                .iter()
+                .position(|s| Some(s.provider.as_str()) == provider)
+            {
                 placed[index] += 1;
             }
         }
@@ -660,7 +686,11 @@ impl Ecs {
 
     /// The revision a launch names, when `revisions` lets it run it, or
     /// ECS's ClientException.
-    fn launchable_definition(&self, given: &str, revisions: Revisions) -> Result<TaskDefinitionRecord, ApiError> {
+    fn launchable_definition(
+        &self,
+        given: &str,
+        revisions: Revisions,
+    ) -> Result<TaskDefinitionRecord, ApiError> {
         let reference = match self.task_definition_reference(given) {
             Ok(reference) => reference,
             Err(ReferenceError::Malformed | ReferenceError::Elsewhere) => {
@@ -678,7 +708,11 @@ impl Ecs {
     }
 
     /// RunTask's queued launches of one cluster, placed and committed together.
-    async fn run_launches(&self, cluster: &str, batch: Vec<(Launch, usize)>) -> Vec<Result<Launched, ApiError>> {
+    async fn run_launches(
+        &self,
+        cluster: &str,
+        batch: Vec<(Launch, usize)>,
+    ) -> Vec<Result<Launched, ApiError>> {
         let launches: Vec<(&Launch, Targeting)> = batch
             .iter()
             .map(|(launch, count)| (launch, Targeting::FirstFit(*count)))
@@ -689,7 +723,11 @@ impl Ecs {
     /// Places and creates the tasks of launches into `cluster` in one
     /// transaction with the instances they take resources from: each launch
     /// in order, against what the ones before it took. One answer per launch.
-    pub(crate) async fn launch(&self, cluster: &str, launches: &[(&Launch, Targeting)]) -> Vec<Result<Launched, ApiError>> {
+    pub(crate) async fn launch(
+        &self,
+        cluster: &str,
+        launches: &[(&Launch, Targeting)],
+    ) -> Vec<Result<Launched, ApiError>> {
         let ids: Vec<Vec<TaskIds>> = launches
             .iter()
             .map(|(launch, targeting)| self.task_ids(launch, targeting))
@@ -712,8 +750,17 @@ impl Ecs {
                 .iter()
                 .zip(&ids)
                 .map(|((launch, targeting), ids)| {
-                    let placements = self.place_launch(launch, targeting, ids, &instances, &mut snapshot)?;
-                    self.create_tasks(launch, placements, ids, now_seconds, &instances, &mut changed, &mut txn)
+                    let placements =
+                        self.place_launch(launch, targeting, ids, &instances, &mut snapshot)?;
+                    self.create_tasks(
+                        launch,
+                        placements,
+                        ids,
+                        now_seconds,
+                        &instances,
+                        &mut changed,
+                        &mut txn,
+                    )
                 })
                 .collect();
             let clean = answers
@@ -740,10 +787,15 @@ impl Ecs {
                 let found = &mut instances[index];
                 let key = keys::instance(cluster, &found.value.instance_id);
                 record.touch();
-                txn = txn.expect(&key, found.revision).put(&key, records::encode(&record));
+                txn = txn
+                    .expect(&key, found.revision)
+                    .put(&key, records::encode(&record));
                 // What the store holds once this commits, at the revision
                 // the commit gets (set below).
-                *found = records::Versioned { value: std::sync::Arc::new(record), revision: 0 };
+                *found = records::Versioned {
+                    value: std::sync::Arc::new(record),
+                    revision: 0,
+                };
             }
             let placed = keepable.then(|| Placed::new(instances, snapshot));
             break Ok(Attempt::Commit(txn, (answers, placed)));
@@ -752,12 +804,16 @@ impl Ecs {
         match result {
             Ok(((answers, placed), revision)) => {
                 if let Some(placed) = placed {
-                    self.live_placement.put(cluster, placed.committed_at(revision), turn);
+                    self.live_placement
+                        .put(cluster, placed.committed_at(revision), turn);
                 }
                 // A later launch of the same deployment splits against these too.
                 for ((launch, _), answer) in launches.iter().zip(&answers) {
                     if let (Some(capacity), Ok((tasks, _))) = (&launch.capacity, answer) {
-                        for provider in tasks.iter().filter_map(|t| t.capacity_provider_name.as_deref()) {
+                        for provider in tasks
+                            .iter()
+                            .filter_map(|t| t.capacity_provider_name.as_deref())
+                        {
                             capacity.record(provider);
                         }
                     }
@@ -804,7 +860,9 @@ impl Ecs {
         let cluster = &launch.cluster;
         // The random strategy draws from the request's own fresh ids, so a
         // simulation driven by a seeded id source places the same way again.
-        let seed = ids.first().map_or(0, |first| placement_seed(&first.task_id));
+        let seed = ids
+            .first()
+            .map_or(0, |first| placement_seed(&first.task_id));
         let mut failures = Vec::new();
         // The instance (index into `instances`) of each placed task, in order.
         let mut placements: Vec<usize> = Vec::new();
@@ -834,7 +892,9 @@ impl Ecs {
                     // provider has no instance that could take a task (none
                     // at all, or only DRAINING ones), which ECS would not say.
                     let unexplained = plan.unplaced > 0 && plan.failures.is_empty();
-                    if let Some(provider) = request.capacity_provider.as_deref().filter(|_| unexplained) {
+                    if let Some(provider) =
+                        request.capacity_provider.as_deref().filter(|_| unexplained)
+                    {
                         failures.push(Failure {
                             arn: Some(self.capacity_provider_arn(provider)),
                             reason: Some(no_instances_in(provider)),
@@ -866,8 +926,9 @@ impl Ecs {
                     };
                     // StartTask names the instance: place on it alone,
                     // against what earlier tasks of this request took.
-                    let alone =
-                        flotilla_scheduler::Snapshot::new(vec![snapshot.instances()[index].clone()]);
+                    let alone = flotilla_scheduler::Snapshot::new(vec![snapshot.instances()
+                        [index]
+                        .clone()]);
                     let mut plan = flotilla_scheduler::place(&alone, &request);
                     if plan.placements.is_empty() {
                         // `explain` also names the reasons RunTask does not
@@ -929,14 +990,19 @@ impl Ecs {
                 &launch.request,
             )
             .ok_or_else(|| {
-                ApiError::server("placement chose an instance without the GPUs or task addresses it needs")
+                ApiError::server(
+                    "placement chose an instance without the GPUs or task addresses it needs",
+                )
             })?;
             record
                 .remaining
                 .take(&mut record.task_addresses_in_use, &reservation);
             record.count_task_in(Some(&launch.group));
             let task = self.new_task(launch, instance, reservation, ids, now_seconds);
-            puts.push((keys::task(&launch.cluster, &ids.task_id), records::encode(&task)));
+            puts.push((
+                keys::task(&launch.cluster, &ids.task_id),
+                records::encode(&task),
+            ));
             tasks.push(Self::present_task(&task, true));
         }
         changed.extend(taken);
@@ -955,7 +1021,8 @@ impl Ecs {
         &self,
         cluster: &str,
     ) -> Result<(Vec<SharedInstance>, flotilla_scheduler::Snapshot), ApiError> {
-        self.placement_view(cluster).map(|(instances, snapshot, _)| (instances, snapshot))
+        self.placement_view(cluster)
+            .map(|(instances, snapshot, _)| (instances, snapshot))
     }
 
     /// [`Ecs::placement_snapshot`], and whether the records alone made it
@@ -980,7 +1047,12 @@ impl Ecs {
                 live_tasks
                     .iter()
                     .filter(|task| !task.value.released)
-                    .map(|task| (task.value.instance_id.as_str(), task.value.task.group.as_deref())),
+                    .map(|task| {
+                        (
+                            task.value.instance_id.as_str(),
+                            task.value.task.group.as_deref(),
+                        )
+                    }),
             )
         };
         let mut instances = Vec::with_capacity(listed.len());
@@ -1677,7 +1749,10 @@ fn check_overrides(
 /// What one task of `definition` needs from its instance, as ECS reserves it
 /// on EC2: the task-level size when set, else the containers' sums, memory
 /// counted by each container's soft limit when it has one.
-fn demand_for(definition: &TaskDefinition, overrides: &TaskOverride) -> flotilla_scheduler::Request {
+fn demand_for(
+    definition: &TaskDefinition,
+    overrides: &TaskOverride,
+) -> flotilla_scheduler::Request {
     let containers = definition
         .container_definitions
         .as_deref()

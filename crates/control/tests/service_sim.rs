@@ -88,7 +88,12 @@ impl Store for CrashableStore {
     fn get(&self, key: &str) -> Result<Option<flotilla_store::Entry>, StoreError> {
         self.inner.get(key)
     }
-    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+    fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         self.inner.list(prefix, start_after, limit)
     }
     fn commit(&self, txn: Txn) -> CommitFuture {
@@ -149,10 +154,16 @@ fn caller() -> Caller {
 impl World {
     async fn new(seed: u64) -> World {
         let memory = Arc::new(MemoryStore::new());
-        let store = Arc::new(CrashableStore { inner: Arc::clone(&memory), commits_left: AtomicU64::new(u64::MAX) });
+        let store = Arc::new(CrashableStore {
+            inner: Arc::clone(&memory),
+            commits_left: AtomicU64::new(u64::MAX),
+        });
         let clock = Arc::new(VirtualClock(AtomicU64::new(START_MS)));
         let ids = Arc::new(SeededIds(Mutex::new(Rng(seed ^ 0x5eed))));
-        let settings = SchedulerSettings { agent_lost_timeout_ms: 60_000, ..Default::default() };
+        let settings = SchedulerSettings {
+            agent_lost_timeout_ms: 60_000,
+            ..Default::default()
+        };
         let ecs = Ecs::new(
             store.clone(),
             Scope::new("us-east-1", "000000000000"),
@@ -173,14 +184,19 @@ impl World {
             start_percent: 100,
             settings,
         };
-        world.ok("CreateCluster", json!({"clusterName": CLUSTER})).await;
+        world
+            .ok("CreateCluster", json!({"clusterName": CLUSTER}))
+            .await;
         world
     }
 
     /// The control plane restarts on the same store: a new `Ecs` and a new
     /// scheduler that remember nothing.
     fn restart(&mut self) {
-        self.store = Arc::new(CrashableStore { inner: Arc::clone(&self.memory), commits_left: AtomicU64::new(u64::MAX) });
+        self.store = Arc::new(CrashableStore {
+            inner: Arc::clone(&self.memory),
+            commits_left: AtomicU64::new(u64::MAX),
+        });
         self.ecs = Ecs::new(
             self.store.clone(),
             Scope::new("us-east-1", "000000000000"),
@@ -209,7 +225,13 @@ impl World {
     }
 
     /// A host of a capacity provider, which its identity document names.
-    async fn add_host_in(&mut self, cpu: i64, memory: i64, zone: &str, provider: Option<&str>) -> String {
+    async fn add_host_in(
+        &mut self,
+        cpu: i64,
+        memory: i64,
+        zone: &str,
+        provider: Option<&str>,
+    ) -> String {
         let identity = json!({"availabilityZone": zone, "capacityProviderName": provider});
         let response = self
             .ok(
@@ -231,15 +253,25 @@ impl World {
                 }),
             )
             .await;
-        let arn = response["containerInstance"]["containerInstanceArn"].as_str().expect("arn").to_owned();
-        self.hosts.push(Host { arn: arn.clone(), connected: false, tasks: HashMap::new() });
+        let arn = response["containerInstance"]["containerInstanceArn"]
+            .as_str()
+            .expect("arn")
+            .to_owned();
+        self.hosts.push(Host {
+            arn: arn.clone(),
+            connected: false,
+            tasks: HashMap::new(),
+        });
         self.set_connected(self.hosts.len() - 1, true).await;
         arn
     }
 
     async fn set_connected(&mut self, host: usize, connected: bool) {
         let arn = self.hosts[host].arn.clone();
-        let agent = self.ecs.resolve_agent_instance(CLUSTER, &arn).expect("agent instance");
+        let agent = self
+            .ecs
+            .resolve_agent_instance(CLUSTER, &arn)
+            .expect("agent instance");
         self.ecs
             .set_agent_connected(&agent, &format!("conn-{host}"), connected)
             .await
@@ -248,14 +280,21 @@ impl World {
     }
 
     async fn definition(&self, family: &str, image: &str, health_check: bool) -> String {
-        let mut container = json!({"name": "app", "image": image, "memory": 256, "cpu": 128, "essential": true});
+        let mut container =
+            json!({"name": "app", "image": image, "memory": 256, "cpu": 128, "essential": true});
         if health_check {
             container["healthCheck"] = json!({"command": ["CMD-SHELL", "true"]});
         }
         let response = self
-            .ok("RegisterTaskDefinition", json!({"family": family, "containerDefinitions": [container]}))
+            .ok(
+                "RegisterTaskDefinition",
+                json!({"family": family, "containerDefinitions": [container]}),
+            )
             .await;
-        response["taskDefinition"]["taskDefinitionArn"].as_str().expect("arn").to_owned()
+        response["taskDefinition"]["taskDefinitionArn"]
+            .as_str()
+            .expect("arn")
+            .to_owned()
     }
 
     /// The simulated agents act on their payloads: start what they were
@@ -269,8 +308,13 @@ impl World {
             }
             let arn = self.hosts[index].arn.clone();
             let instance_id = arn.rsplit('/').next().unwrap_or_default().to_owned();
-            let Ok(payload) = self.ecs.payload_for_instance(CLUSTER, &instance_id) else { continue };
-            let agent = self.ecs.resolve_agent_instance(CLUSTER, &arn).expect("agent instance");
+            let Ok(payload) = self.ecs.payload_for_instance(CLUSTER, &instance_id) else {
+                continue;
+            };
+            let agent = self
+                .ecs
+                .resolve_agent_instance(CLUSTER, &arn)
+                .expect("agent instance");
             for task in payload {
                 let known = self.hosts[index].tasks.get(&task.task_arn).copied();
                 let container = task
@@ -284,31 +328,61 @@ impl World {
                 let name = container.name.clone().unwrap_or_default();
                 if task.desired_status == "STOPPED" {
                     if known != Some(Local::Stopped) {
-                        self.report(&task.task_arn, "STOPPED", "Task stopped by its agent").await;
-                        self.hosts[index].tasks.insert(task.task_arn.clone(), Local::Stopped);
+                        self.report(&task.task_arn, "STOPPED", "Task stopped by its agent")
+                            .await;
+                        self.hosts[index]
+                            .tasks
+                            .insert(task.task_arn.clone(), Local::Stopped);
                     }
                     continue;
                 }
                 if known.is_some() || !self.rng.chance(self.start_percent) {
                     continue;
                 }
-                let fails = image.starts_with("sim/fail-pull") || self.rng.chance(self.start_failure_percent);
+                let fails = image.starts_with("sim/fail-pull")
+                    || self.rng.chance(self.start_failure_percent);
                 if fails {
-                    self.report(&task.task_arn, "STOPPED", "CannotPullContainerError: pull access denied").await;
-                    self.hosts[index].tasks.insert(task.task_arn.clone(), Local::Stopped);
+                    self.report(
+                        &task.task_arn,
+                        "STOPPED",
+                        "CannotPullContainerError: pull access denied",
+                    )
+                    .await;
+                    self.hosts[index]
+                        .tasks
+                        .insert(task.task_arn.clone(), Local::Stopped);
                     continue;
                 }
                 self.report(&task.task_arn, "RUNNING", "").await;
                 if image.starts_with("sim/exit") {
-                    self.report(&task.task_arn, "STOPPED", "Essential container in task exited").await;
-                    self.hosts[index].tasks.insert(task.task_arn.clone(), Local::Stopped);
+                    self.report(
+                        &task.task_arn,
+                        "STOPPED",
+                        "Essential container in task exited",
+                    )
+                    .await;
+                    self.hosts[index]
+                        .tasks
+                        .insert(task.task_arn.clone(), Local::Stopped);
                     continue;
                 }
-                self.hosts[index].tasks.insert(task.task_arn.clone(), Local::Running);
+                self.hosts[index]
+                    .tasks
+                    .insert(task.task_arn.clone(), Local::Running);
                 if container.health_check.is_some() {
-                    let status = if image.starts_with("sim/unhealthy") { "UNHEALTHY" } else { "HEALTHY" };
-                    let health = [ContainerHealth { container_name: name, health_status: status.to_owned() }];
-                    let _ = self.ecs.record_task_health(&agent, &task.task_arn, &health).await;
+                    let status = if image.starts_with("sim/unhealthy") {
+                        "UNHEALTHY"
+                    } else {
+                        "HEALTHY"
+                    };
+                    let health = [ContainerHealth {
+                        container_name: name,
+                        health_status: status.to_owned(),
+                    }];
+                    let _ = self
+                        .ecs
+                        .record_task_health(&agent, &task.task_arn, &health)
+                        .await;
                 }
             }
         }
@@ -330,7 +404,10 @@ impl World {
             .enumerate()
             .filter(|(_, h)| h.connected)
             .flat_map(|(i, h)| {
-                h.tasks.iter().filter(|(_, s)| **s == Local::Running).map(move |(arn, _)| (i, arn.clone()))
+                h.tasks
+                    .iter()
+                    .filter(|(_, s)| **s == Local::Running)
+                    .map(move |(arn, _)| (i, arn.clone()))
             })
             .collect();
         if running.is_empty() {
@@ -339,7 +416,8 @@ impl World {
         let mut sorted = running;
         sorted.sort();
         let (host, arn) = sorted[self.rng.below(sorted.len() as u64) as usize].clone();
-        self.report(&arn, "STOPPED", "Essential container in task exited").await;
+        self.report(&arn, "STOPPED", "Essential container in task exited")
+            .await;
         self.hosts[host].tasks.insert(arn, Local::Stopped);
     }
 
@@ -348,18 +426,31 @@ impl World {
     }
 
     async fn pass(&mut self) {
-        self.scheduler.pass(&self.ecs).await.expect("scheduler pass");
+        self.scheduler
+            .pass(&self.ecs)
+            .await
+            .expect("scheduler pass");
     }
 
     async fn service(&self, name: &str) -> Value {
-        let response = self.ok("DescribeServices", json!({"cluster": CLUSTER, "services": [name]})).await;
+        let response = self
+            .ok(
+                "DescribeServices",
+                json!({"cluster": CLUSTER, "services": [name]}),
+            )
+            .await;
         response["services"][0].clone()
     }
 
     /// The circuit breaker of a service's deployment that was rolled back,
     /// as DescribeServiceDeployments shows it.
     async fn rolled_back_breaker(&self, name: &str) -> Value {
-        let listed = self.ok("ListServiceDeployments", json!({"cluster": CLUSTER, "service": name})).await;
+        let listed = self
+            .ok(
+                "ListServiceDeployments",
+                json!({"cluster": CLUSTER, "service": name}),
+            )
+            .await;
         let arn = listed["serviceDeployments"]
             .as_array()
             .into_iter()
@@ -367,7 +458,12 @@ impl World {
             .find(|d| d["status"] == "ROLLBACK_SUCCESSFUL")
             .map(|d| d["serviceDeploymentArn"].clone())
             .unwrap_or_else(|| panic!("no rolled back deployment: {listed}"));
-        let described = self.ok("DescribeServiceDeployments", json!({"serviceDeploymentArns": [arn]})).await;
+        let described = self
+            .ok(
+                "DescribeServiceDeployments",
+                json!({"serviceDeploymentArns": [arn]}),
+            )
+            .await;
         described["serviceDeployments"][0]["deploymentCircuitBreaker"].clone()
     }
 
@@ -391,7 +487,9 @@ impl World {
         }
         let mut tasks = Vec::new();
         for chunk in arns.chunks(100) {
-            let described = self.ok("DescribeTasks", json!({"cluster": CLUSTER, "tasks": chunk})).await;
+            let described = self
+                .ok("DescribeTasks", json!({"cluster": CLUSTER, "tasks": chunk}))
+                .await;
             tasks.extend(described["tasks"].as_array().cloned().unwrap_or_default());
         }
         tasks
@@ -407,7 +505,10 @@ impl World {
             if task["group"] != json!(group) || task["lastStatus"] == "STOPPED" {
                 continue;
             }
-            let definition = task["taskDefinitionArn"].as_str().unwrap_or_default().to_owned();
+            let definition = task["taskDefinitionArn"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             *census.occupying.entry(definition).or_default() += 1;
             let healthy = task["lastStatus"] == "RUNNING"
                 && task["desiredStatus"] == "RUNNING"
@@ -474,9 +575,16 @@ async fn rolling_example_four_tasks_minimum_fifty_maximum_one_hundred() {
     world.settle(4).await;
     let service = world.service("web").await;
     assert!(steady(&service), "{service}");
-    assert!(messages(&service).iter().any(|m| m == "(service web) has reached a steady state."));
+    assert!(messages(&service)
+        .iter()
+        .any(|m| m == "(service web) has reached a steady state."));
     let v2 = world.definition("web", "app:v2", false).await;
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "web", "taskDefinition": v2})).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "web", "taskDefinition": v2}),
+        )
+        .await;
     let mut seen: Vec<(u32, u32)> = Vec::new();
     for _ in 0..20 {
         world.pass().await;
@@ -484,7 +592,10 @@ async fn rolling_example_four_tasks_minimum_fifty_maximum_one_hundred() {
         world.advance(STEP_MS);
         let census = world.census("web").await;
         assert!(census.total() <= 4, "more than maximumPercent: {census:?}");
-        assert!(census.healthy >= 2, "fewer than minimumHealthyPercent: {census:?}");
+        assert!(
+            census.healthy >= 2,
+            "fewer than minimumHealthyPercent: {census:?}"
+        );
         let state = (
             census.occupying.get(&v1).copied().unwrap_or(0),
             census.occupying.get(&v2).copied().unwrap_or(0),
@@ -499,9 +610,20 @@ async fn rolling_example_four_tasks_minimum_fifty_maximum_one_hundred() {
     assert!(steady(&service), "{service}");
     assert_eq!(service["taskDefinition"], json!(v2));
     let all = messages(&service);
-    assert!(all.iter().any(|m| m.starts_with("(service web) has stopped 2 running tasks: (task ")), "{all:?}");
-    assert!(all.iter().any(|m| m.starts_with("(service web) has started 2 tasks: (task ")), "{all:?}");
-    assert!(all.iter().any(|m| m.ends_with("deployment completed.")), "{all:?}");
+    assert!(
+        all.iter()
+            .any(|m| m.starts_with("(service web) has stopped 2 running tasks: (task ")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .any(|m| m.starts_with("(service web) has started 2 tasks: (task ")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter().any(|m| m.ends_with("deployment completed.")),
+        "{all:?}"
+    );
 }
 
 /// A service of `desired` tasks under the circuit breaker with rollback,
@@ -527,14 +649,26 @@ async fn deploy_and_roll_back(
     world.settle(4).await;
     assert!(steady(&world.service(name).await));
     let bad = world.definition(name, images.1, health_check).await;
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": name, "taskDefinition": bad})).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": name, "taskDefinition": bad}),
+        )
+        .await;
     world.settle(steps).await;
     let service = world.service(name).await;
     assert!(steady(&service), "{service}");
     assert_eq!(service["taskDefinition"], json!(good));
     let all = messages(&service);
-    assert!(all.iter().any(|m| m.ends_with("deployment failed: tasks failed to start.")), "{all:?}");
-    assert!(all.iter().any(|m| m.contains("rolling back to deployment")), "{all:?}");
+    assert!(
+        all.iter()
+            .any(|m| m.ends_with("deployment failed: tasks failed to start.")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter().any(|m| m.contains("rolling back to deployment")),
+        "{all:?}"
+    );
     (service, good)
 }
 
@@ -545,11 +679,24 @@ async fn circuit_breaker_rolls_back_to_the_last_completed_deployment() {
         world.add_host(4096, 8192, zone).await;
     }
     // Its tasks cannot be pulled: stage 1.
-    let (_, good) = deploy_and_roll_back(&mut world, "api", 4, false, ("app:v1", "sim/fail-pull:v2"), 12).await;
+    let (_, good) = deploy_and_roll_back(
+        &mut world,
+        "api",
+        4,
+        false,
+        ("app:v1", "sim/fail-pull:v2"),
+        12,
+    )
+    .await;
     let census = world.census("api").await;
     assert_eq!(census.occupying.get(&good), Some(&4));
     assert_eq!(census.total(), 4);
-    let listed = world.ok("ListServiceDeployments", json!({"cluster": CLUSTER, "service": "api"})).await;
+    let listed = world
+        .ok(
+            "ListServiceDeployments",
+            json!({"cluster": CLUSTER, "service": "api"}),
+        )
+        .await;
     let statuses: Vec<&str> = listed["serviceDeployments"]
         .as_array()
         .into_iter()
@@ -573,15 +720,28 @@ async fn unhealthy_tasks_are_replaced_after_the_grace_period() {
         .await;
     world.settle(3).await;
     let before = messages(&world.service("hc").await);
-    assert!(!before.iter().any(|m| m.contains("failed container health checks")), "{before:?}");
+    assert!(
+        !before
+            .iter()
+            .any(|m| m.contains("failed container health checks")),
+        "{before:?}"
+    );
     world.settle(6).await;
     let after = messages(&world.service("hc").await);
-    assert!(after.iter().any(|m| m.contains("failed container health checks")), "{after:?}");
+    assert!(
+        after
+            .iter()
+            .any(|m| m.contains("failed container health checks")),
+        "{after:?}"
+    );
 }
 
 /// The deployment (as DescribeServices shows it) running `definition`.
 fn deployment_of<'a>(service: &'a Value, definition: &str) -> Option<&'a Value> {
-    service["deployments"].as_array()?.iter().find(|d| d["taskDefinition"] == json!(definition))
+    service["deployments"]
+        .as_array()?
+        .iter()
+        .find(|d| d["taskDefinition"] == json!(definition))
 }
 
 #[tokio::test]
@@ -604,13 +764,20 @@ async fn circuit_breaker_resets_on_healthy_tasks_unless_told_not_to() {
         // Each task of the new revision runs (healthy: it has no health
         // check), then its essential container exits.
         let bad = world.definition("loop", "sim/exit:1", false).await;
-        world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "loop", "taskDefinition": bad})).await;
+        world
+            .ok(
+                "UpdateService",
+                json!({"cluster": CLUSTER, "service": "loop", "taskDefinition": bad}),
+            )
+            .await;
         let mut counts: Vec<i64> = Vec::new();
         let mut restarted = false;
         for _ in 0..40 {
             world.settle(1).await;
             let service = world.service("loop").await;
-            let Some(deployment) = deployment_of(&service, &bad) else { break };
+            let Some(deployment) = deployment_of(&service, &bad) else {
+                break;
+            };
             let failed = deployment["failedTasks"].as_i64().unwrap_or(0);
             if counts.last() != Some(&failed) {
                 counts.push(failed);
@@ -621,7 +788,10 @@ async fn circuit_breaker_resets_on_healthy_tasks_unless_told_not_to() {
                 world.restart();
                 world.pass().await;
                 let again = world.service("loop").await;
-                assert_eq!(deployment_of(&again, &bad).map(|d| d["failedTasks"].clone()), Some(json!(2)));
+                assert_eq!(
+                    deployment_of(&again, &bad).map(|d| d["failedTasks"].clone()),
+                    Some(json!(2))
+                );
                 restarted = true;
             }
             if deployment["rolloutState"] == "FAILED" {
@@ -632,14 +802,19 @@ async fn circuit_breaker_resets_on_healthy_tasks_unless_told_not_to() {
             .tasks()
             .await
             .iter()
-            .filter(|t| t["taskDefinitionArn"] == json!(bad) && t["stopCode"] == "EssentialContainerExited")
+            .filter(|t| {
+                t["taskDefinitionArn"] == json!(bad) && t["stopCode"] == "EssentialContainerExited"
+            })
             .count();
         let service = world.service("loop").await;
         if reset {
             // Every failure came after a healthy task of its own: never more than one in a row.
             assert!(stopped >= 4, "only {stopped} tasks crashed");
             assert_eq!(counts.iter().max(), Some(&1), "{counts:?}");
-            assert_eq!(deployment_of(&service, &bad).map(|d| d["rolloutState"].clone()), Some(json!("IN_PROGRESS")));
+            assert_eq!(
+                deployment_of(&service, &bad).map(|d| d["rolloutState"].clone()),
+                Some(json!("IN_PROGRESS"))
+            );
         } else {
             // The third failure trips it, and the rollback retires it at once.
             assert_eq!(counts, [0, 1, 2]);
@@ -647,7 +822,9 @@ async fn circuit_breaker_resets_on_healthy_tasks_unless_told_not_to() {
             let service = world.service("loop").await;
             assert!(steady(&service), "{service}");
             assert_eq!(service["taskDefinition"], json!(good));
-            assert!(messages(&service).iter().any(|m| m.ends_with("deployment failed: tasks failed to start.")));
+            assert!(messages(&service)
+                .iter()
+                .any(|m| m.ends_with("deployment failed: tasks failed to start.")));
             assert_eq!(world.rolled_back_breaker("loop").await["failureCount"], 3);
         }
     }
@@ -658,13 +835,28 @@ async fn circuit_breaker_counts_tasks_that_fail_their_health_checks() {
     let mut world = World::new(9).await;
     world.add_host(4096, 8192, "a").await;
     // Its tasks reach RUNNING, then fail their health checks: stage 2.
-    let (service, _) = deploy_and_roll_back(&mut world, "hc", 2, true, ("app:v1", "sim/unhealthy:v2"), 20).await;
+    let (service, _) = deploy_and_roll_back(
+        &mut world,
+        "hc",
+        2,
+        true,
+        ("app:v1", "sim/unhealthy:v2"),
+        20,
+    )
+    .await;
     let all = messages(&service);
-    assert!(all.iter().any(|m| m.ends_with("failed container health checks.")), "{all:?}");
+    assert!(
+        all.iter()
+            .any(|m| m.ends_with("failed container health checks.")),
+        "{all:?}"
+    );
     let breaker = world.rolled_back_breaker("hc").await;
     assert_eq!(breaker["status"], "TRIGGERED");
     assert_eq!(breaker["threshold"], 3);
-    assert!(breaker["failureCount"].as_i64().unwrap_or(0) >= 3, "{breaker}");
+    assert!(
+        breaker["failureCount"].as_i64().unwrap_or(0) >= 3,
+        "{breaker}"
+    );
 }
 
 #[tokio::test]
@@ -682,13 +874,25 @@ async fn threshold_configurations_out_of_range_are_refused() {
         json!({"type": "UNBOUNDED_PERCENT", "value": 0}),
         json!({"type": "COUNT"}),
     ] {
-        let error = world.call("CreateService", with(threshold.clone())).await.expect_err("refused");
+        let error = world
+            .call("CreateService", with(threshold.clone()))
+            .await
+            .expect_err("refused");
         assert_eq!(error.code, "InvalidParameterException", "{threshold}");
-        assert!(error.message.contains("thresholdConfiguration"), "{}", error.message);
+        assert!(
+            error.message.contains("thresholdConfiguration"),
+            "{}",
+            error.message
+        );
     }
     let listed = world.ok("ListServices", json!({"cluster": CLUSTER})).await;
     assert_eq!(listed["serviceArns"], json!([]));
-    world.ok("CreateService", with(json!({"type": "UNBOUNDED_PERCENT", "value": 100}))).await;
+    world
+        .ok(
+            "CreateService",
+            with(json!({"type": "UNBOUNDED_PERCENT", "value": 100})),
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -702,41 +906,81 @@ async fn a_deregistered_revision_runs_on_in_its_service_and_no_request_takes_it_
         .await;
     world.settle(3).await;
     assert!(steady(&world.service("old").await));
-    world.ok("DeregisterTaskDefinition", json!({"taskDefinition": v1})).await;
+    world
+        .ok("DeregisterTaskDefinition", json!({"taskDefinition": v1}))
+        .await;
     // A task that exits is replaced, the service scales and redeploys, all
     // on the INACTIVE revision.
     world.crash_a_task().await;
     world.settle(3).await;
     assert_eq!(world.census("old").await.occupying.get(&v1), Some(&2));
     assert!(steady(&world.service("old").await));
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "old", "desiredCount": 3})).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "old", "desiredCount": 3}),
+        )
+        .await;
     world.settle(3).await;
     assert_eq!(world.census("old").await.occupying.get(&v1), Some(&3));
     let before = world.service("old").await;
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "old", "forceNewDeployment": true})).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "old", "forceNewDeployment": true}),
+        )
+        .await;
     world.settle(6).await;
     let redeployed = world.service("old").await;
     assert!(steady(&redeployed), "{redeployed}");
-    assert_ne!(redeployed["deployments"][0]["id"], before["deployments"][0]["id"]);
+    assert_ne!(
+        redeployed["deployments"][0]["id"],
+        before["deployments"][0]["id"]
+    );
     assert_eq!(world.census("old").await.occupying.get(&v1), Some(&3));
     // Naming the revision it runs is no change; so is DeleteTaskDefinitions.
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "old", "taskDefinition": v1})).await;
-    world.ok("DeleteTaskDefinitions", json!({"taskDefinitions": [v1]})).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "old", "taskDefinition": v1}),
+        )
+        .await;
+    world
+        .ok("DeleteTaskDefinitions", json!({"taskDefinitions": [v1]}))
+        .await;
     world.crash_a_task().await;
     world.settle(3).await;
     assert_eq!(world.census("old").await.occupying.get(&v1), Some(&3));
     // No request takes an INACTIVE revision up, and a refused one changes nothing.
     let v2 = world.definition("old", "app:v2", false).await;
-    world.ok("DeregisterTaskDefinition", json!({"taskDefinition": v2})).await;
+    world
+        .ok("DeregisterTaskDefinition", json!({"taskDefinition": v2}))
+        .await;
     let before = world.service("old").await;
     for (operation, body) in [
-        ("CreateService", json!({"cluster": CLUSTER, "serviceName": "other", "taskDefinition": v1, "desiredCount": 1})),
-        ("CreateService", json!({"cluster": CLUSTER, "serviceName": "other", "taskDefinition": v2, "desiredCount": 1})),
-        ("UpdateService", json!({"cluster": CLUSTER, "service": "old", "taskDefinition": v2, "desiredCount": 1})),
+        (
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "other", "taskDefinition": v1, "desiredCount": 1}),
+        ),
+        (
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "other", "taskDefinition": v2, "desiredCount": 1}),
+        ),
+        (
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "old", "taskDefinition": v2, "desiredCount": 1}),
+        ),
         ("RunTask", json!({"cluster": CLUSTER, "taskDefinition": v1})),
     ] {
-        let error = world.call(operation, body.clone()).await.expect_err("refused");
-        assert_eq!((error.code, error.message.as_str()), ("ClientException", "TaskDefinition is inactive"), "{body}");
+        let error = world
+            .call(operation, body.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            (error.code, error.message.as_str()),
+            ("ClientException", "TaskDefinition is inactive"),
+            "{body}"
+        );
     }
     let listed = world.ok("ListServices", json!({"cluster": CLUSTER})).await;
     assert_eq!(listed["serviceArns"].as_array().map_or(0, Vec::len), 1);
@@ -754,18 +998,30 @@ async fn service_task_tags(world: &World, name: &str) -> BTreeMap<String, Vec<(S
         .filter(|t| t["group"] == json!(group) && t["lastStatus"] != "STOPPED")
         .map(|t| t["taskArn"].clone())
         .collect();
-    let described = world.ok("DescribeTasks", json!({"cluster": CLUSTER, "tasks": arns, "include": ["TAGS"]})).await;
+    let described = world
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": CLUSTER, "tasks": arns, "include": ["TAGS"]}),
+        )
+        .await;
     let pairs = |tags: &Value| -> Vec<(String, String)> {
         tags.as_array()
             .into_iter()
             .flatten()
-            .map(|t| (t["key"].as_str().unwrap_or_default().to_owned(), t["value"].as_str().unwrap_or_default().to_owned()))
+            .map(|t| {
+                (
+                    t["key"].as_str().unwrap_or_default().to_owned(),
+                    t["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
             .collect()
     };
     let mut by_task = BTreeMap::new();
     for task in described["tasks"].as_array().into_iter().flatten() {
         let arn = task["taskArn"].as_str().unwrap_or_default().to_owned();
-        let listed = world.ok("ListTagsForResource", json!({"resourceArn": arn})).await;
+        let listed = world
+            .ok("ListTagsForResource", json!({"resourceArn": arn}))
+            .await;
         assert_eq!(pairs(&listed["tags"]), pairs(&task["tags"]), "{arn}");
         by_task.insert(arn, pairs(&task["tags"]));
     }
@@ -792,22 +1048,49 @@ async fn service_tasks_carry_managed_and_propagated_tags() {
         .await;
     world.settle(3).await;
     let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-    let managed = [pair("aws:ecs:clusterName", CLUSTER), pair("aws:ecs:serviceName", "tagged")];
+    let managed = [
+        pair("aws:ecs:clusterName", CLUSTER),
+        pair("aws:ecs:serviceName", "tagged"),
+    ];
     let first = service_task_tags(&world, "tagged").await;
     assert_eq!(first.len(), 2);
     for tags in first.values() {
-        assert_eq!(tags, &[pair("team", "a"), managed[0].clone(), managed[1].clone()]);
+        assert_eq!(
+            tags,
+            &[pair("team", "a"), managed[0].clone(), managed[1].clone()]
+        );
     }
     // The service's tags as they are when a task starts; changes of how
     // tasks are tagged start no deployment and apply to later tasks.
     let service_arn = world.service("tagged").await["serviceArn"].clone();
-    world.ok("TagResource", json!({"resourceArn": service_arn, "tags": [{"key": "tier", "value": "web"}]})).await;
+    world
+        .ok(
+            "TagResource",
+            json!({"resourceArn": service_arn, "tags": [{"key": "tier", "value": "web"}]}),
+        )
+        .await;
     let deployment = world.service("tagged").await["deployments"].clone();
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "tagged", "desiredCount": 3})).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "tagged", "desiredCount": 3}),
+        )
+        .await;
     world.settle(2).await;
     let second = service_task_tags(&world, "tagged").await;
-    let newest = second.iter().find(|(arn, _)| !first.contains_key(*arn)).map(|(_, tags)| tags.clone());
-    assert_eq!(newest, Some(vec![pair("team", "a"), pair("tier", "web"), managed[0].clone(), managed[1].clone()]));
+    let newest = second
+        .iter()
+        .find(|(arn, _)| !first.contains_key(*arn))
+        .map(|(_, tags)| tags.clone());
+    assert_eq!(
+        newest,
+        Some(vec![
+            pair("team", "a"),
+            pair("tier", "web"),
+            managed[0].clone(),
+            managed[1].clone()
+        ])
+    );
     world
         .ok(
             "UpdateService",
@@ -818,12 +1101,18 @@ async fn service_tasks_carry_managed_and_propagated_tags() {
     world.settle(2).await;
     let service = world.service("tagged").await;
     assert_eq!(service["deployments"].as_array().map(Vec::len), Some(1));
-    assert_eq!(service["deployments"][0]["id"], deployment[0]["id"], "no new deployment");
+    assert_eq!(
+        service["deployments"][0]["id"], deployment[0]["id"],
+        "no new deployment"
+    );
     assert_eq!(service["propagateTags"], "TASK_DEFINITION");
     assert_eq!(service["enableECSManagedTags"], false);
     let third = service_task_tags(&world, "tagged").await;
     assert_eq!(third.len(), 4);
-    let newest = third.iter().find(|(arn, _)| !second.contains_key(*arn)).map(|(_, tags)| tags.clone());
+    let newest = third
+        .iter()
+        .find(|(arn, _)| !second.contains_key(*arn))
+        .map(|(_, tags)| tags.clone());
     assert_eq!(newest, Some(vec![pair("layer", "definition")]));
     for (arn, tags) in &second {
         assert_eq!(third.get(arn), Some(tags), "an older task keeps its tags");
@@ -850,7 +1139,10 @@ async fn daemon_runs_one_task_on_every_active_instance() {
     assert_eq!(service["desiredCount"], 3);
     assert_eq!(world.census("logs").await.total(), 3);
     world
-        .ok("UpdateContainerInstancesState", json!({"cluster": CLUSTER, "containerInstances": [third], "status": "DRAINING"}))
+        .ok(
+            "UpdateContainerInstancesState",
+            json!({"cluster": CLUSTER, "containerInstances": [third], "status": "DRAINING"}),
+        )
         .await;
     world.settle(3).await;
     assert_eq!(world.census("logs").await.total(), 2);
@@ -868,7 +1160,10 @@ async fn draining_moves_tasks_and_protection_holds_them() {
     world.settle(3).await;
     world.add_host(4096, 8192, "b").await;
     world
-        .ok("UpdateContainerInstancesState", json!({"cluster": CLUSTER, "containerInstances": [first], "status": "DRAINING"}))
+        .ok(
+            "UpdateContainerInstancesState",
+            json!({"cluster": CLUSTER, "containerInstances": [first], "status": "DRAINING"}),
+        )
         .await;
     world.settle(6).await;
     let tasks = world.tasks().await;
@@ -886,10 +1181,18 @@ async fn draining_moves_tasks_and_protection_holds_them() {
         .collect();
     let keep = running[0].clone();
     let protected = world
-        .ok("UpdateTaskProtection", json!({"cluster": CLUSTER, "tasks": [keep], "protectionEnabled": true}))
+        .ok(
+            "UpdateTaskProtection",
+            json!({"cluster": CLUSTER, "tasks": [keep], "protectionEnabled": true}),
+        )
         .await;
     assert_eq!(protected["protectedTasks"][0]["protectionEnabled"], true);
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "web", "desiredCount": 1})).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "web", "desiredCount": 1}),
+        )
+        .await;
     world.settle(3).await;
     let left: Vec<String> = world
         .tasks()
@@ -917,7 +1220,12 @@ async fn a_crash_in_the_middle_of_a_deployment_loses_nothing() {
         .await;
     world.settle(4).await;
     let v2 = world.definition("web", "app:v2", false).await;
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "web", "taskDefinition": v2})).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "web", "taskDefinition": v2}),
+        )
+        .await;
     for budget in [1, 0, 2, 1, 3] {
         world.store.commits_left.store(budget, Ordering::Relaxed);
         let _ = world.scheduler.pass(&world.ecs).await;
@@ -945,7 +1253,8 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
     let health = world.rng.chance(50);
     world.definition("svc", "app:v1", health).await;
     let minimum = [0, 50, 100][world.rng.below(3) as usize];
-    let maximum = [100, 150, 200][world.rng.below(3) as usize].max(if minimum == 100 { 150 } else { 100 });
+    let maximum =
+        [100, 150, 200][world.rng.below(3) as usize].max(if minimum == 100 { 150 } else { 100 });
     let desired = 1 + world.rng.below(8);
     let rollback = world.rng.chance(50);
     let reset_on_healthy = world.rng.chance(50);
@@ -968,7 +1277,12 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
         match roll {
             0..=5 => {
                 let desired = world.rng.below(9);
-                world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "svc", "desiredCount": desired})).await;
+                world
+                    .ok(
+                        "UpdateService",
+                        json!({"cluster": CLUSTER, "service": "svc", "desiredCount": desired}),
+                    )
+                    .await;
             }
             6..=10 => {
                 let image = if world.rng.chance(25) {
@@ -981,7 +1295,12 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
                 if image.starts_with("sim/fail") || image.starts_with("sim/exit") {
                     failing.push(arn.clone());
                 }
-                world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "svc", "taskDefinition": arn})).await;
+                world
+                    .ok(
+                        "UpdateService",
+                        json!({"cluster": CLUSTER, "service": "svc", "taskDefinition": arn}),
+                    )
+                    .await;
             }
             11..=15 => world.crash_a_task().await,
             16..=18 => {
@@ -1003,7 +1322,10 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
             }
             22..=24 => {
                 // A crash after a few commits, then a restart.
-                world.store.commits_left.store(world.rng.below(4), Ordering::Relaxed);
+                world
+                    .store
+                    .commits_left
+                    .store(world.rng.below(4), Ordering::Relaxed);
                 let _ = world.scheduler.pass(&world.ecs).await;
                 world.restart();
             }
@@ -1017,25 +1339,41 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
         let service = world.service("svc").await;
         let desired = service["desiredCount"].as_u64().unwrap_or(0) as u32;
         let configuration = &service["deploymentConfiguration"];
-        let minimum = configuration["minimumHealthyPercent"].as_u64().unwrap_or(100) as u32;
+        let minimum = configuration["minimumHealthyPercent"]
+            .as_u64()
+            .unwrap_or(100) as u32;
         let maximum = configuration["maximumPercent"].as_u64().unwrap_or(200) as u32;
         let ceiling = (desired * maximum / 100).max(desired);
         let floor = (desired * minimum).div_ceil(100);
         world.pass().await;
         let after = world.census("svc").await;
         if after.total() > before.total().max(ceiling) {
-            return Err(format!("step {step}: {} tasks after a pass, ceiling {ceiling}, {} before", after.total(), before.total()));
+            return Err(format!(
+                "step {step}: {} tasks after a pass, ceiling {ceiling}, {} before",
+                after.total(),
+                before.total()
+            ));
         }
         if after.healthy < before.healthy.min(floor) {
-            return Err(format!("step {step}: the pass left {} healthy, floor {floor}, {} before", after.healthy, before.healthy));
+            return Err(format!(
+                "step {step}: the pass left {} healthy, floor {floor}, {} before",
+                after.healthy, before.healthy
+            ));
         }
-        check_no_overcommit(&world).await.map_err(|e| format!("step {step}: {e}"))?;
-        check_failure_counts(&world, reset_on_healthy).await.map_err(|e| format!("step {step}: {e}"))?;
+        check_no_overcommit(&world)
+            .await
+            .map_err(|e| format!("step {step}: {e}"))?;
+        check_failure_counts(&world, reset_on_healthy)
+            .await
+            .map_err(|e| format!("step {step}: {e}"))?;
     }
     // Quiet: every instance back, no faults; the PRIMARY must finish.
     for arn in drained {
         world
-            .ok("UpdateContainerInstancesState", json!({"cluster": CLUSTER, "containerInstances": [arn], "status": "ACTIVE"}))
+            .ok(
+                "UpdateContainerInstancesState",
+                json!({"cluster": CLUSTER, "containerInstances": [arn], "status": "ACTIVE"}),
+            )
             .await;
     }
     world.start_percent = 100;
@@ -1043,11 +1381,19 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
     // Long enough for the launch throttle of a failing deployment to lapse.
     world.settle(90).await;
     let service = world.service("svc").await;
-    let state = service["deployments"][0]["rolloutState"].as_str().unwrap_or_default().to_owned();
+    let state = service["deployments"][0]["rolloutState"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let desired = service["desiredCount"].as_u64().unwrap_or(0);
     let configuration = &service["deploymentConfiguration"];
-    let floor = (desired * configuration["minimumHealthyPercent"].as_u64().unwrap_or(100)).div_ceil(100);
-    let ceiling = (desired * configuration["maximumPercent"].as_u64().unwrap_or(200) / 100).max(desired);
+    let floor = (desired
+        * configuration["minimumHealthyPercent"]
+            .as_u64()
+            .unwrap_or(100))
+    .div_ceil(100);
+    let ceiling =
+        (desired * configuration["maximumPercent"].as_u64().unwrap_or(200) / 100).max(desired);
     // A floor at the ceiling (one task, 50% and 100%) lets no old task stop
     // and no new one start: ECS's documented dead end, not a failure here.
     let dead_end = desired > 0 && floor >= ceiling;
@@ -1055,11 +1401,17 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
     // breaker resets on healthy tasks: one at a time, they never trip it,
     // and the deployment stays IN_PROGRESS, as in ECS.
     let crash_loops = reset_on_healthy
-        && failing.iter().any(|arn| service["deployments"][0]["taskDefinition"] == json!(arn));
+        && failing
+            .iter()
+            .any(|arn| service["deployments"][0]["taskDefinition"] == json!(arn));
     if state != "COMPLETED" && state != "FAILED" && !dead_end && !crash_loops {
-        return Err(format!("the PRIMARY deployment is {state} after a quiet period: {service}"));
+        return Err(format!(
+            "the PRIMARY deployment is {state} after a quiet period: {service}"
+        ));
     }
-    let runs_failing = failing.iter().any(|arn| service["taskDefinition"] == json!(arn));
+    let runs_failing = failing
+        .iter()
+        .any(|arn| service["taskDefinition"] == json!(arn));
     if state == "COMPLETED" && !runs_failing && !steady(&service) {
         return Err(format!("completed but not steady: {service}"));
     }
@@ -1083,7 +1435,11 @@ async fn check_failure_counts(world: &World, reset_on_healthy: bool) -> Result<(
             })
             .count() as i64;
         let counted = deployment["failedTasks"].as_i64().unwrap_or(-1);
-        let right = if reset_on_healthy { (0..=failed).contains(&counted) } else { counted == failed };
+        let right = if reset_on_healthy {
+            (0..=failed).contains(&counted)
+        } else {
+            counted == failed
+        };
         if !right {
             return Err(format!(
                 "deployment {} counts {counted} failed tasks, its records show {failed} (reset on healthy: {reset_on_healthy})",
@@ -1097,10 +1453,21 @@ async fn check_failure_counts(world: &World, reset_on_healthy: bool) -> Result<(
 async fn check_no_overcommit(world: &World) -> Result<(), String> {
     let arns: Vec<String> = world.hosts.iter().map(|h| h.arn.clone()).collect();
     let described = world
-        .ok("DescribeContainerInstances", json!({"cluster": CLUSTER, "containerInstances": arns}))
+        .ok(
+            "DescribeContainerInstances",
+            json!({"cluster": CLUSTER, "containerInstances": arns}),
+        )
         .await;
-    for instance in described["containerInstances"].as_array().into_iter().flatten() {
-        for resource in instance["remainingResources"].as_array().into_iter().flatten() {
+    for instance in described["containerInstances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for resource in instance["remainingResources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             if resource["type"] == "INTEGER" && resource["integerValue"].as_i64().unwrap_or(0) < 0 {
                 return Err(format!("overcommitted: {instance}"));
             }
@@ -1114,7 +1481,10 @@ async fn random_sequences_keep_the_invariants() {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         Some(seed) => vec![seed],
         None => {
-            let count = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6u64);
+            let count = std::env::var("SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(6u64);
             (1..=count).collect()
         }
     };
@@ -1134,31 +1504,71 @@ async fn a_deleted_service_drains_then_is_inactive_then_collected() {
         .ok("CreateService", json!({"cluster": CLUSTER, "serviceName": "old", "taskDefinition": "old", "desiredCount": 2}))
         .await;
     world.settle(3).await;
-    let refused = world.call("DeleteService", json!({"cluster": CLUSTER, "service": "old"})).await;
+    let refused = world
+        .call(
+            "DeleteService",
+            json!({"cluster": CLUSTER, "service": "old"}),
+        )
+        .await;
     assert!(refused.is_err());
-    let deleted = world.ok("DeleteService", json!({"cluster": CLUSTER, "service": "old", "force": true})).await;
+    let deleted = world
+        .ok(
+            "DeleteService",
+            json!({"cluster": CLUSTER, "service": "old", "force": true}),
+        )
+        .await;
     assert_eq!(deleted["service"]["status"], "DRAINING");
     world.settle(3).await;
     assert_eq!(world.service("old").await["status"], "INACTIVE");
     assert_eq!(world.census("old").await.total(), 0);
-    assert_eq!(world.ecs.collect_inactive_services().await.expect("collect"), 0);
+    assert_eq!(
+        world
+            .ecs
+            .collect_inactive_services()
+            .await
+            .expect("collect"),
+        0
+    );
     world.advance(60 * 60 * 1000);
-    assert_eq!(world.ecs.collect_inactive_services().await.expect("collect"), 1);
-    let described = world.ok("DescribeServices", json!({"cluster": CLUSTER, "services": ["old"]})).await;
+    assert_eq!(
+        world
+            .ecs
+            .collect_inactive_services()
+            .await
+            .expect("collect"),
+        1
+    );
+    let described = world
+        .ok(
+            "DescribeServices",
+            json!({"cluster": CLUSTER, "services": ["old"]}),
+        )
+        .await;
     assert_eq!(described["failures"][0]["reason"], "MISSING");
 }
 
 /// Tasks of a service not asked to stop, per capacity provider they report,
 /// checking each against the provider of the instance it runs on.
-async fn by_provider(world: &World, name: &str, provider_of: &HashMap<String, &str>) -> BTreeMap<String, u32> {
+async fn by_provider(
+    world: &World,
+    name: &str,
+    provider_of: &HashMap<String, &str>,
+) -> BTreeMap<String, u32> {
     let mut counts = BTreeMap::new();
     for task in world.tasks().await {
         if task["group"] != json!(format!("service:{name}")) || task["desiredStatus"] != "RUNNING" {
             continue;
         }
-        let provider = task["capacityProviderName"].as_str().unwrap_or("-").to_owned();
+        let provider = task["capacityProviderName"]
+            .as_str()
+            .unwrap_or("-")
+            .to_owned();
         let instance = task["containerInstanceArn"].as_str().unwrap_or_default();
-        assert_eq!(provider_of.get(instance).copied(), Some(provider.as_str()), "{task}");
+        assert_eq!(
+            provider_of.get(instance).copied(),
+            Some(provider.as_str()),
+            "{task}"
+        );
         *counts.entry(provider).or_default() += 1;
     }
     counts
@@ -1170,8 +1580,11 @@ async fn a_service_keeps_its_capacity_provider_split_through_scaling_and_deploym
     let mut provider_of = HashMap::new();
     for provider in ["ondemand", "spot"] {
         world
-            .ok("CreateCapacityProvider", json!({"name": provider,
-                "autoScalingGroupProvider": {"autoScalingGroupArn": format!("asg-{provider}")}}))
+            .ok(
+                "CreateCapacityProvider",
+                json!({"name": provider,
+                "autoScalingGroupProvider": {"autoScalingGroupArn": format!("asg-{provider}")}}),
+            )
             .await;
         for zone in ["a", "b"] {
             let arn = world.add_host_in(4096, 8192, zone, Some(provider)).await;
@@ -1179,8 +1592,11 @@ async fn a_service_keeps_its_capacity_provider_split_through_scaling_and_deploym
         }
     }
     world
-        .ok("PutClusterCapacityProviders", json!({"cluster": CLUSTER, "capacityProviders": ["ondemand", "spot"],
-            "defaultCapacityProviderStrategy": []}))
+        .ok(
+            "PutClusterCapacityProviders",
+            json!({"cluster": CLUSTER, "capacityProviders": ["ondemand", "spot"],
+            "defaultCapacityProviderStrategy": []}),
+        )
         .await;
     world.definition("web", "app:v1", false).await;
     world
@@ -1194,30 +1610,47 @@ async fn a_service_keeps_its_capacity_provider_split_through_scaling_and_deploym
     let expected = BTreeMap::from([("ondemand".to_owned(), 3), ("spot".to_owned(), 1)]);
     assert_eq!(by_provider(&world, "web", &provider_of).await, expected);
     // Scaling out places against what the deployment already runs.
-    world.ok("UpdateService", json!({"cluster": CLUSTER, "service": "web", "desiredCount": 9})).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "web", "desiredCount": 9}),
+        )
+        .await;
     world.settle(4).await;
     let expected = BTreeMap::from([("ondemand".to_owned(), 5), ("spot".to_owned(), 4)]);
     assert_eq!(by_provider(&world, "web", &provider_of).await, expected);
     // A new strategy is a new deployment: its tasks follow it alone.
     world
-        .ok("UpdateService", json!({"cluster": CLUSTER, "service": "web",
-            "capacityProviderStrategy": [{"capacityProvider": "spot", "weight": 1}]}))
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "web",
+            "capacityProviderStrategy": [{"capacityProvider": "spot", "weight": 1}]}),
+        )
         .await;
     world.settle(12).await;
     let service = world.service("web").await;
     assert!(steady(&service), "{service}");
-    assert_eq!(service["capacityProviderStrategy"], json!([{"capacityProvider": "spot", "weight": 1}]));
+    assert_eq!(
+        service["capacityProviderStrategy"],
+        json!([{"capacityProvider": "spot", "weight": 1}])
+    );
     let expected = BTreeMap::from([("spot".to_owned(), 9)]);
     assert_eq!(by_provider(&world, "web", &provider_of).await, expected);
     // The service holds spot; ondemand is free to go.
     let refused = world
-        .call("PutClusterCapacityProviders", json!({"cluster": CLUSTER, "capacityProviders": ["ondemand"],
-            "defaultCapacityProviderStrategy": []}))
+        .call(
+            "PutClusterCapacityProviders",
+            json!({"cluster": CLUSTER, "capacityProviders": ["ondemand"],
+            "defaultCapacityProviderStrategy": []}),
+        )
         .await
         .expect_err("spot is in use");
     assert_eq!(refused.code, "ResourceInUseException");
     world
-        .ok("PutClusterCapacityProviders", json!({"cluster": CLUSTER, "capacityProviders": ["spot"],
-            "defaultCapacityProviderStrategy": []}))
+        .ok(
+            "PutClusterCapacityProviders",
+            json!({"cluster": CLUSTER, "capacityProviders": ["spot"],
+            "defaultCapacityProviderStrategy": []}),
+        )
         .await;
 }

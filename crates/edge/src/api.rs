@@ -80,7 +80,10 @@ pub fn router(edge: Arc<Edge>) -> Router {
 }
 
 async fn health() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}")
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
 }
 
 async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
@@ -108,7 +111,8 @@ async fn aws_json(State(edge): State<Arc<Edge>>, request: Request) -> Response {
         Ok(_) => "OK",
         Err(error) => error.code,
     };
-    edge.metrics.record(outcome.service, &outcome.operation, code, started.elapsed());
+    edge.metrics
+        .record(outcome.service, &outcome.operation, code, started.elapsed());
     let mut response = match outcome.result {
         Ok(body) => (StatusCode::OK, body).into_response(),
         Err(error) => {
@@ -121,7 +125,10 @@ async fn aws_json(State(edge): State<Arc<Edge>>, request: Request) -> Response {
         }
     };
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(JSON_CONTENT_TYPE),
+    );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", value);
     }
@@ -141,7 +148,11 @@ async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
     let service = Service::from_target_prefix(prefix);
     let mut outcome = Outcome {
         service: service.map_or("unknown", Service::label),
-        operation: if service.is_some() { operation.to_owned() } else { "unknown".to_owned() },
+        operation: if service.is_some() {
+            operation.to_owned()
+        } else {
+            "unknown".to_owned()
+        },
         result: Err(ApiError::server("unanswered")),
     };
     let body_max_bytes = service.map_or(REQUEST_BODY_MAX_BYTES, Service::body_max_bytes);
@@ -161,7 +172,10 @@ async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
 }
 
 fn target_of(headers: &HeaderMap) -> &str {
-    headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default()
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 /// Reads the whole body, refusing it as soon as it passes the limit.
@@ -184,7 +198,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit_bytes: usize) -> Resul
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(error) => Err(ApiError::serialization(format!("could not read the request body: {error}"))),
+        Err(error) => Err(ApiError::serialization(format!(
+            "could not read the request body: {error}"
+        ))),
     }
 }
 
@@ -198,10 +214,15 @@ fn authenticate(
     let body_hash = sha256_hex(body);
     let request = RequestParts::from_http(parts, body_hash.as_str());
     let now_seconds = edge.clock.now_ms() / 1000;
-    let verified = flotilla_sigv4::verify(&request, &edge.credentials, now_seconds).map_err(|error| {
-        tracing::debug!(%error, "signature refused");
-        ApiError::new(error.aws_error_code(), error.http_status().as_u16(), error.aws_message())
-    })?;
+    let verified =
+        flotilla_sigv4::verify(&request, &edge.credentials, now_seconds).map_err(|error| {
+            tracing::debug!(%error, "signature refused");
+            ApiError::new(
+                error.aws_error_code(),
+                error.http_status().as_u16(),
+                error.aws_message(),
+            )
+        })?;
     // The body is what an API request means: a signature that leaves it out
     // would let anyone who saw one request send any other under its name.
     if verified.payload != flotilla_sigv4::PayloadCoverage::Signed {
@@ -231,7 +252,10 @@ fn authenticate(
             return Err(ApiError::new(
                 "InvalidSignatureException",
                 400,
-                format!("Credential should be scoped to correct service: '{}'.", service.signing_name()),
+                format!(
+                    "Credential should be scoped to correct service: '{}'.",
+                    service.signing_name()
+                ),
             ));
         }
     }
@@ -240,34 +264,71 @@ fn authenticate(
         .get(&verified.access_key_id)
         .cloned()
         .unwrap_or_else(|| format!("arn:aws:iam::{}:root", edge.ecs.scope().account_id));
-    Ok(Caller { access_key_id: verified.access_key_id, principal_arn })
+    Ok(Caller {
+        access_key_id: verified.access_key_id,
+        principal_arn,
+    })
 }
 
-async fn call_ecs(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+async fn call_ecs(
+    edge: &Arc<Edge>,
+    caller: Caller,
+    operation: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, ApiError> {
     let request = match EcsRequest::decode(operation, body) {
-        None => return Err(ApiError::unknown_operation(&format!("{}.{operation}", ecs::TARGET_PREFIX))),
+        None => {
+            return Err(ApiError::unknown_operation(&format!(
+                "{}.{operation}",
+                ecs::TARGET_PREFIX
+            )))
+        }
         Some(decoded) => decoded?,
     };
     let ecs = Arc::clone(&edge.ecs);
     isolated(async move { ecs.handle(&caller, request).await }).await
 }
 
-async fn call_flotilla(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+async fn call_flotilla(
+    edge: &Arc<Edge>,
+    caller: Caller,
+    operation: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, ApiError> {
     let request = match FlotillaRequest::decode(operation, body) {
-        None => return Err(ApiError::unknown_operation(&format!("{}.{operation}", flotilla::TARGET_PREFIX))),
+        None => {
+            return Err(ApiError::unknown_operation(&format!(
+                "{}.{operation}",
+                flotilla::TARGET_PREFIX
+            )))
+        }
         Some(decoded) => decoded?,
     };
     let ecs = Arc::clone(&edge.ecs);
     isolated(async move { ecs.handle_flotilla(&caller, request).await }).await
 }
 
-async fn call_ecr(edge: &Arc<Edge>, caller: Caller, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+async fn call_ecr(
+    edge: &Arc<Edge>,
+    caller: Caller,
+    operation: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, ApiError> {
     let request = match EcrRequest::decode(operation, body) {
-        None => return Err(ApiError::unknown_operation(&format!("{}.{operation}", ecr::TARGET_PREFIX))),
+        None => {
+            return Err(ApiError::unknown_operation(&format!(
+                "{}.{operation}",
+                ecr::TARGET_PREFIX
+            )))
+        }
         Some(decoded) => decoded?,
     };
     let Some(registry) = edge.registry.clone() else {
-        return Err(ApiError::new("ValidationException", 400, "this Flotilla server runs no image registry"));
+        return Err(ApiError::new(
+            "ValidationException",
+            400,
+            "this Flotilla server runs no image registry",
+        ));
     };
     let now_ms = edge.clock.now_ms();
     let fresh_id = edge.ids.uuid();
@@ -292,8 +353,11 @@ async fn isolated<R: serde::Serialize + Send + 'static>(
         Ok(result) => result?,
         Err(join_error) => {
             tracing::error!(%join_error, "request handler panicked");
-            return Err(ApiError::server("internal error while handling the request"));
+            return Err(ApiError::server(
+                "internal error while handling the request",
+            ));
         }
     };
-    serde_json::to_vec(&response).map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
+    serde_json::to_vec(&response)
+        .map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
 }

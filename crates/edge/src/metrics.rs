@@ -6,8 +6,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds, in seconds, of the latency histogram's buckets.
-const LATENCY_BUCKETS_SECONDS: [f64; 10] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+const LATENCY_BUCKETS_SECONDS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
 
 #[derive(Default)]
 struct Series {
@@ -25,8 +26,13 @@ pub struct Metrics {
 impl Metrics {
     pub fn record(&self, service: &'static str, operation: &str, code: &str, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        let mut series = self.series.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = series.entry((service, operation.to_owned(), code.to_owned())).or_default();
+        let mut series = self
+            .series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = series
+            .entry((service, operation.to_owned(), code.to_owned()))
+            .or_default();
         entry.count += 1;
         entry.sum_seconds += seconds;
         for (bucket, bound) in entry.buckets.iter_mut().zip(LATENCY_BUCKETS_SECONDS) {
@@ -39,8 +45,14 @@ impl Metrics {
     /// The Prometheus exposition of every series, plus `extra` gauges.
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
-        let series = self.series.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let _ = writeln!(out, "# HELP flotilla_api_requests_total API requests by service, operation and outcome.");
+        let series = self
+            .series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP flotilla_api_requests_total API requests by service, operation and outcome."
+        );
         let _ = writeln!(out, "# TYPE flotilla_api_requests_total counter");
         for ((service, operation, code), s) in series.iter() {
             let _ = writeln!(
@@ -49,16 +61,34 @@ impl Metrics {
                 s.count
             );
         }
-        let _ = writeln!(out, "# HELP flotilla_api_request_duration_seconds API request latency.");
-        let _ = writeln!(out, "# TYPE flotilla_api_request_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP flotilla_api_request_duration_seconds API request latency."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE flotilla_api_request_duration_seconds histogram"
+        );
         for ((service, operation, code), s) in series.iter() {
             let labels = format!("service=\"{service}\",operation=\"{operation}\",code=\"{code}\"");
             for (bound, count) in LATENCY_BUCKETS_SECONDS.iter().zip(s.buckets) {
                 let _ = writeln!(out, "flotilla_api_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}");
             }
-            let _ = writeln!(out, "flotilla_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
-            let _ = writeln!(out, "flotilla_api_request_duration_seconds_sum{{{labels}}} {}", s.sum_seconds);
-            let _ = writeln!(out, "flotilla_api_request_duration_seconds_count{{{labels}}} {}", s.count);
+            let _ = writeln!(
+                out,
+                "flotilla_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "flotilla_api_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum_seconds
+            );
+            let _ = writeln!(
+                out,
+                "flotilla_api_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
         }
         for (name, help, value) in extra {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -847,7 +847,10 @@ impl<'a> Engine<'a> {
             Reason::CapacityProvider => format!(
                 "instance belongs to capacity provider {}, the task to {}",
                 instance.capacity_provider.as_deref().unwrap_or("(none)"),
-                self.request.capacity_provider.as_deref().unwrap_or_default()
+                self.request
+                    .capacity_provider
+                    .as_deref()
+                    .unwrap_or_default()
             ),
             Reason::Agent => "agent is not connected".to_owned(),
             Reason::Attribute => {

@@ -323,7 +323,10 @@ fn placement_cases() {
         ),
         (
             "a capacity provider without instances places nothing and reports nothing",
-            vec![in_provider("o1", "a", 4096, "ondemand"), node("none", "a", 4096, 4096)],
+            vec![
+                in_provider("o1", "a", 4096, "ondemand"),
+                node("none", "a", 4096, 4096),
+            ],
             for_provider("spot", 2, vec![]),
             vec![],
             vec![],
@@ -337,7 +340,10 @@ fn placement_cases() {
         ),
         (
             "without a capacity provider, every instance is a candidate",
-            vec![in_provider("s1", "a", 1024, "spot"), node("none", "a", 4096, 4096)],
+            vec![
+                in_provider("s1", "a", 1024, "spot"),
+                node("none", "a", 4096, 4096),
+            ],
             request(10, 512, 3, binpack_memory()),
             vec!["s1", "s1", "none"],
             vec![],

@@ -410,7 +410,11 @@ async fn revisions_follow_commits(store: &dyn Store) {
     revisions.changed().await.unwrap();
     assert_eq!(*revisions.borrow_and_update(), committed);
     // A failed condition commits nothing and says nothing.
-    let refused = commit(store, Txn::new().expect("r/a", committed + 100).put("r/a", "2")).await;
+    let refused = commit(
+        store,
+        Txn::new().expect("r/a", committed + 100).put("r/a", "2"),
+    )
+    .await;
     assert!(refused.is_err());
     assert!(!revisions.has_changed().unwrap());
 }

@@ -46,7 +46,11 @@ pub enum ToAgent {
     /// The first payload of a connection carries every task of the instance;
     /// later ones carry the tasks that changed.
     #[serde(rename_all = "camelCase")]
-    Payload { message_id: String, seq_num: u64, tasks: Vec<TaskPayload> },
+    Payload {
+        message_id: String,
+        seq_num: u64,
+        tasks: Vec<TaskPayload>,
+    },
     #[serde(rename_all = "camelCase")]
     Heartbeat { message_id: String },
     /// The instance was deregistered: the agent stops its tasks and exits.
@@ -66,7 +70,10 @@ pub enum FromAgent {
     /// sends this over its telemetry channel); the control plane stores it as
     /// each container's `healthStatus` and derives the task's.
     #[serde(rename_all = "camelCase")]
-    TaskHealth { task_arn: String, containers: Vec<ContainerHealth> },
+    TaskHealth {
+        task_arn: String,
+        containers: Vec<ContainerHealth>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,8 +94,12 @@ pub mod conventions {
     pub const ESSENTIAL_EXITED_REASON: &str = "Essential container in task exited";
     /// A STOPPED task-state reason starting with one of these maps to stop
     /// code TaskFailedToStart.
-    pub const FAILED_TO_START_REASONS: &[&str] =
-        &["CannotPullContainerError", "CannotCreateContainerError", "CannotStartContainerError", "ResourceInitializationError"];
+    pub const FAILED_TO_START_REASONS: &[&str] = &[
+        "CannotPullContainerError",
+        "CannotCreateContainerError",
+        "CannotStartContainerError",
+        "ResourceInitializationError",
+    ];
 }
 
 /// One task as the agent needs it to run: everything resolved, nothing to

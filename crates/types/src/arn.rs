@@ -11,12 +11,19 @@ pub struct Scope {
 
 impl Scope {
     pub fn new(region: impl Into<String>, account_id: impl Into<String>) -> Self {
-        Self { partition: "aws".to_owned(), region: region.into(), account_id: account_id.into() }
+        Self {
+            partition: "aws".to_owned(),
+            region: region.into(),
+            account_id: account_id.into(),
+        }
     }
 
     /// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`.
     pub fn arn(&self, service: &str, resource: &str) -> String {
-        format!("arn:{}:{service}:{}:{}:{resource}", self.partition, self.region, self.account_id)
+        format!(
+            "arn:{}:{service}:{}:{}:{resource}",
+            self.partition, self.region, self.account_id
+        )
     }
 }
 
@@ -62,7 +69,10 @@ mod tests {
     fn builds_and_parses() {
         let scope = Scope::new("us-east-1", "000000000000");
         let arn = scope.arn("ecs", "task-definition/web:3");
-        assert_eq!(arn, "arn:aws:ecs:us-east-1:000000000000:task-definition/web:3");
+        assert_eq!(
+            arn,
+            "arn:aws:ecs:us-east-1:000000000000:task-definition/web:3"
+        );
         let parsed = Arn::parse(&arn).expect("valid arn");
         assert_eq!(parsed.resource_parts(), ("task-definition", "web:3"));
         assert_eq!(parsed.account_id, "000000000000");

@@ -11,7 +11,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: &'static str, status: u16, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), status }
+        Self {
+            code,
+            message: message.into(),
+            status,
+        }
     }
 
     /// The caller did something wrong: ECS's catch-all client error.
@@ -40,7 +44,11 @@ impl ApiError {
     }
 
     pub fn unknown_operation(target: &str) -> Self {
-        Self::new("UnknownOperationException", 400, format!("unknown operation {target}"))
+        Self::new(
+            "UnknownOperationException",
+            400,
+            format!("unknown operation {target}"),
+        )
     }
 }
 

@@ -16,13 +16,19 @@ pub use error::{ApiError, DecodeError};
 /// Decodes a JSON request body, naming the member at fault when it does not fit.
 /// An empty body is an empty object, as AWS services treat it.
 pub fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         DecodeError::from_serde(path, &inner)
     })?;
-    deserializer.end().map_err(|error| DecodeError::from_serde(String::new(), &error))?;
+    deserializer
+        .end()
+        .map_err(|error| DecodeError::from_serde(String::new(), &error))?;
     Ok(value)
 }

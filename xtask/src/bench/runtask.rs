@@ -127,7 +127,12 @@ impl Api {
     }
 
     /// Every page of a List operation's `key`.
-    pub(super) fn list_all(&self, operation: &'static str, body: Value, key: &str) -> Result<Vec<String>> {
+    pub(super) fn list_all(
+        &self,
+        operation: &'static str,
+        body: Value,
+        key: &str,
+    ) -> Result<Vec<String>> {
         let mut found = Vec::new();
         let mut token: Option<String> = None;
         loop {

@@ -58,10 +58,15 @@ pub struct Options {
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Self> {
-        let mut options = Options { instances: DEFAULT_INSTANCES, tasks: DEFAULT_TASKS };
+        let mut options = Options {
+            instances: DEFAULT_INSTANCES,
+            tasks: DEFAULT_TASKS,
+        };
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
-            let value = rest.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+            let value = rest
+                .next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
             match flag.as_str() {
                 "--instances" => options.instances = super::bounded(flag, value, 1, INSTANCES_MAX)?,
                 "--tasks" => options.tasks = super::bounded(flag, value, 1, TASKS_MAX)?,
@@ -89,7 +94,9 @@ pub fn run(target_dir: &Path, options: &Options) -> Result<()> {
     let binary = target_dir.join("release/flotilla");
     let log_dir = target_dir.join("bench");
     let server = servers::start_flotilla(&binary, &log_dir)?;
-    let api = Api { address: server.address };
+    let api = Api {
+        address: server.address,
+    };
     api.call("CreateCluster", json!({"clusterName": CLUSTER}))?;
     for image in ["sim/app:v1", "sim/app:v2"] {
         api.call(
@@ -128,7 +135,10 @@ pub fn run(target_dir: &Path, options: &Options) -> Result<()> {
             "deploymentConfiguration": {"minimumHealthyPercent": 50, "maximumPercent": 200},
         }),
     )?;
-    let deployment = updated["service"]["deployments"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let deployment = updated["service"]["deployments"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let second = began.wait(&api, &pid, options.tasks, Some(&deployment))?;
     second.print("rolling_deployment", options);
     drop(agent);
@@ -150,30 +160,51 @@ struct Finished {
 
 impl Phase {
     fn start(pid: &str) -> Phase {
-        Phase { began: Instant::now(), cpu_before: servers::cpu_seconds(pid) }
+        Phase {
+            began: Instant::now(),
+            cpu_before: servers::cpu_seconds(pid),
+        }
     }
 
     /// Polls until the service is steady (on `deployment`, when given).
-    fn wait(self, api: &Api, pid: &str, tasks: usize, deployment: Option<&str>) -> Result<Finished> {
+    fn wait(
+        self,
+        api: &Api,
+        pid: &str,
+        tasks: usize,
+        deployment: Option<&str>,
+    ) -> Result<Finished> {
         let mut rss_mib_max: f64 = 0.0;
         let mut polls = 0;
         loop {
             rss_mib_max = rss_mib_max.max(rss_mib(pid).unwrap_or(0.0));
-            let answer = api.call("DescribeServices", json!({"cluster": CLUSTER, "services": [SERVICE]}))?;
+            let answer = api.call(
+                "DescribeServices",
+                json!({"cluster": CLUSTER, "services": [SERVICE]}),
+            )?;
             polls += 1;
             let service = &answer["services"][0];
             if steady(service, tasks, deployment) {
                 let seconds = self.began.elapsed().as_secs_f64();
                 let cpu_cores = match (self.cpu_before, servers::cpu_seconds(pid)) {
-                    (Some(before), Some(after)) => Some(super::round((after - before) / seconds, 2)),
+                    (Some(before), Some(after)) => {
+                        Some(super::round((after - before) / seconds, 2))
+                    }
                     _ => None,
                 };
-                return Ok(Finished { seconds, rss_mib_max, cpu_cores, polls });
+                return Ok(Finished {
+                    seconds,
+                    rss_mib_max,
+                    cpu_cores,
+                    polls,
+                });
             }
             if self.began.elapsed() > PHASE_TIMEOUT {
                 bail!(
                     "not steady after {PHASE_TIMEOUT:?}: running {}, pending {}, deployments {}",
-                    service["runningCount"], service["pendingCount"], service["deployments"]
+                    service["runningCount"],
+                    service["pendingCount"],
+                    service["deployments"]
                 );
             }
             std::thread::sleep(POLL_INTERVAL);
@@ -200,7 +231,10 @@ impl Finished {
 }
 
 fn steady(service: &Value, tasks: usize, deployment: Option<&str>) -> bool {
-    let deployments = service["deployments"].as_array().cloned().unwrap_or_default();
+    let deployments = service["deployments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     deployments.len() == 1
         && deployments[0]["rolloutState"] == "COMPLETED"
         && deployment.is_none_or(|id| deployments[0]["id"] == id)
@@ -216,7 +250,12 @@ fn rss_mib(pid: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn start_agent(binary: &Path, log_dir: &Path, address: SocketAddr, instances: usize) -> Result<Agent> {
+fn start_agent(
+    binary: &Path,
+    log_dir: &Path,
+    address: SocketAddr,
+    instances: usize,
+) -> Result<Agent> {
     let data_dir = TempDir::new("flotilla-bench-services-agent")?;
     std::fs::create_dir_all(log_dir)?;
     let log = log_dir.join("services-agent.log");
@@ -241,13 +280,26 @@ fn start_agent(binary: &Path, log_dir: &Path, address: SocketAddr, instances: us
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("NO_COLOR", "1")
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
-    let child = command.spawn().with_context(|| format!("starting {command:?}"))?;
-    eprintln!("simulated agent started (pid {}, log {})", child.id(), log.display());
-    Ok(Agent { child, log, _data_dir: data_dir })
+    let child = command
+        .spawn()
+        .with_context(|| format!("starting {command:?}"))?;
+    eprintln!(
+        "simulated agent started (pid {}, log {})",
+        child.id(),
+        log.display()
+    );
+    Ok(Agent {
+        child,
+        log,
+        _data_dir: data_dir,
+    })
 }
 
 fn wait_ready(api: &Api, instances: usize, agent: &Agent) -> Result<()> {
@@ -261,7 +313,10 @@ fn wait_ready(api: &Api, instances: usize, agent: &Agent) -> Result<()> {
             )?
             .len();
         if connected >= instances {
-            eprintln!("{instances} instances registered and connected in {:.1} s", began.elapsed().as_secs_f64());
+            eprintln!(
+                "{instances} instances registered and connected in {:.1} s",
+                began.elapsed().as_secs_f64()
+            );
             return Ok(());
         }
         if began.elapsed() > READY_TIMEOUT {

@@ -52,16 +52,26 @@ impl HostPortPicker {
     }
 
     pub fn with_check(is_free: Box<PortIsFree>) -> Self {
-        Self { next: Mutex::new(DYNAMIC_HOST_PORTS_FIRST), is_free }
+        Self {
+            next: Mutex::new(DYNAMIC_HOST_PORTS_FIRST),
+            is_free,
+        }
     }
 
     /// The next free port of the range, or `None` when all are taken.
     pub fn pick(&self, protocol: Protocol) -> Option<u16> {
-        let mut next = self.next.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = self
+            .next
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let span = u32::from(DYNAMIC_HOST_PORTS_LAST - DYNAMIC_HOST_PORTS_FIRST) + 1;
         for _ in 0..span {
             let port = *next;
-            *next = if port == DYNAMIC_HOST_PORTS_LAST { DYNAMIC_HOST_PORTS_FIRST } else { port + 1 };
+            *next = if port == DYNAMIC_HOST_PORTS_LAST {
+                DYNAMIC_HOST_PORTS_FIRST
+            } else {
+                port + 1
+            };
             if (self.is_free)(port, protocol) {
                 return Some(port);
             }
@@ -72,7 +82,9 @@ impl HostPortPicker {
 
 impl std::fmt::Debug for HostPortPicker {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("HostPortPicker").finish_non_exhaustive()
+        formatter
+            .debug_struct("HostPortPicker")
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +128,9 @@ mod tests {
 
     #[test]
     fn real_picks_are_in_the_ecs_range() {
-        let port = HostPortPicker::new().pick(Protocol::Tcp).expect("a free port");
+        let port = HostPortPicker::new()
+            .pick(Protocol::Tcp)
+            .expect("a free port");
         assert!((DYNAMIC_HOST_PORTS_FIRST..=DYNAMIC_HOST_PORTS_LAST).contains(&port));
     }
 }

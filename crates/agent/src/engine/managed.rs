@@ -457,11 +457,24 @@ impl ManagedTask {
     }
 
     /// Gives every dynamic port mapping a host port from ECS's range.
-    fn pick_dynamic_host_ports(&self, spec: &mut flotilla_runtime::ContainerSpec) -> Result<(), String> {
-        let Some(picker) = &self.context.settings.host_ports else { return Ok(()) };
-        for binding in spec.port_bindings.iter_mut().filter(|b| b.host_port.is_none()) {
+    fn pick_dynamic_host_ports(
+        &self,
+        spec: &mut flotilla_runtime::ContainerSpec,
+    ) -> Result<(), String> {
+        let Some(picker) = &self.context.settings.host_ports else {
+            return Ok(());
+        };
+        for binding in spec
+            .port_bindings
+            .iter_mut()
+            .filter(|b| b.host_port.is_none())
+        {
             let port = picker.pick(binding.protocol).ok_or_else(|| {
-                format!("no free host port in {}-{}", super::host_ports::DYNAMIC_HOST_PORTS_FIRST, super::host_ports::DYNAMIC_HOST_PORTS_LAST)
+                format!(
+                    "no free host port in {}-{}",
+                    super::host_ports::DYNAMIC_HOST_PORTS_FIRST,
+                    super::host_ports::DYNAMIC_HOST_PORTS_LAST
+                )
             })?;
             binding.host_port = Some(port);
         }

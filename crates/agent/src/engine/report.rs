@@ -170,8 +170,16 @@ mod tests {
         let mut record = record();
         record.containers[0].known = ContainerStatus::Running;
         let (change, reported) = pending_report(&record).unwrap();
-        assert_eq!(change.status.as_deref(), Some("PENDING"), "a task says PENDING once");
-        assert_eq!(change.containers, Some(Vec::new()), "container changes wait for RUNNING");
+        assert_eq!(
+            change.status.as_deref(),
+            Some("PENDING"),
+            "a task says PENDING once"
+        );
+        assert_eq!(
+            change.containers,
+            Some(Vec::new()),
+            "container changes wait for RUNNING"
+        );
         record.reported = reported;
         assert_eq!(pending_report(&record), None, "and only once");
         record.containers[1].known = ContainerStatus::Running;

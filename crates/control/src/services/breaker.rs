@@ -72,7 +72,8 @@ impl FailureCount {
 
     /// The failures that count now: `failedTasks`.
     pub fn failures(&self) -> u32 {
-        self.folded.saturating_add(u32::try_from(self.counted.len()).unwrap_or(u32::MAX))
+        self.folded
+            .saturating_add(u32::try_from(self.counted.len()).unwrap_or(u32::MAX))
     }
 
     /// The count brought up to date with what the deployment's task
@@ -86,18 +87,22 @@ impl FailureCount {
         if reset_on_healthy {
             // Every failure before the latest healthy task was reset.
             let reset_at_ms = next.healthy_through_ms;
-            next.counted.retain(|_, failed_at_ms| *failed_at_ms >= reset_at_ms);
+            next.counted
+                .retain(|_, failed_at_ms| *failed_at_ms >= reset_at_ms);
             if next.folded_through_ms < reset_at_ms {
                 next.folded = 0;
             }
         }
         for outcome in outcomes {
-            let Some(failed_at_ms) = outcome.failed_at_ms else { continue };
+            let Some(failed_at_ms) = outcome.failed_at_ms else {
+                continue;
+            };
             let known = next.counted.contains_key(outcome.task_id)
                 || (next.folded > 0 && failed_at_ms <= next.folded_through_ms);
             let reset = reset_on_healthy && failed_at_ms < next.healthy_through_ms;
             if !known && !reset {
-                next.counted.insert(outcome.task_id.to_owned(), failed_at_ms);
+                next.counted
+                    .insert(outcome.task_id.to_owned(), failed_at_ms);
             }
         }
         while next.counted.len() > COUNTED_FAILURES_MAX {
@@ -123,16 +128,28 @@ mod tests {
     use super::*;
 
     fn healthy(id: &str, at: u64) -> TaskOutcome<'_> {
-        TaskOutcome { task_id: id, healthy_at_ms: Some(at), failed_at_ms: None }
+        TaskOutcome {
+            task_id: id,
+            healthy_at_ms: Some(at),
+            failed_at_ms: None,
+        }
     }
 
     fn failed(id: &str, at: u64) -> TaskOutcome<'_> {
-        TaskOutcome { task_id: id, healthy_at_ms: None, failed_at_ms: Some(at) }
+        TaskOutcome {
+            task_id: id,
+            healthy_at_ms: None,
+            failed_at_ms: Some(at),
+        }
     }
 
     /// Healthy at one time, failed (its essential container exited) later.
     fn crashed(id: &str, healthy_at: u64, failed_at: u64) -> TaskOutcome<'_> {
-        TaskOutcome { task_id: id, healthy_at_ms: Some(healthy_at), failed_at_ms: Some(failed_at) }
+        TaskOutcome {
+            task_id: id,
+            healthy_at_ms: Some(healthy_at),
+            failed_at_ms: Some(failed_at),
+        }
     }
 
     /// The count after each step, where each step sees the records as they
@@ -155,7 +172,11 @@ mod tests {
 
     #[test]
     fn tasks_that_never_run_add_up() {
-        let steps = vec![vec![failed("a", 10)], vec![failed("b", 20)], vec![failed("c", 30)]];
+        let steps = vec![
+            vec![failed("a", 10)],
+            vec![failed("b", 20)],
+            vec![failed("c", 30)],
+        ];
         assert_eq!(counts(&steps, true), [1, 2, 3]);
         assert_eq!(counts(&steps, false), [1, 2, 3]);
     }
@@ -187,16 +208,29 @@ mod tests {
     #[test]
     fn events_seen_together_are_ordered_by_their_times() {
         // Failures before the healthy task are reset; the one after counts.
-        let step = vec![failed("a", 10), failed("b", 20), healthy("c", 25), failed("d", 30)];
+        let step = vec![
+            failed("a", 10),
+            failed("b", 20),
+            healthy("c", 25),
+            failed("d", 30),
+        ];
         assert_eq!(counts(&[step], true), [1]);
         // A healthy task reported late does not reset a failure after it.
-        let steps = vec![vec![healthy("a", 10), failed("b", 30)], vec![healthy("c", 20)]];
+        let steps = vec![
+            vec![healthy("a", 10), failed("b", 30)],
+            vec![healthy("c", 20)],
+        ];
         assert_eq!(counts(&steps, true), [1, 1]);
     }
 
     #[test]
     fn bringing_the_count_up_to_date_twice_changes_nothing() {
-        let outcomes = vec![failed("a", 10), crashed("b", 12, 20), healthy("c", 15), failed("d", 30)];
+        let outcomes = vec![
+            failed("a", 10),
+            crashed("b", 12, 20),
+            healthy("c", 15),
+            failed("d", 30),
+        ];
         for reset in [true, false] {
             let once = FailureCount::default().observe(&outcomes, reset);
             assert_eq!(once.observe(&outcomes, reset), once, "reset {reset}");
@@ -212,20 +246,31 @@ mod tests {
         let text = serde_json::to_string(&count).expect("encodes");
         let back: FailureCount = serde_json::from_str(&text).expect("decodes");
         assert_eq!(back, count);
-        assert_eq!(back.observe(&[failed("a", 10), healthy("b", 5)], true), count);
+        assert_eq!(
+            back.observe(&[failed("a", 10), healthy("b", 5)], true),
+            count
+        );
     }
 
     #[test]
     fn past_the_bound_the_oldest_failures_fold_into_a_count() {
-        let ids: Vec<String> = (0..COUNTED_FAILURES_MAX + 10).map(|i| format!("t{i:04}")).collect();
-        let outcomes: Vec<TaskOutcome<'_>> =
-            ids.iter().enumerate().map(|(i, id)| failed(id, 100 + i as u64)).collect();
+        let ids: Vec<String> = (0..COUNTED_FAILURES_MAX + 10)
+            .map(|i| format!("t{i:04}"))
+            .collect();
+        let outcomes: Vec<TaskOutcome<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| failed(id, 100 + i as u64))
+            .collect();
         let count = FailureCount::default().observe(&outcomes, false);
         assert_eq!(count.counted.len(), COUNTED_FAILURES_MAX);
         assert_eq!(count.folded, 10);
         assert_eq!(count.failures() as usize, ids.len());
         // Seen again, none counts twice.
-        assert_eq!(count.observe(&outcomes, false).failures() as usize, ids.len());
+        assert_eq!(
+            count.observe(&outcomes, false).failures() as usize,
+            ids.len()
+        );
         // A healthy task after them all resets the folded ones too.
         let mut later = outcomes.clone();
         later.push(healthy("h", 10_000));
@@ -236,7 +281,12 @@ mod tests {
     fn failures_known_before_times_were_kept_still_count_until_a_reset() {
         let count = FailureCount::of_known(["a".to_owned(), "b".to_owned()]);
         assert_eq!(count.failures(), 2);
-        assert_eq!(count.observe(&[failed("a", 10), failed("b", 20)], true).failures(), 2);
+        assert_eq!(
+            count
+                .observe(&[failed("a", 10), failed("b", 20)], true)
+                .failures(),
+            2
+        );
         assert_eq!(count.observe(&[healthy("c", 30)], true).failures(), 0);
     }
 }

@@ -42,7 +42,9 @@ pub fn deployment_completed(service: &str, deployment: &str) -> String {
 }
 
 pub fn deployment_failed(service: &str, deployment: &str) -> String {
-    format!("(service {service}) (deployment {deployment}) deployment failed: tasks failed to start.")
+    format!(
+        "(service {service}) (deployment {deployment}) deployment failed: tasks failed to start."
+    )
 }
 
 pub fn rolling_back(service: &str, deployment: &str) -> String {
@@ -104,12 +106,18 @@ mod tests {
 
     #[test]
     fn messages_read_as_ecs_writes_them() {
-        assert_eq!(steady_state("web"), "(service web) has reached a steady state.");
+        assert_eq!(
+            steady_state("web"),
+            "(service web) has reached a steady state."
+        );
         assert_eq!(
             started("web", &["a".into(), "b".into()]),
             "(service web) has started 2 tasks: (task a) (task b)."
         );
-        assert_eq!(stopped("web", &["a".into()]), "(service web) has stopped 1 running tasks: (task a).");
+        assert_eq!(
+            stopped("web", &["a".into()]),
+            "(service web) has stopped 1 running tasks: (task a)."
+        );
         assert_eq!(
             unable_to_place("web", Some(("abc", "RESOURCE:MEMORY"))),
             "(service web) was unable to place a task because no container instance met all of its requirements. The closest matching (container-instance abc) has insufficient memory available. For more information, see the Troubleshooting section."

@@ -38,12 +38,12 @@ use flotilla_store::{Txn, TXN_OPS_MAX};
 use flotilla_types::ecs::*;
 use flotilla_types::ApiError;
 
-use super::rollout::{self, Actions, Bounds, DaemonInstance, Phase, StopWhy, TaskView};
 use super::breaker::{FailureCount, TaskOutcome};
+use super::rollout::{self, Actions, Bounds, DaemonInstance, Phase, StopWhy, TaskView};
 use super::{events, failure_threshold, CompletedDeployment, ServiceRecord, TaskProtection};
 use crate::instances::{scan, InstanceRecord};
 use crate::records::{self, keys, Attempt, Versioned};
-use crate::tasks::{TaskRecord, Targeting};
+use crate::tasks::{Targeting, TaskRecord};
 use crate::Ecs;
 
 /// How long an instance's agent may stay disconnected before its service
@@ -124,7 +124,11 @@ impl ServiceScheduler {
         loop {
             let page = ecs
                 .store
-                .list(keys::SERVICES, after.as_deref(), flotilla_store::LIST_LIMIT_MAX)
+                .list(
+                    keys::SERVICES,
+                    after.as_deref(),
+                    flotilla_store::LIST_LIMIT_MAX,
+                )
                 .map_err(records::store_error)?;
             for entry in &page.entries {
                 let rest = &entry.key[keys::SERVICES.len()..];
@@ -173,7 +177,10 @@ impl ServiceScheduler {
             .map_err(records::store_error)?;
         for entry in &page.entries {
             let protection: TaskProtection = records::decode(entry)?;
-            protections.insert(entry.key[prefix.len()..].to_owned(), protection.expires_at_ms);
+            protections.insert(
+                entry.key[prefix.len()..].to_owned(),
+                protection.expires_at_ms,
+            );
         }
         let marker = memchr::memmem::Finder::new(b"\"group\":\"service:");
         let prefix = keys::tasks_of(cluster);
@@ -199,17 +206,22 @@ impl ServiceScheduler {
                         let record = Arc::new(TaskFacts::of(&full));
                         self.tasks.insert(
                             entry.key.clone(),
-                            Versioned { value: Arc::clone(&record), revision: entry.mod_revision },
+                            Versioned {
+                                value: Arc::clone(&record),
+                                revision: entry.mod_revision,
+                            },
                         );
                         record
                     }
                 };
                 seen_keys.insert(entry.key.clone());
-                let Some(group) = record.group.clone() else { continue };
-                tasks_by_group
-                    .entry(group)
-                    .or_default()
-                    .push(Versioned { value: record, revision: entry.mod_revision });
+                let Some(group) = record.group.clone() else {
+                    continue;
+                };
+                tasks_by_group.entry(group).or_default().push(Versioned {
+                    value: record,
+                    revision: entry.mod_revision,
+                });
             }
             match page.entries.last() {
                 Some(last) if page.more => after = Some(last.key.clone()),
@@ -240,7 +252,14 @@ impl ServiceScheduler {
         view: &ClusterView,
         now_ms: u64,
     ) -> Vec<(TaskView, Versioned<Arc<TaskFacts>>)> {
-        let grace_ms = u64::try_from(record.service.health_check_grace_period_seconds.unwrap_or(0)).unwrap_or(0) * 1000;
+        let grace_ms = u64::try_from(
+            record
+                .service
+                .health_check_grace_period_seconds
+                .unwrap_or(0),
+        )
+        .unwrap_or(0)
+            * 1000;
         tasks
             .iter()
             .filter(|t| t.value.last_status() != "STOPPED")
@@ -266,7 +285,8 @@ impl ServiceScheduler {
                 };
                 let checked = task.health_checked;
                 let health = task.health;
-                let healthy = phase == Phase::Running && (!checked || health == HealthStatus::Healthy);
+                let healthy =
+                    phase == Phase::Running && (!checked || health == HealthStatus::Healthy);
                 let started_ms = task.started_at_ms.unwrap_or(now_ms);
                 let unhealthy = phase == Phase::Running
                     && checked
@@ -293,7 +313,10 @@ impl ServiceScheduler {
                         lost,
                         protected,
                     },
-                    Versioned { value: Arc::clone(&found.value), revision: found.revision },
+                    Versioned {
+                        value: Arc::clone(&found.value),
+                        revision: found.revision,
+                    },
                 )
             })
             .collect()
@@ -306,7 +329,9 @@ impl ServiceScheduler {
         record: &ServiceRecord,
         now_ms: u64,
     ) -> Result<Vec<DaemonInstance>, ApiError> {
-        ecs.daemon_instances(cluster, record, |instance| self.agent_lost(instance, now_ms))
+        ecs.daemon_instances(cluster, record, |instance| {
+            self.agent_lost(instance, now_ms)
+        })
     }
 
     async fn reconcile(
@@ -352,7 +377,11 @@ impl ServiceScheduler {
             for deployment in std::mem::take(&mut record.deployments) {
                 record.finish(deployment, now_ms);
             }
-            record.add_event(ecs.ids.uuid(), now_ms as f64 / 1000.0, events::inactive(&record.name));
+            record.add_event(
+                ecs.ids.uuid(),
+                now_ms as f64 / 1000.0,
+                events::inactive(&record.name),
+            );
             let inactive_key = keys::inactive_service(cluster, &record.name);
             let txn = Txn::new()
                 .expect(&key, found.revision)
@@ -366,7 +395,9 @@ impl ServiceScheduler {
             record.add_event(ecs.ids.uuid(), now_seconds, message);
         }
         if record != before {
-            let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&record));
+            let txn = Txn::new()
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&record));
             if commit_or_skip(ecs, txn).await?.is_none() {
                 // Someone else changed the service: the next pass reads it again.
                 return Ok(());
@@ -374,12 +405,15 @@ impl ServiceScheduler {
         }
         // B. Plan, from views of the record as it now stands.
         let views = self.views(&record, tasks, view, now_ms);
-        let Some(primary) = record.primary().cloned() else { return Ok(()) };
+        let Some(primary) = record.primary().cloned() else {
+            return Ok(());
+        };
         let may_launch = record.status() == "ACTIVE"
             && primary.rollout_state() != DeploymentRolloutState::Failed
             && now_ms >= launch_throttled_until_ms(tasks, primary.id());
         let configuration = record.configuration();
-        let minimum = u32::try_from(configuration.minimum_healthy_percent.unwrap_or(100)).unwrap_or(0);
+        let minimum =
+            u32::try_from(configuration.minimum_healthy_percent.unwrap_or(100)).unwrap_or(0);
         let maximum = u32::try_from(configuration.maximum_percent.unwrap_or(200)).unwrap_or(200);
         let task_views: Vec<TaskView> = views.iter().map(|(v, _)| v.clone()).collect();
         let actions = match &daemon_instances {
@@ -391,7 +425,11 @@ impl ServiceScheduler {
             }
             None => {
                 let desired = u32::try_from(record.service.desired_count.unwrap_or(0)).unwrap_or(0);
-                rollout::plan_replica(&task_views, Bounds::new(desired, minimum, maximum), may_launch)
+                rollout::plan_replica(
+                    &task_views,
+                    Bounds::new(desired, minimum, maximum),
+                    may_launch,
+                )
             }
         };
         if actions == Actions::default() {
@@ -402,9 +440,20 @@ impl ServiceScheduler {
         // pass's placements; the bounds counted the stopping tasks anyway.
         let mut told = Vec::new();
         let mut placement_failure: Option<String> = None;
-        self.launch(ecs, cluster, &record, &primary, &actions, &mut told, &mut placement_failure)
-            .await?;
-        told.extend(self.stop(ecs, cluster, &record, &primary, &actions, &views).await?);
+        self.launch(
+            ecs,
+            cluster,
+            &record,
+            &primary,
+            &actions,
+            &mut told,
+            &mut placement_failure,
+        )
+        .await?;
+        told.extend(
+            self.stop(ecs, cluster, &record, &primary, &actions, &views)
+                .await?,
+        );
         // D. Tell.
         if told.is_empty() && placement_failure.is_none() {
             return Ok(());
@@ -421,9 +470,12 @@ impl ServiceScheduler {
                 current.add_event(id.clone(), now_seconds, message.clone());
             }
             if let Some(message) = &placement_failure {
-                let repeated = current.placement_failure.as_ref().is_some_and(|(said, at)| {
-                    said == message && now_ms.saturating_sub(*at) < PLACEMENT_FAILURE_REPEAT_MS
-                });
+                let repeated = current
+                    .placement_failure
+                    .as_ref()
+                    .is_some_and(|(said, at)| {
+                        said == message && now_ms.saturating_sub(*at) < PLACEMENT_FAILURE_REPEAT_MS
+                    });
                 if !repeated {
                     current.add_event(ids[told.len()].clone(), now_seconds, message.clone());
                     current.placement_failure = Some((message.clone(), now_ms));
@@ -434,7 +486,9 @@ impl ServiceScheduler {
             if !changed {
                 return Ok(Attempt::Done(()));
             }
-            let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&current));
+            let txn = Txn::new()
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&current));
             Ok(Attempt::Commit(txn, ()))
         })
         .await
@@ -454,7 +508,10 @@ impl ServiceScheduler {
         let name = record.name.clone();
         let desired = u32::try_from(record.service.desired_count.unwrap_or(0)).unwrap_or(0);
         let configuration = record.configuration();
-        let breaker = configuration.deployment_circuit_breaker.clone().unwrap_or_default();
+        let breaker = configuration
+            .deployment_circuit_breaker
+            .clone()
+            .unwrap_or_default();
         let reset_on_healthy = breaker.reset_on_healthy_task.unwrap_or(true);
         // Counts per deployment and for the service.
         let mut running_total = 0;
@@ -493,7 +550,9 @@ impl ServiceScheduler {
                     failed_at_ms: if t.failed { t.stopped_at_ms } else { None },
                 })
                 .collect();
-            let failures = deployment.failure_count().observe(&outcomes, reset_on_healthy);
+            let failures = deployment
+                .failure_count()
+                .observe(&outcomes, reset_on_healthy);
             deployment.set_failure_count(failures);
             let set = |slot: &mut Option<i32>, value: i32| {
                 if *slot != Some(value) {
@@ -519,12 +578,13 @@ impl ServiceScheduler {
         });
         if trips {
             let target = record.last_completed.clone();
-            let Some(primary) = record.deployments.first_mut() else { return };
+            let Some(primary) = record.deployments.first_mut() else {
+                return;
+            };
             let failed_id = primary.id().to_owned();
             primary.deployment.rollout_state = Some(DeploymentRolloutState::Failed);
-            primary.deployment.rollout_state_reason = Some(
-                "ECS deployment circuit breaker: tasks failed to start.".to_owned(),
-            );
+            primary.deployment.rollout_state_reason =
+                Some("ECS deployment circuit breaker: tasks failed to start.".to_owned());
             primary.deployment.updated_at = Some(now_seconds);
             told.push(events::deployment_failed(&name, &failed_id));
             let rolls_back = breaker.rollback == Some(true)
@@ -533,7 +593,8 @@ impl ServiceScheduler {
             match target.filter(|_| rolls_back) {
                 Some(target) => {
                     primary.lifecycle = ServiceDeploymentStatus::RollbackInProgress;
-                    primary.lifecycle_reason = Some("The deployment circuit breaker tripped: rolling back.".to_owned());
+                    primary.lifecycle_reason =
+                        Some("The deployment circuit breaker tripped: rolling back.".to_owned());
                     primary.deployment.status = Some("ACTIVE".to_owned());
                     let reason = format!(
                         "ECS deployment circuit breaker: rolling back to deploymentId {}.",
@@ -543,7 +604,9 @@ impl ServiceScheduler {
                     told.push(events::rolling_back(&name, &target.id));
                     // The last completed deployment, when its tasks are still
                     // there, becomes PRIMARY again and keeps them.
-                    if let Some(position) = record.deployments.iter().position(|d| d.id() == target.id) {
+                    if let Some(position) =
+                        record.deployments.iter().position(|d| d.id() == target.id)
+                    {
                         let mut again = record.deployments.remove(position);
                         again.deployment.status = Some("PRIMARY".to_owned());
                         again.deployment.desired_count = Some(desired as i32);
@@ -556,7 +619,9 @@ impl ServiceScheduler {
                         record.deployments.insert(0, again);
                         return self.finish_observing(record, views, now_ms, told);
                     }
-                    let Some(primary) = record.deployments.first_mut() else { return };
+                    let Some(primary) = record.deployments.first_mut() else {
+                        return;
+                    };
                     let mut rollback = primary.clone();
                     rollback.deployment = Deployment {
                         id: Some(rollback_id),
@@ -586,8 +651,9 @@ impl ServiceScheduler {
                 }
                 None => {
                     primary.lifecycle = ServiceDeploymentStatus::Stopped;
-                    primary.lifecycle_reason =
-                        Some("The deployment circuit breaker tripped: tasks failed to start.".to_owned());
+                    primary.lifecycle_reason = Some(
+                        "The deployment circuit breaker tripped: tasks failed to start.".to_owned(),
+                    );
                 }
             }
         }
@@ -607,13 +673,16 @@ impl ServiceScheduler {
         let name = record.name.clone();
         let desired = u32::try_from(record.service.desired_count.unwrap_or(0)).unwrap_or(0);
         // Drained older deployments leave; a complete PRIMARY completes.
-        let occupying_by: HashMap<&str, usize> = views.iter().filter(|(v, _)| !v.lost).fold(
-            HashMap::new(),
-            |mut counts, (_, t)| {
-                *counts.entry(t.value.started_by.as_deref().unwrap_or_default()).or_default() += 1;
-                counts
-            },
-        );
+        let occupying_by: HashMap<&str, usize> =
+            views
+                .iter()
+                .filter(|(v, _)| !v.lost)
+                .fold(HashMap::new(), |mut counts, (_, t)| {
+                    *counts
+                        .entry(t.value.started_by.as_deref().unwrap_or_default())
+                        .or_default() += 1;
+                    counts
+                });
         let drained: Vec<usize> = (1..record.deployments.len())
             .filter(|i| !occupying_by.contains_key(record.deployments[*i].id()))
             .collect();
@@ -625,7 +694,8 @@ impl ServiceScheduler {
                 deployment.finished_at_ms = None;
                 let id = deployment.id().to_owned();
                 let rolled_back = record.deployments.first().is_some_and(|p| {
-                    p.rollback_of.as_deref() == Some(id.as_str()) && p.rollout_state() == DeploymentRolloutState::Completed
+                    p.rollback_of.as_deref() == Some(id.as_str())
+                        && p.rollout_state() == DeploymentRolloutState::Completed
                 });
                 if rolled_back {
                     deployment.lifecycle = ServiceDeploymentStatus::RollbackSuccessful;
@@ -673,7 +743,9 @@ impl ServiceScheduler {
         }
         let steady = complete
             && record.status() == "ACTIVE"
-            && record.primary().is_some_and(|p| p.rollout_state() == DeploymentRolloutState::Completed);
+            && record
+                .primary()
+                .is_some_and(|p| p.rollout_state() == DeploymentRolloutState::Completed);
         if steady && !record.steady {
             told.push(events::steady_state(&name));
         }
@@ -696,7 +768,10 @@ impl ServiceScheduler {
         }
         let now_ms = ecs.clock.now_ms();
         let now_seconds = now_ms as f64 / 1000.0;
-        let scaling = format!("Scaling activity initiated by (deployment {})", primary.id());
+        let scaling = format!(
+            "Scaling activity initiated by (deployment {})",
+            primary.id()
+        );
         let lost_reason = format!(
             "Task stopped because its container instance's agent was disconnected for more than {} seconds",
             self.settings.agent_lost_timeout_ms / 1000
@@ -715,16 +790,24 @@ impl ServiceScheduler {
                     StopWhy::AgentLost => lost_reason.as_str(),
                 };
                 // The scheduler keeps only facts of tasks: the record is read whole here.
-                let Some(current) = ecs.get_task(cluster, &found.value.task_id)? else { continue };
+                let Some(current) = ecs.get_task(cluster, &found.value.task_id)? else {
+                    continue;
+                };
                 if current.revision != found.revision {
                     // It changed since the pass read it: the next pass decides again.
                     continue;
                 }
                 let mut task = current.value;
-                task.request_stop(now_seconds, Some(TaskStopCode::ServiceSchedulerInitiated), reason);
+                task.request_stop(
+                    now_seconds,
+                    Some(TaskStopCode::ServiceSchedulerInitiated),
+                    reason,
+                );
                 task.touch();
                 let key = keys::task(cluster, &task.task_id);
-                txn = txn.expect(&key, current.revision).put(&key, records::encode(&task));
+                txn = txn
+                    .expect(&key, current.revision)
+                    .put(&key, records::encode(&task));
                 chunk_ids.push((task.task_id.clone(), *why, view.instance_id.clone()));
             }
             if chunk_ids.is_empty() {
@@ -748,12 +831,17 @@ impl ServiceScheduler {
                                 if task.desired_status() == "STOPPED" {
                                     return false;
                                 }
-                                task.request_stop(now_seconds, Some(TaskStopCode::ServiceSchedulerInitiated), reason);
+                                task.request_stop(
+                                    now_seconds,
+                                    Some(TaskStopCode::ServiceSchedulerInitiated),
+                                    reason,
+                                );
                                 task.touch();
                                 true
                             })
                             .await?;
-                        if changed.is_some_and(|t| t.task.stopped_reason.as_deref() == Some(reason)) {
+                        if changed.is_some_and(|t| t.task.stopped_reason.as_deref() == Some(reason))
+                        {
                             done.push((task_id, why, instance_id));
                         }
                     }
@@ -767,7 +855,10 @@ impl ServiceScheduler {
                         told.push(events::failed_health_checks(&record.name, &task_id));
                         stopped_ids.push(task_id);
                     }
-                    StopWhy::AgentLost => lost_by_instance.entry(instance_id).or_default().push(task_id),
+                    StopWhy::AgentLost => lost_by_instance
+                        .entry(instance_id)
+                        .or_default()
+                        .push(task_id),
                     _ => stopped_ids.push(task_id),
                 }
             }
@@ -776,7 +867,11 @@ impl ServiceScheduler {
         for (index, _) in &actions.stop {
             let (view, found) = &views[*index];
             let instance = found.value.instance_id.clone();
-            if view.lost && !ecs.get_instance(cluster, &instance)?.is_some_and(|i| i.value.is_live()) {
+            if view.lost
+                && !ecs
+                    .get_instance(cluster, &instance)?
+                    .is_some_and(|i| i.value.is_live())
+            {
                 ecs.change_task(cluster, &found.value.task_id, |task, _| {
                     if task.last_status() == "STOPPED" {
                         return false;
@@ -814,11 +909,20 @@ impl ServiceScheduler {
             return Ok(());
         }
         let group = record.group();
-        let request = Ecs::deployment_launch_request(cluster, &group, primary.id(), &primary.spec, Some(&record.service));
+        let request = Ecs::deployment_launch_request(
+            cluster,
+            &group,
+            primary.id(),
+            &primary.spec,
+            Some(&record.service),
+        );
         let launch = match ecs.prepare_launch(request) {
             Ok(launch) => launch,
             Err(error) => {
-                *placement_failure = Some(events::unable_to_launch(&record.name, error.message.trim_end_matches('.')));
+                *placement_failure = Some(events::unable_to_launch(
+                    &record.name,
+                    error.message.trim_end_matches('.'),
+                ));
                 return Ok(());
             }
         };
@@ -843,7 +947,8 @@ impl ServiceScheduler {
                 Some(Ok((tasks, failures))) => {
                     let placed = tasks.len();
                     started.extend(tasks.into_iter().filter_map(|t| {
-                        t.task_arn.and_then(|arn| arn.rsplit('/').next().map(str::to_owned))
+                        t.task_arn
+                            .and_then(|arn| arn.rsplit('/').next().map(str::to_owned))
                     }));
                     if placed < wanted {
                         let closest = failures.iter().find_map(|f| {
@@ -864,7 +969,10 @@ impl ServiceScheduler {
                     break;
                 }
                 Some(Err(error)) => {
-                    *placement_failure = Some(events::unable_to_launch(&record.name, error.message.trim_end_matches('.')));
+                    *placement_failure = Some(events::unable_to_launch(
+                        &record.name,
+                        error.message.trim_end_matches('.'),
+                    ));
                     break;
                 }
                 None => break,
@@ -947,7 +1055,9 @@ fn launch_throttled_until_ms(tasks: &[Versioned<Arc<TaskFacts>>], deployment_id:
         .filter(|t| t.started_by.as_deref() == Some(deployment_id) && t.failed)
         .filter_map(|t| t.stopped_at_ms)
         .collect();
-    let Some(latest) = stopped_ms.iter().copied().max() else { return 0 };
+    let Some(latest) = stopped_ms.iter().copied().max() else {
+        return 0;
+    };
     let recent = stopped_ms
         .iter()
         .filter(|at| latest.saturating_sub(**at) <= LAUNCH_THROTTLE_WINDOW_MS)
@@ -976,9 +1086,17 @@ impl Ecs {
         record: &ServiceRecord,
         lost: impl Fn(&InstanceRecord) -> bool,
     ) -> Result<Vec<DaemonInstance>, ApiError> {
-        let Some(primary) = record.primary() else { return Ok(Vec::new()) };
+        let Some(primary) = record.primary() else {
+            return Ok(Vec::new());
+        };
         let group = record.group();
-        let request = Ecs::deployment_launch_request(cluster, &group, primary.id(), &primary.spec, Some(&record.service));
+        let request = Ecs::deployment_launch_request(
+            cluster,
+            &group,
+            primary.id(),
+            &primary.spec,
+            Some(&record.service),
+        );
         let launch = self.prepare_launch(request)?;
         let (instances, snapshot) = self.placement_snapshot(cluster)?;
         let mut request = crate::tasks::placement_request(&launch, 1, 0)?;
@@ -986,7 +1104,9 @@ impl Ecs {
         request.tcp_ports.clear();
         request.udp_ports.clear();
         request.needs_eni = false;
-        request.constraints.retain(|c| !matches!(c, flotilla_scheduler::Constraint::DistinctInstance));
+        request
+            .constraints
+            .retain(|c| !matches!(c, flotilla_scheduler::Constraint::DistinctInstance));
         let verdicts = flotilla_scheduler::explain(&snapshot, &request);
         Ok(verdicts
             .into_iter()
@@ -1000,7 +1120,10 @@ impl Ecs {
                     _ => true,
                 };
                 let eligible = admitted && instance.status() == "ACTIVE" && !lost(instance);
-                Some(DaemonInstance { instance_id: instance.instance_id.clone(), eligible })
+                Some(DaemonInstance {
+                    instance_id: instance.instance_id.clone(),
+                    eligible,
+                })
             })
             .collect())
     }

@@ -185,7 +185,13 @@ pub fn plan_replica(tasks: &[TaskView], bounds: Bounds, may_launch: bool) -> Act
     // Not-healthy ones first (stopping them costs no health), then older
     // deployments first, then tasks of unusable instances.
     retirables.sort_by(|a, b| {
-        let key = |t: &TaskView| (t.healthy, std::cmp::Reverse(t.deployment_rank), t.instance_usable);
+        let key = |t: &TaskView| {
+            (
+                t.healthy,
+                std::cmp::Reverse(t.deployment_rank),
+                t.instance_usable,
+            )
+        };
         let (a, b) = (&tasks[*a], &tasks[*b]);
         key(a).cmp(&key(b)).then_with(|| a.task_id.cmp(&b.task_id))
     });
@@ -194,7 +200,11 @@ pub fn plan_replica(tasks: &[TaskView], bounds: Bounds, may_launch: bool) -> Act
         if task.protected {
             continue;
         }
-        let why = if task.instance_usable { StopWhy::Replaced } else { StopWhy::Draining };
+        let why = if task.instance_usable {
+            StopWhy::Replaced
+        } else {
+            StopWhy::Draining
+        };
         if !task.counts_healthy() {
             actions.stop.push((index, why));
         } else if healthy > bounds.min_healthy {
@@ -237,7 +247,10 @@ pub fn scale_in_order(tasks: &[TaskView], candidates: &[usize], n: usize) -> Vec
                 let task = &tasks[**index];
                 (
                     by_zone.get(task.zone.as_str()).copied().unwrap_or(0),
-                    by_instance.get(task.instance_id.as_str()).copied().unwrap_or(0),
+                    by_instance
+                        .get(task.instance_id.as_str())
+                        .copied()
+                        .unwrap_or(0),
                     task.phase != Phase::Running,
                     task.task_id.as_str(),
                 )
@@ -293,7 +306,10 @@ pub fn plan_daemon(
             continue;
         }
         if !task.live() {
-            on_instance.entry(task.instance_id.as_str()).or_default().push(index);
+            on_instance
+                .entry(task.instance_id.as_str())
+                .or_default()
+                .push(index);
             continue;
         }
         if !eligible.contains(task.instance_id.as_str()) || !task.instance_usable {
@@ -303,9 +319,15 @@ pub fn plan_daemon(
             actions.stop.push((index, StopWhy::Draining));
         } else if task.unhealthy {
             actions.stop.push((index, StopWhy::Unhealthy));
-            on_instance.entry(task.instance_id.as_str()).or_default().push(index);
+            on_instance
+                .entry(task.instance_id.as_str())
+                .or_default()
+                .push(index);
         } else {
-            on_instance.entry(task.instance_id.as_str()).or_default().push(index);
+            on_instance
+                .entry(task.instance_id.as_str())
+                .or_default()
+                .push(index);
         }
     }
     let mut old_healthy: Vec<usize> = Vec::new();
@@ -392,8 +414,22 @@ mod tests {
 
     #[test]
     fn bounds_round_the_floor_up_and_the_ceiling_down() {
-        assert_eq!(Bounds::new(4, 50, 100), Bounds { desired: 4, min_healthy: 2, max_total: 4 });
-        assert_eq!(Bounds::new(3, 50, 150), Bounds { desired: 3, min_healthy: 2, max_total: 4 });
+        assert_eq!(
+            Bounds::new(4, 50, 100),
+            Bounds {
+                desired: 4,
+                min_healthy: 2,
+                max_total: 4
+            }
+        );
+        assert_eq!(
+            Bounds::new(3, 50, 150),
+            Bounds {
+                desired: 3,
+                min_healthy: 2,
+                max_total: 4
+            }
+        );
         assert_eq!(Bounds::new(10_000, 50, 200).max_total, 20_000);
     }
 
@@ -402,34 +438,57 @@ mod tests {
     #[test]
     fn rolling_example_four_tasks_fifty_to_one_hundred() {
         let bounds = Bounds::new(4, 50, 100);
-        let mut tasks: Vec<TaskView> =
-            (0..4).map(|i| task(&format!("old{i}"), false, Phase::Running, true)).collect();
+        let mut tasks: Vec<TaskView> = (0..4)
+            .map(|i| task(&format!("old{i}"), false, Phase::Running, true))
+            .collect();
         let mut next = 0;
         let step = plan_replica(&tasks, bounds, true);
         assert_eq!((step.start, step.stop.len()), (0, 2), "stop two old");
         settle(&mut tasks, &step, &mut next);
         assert_eq!(tasks.len(), 2);
         let step = plan_replica(&tasks, bounds, true);
-        assert_eq!((step.start, step.stop.len()), (2, 0), "at the minimum: add two");
+        assert_eq!(
+            (step.start, step.stop.len()),
+            (2, 0),
+            "at the minimum: add two"
+        );
         settle(&mut tasks, &step, &mut next);
-        assert_eq!(plan_replica(&tasks, bounds, true), Actions::default(), "wait for health");
+        assert_eq!(
+            plan_replica(&tasks, bounds, true),
+            Actions::default(),
+            "wait for health"
+        );
         healthy_all(&mut tasks);
         let step = plan_replica(&tasks, bounds, true);
-        assert_eq!((step.start, step.stop.len()), (0, 2), "at the maximum: stop two old");
-        assert!(step.stop.iter().all(|(i, why)| !tasks[*i].primary && *why == StopWhy::Replaced));
+        assert_eq!(
+            (step.start, step.stop.len()),
+            (0, 2),
+            "at the maximum: stop two old"
+        );
+        assert!(step
+            .stop
+            .iter()
+            .all(|(i, why)| !tasks[*i].primary && *why == StopWhy::Replaced));
         settle(&mut tasks, &step, &mut next);
         let step = plan_replica(&tasks, bounds, true);
         assert_eq!((step.start, step.stop.len()), (2, 0), "add the last two");
         settle(&mut tasks, &step, &mut next);
         healthy_all(&mut tasks);
-        assert_eq!(plan_replica(&tasks, bounds, true), Actions::default(), "done");
+        assert_eq!(
+            plan_replica(&tasks, bounds, true),
+            Actions::default(),
+            "done"
+        );
         assert!(tasks.iter().all(|t| t.primary));
     }
 
     #[test]
     fn stopping_tasks_count_against_the_ceiling_until_stopped() {
         let bounds = Bounds::new(2, 100, 100);
-        let mut tasks = vec![task("a", true, Phase::Running, true), task("b", true, Phase::Stopping, true)];
+        let mut tasks = vec![
+            task("a", true, Phase::Running, true),
+            task("b", true, Phase::Stopping, true),
+        ];
         tasks[1].healthy = false;
         assert_eq!(plan_replica(&tasks, bounds, true).start, 0);
         tasks.pop();
@@ -439,7 +498,12 @@ mod tests {
     #[test]
     fn scale_in_balances_zones_then_instances_and_skips_protected() {
         let mut tasks = Vec::new();
-        for (id, zone, instance) in [("1", "a", "x"), ("2", "a", "x"), ("3", "a", "y"), ("4", "b", "z")] {
+        for (id, zone, instance) in [
+            ("1", "a", "x"),
+            ("2", "a", "x"),
+            ("3", "a", "y"),
+            ("4", "b", "z"),
+        ] {
             let mut t = task(id, true, Phase::Running, true);
             t.zone = zone.to_owned();
             t.instance_id = instance.to_owned();
@@ -447,28 +511,39 @@ mod tests {
         }
         tasks[1].protected = true;
         let actions = plan_replica(&tasks, Bounds::new(2, 100, 200), true);
-        let stopped: Vec<&str> = actions.stop.iter().map(|(i, _)| tasks[*i].task_id.as_str()).collect();
+        let stopped: Vec<&str> = actions
+            .stop
+            .iter()
+            .map(|(i, _)| tasks[*i].task_id.as_str())
+            .collect();
         // Zone a holds three; instance x holds two there, but "2" is protected.
         assert_eq!(stopped, ["1", "3"]);
     }
 
     #[test]
     fn unhealthy_and_lost_tasks_are_replaced() {
-        let mut tasks = vec![task("a", true, Phase::Running, true), task("b", true, Phase::Running, false)];
+        let mut tasks = vec![
+            task("a", true, Phase::Running, true),
+            task("b", true, Phase::Running, false),
+        ];
         tasks[1].unhealthy = true;
         let mut lost = task("c", true, Phase::Running, true);
         lost.lost = true;
         tasks.push(lost);
         let actions = plan_replica(&tasks, Bounds::new(3, 100, 200), true);
-        assert_eq!(actions.stop, vec![(1, StopWhy::Unhealthy), (2, StopWhy::AgentLost)]);
+        assert_eq!(
+            actions.stop,
+            vec![(1, StopWhy::Unhealthy), (2, StopWhy::AgentLost)]
+        );
         // a keeps; b still occupies until stopped; c does not count.
         assert_eq!(actions.start, 2);
     }
 
     #[test]
     fn draining_tasks_move_within_the_bounds() {
-        let mut tasks: Vec<TaskView> =
-            (0..2).map(|i| task(&format!("t{i}"), true, Phase::Running, true)).collect();
+        let mut tasks: Vec<TaskView> = (0..2)
+            .map(|i| task(&format!("t{i}"), true, Phase::Running, true))
+            .collect();
         tasks[0].instance_usable = false;
         let actions = plan_replica(&tasks, Bounds::new(2, 50, 100), true);
         assert_eq!(actions.stop, vec![(0, StopWhy::Draining)]);
@@ -485,9 +560,18 @@ mod tests {
     #[test]
     fn daemon_one_task_per_eligible_instance() {
         let instances = vec![
-            DaemonInstance { instance_id: "i-a".into(), eligible: true },
-            DaemonInstance { instance_id: "i-b".into(), eligible: true },
-            DaemonInstance { instance_id: "i-c".into(), eligible: false },
+            DaemonInstance {
+                instance_id: "i-a".into(),
+                eligible: true,
+            },
+            DaemonInstance {
+                instance_id: "i-b".into(),
+                eligible: true,
+            },
+            DaemonInstance {
+                instance_id: "i-c".into(),
+                eligible: false,
+            },
         ];
         let mut on_c = task("c", true, Phase::Running, true);
         on_c.instance_id = "i-c".into();
@@ -501,11 +585,20 @@ mod tests {
     fn daemon_rolls_instance_by_instance_above_the_floor() {
         let instances: Vec<DaemonInstance> = ["i-a", "i-b"]
             .iter()
-            .map(|id| DaemonInstance { instance_id: (*id).into(), eligible: true })
+            .map(|id| DaemonInstance {
+                instance_id: (*id).into(),
+                eligible: true,
+            })
             .collect();
-        let tasks = vec![task("a", false, Phase::Running, true), task("b", false, Phase::Running, true)];
+        let tasks = vec![
+            task("a", false, Phase::Running, true),
+            task("b", false, Phase::Running, true),
+        ];
         let actions = plan_daemon(&tasks, &instances, 50, true);
         assert_eq!(actions.stop.len(), 1);
-        assert!(actions.start_on.is_empty(), "the old task still occupies its instance");
+        assert!(
+            actions.start_on.is_empty(),
+            "the old task still occupies its instance"
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! versions. The API and the scheduler together are exercised by
 //! `tests/service_sim.rs`.
 
-use flotilla_types::ecs::{DeploymentCircuitBreaker, DeploymentConfiguration, ThresholdConfiguration, ThresholdType};
+use flotilla_types::ecs::{
+    DeploymentCircuitBreaker, DeploymentConfiguration, ThresholdConfiguration, ThresholdType,
+};
 
 use super::{deployment_id, failure_threshold, resolve_configuration, DeploymentRecord};
 
@@ -19,28 +21,46 @@ fn deployment_ids_look_like_ecs_ones() {
 #[test]
 fn configuration_defaults_follow_the_scheduling_strategy() {
     let replica = resolve_configuration(None, None, false).expect("defaults");
-    assert_eq!((replica.minimum_healthy_percent, replica.maximum_percent), (Some(100), Some(200)));
+    assert_eq!(
+        (replica.minimum_healthy_percent, replica.maximum_percent),
+        (Some(100), Some(200))
+    );
     let breaker = replica.deployment_circuit_breaker.expect("breaker");
-    assert_eq!((breaker.enable, breaker.rollback), (Some(false), Some(false)));
+    assert_eq!(
+        (breaker.enable, breaker.rollback),
+        (Some(false), Some(false))
+    );
     let daemon = resolve_configuration(None, None, true).expect("defaults");
-    assert_eq!((daemon.minimum_healthy_percent, daemon.maximum_percent), (Some(0), Some(100)));
+    assert_eq!(
+        (daemon.minimum_healthy_percent, daemon.maximum_percent),
+        (Some(0), Some(100))
+    );
 }
 
 #[test]
 fn configuration_updates_keep_what_they_do_not_name() {
     let current = resolve_configuration(
-        Some(&DeploymentConfiguration { minimum_healthy_percent: Some(50), ..Default::default() }),
+        Some(&DeploymentConfiguration {
+            minimum_healthy_percent: Some(50),
+            ..Default::default()
+        }),
         None,
         false,
     )
     .expect("valid");
     let updated = resolve_configuration(
-        Some(&DeploymentConfiguration { maximum_percent: Some(150), ..Default::default() }),
+        Some(&DeploymentConfiguration {
+            maximum_percent: Some(150),
+            ..Default::default()
+        }),
         Some(&current),
         false,
     )
     .expect("valid");
-    assert_eq!((updated.minimum_healthy_percent, updated.maximum_percent), (Some(50), Some(150)));
+    assert_eq!(
+        (updated.minimum_healthy_percent, updated.maximum_percent),
+        (Some(50), Some(150))
+    );
 }
 
 #[test]

@@ -23,11 +23,15 @@ use crate::Ecs;
 const REGISTRATIONS_PER_COMMIT_MAX: usize = TXN_OPS_MAX / 2;
 
 /// Registrations waiting for their family's leader, by family.
-pub(crate) type RegistrationQueues = Combiner<TaskDefinitionRecord, Result<TaskDefinition, ApiError>>;
+pub(crate) type RegistrationQueues =
+    Combiner<TaskDefinitionRecord, Result<TaskDefinition, ApiError>>;
 
 impl Ecs {
     /// Gives `record` the family's next revision and stores it.
-    pub(super) async fn store_new_revision(&self, record: TaskDefinitionRecord) -> Result<TaskDefinition, ApiError> {
+    pub(super) async fn store_new_revision(
+        &self,
+        record: TaskDefinitionRecord,
+    ) -> Result<TaskDefinition, ApiError> {
         let family = record.definition.family.clone().unwrap_or_default();
         self.registrations
             .submit(&family, record, REGISTRATIONS_PER_COMMIT_MAX, |batch| {
@@ -51,7 +55,11 @@ impl Ecs {
 
     /// One transaction: the counter advanced by `records.len()` and each record
     /// stored under its new revision.
-    async fn commit_revisions(&self, family: &str, records: &[&TaskDefinitionRecord]) -> Result<Vec<TaskDefinition>, ApiError> {
+    async fn commit_revisions(
+        &self,
+        family: &str,
+        records: &[&TaskDefinitionRecord],
+    ) -> Result<Vec<TaskDefinition>, ApiError> {
         let family_key = keys::family(family);
         records::mutate(self.store.as_ref(), || {
             let (counter, counter_revision) = match records::get::<FamilyRecord>(self.store.as_ref(), &family_key)? {

@@ -631,19 +631,35 @@ async fn run_task_tags_its_tasks_as_ecs_does_and_tasks_take_tag_operations() {
         tags.as_array()
             .into_iter()
             .flatten()
-            .map(|t| (t["key"].as_str().unwrap_or_default().to_owned(), t["value"].as_str().unwrap_or_default().to_owned()))
+            .map(|t| {
+                (
+                    t["key"].as_str().unwrap_or_default().to_owned(),
+                    t["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
             .collect()
     };
     let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
     let response = world
-        .run(json!({"cluster": "c", "taskDefinition": "tagged", "enableECSManagedTags": true,
-                    "propagateTags": "TASK_DEFINITION", "tags": [{"key": "env", "value": "dev"}]}))
+        .run(
+            json!({"cluster": "c", "taskDefinition": "tagged", "enableECSManagedTags": true,
+                    "propagateTags": "TASK_DEFINITION", "tags": [{"key": "env", "value": "dev"}]}),
+        )
         .await;
     let arn = task_arns(&response).remove(0);
-    let expected = vec![pair("team", "a"), pair("env", "dev"), pair("aws:ecs:clusterName", "c")];
+    let expected = vec![
+        pair("team", "a"),
+        pair("env", "dev"),
+        pair("aws:ecs:clusterName", "c"),
+    ];
     assert_eq!(keys_of(&response["tasks"][0]["tags"]), expected);
-    assert_eq!(keys_of(&world.describe_task("c", &arn).await["tags"]), expected);
-    let listed = world.ok("ListTagsForResource", json!({"resourceArn": arn})).await;
+    assert_eq!(
+        keys_of(&world.describe_task("c", &arn).await["tags"]),
+        expected
+    );
+    let listed = world
+        .ok("ListTagsForResource", json!({"resourceArn": arn}))
+        .await;
     assert_eq!(keys_of(&listed["tags"]), expected);
 
     // Managed tags stay whatever the user does with the others, and count
@@ -651,17 +667,40 @@ async fn run_task_tags_its_tasks_as_ecs_does_and_tasks_take_tag_operations() {
     world
         .ok("TagResource", json!({"resourceArn": arn, "tags": [{"key": "env", "value": "prod"}, {"key": "tier", "value": "web"}]}))
         .await;
-    world.ok("UntagResource", json!({"resourceArn": arn, "tagKeys": ["team"]})).await;
-    let listed = world.ok("ListTagsForResource", json!({"resourceArn": arn})).await;
+    world
+        .ok(
+            "UntagResource",
+            json!({"resourceArn": arn, "tagKeys": ["team"]}),
+        )
+        .await;
+    let listed = world
+        .ok("ListTagsForResource", json!({"resourceArn": arn}))
+        .await;
     assert_eq!(
         keys_of(&listed["tags"]),
-        vec![pair("env", "prod"), pair("tier", "web"), pair("aws:ecs:clusterName", "c")]
+        vec![
+            pair("env", "prod"),
+            pair("tier", "web"),
+            pair("aws:ecs:clusterName", "c")
+        ]
     );
-    let fifty: Vec<Value> = (0..48).map(|i| json!({"key": format!("k{i}"), "value": "v"})).collect();
-    world.ok("TagResource", json!({"resourceArn": arn, "tags": fifty})).await;
+    let fifty: Vec<Value> = (0..48)
+        .map(|i| json!({"key": format!("k{i}"), "value": "v"}))
+        .collect();
+    world
+        .ok("TagResource", json!({"resourceArn": arn, "tags": fifty}))
+        .await;
     let refused = [
-        ("UntagResource", json!({"resourceArn": arn, "tagKeys": ["aws:ecs:clusterName"]}), "InvalidParameterException"),
-        ("TagResource", json!({"resourceArn": arn, "tags": [{"key": "one-too-many", "value": "v"}]}), "InvalidParameterException"),
+        (
+            "UntagResource",
+            json!({"resourceArn": arn, "tagKeys": ["aws:ecs:clusterName"]}),
+            "InvalidParameterException",
+        ),
+        (
+            "TagResource",
+            json!({"resourceArn": arn, "tags": [{"key": "one-too-many", "value": "v"}]}),
+            "InvalidParameterException",
+        ),
         (
             "ListTagsForResource",
             json!({"resourceArn": "arn:aws:ecs:us-east-1:000000000000:task/c/0123456789abcdef0123456789abcdef"}),
@@ -674,15 +713,31 @@ async fn run_task_tags_its_tasks_as_ecs_does_and_tasks_take_tag_operations() {
         ),
     ];
     for (operation, body, code) in refused {
-        assert_eq!(world.err(operation, body.clone()).await.code, code, "{operation} {body}");
+        assert_eq!(
+            world.err(operation, body.clone()).await.code,
+            code,
+            "{operation} {body}"
+        );
     }
-    let listed = world.ok("ListTagsForResource", json!({"resourceArn": arn})).await;
-    assert_eq!(listed["tags"].as_array().map_or(0, Vec::len), 51, "the refused changes changed nothing");
+    let listed = world
+        .ok("ListTagsForResource", json!({"resourceArn": arn}))
+        .await;
+    assert_eq!(
+        listed["tags"].as_array().map_or(0, Vec::len),
+        51,
+        "the refused changes changed nothing"
+    );
     let running = world.ok("ListTasks", json!({"cluster": "c"})).await;
-    assert_eq!(running["taskArns"].as_array().map_or(0, Vec::len), 1, "the refused RunTask started nothing");
+    assert_eq!(
+        running["taskArns"].as_array().map_or(0, Vec::len),
+        1,
+        "the refused RunTask started nothing"
+    );
 
     // Without managed tags or propagation, a task has only its own.
-    let plain = world.run(json!({"cluster": "c", "taskDefinition": "tagged", "propagateTags": "NONE"})).await;
+    let plain = world
+        .run(json!({"cluster": "c", "taskDefinition": "tagged", "propagateTags": "NONE"}))
+        .await;
     assert_eq!(plain["tasks"][0]["tags"], json!([]));
 }
 
@@ -692,13 +747,27 @@ async fn run_and_start_task_refuse_a_deregistered_revision() {
     world.cluster("c").await;
     let instance = world.instance("c", 4096, 4096, json!([])).await;
     world.definition(web("old", 1, 64, None)).await;
-    world.ok("DeregisterTaskDefinition", json!({"taskDefinition": "old:1"})).await;
+    world
+        .ok(
+            "DeregisterTaskDefinition",
+            json!({"taskDefinition": "old:1"}),
+        )
+        .await;
     for (operation, body) in [
-        ("RunTask", json!({"cluster": "c", "taskDefinition": "old:1"})),
-        ("StartTask", json!({"cluster": "c", "taskDefinition": "old:1", "containerInstances": [instance]})),
+        (
+            "RunTask",
+            json!({"cluster": "c", "taskDefinition": "old:1"}),
+        ),
+        (
+            "StartTask",
+            json!({"cluster": "c", "taskDefinition": "old:1", "containerInstances": [instance]}),
+        ),
     ] {
         let error = world.err(operation, body).await;
-        assert_eq!((error.code, error.message.as_str()), ("ClientException", "TaskDefinition is inactive"));
+        assert_eq!(
+            (error.code, error.message.as_str()),
+            ("ClientException", "TaskDefinition is inactive")
+        );
     }
     let listed = world.ok("ListTasks", json!({"cluster": "c"})).await;
     assert_eq!(listed["taskArns"], json!([]));
@@ -1692,7 +1761,10 @@ async fn discover_poll_endpoint_names_this_server() {
 }
 
 /// Six connected instances, two per zone a, b, c, alternating t2.micro and m5.large.
-async fn zoned_world() -> (World, std::collections::HashMap<String, (&'static str, &'static str)>) {
+async fn zoned_world() -> (
+    World,
+    std::collections::HashMap<String, (&'static str, &'static str)>,
+) {
     let world = World::new();
     world.cluster("c").await;
     let mut facts = std::collections::HashMap::new();
@@ -1727,7 +1799,12 @@ fn instances_of_tasks(response: &Value) -> Vec<String> {
         .cloned()
         .unwrap_or_default()
         .iter()
-        .map(|task| task["containerInstanceArn"].as_str().unwrap_or_default().to_owned())
+        .map(|task| {
+            task["containerInstanceArn"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -1747,7 +1824,12 @@ async fn placement_strategies_and_constraints_shape_where_tasks_go() {
         (
             "spread over zones is even",
             json!({"placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"}]}),
-            |facts, _| assert_eq!(tally(facts.iter().map(|f| f.0)), [("a", 2), ("b", 2), ("c", 2)]),
+            |facts, _| {
+                assert_eq!(
+                    tally(facts.iter().map(|f| f.0)),
+                    [("a", 2), ("b", 2), ("c", 2)]
+                )
+            },
         ),
         (
             "spread over instances puts one on each",
@@ -1770,7 +1852,10 @@ async fn placement_strategies_and_constraints_shape_where_tasks_go() {
                    "placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"}]}),
             |facts, arns| {
                 assert_eq!(tally(arns.iter()).len(), 6);
-                assert_eq!(tally(facts.iter().map(|f| f.0)), [("a", 2), ("b", 2), ("c", 2)]);
+                assert_eq!(
+                    tally(facts.iter().map(|f| f.0)),
+                    [("a", 2), ("b", 2), ("c", 2)]
+                );
             },
         ),
     ];
@@ -1852,9 +1937,17 @@ async fn custom_attributes_are_listed_and_steer_placement() {
         prod["attributes"],
         json!([{"name": "stack", "value": "prod", "targetType": "container-instance", "targetId": tagged}])
     );
-    assert_eq!(list(json!({"attributeName": "stack"})).await["attributes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        list(json!({"attributeName": "stack"})).await["attributes"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     // Pages of one walk every attribute once.
-    let everything = list(json!({})).await["attributes"].as_array().cloned().unwrap_or_default();
+    let everything = list(json!({})).await["attributes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut paged = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..everything.len() + 1 {
@@ -1890,21 +1983,54 @@ async fn custom_attributes_are_listed_and_steer_placement() {
         .await;
     assert_eq!(task_arns(&refused).len(), 0);
 
-    let unknown = "arn:aws:ecs:us-east-1:000000000000:container-instance/c/00000000000000000000000000000bad";
+    let unknown =
+        "arn:aws:ecs:us-east-1:000000000000:container-instance/c/00000000000000000000000000000bad";
     let cases = [
-        ("PutAttributes", json!({"attributes": [{"name": "x", "targetId": unknown}]}), "TargetNotFoundException"),
-        ("DeleteAttributes", json!({"attributes": [{"name": "x", "targetId": unknown}]}), "TargetNotFoundException"),
-        ("PutAttributes", json!({"attributes": [{"name": "bad name", "targetId": tagged}]}), "InvalidParameterException"),
-        ("PutAttributes", json!({"attributes": [{"name": "x", "value": "v".repeat(129), "targetId": tagged}]}), "InvalidParameterException"),
-        ("PutAttributes", json!({"attributes": [{"name": "x", "targetId": short_id}]}), "InvalidParameterException"),
-        ("PutAttributes", json!({"attributes": vec![json!({"name": "x", "targetId": tagged}); 11]}), "InvalidParameterException"),
-        ("ListAttributes", json!({"targetType": "container-instance", "attributeValue": "prod"}), "InvalidParameterException"),
+        (
+            "PutAttributes",
+            json!({"attributes": [{"name": "x", "targetId": unknown}]}),
+            "TargetNotFoundException",
+        ),
+        (
+            "DeleteAttributes",
+            json!({"attributes": [{"name": "x", "targetId": unknown}]}),
+            "TargetNotFoundException",
+        ),
+        (
+            "PutAttributes",
+            json!({"attributes": [{"name": "bad name", "targetId": tagged}]}),
+            "InvalidParameterException",
+        ),
+        (
+            "PutAttributes",
+            json!({"attributes": [{"name": "x", "value": "v".repeat(129), "targetId": tagged}]}),
+            "InvalidParameterException",
+        ),
+        (
+            "PutAttributes",
+            json!({"attributes": [{"name": "x", "targetId": short_id}]}),
+            "InvalidParameterException",
+        ),
+        (
+            "PutAttributes",
+            json!({"attributes": vec![json!({"name": "x", "targetId": tagged}); 11]}),
+            "InvalidParameterException",
+        ),
+        (
+            "ListAttributes",
+            json!({"targetType": "container-instance", "attributeValue": "prod"}),
+            "InvalidParameterException",
+        ),
         ("ListAttributes", json!({}), "InvalidParameterException"),
     ];
     for (operation, body, code) in cases {
         let mut request = body.clone();
         request["cluster"] = json!("c");
-        assert_eq!(world.err(operation, request).await.code, code, "{operation} {body}");
+        assert_eq!(
+            world.err(operation, request).await.code,
+            code,
+            "{operation} {body}"
+        );
     }
 }
 
@@ -1933,8 +2059,11 @@ async fn explain_placement_names_each_instance_verdict_with_its_numbers() {
     let small = world.instance("c", 4096, 128, zone("c")).await;
     world.definition(web("app", 64, 512, None)).await;
 
-    let answer = explain(&world, json!({"cluster": "c", "taskDefinition": "app", "count": 3,
-        "placementStrategy": [{"type": "binpack", "field": "memory"}]}))
+    let answer = explain(
+        &world,
+        json!({"cluster": "c", "taskDefinition": "app", "count": 3,
+        "placementStrategy": [{"type": "binpack", "field": "memory"}]}),
+    )
     .await
     .expect("explained");
     let memory = verdict_of(&answer, &small);
@@ -1955,12 +2084,21 @@ async fn explain_placement_names_each_instance_verdict_with_its_numbers() {
     let excluded = verdict_of(&answer, &roomy_a);
     assert_eq!(excluded["step"], "constraints");
     assert_eq!(excluded["reason"], "MemberOf constraint not satisfied");
-    assert!(excluded["detail"].as_str().unwrap_or_default().contains('a'), "{excluded}");
+    assert!(
+        excluded["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains('a'),
+        "{excluded}"
+    );
 
     // Nothing was committed.
     let listed = world.ok("ListTasks", json!({"cluster": "c"})).await;
     assert_eq!(listed["taskArns"], json!([]));
-    assert_eq!(remaining(&world.describe_instance("c", &roomy_b).await, "MEMORY"), json!(2048));
+    assert_eq!(
+        remaining(&world.describe_instance("c", &roomy_b).await, "MEMORY"),
+        json!(2048)
+    );
 }
 
 #[tokio::test]
@@ -1977,49 +2115,75 @@ async fn explain_placement_predicts_run_task() {
             "placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.instance-type =~ t2.*"}]});
         let predicted = explain(&world, body.clone()).await.expect("explained");
         let ran = world.run(body).await;
-        assert_eq!(predicted["placements"], json!(instances_of_tasks(&ran)), "{strategies}");
+        assert_eq!(
+            predicted["placements"],
+            json!(instances_of_tasks(&ran)),
+            "{strategies}"
+        );
     }
 }
 
 #[tokio::test]
 async fn explain_placement_refuses_as_run_task_does() {
     let (world, _) = zoned_world().await;
-    let unknown = explain(&world, json!({"cluster": "c", "taskDefinition": "nope"})).await.expect_err("unknown");
+    let unknown = explain(&world, json!({"cluster": "c", "taskDefinition": "nope"}))
+        .await
+        .expect_err("unknown");
     assert_eq!(unknown.code, "ClientException");
     let syntax = explain(&world, json!({"cluster": "c", "taskDefinition": "a",
         "placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.instance-type == t2.micro and"}]}))
     .await
     .expect_err("syntax");
     assert_eq!(syntax.code, "InvalidParameterException");
-    assert!(syntax.message.contains("at character 43"), "{}", syntax.message);
-    let count = explain(&world, json!({"cluster": "c", "taskDefinition": "a", "count": 11})).await.expect_err("count");
+    assert!(
+        syntax.message.contains("at character 43"),
+        "{}",
+        syntax.message
+    );
+    let count = explain(
+        &world,
+        json!({"cluster": "c", "taskDefinition": "a", "count": 11}),
+    )
+    .await
+    .expect_err("count");
     assert_eq!(count.code, "InvalidParameterException");
-    let cluster = explain(&world, json!({"cluster": "nope", "taskDefinition": "a"})).await.expect_err("cluster");
+    let cluster = explain(&world, json!({"cluster": "nope", "taskDefinition": "a"}))
+        .await
+        .expect_err("cluster");
     assert_eq!(cluster.code, "ClusterNotFoundException");
 }
 
 /// The groups counted from the task records themselves, per instance id.
-fn groups_from_tasks(world: &World, cluster: &str) -> std::collections::BTreeMap<String, Vec<(String, u32)>> {
+fn groups_from_tasks(
+    world: &World,
+    cluster: &str,
+) -> std::collections::BTreeMap<String, Vec<(String, u32)>> {
     let tasks = crate::instances::scan::<TaskRecord>(
         world.ecs.store.as_ref(),
         &crate::records::keys::tasks_of(cluster),
     )
     .expect("scan");
-    let mut groups: std::collections::BTreeMap<String, Vec<(String, u32)>> = crate::placement::groups_by_instance(
-        tasks
-            .iter()
-            .filter(|task| !task.value.released)
-            .map(|task| (task.value.instance_id.as_str(), task.value.task.group.as_deref())),
-    )
-    .into_iter()
-    .collect();
+    let mut groups: std::collections::BTreeMap<String, Vec<(String, u32)>> =
+        crate::placement::groups_by_instance(tasks.iter().filter(|task| !task.value.released).map(
+            |task| {
+                (
+                    task.value.instance_id.as_str(),
+                    task.value.task.group.as_deref(),
+                )
+            },
+        ))
+        .into_iter()
+        .collect();
     for entry in groups.values_mut() {
         entry.sort();
     }
     groups
 }
 
-fn groups_from_instances(world: &World, cluster: &str) -> std::collections::BTreeMap<String, Vec<(String, u32)>> {
+fn groups_from_instances(
+    world: &World,
+    cluster: &str,
+) -> std::collections::BTreeMap<String, Vec<(String, u32)>> {
     world
         .ecs
         .instances_of(cluster)
@@ -2044,14 +2208,26 @@ async fn instance_records_count_task_groups_in_step_with_the_tasks() {
         let body = json!({"cluster": "c", "taskDefinition": "a", "count": 3, "group": group});
         arns.extend(task_arns(&world.run(body).await));
     }
-    arns.extend(task_arns(&world.run(json!({"cluster": "c", "taskDefinition": "a", "count": 2})).await));
-    assert_eq!(groups_from_instances(&world, "c"), groups_from_tasks(&world, "c"));
+    arns.extend(task_arns(
+        &world
+            .run(json!({"cluster": "c", "taskDefinition": "a", "count": 2}))
+            .await,
+    ));
+    assert_eq!(
+        groups_from_instances(&world, "c"),
+        groups_from_tasks(&world, "c")
+    );
     // Released tasks leave the counts.
     for arn in &arns[..5] {
-        world.ok("StopTask", json!({"cluster": "c", "task": arn})).await;
+        world
+            .ok("StopTask", json!({"cluster": "c", "task": arn}))
+            .await;
         world.report("c", arn, "STOPPED", json!({})).await;
     }
-    assert_eq!(groups_from_instances(&world, "c"), groups_from_tasks(&world, "c"));
+    assert_eq!(
+        groups_from_instances(&world, "c"),
+        groups_from_tasks(&world, "c")
+    );
     // Re-registration counts again from the tasks.
     world
         .ok(
@@ -2060,7 +2236,10 @@ async fn instance_records_count_task_groups_in_step_with_the_tasks() {
                 "totalResources": [{"name": "CPU", "integerValue": 4096}, {"name": "MEMORY", "integerValue": 4096}]}),
         )
         .await;
-    assert_eq!(groups_from_instances(&world, "c"), groups_from_tasks(&world, "c"));
+    assert_eq!(
+        groups_from_instances(&world, "c"),
+        groups_from_tasks(&world, "c")
+    );
     // distinctInstance sees the counts: one g3 task per instance at most.
     let body = json!({"cluster": "c", "taskDefinition": "a", "count": 2, "group": "g3",
         "placementConstraints": [{"type": "distinctInstance"}]});
