@@ -265,8 +265,10 @@ impl RequestContext {
         &self.action
     }
 
-    pub(crate) fn action_lower(&self) -> &str {
-        &self.action_lower
+    /// The action's service prefix and name, lowercased; `None` for an
+    /// action without a colon.
+    pub(crate) fn action_parts_lower(&self) -> Option<(&str, &str)> {
+        self.action_lower.split_once(':')
     }
 
     pub fn resource(&self) -> &str {

@@ -131,7 +131,7 @@ impl CompiledStatement {
     /// `Some` when the statement applies: its action, resource, principal
     /// and every condition match. Cheap tests first.
     fn applies(&self, context: &RequestContext) -> Option<Option<PrincipalMatch>> {
-        if !self.actions.matches(context.action_lower()) {
+        if !self.actions.matches(context.action_parts_lower()) {
             return None;
         }
         if let Some(resources) = &self.resources {
@@ -187,16 +187,14 @@ impl ActionMatcher {
         }
     }
 
-    /// `action_lower` is `service:name`, lowercased.
-    fn matches(&self, action_lower: &str) -> bool {
-        let listed = self.everything || self.lists(action_lower);
+    /// `action` is the request's service prefix and action name, lowercased.
+    fn matches(&self, action: Option<(&str, &str)>) -> bool {
+        let listed =
+            self.everything || action.is_some_and(|(service, name)| self.lists(service, name));
         listed != self.negated
     }
 
-    fn lists(&self, action_lower: &str) -> bool {
-        let Some((service, name)) = action_lower.split_once(':') else {
-            return false;
-        };
+    fn lists(&self, service: &str, name: &str) -> bool {
         match self
             .by_service
             .binary_search_by(|(known, _)| known.as_ref().cmp(service))
