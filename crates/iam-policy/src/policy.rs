@@ -303,16 +303,12 @@ impl CompiledPrincipal {
                 .any(|s| s.eq_ignore_ascii_case(name))
                 .then_some(PrincipalMatch::Exact),
             kind => {
-                if self.arns.iter().any(|arn| *arn == principal.arn) {
+                if self.arns.contains(&principal.arn) {
                     Some(PrincipalMatch::Exact)
                 } else if matches!(kind, PrincipalKind::AssumedRole { role_arn, .. } if self.arns.contains(role_arn))
                 {
                     Some(PrincipalMatch::Role)
-                } else if self
-                    .accounts
-                    .iter()
-                    .any(|account| *account == principal.account)
-                {
+                } else if self.accounts.contains(&principal.account) {
                     Some(PrincipalMatch::Account)
                 } else {
                     None

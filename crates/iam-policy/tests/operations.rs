@@ -74,12 +74,15 @@ fn run_task_is_authorized_on_the_task_definition_with_the_cluster() {
     assert_eq!(got[3].resource, EXECUTION_ROLE);
 }
 
+/// An operation, its facts, and the (action, resource) checks expected.
+type Row<'a> = (Service, &'a str, RequestFacts, Vec<(&'a str, &'a str)>);
+
 #[test]
 fn table_rows() {
     let task = "arn:aws:ecs:us-east-1:123456789012:task/dev/0123";
     let service = "arn:aws:ecs:us-east-1:123456789012:service/dev/web";
     let repository = "arn:aws:ecr:us-east-1:123456789012:repository/app";
-    let rows: Vec<(Service, &str, RequestFacts, Vec<(&str, &str)>)> = vec![
+    let rows: Vec<Row> = vec![
         (
             Service::Ecs,
             "StopTask",
