@@ -226,6 +226,12 @@ pub fn parse(text: &str, kind: PolicyKind) -> Result<PolicyDocument, PolicyError
         check_kind_rules(statement, kind)?;
     }
     check_legacy(&document, effects_exact)?;
+    if matches!(
+        kind,
+        PolicyKind::Managed | PolicyKind::Inline | PolicyKind::Trust
+    ) {
+        check_sids_alphanumeric(&document)?;
+    }
     check_sids_unique(&document)?;
     check_actions_present(&document)?;
     if kind.is_identity() {
@@ -649,6 +655,20 @@ fn legacy_resource_shape(resource: &str) -> bool {
             .split(':')
             .nth(2)
             .is_none_or(|service| !service.is_empty())
+}
+
+fn check_sids_alphanumeric(document: &PolicyDocument) -> Result<(), PolicyError> {
+    let alphanumeric = |sid: &str| sid.bytes().all(|b| b.is_ascii_alphanumeric());
+    if document
+        .statements
+        .iter()
+        .filter_map(|s| s.sid.as_deref())
+        .all(alphanumeric)
+    {
+        Ok(())
+    } else {
+        Err(PolicyError::SidNotAlphanumeric)
+    }
 }
 
 fn check_sids_unique(document: &PolicyDocument) -> Result<(), PolicyError> {

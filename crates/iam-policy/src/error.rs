@@ -40,6 +40,10 @@ pub enum PolicyError {
     LegacyParsing,
     #[error("Statement IDs (SID) in a single policy must be unique.")]
     DuplicateSid,
+    /// IAM's own documents (identity and trust policies) take only letters
+    /// and digits in a `Sid`; resource policies of other services take more.
+    #[error("Statement IDs (SID) must be alpha-numeric. Check that your input satisfies the regular expression [0-9A-Za-z]*")]
+    SidNotAlphanumeric,
     #[error("Policy statement must contain actions.")]
     MissingActions,
     #[error("Policy statement must contain resources.")]

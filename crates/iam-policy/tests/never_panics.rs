@@ -29,7 +29,7 @@ use flotilla_iam_policy::{
 use serde_json::{json, Value};
 
 const DEFAULT_SEED: u64 = 0x1a3_0b0c_5eed_0001;
-const DEFAULT_ROUNDS: usize = 3_000;
+const DEFAULT_ROUNDS: usize = 2_000;
 /// Requests evaluated against each generated set of policies.
 const REQUESTS_PER_ROUND: usize = 4;
 const SHOWN_INPUT_BYTES: usize = 800;
