@@ -45,6 +45,11 @@ pub struct RequestFacts {
     pub request_tags: Vec<(String, String)>,
     /// Tag keys UntagResource removes.
     pub removed_tag_keys: Vec<String>,
+    /// Tags of the resource acted on, as `aws:ResourceTag/KEY` keys.
+    pub resource_tags: Vec<(String, String)>,
+    /// Further service keys the request supplies to its own action, such as
+    /// `ecs:task-cpu`, `ecs:privileged` or `ecs:enable-execute-command`.
+    pub service_keys: Vec<(String, Vec<String>)>,
     /// Roles the request hands to ECS tasks: task and execution roles, of
     /// the request, its overrides and the task definition it runs.
     pub task_roles: Vec<String>,
@@ -98,6 +103,8 @@ enum Key {
     TaskDefinition,
     /// `ecs:service`.
     Service,
+    /// `ecs:container-instances`: every container instance named.
+    ContainerInstances,
     /// `aws:RequestTag/KEY` and `aws:TagKeys`.
     RequestTags,
     /// `aws:TagKeys` of the keys removed.
@@ -291,8 +298,8 @@ const ECS_RULES: &[Rule] = &[
         creating(rule(
             "StartTask",
             "ecs:StartTask",
-            &[O::TaskDefinition, O::ContainerInstance],
-            &[K::Cluster, K::RequestTags],
+            &[O::TaskDefinition],
+            &[K::Cluster, K::ContainerInstances, K::RequestTags],
         )),
         Extra::PassTaskRoles,
     ),
@@ -382,12 +389,7 @@ const ECS_RULES: &[Rule] = &[
             "CreateService",
             "ecs:CreateService",
             &[O::Service],
-            &[
-                K::Cluster,
-                K::CapacityProvider,
-                K::TaskDefinition,
-                K::RequestTags,
-            ],
+            &[K::CapacityProvider, K::TaskDefinition, K::RequestTags],
         )),
         Extra::PassAllRoles,
     ),
@@ -396,7 +398,7 @@ const ECS_RULES: &[Rule] = &[
             "UpdateService",
             "ecs:UpdateService",
             &[O::Service],
-            &[K::Cluster, K::CapacityProvider, K::TaskDefinition],
+            &[K::CapacityProvider, K::TaskDefinition],
         ),
         Extra::PassAllRoles,
     ),
@@ -766,6 +768,8 @@ fn resources(on: On, facts: &RequestFacts) -> Vec<String> {
     }
 }
 
+/// The keys of the operation's own checks: those its rule names, then the
+/// resource's tags and the service keys the caller adds.
 fn condition_keys(keys: &[Key], facts: &RequestFacts) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for key in keys {
@@ -786,8 +790,22 @@ fn condition_keys(keys: &[Key], facts: &RequestFacts) -> Vec<(String, Vec<String
             Key::RemovedTagKeys => {
                 out.push(("aws:TagKeys".to_string(), facts.removed_tag_keys.clone()))
             }
+            Key::ContainerInstances if !facts.container_instances.is_empty() => {
+                out.push((
+                    "ecs:container-instances".to_string(),
+                    facts.container_instances.clone(),
+                ));
+            }
+            Key::ContainerInstances => {}
         }
     }
+    out.extend(
+        facts
+            .resource_tags
+            .iter()
+            .map(|(key, value)| (format!("aws:ResourceTag/{key}"), vec![value.clone()])),
+    );
+    out.extend(facts.service_keys.iter().cloned());
     out
 }
 

@@ -43,6 +43,8 @@ fn run_task_is_authorized_on_the_task_definition_with_the_cluster() {
         capacity_providers: vec!["arn:aws:ecs:us-east-1:123456789012:capacity-provider/spot".into()],
         request_tags: vec![("env".into(), "dev".into())],
         task_roles: vec![TASK_ROLE.into(), EXECUTION_ROLE.into()],
+        resource_tags: vec![("team".into(), "web".into())],
+        service_keys: vec![("ecs:enable-execute-command".into(), vec!["false".into()])],
         ..facts()
     };
     let got = checks(Service::Ecs, "RunTask", &facts).expect("a rule");
@@ -59,6 +61,8 @@ fn run_task_is_authorized_on_the_task_definition_with_the_cluster() {
             ),
             ("aws:RequestTag/env", vec!["dev"]),
             ("aws:TagKeys", vec!["env"]),
+            ("aws:ResourceTag/team", vec!["web"]),
+            ("ecs:enable-execute-command", vec!["false"]),
         ]
     );
     assert_eq!(got[1].action, "ecs:TagResource");
