@@ -133,6 +133,30 @@ pub struct ConditionEntry {
     pub values: Vec<String>,
 }
 
+impl PolicyDocument {
+    /// The user and role ARNs the document's `Principal` and `NotPrincipal`
+    /// elements name: IAM refuses a trust or resource policy naming one that
+    /// does not exist (`PolicyError::unknown_aws_principal`), which only the
+    /// IAM service can check. Accounts, `*`, role sessions and services are
+    /// not resolved.
+    pub fn named_users_and_roles(&self) -> impl Iterator<Item = &str> {
+        self.statements
+            .iter()
+            .filter_map(|statement| match &statement.principal {
+                Some(PrincipalElement::Principal(p) | PrincipalElement::NotPrincipal(p)) => Some(p),
+                None => None,
+            })
+            .flat_map(|principals| principals.aws.iter().map(String::as_str))
+            .filter(|name| {
+                name.strip_prefix("arn:aws:iam::").is_some_and(|rest| {
+                    rest.split_once(':').is_some_and(|(_, resource)| {
+                        resource.starts_with("user/") || resource.starts_with("role/")
+                    })
+                })
+            })
+    }
+}
+
 /// Non-whitespace characters: how IAM measures a policy against its quotas.
 pub fn policy_size_chars(text: &str) -> usize {
     text.chars().filter(|c| !c.is_whitespace()).count()

@@ -182,6 +182,24 @@ fn quotas_count_characters_without_whitespace() {
 }
 
 #[test]
+fn the_users_and_roles_a_trust_policy_names() {
+    let text = r#"{"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam::123456789012:user/team/alice", "123456789012", "*",
+            "arn:aws:iam::123456789012:root", "arn:aws:sts::123456789012:assumed-role/ci/run"], "Service": "ecs-tasks.amazonaws.com"},
+         "Action": "sts:AssumeRole"},
+        {"Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::123456789012:role/ci"}, "Action": "sts:AssumeRole"}]}"#;
+    let document = document::parse(text, PolicyKind::Trust).expect("valid");
+    let named: Vec<&str> = document.named_users_and_roles().collect();
+    assert_eq!(
+        named,
+        [
+            "arn:aws:iam::123456789012:user/team/alice",
+            "arn:aws:iam::123456789012:role/ci"
+        ]
+    );
+}
+
+#[test]
 fn unknown_principals_are_worded_as_iam_words_them() {
     let error = PolicyError::unknown_aws_principal("arn:aws:iam::123456789012:role/gone");
     assert_eq!(
