@@ -4,8 +4,9 @@
 //! the message IAM gives for it: first the grammar ("Syntax errors in
 //! policy."), then the version a managed policy needs, the rules of the kind
 //! of policy (principals, trust policy actions), IAM's older parser (effect
-//! spelling, dates, ARN shape), unique statement ids, actions, resources, the
-//! first malformed resource, and last each action's vendor.
+//! spelling, dates, ARN shape), statement ids (letters and digits in IAM's
+//! own documents, unique), actions, resources, the first malformed resource,
+//! and last each action's vendor.
 
 use std::collections::HashSet;
 
