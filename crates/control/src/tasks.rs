@@ -72,6 +72,9 @@ const CONTAINER_MEMORY_MIB_MIN: i32 = 6;
 /// Most subnets and security groups an awsvpcConfiguration may name, as ECS allows.
 const AWSVPC_SUBNETS_MAX: usize = 16;
 const AWSVPC_SECURITY_GROUPS_MAX: usize = 5;
+const CPU_ARCHITECTURE_ATTRIBUTE: &str = "ecs.cpu-architecture";
+/// What an instance that registered without the attribute runs on.
+const CPU_ARCHITECTURE_DEFAULT: &str = "x86_64";
 
 pub const USER_STOP_REASON: &str = "Task stopped by user";
 /// What ECS answers a request that would start using a deregistered revision.
@@ -539,6 +542,7 @@ impl Ecs {
         }
         let record = self.launchable_definition(request.task_definition, request.revisions)?;
         let definition = record.definition;
+        check_volumes_mountable(&definition)?;
         let compatible = definition
             .compatibilities
             .iter()
@@ -1209,7 +1213,7 @@ impl Ecs {
             connectivity_at: Some(now_seconds),
             health_status: Some(HealthStatus::Unknown),
             enable_execute_command: Some(launch.enable_execute_command),
-            attributes: None,
+            attributes: Some(task_attributes(instance)),
             ..Default::default()
         };
         TaskRecord {
@@ -1631,6 +1635,47 @@ pub(crate) enum Targeting {
 
 /// The failure of a strategy's share whose capacity provider has no
 /// instance to take it, in the words ECS uses for an empty cluster.
+/// Volumes are kept in a task definition as registered, but an EFS or FSx
+/// volume needs a mount the agents cannot make yet: a task that needs one
+/// is refused rather than started without its volume.
+fn check_volumes_mountable(definition: &TaskDefinition) -> Result<(), ApiError> {
+    for volume in definition.volumes.iter().flatten() {
+        let kind = if volume.efs_volume_configuration.is_some() {
+            "an EFS volume"
+        } else if volume
+            .fsx_windows_file_server_volume_configuration
+            .is_some()
+        {
+            "an FSx for Windows File Server volume"
+        } else {
+            continue;
+        };
+        return Err(ApiError::invalid_parameter(format!(
+            "Task definition {} uses {kind} ('{}'), which this Flotilla server does not mount yet.",
+            definition
+                .task_definition_arn
+                .as_deref()
+                .unwrap_or_default(),
+            volume.name.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// The attributes ECS gives a task: the CPU architecture of the instance it
+/// was placed on.
+fn task_attributes(instance: &InstanceRecord) -> Vec<Attribute> {
+    vec![Attribute {
+        name: Some(CPU_ARCHITECTURE_ATTRIBUTE.to_owned()),
+        value: Some(
+            instance
+                .attribute(CPU_ARCHITECTURE_ATTRIBUTE)
+                .unwrap_or_else(|| CPU_ARCHITECTURE_DEFAULT.to_owned()),
+        ),
+        ..Default::default()
+    }]
+}
+
 fn no_instances_in(provider: &str) -> String {
     format!("No Container Instances were found in capacity provider {provider}.")
 }
