@@ -497,8 +497,7 @@ impl Ecs {
             group: request.group.as_deref(),
             tags: request.tags.as_deref().unwrap_or_default(),
             propagate_tags: request.propagate_tags,
-            // StartTask has no enableECSManagedTags.
-            enable_ecs_managed_tags: false,
+            enable_ecs_managed_tags: request.enable_ecs_managed_tags.unwrap_or(false),
             service: None,
             network_configuration: request.network_configuration.as_ref(),
             placement_constraints: &[],
@@ -1441,7 +1440,9 @@ impl Ecs {
                         .is_none_or(|g| task.group.as_ref() == Some(g))
                     && request
                         .launch_type
-                        .is_none_or(|l| task.launch_type == Some(l));
+                        .is_none_or(|l| task.launch_type == Some(l))
+                    // Flotilla runs no daemons: no task belongs to one.
+                    && request.daemon_name.as_deref().is_none_or(str::is_empty);
                 Ok(keep.then(|| record.arn()))
             },
         )?;
