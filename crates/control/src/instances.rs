@@ -950,10 +950,10 @@ fn identity_document(text: Option<&str>) -> Result<IdentityDocument, ApiError> {
             "instanceIdentityDocument is larger than {IDENTITY_DOCUMENT_BYTES_MAX} bytes"
         )));
     }
-    serde_json::from_str(text).map_err(|error| {
-        ApiError::invalid_parameter(format!(
-            "instanceIdentityDocument is not a JSON identity document: {error}"
-        ))
+    serde_json::from_str(text).map_err(|_| {
+        ApiError::invalid_parameter(
+            "instanceIdentityDocument is not a valid instance identity document: it must be the JSON document EC2 instance metadata serves",
+        )
     })
 }
 

@@ -38,6 +38,7 @@ mod live_placement;
 mod page;
 mod placement;
 mod records;
+mod run_tokens;
 pub mod services;
 mod snapshot_cache;
 mod strategy;

@@ -35,6 +35,7 @@ pub mod rollout;
 pub use reconcile::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS};
 
 const SERVICE_NAME_LENGTH_MAX: usize = 255;
+const CLIENT_TOKEN_LENGTH_MAX: usize = 36;
 const DESCRIBE_SERVICES_MAX: usize = 10;
 const LIST_SERVICES_DEFAULT: usize = 10;
 const LIST_SERVICES_MAX: usize = 100;
@@ -168,6 +169,10 @@ pub struct ServiceRecord {
     /// When it became INACTIVE (clock ms), for retention.
     #[serde(default)]
     pub inactive_at_ms: Option<u64>,
+    /// The clientToken it was created with: a CreateService repeating it is
+    /// a retry, answered with the service.
+    #[serde(default)]
+    pub client_token: Option<String>,
 }
 
 impl ServiceRecord {
@@ -241,6 +246,19 @@ fn check_service_name(name: &str) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// CreateService's clientToken as ECS limits it: up to 36 ASCII characters
+/// from `!` to `~`.
+fn check_client_token(token: &str) -> Result<(), ApiError> {
+    let valid =
+        token.len() <= CLIENT_TOKEN_LENGTH_MAX && token.bytes().all(|b| (33..=126).contains(&b));
+    if valid {
+        return Ok(());
+    }
+    Err(ApiError::invalid_parameter(format!(
+        "clientToken must be up to {CLIENT_TOKEN_LENGTH_MAX} ASCII characters in the range of 33-126, inclusive"
+    )))
 }
 
 fn daemon_strategy_refused() -> ApiError {
@@ -616,6 +634,9 @@ impl Ecs {
                 )));
             }
         }
+        if let Some(token) = request.client_token.as_deref() {
+            check_client_token(token)?;
+        }
         let task_definition = request
             .task_definition
             .clone()
@@ -733,6 +754,7 @@ impl Ecs {
             last_completed: None,
             placement_failure: None,
             inactive_at_ms: None,
+            client_token: request.client_token.clone(),
         };
         if daemon {
             // What DescribeServices says at once: a task per eligible instance.
@@ -747,7 +769,13 @@ impl Ecs {
             }
         }
         let created = records::mutate(self.store.as_ref(), || {
-            if self.get_service(&cluster, &name)?.is_some() {
+            if let Some(existing) = self.get_service(&cluster, &name)? {
+                let retried = existing.value.status() == "ACTIVE"
+                    && request.client_token.is_some()
+                    && existing.value.client_token == request.client_token;
+                if retried {
+                    return Ok(Attempt::Done(existing.value));
+                }
                 return Err(ApiError::invalid_parameter(
                     "Creation of service was not idempotent.",
                 ));
@@ -1037,7 +1065,10 @@ impl Ecs {
     ) -> Result<DescribeServicesResponse, ApiError> {
         let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let wanted = request.services.clone().unwrap_or_default();
-        if wanted.is_empty() || wanted.len() > DESCRIBE_SERVICES_MAX {
+        if wanted.is_empty() {
+            return Err(ApiError::invalid_parameter("Services cannot be empty."));
+        }
+        if wanted.len() > DESCRIBE_SERVICES_MAX {
             return Err(ApiError::invalid_parameter(format!(
                 "services must name 1 to {DESCRIBE_SERVICES_MAX} services, got {}",
                 wanted.len()

@@ -421,7 +421,7 @@ impl Ecs {
         records::get(self.store.as_ref(), &keys::task(cluster, task_id))
     }
 
-    fn present_task(record: &TaskRecord, include_tags: bool) -> Task {
+    pub(crate) fn present_task(record: &TaskRecord, include_tags: bool) -> Task {
         let mut task = record.task.clone();
         if !include_tags {
             task.tags = None;
@@ -434,6 +434,18 @@ impl Ecs {
         request: RunTaskRequest,
     ) -> Result<RunTaskResponse, ApiError> {
         let count = checked_count(request.count)?;
+        let token = match request.client_token.as_deref() {
+            Some(token) => {
+                crate::run_tokens::check_token(token)?;
+                let cluster = self.cluster_name(request.cluster.as_deref())?;
+                let digest = crate::run_tokens::digest(&request);
+                if let Some(answered) = self.repeated_run(&cluster, token, &digest)? {
+                    return Ok(answered);
+                }
+                Some((cluster, token, digest))
+            }
+            None => None,
+        };
         let launch = self.prepare_launch(LaunchRequest {
             cluster: request.cluster.as_deref(),
             task_definition: request.task_definition.as_deref().unwrap_or_default(),
@@ -467,10 +479,15 @@ impl Ecs {
             )
             .await
             .unwrap_or_else(|| Err(ApiError::server("RunTask was abandoned; try again")))?;
-        Ok(RunTaskResponse {
+        let response = RunTaskResponse {
             tasks: Some(tasks),
             failures: Some(failures),
-        })
+        };
+        if let Some((cluster, token, digest)) = token {
+            self.remember_run(&cluster, token, digest, &response)
+                .await?;
+        }
+        Ok(response)
     }
 
     pub(crate) async fn start_task(
@@ -1353,7 +1370,10 @@ impl Ecs {
     ) -> Result<DescribeTasksResponse, ApiError> {
         let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let wanted = request.tasks.clone().unwrap_or_default();
-        if wanted.is_empty() || wanted.len() > DESCRIBE_TASKS_MAX {
+        if wanted.is_empty() {
+            return Err(ApiError::invalid_parameter("Tasks cannot be empty."));
+        }
+        if wanted.len() > DESCRIBE_TASKS_MAX {
             return Err(ApiError::invalid_parameter(format!(
                 "tasks must name 1 to {DESCRIBE_TASKS_MAX} tasks, got {}",
                 wanted.len()
@@ -1634,8 +1654,6 @@ pub(crate) enum Targeting {
     Named(Vec<String>),
 }
 
-/// The failure of a strategy's share whose capacity provider has no
-/// instance to take it, in the words ECS uses for an empty cluster.
 /// Volumes are kept in a task definition as registered, but an EFS or FSx
 /// volume needs a mount the agents cannot make yet: a task that needs one
 /// is refused rather than started without its volume.
@@ -1677,6 +1695,8 @@ fn task_attributes(instance: &InstanceRecord) -> Vec<Attribute> {
     }]
 }
 
+/// The failure of a strategy's share whose capacity provider has no
+/// instance to take it, in the words ECS uses for an empty cluster.
 fn no_instances_in(provider: &str) -> String {
     format!("No Container Instances were found in capacity provider {provider}.")
 }
