@@ -43,7 +43,10 @@ impl<'de> de::Deserializer<'de> for FieldsProbe<'_> {
         fields: &'static [&'static str],
         _: V,
     ) -> Result<V::Value, Probed> {
-        self.0.lock().unwrap().extend_from_slice(fields);
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .extend_from_slice(fields);
         Err(Probed)
     }
 
@@ -57,7 +60,7 @@ impl<'de> de::Deserializer<'de> for FieldsProbe<'_> {
 fn fields<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
     let seen = Mutex::new(Vec::new());
     let _ = T::deserialize(FieldsProbe(&seen));
-    seen.into_inner().unwrap()
+    seen.into_inner().expect("not poisoned")
 }
 
 macro_rules! modelled_members {
