@@ -514,10 +514,13 @@ fn check_cluster_name(name: &str) -> Result<(), ApiError> {
 }
 
 fn check_settings(settings: &[ClusterSetting]) -> Result<Vec<ClusterSetting>, ApiError> {
-    for setting in settings {
-        let name = setting
-            .name
-            .ok_or_else(|| ApiError::invalid_parameter("settings[].name is required"))?;
+    for (index, setting) in settings.iter().enumerate() {
+        let name = setting.name.ok_or_else(|| {
+            ApiError::invalid_parameter(format!(
+                "1 validation error detected: Value null at 'settings.{}.member.name' failed to satisfy constraint: Member must not be null",
+                index + 1
+            ))
+        })?;
         let value = setting.value.as_deref().unwrap_or_default();
         match name {
             ClusterSettingName::ContainerInsights => {
