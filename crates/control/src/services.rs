@@ -848,7 +848,12 @@ impl Ecs {
             .service_name_in(&cluster, &given)
             .ok_or_else(service_not_found)?;
         let Some(current) = self.get_service(&cluster, &name)? else {
-            return Err(service_not_found());
+            // A deleted service stays describable for a while, and ECS
+            // answers that it is not active rather than not found.
+            return Err(match self.find_service(&cluster, &name)? {
+                Some(_) => service_not_active(),
+                None => service_not_found(),
+            });
         };
         if current.value.status() != "ACTIVE" {
             return Err(ApiError::new(
@@ -1634,6 +1639,10 @@ fn check_protection_tasks(tasks: &[String]) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+fn service_not_active() -> ApiError {
+    ApiError::new("ServiceNotActiveException", 400, "Service was not ACTIVE.")
 }
 
 pub(crate) fn service_not_found() -> ApiError {
