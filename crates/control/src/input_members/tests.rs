@@ -232,3 +232,29 @@ async fn refused_members_are_refused_by_name_and_empty_ones_are_absent() {
         }
     }
 }
+
+#[test]
+fn the_readme_lists_every_member_kept_but_not_acted_on() {
+    const README: &str = include_str!("../../../../README.md");
+    let section = README
+        .split("### Kept, not acted on")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has a kept-not-acted-on section");
+    for (operation, members) in INPUT_MEMBERS {
+        for (member, handling) in members.iter() {
+            let listed = section.contains(&format!("`{member}`"));
+            match handling {
+                Handling::Kept(_) => assert!(
+                    listed,
+                    "{operation}.{member} is kept: list it in the README"
+                ),
+                Handling::Refused(_) => assert!(
+                    listed,
+                    "{operation}.{member} is refused: name it in the README"
+                ),
+                Handling::Acted => {}
+            }
+        }
+    }
+}
