@@ -102,7 +102,7 @@ async fn every_error_message_is_pinned() {
             let value = response
                 .pointer(&pointer)
                 .and_then(Value::as_str)
-                .unwrap_or_else(|| panic!("setup {operation} answered no {pointer}"));
+                .unwrap_or_else(|| panic!("setup {operation} answered no {pointer}: {response}"));
             captured.insert(name.clone(), value.to_owned());
         }
     }
