@@ -118,7 +118,10 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
         "UpdateCapacityProvider",
         &[
             ("name", Acted),
-            ("cluster", Acted),
+            (
+                "cluster",
+                Refused("cluster is only for Amazon ECS Managed Instances capacity providers, which this Flotilla server does not run"),
+            ),
             (
                 "autoScalingGroupProvider",
                 Kept("managed scaling, termination protection and draining: cluster auto scaling"),
@@ -308,7 +311,10 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
             ("status", Acted),
             ("reason", Acted),
             ("containers", Acted),
-            ("attachments", Acted),
+            (
+                "attachments",
+                Refused("Flotilla's agents report no attachments: an awsvpc task's network attachment is made when it is placed"),
+            ),
             (
                 "managedAgents",
                 Refused("Flotilla's agents run no managed agents; ExecuteCommand comes with the logs part"),
@@ -527,6 +533,7 @@ pub fn refuse_unsupported(request: &EcsRequest) -> Result<(), ApiError> {
 fn request_body(request: &EcsRequest) -> Option<Value> {
     use EcsRequest as Q;
     let body = match request {
+        Q::UpdateCapacityProvider(r) => serde_json::to_value(r),
         Q::RegisterContainerInstance(r) => serde_json::to_value(r),
         Q::RunTask(r) => serde_json::to_value(r),
         Q::StartTask(r) => serde_json::to_value(r),

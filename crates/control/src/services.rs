@@ -261,6 +261,19 @@ fn check_client_token(token: &str) -> Result<(), ApiError> {
     )))
 }
 
+/// Services deploy with ECS's rolling controller; the others need task sets.
+fn check_deployment_controller(controller: Option<&DeploymentController>) -> Result<(), ApiError> {
+    match controller.and_then(|c| c.r#type) {
+        Some(kind) if kind != DeploymentControllerType::Ecs => {
+            Err(ApiError::invalid_parameter(format!(
+                "Deployment controller {} is not supported by this Flotilla server: use ECS",
+                kind.as_str()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn daemon_strategy_refused() -> ApiError {
     ApiError::invalid_parameter(
         "Specifying a capacity provider strategy is not supported when you create a service using the DAEMON scheduling strategy.",
@@ -622,18 +635,7 @@ impl Ecs {
             .scheduling_strategy
             .unwrap_or(SchedulingStrategy::Replica);
         let daemon = scheduling == SchedulingStrategy::Daemon;
-        if let Some(controller) = request
-            .deployment_controller
-            .as_ref()
-            .and_then(|c| c.r#type)
-        {
-            if controller != DeploymentControllerType::Ecs {
-                return Err(ApiError::invalid_parameter(format!(
-                    "Deployment controller {} is not supported by this Flotilla server: use ECS",
-                    controller.as_str()
-                )));
-            }
-        }
+        check_deployment_controller(request.deployment_controller.as_ref())?;
         if let Some(token) = request.client_token.as_deref() {
             check_client_token(token)?;
         }
@@ -862,6 +864,7 @@ impl Ecs {
                 "Service was not ACTIVE.",
             ));
         }
+        check_deployment_controller(request.deployment_controller.as_ref())?;
         let daemon = current.value.is_daemon();
         if let Some(count) = request.desired_count {
             if daemon {

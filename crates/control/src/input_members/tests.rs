@@ -195,7 +195,8 @@ fn example(member: &str) -> &'static str {
         | "vpcLatticeConfigurations"
         | "gatewayConnectors"
         | "platformDevices"
-        | "managedAgents" => r#"[{"name": "x"}]"#,
+        | "managedAgents"
+        | "attachments" => r#"[{"name": "x"}]"#,
         "monitoring" => r#"{"metricConfigurations": [{}]}"#,
         _ => r#""x""#,
     }
