@@ -95,6 +95,8 @@ pub struct InstanceProfile {
     /// The capacity provider the instance belongs to, if any.
     pub capacity_provider: Option<String>,
     pub agent_version: String,
+    /// The commit the agent was built from.
+    pub agent_hash: String,
     pub docker_version: Option<String>,
 }
 
@@ -197,7 +199,7 @@ pub fn registration_request(
         version_info: Some(VersionInfo {
             agent_version: Some(profile.agent_version.clone()),
             docker_version: profile.docker_version.clone(),
-            agent_hash: None,
+            agent_hash: Some(profile.agent_hash.clone()),
         }),
         ..RegisterContainerInstanceRequest::default()
     }
@@ -281,6 +283,7 @@ mod tests {
             external: true,
             capacity_provider: None,
             agent_version: "0.1.0".to_owned(),
+            agent_hash: "0123abcd".to_owned(),
             docker_version: None,
         }
     }

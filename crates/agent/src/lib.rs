@@ -204,6 +204,17 @@ fn api_client(config: &AgentConfig, clock: &Arc<dyn Clock>) -> Result<ApiClient,
     ))
 }
 
+/// The commit the agent was built from, as ECS's agent reports its own
+/// (`build.rs` reads it from git; `unknown` outside a checkout).
+const AGENT_HASH: &str = env!("FLOTILLA_AGENT_HASH");
+/// What a simulated host's fake engine calls itself.
+const SIMULATED_ENGINE_VERSION: &str = "simulated";
+
+/// `versionInfo.dockerVersion` as ECS's agent words it.
+fn docker_version(engine_version: &str) -> String {
+    format!("DockerVersion: {engine_version}")
+}
+
 fn base_profile(config: &AgentConfig, facts: &HostFacts) -> InstanceProfile {
     InstanceProfile {
         cluster: config.cluster.clone(),
@@ -225,6 +236,7 @@ fn base_profile(config: &AgentConfig, facts: &HostFacts) -> InstanceProfile {
         external: config.external,
         capacity_provider: config.capacity_provider.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        agent_hash: AGENT_HASH.to_owned(),
         docker_version: None,
     }
 }
@@ -244,6 +256,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         .await
         .map_err(AgentError::Runtime)?;
     let api_version = docker.api_version();
+    let engine_version = docker.engine_version().await;
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(docker);
 
     let metadata = Arc::new(MetadataRegistry::default());
@@ -269,7 +282,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
     });
     let facts = HostFacts::read();
     let mut profile = base_profile(&config, &facts);
-    profile.docker_version = None;
+    profile.docker_version = engine_version.map(|version| docker_version(&version));
     tracing::info!(
         cpu_units = profile.cpu_units,
         memory_mib = profile.memory_mib,
@@ -334,6 +347,7 @@ pub async fn run_simulated(
         // and a pause image pulled into one is not in the others.
         let pause_image = Arc::new(PauseImage::new(config.pause_image.clone(), None));
         let mut profile = base_profile(&config, &facts);
+        profile.docker_version = Some(docker_version(SIMULATED_ENGINE_VERSION));
         profile.cpu_units = simulation.cpu_units;
         profile.memory_mib = simulation
             .memory_mib

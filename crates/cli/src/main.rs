@@ -430,6 +430,9 @@ async fn collect_periodically(ecs: Arc<Ecs>) {
         if let Err(error) = ecs.collect_inactive_services().await {
             tracing::warn!(%error, "collecting inactive services failed");
         }
+        if let Err(error) = ecs.collect_run_tokens().await {
+            tracing::warn!(%error, "collecting RunTask client tokens failed");
+        }
         if let Err(error) = ecs.collect_inactive_capacity_providers().await {
             tracing::warn!(%error, "collecting deleted capacity providers failed");
         }

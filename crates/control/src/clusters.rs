@@ -370,7 +370,7 @@ impl Ecs {
     }
 
     /// The cluster as create, update and delete answer with it: all of it
-    /// but statistics.
+    /// but statistics, which are `[]`.
     pub(crate) fn present_whole_cluster(&self, cluster: Cluster) -> Result<Cluster, ApiError> {
         self.present_cluster(cluster, &AllIncludes)
     }
@@ -388,9 +388,12 @@ impl Ecs {
         cluster.running_tasks_count = Some(counts.running_tasks);
         cluster.pending_tasks_count = Some(counts.pending_tasks);
         cluster.active_services_count = Some(counts.active_services);
-        if include.has(ClusterField::Statistics) {
-            cluster.statistics = Some(counts.statistics());
-        }
+        // AWS always returns the key: empty unless STATISTICS was asked for.
+        cluster.statistics = Some(if include.has(ClusterField::Statistics) {
+            counts.statistics()
+        } else {
+            Vec::new()
+        });
         if !include.has(ClusterField::Settings) {
             cluster.settings = None;
         }
@@ -511,10 +514,13 @@ fn check_cluster_name(name: &str) -> Result<(), ApiError> {
 }
 
 fn check_settings(settings: &[ClusterSetting]) -> Result<Vec<ClusterSetting>, ApiError> {
-    for setting in settings {
-        let name = setting
-            .name
-            .ok_or_else(|| ApiError::invalid_parameter("settings[].name is required"))?;
+    for (index, setting) in settings.iter().enumerate() {
+        let name = setting.name.ok_or_else(|| {
+            ApiError::invalid_parameter(format!(
+                "1 validation error detected: Value null at 'settings.{}.member.name' failed to satisfy constraint: Member must not be null",
+                index + 1
+            ))
+        })?;
         let value = setting.value.as_deref().unwrap_or_default();
         match name {
             ClusterSettingName::ContainerInsights => {

@@ -531,6 +531,47 @@ impl Ecs {
         })
     }
 
+    /// Flotilla's agents are updated by installing a new `flotilla` binary
+    /// on their host, not by the control plane, so there is never an
+    /// update to start: ECS's answer for an agent that is already current.
+    /// An agent that did not report its version gets ECS's answer for one
+    /// whose version it cannot tell.
+    pub(crate) async fn update_container_agent(
+        &self,
+        request: UpdateContainerAgentRequest,
+    ) -> Result<UpdateContainerAgentResponse, ApiError> {
+        let cluster = self.active_cluster_name(request.cluster.as_deref())?;
+        let given = request.container_instance.clone().unwrap_or_default();
+        let found = match self.instance_id_in(&cluster, &given) {
+            Some(id) => self.get_instance(&cluster, &id)?,
+            None => None,
+        };
+        let Some(found) = found.filter(|f| f.value.is_live()) else {
+            return Err(ApiError::invalid_parameter(format!(
+                "The referenced container instance {given} was not found in cluster {cluster}."
+            )));
+        };
+        let reported = found
+            .value
+            .instance
+            .version_info
+            .as_ref()
+            .and_then(|v| v.agent_version.as_deref())
+            .is_some_and(|v| !v.is_empty());
+        if !reported {
+            return Err(ApiError::new(
+                "MissingVersionException",
+                400,
+                "Amazon ECS can't determine the current version of the container agent on the container instance and doesn't have enough information to proceed with an update.",
+            ));
+        }
+        Err(ApiError::new(
+            "NoUpdateAvailableException",
+            400,
+            "There's no update available for this container agent: it is already running the latest version this server offers.",
+        ))
+    }
+
     pub(crate) fn describe_container_instances(
         &self,
         request: DescribeContainerInstancesRequest,
@@ -909,10 +950,10 @@ fn identity_document(text: Option<&str>) -> Result<IdentityDocument, ApiError> {
             "instanceIdentityDocument is larger than {IDENTITY_DOCUMENT_BYTES_MAX} bytes"
         )));
     }
-    serde_json::from_str(text).map_err(|error| {
-        ApiError::invalid_parameter(format!(
-            "instanceIdentityDocument is not a JSON identity document: {error}"
-        ))
+    serde_json::from_str(text).map_err(|_| {
+        ApiError::invalid_parameter(
+            "instanceIdentityDocument is not a valid instance identity document: it must be the JSON document EC2 instance metadata serves",
+        )
     })
 }
 

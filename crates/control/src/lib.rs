@@ -27,15 +27,18 @@ mod account_settings;
 mod agent_channel;
 mod agent_router;
 mod attributes;
+mod blanks;
 mod capacity_providers;
 mod clusters;
 mod combine;
 mod explain;
+pub mod input_members;
 mod instances;
 mod live_placement;
 mod page;
 mod placement;
 mod records;
+mod run_tokens;
 pub mod services;
 mod snapshot_cache;
 mod strategy;
@@ -142,12 +145,16 @@ impl Ecs {
     pub async fn handle(
         &self,
         caller: &Caller,
-        request: EcsRequest,
+        mut request: EcsRequest,
     ) -> Result<EcsResponse, ApiError> {
+        if input_members::members_of(request.operation()).is_none() {
+            return Err(unsupported_operation(request.operation()));
+        }
+        blanks::clear(&mut request);
+        input_members::refuse_unsupported(&request)?;
         if let Some(member) = request.missing_required() {
             return Err(ApiError::invalid_parameter(format!(
-                "{member} is required for {}",
-                request.operation()
+                "1 validation error detected: Value null at '{member}' failed to satisfy constraint: Member must not be null"
             )));
         }
         use EcsRequest as Q;
@@ -248,20 +255,26 @@ impl Ecs {
             Q::DescribeServiceDeployments(r) => {
                 R::DescribeServiceDeployments(self.describe_service_deployments(r)?)
             }
+            Q::DescribeServiceRevisions(r) => {
+                R::DescribeServiceRevisions(self.describe_service_revisions(r)?)
+            }
+            Q::UpdateContainerAgent(r) => {
+                R::UpdateContainerAgent(self.update_container_agent(r).await?)
+            }
             Q::UpdateTaskProtection(r) => {
                 R::UpdateTaskProtection(self.update_task_protection(r).await?)
             }
             Q::GetTaskProtection(r) => R::GetTaskProtection(self.get_task_protection(r)?),
-            other => {
-                return Err(ApiError::new(
-                    "UnsupportedFeatureException",
-                    400,
-                    format!(
-                        "{} is not supported by this Flotilla server yet",
-                        other.operation()
-                    ),
-                ))
-            }
+            other => return Err(unsupported_operation(other.operation())),
         })
     }
+}
+
+/// What an operation of ECS's model that Flotilla does not answer yet gets.
+fn unsupported_operation(operation: &str) -> ApiError {
+    ApiError::new(
+        "UnsupportedFeatureException",
+        400,
+        format!("{operation} is not supported by this Flotilla server yet"),
+    )
 }

@@ -21,6 +21,8 @@ pub mod keys {
     pub const TASKS: &str = "ecs/tasks/";
     /// The pool of /24 task subnets handed to container instances.
     pub const TASK_SUBNETS: &str = "ecs/task-subnets";
+    /// RunTask client tokens and what their RunTask answered, under `{cluster}/{token}`.
+    pub const RUN_TOKENS: &str = "ecs/run-tokens/";
     /// Every capacity provider of the account, ACTIVE or INACTIVE, under `{name}`.
     pub const CAPACITY_PROVIDERS: &str = "ecs/capacity-providers/";
 
@@ -51,6 +53,11 @@ pub mod keys {
 
     pub fn task(cluster: &str, task_id: &str) -> String {
         format!("{TASKS}{cluster}/{task_id}")
+    }
+
+    /// One RunTask client token of a cluster.
+    pub fn run_token(cluster: &str, token: &str) -> String {
+        format!("{RUN_TOKENS}{cluster}/{token}")
     }
 
     /// Every ACTIVE or DRAINING service of every cluster, under `{cluster}/{name}`.

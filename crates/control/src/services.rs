@@ -1,5 +1,6 @@
 //! Services: CreateService, UpdateService, DeleteService, DescribeServices,
-//! ListServices, ListServiceDeployments, DescribeServiceDeployments, and
+//! ListServices, ListServiceDeployments, DescribeServiceDeployments,
+//! DescribeServiceRevisions, and
 //! task scale-in protection (UpdateTaskProtection, GetTaskProtection).
 //!
 //! A service is one [`ServiceRecord`] under `keys::service(cluster, name)`:
@@ -34,11 +35,13 @@ pub mod rollout;
 pub use reconcile::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS};
 
 const SERVICE_NAME_LENGTH_MAX: usize = 255;
+const CLIENT_TOKEN_LENGTH_MAX: usize = 36;
 const DESCRIBE_SERVICES_MAX: usize = 10;
 const LIST_SERVICES_DEFAULT: usize = 10;
 const LIST_SERVICES_MAX: usize = 100;
 const LIST_SERVICE_DEPLOYMENTS_MAX: usize = 100;
 const DESCRIBE_SERVICE_DEPLOYMENTS_MAX: usize = 20;
+const DESCRIBE_SERVICE_REVISIONS_MAX: usize = 20;
 /// Events kept per service, newest first, as ECS keeps them.
 pub const SERVICE_EVENTS_MAX: usize = 100;
 /// Finished deployments kept per service for ListServiceDeployments.
@@ -166,6 +169,10 @@ pub struct ServiceRecord {
     /// When it became INACTIVE (clock ms), for retention.
     #[serde(default)]
     pub inactive_at_ms: Option<u64>,
+    /// The clientToken it was created with: a CreateService repeating it is
+    /// a retry, answered with the service.
+    #[serde(default)]
+    pub client_token: Option<String>,
 }
 
 impl ServiceRecord {
@@ -239,6 +246,32 @@ fn check_service_name(name: &str) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// CreateService's clientToken as ECS limits it: up to 36 ASCII characters
+/// from `!` to `~`.
+fn check_client_token(token: &str) -> Result<(), ApiError> {
+    let valid =
+        token.len() <= CLIENT_TOKEN_LENGTH_MAX && token.bytes().all(|b| (33..=126).contains(&b));
+    if valid {
+        return Ok(());
+    }
+    Err(ApiError::invalid_parameter(format!(
+        "clientToken must be up to {CLIENT_TOKEN_LENGTH_MAX} ASCII characters in the range of 33-126, inclusive"
+    )))
+}
+
+/// Services deploy with ECS's rolling controller; the others need task sets.
+fn check_deployment_controller(controller: Option<&DeploymentController>) -> Result<(), ApiError> {
+    match controller.and_then(|c| c.r#type) {
+        Some(kind) if kind != DeploymentControllerType::Ecs => {
+            Err(ApiError::invalid_parameter(format!(
+                "Deployment controller {} is not supported by this Flotilla server: use ECS",
+                kind.as_str()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn daemon_strategy_refused() -> ApiError {
@@ -347,7 +380,19 @@ fn resolve_configuration(
     configuration
         .strategy
         .get_or_insert(DeploymentStrategy::Rolling);
+    with_alarm_defaults(&mut configuration);
     Ok(configuration)
+}
+
+/// ECS shows a deployment configuration without alarms as alarms off.
+fn with_alarm_defaults(configuration: &mut DeploymentConfiguration) {
+    configuration
+        .alarms
+        .get_or_insert_with(|| DeploymentAlarms {
+            alarm_names: Some(Vec::new()),
+            enable: Some(false),
+            rollback: Some(false),
+        });
 }
 
 /// Checks a circuit breaker's `thresholdConfiguration` as ECS does: both
@@ -512,10 +557,20 @@ impl Ecs {
         let record = self
             .find_task_definition(&reference)?
             .ok_or_else(|| ApiError::client("TaskDefinition not found."))?;
+        let awsvpc = record.definition.network_mode == Some(NetworkMode::Awsvpc);
         let arn = record.definition.task_definition_arn.unwrap_or_default();
         let active = record.definition.status == Some(TaskDefinitionStatus::Active);
         if !active && running != Some(arn.as_str()) {
             return Err(ApiError::client(crate::tasks::TASK_DEFINITION_INACTIVE));
+        }
+        let configured = spec
+            .network_configuration
+            .as_ref()
+            .is_some_and(|n| n.awsvpc_configuration.is_some());
+        if awsvpc && !configured {
+            return Err(ApiError::invalid_parameter(
+                "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
+            ));
         }
         spec.task_definition = arn;
         let group = format!("service:{name}");
@@ -580,17 +635,9 @@ impl Ecs {
             .scheduling_strategy
             .unwrap_or(SchedulingStrategy::Replica);
         let daemon = scheduling == SchedulingStrategy::Daemon;
-        if let Some(controller) = request
-            .deployment_controller
-            .as_ref()
-            .and_then(|c| c.r#type)
-        {
-            if controller != DeploymentControllerType::Ecs {
-                return Err(ApiError::invalid_parameter(format!(
-                    "Deployment controller {} is not supported by this Flotilla server: use ECS",
-                    controller.as_str()
-                )));
-            }
+        check_deployment_controller(request.deployment_controller.as_ref())?;
+        if let Some(token) = request.client_token.as_deref() {
+            check_client_token(token)?;
         }
         let task_definition = request
             .task_definition
@@ -688,7 +735,12 @@ impl Ecs {
             enable_ecs_managed_tags: Some(request.enable_ecs_managed_tags.unwrap_or(false)),
             propagate_tags: Some(request.propagate_tags.unwrap_or(PropagateTags::None)),
             enable_execute_command: Some(spec.enable_execute_command),
-            availability_zone_rebalancing: request.availability_zone_rebalancing,
+            // ECS enables rebalancing on services created without a choice.
+            availability_zone_rebalancing: Some(
+                request
+                    .availability_zone_rebalancing
+                    .unwrap_or(AvailabilityZoneRebalancing::Enabled),
+            ),
             platform_family: None,
             ..Default::default()
         };
@@ -704,6 +756,7 @@ impl Ecs {
             last_completed: None,
             placement_failure: None,
             inactive_at_ms: None,
+            client_token: request.client_token.clone(),
         };
         if daemon {
             // What DescribeServices says at once: a task per eligible instance.
@@ -718,7 +771,13 @@ impl Ecs {
             }
         }
         let created = records::mutate(self.store.as_ref(), || {
-            if self.get_service(&cluster, &name)?.is_some() {
+            if let Some(existing) = self.get_service(&cluster, &name)? {
+                let retried = existing.value.status() == "ACTIVE"
+                    && request.client_token.is_some()
+                    && existing.value.client_token == request.client_token;
+                if retried {
+                    return Ok(Attempt::Done(existing.value));
+                }
                 return Err(ApiError::invalid_parameter(
                     "Creation of service was not idempotent.",
                 ));
@@ -751,6 +810,30 @@ impl Ecs {
         service.current_service_deployment = record
             .primary()
             .map(|d| self.service_deployment_arn(&record.cluster, &record.name, d.id()));
+        service.current_service_revisions = Some(
+            record
+                .deployments
+                .iter()
+                .map(|d| ServiceCurrentRevisionSummary {
+                    arn: Some(self.service_revision_arn(&record.cluster, &record.name, d.id())),
+                    requested_task_count: d.deployment.desired_count,
+                    running_task_count: d.deployment.running_count,
+                    pending_task_count: d.deployment.pending_count,
+                })
+                .collect(),
+        );
+        // What ECS fills in where the service was stored without it: a
+        // service that never chose rebalancing has it off, and every
+        // service not made by Express Mode is its owner's.
+        if let Some(configuration) = &mut service.deployment_configuration {
+            with_alarm_defaults(configuration);
+        }
+        service
+            .availability_zone_rebalancing
+            .get_or_insert(AvailabilityZoneRebalancing::Disabled);
+        service
+            .resource_management_type
+            .get_or_insert(ResourceManagementType::Customer);
         if !include_tags {
             service.tags = None;
         }
@@ -767,7 +850,12 @@ impl Ecs {
             .service_name_in(&cluster, &given)
             .ok_or_else(service_not_found)?;
         let Some(current) = self.get_service(&cluster, &name)? else {
-            return Err(service_not_found());
+            // A deleted service stays describable for a while, and ECS
+            // answers that it is not active rather than not found.
+            return Err(match self.find_service(&cluster, &name)? {
+                Some(_) => service_not_active(),
+                None => service_not_found(),
+            });
         };
         if current.value.status() != "ACTIVE" {
             return Err(ApiError::new(
@@ -776,6 +864,7 @@ impl Ecs {
                 "Service was not ACTIVE.",
             ));
         }
+        check_deployment_controller(request.deployment_controller.as_ref())?;
         let daemon = current.value.is_daemon();
         if let Some(count) = request.desired_count {
             if daemon {
@@ -984,7 +1073,10 @@ impl Ecs {
     ) -> Result<DescribeServicesResponse, ApiError> {
         let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let wanted = request.services.clone().unwrap_or_default();
-        if wanted.is_empty() || wanted.len() > DESCRIBE_SERVICES_MAX {
+        if wanted.is_empty() {
+            return Err(ApiError::invalid_parameter("Services cannot be empty."));
+        }
+        if wanted.len() > DESCRIBE_SERVICES_MAX {
             return Err(ApiError::invalid_parameter(format!(
                 "services must name 1 to {DESCRIBE_SERVICES_MAX} services, got {}",
                 wanted.len()
@@ -1043,7 +1135,11 @@ impl Ecs {
                     .is_none_or(|l| record.service.launch_type == Some(l))
                     && request
                         .scheduling_strategy
-                        .is_none_or(|s| record.service.scheduling_strategy == Some(s));
+                        .is_none_or(|s| record.service.scheduling_strategy == Some(s))
+                    // Every Flotilla service is its owner's: none is managed by ECS.
+                    && request
+                        .resource_management_type
+                        .is_none_or(|t| t == ResourceManagementType::Customer);
                 Ok(keep.then(|| record.service.service_arn.clone().unwrap_or_default()))
             },
         )?;
@@ -1256,6 +1352,108 @@ impl Ecs {
         }))
     }
 
+    pub(crate) fn describe_service_revisions(
+        &self,
+        request: DescribeServiceRevisionsRequest,
+    ) -> Result<DescribeServiceRevisionsResponse, ApiError> {
+        let wanted = request.service_revision_arns.clone().unwrap_or_default();
+        if wanted.is_empty() || wanted.len() > DESCRIBE_SERVICE_REVISIONS_MAX {
+            return Err(ApiError::invalid_parameter(format!(
+                "serviceRevisionArns must name 1 to {DESCRIBE_SERVICE_REVISIONS_MAX} service revisions, got {}",
+                wanted.len()
+            )));
+        }
+        let mut found = Vec::new();
+        let mut failures = Vec::new();
+        for arn in &wanted {
+            match self.describe_service_revision(arn)? {
+                Some(revision) => found.push(revision),
+                None => failures.push(Failure {
+                    arn: Some(arn.clone()),
+                    reason: Some("MISSING".to_owned()),
+                    detail: None,
+                }),
+            }
+        }
+        Ok(DescribeServiceRevisionsResponse {
+            service_revisions: Some(found),
+            failures: Some(failures),
+        })
+    }
+
+    /// A service revision is what one deployment runs: Flotilla makes one
+    /// per deployment and names it by the deployment's number.
+    fn describe_service_revision(&self, arn: &str) -> Result<Option<ServiceRevision>, ApiError> {
+        let Some(parsed) = Arn::parse(arn) else {
+            return Ok(None);
+        };
+        if !self.is_own_ecs_arn(&parsed) {
+            return Ok(None);
+        }
+        let ("service-revision", rest) = parsed.resource_parts() else {
+            return Ok(None);
+        };
+        let mut parts = rest.splitn(3, '/');
+        let (Some(cluster), Some(name), Some(number)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(None);
+        };
+        let Some(record) = self.find_service(cluster, name)? else {
+            return Ok(None);
+        };
+        let id = format!("ecs-svc/{number}");
+        let Some(deployment) = record
+            .deployments
+            .iter()
+            .chain(record.finished.iter())
+            .find(|d| d.id() == id)
+        else {
+            return Ok(None);
+        };
+        let spec = &deployment.spec;
+        let container_images = self
+            .task_definition_reference(&spec.task_definition)
+            .ok()
+            .map(|reference| self.find_task_definition(&reference))
+            .transpose()?
+            .flatten()
+            .map(|found| {
+                found
+                    .definition
+                    .container_definitions
+                    .iter()
+                    .flatten()
+                    .map(|container| ContainerImage {
+                        container_name: container.name.clone(),
+                        image: container.image.clone(),
+                        image_digest: None,
+                    })
+                    .collect()
+            });
+        Ok(Some(ServiceRevision {
+            service_revision_arn: Some(arn.to_owned()),
+            service_arn: Some(self.service_arn(cluster, name)),
+            cluster_arn: Some(self.cluster_arn(cluster)),
+            task_definition: Some(spec.task_definition.clone()),
+            capacity_provider_strategy: (!spec.capacity_provider_strategy.is_empty())
+                .then(|| spec.capacity_provider_strategy.clone()),
+            launch_type: spec.launch_type,
+            load_balancers: Some(record.service.load_balancers.clone().unwrap_or_default()),
+            service_registries: Some(
+                record
+                    .service
+                    .service_registries
+                    .clone()
+                    .unwrap_or_default(),
+            ),
+            network_configuration: spec.network_configuration.clone(),
+            container_images,
+            guard_duty_enabled: Some(false),
+            created_at: deployment.deployment.created_at,
+            ..Default::default()
+        }))
+    }
+
     pub(crate) async fn update_task_protection(
         &self,
         request: UpdateTaskProtectionRequest,
@@ -1444,6 +1642,10 @@ fn check_protection_tasks(tasks: &[String]) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+fn service_not_active() -> ApiError {
+    ApiError::new("ServiceNotActiveException", 400, "Service was not ACTIVE.")
 }
 
 pub(crate) fn service_not_found() -> ApiError {

@@ -214,7 +214,15 @@ impl Ecs {
         request: ListTagsForResourceRequest,
     ) -> Result<ListTagsForResourceResponse, ApiError> {
         let arn = request.resource_arn.unwrap_or_default();
-        let tags = match self.tagged_resource(&arn)? {
+        let tags = self
+            .resource_tags(&arn)
+            .map_err(|error| listing_error(error, &arn))?;
+        Ok(ListTagsForResourceResponse { tags: Some(tags) })
+    }
+
+    fn resource_tags(&self, arn: &str) -> Result<Vec<Tag>, ApiError> {
+        let arn = arn.to_owned();
+        Ok(match self.tagged_resource(&arn)? {
             Tagged::Cluster(name) => {
                 let cluster = self.active_cluster(Some(&name))?;
                 cluster.value.tags.unwrap_or_default()
@@ -255,8 +263,7 @@ impl Ecs {
                     .ok_or_else(|| capacity_provider_not_found(&arn))?;
                 found.value.provider.tags.unwrap_or_default()
             }
-        };
-        Ok(ListTagsForResourceResponse { tags: Some(tags) })
+        })
     }
 
     async fn change_tags(
@@ -350,6 +357,19 @@ fn is_reserved_key(key: &str) -> bool {
 
 fn is_reserved(tag: &Tag) -> bool {
     tag.key.as_deref().is_some_and(is_reserved_key)
+}
+
+/// ListTagsForResource has no ResourceNotFoundException or
+/// ServiceNotFoundException in ECS's model: a resource that does not exist
+/// is an invalid parameter there.
+fn listing_error(error: ApiError, arn: &str) -> ApiError {
+    match error.code {
+        "ResourceNotFoundException" => ApiError::invalid_parameter(error.message),
+        "ServiceNotFoundException" => {
+            ApiError::invalid_parameter(format!("The specified service {arn} was not found"))
+        }
+        _ => error,
+    }
 }
 
 fn task_not_found(arn: &str) -> ApiError {

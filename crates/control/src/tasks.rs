@@ -72,6 +72,9 @@ const CONTAINER_MEMORY_MIB_MIN: i32 = 6;
 /// Most subnets and security groups an awsvpcConfiguration may name, as ECS allows.
 const AWSVPC_SUBNETS_MAX: usize = 16;
 const AWSVPC_SECURITY_GROUPS_MAX: usize = 5;
+const CPU_ARCHITECTURE_ATTRIBUTE: &str = "ecs.cpu-architecture";
+/// What an instance that registered without the attribute runs on.
+const CPU_ARCHITECTURE_DEFAULT: &str = "x86_64";
 
 pub const USER_STOP_REASON: &str = "Task stopped by user";
 /// What ECS answers a request that would start using a deregistered revision.
@@ -418,7 +421,7 @@ impl Ecs {
         records::get(self.store.as_ref(), &keys::task(cluster, task_id))
     }
 
-    fn present_task(record: &TaskRecord, include_tags: bool) -> Task {
+    pub(crate) fn present_task(record: &TaskRecord, include_tags: bool) -> Task {
         let mut task = record.task.clone();
         if !include_tags {
             task.tags = None;
@@ -431,6 +434,18 @@ impl Ecs {
         request: RunTaskRequest,
     ) -> Result<RunTaskResponse, ApiError> {
         let count = checked_count(request.count)?;
+        let token = match request.client_token.as_deref() {
+            Some(token) => {
+                crate::run_tokens::check_token(token)?;
+                let cluster = self.cluster_name(request.cluster.as_deref())?;
+                let digest = crate::run_tokens::digest(&request);
+                if let Some(answered) = self.repeated_run(&cluster, token, &digest)? {
+                    return Ok(answered);
+                }
+                Some((cluster, token, digest))
+            }
+            None => None,
+        };
         let launch = self.prepare_launch(LaunchRequest {
             cluster: request.cluster.as_deref(),
             task_definition: request.task_definition.as_deref().unwrap_or_default(),
@@ -464,10 +479,15 @@ impl Ecs {
             )
             .await
             .unwrap_or_else(|| Err(ApiError::server("RunTask was abandoned; try again")))?;
-        Ok(RunTaskResponse {
+        let response = RunTaskResponse {
             tasks: Some(tasks),
             failures: Some(failures),
-        })
+        };
+        if let Some((cluster, token, digest)) = token {
+            self.remember_run(&cluster, token, digest, &response)
+                .await?;
+        }
+        Ok(response)
     }
 
     pub(crate) async fn start_task(
@@ -494,8 +514,7 @@ impl Ecs {
             group: request.group.as_deref(),
             tags: request.tags.as_deref().unwrap_or_default(),
             propagate_tags: request.propagate_tags,
-            // StartTask has no enableECSManagedTags.
-            enable_ecs_managed_tags: false,
+            enable_ecs_managed_tags: request.enable_ecs_managed_tags.unwrap_or(false),
             service: None,
             network_configuration: request.network_configuration.as_ref(),
             placement_constraints: &[],
@@ -539,6 +558,7 @@ impl Ecs {
         }
         let record = self.launchable_definition(request.task_definition, request.revisions)?;
         let definition = record.definition;
+        check_volumes_mountable(&definition)?;
         let compatible = definition
             .compatibilities
             .iter()
@@ -1209,7 +1229,7 @@ impl Ecs {
             connectivity_at: Some(now_seconds),
             health_status: Some(HealthStatus::Unknown),
             enable_execute_command: Some(launch.enable_execute_command),
-            attributes: None,
+            attributes: Some(task_attributes(instance)),
             ..Default::default()
         };
         TaskRecord {
@@ -1350,7 +1370,10 @@ impl Ecs {
     ) -> Result<DescribeTasksResponse, ApiError> {
         let cluster = self.active_cluster_name(request.cluster.as_deref())?;
         let wanted = request.tasks.clone().unwrap_or_default();
-        if wanted.is_empty() || wanted.len() > DESCRIBE_TASKS_MAX {
+        if wanted.is_empty() {
+            return Err(ApiError::invalid_parameter("Tasks cannot be empty."));
+        }
+        if wanted.len() > DESCRIBE_TASKS_MAX {
             return Err(ApiError::invalid_parameter(format!(
                 "tasks must name 1 to {DESCRIBE_TASKS_MAX} tasks, got {}",
                 wanted.len()
@@ -1437,7 +1460,9 @@ impl Ecs {
                         .is_none_or(|g| task.group.as_ref() == Some(g))
                     && request
                         .launch_type
-                        .is_none_or(|l| task.launch_type == Some(l));
+                        .is_none_or(|l| task.launch_type == Some(l))
+                    // Flotilla runs no daemons: no task belongs to one.
+                    && request.daemon_name.as_deref().is_none_or(str::is_empty);
                 Ok(keep.then(|| record.arn()))
             },
         )?;
@@ -1627,6 +1652,47 @@ pub(crate) enum Targeting {
     FirstFit(usize),
     /// The instances StartTask names.
     Named(Vec<String>),
+}
+
+/// Volumes are kept in a task definition as registered, but an EFS or FSx
+/// volume needs a mount the agents cannot make yet: a task that needs one
+/// is refused rather than started without its volume.
+fn check_volumes_mountable(definition: &TaskDefinition) -> Result<(), ApiError> {
+    for volume in definition.volumes.iter().flatten() {
+        let kind = if volume.efs_volume_configuration.is_some() {
+            "an EFS volume"
+        } else if volume
+            .fsx_windows_file_server_volume_configuration
+            .is_some()
+        {
+            "an FSx for Windows File Server volume"
+        } else {
+            continue;
+        };
+        return Err(ApiError::invalid_parameter(format!(
+            "Task definition {} uses {kind} ('{}'), which this Flotilla server does not mount yet.",
+            definition
+                .task_definition_arn
+                .as_deref()
+                .unwrap_or_default(),
+            volume.name.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// The attributes ECS gives a task: the CPU architecture of the instance it
+/// was placed on.
+fn task_attributes(instance: &InstanceRecord) -> Vec<Attribute> {
+    vec![Attribute {
+        name: Some(CPU_ARCHITECTURE_ATTRIBUTE.to_owned()),
+        value: Some(
+            instance
+                .attribute(CPU_ARCHITECTURE_ATTRIBUTE)
+                .unwrap_or_else(|| CPU_ARCHITECTURE_DEFAULT.to_owned()),
+        ),
+        ..Default::default()
+    }]
 }
 
 /// The failure of a strategy's share whose capacity provider has no

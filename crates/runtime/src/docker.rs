@@ -129,6 +129,11 @@ impl DockerRuntime {
         self.docker.client_version().to_string()
     }
 
+    /// The engine's own version, e.g. `27.5.1`, or `None` when it does not say.
+    pub async fn engine_version(&self) -> Option<String> {
+        self.docker.version().await.ok()?.version
+    }
+
     async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), RuntimeError> {
         let (from_image, tag) = pull_reference(image);
         let mut options = CreateImageOptionsBuilder::new().from_image(&from_image);

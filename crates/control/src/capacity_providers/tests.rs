@@ -728,7 +728,8 @@ async fn tags_on_a_capacity_provider() {
     )
     .await;
     let gone = err(&ecs, "ListTagsForResource", json!({"resourceArn": arn})).await;
-    assert_eq!(gone.code, "ResourceNotFoundException");
+    // ListTagsForResource models no ResourceNotFoundException.
+    assert_eq!(gone.code, "InvalidParameterException");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use flotilla_types::ecs::{
     ContainerDefinition, HealthCheck, NetworkMode, PortMapping, RegisterTaskDefinitionRequest,
-    TaskDefinition, TransportProtocol,
+    TaskDefinition, TransportProtocol, Volume,
 };
 
 use super::validate::TaskSize;
@@ -12,6 +12,7 @@ use super::validate::TaskSize;
 const HEALTH_CHECK_INTERVAL_SECONDS_DEFAULT: i32 = 30;
 const HEALTH_CHECK_TIMEOUT_SECONDS_DEFAULT: i32 = 5;
 const HEALTH_CHECK_RETRIES_DEFAULT: i32 = 3;
+const EFS_ROOT_DIRECTORY_DEFAULT: &str = "/";
 
 /// The definition as it will be stored, before a revision is allocated:
 /// `revision`, `taskDefinitionArn`, `status` and the registration fields are
@@ -31,7 +32,15 @@ pub fn definition_from(request: &RegisterTaskDefinitionRequest, size: TaskSize) 
         task_role_arn: request.task_role_arn.clone(),
         execution_role_arn: request.execution_role_arn.clone(),
         network_mode,
-        volumes: Some(request.volumes.clone().unwrap_or_default()),
+        volumes: Some(
+            request
+                .volumes
+                .iter()
+                .flatten()
+                .cloned()
+                .map(with_volume_defaults)
+                .collect(),
+        ),
         placement_constraints: Some(request.placement_constraints.clone().unwrap_or_default()),
         requires_compatibilities: request.requires_compatibilities.clone(),
         cpu: size.cpu_units.map(|units| units.to_string()),
@@ -46,6 +55,16 @@ pub fn definition_from(request: &RegisterTaskDefinitionRequest, size: TaskSize) 
         trusted_execution_configuration: request.trusted_execution_configuration.clone(),
         ..Default::default()
     }
+}
+
+/// An EFS volume's `rootDirectory` is the file system's root unless given,
+/// and ECS shows it so.
+fn with_volume_defaults(mut volume: Volume) -> Volume {
+    if let Some(efs) = &mut volume.efs_volume_configuration {
+        efs.root_directory
+            .get_or_insert_with(|| EFS_ROOT_DIRECTORY_DEFAULT.to_owned());
+    }
+    volume
 }
 
 fn with_container_defaults(

@@ -120,7 +120,7 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
         [r#"{"type": "memberOf", "expression": "attribute:a == b"}"#; 11].join(",");
     let huge_value = "x".repeat(70 * 1024);
     vec![
-        ("family missing", r#"{"containerDefinitions": []}"#.into(), invalid, "family is required"),
+        ("family missing", r#"{"containerDefinitions": []}"#.into(), invalid, "Value null at 'family' failed to satisfy constraint: Member must not be null"),
         ("family blank", format!(r#"{{"family": "", "containerDefinitions": [{WEB}]}}"#), client, "Family can not be blank."),
         ("family characters", format!(r#"{{"family": "my family", "containerDefinitions": [{WEB}]}}"#), client, "Family contains invalid characters."),
         ("family length", simple(&"f".repeat(256)), client, "Family is too long"),

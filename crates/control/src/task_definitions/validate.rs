@@ -164,9 +164,7 @@ pub fn check_family(family: &str) -> Result<(), ApiError> {
 
 fn check_container_count(containers: &[ContainerDefinition]) -> Result<(), ApiError> {
     if containers.is_empty() {
-        return Err(ApiError::client(
-            "Container list cannot be empty: containerDefinitions needs at least one container.",
-        ));
+        return Err(ApiError::client("Container list cannot be empty."));
     }
     if containers.len() > CONTAINERS_PER_TASK_DEFINITION_MAX {
         return Err(ApiError::client(format!(

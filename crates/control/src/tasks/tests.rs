@@ -704,7 +704,8 @@ async fn run_task_tags_its_tasks_as_ecs_does_and_tasks_take_tag_operations() {
         (
             "ListTagsForResource",
             json!({"resourceArn": "arn:aws:ecs:us-east-1:000000000000:task/c/0123456789abcdef0123456789abcdef"}),
-            "ResourceNotFoundException",
+            // ListTagsForResource models no ResourceNotFoundException.
+            "InvalidParameterException",
         ),
         (
             "RunTask",
