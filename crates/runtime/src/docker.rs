@@ -21,15 +21,16 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
-    StatsOptionsBuilder, StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptions, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptions, StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::{
     BoundPort, ContainerRuntime, ContainerSpec, ContainerState, ContainerStats, Health, Mount,
-    NetworkMode, Protocol, PullPolicy, RegistryAuth, RuntimeError, RuntimeFuture, Status,
+    NetworkInfo, NetworkMode, Protocol, PullPolicy, RegistryAuth, RuntimeError, RuntimeFuture,
+    Status,
 };
 
 /// Where the engine listens on a Linux host.
@@ -465,8 +466,59 @@ impl ContainerRuntime for DockerRuntime {
                     if self.network_subnets(name).await?.is_some() {
                         return Ok(());
                     }
+                    if is_pool_overlap(&error) {
+                        return Err(RuntimeError::SubnetInUse {
+                            network: name.to_owned(),
+                            subnet_cidr: subnet_cidr.to_owned(),
+                            reason: engine_message(&error),
+                        });
+                    }
                     Err(engine_error("create network", error))
                 }
+            }
+        })
+    }
+
+    fn list_networks(&self) -> RuntimeFuture<'_, Vec<NetworkInfo>> {
+        Box::pin(async move {
+            let networks = bounded(
+                "list networks",
+                REQUEST_TIMEOUT,
+                self.docker.list_networks(None::<ListNetworksOptions>),
+            )
+            .await?
+            .map_err(|error| engine_error("list networks", error))?;
+            Ok(networks
+                .into_iter()
+                .take(crate::NETWORKS_LISTED_MAX)
+                .map(|network| NetworkInfo {
+                    name: network.name.unwrap_or_default(),
+                    ipv4_subnets: network
+                        .ipam
+                        .and_then(|ipam| ipam.config)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|config| config.subnet)
+                        // IPv6 subnets cannot overlap an IPv4 one.
+                        .filter(|subnet| !subnet.contains(':'))
+                        .collect(),
+                })
+                .collect())
+        })
+    }
+
+    fn remove_network<'a>(&'a self, name: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            match bounded(
+                "remove network",
+                REQUEST_TIMEOUT,
+                self.docker.remove_network(name),
+            )
+            .await?
+            {
+                Ok(()) => Ok(()),
+                Err(error) if status_code(&error) == Some(404) => Ok(()),
+                Err(error) => Err(engine_error("remove network", error)),
             }
         })
     }
@@ -595,6 +647,14 @@ fn engine_error(operation: &'static str, error: BollardError) -> RuntimeError {
         operation,
         reason: engine_message(&error),
     }
+}
+
+/// Whether the engine refused a network because another one holds
+/// addresses of its subnet. Docker answers 403 "Pool overlaps with other
+/// one on this address space" (with an "invalid pool request: " prefix in
+/// later versions).
+fn is_pool_overlap(error: &BollardError) -> bool {
+    engine_message(error).contains("Pool overlaps")
 }
 
 fn container_error(operation: &'static str, id: &str, error: BollardError) -> RuntimeError {
