@@ -337,7 +337,7 @@ impl FakeRuntime {
         image: &str,
         policy: PullPolicy,
         auth: Option<&RegistryAuth>,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Option<String>, RuntimeError> {
         let (mut state, _) = self.begin(FakeCall::Pull {
             image: image.to_owned(),
             policy,
@@ -350,7 +350,9 @@ impl FakeRuntime {
             reason,
         };
         match policy {
-            PullPolicy::IfNotPresent | PullPolicy::Never if is_local => return Ok(()),
+            PullPolicy::IfNotPresent | PullPolicy::Never if is_local => {
+                return Ok(Some(fake_digest(&normalized)))
+            }
             PullPolicy::Never => {
                 return Err(pull_error(
                     "image is not present locally and the pull policy forbids pulling".to_owned(),
@@ -365,8 +367,9 @@ impl FakeRuntime {
             )));
         }
         behaviour(image).map_err(pull_error)?;
+        let digest = fake_digest(&normalized);
         state.local_images.insert(normalized);
-        Ok(())
+        Ok(Some(digest))
     }
 
     fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
@@ -1008,7 +1011,7 @@ impl ContainerRuntime for FakeRuntime {
         image: &'a str,
         policy: PullPolicy,
         auth: Option<&'a RegistryAuth>,
-    ) -> RuntimeFuture<'a, ()> {
+    ) -> RuntimeFuture<'a, Option<String>> {
         Box::pin(async move { self.pull(image, policy, auth) })
     }
 

@@ -261,13 +261,16 @@ pub struct ContainerStats {
 /// The narrow interface the agent drives. Every call is bounded in time by
 /// the implementation; none blocks the caller's thread.
 pub trait ContainerRuntime: Send + Sync + 'static {
-    /// Makes `image` available locally according to `policy`.
+    /// Makes `image` available locally according to `policy`. Returns the
+    /// registry digest (`sha256:…`) of the image as pulled or, when a local
+    /// copy was used, as the engine recorded it for `image`'s repository;
+    /// `None` for an image built locally and never pushed or pulled.
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
         policy: PullPolicy,
         auth: Option<&'a RegistryAuth>,
-    ) -> RuntimeFuture<'a, ()>;
+    ) -> RuntimeFuture<'a, Option<String>>;
     /// Creates (does not start) a container; returns its id.
     fn create_container<'a>(&'a self, spec: &'a ContainerSpec) -> RuntimeFuture<'a, String>;
     fn start_container<'a>(&'a self, id: &'a str) -> RuntimeFuture<'a, ()>;

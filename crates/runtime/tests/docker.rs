@@ -488,12 +488,14 @@ async fn pulls_fail_with_the_engines_reason() {
         matches!(if_not_present, Err(RuntimeError::Pull { .. })),
         "{if_not_present:?}"
     );
-    // The local image satisfies both policies without touching a registry.
-    harness
+    // The local image satisfies both policies without touching a registry;
+    // built here, it has no registry digest.
+    let digest = harness
         .runtime
         .pull_image(TEST_IMAGE, PullPolicy::IfNotPresent, None)
         .await
         .expect("local image");
+    assert_eq!(digest, None);
     harness
         .runtime
         .pull_image(TEST_IMAGE, PullPolicy::Never, None)
