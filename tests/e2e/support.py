@@ -118,6 +118,11 @@ class FlotillaServer:
     # `server`, or `up` for the control plane plus the local agent.
     command: str = "server"
     extra_args: tuple = ()
+    # False: start without --region, so the server finds its region in its
+    # environment (`extra_env`) as a user's would; set `region` to what it
+    # should find, for the clients.
+    pass_region: bool = True
+    extra_env: dict = field(default_factory=dict)
     process: subprocess.Popen | None = None
     endpoint: str = ""
     port: int = 0
@@ -159,6 +164,8 @@ class FlotillaServer:
         env["RUST_BACKTRACE"] = "1"
         env["NO_COLOR"] = "1"
         env["HOME"] = str(self.home)
+        env.update(self.extra_env)
+        region_args = ("--region", self.region) if self.pass_region else ()
         with open(stdout_path, "wb") as stdout, open(self.stderr_path, "ab") as stderr:
             stderr.write(f"\n===== start #{self.starts} =====\n".encode())
             stderr.flush()
@@ -169,7 +176,7 @@ class FlotillaServer:
                     str(FLOTILLA_BIN), self.command,
                     "--listen", f"127.0.0.1:{port}",
                     "--data-dir", str(self.data_dir),
-                    "--region", self.region,
+                    *region_args,
                     "--account-id", self.account_id,
                     *self.extra_args,
                 ],
@@ -207,6 +214,10 @@ class FlotillaServer:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def stdout_text(self) -> str:
+        """What the current process printed on stdout so far."""
+        return (self.base_dir / f"server.stdout.{self.starts}.log").read_text(errors="replace")
 
     def kill9(self) -> None:
         """SIGKILL: no chance to flush or clean up."""
