@@ -55,7 +55,15 @@ where
     let mut existing_arn = existing_arn;
     let mut refused: Vec<String> = Vec::new();
     loop {
-        let networks = runtime.list_networks().await.map_err(AgentError::Runtime)?;
+        let networks = match runtime.list_networks().await {
+            Ok(networks) => networks,
+            Err(error) => {
+                // Registering matters more: the claim below, or the first
+                // awsvpc task, meets any conflict and says so.
+                tracing::warn!(network, %error, "cannot list the engine's networks; registering without them");
+                Vec::new()
+            }
+        };
         let reported = subnets_in_use(&networks, network, &refused);
         let registered = register(reported, existing_arn.clone()).await?;
         existing_arn = Some(registered.arn.clone());
@@ -86,10 +94,12 @@ where
                 })
             }
             Err(error) => {
-                return Err(AgentError::TaskNetwork {
-                    network: network.to_owned(),
-                    reason: error.to_string(),
-                })
+                // Not the subnet: the engine itself (down, or the network
+                // still used by containers of an earlier registration). The
+                // instance serves its other tasks; awsvpc tasks make the
+                // network when they start, or fail saying why.
+                tracing::warn!(network, %subnet, %error, "cannot make the task network now");
+                return Ok(registered.arn);
             }
         }
     }
@@ -298,6 +308,20 @@ mod tests {
             .await
             .iter()
             .any(|(name, _)| name == NETWORK));
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_cannot_answer_does_not_stop_registration() {
+        let runtime = engine();
+        runtime.set_unavailable(true);
+        let control = ControlPlane::default();
+        let arn = register_with_task_network(&runtime, NETWORK, None, |reported, existing| {
+            control.register(reported, existing)
+        })
+        .await
+        .unwrap();
+        assert_eq!(arn, "arn:instance");
+        assert_eq!(control.seen.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
