@@ -7,13 +7,16 @@ data directory, for tests that need isolation or kill the process;
 `server_factory` starts servers with other settings (`command="up"`, extra
 flags). All are `support.FlotillaServer`s. When a test fails, the stderr of
 every server alive during it is attached to the report. Every process is
-stopped at teardown.
+stopped at teardown, and what an `up` server's own agent made on the Docker
+engine (its task network, its containers) is removed.
 
 Agents: `agent_fleet` (per test) and `module_agent_fleet` (per module) start
 `flotilla agent` processes (`support.FlotillaAgent`) against a server, each
 with its own data directory and metadata port; at teardown every agent is
 stopped and every container, task network and volume its instances made is
-removed. `docker_ready` (per session) makes sure a Docker engine answers and
+removed. Nothing else on the engine is touched: other installations and
+other test runs may share it, and networks left by earlier ones are the
+suite's to live with, not to delete. `docker_ready` (per session) makes sure a Docker engine answers and
 the local test image exists; tests marked `docker` need it.
 """
 
@@ -63,6 +66,9 @@ def _launch(base_dir: Path, **settings):
         if server.running:
             server.kill9()
         _LIVE_SERVERS.remove(server)
+        if server.command == "up" and server.local_instance_ids:
+            # `up`'s own agent made its task network and maybe containers.
+            remove_docker_leftovers(instance_ids=server.local_instance_ids)
 
 
 @pytest.fixture(scope="module")

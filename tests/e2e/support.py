@@ -118,6 +118,11 @@ class FlotillaServer:
     # `server`, or `up` for the control plane plus the local agent.
     command: str = "server"
     extra_args: tuple = ()
+    # False: start without --region, so the server finds its region in its
+    # environment (`extra_env`) as a user's would; set `region` to what it
+    # should find, for the clients.
+    pass_region: bool = True
+    extra_env: dict = field(default_factory=dict)
     process: subprocess.Popen | None = None
     endpoint: str = ""
     port: int = 0
@@ -131,6 +136,15 @@ class FlotillaServer:
     @property
     def home(self) -> Path:
         return self.base_dir / "home"
+
+    @property
+    def local_instance_ids(self) -> list[str]:
+        """`up` only: the instance id of the local agent, once it has one."""
+        path = self.data_dir / "agent" / "identity.json"
+        try:
+            return [json.loads(path.read_text())["instanceId"]]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return []
 
     @property
     def stderr_path(self) -> Path:
@@ -150,6 +164,8 @@ class FlotillaServer:
         env["RUST_BACKTRACE"] = "1"
         env["NO_COLOR"] = "1"
         env["HOME"] = str(self.home)
+        env.update(self.extra_env)
+        region_args = ("--region", self.region) if self.pass_region else ()
         with open(stdout_path, "wb") as stdout, open(self.stderr_path, "ab") as stderr:
             stderr.write(f"\n===== start #{self.starts} =====\n".encode())
             stderr.flush()
@@ -160,7 +176,7 @@ class FlotillaServer:
                     str(FLOTILLA_BIN), self.command,
                     "--listen", f"127.0.0.1:{port}",
                     "--data-dir", str(self.data_dir),
-                    "--region", self.region,
+                    *region_args,
                     "--account-id", self.account_id,
                     *self.extra_args,
                 ],
@@ -198,6 +214,10 @@ class FlotillaServer:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def stdout_text(self) -> str:
+        """What the current process printed on stdout so far."""
+        return (self.base_dir / f"server.stdout.{self.starts}.log").read_text(errors="replace")
 
     def kill9(self) -> None:
         """SIGKILL: no chance to flush or clean up."""
@@ -620,13 +640,82 @@ def remove_docker_leftovers(instance_ids=(), clusters=()) -> None:
     if containers:
         docker("rm", "-f", "-v", *sorted(set(containers)), check=False)
     for instance_id in instance_ids:
-        network = f"flotilla-awsvpc-{instance_id}"
-        if docker("network", "inspect", network, check=False).returncode == 0:
-            docker("network", "rm", network, check=False)
+        remove_network(f"flotilla-awsvpc-{instance_id}")
     for cluster in clusters:
         volumes = docker("volume", "ls", "-q", "--filter", f"label={LABEL_CLUSTER}={cluster}").stdout.decode().split()
         if volumes:
             docker("volume", "rm", "-f", *volumes, check=False)
+
+
+# Every installation cuts its hosts' awsvpc task subnets (one /24 each) from
+# this range; an engine shared with others holds some of it already.
+TASK_SUBNETS_FIRST = (100 << 24) | (64 << 16)
+TASK_SUBNETS_COUNT = 16384
+
+
+def _cidr_bounds(cidr: str) -> tuple[int, int]:
+    address, _, prefix = cidr.partition("/")
+    value = int.from_bytes(bytes(int(part) for part in address.split(".")), "big")
+    mask = (0xFFFFFFFF << (32 - int(prefix))) & 0xFFFFFFFF
+    return value & mask, (value & mask) | (~mask & 0xFFFFFFFF)
+
+
+def cidrs_overlap(a: str, b: str) -> bool:
+    (a_first, a_last), (b_first, b_last) = _cidr_bounds(a), _cidr_bounds(b)
+    return a_first <= b_last and b_first <= a_last
+
+
+def engine_ipv4_subnets() -> dict[str, list[str]]:
+    """Every network of the engine with its IPv4 subnets."""
+    ids = docker("network", "ls", "-q").stdout.decode().split()
+    if not ids:
+        return {}
+    done = docker("network", "inspect", *ids, check=False)
+    found = {}
+    for network in json.loads(done.stdout or b"[]"):
+        configs = (network.get("IPAM") or {}).get("Config") or []
+        found[network["Name"]] = [c["Subnet"] for c in configs if ":" not in c.get("Subnet", ":")]
+    return found
+
+
+def task_subnet(index: int) -> str:
+    address = TASK_SUBNETS_FIRST + (index << 8)
+    return ".".join(str((address >> shift) & 0xFF) for shift in (24, 16, 8, 0)) + "/24"
+
+
+def create_network_on_first_free_task_subnet(name: str, attempts: int = 64) -> str:
+    """Creates network `name` on the lowest task subnet no network of the
+    engine holds (what a fresh installation would hand out first) and returns
+    its subnet. Others may create networks meanwhile: a refused subnet is
+    skipped."""
+    refused: list[str] = []
+    for _ in range(attempts):
+        taken = [s for subnets in engine_ipv4_subnets().values() for s in subnets] + refused
+        subnet = next(task_subnet(i) for i in range(TASK_SUBNETS_COUNT)
+                      if not any(cidrs_overlap(task_subnet(i), t) for t in taken))
+        done = docker("network", "create", "--driver", "bridge", "--subnet", subnet, name, check=False)
+        if done.returncode == 0:
+            return subnet
+        if b"overlaps" not in done.stderr:
+            raise RuntimeError(f"docker network create {name} failed: {done.stderr.decode(errors='replace')}")
+        refused.append(subnet)
+    raise AssertionError(f"no free task subnet for {name} after {attempts} attempts")
+
+
+def remove_network(name: str) -> None:
+    if docker("network", "inspect", name, check=False).returncode == 0:
+        docker("network", "rm", name, check=False)
+
+
+def instance_task_subnet(instance: dict) -> str:
+    """The container instance's task subnet, from its network interface
+    attachment (`subnetCidrBlock`)."""
+    for attachment in instance.get("attachments", []):
+        if attachment.get("type") == "ElasticNetworkInterface":
+            for detail in attachment.get("details", []):
+                if detail["name"] == "subnetCidrBlock":
+                    return detail["value"]
+    raise AssertionError(f"instance has no task subnet: {instance.get('attachments')}")
 
 
 def curl(url: str, timeout_s: float = 5.0) -> tuple[int, str]:

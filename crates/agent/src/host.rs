@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use flotilla_runtime::NetworkInfo;
 use flotilla_types::acs::conventions;
-use flotilla_types::ecs::{Attribute, RegisterContainerInstanceRequest, Resource, VersionInfo};
+use flotilla_types::ecs::{
+    Attribute, ContainerInstance, RegisterContainerInstanceRequest, Resource, VersionInfo,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::IdSource;
@@ -98,6 +101,9 @@ pub struct InstanceProfile {
     /// The commit the agent was built from.
     pub agent_hash: String,
     pub docker_version: Option<String>,
+    /// Subnets of the task subnet range that other networks of the host's
+    /// engine hold, which the control plane must not give the instance.
+    pub subnets_in_use: Vec<String>,
 }
 
 fn attribute(name: &str, value: Option<&str>) -> Attribute {
@@ -176,7 +182,63 @@ pub fn identity_document(profile: &InstanceProfile) -> String {
     if let Some(provider) = &profile.capacity_provider {
         document["capacityProviderName"] = serde_json::json!(provider);
     }
+    document[conventions::SUBNETS_IN_USE_MEMBER] = serde_json::json!(profile.subnets_in_use);
     document.to_string()
+}
+
+/// First and last address of an IPv4 CIDR block.
+fn cidr_bounds(text: &str) -> Option<(u32, u32)> {
+    let (address, prefix_len) = text.split_once('/')?;
+    let address: std::net::Ipv4Addr = address.parse().ok()?;
+    let prefix_len: u32 = prefix_len.parse().ok().filter(|len| *len <= 32)?;
+    let mask = u32::MAX.checked_shl(32 - prefix_len).unwrap_or(0);
+    let first = u32::from(address) & mask;
+    Some((first, first | !mask))
+}
+
+/// The subnets the registration must report: those of the engine's
+/// networks, other than `own_network`, that overlap the task subnet range,
+/// plus the subnets this agent was given but could not claim (an engine
+/// reserves a new network's subnet before the network can be listed).
+/// At most [`conventions::SUBNETS_IN_USE_MAX`].
+pub fn subnets_in_use(
+    networks: &[NetworkInfo],
+    own_network: &str,
+    refused: &[String],
+) -> Vec<String> {
+    let Some((range_first, range_last)) = cidr_bounds(conventions::TASK_SUBNETS_CIDR) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = networks
+        .iter()
+        .filter(|network| network.name != own_network)
+        .flat_map(|network| network.ipv4_subnets.iter())
+        .chain(refused)
+        .filter(|subnet| {
+            cidr_bounds(subnet)
+                .is_some_and(|(first, last)| first <= range_last && last >= range_first)
+        })
+        .cloned()
+        .collect();
+    found.sort();
+    found.dedup();
+    found.truncate(conventions::SUBNETS_IN_USE_MAX);
+    found
+}
+
+/// The task subnet the control plane gave the instance, from the
+/// registration's answer (`None` from a control plane that gives none).
+pub fn task_subnet_of(instance: &ContainerInstance) -> Option<String> {
+    instance
+        .attachments
+        .iter()
+        .flatten()
+        .filter(|attachment| {
+            attachment.r#type.as_deref() == Some(conventions::TASK_SUBNET_ATTACHMENT_TYPE)
+        })
+        .flat_map(|attachment| attachment.details.iter().flatten())
+        .find(|detail| detail.name.as_deref() == Some(conventions::TASK_SUBNET_CIDR_DETAIL))
+        .and_then(|detail| detail.value.clone())
 }
 
 /// The RegisterContainerInstance request; `existing_arn` brings a known
@@ -285,6 +347,7 @@ mod tests {
             agent_version: "0.1.0".to_owned(),
             agent_hash: "0123abcd".to_owned(),
             docker_version: None,
+            subnets_in_use: vec!["100.64.0.0/24".to_owned()],
         }
     }
 
@@ -341,6 +404,10 @@ mod tests {
         let document: serde_json::Value =
             serde_json::from_str(&request.instance_identity_document.unwrap()).unwrap();
         assert_eq!(document["instanceId"], "i-0123456789abcdef0");
+        assert_eq!(
+            document["subnetsInUse"],
+            serde_json::json!(["100.64.0.0/24"])
+        );
         assert!(document.get("capacityProviderName").is_none());
         assert!(request.container_instance_arn.is_some());
     }
@@ -354,6 +421,50 @@ mod tests {
         let document: serde_json::Value =
             serde_json::from_str(&identity_document(&profile)).unwrap();
         assert_eq!(document["capacityProviderName"], "spot");
+    }
+
+    #[test]
+    fn only_other_networks_in_the_task_subnet_range_are_reported() {
+        let network = |name: &str, subnets: &[&str]| NetworkInfo {
+            name: name.to_owned(),
+            ipv4_subnets: subnets.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let networks = [
+            network("bridge", &["172.17.0.0/16"]),
+            network("host", &[]),
+            network("flotilla-awsvpc-i-0aaa", &["100.64.0.0/24"]),
+            network("flotilla-awsvpc-i-0bbb", &["100.64.3.0/24"]),
+            network("wide", &["100.0.0.0/8"]),
+            network("odd", &["not a subnet"]),
+            network("next-door", &["100.128.0.0/24"]),
+        ];
+        assert_eq!(
+            subnets_in_use(
+                &networks,
+                "flotilla-awsvpc-i-0bbb",
+                &["100.64.7.0/24".to_owned()]
+            ),
+            ["100.0.0.0/8", "100.64.0.0/24", "100.64.7.0/24"]
+        );
+        let many: Vec<NetworkInfo> = (0..300)
+            .map(|i| network(&format!("n{i}"), &[&format!("100.65.{}.0/24", i % 256)]))
+            .collect();
+        assert_eq!(
+            subnets_in_use(&many, "mine", &[]).len(),
+            conventions::SUBNETS_IN_USE_MAX
+        );
+    }
+
+    #[test]
+    fn the_task_subnet_is_read_from_the_instance_attachment() {
+        let instance: ContainerInstance = serde_json::from_value(serde_json::json!({
+            "attachments": [{"id": "a", "type": "ElasticNetworkInterface", "status": "ATTACHED",
+                "details": [{"name": "subnetId", "value": "subnet-1"},
+                            {"name": "subnetCidrBlock", "value": "100.64.9.0/24"}]}]
+        }))
+        .unwrap();
+        assert_eq!(task_subnet_of(&instance).as_deref(), Some("100.64.9.0/24"));
+        assert_eq!(task_subnet_of(&ContainerInstance::default()), None);
     }
 
     #[test]

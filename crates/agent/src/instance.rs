@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_runtime::ContainerRuntime;
+use flotilla_types::acs::conventions;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::{ApiCallError, ApiClient};
@@ -19,6 +20,7 @@ use crate::metadata::{InstanceMetadata, MetadataRegistry};
 use crate::pause::PauseImage;
 use crate::persist::Persistence;
 use crate::reporter::Reporter;
+use crate::task_network::{self, Registered};
 use crate::AgentError;
 
 /// Health messages waiting for the control channel.
@@ -62,7 +64,23 @@ pub async fn run_instance(setup: InstanceSetup) -> Result<InstanceExit, AgentErr
         instance_id: identity.instance_id.clone(),
         ..setup.profile.clone()
     };
-    let instance_arn = register(&setup, &profile, &identity, &jitter).await?;
+    let task_network = conventions::task_network_name(&identity.instance_id);
+    let instance_arn = {
+        let (setup, profile, jitter) = (&setup, &profile, &jitter);
+        task_network::register_with_task_network(
+            &*setup.runtime,
+            &task_network,
+            identity.container_instance_arn.clone(),
+            |subnets_in_use, existing_arn| {
+                let profile = InstanceProfile {
+                    subnets_in_use,
+                    ..profile.clone()
+                };
+                async move { register(setup, &profile, existing_arn, jitter).await }
+            },
+        )
+        .await?
+    };
     identity.container_instance_arn = Some(instance_arn.clone());
     identity.save(&setup.data_dir, &setup.persistence).await?;
     tracing::info!(instance = %setup.label, arn = %instance_arn, instance_id = %identity.instance_id, "registered");
@@ -102,7 +120,9 @@ pub async fn run_instance(setup: InstanceSetup) -> Result<InstanceExit, AgentErr
     )
     .await;
     tracing::info!(instance = %setup.label, %reason, "deregistered; stopping every task");
-    if !engine.stop_all(&reason, DEREGISTRATION_STOP_LIMIT).await {
+    if engine.stop_all(&reason, DEREGISTRATION_STOP_LIMIT).await {
+        task_network::release(&*setup.runtime, &task_network).await;
+    } else {
         tracing::warn!(instance = %setup.label, "not every task stopped and reported in time");
     }
     // A deregistered instance cannot come back under the same ARN.
@@ -111,13 +131,14 @@ pub async fn run_instance(setup: InstanceSetup) -> Result<InstanceExit, AgentErr
     Ok(InstanceExit::Deregistered { reason })
 }
 
+/// Registers once, retrying what can be retried; `existing` brings the
+/// stored instance back when the control plane still knows it.
 async fn register(
     setup: &InstanceSetup,
     profile: &InstanceProfile,
-    identity: &Identity,
+    mut existing: Option<String>,
     jitter: &Jitter,
-) -> Result<String, AgentError> {
-    let mut existing = identity.container_instance_arn.clone();
+) -> Result<Registered, AgentError> {
     let mut attempt: u32 = 0;
     loop {
         let request = registration_request(profile, existing.as_deref());
@@ -126,12 +147,12 @@ async fn register(
             setup.api.register_container_instance(&request).await
         };
         let error = match result {
-            Ok(response) => match response
-                .container_instance
-                .and_then(|instance| instance.container_instance_arn)
-            {
-                Some(arn) => return Ok(arn),
-                None => ApiCallError::Decode {
+            Ok(response) => match response.container_instance {
+                Some(instance) if instance.container_instance_arn.is_some() => {
+                    let arn = instance.container_instance_arn.clone().unwrap_or_default();
+                    return Ok(Registered { instance, arn });
+                }
+                _ => ApiCallError::Decode {
                     operation: "RegisterContainerInstance",
                     reason: "the answer names no containerInstanceArn".to_owned(),
                 },

@@ -28,6 +28,7 @@ pub mod pause;
 pub mod persist;
 pub mod registry_auth;
 pub mod reporter;
+pub mod task_network;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -62,6 +63,8 @@ pub enum AgentError {
     Endpoint(ApiCallError),
     #[error("cannot register the container instance: {0}")]
     Registration(ApiCallError),
+    #[error("cannot make the task network {network} for awsvpc tasks: {reason}")]
+    TaskNetwork { network: String, reason: String },
     #[error(transparent)]
     Persist(#[from] PersistError),
     #[error("cannot reach the container engine: {0}")]
@@ -238,6 +241,7 @@ fn base_profile(config: &AgentConfig, facts: &HostFacts) -> InstanceProfile {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         agent_hash: AGENT_HASH.to_owned(),
         docker_version: None,
+        subnets_in_use: Vec::new(),
     }
 }
 

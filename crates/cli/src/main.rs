@@ -19,6 +19,7 @@ use flotilla_store::{RedbStore, Store};
 use flotilla_types::arn::Scope;
 
 mod placement;
+mod region;
 mod service;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
@@ -42,7 +43,7 @@ enum Command {
     /// Run the control plane alone: the API edge on its embedded store.
     Server(ServerArgs),
     /// Run the control plane plus every local part, for one machine.
-    Up(ServerArgs),
+    Up(UpArgs),
     /// Run an agent: this machine (or `--simulate N` simulated ones) as
     /// container instances of a cluster.
     Agent(AgentArgs),
@@ -65,9 +66,11 @@ struct AgentArgs {
     /// Directory of the agent's identity and task state [default: $HOME/.local/share/flotilla/agent].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Region to sign requests for.
-    #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
-    region: String,
+    /// Region to sign requests for [default: as the AWS CLI finds it:
+    /// AWS_REGION, AWS_DEFAULT_REGION, the profile's region in the AWS
+    /// config file, else us-east-1].
+    #[arg(long)]
+    region: Option<String>,
     /// Availability zone to register in [default: local-1a].
     #[arg(long)]
     availability_zone: Option<String>,
@@ -131,9 +134,11 @@ struct ServerArgs {
     /// Directory of the embedded store [default: $HOME/.local/share/flotilla].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Region every ARN names and every signature must be scoped to.
-    #[arg(long, default_value = "us-east-1")]
-    region: String,
+    /// Region every ARN names and every signature must be scoped to
+    /// [default: as the AWS CLI finds it: AWS_REGION, AWS_DEFAULT_REGION,
+    /// the profile's region in the AWS config file, else us-east-1].
+    #[arg(long)]
+    region: Option<String>,
     /// Account id every ARN names.
     #[arg(long, default_value = "000000000000")]
     account_id: String,
@@ -161,9 +166,21 @@ struct ServerArgs {
     /// cannot wait the default 5 minutes.
     #[arg(long, hide = true, default_value_t = flotilla_control::AGENT_LOST_TIMEOUT_MS)]
     service_agent_lost_timeout_ms: u64,
-    /// `up` only: port of the local agent's task metadata endpoint.
+}
+
+/// `up`: the server's options and the local agent's.
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Port of the local agent's task metadata endpoint.
     #[arg(long, default_value_t = flotilla_agent::host::DEFAULT_METADATA_PORT)]
     agent_metadata_port: u16,
+}
+
+/// What `up` runs beside the control plane.
+struct LocalAgent {
+    metadata_port: u16,
 }
 
 fn parse_agent_heartbeat_timeout_ms(text: &str) -> Result<u64, String> {
@@ -185,8 +202,13 @@ fn main() -> Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Server(args) => serve(args, false).await,
-            Command::Up(args) => serve(args, true).await,
+            Command::Server(args) => serve(args, None).await,
+            Command::Up(args) => {
+                let local = LocalAgent {
+                    metadata_port: args.agent_metadata_port,
+                };
+                serve(args.server, Some(local)).await
+            }
             Command::Agent(args) => agent(args).await,
             Command::Placement(command) => placement::run(command).await,
             Command::Service(command) => {
@@ -205,12 +227,27 @@ fn init_logging(format: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_wanted(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ));
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything
+/// (<https://no-color.org>): a log file or a pipe gets plain text.
+fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
+/// The region from `--region` or the user's AWS configuration.
+fn resolve_region(flag: Option<&str>) -> Result<region::Region> {
+    Ok(region::resolve(flag, &region::Surroundings::process())?)
 }
 
 fn default_data_dir() -> PathBuf {
@@ -263,7 +300,8 @@ fn load_credentials(path: Option<&Path>) -> Result<(Credentials, HashMap<String,
     Ok((credentials, principals))
 }
 
-async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
+async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> {
+    let region = resolve_region(args.region.as_deref())?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -272,7 +310,7 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
         RedbStore::open(&store_path)
             .with_context(|| format!("opening store {}", store_path.display()))?,
     );
-    let scope = Scope::new(&args.region, &args.account_id);
+    let scope = Scope::new(&region.name, &args.account_id);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -301,7 +339,7 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
     let registry = Arc::new(
         flotilla_registry::Registry::open(
             Arc::clone(&store),
-            scope_of(&args),
+            Scope::new(&region.name, &args.account_id),
             &registry_dir,
             registry_host.clone(),
         )
@@ -321,9 +359,15 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
         ..Default::default()
     };
     tokio::spawn(Arc::clone(&ecs).run_service_scheduler(scheduler_settings));
-    if local_parts {
+    if let Some(local) = local_agent {
         ensure_default_cluster(&ecs).await?;
-        start_local_agent(format!("http://{address}"), &args, data_dir.join("agent"));
+        start_local_agent(
+            format!("http://{address}"),
+            &args,
+            &region.name,
+            &local,
+            data_dir.join("agent"),
+        );
     }
     let edge = Arc::new(Edge {
         ecs,
@@ -336,14 +380,18 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
         agent_heartbeat_timeout_ms: args.agent_heartbeat_timeout_ms,
         registry: Some(registry),
     });
-    tracing::info!(%address, data_dir = %data_dir.display(), region = %args.region, "flotilla is serving");
+    tracing::info!(%address, data_dir = %data_dir.display(), region = %region.name, region_from = %region.source, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");
+    println!(
+        "It serves region {} (from {}); requests signed for another region are refused",
+        region.name, region.source
+    );
     println!("Its image registry is {registry_host} (aws ecr get-login-password | docker login --username AWS --password-stdin {registry_host})");
     if args.credentials_file.is_none() {
         println!("Point the AWS CLI at it:");
         println!(
             "  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION={}",
-            args.region
+            region.name
         );
         println!("  aws --endpoint-url http://{address} ecs list-clusters");
     }
@@ -358,10 +406,16 @@ async fn serve(args: ServerArgs, local_parts: bool) -> Result<()> {
 /// Runs an agent for this machine beside the control plane. A machine without
 /// a container engine still gets a working control plane: the agent's failure
 /// is logged, not fatal.
-fn start_local_agent(endpoint: String, args: &ServerArgs, data_dir: PathBuf) {
+fn start_local_agent(
+    endpoint: String,
+    args: &ServerArgs,
+    region: &str,
+    local: &LocalAgent,
+    data_dir: PathBuf,
+) {
     let mut config = flotilla_agent::AgentConfig::new(endpoint, "default".to_owned(), data_dir);
-    config.region = args.region.clone();
-    config.metadata_port = args.agent_metadata_port;
+    config.region = region.to_owned();
+    config.metadata_port = local.metadata_port;
     // With a credentials file, the local agent signs with the caller's own
     // environment credentials, as a remote agent would.
     let from_env = |name: &str, default: &str| match &args.credentials_file {
@@ -383,10 +437,6 @@ fn start_local_agent(endpoint: String, args: &ServerArgs, data_dir: PathBuf) {
             }
         }
     });
-}
-
-fn scope_of(args: &ServerArgs) -> Scope {
-    Scope::new(&args.region, &args.account_id)
 }
 
 /// How often the registry applies lifecycle policies and collects garbage.
@@ -444,7 +494,9 @@ async fn agent(args: AgentArgs) -> Result<()> {
         .data_dir
         .unwrap_or_else(|| default_data_dir().join("agent"));
     let mut config = flotilla_agent::AgentConfig::new(args.endpoint, args.cluster, data_dir);
-    config.region = args.region;
+    let region = resolve_region(args.region.as_deref())?;
+    tracing::info!(region = %region.name, region_from = %region.source, "signing for region");
+    config.region = region.name;
     config.access_key_id = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".to_owned());
     config.secret_access_key =
         std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".to_owned());
@@ -516,4 +568,20 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::colour_wanted;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_wanted(true, None));
+        assert!(!colour_wanted(false, None));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        // An empty NO_COLOR is no request, as no-color.org defines it.
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+    }
 }

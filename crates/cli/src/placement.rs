@@ -26,9 +26,9 @@ pub struct ExplainArgs {
     /// The control plane's API.
     #[arg(long, default_value = "http://127.0.0.1:8440")]
     endpoint: String,
-    /// Region to sign requests for.
-    #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
-    region: String,
+    /// Region to sign requests for [default: as the AWS CLI finds it].
+    #[arg(long)]
+    region: Option<String>,
     /// Cluster (name or ARN).
     #[arg(long, default_value = "default")]
     cluster: String,
@@ -122,7 +122,7 @@ pub async fn run(command: PlacementCommand) -> Result<()> {
     let client = ApiClient::new(
         endpoint,
         credentials,
-        args.region.clone(),
+        crate::resolve_region(args.region.as_deref())?.name,
         Arc::new(flotilla_agent::clock::SystemClock),
     );
     let request = ExplainPlacementRequest {

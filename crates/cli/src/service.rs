@@ -33,9 +33,9 @@ pub struct DeployArgs {
     /// The control plane's API.
     #[arg(long, default_value = "http://127.0.0.1:8440")]
     endpoint: String,
-    /// Region to sign requests for.
-    #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
-    region: String,
+    /// Region to sign requests for [default: as the AWS CLI finds it].
+    #[arg(long)]
+    region: Option<String>,
     /// Cluster (name or ARN).
     #[arg(long, default_value = "default")]
     cluster: String,
@@ -176,7 +176,7 @@ pub async fn run(command: ServiceCommand) -> Result<i32> {
     let client = ApiClient::new(
         endpoint,
         credentials,
-        args.region.clone(),
+        crate::resolve_region(args.region.as_deref())?.name,
         Arc::new(flotilla_agent::clock::SystemClock),
     );
     let configuration = (args.minimum_healthy_percent.is_some() || args.maximum_percent.is_some())

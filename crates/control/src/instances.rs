@@ -21,8 +21,8 @@
 //!
 //! **Task subnets.** Every instance gets its own /24 out of
 //! [`TASK_SUBNETS_CIDR`] for awsvpc tasks, taken from a pool record at
-//! `keys::TASK_SUBNETS` in the registration transaction; `.1` is the
-//! instance's gateway and tasks get `.2` to `.254`.
+//! `keys::TASK_SUBNETS` in the registration transaction, clear of the
+//! networks its container engine already has; see [`task_subnets`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,16 +39,13 @@ use crate::records::{self, keys, Attempt};
 use crate::tasks::TaskRecord;
 use crate::Ecs;
 
+pub mod task_subnets;
+
+use task_subnets::BlockedSubnets;
+pub use task_subnets::{SubnetPool, TASK_SUBNETS_CIDR};
+
 /// How long a deregistered instance stays describable as INACTIVE.
 pub const DEREGISTERED_INSTANCE_RETENTION_MS: u64 = 60 * 60 * 1000;
-
-/// The range task subnets are cut from: RFC 6598's shared address space,
-/// which no LAN or cloud VPC hands out, so task networks do not shadow routes
-/// the host already has. It holds 16,384 /24s.
-pub const TASK_SUBNETS_CIDR: &str = "100.64.0.0/10";
-/// How many /24 task subnets the pool holds, hence how many instances may
-/// be registered (ACTIVE, DRAINING or not yet forgotten) at once.
-pub const TASK_SUBNETS_MAX: u32 = 16_384;
 
 /// Most instances one Describe call may name, as ECS allows.
 const DESCRIBE_INSTANCES_MAX: usize = 100;
@@ -169,32 +166,7 @@ impl InstanceRecord {
 
     /// The first three octets of the task subnet, e.g. `100.64.3`.
     pub fn subnet_prefix(&self) -> String {
-        subnet_prefix(self.task_subnet_index)
-    }
-}
-
-fn subnet_prefix(index: u32) -> String {
-    format!("100.{}.{}", 64 + index / 256, index % 256)
-}
-
-/// Which task subnets are taken. Written in the same transaction as the
-/// instance that takes or frees one.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SubnetPool {
-    pub in_use: BTreeSet<u32>,
-    /// Where the search for a free subnet starts, so that a freed subnet is
-    /// not handed out again at once.
-    pub next: u32,
-}
-
-impl SubnetPool {
-    fn take(&mut self) -> Option<u32> {
-        let free = (0..TASK_SUBNETS_MAX)
-            .map(|offset| (self.next + offset) % TASK_SUBNETS_MAX)
-            .find(|index| !self.in_use.contains(index))?;
-        self.in_use.insert(free);
-        self.next = (free + 1) % TASK_SUBNETS_MAX;
-        Some(free)
+        task_subnets::subnet_prefix(self.task_subnet_index)
     }
 }
 
@@ -314,7 +286,12 @@ impl Ecs {
         ));
         instance.running_tasks_count = Some(counts.running);
         instance.pending_tasks_count = Some(counts.pending);
-        instance.attachments.get_or_insert_with(Vec::new);
+        // As ECS removes a trunk interface at deregistration.
+        instance.attachments = Some(if record.is_live() {
+            vec![task_subnets::attachment(record)]
+        } else {
+            Vec::new()
+        });
         if !include_tags {
             instance.tags = None;
         }
@@ -345,6 +322,8 @@ impl Ecs {
         }
         let attributes =
             instance_attributes(request.attributes.as_deref().unwrap_or_default(), &identity)?;
+        let engine_subnets =
+            BlockedSubnets::parse(identity.subnets_in_use.as_deref().unwrap_or_default())?;
         let tags = request.tags.clone().unwrap_or_default();
         crate::tags::check_tags(&tags)?;
         let now_ms = self.clock.now_ms();
@@ -385,6 +364,27 @@ impl Ecs {
                         }
                     }
                     record.remaining = remaining;
+                    let mut txn = Txn::new().expect(&key, found.revision);
+                    if engine_subnets.contains(record.task_subnet_index) && addresses.is_empty() {
+                        // Another network of the engine took the subnet
+                        // while the instance's own was missing: move it, as
+                        // no task holds an address there. (With tasks there
+                        // it stays: moving would strand them.)
+                        let pool = records::get::<SubnetPool>(self.store.as_ref(), keys::TASK_SUBNETS)?;
+                        let (mut next_pool, pool_revision) = match pool {
+                            Some(found) => (found.value, found.revision),
+                            None => (SubnetPool::default(), 0),
+                        };
+                        let index = next_pool
+                            .take(&engine_subnets)
+                            .ok_or_else(|| ApiError::client(next_pool.exhausted_message(&engine_subnets)))?;
+                        next_pool.in_use.remove(&record.task_subnet_index);
+                        record.task_subnet_index = index;
+                        record.task_subnet_cidr = task_subnets::subnet_cidr(index);
+                        txn = txn
+                            .expect(keys::TASK_SUBNETS, pool_revision)
+                            .put(keys::TASK_SUBNETS, records::encode(&next_pool));
+                    }
                     record.task_addresses_in_use = addresses;
                     record.instance.registered_resources = Some(registered.clone());
                     record.instance.version_info = request.version_info.clone();
@@ -394,7 +394,7 @@ impl Ecs {
                         record.instance.tags = Some(tags.clone());
                     }
                     record.touch();
-                    let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&record));
+                    let txn = txn.put(&key, records::encode(&record));
                     Ok(Attempt::Commit(txn, record))
                 })
                 .await?
@@ -434,10 +434,8 @@ impl Ecs {
                         Some(found) => (found.value, found.revision),
                         None => (SubnetPool::default(), 0),
                     };
-                    let index = next_pool.take().ok_or_else(|| {
-                        ApiError::client(format!(
-                            "No task subnet is free: {TASK_SUBNETS_MAX} container instances are registered, the most this server holds"
-                        ))
+                    let index = next_pool.take(&engine_subnets).ok_or_else(|| {
+                        ApiError::client(next_pool.exhausted_message(&engine_subnets))
                     })?;
                     let record = InstanceRecord {
                         instance: instance.clone(),
@@ -445,7 +443,7 @@ impl Ecs {
                         instance_id: instance_id.clone(),
                         remaining: base.clone(),
                         task_subnet_index: index,
-                        task_subnet_cidr: format!("{}.0/24", subnet_prefix(index)),
+                        task_subnet_cidr: task_subnets::subnet_cidr(index),
                         task_addresses_in_use: BTreeSet::new(),
                         agent_connection_id: None,
                         agent_seen_at_ms: 0,
@@ -939,6 +937,9 @@ struct IdentityDocument {
     /// (`flotilla agent --capacity-provider`), where EC2 would know the
     /// instance's Auto Scaling group.
     capacity_provider_name: Option<String>,
+    /// Flotilla's own: subnets of the task subnet range that networks of the
+    /// host's container engine already hold, which its task subnet must avoid.
+    subnets_in_use: Option<Vec<String>>,
 }
 
 fn identity_document(text: Option<&str>) -> Result<IdentityDocument, ApiError> {
@@ -1013,3 +1014,6 @@ fn instance_attributes(
     add_default("ecs.os-type", Some(&"linux".to_owned()));
     Ok(attributes)
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,15 +21,16 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
-    StatsOptionsBuilder, StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptions, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptions, StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::{
     BoundPort, ContainerRuntime, ContainerSpec, ContainerState, ContainerStats, Health, Mount,
-    NetworkMode, Protocol, PullPolicy, RegistryAuth, RuntimeError, RuntimeFuture, Status,
+    NetworkInfo, NetworkMode, Protocol, PullPolicy, RegistryAuth, RuntimeError, RuntimeFuture,
+    Status,
 };
 
 /// Where the engine listens on a Linux host.
@@ -65,9 +66,9 @@ const DIGEST_CACHE_CAPACITY: usize = 1024;
 /// The real runtime: one Docker engine on the local socket.
 pub struct DockerRuntime {
     docker: Docker,
-    /// Registry digests by image id, so that inspecting a container does not
-    /// cost a second engine call every time.
-    digests: Mutex<HashMap<String, Option<String>>>,
+    /// Registry digests by image id and repository, so that inspecting a
+    /// container does not cost a second engine call every time.
+    digests: Mutex<HashMap<String, String>>,
     /// Held from looking for a network to creating it. The engine reserves a
     /// new network's subnet before the network can be found by name, so two
     /// concurrent creates of one network (an instance's first awsvpc tasks,
@@ -134,7 +135,12 @@ impl DockerRuntime {
         self.docker.version().await.ok()?.version
     }
 
-    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), RuntimeError> {
+    /// Pulls `image`; returns the digest the engine named for what it pulled.
+    async fn pull(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Option<String>, RuntimeError> {
         let (from_image, tag) = pull_reference(image);
         let mut options = CreateImageOptionsBuilder::new().from_image(&from_image);
         if let Some(tag) = &tag {
@@ -154,21 +160,44 @@ impl DockerRuntime {
         // stream starts (unknown registry host, bad reference) or as an
         // `errorDetail` line inside it (denied, manifest unknown); bollard
         // turns both into stream errors. Progress lines are dropped as they
-        // arrive, so memory stays flat however long the pull runs.
+        // arrive, so memory stays flat however long the pull runs; only the
+        // "Digest: sha256:…" line near the end is kept.
         let stream = self
             .docker
             .create_image(Some(options.build()), None, credentials);
-        let drained = stream.try_for_each(|_progress| async { Ok(()) });
+        let mut pulled_digest = None;
+        let drained = stream.try_for_each(|progress| {
+            if let Some(digest) = progress
+                .status
+                .as_deref()
+                .and_then(|status| status.strip_prefix("Digest: "))
+            {
+                pulled_digest = Some(digest.trim().to_owned());
+            }
+            async { Ok(()) }
+        });
         match tokio::time::timeout(PULL_TIMEOUT, drained).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(pull_error(engine_message(&error))),
-            Err(_) => Err(pull_error(format!(
-                "pull did not finish within {PULL_TIMEOUT:?}"
-            ))),
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(pull_error(engine_message(&error))),
+            Err(_) => {
+                return Err(pull_error(format!(
+                    "pull did not finish within {PULL_TIMEOUT:?}"
+                )))
+            }
+        }
+        match pulled_digest {
+            Some(digest) => Ok(Some(digest)),
+            // An engine that did not say: what it recorded for the repository.
+            None => Ok(self.local_image_digest(image).await?.flatten()),
         }
     }
 
-    async fn image_is_local(&self, image: &str) -> Result<bool, RuntimeError> {
+    /// `None` when `image` is not local; otherwise its registry digest for
+    /// `image`'s repository, if the engine recorded one.
+    async fn local_image_digest(
+        &self,
+        image: &str,
+    ) -> Result<Option<Option<String>>, RuntimeError> {
         match bounded(
             "inspect image",
             REQUEST_TIMEOUT,
@@ -176,17 +205,24 @@ impl DockerRuntime {
         )
         .await?
         {
-            Ok(_) => Ok(true),
-            Err(error) if status_code(&error) == Some(404) => Ok(false),
+            Ok(inspected) => Ok(Some(registry_digest(
+                &inspected.repo_digests.unwrap_or_default(),
+                image,
+            ))),
+            Err(error) if status_code(&error) == Some(404) => Ok(None),
             Err(error) => Err(engine_error("inspect image", error)),
         }
     }
 
-    /// The registry digest (`sha256:…`) of the image a container runs, when
-    /// the image came from a registry; locally built images have none.
-    async fn image_digest(&self, image_id: &str) -> Option<String> {
-        if let Some(cached) = self.lock_digests().get(image_id) {
-            return cached.clone();
+    /// The registry digest (`sha256:…`) of the image a container runs, as
+    /// the engine recorded it for `reference`'s repository, when the image
+    /// came from a registry; locally built images have none. Only found
+    /// digests are cached: an image built here gains one when it is pushed
+    /// or pulled under a registry's name.
+    async fn image_digest(&self, image_id: &str, reference: &str) -> Option<String> {
+        let key = format!("{image_id} {}", repository_of(reference));
+        if let Some(cached) = self.lock_digests().get(&key) {
+            return Some(cached.clone());
         }
         let inspected = bounded(
             "inspect image",
@@ -195,17 +231,7 @@ impl DockerRuntime {
         )
         .await;
         let digest = match inspected {
-            Ok(Ok(image)) => {
-                image
-                    .repo_digests
-                    .unwrap_or_default()
-                    .iter()
-                    .find_map(|repo_digest| {
-                        repo_digest
-                            .split_once('@')
-                            .map(|(_, digest)| digest.to_owned())
-                    })
-            }
+            Ok(Ok(image)) => registry_digest(&image.repo_digests.unwrap_or_default(), reference)?,
             // The image may have been removed under a running container; the
             // digest is informational, so it is simply unknown then.
             _ => return None,
@@ -214,11 +240,11 @@ impl DockerRuntime {
         if digests.len() >= DIGEST_CACHE_CAPACITY {
             digests.clear();
         }
-        digests.insert(image_id.to_owned(), digest.clone());
-        digest
+        digests.insert(key, digest.clone());
+        Some(digest)
     }
 
-    fn lock_digests(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+    fn lock_digests(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         // The map is a cache: a panic while holding it cannot leave it
         // inconsistent in a way that matters, so poisoning is ignored.
         self.digests
@@ -235,8 +261,13 @@ impl DockerRuntime {
         )
         .await?
         .map_err(|error| container_error("inspect container", id, error))?;
+        let reference = inspected
+            .config
+            .as_ref()
+            .and_then(|config| config.image.clone())
+            .unwrap_or_default();
         let digest = match &inspected.image {
-            Some(image_id) => self.image_digest(image_id).await,
+            Some(image_id) => self.image_digest(image_id, &reference).await,
             None => None,
         };
         Ok(container_state(inspected, digest))
@@ -249,19 +280,19 @@ impl ContainerRuntime for DockerRuntime {
         image: &'a str,
         policy: PullPolicy,
         auth: Option<&'a RegistryAuth>,
-    ) -> RuntimeFuture<'a, ()> {
+    ) -> RuntimeFuture<'a, Option<String>> {
         Box::pin(async move {
             match policy {
                 PullPolicy::Always => self.pull(image, auth).await,
                 PullPolicy::IfNotPresent => {
-                    if self.image_is_local(image).await? {
-                        return Ok(());
+                    if let Some(digest) = self.local_image_digest(image).await? {
+                        return Ok(digest);
                     }
                     self.pull(image, auth).await
                 }
                 PullPolicy::Never => {
-                    if self.image_is_local(image).await? {
-                        return Ok(());
+                    if let Some(digest) = self.local_image_digest(image).await? {
+                        return Ok(digest);
                     }
                     Err(RuntimeError::Pull {
                         image: image.to_owned(),
@@ -470,8 +501,59 @@ impl ContainerRuntime for DockerRuntime {
                     if self.network_subnets(name).await?.is_some() {
                         return Ok(());
                     }
+                    if is_pool_overlap(&error) {
+                        return Err(RuntimeError::SubnetInUse {
+                            network: name.to_owned(),
+                            subnet_cidr: subnet_cidr.to_owned(),
+                            reason: engine_message(&error),
+                        });
+                    }
                     Err(engine_error("create network", error))
                 }
+            }
+        })
+    }
+
+    fn list_networks(&self) -> RuntimeFuture<'_, Vec<NetworkInfo>> {
+        Box::pin(async move {
+            let networks = bounded(
+                "list networks",
+                REQUEST_TIMEOUT,
+                self.docker.list_networks(None::<ListNetworksOptions>),
+            )
+            .await?
+            .map_err(|error| engine_error("list networks", error))?;
+            Ok(networks
+                .into_iter()
+                .take(crate::NETWORKS_LISTED_MAX)
+                .map(|network| NetworkInfo {
+                    name: network.name.unwrap_or_default(),
+                    ipv4_subnets: network
+                        .ipam
+                        .and_then(|ipam| ipam.config)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|config| config.subnet)
+                        // IPv6 subnets cannot overlap an IPv4 one.
+                        .filter(|subnet| !subnet.contains(':'))
+                        .collect(),
+                })
+                .collect())
+        })
+    }
+
+    fn remove_network<'a>(&'a self, name: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            match bounded(
+                "remove network",
+                REQUEST_TIMEOUT,
+                self.docker.remove_network(name),
+            )
+            .await?
+            {
+                Ok(()) => Ok(()),
+                Err(error) if status_code(&error) == Some(404) => Ok(()),
+                Err(error) => Err(engine_error("remove network", error)),
             }
         })
     }
@@ -602,11 +684,56 @@ fn engine_error(operation: &'static str, error: BollardError) -> RuntimeError {
     }
 }
 
+/// Whether the engine refused a network because another one holds
+/// addresses of its subnet. Docker answers 403 "Pool overlaps with other
+/// one on this address space" (with an "invalid pool request: " prefix in
+/// later versions).
+fn is_pool_overlap(error: &BollardError) -> bool {
+    engine_message(error).contains("Pool overlaps")
+}
+
 fn container_error(operation: &'static str, id: &str, error: BollardError) -> RuntimeError {
     if status_code(&error) == Some(404) {
         return RuntimeError::NoSuchContainer { id: id.to_owned() };
     }
     engine_error(operation, error)
+}
+
+/// The repository of an image reference as the engine names it in an
+/// image's `RepoDigests`: no tag, no digest, and Docker Hub's default
+/// registry and `library/` namespace left out (`nginx`, `localhost:8440/team/web`).
+fn repository_of(reference: &str) -> &str {
+    let without_digest = reference
+        .split_once('@')
+        .map_or(reference, |(name, _)| name);
+    let name_start = without_digest.rfind('/').map_or(0, |slash| slash + 1);
+    let without_tag = match without_digest[name_start..].rfind(':') {
+        Some(colon) => &without_digest[..name_start + colon],
+        None => without_digest,
+    };
+    let without_registry = ["docker.io/", "index.docker.io/"]
+        .iter()
+        .find_map(|registry| without_tag.strip_prefix(registry))
+        .unwrap_or(without_tag);
+    without_registry
+        .strip_prefix("library/")
+        .unwrap_or(without_registry)
+}
+
+/// The digest in `repo_digests` (`repository@sha256:…` entries) for
+/// `reference`: the one it names itself, else its repository's. An image
+/// known to a registry only under another repository's name has none under
+/// this one.
+fn registry_digest(repo_digests: &[String], reference: &str) -> Option<String> {
+    if let Some((_, digest)) = reference.split_once('@') {
+        return Some(digest.to_owned());
+    }
+    let repository = repository_of(reference);
+    repo_digests
+        .iter()
+        .filter_map(|entry| entry.split_once('@'))
+        .find(|(name, _)| repository_of(name) == repository)
+        .map(|(_, digest)| digest.to_owned())
 }
 
 /// Splits an image reference into the engine's `fromImage` and `tag`
@@ -1044,6 +1171,39 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(parse_rfc3339_ms(text), *expected, "{text}");
         }
+    }
+
+    #[test]
+    fn finds_the_registry_digest_of_a_reference() {
+        let digests = [
+            "flotilla-test/busybox@sha256:aaa".to_owned(),
+            "localhost:8440/team/web@sha256:bbb".to_owned(),
+            "nginx@sha256:ccc".to_owned(),
+        ];
+        let cases: &[(&str, Option<&str>)] = &[
+            ("localhost:8440/team/web:v1", Some("sha256:bbb")),
+            ("localhost:8440/team/web", Some("sha256:bbb")),
+            ("nginx", Some("sha256:ccc")),
+            ("nginx:1.27", Some("sha256:ccc")),
+            ("docker.io/library/nginx:latest", Some("sha256:ccc")),
+            ("localhost:8440/team/web@sha256:ddd", Some("sha256:ddd")),
+            // Pushed or pulled under another name only.
+            ("web:latest", None),
+        ];
+        for (reference, expected) in cases {
+            assert_eq!(
+                registry_digest(&digests, reference).as_deref(),
+                *expected,
+                "{reference}"
+            );
+        }
+        assert_eq!(registry_digest(&[], "web:latest"), None);
+        assert_eq!(
+            repository_of("localhost:8440/team/web:v1"),
+            "localhost:8440/team/web"
+        );
+        assert_eq!(repository_of("localhost:8440/web"), "localhost:8440/web");
+        assert_eq!(repository_of("index.docker.io/library/busybox"), "busybox");
     }
 
     #[test]

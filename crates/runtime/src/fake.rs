@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use crate::{
     BoundPort, ContainerRuntime, ContainerSpec, ContainerState, ContainerStats, Health, Mount,
-    NetworkMode, Protocol, PullPolicy, RegistryAuth, RuntimeError, RuntimeFuture, Status,
+    NetworkInfo, NetworkMode, Protocol, PullPolicy, RegistryAuth, RuntimeError, RuntimeFuture,
+    Status,
 };
 
 /// How long after start a `sim/exit:CODE` or `sim/oom` container exits,
@@ -132,6 +133,10 @@ pub enum FakeCall {
     EnsureNetwork {
         name: String,
         subnet_cidr: String,
+    },
+    ListNetworks,
+    RemoveNetwork {
+        name: String,
     },
     EnsureVolume {
         name: String,
@@ -332,7 +337,7 @@ impl FakeRuntime {
         image: &str,
         policy: PullPolicy,
         auth: Option<&RegistryAuth>,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Option<String>, RuntimeError> {
         let (mut state, _) = self.begin(FakeCall::Pull {
             image: image.to_owned(),
             policy,
@@ -345,7 +350,9 @@ impl FakeRuntime {
             reason,
         };
         match policy {
-            PullPolicy::IfNotPresent | PullPolicy::Never if is_local => return Ok(()),
+            PullPolicy::IfNotPresent | PullPolicy::Never if is_local => {
+                return Ok(Some(fake_digest(&normalized)))
+            }
             PullPolicy::Never => {
                 return Err(pull_error(
                     "image is not present locally and the pull policy forbids pulling".to_owned(),
@@ -360,8 +367,9 @@ impl FakeRuntime {
             )));
         }
         behaviour(image).map_err(pull_error)?;
+        let digest = fake_digest(&normalized);
         state.local_images.insert(normalized);
-        Ok(())
+        Ok(Some(digest))
     }
 
     fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
@@ -670,11 +678,47 @@ impl FakeRuntime {
             .values()
             .any(|existing| existing.overlaps(&network))
         {
-            return Err(refuse(
-                "Pool overlaps with other one on this address space".to_owned(),
-            ));
+            return Err(RuntimeError::SubnetInUse {
+                network: name.to_owned(),
+                subnet_cidr: subnet_cidr.to_owned(),
+                reason: "Pool overlaps with other one on this address space".to_owned(),
+            });
         }
         state.networks.insert(name.to_owned(), network);
+        Ok(())
+    }
+
+    fn network_infos(&self) -> Result<Vec<NetworkInfo>, RuntimeError> {
+        let (state, _) = self.begin(FakeCall::ListNetworks)?;
+        Ok(state
+            .networks
+            .iter()
+            .take(crate::NETWORKS_LISTED_MAX)
+            .map(|(name, network)| NetworkInfo {
+                name: name.clone(),
+                ipv4_subnets: vec![network.cidr()],
+            })
+            .collect())
+    }
+
+    fn delete_network(&self, name: &str) -> Result<(), RuntimeError> {
+        let (mut state, _) = self.begin(FakeCall::RemoveNetwork {
+            name: name.to_owned(),
+        })?;
+        let in_use = state
+            .containers
+            .values()
+            .any(|container| container.ip_addresses.contains_key(name));
+        if in_use {
+            // The engine's own refusal for a network with running containers.
+            return Err(RuntimeError::Engine {
+                operation: "remove network",
+                reason: format!(
+                    "error while removing network: network {name} has active endpoints"
+                ),
+            });
+        }
+        state.networks.remove(name);
         Ok(())
     }
 
@@ -890,6 +934,10 @@ impl FakeNetwork {
         })
     }
 
+    fn cidr(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(self.network), self.prefix_len)
+    }
+
     fn overlaps(&self, other: &FakeNetwork) -> bool {
         let shorter = self.prefix_len.min(other.prefix_len);
         let mask = u32::MAX << (32 - shorter);
@@ -963,7 +1011,7 @@ impl ContainerRuntime for FakeRuntime {
         image: &'a str,
         policy: PullPolicy,
         auth: Option<&'a RegistryAuth>,
-    ) -> RuntimeFuture<'a, ()> {
+    ) -> RuntimeFuture<'a, Option<String>> {
         Box::pin(async move { self.pull(image, policy, auth) })
     }
 
@@ -1005,6 +1053,14 @@ impl ContainerRuntime for FakeRuntime {
 
     fn ensure_network<'a>(&'a self, name: &'a str, subnet_cidr: &'a str) -> RuntimeFuture<'a, ()> {
         Box::pin(async move { self.create_network_if_missing(name, subnet_cidr) })
+    }
+
+    fn list_networks(&self) -> RuntimeFuture<'_, Vec<NetworkInfo>> {
+        Box::pin(async move { self.network_infos() })
+    }
+
+    fn remove_network<'a>(&'a self, name: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move { self.delete_network(name) })
     }
 
     fn ensure_volume<'a>(
@@ -1305,7 +1361,7 @@ mod tests {
             .expect("idempotent");
         let overlap = runtime.ensure_network("other", "10.9.0.128/25").await;
         assert!(
-            matches!(&overlap, Err(RuntimeError::Engine { reason, .. }) if reason.contains("overlaps"))
+            matches!(&overlap, Err(RuntimeError::SubnetInUse { reason, .. }) if reason.contains("overlaps"))
         );
         let invalid = runtime.ensure_network("bad", "10.9.1.0").await;
         assert!(matches!(invalid, Err(RuntimeError::Engine { .. })));
@@ -1363,6 +1419,53 @@ mod tests {
             runtime.networks(),
             vec!["bridge".to_owned(), "tasks".to_owned()]
         );
+    }
+
+    #[tokio::test]
+    async fn networks_are_listed_with_their_subnets_and_removed_when_unused() {
+        let (runtime, _) = host();
+        runtime
+            .ensure_network("tasks", "10.9.0.0/24")
+            .await
+            .expect("network");
+        let listed = runtime.list_networks().await.expect("list");
+        assert_eq!(
+            listed,
+            vec![
+                NetworkInfo {
+                    name: "bridge".into(),
+                    ipv4_subnets: vec!["172.17.0.0/16".into()]
+                },
+                NetworkInfo {
+                    name: "tasks".into(),
+                    ipv4_subnets: vec!["10.9.0.0/24".into()]
+                },
+            ]
+        );
+        let on_tasks = ContainerSpec {
+            network_mode: Some(NetworkMode::Network {
+                name: "tasks".into(),
+                ipv4_address: None,
+            }),
+            ..spec("on-tasks", "app")
+        };
+        let id = run(&runtime, &on_tasks).await.expect("run");
+        let busy = runtime.remove_network("tasks").await;
+        assert!(
+            matches!(&busy, Err(RuntimeError::Engine { reason, .. }) if reason.contains("active endpoints"))
+        );
+        runtime
+            .stop_container(&id, Duration::from_secs(1))
+            .await
+            .expect("stop");
+        runtime.remove_network("tasks").await.expect("removed");
+        runtime.remove_network("tasks").await.expect("already gone");
+        assert_eq!(runtime.networks(), vec!["bridge".to_owned()]);
+        // Its subnet is free again.
+        runtime
+            .ensure_network("again", "10.9.0.0/24")
+            .await
+            .expect("network");
     }
 
     #[tokio::test]

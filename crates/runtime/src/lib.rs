@@ -22,6 +22,10 @@ pub mod testing;
 pub use docker::{DockerRuntime, DEFAULT_SOCKET_PATH};
 pub use fake::{Clock, FakeCall, FakeRuntime, ManualClock};
 
+/// Most networks [`ContainerRuntime::list_networks`] returns: an engine has
+/// a handful, and this only guards the caller's memory against a strange one.
+pub const NETWORKS_LISTED_MAX: usize = 4096;
+
 pub type RuntimeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RuntimeError>> + Send + 'a>>;
 
 /// Labels every container Flotilla creates carries, so that an agent can find
@@ -49,6 +53,14 @@ pub enum RuntimeError {
     },
     #[error("container engine unreachable: {reason}")]
     Unavailable { reason: String },
+    /// A network could not be made because another network of the engine
+    /// already holds addresses of its subnet.
+    #[error("cannot create network {network}: subnet {subnet_cidr} overlaps a network the engine already has ({reason})")]
+    SubnetInUse {
+        network: String,
+        subnet_cidr: String,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,6 +239,14 @@ pub struct ContainerState {
     pub error: Option<String>,
 }
 
+/// A network of the engine, as [`ContainerRuntime::list_networks`] tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub name: String,
+    /// Its IPv4 subnets in CIDR form, e.g. `172.17.0.0/16`.
+    pub ipv4_subnets: Vec<String>,
+}
+
 /// Resource usage of a running container, as the task metadata endpoint reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerStats {
@@ -241,13 +261,16 @@ pub struct ContainerStats {
 /// The narrow interface the agent drives. Every call is bounded in time by
 /// the implementation; none blocks the caller's thread.
 pub trait ContainerRuntime: Send + Sync + 'static {
-    /// Makes `image` available locally according to `policy`.
+    /// Makes `image` available locally according to `policy`. Returns the
+    /// registry digest (`sha256:…`) of the image as pulled or, when a local
+    /// copy was used, as the engine recorded it for `image`'s repository;
+    /// `None` for an image built locally and never pushed or pulled.
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
         policy: PullPolicy,
         auth: Option<&'a RegistryAuth>,
-    ) -> RuntimeFuture<'a, ()>;
+    ) -> RuntimeFuture<'a, Option<String>>;
     /// Creates (does not start) a container; returns its id.
     fn create_container<'a>(&'a self, spec: &'a ContainerSpec) -> RuntimeFuture<'a, String>;
     fn start_container<'a>(&'a self, id: &'a str) -> RuntimeFuture<'a, ()>;
@@ -262,7 +285,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> RuntimeFuture<'a, Vec<ContainerState>>;
     fn container_stats<'a>(&'a self, id: &'a str) -> RuntimeFuture<'a, ContainerStats>;
     /// Creates a bridge network with its own subnet if it does not exist yet.
+    /// [`RuntimeError::SubnetInUse`] when another network holds addresses of
+    /// the subnet.
     fn ensure_network<'a>(&'a self, name: &'a str, subnet_cidr: &'a str) -> RuntimeFuture<'a, ()>;
+    /// Every network of the engine with its IPv4 subnets, at most
+    /// [`NETWORKS_LISTED_MAX`].
+    fn list_networks(&self) -> RuntimeFuture<'_, Vec<NetworkInfo>>;
+    /// Removes a network; one that does not exist is already removed.
+    fn remove_network<'a>(&'a self, name: &'a str) -> RuntimeFuture<'a, ()>;
     /// Creates a named volume if it does not exist yet.
     fn ensure_volume<'a>(
         &'a self,

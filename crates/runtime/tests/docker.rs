@@ -488,12 +488,14 @@ async fn pulls_fail_with_the_engines_reason() {
         matches!(if_not_present, Err(RuntimeError::Pull { .. })),
         "{if_not_present:?}"
     );
-    // The local image satisfies both policies without touching a registry.
-    harness
+    // The local image satisfies both policies without touching a registry;
+    // built here, it has no registry digest.
+    let digest = harness
         .runtime
         .pull_image(TEST_IMAGE, PullPolicy::IfNotPresent, None)
         .await
         .expect("local image");
+    assert_eq!(digest, None);
     harness
         .runtime
         .pull_image(TEST_IMAGE, PullPolicy::Never, None)
@@ -573,17 +575,40 @@ async fn network_with_fixed_address_and_a_joined_namespace() {
                 subnet_octet = Some(octet);
                 break;
             }
-            Err(RuntimeError::Engine { reason, .. }) if reason.contains("overlap") => continue,
+            Err(RuntimeError::SubnetInUse { .. }) => continue,
             Err(error) => panic!("ensure network: {error}"),
         }
     }
     let octet = subnet_octet.expect("a free subnet");
     let address = format!("10.199.{octet}.10");
+    let subnet = format!("10.199.{octet}.0/24");
     harness
         .runtime
-        .ensure_network(&network, &format!("10.199.{octet}.0/24"))
+        .ensure_network(&network, &subnet)
         .await
         .expect("idempotent");
+    let listed = harness.runtime.list_networks().await.expect("list");
+    let mine = listed
+        .iter()
+        .find(|info| info.name == network)
+        .expect("the new network is listed");
+    assert_eq!(mine.ipv4_subnets, std::slice::from_ref(&subnet));
+    assert!(
+        listed
+            .iter()
+            .any(|info| info.name == "bridge" && !info.ipv4_subnets.is_empty()),
+        "{listed:?}"
+    );
+    // Another network cannot take addresses the first one holds.
+    let overlapping = format!("{}-overlap", harness.run);
+    let refused = harness
+        .runtime
+        .ensure_network(&overlapping, &format!("10.199.{octet}.128/25"))
+        .await;
+    assert!(
+        matches!(&refused, Err(RuntimeError::SubnetInUse { network, .. }) if *network == overlapping),
+        "{refused:?}"
+    );
 
     let server = ContainerSpec {
         network_mode: Some(NetworkMode::Network {
@@ -641,6 +666,25 @@ async fn network_with_fixed_address_and_a_joined_namespace() {
         .await
         .expect("inspect");
     assert!(state.ip_addresses.is_empty(), "{state:?}");
+
+    for id in [&joined, &neighbour, &server] {
+        harness.runtime.remove_container(id).await.expect("remove");
+    }
+    harness
+        .runtime
+        .remove_network(&network)
+        .await
+        .expect("remove network");
+    harness
+        .runtime
+        .remove_network(&network)
+        .await
+        .expect("a removed network is already removed");
+    let listed = harness.runtime.list_networks().await.expect("list");
+    assert!(
+        !listed.iter().any(|info| info.name == network),
+        "{listed:?}"
+    );
 }
 
 /// An instance's first awsvpc tasks start together, and each makes sure the

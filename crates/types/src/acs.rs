@@ -89,6 +89,27 @@ pub mod conventions {
     /// Attribute an agent registers with when it runs with `--external`; only
     /// such instances take launch type EXTERNAL tasks, and only they.
     pub const EXTERNAL_ATTRIBUTE: &str = "ecs.capability.external";
+    /// The range instances' awsvpc task subnets (one /24 each) are cut from:
+    /// RFC 6598's shared address space, which no LAN or cloud VPC hands out.
+    pub const TASK_SUBNETS_CIDR: &str = "100.64.0.0/10";
+    /// Member of the instance identity document in which an agent lists
+    /// the subnets of [`TASK_SUBNETS_CIDR`] its container engine's networks
+    /// already hold (other than the instance's own task network), so that the
+    /// control plane gives the instance a task subnet clear of them.
+    pub const SUBNETS_IN_USE_MEMBER: &str = "subnetsInUse";
+    /// Most entries of [`SUBNETS_IN_USE_MEMBER`] a registration may carry.
+    pub const SUBNETS_IN_USE_MAX: usize = 256;
+    /// Type of the container-instance attachment that describes the
+    /// instance's task subnet: ECS's trunk network interface, which awsvpc
+    /// tasks hang off. [`TASK_SUBNET_CIDR_DETAIL`] names its subnet.
+    pub const TASK_SUBNET_ATTACHMENT_TYPE: &str = "ElasticNetworkInterface";
+    /// Detail of that attachment whose value is the task subnet in CIDR form.
+    pub const TASK_SUBNET_CIDR_DETAIL: &str = "subnetCidrBlock";
+    /// Name of an instance's task network on its host, from its EC2-style
+    /// instance id.
+    pub fn task_network_name(instance_id: &str) -> String {
+        format!("flotilla-awsvpc-{instance_id}")
+    }
     /// A STOPPED task-state reason starting with this maps to stop code
     /// EssentialContainerExited.
     pub const ESSENTIAL_EXITED_REASON: &str = "Essential container in task exited";

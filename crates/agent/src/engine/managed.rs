@@ -433,10 +433,15 @@ impl ManagedTask {
         let now_ms = self.context.clock.now_ms();
         self.record.pull_stopped_at_ms = Some(now_ms);
         match result {
-            Ok(()) => {
+            Ok(digest) => {
                 self.unavailable_failures = 0;
                 let container = &mut self.record.containers[index];
                 container.pulled_at_ms = Some(now_ms);
+                // What was pulled is what the container runs; the engine's
+                // inspection only fills it in when the pull did not say.
+                if digest.is_some() {
+                    container.image_digest = digest;
+                }
                 container.transition(ContainerStatus::Pulled);
             }
             Err(error) => {
@@ -866,7 +871,7 @@ async fn pull_with(
     image: &str,
     behavior: PullBehavior,
     auth: Option<&flotilla_runtime::RegistryAuth>,
-) -> Result<(), RuntimeError> {
+) -> Result<Option<String>, RuntimeError> {
     match behavior {
         PullBehavior::Always => runtime.pull_image(image, PullPolicy::Always, auth).await,
         PullBehavior::Once | PullBehavior::PreferCached => {
@@ -875,13 +880,13 @@ async fn pull_with(
                 .await
         }
         PullBehavior::Default => match runtime.pull_image(image, PullPolicy::Always, auth).await {
-            Ok(()) => Ok(()),
+            Ok(digest) => Ok(digest),
             Err(error @ RuntimeError::Pull { .. }) => {
                 // ECS's default: a failed pull falls back to a cached image.
                 match runtime.pull_image(image, PullPolicy::Never, None).await {
-                    Ok(()) => {
+                    Ok(digest) => {
                         tracing::info!(%image, %error, "pull failed; using the local image");
-                        Ok(())
+                        Ok(digest)
                     }
                     Err(_) => Err(error),
                 }

@@ -167,7 +167,7 @@ pub struct EngineParts {
 impl EngineContext {
     /// The engine network awsvpc tasks of this instance join.
     pub fn task_network_name(&self) -> String {
-        format!("flotilla-awsvpc-{}", self.instance_id)
+        flotilla_types::acs::conventions::task_network_name(&self.instance_id)
     }
 
     /// Takes the leftover container of `task_arn`'s `container`, if one was

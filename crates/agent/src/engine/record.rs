@@ -228,7 +228,9 @@ impl ContainerRecord {
     /// only, so a stale answer never undoes what the agent already knows.
     pub fn observe(&mut self, state: &ContainerState, now_ms: u64) {
         self.runtime_id = Some(state.id.clone());
-        if state.image_digest.is_some() {
+        // The digest the pull named stays: it is what the container was made
+        // from, while the engine's record of the tag may have moved since.
+        if self.image_digest.is_none() {
             self.image_digest.clone_from(&state.image_digest);
         }
         self.health = Health::from_runtime(state.health);
