@@ -8,6 +8,8 @@
 //! read here; the only I/O is the store's own directory.
 
 #![forbid(unsafe_code)]
+// Tests may unwrap: a panic is their failure report.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod aggregate;
 pub mod alarm;

@@ -1,5 +1,6 @@
 //! The store through its public interface: ingest, GetMetricStatistics,
 //! ListMetrics, durability across a reopen, checkpoints and rollups.
+#![allow(clippy::unwrap_used)]
 
 use flotilla_metrics::put::{check_put_metric_data, MetricDatumInput, PutMetricDataInput};
 use flotilla_metrics::query::{
