@@ -19,7 +19,7 @@ pub const DATAPOINTS_DEFAULT: usize = 100_800;
 /// Time series one SEARCH may return.
 pub const SEARCH_RESULTS_MAX: usize = 500;
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MetricStat {
     pub namespace: String,
     pub metric_name: String,
@@ -29,7 +29,7 @@ pub struct MetricStat {
     pub unit: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MetricDataQuery {
     pub id: String,
     pub metric_stat: Option<MetricStat>,
