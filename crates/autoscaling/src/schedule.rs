@@ -121,9 +121,11 @@ fn parse_rate(text: &str) -> Result<Schedule, String> {
         ("minute", true) | ("minutes", false) => 60_000,
         ("hour", true) | ("hours", false) => 3_600_000,
         ("day", true) | ("days", false) => 86_400_000,
-        (other, _) => return Err(format!(
+        (other, _) => {
+            return Err(format!(
             "unit {other} is not minute(s), hour(s) or day(s) (singular for 1, plural otherwise)"
-        )),
+        ))
+        }
     };
     value
         .checked_mul(unit_ms)
