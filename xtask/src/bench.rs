@@ -35,6 +35,7 @@ use serde_json::json;
 
 mod histogram;
 mod load;
+mod metrics;
 mod placement;
 mod registry;
 mod runtask;
@@ -234,6 +235,7 @@ enum Bench {
     RunTask(runtask::Options),
     Registry(registry::Options),
     Services(services::Options),
+    Metrics(metrics::Options),
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -244,18 +246,20 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("runtask") => Bench::RunTask(runtask::Options::parse(&args[1..])?),
         Some("registry") => Bench::Registry(registry::Options::parse(&args[1..])?),
         Some("services") => Bench::Services(services::Options::parse(&args[1..])?),
+        Some("metrics") => Bench::Metrics(metrics::Options::parse(&args[1..])?),
         _ => bail!(
-            "{USAGE}\n{}\n{}\n{}\n{}\n{}",
+            "{USAGE}\n{}\n{}\n{}\n{}\n{}\n{}",
             tasks::USAGE,
             placement::USAGE,
             runtask::USAGE,
             registry::USAGE,
-            services::USAGE
+            services::USAGE,
+            metrics::USAGE
         ),
     };
     // The placement benchmark runs in this process: it needs no server binary.
     let packages: &[&str] = match bench {
-        Bench::Placement(_) => &["-p", "xtask"],
+        Bench::Placement(_) | Bench::Metrics(_) => &["-p", "xtask"],
         _ => &["-p", "flotilla", "-p", "xtask"],
     };
     let root = crate::root();
@@ -286,6 +290,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Bench::RunTask(options) => runtask::run(&target_dir, &options),
         Bench::Registry(options) => registry::run(&root, &target_dir, &options),
         Bench::Services(options) => services::run(&target_dir, &options),
+        Bench::Metrics(options) => metrics::run(&options),
     }
 }
 

@@ -1,0 +1,348 @@
+//! `cargo xtask bench metrics [--minutes N]`: the metrics store in process.
+//!
+//! ```text
+//! ingest      PutMetricData batches of 1,000 datapoints, fsync every put and every second
+//! query       10,000 series × a day of minutes; GetMetricData, 20 calls of 500 MetricStats
+//! alarms      1,000 alarms evaluated over one minute's data
+//! tasks       10,000 tasks (1,000 hosts × 10) sampled every 10 s for N virtual minutes:
+//!             CPU seconds per virtual second (share of a core) and resident memory
+//! ```
+//!
+//! No peer runs beside it: Debian's `prometheus` takes remote-write (snappy
+//! protobuf, which xtask cannot encode without new dependencies) or
+//! OpenMetrics backfill through promtool (an offline block builder, not an
+//! ingest path), so the figures are absolute, next to the targets (10% of a
+//! core, 100 MiB, 50 ms).
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use flotilla_metrics::alarm::{check_put_metric_alarm, evaluate, AlarmStatus, PutMetricAlarmInput};
+use flotilla_metrics::metric_data::{
+    get_metric_data, GetMetricDataInput, MetricDataQuery, MetricStat,
+};
+use flotilla_metrics::put::{check_put_metric_data, MetricDatumInput, PutMetricDataInput};
+use flotilla_metrics::store::{Durability, MetricStore, StoreLimits};
+use flotilla_metrics::Dimension;
+use serde_json::json;
+
+pub const USAGE: &str = "usage: cargo xtask bench metrics [--minutes N]";
+const T0: i64 = 1_717_372_800_000;
+const MINUTE: i64 = 60_000;
+const MINUTES_MAX: i64 = 1_440;
+
+pub struct Options {
+    minutes: i64,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Options { minutes: 30 };
+        let mut rest = args.iter();
+        while let Some(flag) = rest.next() {
+            let value = rest
+                .next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+            match flag.as_str() {
+                "--minutes" => options.minutes = super::bounded(flag, value, 1, MINUTES_MAX)?,
+                _ => bail!("unknown option {flag}\n{USAGE}"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn datum(name: &str, dims: &[(&str, String)], at_ms: i64, value: f64) -> MetricDatumInput {
+    MetricDatumInput {
+        metric_name: name.into(),
+        dimensions: dims
+            .iter()
+            .map(|(n, v)| Dimension::new(*n, v.clone()))
+            .collect(),
+        timestamp_ms: Some(at_ms),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+fn put(
+    store: &mut MetricStore,
+    namespace: &str,
+    data: Vec<MetricDatumInput>,
+    now: i64,
+) -> Result<()> {
+    let request = PutMetricDataInput {
+        namespace: namespace.into(),
+        metric_data: data,
+    };
+    let datums =
+        check_put_metric_data(&request, now, true).map_err(|e| anyhow::anyhow!(e.message))?;
+    store
+        .put(&datums, now)
+        .map_err(|e| anyhow::anyhow!(e.message))
+}
+
+fn self_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
+}
+
+fn ingest(durability: Durability, label: &str) -> Result<()> {
+    let dir = tempdir()?;
+    let mut store = MetricStore::open(&dir, durability, StoreLimits::default(), T0)?;
+    let batches = 200;
+    let started = Instant::now();
+    for batch in 0..batches {
+        let now = T0 + batch * 1_000;
+        let data = (0..1_000)
+            .map(|i| {
+                datum(
+                    "Latency",
+                    &[("Service", format!("svc-{}", i % 100))],
+                    now,
+                    (i % 97) as f64,
+                )
+            })
+            .collect();
+        put(&mut store, "Bench", data, now)?;
+        store.tick(now)?;
+    }
+    store.commit(T0 + batches * 1_000)?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "metrics", "case": "ingest", "durability": label, "datapoints": batches * 1_000, "datapoints_per_sec": (batches as f64 * 1_000.0 / seconds).round(), "peer": null})
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempdir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("flotilla-bench-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn query() -> Result<()> {
+    let mut store = MetricStore::in_memory(StoreLimits::default());
+    let now = T0 + 1_440 * MINUTE;
+    let started = Instant::now();
+    for minute in 0..1_440 {
+        for chunk in 0..10 {
+            let data = (0..1_000)
+                .map(|i| {
+                    datum(
+                        "CPUUtilization",
+                        &[("ServiceName", format!("svc-{}", chunk * 1_000 + i))],
+                        T0 + minute * MINUTE,
+                        ((minute + i) % 100) as f64,
+                    )
+                })
+                .collect();
+            put(&mut store, "Bench", data, now)?;
+        }
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut points = 0usize;
+    for call in 0..20 {
+        let queries = (0..500)
+            .map(|i| MetricDataQuery {
+                id: format!("m{i}"),
+                metric_stat: Some(MetricStat {
+                    namespace: "Bench".into(),
+                    metric_name: "CPUUtilization".into(),
+                    dimensions: vec![Dimension::new(
+                        "ServiceName",
+                        format!("svc-{}", call * 500 + i),
+                    )],
+                    period_s: 300,
+                    stat: "Average".into(),
+                    unit: None,
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let input = GetMetricDataInput {
+            queries,
+            start_time_ms: T0,
+            end_time_ms: now,
+            ..Default::default()
+        };
+        let output =
+            get_metric_data(&store, &input, now).map_err(|e| anyhow::anyhow!(e.message))?;
+        points += output.results.iter().map(|r| r.values.len()).sum::<usize>();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "metrics", "case": "get_metric_data", "series": 10_000, "points_per_series": 1_440, "load_datapoints_per_sec": (14_400_000.0 / load_seconds).round(), "calls": 20, "datapoints_returned": points, "seconds": (seconds * 1000.0).round() / 1000.0, "peer": null})
+    );
+    Ok(())
+}
+
+fn alarms() -> Result<()> {
+    let mut store = MetricStore::in_memory(StoreLimits::default());
+    let mut definitions = Vec::new();
+    for service in 0..1_000 {
+        let dims = [
+            ("ClusterName", "prod".to_string()),
+            ("ServiceName", format!("svc-{service}")),
+        ];
+        let data = (0..20)
+            .map(|m| {
+                datum(
+                    "CPUUtilization",
+                    &dims,
+                    T0 + m * MINUTE,
+                    (service % 100) as f64,
+                )
+            })
+            .collect();
+        put(&mut store, "AWS/ECS", data, T0 + 20 * MINUTE)?;
+        let input = PutMetricAlarmInput {
+            alarm_name: format!("a{service}"),
+            metric_name: Some("CPUUtilization".into()),
+            namespace: Some("AWS/ECS".into()),
+            statistic: Some("Average".into()),
+            dimensions: dims
+                .iter()
+                .map(|(n, v)| Dimension::new(*n, v.clone()))
+                .collect(),
+            period_s: Some(60),
+            evaluation_periods: Some(if service % 2 == 0 { 3 } else { 15 }),
+            threshold: Some(70.0),
+            comparison_operator: Some("GreaterThanThreshold".into()),
+            ..Default::default()
+        };
+        definitions
+            .push(check_put_metric_alarm(&input, "arn").map_err(|e| anyhow::anyhow!(e.message))?);
+    }
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let started = Instant::now();
+        for definition in &definitions {
+            evaluate(
+                definition,
+                &AlarmStatus::created(T0),
+                &store,
+                T0 + 20 * MINUTE,
+            )
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        }
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    println!(
+        "{}",
+        json!({"bench": "metrics", "case": "alarms", "alarms": 1_000, "milliseconds": (best * 1e5).round() / 100.0, "target_milliseconds": 50, "peer": null})
+    );
+    Ok(())
+}
+
+/// 10,000 tasks on 1,000 hosts, one batch per host every 10 s: per task,
+/// AWS/ECS CPU and memory by service and by cluster, and Container
+/// Insights' CpuUtilized, MemoryUtilized, NetworkRxBytes, NetworkTxBytes
+/// by service, family and cluster (16 datapoints per task sample).
+fn tasks(minutes: i64) -> Result<()> {
+    let dir = tempdir()?;
+    let mut store = MetricStore::open(
+        &dir,
+        Durability::IntervalMs(1_000),
+        StoreLimits::default(),
+        T0,
+    )?;
+    let cpu_before = super::servers::cpu_seconds("self").unwrap_or(0.0);
+    let started = Instant::now();
+    let intervals = minutes * 6;
+    let mut datapoints = 0u64;
+    for interval in 0..intervals {
+        let now = T0 + interval * 10_000;
+        for host in 0..1_000 {
+            let mut data = Vec::with_capacity(160);
+            for slot in 0..10 {
+                let task = host * 10 + slot;
+                let cluster = format!("c{}", task % 10);
+                let service = format!("s{}", task % 100);
+                let value = ((task + interval) % 100) as f64;
+                for (metric, dims) in [
+                    (
+                        "CPUUtilization",
+                        vec![
+                            ("ClusterName", cluster.clone()),
+                            ("ServiceName", service.clone()),
+                        ],
+                    ),
+                    (
+                        "MemoryUtilization",
+                        vec![
+                            ("ClusterName", cluster.clone()),
+                            ("ServiceName", service.clone()),
+                        ],
+                    ),
+                    ("CPUUtilization", vec![("ClusterName", cluster.clone())]),
+                    ("MemoryUtilization", vec![("ClusterName", cluster.clone())]),
+                ] {
+                    data.push(datum(metric, &dims, now, value));
+                }
+                if data.len() >= 40 {
+                    datapoints += data.len() as u64;
+                    put(&mut store, "AWS/ECS", std::mem::take(&mut data), now)?;
+                }
+            }
+            let mut insights = Vec::with_capacity(120);
+            for slot in 0..10 {
+                let task = host * 10 + slot;
+                let cluster = format!("c{}", task % 10);
+                for metric in [
+                    "CpuUtilized",
+                    "MemoryUtilized",
+                    "NetworkRxBytes",
+                    "NetworkTxBytes",
+                ] {
+                    for dims in [
+                        vec![
+                            ("ClusterName", cluster.clone()),
+                            ("ServiceName", format!("s{}", task % 100)),
+                        ],
+                        vec![
+                            ("ClusterName", cluster.clone()),
+                            ("TaskDefinitionFamily", format!("f{}", task % 50)),
+                        ],
+                        vec![("ClusterName", cluster.clone())],
+                    ] {
+                        insights.push(datum(metric, &dims, now, (task % 100) as f64));
+                    }
+                }
+            }
+            datapoints += insights.len() as u64;
+            put(&mut store, "ECS/ContainerInsights", insights, now)?;
+        }
+        store.tick(now)?;
+    }
+    let cpu_seconds = super::servers::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
+    let virtual_seconds = (intervals * 10) as f64;
+    println!(
+        "{}",
+        json!({
+            "bench": "metrics", "case": "tasks_every_10s", "tasks": 10_000, "virtual_minutes": minutes,
+            "datapoints": datapoints, "series": store.series_count(),
+            "core_share": (cpu_seconds / virtual_seconds * 10_000.0).round() / 10_000.0, "target_core_share": 0.10,
+            "rss_mib": self_rss_mib().map(|m| m.round()), "target_rss_mib": 100,
+            "wall_seconds": (started.elapsed().as_secs_f64() * 100.0).round() / 100.0, "peer": null,
+        })
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    // The task sampling case runs first, in a fresh process' memory.
+    tasks(options.minutes)?;
+    ingest(Durability::IntervalMs(1_000), "fsync_every_second")?;
+    ingest(Durability::EveryPut, "fsync_every_put")?;
+    alarms()?;
+    query()?;
+    Ok(())
+}
