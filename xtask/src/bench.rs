@@ -34,6 +34,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 mod histogram;
+mod lb;
 mod load;
 mod placement;
 mod registry;
@@ -234,6 +235,7 @@ enum Bench {
     RunTask(runtask::Options),
     Registry(registry::Options),
     Services(services::Options),
+    Lb(lb::Options),
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -244,13 +246,15 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("runtask") => Bench::RunTask(runtask::Options::parse(&args[1..])?),
         Some("registry") => Bench::Registry(registry::Options::parse(&args[1..])?),
         Some("services") => Bench::Services(services::Options::parse(&args[1..])?),
+        Some("lb") => Bench::Lb(lb::Options::parse(&args[1..])?),
         _ => bail!(
-            "{USAGE}\n{}\n{}\n{}\n{}\n{}",
+            "{USAGE}\n{}\n{}\n{}\n{}\n{}\n{}",
             tasks::USAGE,
             placement::USAGE,
             runtask::USAGE,
             registry::USAGE,
-            services::USAGE
+            services::USAGE,
+            lb::USAGE
         ),
     };
     // The placement benchmark runs in this process: it needs no server binary.
@@ -286,6 +290,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Bench::RunTask(options) => runtask::run(&target_dir, &options),
         Bench::Registry(options) => registry::run(&root, &target_dir, &options),
         Bench::Services(options) => services::run(&target_dir, &options),
+        Bench::Lb(options) => lb::run(&target_dir, &options),
     }
 }
 

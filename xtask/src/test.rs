@@ -49,7 +49,7 @@ fn run_checked(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
+pub(crate) fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()

@@ -227,7 +227,7 @@ impl Metrics {
     pub fn render_prometheus(&self) -> String {
         let series = self.lock();
         let mut out = String::new();
-        let families: [(&str, &str, &str, fn(&Counters) -> u64); 14] = [
+        let families: [Family; 14] = [
             (
                 "request_count_total",
                 "counter",
@@ -345,6 +345,14 @@ impl Metrics {
         out
     }
 }
+
+/// A metric's name, type, help text and how to read it from the counters.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Counters) -> u64,
+);
 
 fn escape_label(value: &str) -> String {
     value
