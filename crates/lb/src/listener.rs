@@ -194,8 +194,8 @@ async fn serve_http<I>(
 }
 
 /// A client connection's stream, marking when bytes last moved (for the
-/// idle timeout) and counting them (ProcessedBytes is counted on the body;
-/// this counts what the body does not: heads and TLS).
+/// idle timeout) and counting them (ProcessedBytes: heads and bodies, both
+/// ways, as the client's connection carries them).
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<AtomicU64>,

@@ -135,22 +135,24 @@ async fn route(
     context: &ConnectionContext,
 ) -> Result<Response<ProxyBody>, StatusCode> {
     let listener = &context.listener;
-    let authority = match request.uri().authority() {
-        Some(authority) => authority.as_str().to_owned(),
+    // The Host field is the common case and costs a reference count;
+    // an HTTP/2 `:authority` is copied once.
+    let host_field = match request.uri().authority() {
+        Some(authority) => {
+            HeaderValue::from_str(authority.as_str()).map_err(|_| StatusCode::BAD_REQUEST)?
+        }
         None => match request.headers().get(header::HOST) {
-            Some(host) => host
-                .to_str()
-                .map_err(|_| StatusCode::BAD_REQUEST)?
-                .to_owned(),
+            Some(host) => host.clone(),
             // HTTP/1.1 requires Host (RFC 9112 §3.2); HTTP/1.0 may omit it.
             None if request.version() == Version::HTTP_11 => return Err(StatusCode::BAD_REQUEST),
-            None => String::new(),
+            None => HeaderValue::from_static(""),
         },
     };
+    let authority = host_field.to_str().map_err(|_| StatusCode::BAD_REQUEST)?;
     let action = {
         let view = RequestView {
             method: request.method().as_str(),
-            host: host_without_port(&authority),
+            host: host_without_port(authority),
             path: request.uri().path(),
             query: request.uri().query().unwrap_or(""),
             headers: request.headers(),
@@ -177,7 +179,7 @@ async fn route(
                 .insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
             Ok(response)
         }
-        ResolvedAction::Redirect(config) => redirect(&request, &authority, listener, config),
+        ResolvedAction::Redirect(config) => redirect(&request, authority, listener, config),
         ResolvedAction::Forward(forward) => {
             let cookies = StickyCookies::read(request.headers());
             let group = forward
@@ -191,7 +193,7 @@ async fn route(
                 .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
             let upgrade = is_upgrade(&request);
             let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-            prepare_upstream(&mut request, &authority, context);
+            prepare_upstream(&mut request, &host_field, context);
             let mut response =
                 forward_to(request, &target, group, client_upgrade, listener).await?;
             let headers = response.headers_mut();
@@ -373,20 +375,28 @@ const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 
 /// Turns the client's request into the target's: origin-form URI, HTTP/1.1,
 /// hop-by-hop fields removed, Host kept, X-Forwarded-* and the trace id set.
-fn prepare_upstream(request: &mut Request<Incoming>, authority: &str, context: &ConnectionContext) {
+fn prepare_upstream(
+    request: &mut Request<Incoming>,
+    host_field: &HeaderValue,
+    context: &ConnectionContext,
+) {
     let upgrade = request
         .headers()
         .get(header::UPGRADE)
         .cloned()
         .filter(|_| is_upgrade(request));
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    *request.uri_mut() = path_and_query
-        .parse()
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    // Absolute form (HTTP/2's scheme and authority, or a proxy-style
+    // request line) becomes origin form; the common origin form is kept.
+    if request.uri().scheme().is_some() || request.uri().authority().is_some() {
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = None;
+        parts.authority = None;
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        *request.uri_mut() =
+            http::Uri::from_parts(parts).unwrap_or_else(|_| http::Uri::from_static("/"));
+    }
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
     if headers.get(header::CONNECTION).is_some()
@@ -403,10 +413,8 @@ fn prepare_upstream(request: &mut Request<Incoming>, authority: &str, context: &
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
     }
-    if !headers.contains_key(header::HOST) && !authority.is_empty() {
-        if let Ok(host) = HeaderValue::from_str(authority) {
-            headers.insert(header::HOST, host);
-        }
+    if !headers.contains_key(header::HOST) && !host_field.is_empty() {
+        headers.insert(header::HOST, host_field.clone());
     }
     let forwarded_for = match headers.get(X_FORWARDED_FOR) {
         None => context.peer_ip.clone(),
@@ -482,11 +490,7 @@ async fn forward_to(
     }
     let mut guard = guard;
     guard.sender = sender;
-    let body = UpstreamBody {
-        inner: body,
-        guard,
-        counters: Arc::clone(&listener.balancer.counters),
-    };
+    let body = UpstreamBody { inner: body, guard };
     Ok(Response::from_parts(
         parts,
         http_body_util::Either::Left(body),
@@ -631,11 +635,12 @@ impl Drop for InFlight {
     }
 }
 
-/// A target's response body on its way to the client, counted as it goes.
+/// A target's response body on its way to the client; its end returns the
+/// connection to the pool. (Its bytes are counted on the client's
+/// connection, with everything else the client sends and receives.)
 pub struct UpstreamBody {
     inner: Incoming,
     guard: InFlight,
-    counters: Arc<Counters>,
 }
 
 impl Body for UpstreamBody {
@@ -649,12 +654,7 @@ impl Body for UpstreamBody {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.counters
-                        .processed_bytes
-                        .fetch_add(data.len() as u64, Relaxed);
-                }
+            Poll::Ready(Some(Ok(_))) => {
                 if this.inner.is_end_stream() {
                     this.guard.finished = true;
                 }

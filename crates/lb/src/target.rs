@@ -269,6 +269,9 @@ impl GroupRuntime {
     }
 
     pub fn set_members(&self, members: HashMap<TargetKey, Arc<TargetRuntime>>) {
+        // A target registered again while it drained is described once, as
+        // registered; the old registration still drains, unseen.
+        lock(&self.draining).retain(|key, _| !members.contains_key(key));
         self.members.store(Arc::new(members));
         self.rebuild_routable();
     }

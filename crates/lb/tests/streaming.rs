@@ -80,6 +80,7 @@ async fn a_hundred_megabytes_stream_both_ways_without_buffering() {
     }
     assert_eq!(received, BODY_BYTES);
     // Upload: 100 MB sent to /echo and counted as it comes back.
+    sender.ready().await.expect("connection ready again");
     let request = http::Request::post("/echo")
         .header("host", "x")
         .body(Generated::new(BODY_BYTES))
