@@ -654,11 +654,7 @@ impl Body for UpstreamBody {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(Some(Ok(_))) => {
-                if this.inner.is_end_stream() {
-                    this.guard.finished = true;
-                }
-            }
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.guard.finished = true,
             Poll::Ready(None) => this.guard.finished = true,
             _ => {}
         }
