@@ -19,10 +19,18 @@ pub struct LbArgs {
     /// JSON) and `/health`.
     #[arg(long, default_value = "127.0.0.1:9464")]
     admin_listen: SocketAddr,
+    /// Threads that carry traffic [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=flotilla_lb::WORKERS_MAX as i64))]
+    workers: Option<u16>,
 }
 
 pub async fn run(args: LbArgs) -> Result<()> {
-    let plane = DataPlane::new(Arc::new(SystemClock));
+    let clock = Arc::new(SystemClock);
+    let plane = match args.workers {
+        Some(workers) => DataPlane::with_workers(clock, usize::from(workers)),
+        None => DataPlane::new(clock),
+    }
+    .context("starting the data plane's worker threads")?;
     if !flotilla_lb::source::load_and_apply(&plane, &args.config).await {
         bail!("the configuration in {} was refused", args.config.display());
     }

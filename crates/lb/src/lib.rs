@@ -26,7 +26,9 @@ pub mod source;
 mod stream;
 mod target;
 mod tls;
+mod workers;
 
 pub use config::Snapshot;
 pub use plane::{ApplyError, ApplyReport, DataPlane, TargetHealthDescription};
 pub use target::{HealthEvent, TargetKey};
+pub use workers::WORKERS_MAX;

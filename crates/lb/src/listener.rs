@@ -56,6 +56,8 @@ pub struct ListenerSlot {
     pub config: ArcSwap<ListenerConfig>,
     shutdown: watch::Sender<bool>,
     pub clock: Arc<CoarseClock>,
+    /// Client connections open on this listener, over all workers.
+    permits: Arc<Semaphore>,
 }
 
 impl ListenerSlot {
@@ -64,6 +66,7 @@ impl ListenerSlot {
             config: ArcSwap::from_pointee(config),
             shutdown: watch::channel(false).0,
             clock,
+            permits: Arc::new(Semaphore::new(CONNECTIONS_PER_LISTENER_MAX)),
         })
     }
 
@@ -73,9 +76,17 @@ impl ListenerSlot {
     }
 }
 
-/// Accepts TCP connections until the listener is shut down.
-pub async fn accept_tcp(socket: TcpListener, slot: Arc<ListenerSlot>) {
-    let permits = Arc::new(Semaphore::new(CONNECTIONS_PER_LISTENER_MAX));
+/// Accepts TCP connections on the current worker until the listener is
+/// shut down. Each worker accepts from its own clone of the socket.
+pub async fn accept_tcp(socket: std::net::TcpListener, slot: Arc<ListenerSlot>) {
+    let socket = match TcpListener::from_std(socket) {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::error!(%error, "a worker cannot accept on a listening socket");
+            return;
+        }
+    };
+    let permits = Arc::clone(&slot.permits);
     let mut shutdown = slot.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {

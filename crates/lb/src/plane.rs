@@ -124,6 +124,7 @@ struct Writer {
 }
 
 struct Shared {
+    workers: crate::workers::Workers,
     writer: tokio::sync::Mutex<Writer>,
     metrics: Arc<Metrics>,
     health_events: broadcast::Sender<HealthEvent>,
@@ -139,12 +140,21 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// A data plane serving nothing yet. Must be called within a tokio runtime.
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    /// A data plane serving nothing yet, with one worker thread per core.
+    /// Must be called within a tokio runtime, which runs its configuration,
+    /// health checks and metrics.
+    pub fn new(clock: Arc<dyn Clock>) -> std::io::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::with_workers(clock, cores)
+    }
+
+    /// A data plane whose traffic runs on `workers` threads.
+    pub fn with_workers(clock: Arc<dyn Clock>, workers: usize) -> std::io::Result<Self> {
         let metrics = Arc::new(Metrics::default());
         tokio::spawn(roll_minutes(Arc::downgrade(&metrics), Arc::clone(&clock)));
-        DataPlane {
+        Ok(DataPlane {
             shared: Arc::new(Shared {
+                workers: crate::workers::Workers::start(workers)?,
                 writer: tokio::sync::Mutex::new(Writer::default()),
                 metrics,
                 health_events: broadcast::channel(HEALTH_EVENTS_BUFFERED_MAX).0,
@@ -152,7 +162,7 @@ impl DataPlane {
                 clock,
                 version: AtomicU64::new(0),
             }),
-        }
+        })
     }
 
     /// The version of the snapshot being served (0: none yet).
@@ -198,7 +208,7 @@ impl DataPlane {
             });
         }
         let identities = tls_identities(&snapshot)?;
-        let bound = bind_new_sockets(&snapshot, &writer).await?;
+        let bound = bind_new_sockets(&snapshot, &writer, self.shared.workers.count()).await?;
         // Nothing below can fail: the snapshot is committed from here on.
         let report = self.commit(&mut writer, &snapshot, identities, bound);
         writer.version = snapshot.version;
@@ -280,8 +290,13 @@ impl DataPlane {
                     Some(existing) => Arc::clone(existing),
                     None => {
                         let tracker = HealthTracker::new(checks_enabled, now_ms);
-                        let fresh =
-                            Arc::new(TargetRuntime::new(name, key.clone(), address, tracker));
+                        let fresh = Arc::new(TargetRuntime::new(
+                            name,
+                            key.clone(),
+                            address,
+                            tracker,
+                            self.shared.workers.count(),
+                        ));
                         if !used {
                             fresh.update_health(|tracker| {
                                 tracker.set_in_use(false, checks_enabled, now_ms)
@@ -421,8 +436,11 @@ impl DataPlane {
                 }
                 let slot = ListenerSlot::new(config, Arc::clone(&self.shared.coarse));
                 match bound.remove(&key) {
-                    Some(BoundSocket::Tcp(socket)) => {
-                        tokio::spawn(listener::accept_tcp(socket, Arc::clone(&slot)));
+                    Some(BoundSocket::Tcp(sockets)) => {
+                        let workers = self.shared.workers.handles();
+                        for (socket, worker) in sockets.into_iter().zip(workers) {
+                            worker.spawn(listener::accept_tcp(socket, Arc::clone(&slot)));
+                        }
                     }
                     Some(BoundSocket::Udp(socket)) => {
                         tokio::spawn(listener::serve_udp(socket, Arc::clone(&slot)));
@@ -644,7 +662,8 @@ fn tls_identities(
 }
 
 enum BoundSocket {
-    Tcp(TcpListener),
+    /// One clone of the listening socket per worker.
+    Tcp(Vec<std::net::TcpListener>),
     Udp(UdpSocket),
 }
 
@@ -654,6 +673,7 @@ const ACCEPT_BACKLOG: u32 = 4_096;
 async fn bind_new_sockets(
     snapshot: &Snapshot,
     writer: &Writer,
+    workers: usize,
 ) -> Result<Vec<((SocketAddr, Transport), BoundSocket)>, ApplyError> {
     let mut bound = Vec::new();
     for balancer in &snapshot.load_balancers {
@@ -669,7 +689,7 @@ async fn bind_new_sockets(
                 source,
             };
             let socket = match transport {
-                Transport::Tcp => BoundSocket::Tcp(bind_tcp(address).map_err(failed)?),
+                Transport::Tcp => BoundSocket::Tcp(bind_tcp(address, workers).map_err(failed)?),
                 Transport::Udp => BoundSocket::Udp(UdpSocket::bind(address).await.map_err(failed)?),
             };
             bound.push((key, socket));
@@ -678,7 +698,9 @@ async fn bind_new_sockets(
     Ok(bound)
 }
 
-fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds and listens once, then clones the socket for every worker, so a
+/// port someone else holds is refused exactly as for one listener.
+fn bind_tcp(address: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     let socket = match address.ip() {
         IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -686,7 +708,14 @@ fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpListener> {
     // Lets a restarted data plane rebind while old connections sit in TIME_WAIT.
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
-    socket.listen(ACCEPT_BACKLOG)
+    let listener: TcpListener = socket.listen(ACCEPT_BACKLOG)?;
+    let listener = listener.into_std()?;
+    let mut clones = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        clones.push(listener.try_clone()?);
+    }
+    clones.push(listener);
+    Ok(clones)
 }
 
 /// Closes each minute of metrics at its boundary.

@@ -58,7 +58,9 @@ pub struct TargetRuntime {
     healthy_since_ms: AtomicU64,
     pub outstanding: AtomicU32,
     tracker: Mutex<HealthTracker>,
-    pool: Mutex<Vec<(SendRequest<Incoming>, Instant)>>,
+    /// Idle connections, one pool per worker: a connection is driven by the
+    /// worker that opened it and used only by requests on that worker.
+    pools: Box<[Mutex<Vec<(SendRequest<Incoming>, Instant)>>]>,
     /// Set when the target's connections must end (its draining is over, or
     /// it is gone); every connection to it watches this.
     closed: watch::Sender<bool>,
@@ -74,7 +76,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl TargetRuntime {
-    pub fn new(group: &str, key: TargetKey, address: SocketAddr, tracker: HealthTracker) -> Self {
+    pub fn new(
+        group: &str,
+        key: TargetKey,
+        address: SocketAddr,
+        tracker: HealthTracker,
+        workers: usize,
+    ) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (group, &key).hash(&mut hasher);
         let runtime = TargetRuntime {
@@ -85,7 +93,9 @@ impl TargetRuntime {
             healthy_since_ms: AtomicU64::new(0),
             outstanding: AtomicU32::new(0),
             tracker: Mutex::new(tracker),
-            pool: Mutex::new(Vec::new()),
+            pools: (0..workers.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             closed: watch::channel(false).0,
         };
         runtime.publish();
@@ -128,8 +138,12 @@ impl TargetRuntime {
     }
 
     /// A pooled connection that is still open, most recently used first.
+    fn pool(&self) -> &Mutex<Vec<(SendRequest<Incoming>, Instant)>> {
+        &self.pools[crate::workers::current() % self.pools.len()]
+    }
+
     pub fn checkout(&self) -> Option<SendRequest<Incoming>> {
-        let mut pool = lock(&self.pool);
+        let mut pool = lock(self.pool());
         while let Some((sender, idle_since)) = pool.pop() {
             if !sender.is_closed() && idle_since.elapsed() < POOL_IDLE_TIMEOUT {
                 return Some(sender);
@@ -143,7 +157,7 @@ impl TargetRuntime {
         if sender.is_closed() || *self.closed.borrow() {
             return;
         }
-        let mut pool = lock(&self.pool);
+        let mut pool = lock(self.pool());
         if pool.len() < POOL_IDLE_PER_TARGET_MAX {
             pool.push((sender, Instant::now()));
         }
@@ -157,7 +171,9 @@ impl TargetRuntime {
     /// Ends every connection to the target: pooled, in flight, tunnels.
     pub fn close(&self) {
         self.closed.send_replace(true);
-        lock(&self.pool).clear();
+        for pool in &self.pools {
+            lock(pool).clear();
+        }
     }
 
     pub fn is_closed(&self) -> bool {

@@ -295,7 +295,8 @@ pub fn snapshot(value: Value, version: u64) -> flotilla_lb::Snapshot {
 }
 
 pub fn plane() -> flotilla_lb::DataPlane {
-    flotilla_lb::DataPlane::new(Arc::new(flotilla_lb::edge::SystemClock))
+    flotilla_lb::DataPlane::with_workers(Arc::new(flotilla_lb::edge::SystemClock), 2)
+        .expect("worker threads start")
 }
 
 /// Waits until `condition` holds, up to `limit`.
