@@ -29,6 +29,9 @@ pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// (it is told how many it missed, and can re-read the whole state).
 pub const HEALTH_EVENTS_BUFFERED_MAX: usize = 4_096;
 
+/// Idle connections to a target, each with when it went idle.
+type Pool = Vec<(SendRequest<Incoming>, Instant)>;
+
 /// A target's identity within its group, as ELBv2 keys it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -60,7 +63,7 @@ pub struct TargetRuntime {
     tracker: Mutex<HealthTracker>,
     /// Idle connections, one pool per worker: a connection is driven by the
     /// worker that opened it and used only by requests on that worker.
-    pools: Box<[Mutex<Vec<(SendRequest<Incoming>, Instant)>>]>,
+    pools: Box<[Mutex<Pool>]>,
     /// Set when the target's connections must end (its draining is over, or
     /// it is gone); every connection to it watches this.
     closed: watch::Sender<bool>,
@@ -138,7 +141,7 @@ impl TargetRuntime {
     }
 
     /// A pooled connection that is still open, most recently used first.
-    fn pool(&self) -> &Mutex<Vec<(SendRequest<Incoming>, Instant)>> {
+    fn pool(&self) -> &Mutex<Pool> {
         &self.pools[crate::workers::current() % self.pools.len()]
     }
 
