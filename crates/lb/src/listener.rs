@@ -139,11 +139,19 @@ async fn serve_tcp(
                 clock: Arc::clone(&slot.clock),
             });
             match tls {
-                None => serve_http(io, context, &slot, activity, idle).await,
+                None => {
+                    if let Some(wire) = sniff(&io.inner, idle).await {
+                        serve_http(io, wire, context, &slot, activity, idle).await;
+                    }
+                }
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(idle, acceptor.accept(io)).await;
                     if let Ok(Ok(tls_stream)) = handshake {
-                        serve_http(tls_stream, context, &slot, activity, idle).await;
+                        let wire = match tls_stream.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => Wire::Http2,
+                            _ => Wire::Http1,
+                        };
+                        serve_http(tls_stream, wire, context, &slot, activity, idle).await;
                     }
                 }
             }
@@ -155,8 +163,45 @@ async fn serve_tcp(
     }
 }
 
+/// The HTTP version a client connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    Http1,
+    /// HTTP/2: by ALPN over TLS, by prior knowledge in cleartext.
+    Http2,
+}
+
+/// Tells HTTP/2's connection preface (`PRI * HTTP/2.0...`) from an
+/// HTTP/1 request line by peeking, so each connection gets only the
+/// protocol state it needs. `None`: the client left or said nothing.
+async fn sniff(stream: &TcpStream, idle: Duration) -> Option<Wire> {
+    let deadline = tokio::time::Instant::now() + idle;
+    let mut start = [0u8; 4];
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut start))
+            .await
+            .ok()?
+            .ok()?;
+        match peeked {
+            0 => return None,
+            // Only "PRI " (never a method a client sends) starts the preface.
+            _ if start[0] != b'P' => return Some(Wire::Http1),
+            4 => {
+                return Some(if &start == b"PRI " {
+                    Wire::Http2
+                } else {
+                    Wire::Http1
+                })
+            }
+            // "P" of POST, PUT, PATCH or PRI: wait for the rest of the word.
+            _ => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
+
 async fn serve_http<I>(
     io: I,
+    wire: Wire,
     context: Arc<ConnectionContext>,
     slot: &ListenerSlot,
     activity: Arc<AtomicU64>,
@@ -164,42 +209,83 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(idle)
-        .max_buf_size(proxy::REQUEST_HEAD_MAX_BYTES)
-        .max_headers(proxy::HEADERS_MAX)
-        .keep_alive(true)
-        .writev(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(proxy::HTTP2_STREAMS_PER_CONNECTION_MAX)
-        .max_header_list_size(proxy::REQUEST_HEAD_MAX_BYTES as u32);
     let service =
         hyper::service::service_fn(move |request| proxy::handle(request, Arc::clone(&context)));
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let mut shutdown = slot.shutdown.subscribe();
-    let clock = Arc::clone(&slot.clock);
-    let idle_ms = idle.as_millis() as u64;
-    let watchdog = async {
-        // ALB's idle timeout: no byte either way for this long closes it.
-        loop {
-            tokio::time::sleep(idle / 4).await;
-            if clock.now_ms().saturating_sub(activity.load(Relaxed)) > idle_ms {
-                return;
-            }
-        }
+    let io = TokioIo::new(io);
+    let watch = Watch {
+        slot,
+        activity,
+        idle,
     };
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = watchdog => {}
-        _ = until_closed(&mut shutdown) => {
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(LISTENER_DRAIN_TIMEOUT, connection).await;
+    // Each connection is boxed on its own, so an HTTP/1.1 connection does
+    // not carry room for HTTP/2's state, nor the other way round.
+    match wire {
+        Wire::Http1 => {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(idle)
+                .max_buf_size(proxy::REQUEST_HEAD_MAX_BYTES)
+                .max_headers(proxy::HEADERS_MAX)
+                .keep_alive(true)
+                .writev(true)
+                .serve_connection(io, service)
+                .with_upgrades();
+            watch
+                .drive(Box::pin(connection), |connection| {
+                    connection.graceful_shutdown()
+                })
+                .await;
+        }
+        Wire::Http2 => {
+            let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(proxy::HTTP2_STREAMS_PER_CONNECTION_MAX)
+                .max_header_list_size(proxy::REQUEST_HEAD_MAX_BYTES as u32)
+                .serve_connection(io, service);
+            watch
+                .drive(Box::pin(connection), |connection| {
+                    connection.graceful_shutdown()
+                })
+                .await;
+        }
+    }
+}
+
+/// What ends a client connection besides the client: ALB's idle timeout,
+/// and the listener's removal (which lets requests in flight finish).
+struct Watch<'a> {
+    slot: &'a ListenerSlot,
+    activity: Arc<AtomicU64>,
+    idle: Duration,
+}
+
+impl Watch<'_> {
+    async fn drive<C: std::future::Future>(
+        self,
+        mut connection: Pin<Box<C>>,
+        graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    ) {
+        let mut shutdown = self.slot.shutdown.subscribe();
+        let clock = Arc::clone(&self.slot.clock);
+        let idle_ms = self.idle.as_millis() as u64;
+        let activity = &self.activity;
+        let idle = self.idle;
+        let watchdog = async {
+            // No byte either way for the idle timeout closes the connection.
+            loop {
+                tokio::time::sleep(idle / 4).await;
+                if clock.now_ms().saturating_sub(activity.load(Relaxed)) > idle_ms {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            () = watchdog => {}
+            _ = until_closed(&mut shutdown) => {
+                graceful_shutdown(connection.as_mut());
+                let _ = tokio::time::timeout(LISTENER_DRAIN_TIMEOUT, connection).await;
+            }
         }
     }
 }

@@ -402,7 +402,7 @@ fn start_haproxy(dir: &Path, backends: [u16; 2]) -> Result<Process> {
     let config = format!(
         "global
   nbthread 2
-  maxconn 20000
+  maxconn 8000
 defaults
   mode http
   timeout connect 10s
