@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! backends: two nginx processes (1 worker each) answering `return 200 "a\n"` / "b\n"
-//! proxies:  flotilla lb (TOKIO_WORKER_THREADS=2) │ haproxy (nbthread 2) │ nginx (2 workers)
+//! proxies:  flotilla lb (--workers 2) │ haproxy (nbthread 2) │ nginx (worker_processes 2)
 //!           each: round robin over both backends, keep-alive to the backends,
 //!           X-Forwarded-For added, no access log
 //! per run, per proxy (and the direct backend as the floor):
@@ -39,6 +39,8 @@ const DEFAULT_SECONDS: u64 = 10;
 const SECONDS_MAX: u64 = 300;
 const DEFAULT_CONNECTIONS: usize = 64;
 const CONNECTIONS_MAX: usize = 1_000;
+/// Workers (threads or processes) of every proxy: the machine's two cores.
+const WORKERS: usize = 2;
 /// Debian packages the benchmark runs.
 const APT_PACKAGES: &[&str] = &["haproxy", "nginx", "wrk", "nghttp2-client"];
 /// Idle keep-alive client connections held open while resident memory is read.
@@ -133,6 +135,14 @@ impl Process {
         Ok(process)
     }
 
+    /// CPU seconds used by the process and its descendants so far.
+    fn cpu_seconds(&self) -> f64 {
+        descendants(self.child.id())
+            .into_iter()
+            .filter_map(|pid| super::servers::cpu_seconds(&pid.to_string()))
+            .sum()
+    }
+
     /// Resident memory of the process and all its descendants (nginx's workers).
     fn rss_kib(&self) -> u64 {
         fn tree(pid: u32) -> u64 {
@@ -167,6 +177,26 @@ impl Process {
         }
         tree(self.child.id())
     }
+}
+
+/// `pid` and every process below it.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    for child in children {
+        all.extend(descendants(child));
+    }
+    all
 }
 
 fn free_port() -> Result<u16> {
@@ -216,6 +246,11 @@ pub fn run(target_dir: &Path, options: &Options) -> Result<()> {
         ("haproxy", haproxy.address.port()),
         ("nginx", nginx.0.address.port()),
     ];
+    let cpu_of = |name: &str| match name {
+        "flotilla" => flotilla.0.cpu_seconds(),
+        "haproxy" => haproxy.cpu_seconds(),
+        _ => nginx.0.cpu_seconds(),
+    };
     for (name, port) in proxies {
         let body = get_once(loopback(port)).with_context(|| format!("{name} does not answer"))?;
         if !(body == "a\n" || body == "b\n") {
@@ -231,10 +266,17 @@ pub fn run(target_dir: &Path, options: &Options) -> Result<()> {
         );
         let mut rates = Vec::new();
         for (name, port) in proxies {
+            let cpu_before = cpu_of(name);
             let result = wrk(port, options)?;
+            // CPU time per request: what the proxy itself spent, which
+            // neighbours on the machine disturb far less than throughput.
+            let cpu_us_per_request = round(
+                (cpu_of(name) - cpu_before) * 1e6 / (result.rate * options.seconds as f64).max(1.0),
+                1,
+            );
             print_line(
                 json!({"bench": "lb", "run": run, "protocol": "http1", "server": name, "connections": options.connections,
-                "requests_per_sec": result.rate, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
+                "requests_per_sec": result.rate, "cpu_us_per_request": cpu_us_per_request, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
                 "added_p50_ms": round(result.p50_ms - direct.p50_ms, 3), "added_p99_ms": round(result.p99_ms - direct.p99_ms, 3),
                 "errors": result.errors, "load_average": load_average()}),
             );
@@ -380,12 +422,15 @@ fn start_flotilla(
     command
         .args([
             "lb",
+            "--workers",
+            &WORKERS.to_string(),
             "--admin-listen",
             &format!("127.0.0.1:{}", free_port()?),
             "--config",
         ])
         .arg(&path)
-        .env("TOKIO_WORKER_THREADS", "2")
+        // Configuration and health checks run on a runtime of their own.
+        .env("TOKIO_WORKER_THREADS", "1")
         .env("RUST_LOG", "warn");
     let process = Process::start(
         "flotilla",
@@ -401,7 +446,7 @@ fn start_haproxy(dir: &Path, backends: [u16; 2]) -> Result<Process> {
     let port = free_port()?;
     let config = format!(
         "global
-  nbthread 2
+  nbthread {WORKERS}
   maxconn 8000
 defaults
   mode http
@@ -440,7 +485,7 @@ fn start_nginx_proxy(dir: &Path, backends: [u16; 2]) -> Result<(Process, u16)> {
     let prefix = dir.join("nginx-proxy");
     std::fs::create_dir_all(prefix.join("logs"))?;
     let config = format!(
-        "user root; worker_processes 2; daemon off; pid {prefix}/nginx.pid; error_log {prefix}/error.log;
+        "user root; worker_processes {WORKERS}; daemon off; pid {prefix}/nginx.pid; error_log {prefix}/error.log;
 events {{ worker_connections 8192; }}
 http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
   upstream backends {{ server 127.0.0.1:{}; server 127.0.0.1:{}; keepalive 256; }}
