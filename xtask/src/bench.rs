@@ -34,6 +34,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 mod histogram;
+mod lb;
 mod load;
 mod metrics;
 mod placement;
@@ -236,6 +237,7 @@ enum Bench {
     Registry(registry::Options),
     Services(services::Options),
     Metrics(metrics::Options),
+    Lb(lb::Options),
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -247,14 +249,16 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("registry") => Bench::Registry(registry::Options::parse(&args[1..])?),
         Some("services") => Bench::Services(services::Options::parse(&args[1..])?),
         Some("metrics") => Bench::Metrics(metrics::Options::parse(&args[1..])?),
+        Some("lb") => Bench::Lb(lb::Options::parse(&args[1..])?),
         _ => bail!(
-            "{USAGE}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "{USAGE}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             tasks::USAGE,
             placement::USAGE,
             runtask::USAGE,
             registry::USAGE,
             services::USAGE,
-            metrics::USAGE
+            metrics::USAGE,
+            lb::USAGE
         ),
     };
     // The placement benchmark runs in this process: it needs no server binary.
@@ -291,6 +295,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Bench::Registry(options) => registry::run(&root, &target_dir, &options),
         Bench::Services(options) => services::run(&target_dir, &options),
         Bench::Metrics(options) => metrics::run(&options),
+        Bench::Lb(options) => lb::run(&target_dir, &options),
     }
 }
 

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use crate::root;
 
 /// Debian packages the tests call directly: busybox-static provides the test images (FROM scratch) and the awsvpc pause image;
-/// skopeo is the registry's second client.
-const APT_PACKAGES: &[&str] = &["curl", "busybox-static", "skopeo"];
+/// skopeo is the registry's second client; wrk loads the load balancer.
+const APT_PACKAGES: &[&str] = &["curl", "busybox-static", "skopeo", "wrk"];
 
 pub fn run(args: &[String]) -> Result<()> {
     let root = root();
@@ -49,7 +49,7 @@ fn run_checked(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
+pub(crate) fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()

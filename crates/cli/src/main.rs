@@ -18,6 +18,7 @@ use flotilla_sigv4::Credentials;
 use flotilla_store::{RedbStore, Store};
 use flotilla_types::arn::Scope;
 
+mod lb;
 mod placement;
 mod region;
 mod service;
@@ -53,6 +54,8 @@ enum Command {
     /// Change a service and follow its rollout.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Run a load balancer data plane from a configuration file.
+    Lb(lb::LbArgs),
 }
 
 #[derive(Args)]
@@ -211,6 +214,7 @@ fn main() -> Result<()> {
             }
             Command::Agent(args) => agent(args).await,
             Command::Placement(command) => placement::run(command).await,
+            Command::Lb(args) => lb::run(args).await,
             Command::Service(command) => {
                 let code = service::run(command).await?;
                 if code != 0 {

@@ -1,0 +1,60 @@
+//! `flotilla lb --config FILE`: a load balancer data plane serving the
+//! snapshot in FILE, re-read when the file changes or on SIGHUP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use flotilla_lb::edge::SystemClock;
+use flotilla_lb::DataPlane;
+
+#[derive(Args)]
+pub struct LbArgs {
+    /// The configuration snapshot, JSON or YAML (`.yaml`/`.yml`).
+    #[arg(long)]
+    config: PathBuf,
+    /// Address of `/metrics` (Prometheus), `/targets` (target health as
+    /// JSON) and `/health`.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    admin_listen: SocketAddr,
+    /// Threads that carry traffic [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=flotilla_lb::WORKERS_MAX as i64))]
+    workers: Option<u16>,
+}
+
+pub async fn run(args: LbArgs) -> Result<()> {
+    let clock = Arc::new(SystemClock);
+    let plane = match args.workers {
+        Some(workers) => DataPlane::with_workers(clock, usize::from(workers)),
+        None => DataPlane::new(clock),
+    }
+    .context("starting the data plane's worker threads")?;
+    if !flotilla_lb::source::load_and_apply(&plane, &args.config).await {
+        bail!("the configuration in {} was refused", args.config.display());
+    }
+    let admin = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.admin_listen))?;
+    println!(
+        "Flotilla's load balancer is serving {} (metrics at http://{}/metrics)",
+        args.config.display(),
+        admin.local_addr()?
+    );
+    tokio::spawn(flotilla_lb::admin::serve_admin(admin, plane.clone()));
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: re-reading the configuration");
+            let _ = reload.try_send(());
+        }
+    });
+    tokio::select! {
+        () = flotilla_lb::source::follow_file(plane, args.config, reloads) => {}
+        () = crate::shutdown_signal() => {}
+    }
+    Ok(())
+}
