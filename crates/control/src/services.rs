@@ -31,7 +31,7 @@ pub(crate) mod events;
 pub mod reconcile;
 pub mod rollout;
 
-pub use reconcile::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS};
+pub use reconcile::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS, STABILIZATION_MS};
 
 const SERVICE_NAME_LENGTH_MAX: usize = 255;
 const DESCRIBE_SERVICES_MAX: usize = 10;
@@ -166,6 +166,26 @@ pub struct ServiceRecord {
     /// When it became INACTIVE (clock ms), for retention.
     #[serde(default)]
     pub inactive_at_ms: Option<u64>,
+    /// What the scheduler's events have said, so that nothing is said twice.
+    #[serde(default)]
+    pub told: Told,
+}
+
+/// What a service's events have said that must not be said again while
+/// nothing changes: ECS omits a repeated event until its cause changes or
+/// six hours pass.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Told {
+    /// When "has reached a steady state." was last said (clock ms).
+    #[serde(default)]
+    pub steady_at_ms: Option<u64>,
+    /// The latest stop time (clock ms) of the failed tasks whose failure
+    /// was told.
+    #[serde(default)]
+    pub failures_through_ms: u64,
+    /// The launch throttle's delay (ms) last told, and of which deployment.
+    #[serde(default)]
+    pub throttle: Option<(String, u64)>,
 }
 
 impl ServiceRecord {
@@ -218,6 +238,12 @@ impl ServiceRecord {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskProtection {
     pub expires_at_ms: u64,
+}
+
+/// A deployment's `rolloutStateReason` while it is IN_PROGRESS, naming it
+/// as ECS does.
+pub fn in_progress_reason(deployment_id: &str) -> String {
+    format!("ECS deployment {deployment_id} in progress.")
 }
 
 /// `ecs-svc/` and 19 digits, as ECS names deployments, from a fresh id.
@@ -537,7 +563,6 @@ impl Ecs {
         let now_seconds = now_ms as f64 / 1000.0;
         DeploymentRecord {
             deployment: Deployment {
-                id: Some(id),
                 status: Some("PRIMARY".to_owned()),
                 task_definition: Some(spec.task_definition.clone()),
                 desired_count: Some(desired),
@@ -551,7 +576,8 @@ impl Ecs {
                     .then(|| spec.capacity_provider_strategy.clone()),
                 network_configuration: spec.network_configuration.clone(),
                 rollout_state: Some(DeploymentRolloutState::InProgress),
-                rollout_state_reason: Some("ECS deployment in progress.".to_owned()),
+                rollout_state_reason: Some(in_progress_reason(&id)),
+                id: Some(id),
                 ..Default::default()
             },
             spec,
@@ -704,6 +730,7 @@ impl Ecs {
             last_completed: None,
             placement_failure: None,
             inactive_at_ms: None,
+            told: Told::default(),
         };
         if daemon {
             // What DescribeServices says at once: a task per eligible instance.
