@@ -1111,6 +1111,9 @@ pub struct TaskFacts {
     /// When it first was healthy, for the circuit breaker's resets.
     pub healthy_at_ms: Option<u64>,
     pub stopped_at_ms: Option<u64>,
+    /// When its agent saw it stop, which a late report makes earlier than
+    /// `stopped_at_ms`.
+    pub execution_stopped_at_ms: Option<u64>,
     pub failed: bool,
     /// Why it failed, for the service's events; `None` for a task stopped
     /// for failing its health checks, which is told when it is stopped.
@@ -1131,6 +1134,10 @@ impl TaskFacts {
             started_at_ms: record.task.started_at.map(|s| (s * 1000.0) as u64),
             healthy_at_ms: record.healthy_at_ms,
             stopped_at_ms: record.stopped_at_ms,
+            execution_stopped_at_ms: record
+                .task
+                .execution_stopped_at
+                .map(|s| (s * 1000.0) as u64),
             failed: failed(record),
             failure: failed(record).then(|| task_failure(record)).flatten(),
         }
@@ -1149,12 +1156,16 @@ impl TaskFacts {
     }
 
     /// When it had been healthy for `stabilization_ms`, if it had by
-    /// `now_ms` and had not stopped before: from then on it counts as a
-    /// healthy task of its deployment.
+    /// `now_ms` and had not stopped before (as its agent saw it, when a
+    /// report came late): from then on it counts as a healthy task of its
+    /// deployment.
     pub fn stable_at_ms(&self, stabilization_ms: u64, now_ms: u64) -> Option<u64> {
         self.healthy_at_ms?;
         let stable_at_ms = self.healthy_since_ms().saturating_add(stabilization_ms);
-        let up_until_ms = self.stopped_at_ms.unwrap_or(now_ms).min(now_ms);
+        let up_until_ms = [self.stopped_at_ms, self.execution_stopped_at_ms]
+            .into_iter()
+            .flatten()
+            .fold(now_ms, u64::min);
         (stable_at_ms <= up_until_ms).then_some(stable_at_ms)
     }
 
