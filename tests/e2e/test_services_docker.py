@@ -101,7 +101,7 @@ def test_http_service_rolls_from_one_image_tag_to_another(server, agent_fleet, p
 
 # Longer than the crashing container lives (1 s) with room for the agent's
 # report of its exit on a busy engine.
-STABILIZATION_MS = 5000
+STABILIZATION_MS = 8000
 # (command, health check) of each failing revision, and what its events say of a failed task.
 SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 FAILING = {
@@ -171,3 +171,31 @@ def test_a_failing_revision_is_rolled_back_on_docker(server_factory, agent_fleet
     assert Counter(d["status"] for d in listed)["ROLLBACK_SUCCESSFUL"] == 1, listed
     ecs.delete_service(cluster=cluster, service=name, force=True)
     ecs.get_waiter("services_inactive").wait(cluster=cluster, services=[name], WaiterConfig=FAST)
+
+
+def test_a_deleted_service_is_inactive_once_its_tasks_are_stopping(server, agent_fleet, docker_ready):
+    """ECS moves a deleted service from DRAINING to INACTIVE once every task
+    is stopping or stopped, not when the last container is gone: here one
+    that ignores SIGTERM and is given a minute to stop."""
+    ecs = server.ecs
+    cluster = unique(f"svc-gone-{os.getpid()}")
+    ecs.create_cluster(clusterName=cluster)
+    agent_fleet.start(server, cluster)
+    family = unique("svc-gone")
+    # A shell as PID 1 ignores SIGTERM; the agent kills it after stopTimeout.
+    stubborn = register_task_definition(ecs, family, [{
+        "name": "app", "image": TEST_IMAGE, "memory": 32, "essential": True,
+        "command": ["sh", "-c", "sleep 3600"], "stopTimeout": 60,
+    }])
+    name = unique("gone")
+    ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=stubborn, desiredCount=1)
+    wait_until(lambda: ecs.describe_services(cluster=cluster, services=[name])["services"][0]["runningCount"] == 1,
+               90, "the task to run")
+    [task_arn] = ecs.list_tasks(cluster=cluster, serviceName=name)["taskArns"]
+    ecs.delete_service(cluster=cluster, service=name, force=True)
+    wait_until(lambda: ecs.describe_services(cluster=cluster, services=[name])["services"][0]["status"] == "INACTIVE",
+               10, "the service to be INACTIVE")
+    [task] = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])["tasks"]
+    assert task["desiredStatus"] == "STOPPED" and task["lastStatus"] != "STOPPED", task
+    code, out = server.cli("wait", "services-inactive", "--cluster", cluster, "--services", name)
+    assert code == 0, out

@@ -26,7 +26,9 @@ import pytest
 
 from support import FLOTILLA_BIN, register_task_definition, strip_line_comments, unique, wait_until
 
-STABILIZATION_MS = 3000
+# Far longer than a `sim/exit` container lives (100 ms) plus the agent's
+# one-second container poll and its report, even on a busy machine.
+STABILIZATION_MS = 5000
 SERVICE_TIMEOUT_S = 90.0
 START_DELAY_MS = "700"
 DESIRED = 4

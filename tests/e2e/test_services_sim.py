@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -35,7 +36,9 @@ from support import (
 )
 
 ZONES = ["local-1a", "local-1b", "local-1c"]
-STABILIZATION_MS = 2000
+# Far longer than a `sim/exit` container lives (100 ms) plus the agent's
+# one-second container poll and its report, even on a busy machine.
+STABILIZATION_MS = 5000
 SERVICE_TIMEOUT_S = 60.0
 # Fast waiters: the AWS defaults poll every 15 s.
 FAST = {"Delay": 1, "MaxAttempts": 60}
@@ -246,15 +249,25 @@ def test_rolling_example_stays_within_its_bounds_at_every_step(server, agent_fle
     # Some states last only between two reports; every one observed is one
     # of the example's, in its order. The two tasks of a stop step are stopped
     # in one transaction but reported STOPPED by their agents one at a time,
-    # so (3, 0) and (1, 2) may be seen in between; new tasks start in one.
-    expected = [(4, 0), (3, 0), (2, 0), (2, 2), (1, 2), (0, 2), (0, 4)]
+    # so (3, 0) and (1, 2) may be seen in between, and when the two reports
+    # reach separate passes, the new tasks start one by one: (2, 1), (0, 3).
+    expected = [(4, 0), (3, 0), (2, 0), (2, 1), (2, 2), (1, 2), (0, 2), (0, 3), (0, 4)]
     assert seen[-1] == (0, 4), seen
     assert [state for state in expected if state in seen] == seen, seen
     stable = wait_stable(ecs, cluster, name)
-    # The events say every step, oldest first: stop two, start two, stop two, start two.
-    steps = [m.split(" tasks")[0].split(") ")[1] for m in reversed(events_of(stable)[:len(stable["events"]) - events_before])
-             if "running tasks" in m or "has started" in m]
-    assert steps == ["has stopped 2 running", "has started 2", "has stopped 2 running", "has started 2"], steps
+    # The events say every step, oldest first: stop two, start two, stop two,
+    # start two (a start may come in two events of one task each).
+    steps: list[list] = []
+    for message in reversed(events_of(stable)[:len(stable["events"]) - events_before]):
+        found = re.search(r"\) has (stopped|started) (\d+) (running )?tasks", message)
+        if not found:
+            continue
+        kind, count = found.group(1), int(found.group(2))
+        if steps and steps[-1][0] == kind:
+            steps[-1][1] += count
+        else:
+            steps.append([kind, count])
+    assert steps == [["stopped", 2], ["started", 2], ["stopped", 2], ["started", 2]], steps
     assert stable["taskDefinition"].endswith(f"{family}:2")
     [deployment] = stable["deployments"]
     assert deployment["rolloutState"] == "COMPLETED"
