@@ -7,12 +7,16 @@ that fail their health checks), DAEMON services, draining, agent loss,
 scale-in protection, events, a kill -9 of the control plane in the middle
 of a deployment, a service running on after its revision is deregistered,
 and the managed and propagated tags of service tasks.
+
+The module's server holds a steady state for STABILIZATION_MS before a
+deployment completes (`--service-stabilization-ms`), not ECS's 40 s.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -21,6 +25,7 @@ from collections import Counter
 import pytest
 from botocore.exceptions import ClientError
 
+from conftest import _launch
 from support import (
     FLOTILLA_BIN,
     error_of,
@@ -31,9 +36,19 @@ from support import (
 )
 
 ZONES = ["local-1a", "local-1b", "local-1c"]
+# Far longer than a `sim/exit` container lives (100 ms) plus the agent's
+# one-second container poll and its report, even on a busy machine.
+STABILIZATION_MS = 5000
 SERVICE_TIMEOUT_S = 60.0
 # Fast waiters: the AWS defaults poll every 15 s.
 FAST = {"Delay": 1, "MaxAttempts": 60}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the whole module, with a short stabilization period."""
+    yield from _launch(tmp_path_factory.mktemp("flotilla-module"),
+                       extra_args=("--service-stabilization-ms", str(STABILIZATION_MS)))
 
 
 def make_cluster(server, fleet, instances: int, *extra: str) -> str:
@@ -78,8 +93,17 @@ def describe(ecs, cluster: str, name: str) -> dict:
 
 
 def wait_stable(ecs, cluster: str, name: str):
+    """`aws ecs wait services-stable` (one deployment, the running count at
+    the desired count), then the deployment COMPLETED: it completes once its
+    steady state has held for the stabilization period."""
     ecs.get_waiter("services_stable").wait(cluster=cluster, services=[name], WaiterConfig=FAST)
-    return describe(ecs, cluster, name)
+
+    def completed():
+        service = describe(ecs, cluster, name)
+        done = len(service["deployments"]) == 1 and service["deployments"][0]["rolloutState"] == "COMPLETED"
+        return service if done else None
+
+    return wait_until(completed, SERVICE_TIMEOUT_S, f"service {name}'s deployment to complete")
 
 
 def events_of(service: dict) -> list[str]:
@@ -225,15 +249,25 @@ def test_rolling_example_stays_within_its_bounds_at_every_step(server, agent_fle
     # Some states last only between two reports; every one observed is one
     # of the example's, in its order. The two tasks of a stop step are stopped
     # in one transaction but reported STOPPED by their agents one at a time,
-    # so (3, 0) and (1, 2) may be seen in between; new tasks start in one.
-    expected = [(4, 0), (3, 0), (2, 0), (2, 2), (1, 2), (0, 2), (0, 4)]
+    # so (3, 0) and (1, 2) may be seen in between, and when the two reports
+    # reach separate passes, the new tasks start one by one: (2, 1), (0, 3).
+    expected = [(4, 0), (3, 0), (2, 0), (2, 1), (2, 2), (1, 2), (0, 2), (0, 3), (0, 4)]
     assert seen[-1] == (0, 4), seen
     assert [state for state in expected if state in seen] == seen, seen
     stable = wait_stable(ecs, cluster, name)
-    # The events say every step, oldest first: stop two, start two, stop two, start two.
-    steps = [m.split(" tasks")[0].split(") ")[1] for m in reversed(events_of(stable)[:len(stable["events"]) - events_before])
-             if "running tasks" in m or "has started" in m]
-    assert steps == ["has stopped 2 running", "has started 2", "has stopped 2 running", "has started 2"], steps
+    # The events say every step, oldest first: stop two, start two, stop two,
+    # start two (a start may come in two events of one task each).
+    steps: list[list] = []
+    for message in reversed(events_of(stable)[:len(stable["events"]) - events_before]):
+        found = re.search(r"\) has (stopped|started) (\d+) (running )?tasks", message)
+        if not found:
+            continue
+        kind, count = found.group(1), int(found.group(2))
+        if steps and steps[-1][0] == kind:
+            steps[-1][1] += count
+        else:
+            steps.append([kind, count])
+    assert steps == [["stopped", 2], ["started", 2], ["stopped", 2], ["started", 2]], steps
     assert stable["taskDefinition"].endswith(f"{family}:2")
     [deployment] = stable["deployments"]
     assert deployment["rolloutState"] == "COMPLETED"
@@ -374,8 +408,8 @@ def test_unplaceable_tasks_are_reported_in_events(server, agent_fleet):
     [message] = wait_until(reported, SERVICE_TIMEOUT_S, "the placement failure event")
     assert message.startswith(f"(service {name}) was unable to place a task because no container instance met "
                               "all of its requirements. The closest matching (container-instance ")
-    assert message.endswith(") has insufficient memory available. For more information, see the "
-                            "Troubleshooting section."), message
+    assert message.endswith(") has insufficient memory available (not enough memory: needs 600, has 424). "
+                            "For more information, see the Troubleshooting section."), message
     wait_until(lambda: describe(ecs, cluster, name)["runningCount"] == 1, SERVICE_TIMEOUT_S, "the task that fits")
 
 
@@ -541,50 +575,37 @@ def crashed_tasks(ecs, cluster: str, name: str, task_definition: str) -> int:
                and "startedAt" in t)
 
 
-def test_circuit_breaker_counts_tasks_that_exit_after_running_unless_healthy_ones_reset_it(server, agent_fleet):
-    """Tasks that reach RUNNING and then exit, one at a time: each was healthy
-    (no health check) before it failed, so with resetOnHealthyTask the count
-    never passes 1; without, the failures add up and trip the breaker."""
+def test_circuit_breaker_counts_tasks_that_exit_after_running_with_or_without_resets(server, agent_fleet):
+    """Tasks that reach RUNNING and exit a moment later, one at a time,
+    never hold their health for the stabilization period: none of them
+    counts as healthy, so none resets the count, and the failures trip the
+    breaker whether or not healthy tasks would reset it. The deployment
+    never completes on the way."""
     ecs = server.ecs
     cluster = make_cluster(server, agent_fleet, 2)
-    results = {}
     for reset in (True, False):
         family = unique("crash")
         good = definition(ecs, family, "sim/app:v1")
         name = unique("crash")
         ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=good, desiredCount=1,
                            deploymentConfiguration=counting_breaker(3, reset))
-        wait_stable(ecs, cluster, name)
-        # The new tasks run for a second or so, long enough for the scheduler
-        # to see one RUNNING: were the old task stopped, the deployment would
-        # complete (as in ECS) and the breaker stop watching it. Protected,
-        # the old task stays, and the deployment stays IN_PROGRESS.
-        [old_task] = service_tasks(ecs, cluster, name)
-        ecs.update_task_protection(cluster=cluster, tasks=[old_task["taskArn"]], protectionEnabled=True)
+        wait_until(lambda: describe(ecs, cluster, name)["deployments"][0]["rolloutState"] == "COMPLETED",
+                   SERVICE_TIMEOUT_S, "the first deployment to complete")
         bad = definition(ecs, family, "sim/exit:1")
         ecs.update_service(cluster=cluster, service=name, taskDefinition=bad)
-        most = 0
-        deadline = time.monotonic() + SERVICE_TIMEOUT_S
-        while time.monotonic() < deadline:
+
+        def tripped():
             service = describe(ecs, cluster, name)
-            [deployment] = [d for d in service["deployments"] if d["taskDefinition"] == bad] or [None]
-            if deployment is None:
-                break
-            most = max(most, deployment["failedTasks"])
-            if deployment["rolloutState"] == "FAILED" or (reset and crashed_tasks(ecs, cluster, name, bad) >= 4):
-                break
-            time.sleep(0.2)
-        results[reset] = (name, good, bad, most)
-    name, good, bad, most = results[True]
-    assert crashed_tasks(ecs, cluster, name, bad) >= 4
-    assert most <= 1, most
-    service = describe(ecs, cluster, name)
-    assert service["taskDefinition"] == bad, "no rollback"
-    assert not any("deployment failed" in m for m in events_of(service)), events_of(service)
-    name, good, bad, _ = results[False]
-    wait_rolled_back(ecs, cluster, name, good)
-    breaker = rolled_back_breaker(ecs, cluster, name)
-    assert breaker["failureCount"] == 3 and breaker["threshold"] == 3, breaker
+            for deployment in service["deployments"]:
+                if deployment["taskDefinition"] == bad:
+                    assert deployment["rolloutState"] != "COMPLETED", service["deployments"]
+            return any("deployment failed: tasks failed to start." in m for m in events_of(service))
+
+        wait_until(tripped, SERVICE_TIMEOUT_S, f"the breaker to trip (reset on healthy: {reset})")
+        wait_rolled_back(ecs, cluster, name, good)
+        assert crashed_tasks(ecs, cluster, name, bad) == 3
+        breaker = rolled_back_breaker(ecs, cluster, name)
+        assert breaker["failureCount"] == 3 and breaker["threshold"] == 3, breaker
 
 
 def test_circuit_breaker_trips_on_tasks_that_fail_their_health_checks(server, agent_fleet):

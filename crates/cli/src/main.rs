@@ -169,6 +169,12 @@ struct ServerArgs {
     /// cannot wait the default 5 minutes.
     #[arg(long, hide = true, default_value_t = flotilla_control::AGENT_LOST_TIMEOUT_MS)]
     service_agent_lost_timeout_ms: u64,
+    /// How long a service task must stay healthy before it counts as
+    /// healthy: before a deployment retires the old tasks it replaces, and
+    /// before it completes. ECS waits 40 s after a task without a health
+    /// check reaches RUNNING; shorten it for tests and demos.
+    #[arg(long, value_name = "MS", default_value_t = flotilla_control::services::STABILIZATION_MS)]
+    service_stabilization_ms: u64,
 }
 
 /// `up`: the server's options and the local agent's.
@@ -360,6 +366,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     ));
     let scheduler_settings = flotilla_control::SchedulerSettings {
         agent_lost_timeout_ms: args.service_agent_lost_timeout_ms,
+        stabilization_ms: args.service_stabilization_ms,
         ..Default::default()
     };
     tokio::spawn(Arc::clone(&ecs).run_service_scheduler(scheduler_settings));

@@ -45,14 +45,20 @@ pub struct DeployArgs {
     /// Task definition to roll out (family, family:revision or ARN).
     #[arg(long)]
     task_definition: Option<String>,
-    #[arg(long)]
+    /// Tasks the service keeps running (REPLICA services; unchanged when not given).
+    #[arg(long, value_name = "N")]
     desired_count: Option<i32>,
     /// Start a new deployment even when nothing else changes.
     #[arg(long)]
     force_new_deployment: bool,
-    #[arg(long)]
+    /// Healthy tasks kept during the rollout, in percent of the desired count
+    /// (rounded up); the service's setting when not given.
+    #[arg(long, value_name = "PERCENT")]
     minimum_healthy_percent: Option<i32>,
-    #[arg(long)]
+    /// Tasks running or pending during the rollout, in percent of the desired
+    /// count (rounded down): how many new tasks start at once; the service's
+    /// setting when not given.
+    #[arg(long, value_name = "PERCENT")]
     maximum_percent: Option<i32>,
     /// Give up following after this long (the deployment goes on).
     #[arg(long, default_value_t = 900)]
@@ -82,23 +88,46 @@ impl Outcome {
 /// What one look at the service says about the followed deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
+    /// Which deployment the counts are of.
+    pub following: Following,
     pub running: i32,
     pub desired: i32,
     pub pending: i32,
+    /// Tasks of the other deployments still running or pending.
     pub draining: i32,
     pub outcome: Option<Outcome>,
 }
 
-/// Where the deployment `id` stands in `service`. Pure.
+/// The deployment the bar follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Following {
+    /// The deployment being rolled out, while it is PRIMARY.
+    New,
+    /// The deployment the circuit breaker rolled back to, still rolling out.
+    RollingBack,
+    /// The same, once it completed.
+    RolledBack,
+    /// Another deployment that replaced the followed one.
+    Replaced,
+}
+
+/// Where the deployment `id` stands in `service`. Pure. Once it is no
+/// longer PRIMARY (rolled back or replaced), the counts are the PRIMARY's:
+/// the deployment that runs the service now.
 pub fn progress(service: &Service, id: &str) -> Progress {
     let deployments = service.deployments.clone().unwrap_or_default();
     let ours = deployments.iter().find(|d| d.id.as_deref() == Some(id));
+    let primary = deployments.first();
+    let shown = match primary {
+        Some(p) if p.id.as_deref() != Some(id) => Some(p),
+        _ => ours,
+    };
+    let shown_id = shown.and_then(|d| d.id.as_deref());
     let draining = deployments
         .iter()
-        .filter(|d| d.id.as_deref() != Some(id))
+        .filter(|d| d.id.as_deref() != shown_id)
         .map(|d| d.running_count.unwrap_or(0) + d.pending_count.unwrap_or(0))
         .sum();
-    let primary = deployments.first();
     let scaled = service.running_count == service.desired_count;
     let outcome = match ours {
         Some(d)
@@ -137,16 +166,26 @@ pub fn progress(service: &Service, id: &str) -> Progress {
             _ => None,
         },
     };
+    let ours_failed = ours.is_none_or(|d| d.rollout_state == Some(DeploymentRolloutState::Failed));
+    let following = match shown {
+        Some(d) if d.id.as_deref() == Some(id) => Following::New,
+        _ if outcome == Some(Outcome::RolledBack) => Following::RolledBack,
+        _ if ours_failed => Following::RollingBack,
+        _ => Following::Replaced,
+    };
     Progress {
-        running: ours.and_then(|d| d.running_count).unwrap_or(0),
-        desired: ours.and_then(|d| d.desired_count).unwrap_or(0),
-        pending: ours.and_then(|d| d.pending_count).unwrap_or(0),
+        following,
+        running: shown.and_then(|d| d.running_count).unwrap_or(0),
+        desired: shown.and_then(|d| d.desired_count).unwrap_or(0),
+        pending: shown.and_then(|d| d.pending_count).unwrap_or(0),
         draining,
         outcome,
     }
 }
 
-/// `[#########.........] 3/4 new running, 1 pending, 2 old draining`
+/// `[#########.........] 3/4 new running, 1 pending, 2 old draining`; after
+/// a rollback, the deployment rolled back to:
+/// `[######################........] 3/4 running, rolling back, 1 pending, 1 draining`.
 pub fn bar(progress: &Progress) -> String {
     let filled = if progress.desired > 0 {
         (progress.running.clamp(0, progress.desired) as usize * BAR_WIDTH)
@@ -154,8 +193,14 @@ pub fn bar(progress: &Progress) -> String {
     } else {
         BAR_WIDTH
     };
+    let (running, draining) = match progress.following {
+        Following::New => ("new running", "old draining"),
+        Following::RollingBack => ("running, rolling back", "draining"),
+        Following::RolledBack => ("running after the rollback", "draining"),
+        Following::Replaced => ("running in the deployment that replaced it", "draining"),
+    };
     format!(
-        "[{}{}] {}/{} new running, {} pending, {} old draining",
+        "[{}{}] {}/{} {running}, {} pending, {} {draining}",
         "#".repeat(filled),
         ".".repeat(BAR_WIDTH - filled),
         progress.running,
@@ -340,10 +385,30 @@ mod tests {
             deployment("new", Failed, 0),
         ]);
         assert_eq!(progress(&rolling_back, "new").outcome, None);
+        // Rolling back: the bar follows the deployment rolled back to, not
+        // the failed one's 0/0.
+        let mut failed_drained = deployment("new", Failed, 0);
+        failed_drained.desired_count = Some(0);
+        let rolling_back = service(vec![deployment("old", InProgress, 3), failed_drained]);
+        assert_eq!(
+            bar(&progress(&rolling_back, "new")),
+            format!(
+                "[{}{}] 3/4 running, rolling back, 0 pending, 0 draining",
+                "#".repeat(22),
+                ".".repeat(8)
+            )
+        );
         let rolled_back = service(vec![deployment("old", Completed, 4)]);
         assert_eq!(
             progress(&rolled_back, "new").outcome,
             Some(Outcome::RolledBack)
+        );
+        assert_eq!(
+            bar(&progress(&rolled_back, "new")),
+            format!(
+                "[{}] 4/4 running after the rollback, 0 pending, 0 draining",
+                "#".repeat(30)
+            )
         );
     }
 }

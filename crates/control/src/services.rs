@@ -32,7 +32,7 @@ pub(crate) mod events;
 pub mod reconcile;
 pub mod rollout;
 
-pub use reconcile::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS};
+pub use reconcile::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS, STABILIZATION_MS};
 
 const SERVICE_NAME_LENGTH_MAX: usize = 255;
 const CLIENT_TOKEN_LENGTH_MAX: usize = 36;
@@ -173,6 +173,26 @@ pub struct ServiceRecord {
     /// a retry, answered with the service.
     #[serde(default)]
     pub client_token: Option<String>,
+    /// What the scheduler's events have said, so that nothing is said twice.
+    #[serde(default)]
+    pub told: Told,
+}
+
+/// What a service's events have said that must not be said again while
+/// nothing changes: ECS omits a repeated event until its cause changes or
+/// six hours pass.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Told {
+    /// When "has reached a steady state." was last said (clock ms).
+    #[serde(default)]
+    pub steady_at_ms: Option<u64>,
+    /// The latest stop time (clock ms) of the failed tasks whose failure
+    /// was told.
+    #[serde(default)]
+    pub failures_through_ms: u64,
+    /// The launch throttle's delay (ms) last told, and of which deployment.
+    #[serde(default)]
+    pub throttle: Option<(String, u64)>,
 }
 
 impl ServiceRecord {
@@ -225,6 +245,12 @@ impl ServiceRecord {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskProtection {
     pub expires_at_ms: u64,
+}
+
+/// A deployment's `rolloutStateReason` while it is IN_PROGRESS, naming it
+/// as ECS does.
+pub fn in_progress_reason(deployment_id: &str) -> String {
+    format!("ECS deployment {deployment_id} in progress.")
 }
 
 /// `ecs-svc/` and 19 digits, as ECS names deployments, from a fresh id.
@@ -592,7 +618,6 @@ impl Ecs {
         let now_seconds = now_ms as f64 / 1000.0;
         DeploymentRecord {
             deployment: Deployment {
-                id: Some(id),
                 status: Some("PRIMARY".to_owned()),
                 task_definition: Some(spec.task_definition.clone()),
                 desired_count: Some(desired),
@@ -606,7 +631,8 @@ impl Ecs {
                     .then(|| spec.capacity_provider_strategy.clone()),
                 network_configuration: spec.network_configuration.clone(),
                 rollout_state: Some(DeploymentRolloutState::InProgress),
-                rollout_state_reason: Some("ECS deployment in progress.".to_owned()),
+                rollout_state_reason: Some(in_progress_reason(&id)),
+                id: Some(id),
                 ..Default::default()
             },
             spec,
@@ -757,6 +783,7 @@ impl Ecs {
             placement_failure: None,
             inactive_at_ms: None,
             client_token: request.client_token.clone(),
+            told: Told::default(),
         };
         if daemon {
             // What DescribeServices says at once: a task per eligible instance.

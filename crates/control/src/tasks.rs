@@ -311,6 +311,36 @@ pub fn apply_change(
     changed
 }
 
+/// A placement's failures as RunTask answers them: ECS's `reason` for each
+/// instance left out and, beyond ECS, a `detail` naming the cause ("missing
+/// required attribute ...", "not enough memory: needs 512, has 128"), as
+/// ExplainPlacement words it for `snapshot` as the placement left it.
+fn placement_failures(
+    snapshot: &flotilla_scheduler::Snapshot,
+    request: &flotilla_scheduler::Request,
+    failed: &[flotilla_scheduler::Failure],
+) -> Vec<Failure> {
+    if failed.is_empty() {
+        return Vec::new();
+    }
+    let mut details: std::collections::HashMap<String, String> =
+        flotilla_scheduler::explain(snapshot, request)
+            .into_iter()
+            .filter_map(|verdict| match verdict.outcome {
+                flotilla_scheduler::Outcome::Excluded { detail, .. } => Some((verdict.arn, detail)),
+                _ => None,
+            })
+            .collect();
+    failed
+        .iter()
+        .map(|failure| Failure {
+            arn: Some(failure.arn.clone()),
+            reason: Some(failure.reason.as_str().to_owned()),
+            detail: details.remove(&failure.arn),
+        })
+        .collect()
+}
+
 /// The stop code of a task its agent stopped, from the reason it gave.
 pub fn stop_code_for(reason: Option<&str>, reached_running: bool) -> TaskStopCode {
     let reason = reason.unwrap_or_default();
@@ -903,11 +933,7 @@ impl Ecs {
                 for request in placement_requests(launch, *count, seed)? {
                     let plan = flotilla_scheduler::place(snapshot, &request);
                     snapshot.apply(&plan);
-                    failures.extend(plan.failures.iter().map(|failure| Failure {
-                        arn: Some(failure.arn.clone()),
-                        reason: Some(failure.reason.as_str().to_owned()),
-                        detail: None,
-                    }));
+                    failures.extend(placement_failures(snapshot, &request, &plan.failures));
                     // A share left unplaced with no instance to blame: its
                     // provider has no instance that could take a task (none
                     // at all, or only DRAINING ones), which ECS would not say.
@@ -953,18 +979,19 @@ impl Ecs {
                     if plan.placements.is_empty() {
                         // `explain` also names the reasons RunTask does not
                         // report (DRAINING), which StartTask does.
-                        let reason = flotilla_scheduler::explain(&alone, &request)
+                        let excluded = flotilla_scheduler::explain(&alone, &request)
                             .into_iter()
                             .find_map(|verdict| match verdict.outcome {
-                                flotilla_scheduler::Outcome::Excluded { reason, .. } => {
-                                    Some(reason.as_str().to_owned())
+                                flotilla_scheduler::Outcome::Excluded { reason, detail } => {
+                                    Some((reason.as_str().to_owned(), detail))
                                 }
                                 _ => None,
                             });
+                        let (reason, detail) = excluded.unzip();
                         failures.push(Failure {
                             arn: Some(instances[index].value.arn()),
                             reason,
-                            detail: None,
+                            detail,
                         });
                         continue;
                     }

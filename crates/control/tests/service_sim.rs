@@ -24,6 +24,9 @@ use serde_json::{json, Value};
 
 const START_MS: u64 = 1_700_000_000_000;
 const STEP_MS: u64 = 1_000;
+/// How long a task must stay healthy before it counts: two steps, so that a
+/// task that crashes within a step of RUNNING never counts.
+const STABILIZATION_MS: u64 = 2 * STEP_MS;
 const CLUSTER: &str = "sim";
 
 /// A small, fast, seedable generator (SplitMix64).
@@ -118,6 +121,8 @@ impl Store for CrashableStore {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Local {
     Running,
+    /// Running, and its essential container exits at the agents' next turn.
+    Crashing,
     Stopped,
 }
 
@@ -162,6 +167,7 @@ impl World {
         let ids = Arc::new(SeededIds(Mutex::new(Rng(seed ^ 0x5eed))));
         let settings = SchedulerSettings {
             agent_lost_timeout_ms: 60_000,
+            stabilization_ms: STABILIZATION_MS,
             ..Default::default()
         };
         let ecs = Ecs::new(
@@ -299,12 +305,24 @@ impl World {
 
     /// The simulated agents act on their payloads: start what they were
     /// sent (or fail it, as its image says), stop what they were told to.
-    /// A `sim/exit` task reaches RUNNING, then its essential container exits
-    /// before the scheduler looks again.
+    /// A `sim/exit` task reaches RUNNING, the scheduler sees it run once,
+    /// and its essential container exits at the agents' next turn.
     async fn agents_act(&mut self) {
         for index in 0..self.hosts.len() {
             if !self.hosts[index].connected {
                 continue;
+            }
+            let mut crashing: Vec<String> = self.hosts[index]
+                .tasks
+                .iter()
+                .filter(|(_, state)| **state == Local::Crashing)
+                .map(|(arn, _)| arn.clone())
+                .collect();
+            crashing.sort();
+            for arn in crashing {
+                self.report(&arn, "STOPPED", "Essential container in task exited")
+                    .await;
+                self.hosts[index].tasks.insert(arn, Local::Stopped);
             }
             let arn = self.hosts[index].arn.clone();
             let instance_id = arn.rsplit('/').next().unwrap_or_default().to_owned();
@@ -355,15 +373,9 @@ impl World {
                 }
                 self.report(&task.task_arn, "RUNNING", "").await;
                 if image.starts_with("sim/exit") {
-                    self.report(
-                        &task.task_arn,
-                        "STOPPED",
-                        "Essential container in task exited",
-                    )
-                    .await;
                     self.hosts[index]
                         .tasks
-                        .insert(task.task_arn.clone(), Local::Stopped);
+                        .insert(task.task_arn.clone(), Local::Crashing);
                     continue;
                 }
                 self.hosts[index]
@@ -419,6 +431,35 @@ impl World {
         self.report(&arn, "STOPPED", "Essential container in task exited")
             .await;
         self.hosts[host].tasks.insert(arn, Local::Stopped);
+    }
+
+    /// A running task's essential container exits on its own.
+    async fn crash(&mut self, task_arn: &str) {
+        self.report(task_arn, "STOPPED", "Essential container in task exited")
+            .await;
+        for host in &mut self.hosts {
+            if let Some(state) = host.tasks.get_mut(task_arn) {
+                *state = Local::Stopped;
+            }
+        }
+    }
+
+    /// The ARNs of a service's tasks that are RUNNING and not asked to stop.
+    async fn running_tasks_of(&self, name: &str) -> Vec<String> {
+        let group = format!("service:{name}");
+        let mut arns: Vec<String> = self
+            .tasks()
+            .await
+            .iter()
+            .filter(|t| {
+                t["group"] == json!(group)
+                    && t["lastStatus"] == "RUNNING"
+                    && t["desiredStatus"] == "RUNNING"
+            })
+            .filter_map(|t| t["taskArn"].as_str().map(str::to_owned))
+            .collect();
+        arns.sort();
+        arns
     }
 
     fn advance(&self, ms: u64) {
@@ -744,25 +785,33 @@ fn deployment_of<'a>(service: &'a Value, definition: &str) -> Option<&'a Value> 
         .find(|d| d["taskDefinition"] == json!(definition))
 }
 
+/// A service of one task under the breaker (COUNT 3, with rollback),
+/// steady on `app:v1`; returns the world and that revision.
+async fn counting_service(seed: u64, reset: bool) -> (World, String) {
+    let mut world = World::new(seed).await;
+    world.add_host(4096, 8192, "a").await;
+    let good = world.definition("loop", "app:v1", false).await;
+    world
+        .ok(
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "loop", "taskDefinition": good, "desiredCount": 1,
+                   "deploymentConfiguration": {"deploymentCircuitBreaker": {
+                       "enable": true, "rollback": true, "resetOnHealthyTask": reset,
+                       "thresholdConfiguration": {"type": "COUNT", "value": 3}}}}),
+        )
+        .await;
+    world.settle(5).await;
+    assert!(steady(&world.service("loop").await));
+    (world, good)
+}
+
 #[tokio::test]
-async fn circuit_breaker_resets_on_healthy_tasks_unless_told_not_to() {
+async fn a_revision_that_crashes_after_running_trips_the_breaker_whether_or_not_it_resets() {
     for reset in [true, false] {
-        let mut world = World::new(8).await;
-        world.add_host(4096, 8192, "a").await;
-        let good = world.definition("loop", "app:v1", false).await;
-        world
-            .ok(
-                "CreateService",
-                json!({"cluster": CLUSTER, "serviceName": "loop", "taskDefinition": good, "desiredCount": 1,
-                       "deploymentConfiguration": {"deploymentCircuitBreaker": {
-                           "enable": true, "rollback": true, "resetOnHealthyTask": reset,
-                           "thresholdConfiguration": {"type": "COUNT", "value": 3}}}}),
-            )
-            .await;
-        world.settle(3).await;
-        assert!(steady(&world.service("loop").await));
-        // Each task of the new revision runs (healthy: it has no health
-        // check), then its essential container exits.
+        let (mut world, good) = counting_service(8, reset).await;
+        // Each task of the new revision reaches RUNNING, then its essential
+        // container exits before it has held its health: it never counts
+        // as healthy, so it resets nothing and the failures add up.
         let bad = world.definition("loop", "sim/exit:1", false).await;
         world
             .ok(
@@ -778,6 +827,7 @@ async fn circuit_breaker_resets_on_healthy_tasks_unless_told_not_to() {
             let Some(deployment) = deployment_of(&service, &bad) else {
                 break;
             };
+            assert_ne!(deployment["rolloutState"], "COMPLETED", "{service}");
             let failed = deployment["failedTasks"].as_i64().unwrap_or(0);
             if counts.last() != Some(&failed) {
                 counts.push(failed);
@@ -798,36 +848,166 @@ async fn circuit_breaker_resets_on_healthy_tasks_unless_told_not_to() {
                 break;
             }
         }
-        let stopped = world
+        // The third failure trips it, and the rollback retires it at once.
+        assert_eq!(counts, [0, 1, 2], "reset on healthy: {reset}");
+        world.settle(4).await;
+        let service = world.service("loop").await;
+        assert!(steady(&service), "{service}");
+        assert_eq!(service["taskDefinition"], json!(good));
+        let all = messages(&service);
+        assert!(all
+            .iter()
+            .any(|m| m.ends_with("deployment failed: tasks failed to start.")));
+        assert!(
+            all.iter().any(|m| m.starts_with("(service loop) (task ")
+                && m.ends_with("stopped: Essential container in task exited.")),
+            "{all:?}"
+        );
+        assert_eq!(world.rolled_back_breaker("loop").await["failureCount"], 3);
+    }
+}
+
+#[tokio::test]
+async fn a_task_that_held_its_health_resets_the_count_unless_told_not_to() {
+    for reset in [true, false] {
+        let (mut world, good) = counting_service(12, reset).await;
+        // The old task is protected: the deployment cannot retire it, so it
+        // stays IN_PROGRESS and its breaker keeps counting.
+        let Ok([old]) = <[String; 1]>::try_from(world.running_tasks_of("loop").await) else {
+            panic!("one task");
+        };
+        world
+            .ok(
+                "UpdateTaskProtection",
+                json!({"cluster": CLUSTER, "tasks": [old], "protectionEnabled": true}),
+            )
+            .await;
+        let next = world.definition("loop", "app:v2", false).await;
+        // Two starts fail, then one runs and holds its health, then crashes.
+        world.start_failure_percent = 100;
+        world
+            .ok(
+                "UpdateService",
+                json!({"cluster": CLUSTER, "service": "loop", "taskDefinition": next}),
+            )
+            .await;
+        let count =
+            |service: &Value| deployment_of(service, &next).and_then(|d| d["failedTasks"].as_i64());
+        for _ in 0..10 {
+            if count(&world.service("loop").await) == Some(2) {
+                break;
+            }
+            world.settle(1).await;
+        }
+        assert_eq!(count(&world.service("loop").await), Some(2));
+        world.start_failure_percent = 0;
+        world.settle(4).await;
+        let service = world.service("loop").await;
+        assert_eq!(
+            count(&service),
+            Some(if reset { 0 } else { 2 }),
+            "reset on healthy: {reset}: {service}"
+        );
+        let new_tasks: Vec<String> = world
+            .running_tasks_of("loop")
+            .await
+            .into_iter()
+            .filter(|arn| *arn != old)
+            .collect();
+        let Ok([survivor]) = <[String; 1]>::try_from(new_tasks) else {
+            panic!("one new task");
+        };
+        world.crash(&survivor).await;
+        world.settle(1).await;
+        let service = world.service("loop").await;
+        if reset {
+            let deployment = deployment_of(&service, &next).expect("the deployment");
+            assert_eq!(deployment["failedTasks"], 1);
+            assert_eq!(deployment["rolloutState"], "IN_PROGRESS");
+        } else {
+            // The third failure trips it; the protected old task runs on
+            // as the rolled back deployment's.
+            world.settle(2).await;
+            let service = world.service("loop").await;
+            let breaker = world.rolled_back_breaker("loop").await;
+            assert_eq!(breaker["failureCount"], 3, "{breaker}");
+            assert_eq!(service["taskDefinition"], json!(good));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_crash_looping_revision_never_completes_and_keeps_the_old_tasks_up() {
+    let mut world = World::new(13).await;
+    for zone in ["a", "b"] {
+        world.add_host(4096, 8192, zone).await;
+    }
+    let good = world.definition("web", "app:v1", false).await;
+    world
+        .ok(
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "web", "taskDefinition": good, "desiredCount": 4,
+                   "deploymentConfiguration": {"minimumHealthyPercent": 50, "maximumPercent": 200,
+                       "deploymentCircuitBreaker": {"enable": true, "rollback": true}}}),
+        )
+        .await;
+    world.settle(5).await;
+    let first = world.service("web").await;
+    assert!(steady(&first), "{first}");
+    let steady_said = |service: &Value| {
+        messages(service)
+            .iter()
+            .filter(|m| *m == "(service web) has reached a steady state.")
+            .count()
+    };
+    assert_eq!(steady_said(&first), 1);
+    let bad = world.definition("web", "sim/exit:1", false).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "web", "taskDefinition": bad}),
+        )
+        .await;
+    let mut failed = false;
+    for _ in 0..30 {
+        world.settle(1).await;
+        let service = world.service("web").await;
+        if let Some(deployment) = deployment_of(&service, &bad) {
+            assert_ne!(deployment["rolloutState"], "COMPLETED", "{service}");
+        }
+        failed |= messages(&service)
+            .iter()
+            .any(|m| m.ends_with("deployment failed: tasks failed to start."));
+        // The old revision's running tasks never go below the floor.
+        let old_running = world
             .tasks()
             .await
             .iter()
-            .filter(|t| {
-                t["taskDefinitionArn"] == json!(bad) && t["stopCode"] == "EssentialContainerExited"
-            })
+            .filter(|t| t["taskDefinitionArn"] == json!(good))
+            .filter(|t| t["lastStatus"] == "RUNNING" && t["desiredStatus"] == "RUNNING")
             .count();
-        let service = world.service("loop").await;
-        if reset {
-            // Every failure came after a healthy task of its own: never more than one in a row.
-            assert!(stopped >= 4, "only {stopped} tasks crashed");
-            assert_eq!(counts.iter().max(), Some(&1), "{counts:?}");
-            assert_eq!(
-                deployment_of(&service, &bad).map(|d| d["rolloutState"].clone()),
-                Some(json!("IN_PROGRESS"))
-            );
-        } else {
-            // The third failure trips it, and the rollback retires it at once.
-            assert_eq!(counts, [0, 1, 2]);
-            world.settle(4).await;
-            let service = world.service("loop").await;
-            assert!(steady(&service), "{service}");
-            assert_eq!(service["taskDefinition"], json!(good));
-            assert!(messages(&service)
-                .iter()
-                .any(|m| m.ends_with("deployment failed: tasks failed to start.")));
-            assert_eq!(world.rolled_back_breaker("loop").await["failureCount"], 3);
+        assert!(
+            old_running >= 2,
+            "{old_running} tasks of the old revision left running"
+        );
+        if failed && steady(&service) {
+            break;
         }
+        assert_eq!(steady_said(&service), 1, "{:?}", messages(&service));
     }
+    assert!(failed, "the breaker never tripped");
+    world.settle(4).await;
+    let service = world.service("web").await;
+    assert!(steady(&service), "{service}");
+    assert_eq!(service["taskDefinition"], json!(good));
+    assert_eq!(
+        service["deployments"][0]["id"], first["deployments"][0]["id"],
+        "the last completed deployment came back"
+    );
+    // Said once more, when the rollback held its steady state, and not again.
+    assert_eq!(steady_said(&service), 2, "{:?}", messages(&service));
+    world.settle(10).await;
+    assert_eq!(steady_said(&world.service("web").await), 2);
 }
 
 #[tokio::test]
@@ -1346,6 +1526,9 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
         let ceiling = (desired * maximum / 100).max(desired);
         let floor = (desired * minimum).div_ceil(100);
         world.pass().await;
+        check_completions(&world, &service, &failing)
+            .await
+            .map_err(|e| format!("step {step}: {e}"))?;
         let after = world.census("svc").await;
         if after.total() > before.total().max(ceiling) {
             return Err(format!(
@@ -1396,15 +1579,11 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
         (desired * configuration["maximumPercent"].as_u64().unwrap_or(200) / 100).max(desired);
     // A floor at the ceiling (one task, 50% and 100%) lets no old task stop
     // and no new one start: ECS's documented dead end, not a failure here.
+    // A revision that crash-loops never completes and its failures count,
+    // whether or not healthy tasks reset the count (its tasks never hold
+    // their health): it ends FAILED.
     let dead_end = desired > 0 && floor >= ceiling;
-    // Tasks that run, then exit, reset the count they add to when the
-    // breaker resets on healthy tasks: one at a time, they never trip it,
-    // and the deployment stays IN_PROGRESS, as in ECS.
-    let crash_loops = reset_on_healthy
-        && failing
-            .iter()
-            .any(|arn| service["deployments"][0]["taskDefinition"] == json!(arn));
-    if state != "COMPLETED" && state != "FAILED" && !dead_end && !crash_loops {
+    if state != "COMPLETED" && state != "FAILED" && !dead_end {
         return Err(format!(
             "the PRIMARY deployment is {state} after a quiet period: {service}"
         ));
@@ -1414,6 +1593,57 @@ async fn random_sequence(seed: u64, steps: usize) -> Result<(), String> {
         .any(|arn| service["taskDefinition"] == json!(arn));
     if state == "COMPLETED" && !runs_failing && !steady(&service) {
         return Err(format!("completed but not steady: {service}"));
+    }
+    Ok(())
+}
+
+/// No deployment becomes COMPLETED while its tasks are failing: when one
+/// completes in a pass, it runs its desired count of tasks that have been
+/// RUNNING for the stabilization period, and it is not of a revision whose
+/// tasks fail (unless it completed at a desired count of 0). `before` is the
+/// service as described before the pass.
+async fn check_completions(
+    world: &World,
+    before: &Value,
+    failing: &[String],
+) -> Result<(), String> {
+    let service = world.service("svc").await;
+    let was_completed = |id: &Value| {
+        before["deployments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| d["id"] == *id && d["rolloutState"] == "COMPLETED")
+    };
+    let now_seconds = world.clock.now_ms() as f64 / 1000.0;
+    let held_since = now_seconds - STABILIZATION_MS as f64 / 1000.0;
+    let tasks = world.tasks().await;
+    for deployment in service["deployments"].as_array().into_iter().flatten() {
+        if deployment["rolloutState"] != "COMPLETED" || was_completed(&deployment["id"]) {
+            continue;
+        }
+        let desired = deployment["desiredCount"].as_u64().unwrap_or(0) as usize;
+        let held = tasks
+            .iter()
+            .filter(|t| t["startedBy"] == deployment["id"])
+            .filter(|t| t["lastStatus"] == "RUNNING" && t["desiredStatus"] == "RUNNING")
+            .filter(|t| t["startedAt"].as_f64().is_some_and(|at| at <= held_since))
+            .count();
+        if held < desired {
+            return Err(format!(
+                "deployment {} completed with {held} of {desired} tasks running for the stabilization period",
+                deployment["id"]
+            ));
+        }
+        let crashes = failing
+            .iter()
+            .any(|arn| deployment["taskDefinition"] == json!(arn));
+        if crashes && desired > 0 {
+            return Err(format!(
+                "deployment {} of a failing revision completed at a desired count of {desired}",
+                deployment["id"]
+            ));
+        }
     }
     Ok(())
 }
@@ -1511,6 +1741,14 @@ async fn a_deleted_service_drains_then_is_inactive_then_collected() {
         )
         .await;
     assert!(refused.is_err());
+    // Protection keeps a task from scale-in, not from its service's end.
+    let protected = world.running_tasks_of("old").await[0].clone();
+    world
+        .ok(
+            "UpdateTaskProtection",
+            json!({"cluster": CLUSTER, "tasks": [protected], "protectionEnabled": true}),
+        )
+        .await;
     let deleted = world
         .ok(
             "DeleteService",
@@ -1518,8 +1756,22 @@ async fn a_deleted_service_drains_then_is_inactive_then_collected() {
         )
         .await;
     assert_eq!(deleted["service"]["status"], "DRAINING");
-    world.settle(3).await;
-    assert_eq!(world.service("old").await["status"], "INACTIVE");
+    // One pass asks every task to stop; the next finds them all stopping
+    // and makes the service INACTIVE, before any agent has acted.
+    world.pass().await;
+    world.pass().await;
+    let service = world.service("old").await;
+    assert_eq!(service["status"], "INACTIVE");
+    let protected_id = protected.rsplit('/').next().unwrap_or_default();
+    assert!(
+        messages(&service)
+            .iter()
+            .any(|m| m.contains("protected tasks too")
+                && m.contains(&format!("(task {protected_id})"))),
+        "{:?}",
+        messages(&service)
+    );
+    world.settle(2).await;
     assert_eq!(world.census("old").await.total(), 0);
     assert_eq!(
         world

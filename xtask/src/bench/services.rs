@@ -8,15 +8,20 @@
 //!   └─ flotilla agent --simulate N --simulate-start-delay-ms 0 (fake runtime)
 //! wait: N instances ACTIVE and agentConnected
 //! CreateService desiredCount T     → poll DescribeServices until steady
-//!   → {"bench":"services","phase":"create_to_steady","seconds":…,"server_rss_mib_max":…,"server_cpu_cores":…}
+//!   → {"bench":"services","phase":"create_to_steady","seconds_to_running":…,"seconds_to_completed":…,
+//!      "server_rss_mib_max":…,"server_cpu_cores":…}
 //! UpdateService taskDefinition v2  → poll until the new deployment completed and alone
-//!   → {"bench":"services","phase":"rolling_deployment","seconds":…,…}
+//!   → {"bench":"services","phase":"rolling_deployment","seconds_to_running":…,"seconds_to_completed":…,…}
 //! ```
 //!
-//! Steady means what `aws ecs wait services-stable` waits for (one
-//! deployment, runningCount = desiredCount) with the deployment COMPLETED.
-//! The server's resident memory is sampled at every poll (the largest is
-//! reported) and its CPU is the cores it kept busy on average over the phase.
+//! Each phase reports two times: until the deployment first runs all T
+//! tasks (its `runningCount`), and until the service is steady: what `aws
+//! ecs wait services-stable` waits for (one deployment, runningCount =
+//! desiredCount) with the deployment COMPLETED. The second includes the
+//! stabilization period a deployment must hold its steady state for before
+//! it completes. The server's resident memory is sampled at every poll (the
+//! largest is reported) and its CPU is the cores it kept busy on average
+//! over the phase.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -152,6 +157,9 @@ struct Phase {
 }
 
 struct Finished {
+    /// Until the deployment first ran every task.
+    seconds_to_running: f64,
+    /// Until it completed, alone, with every task running.
     seconds: f64,
     rss_mib_max: f64,
     cpu_cores: Option<f64>,
@@ -176,6 +184,7 @@ impl Phase {
     ) -> Result<Finished> {
         let mut rss_mib_max: f64 = 0.0;
         let mut polls = 0;
+        let mut seconds_to_running: Option<f64> = None;
         loop {
             rss_mib_max = rss_mib_max.max(rss_mib(pid).unwrap_or(0.0));
             let answer = api.call(
@@ -184,6 +193,9 @@ impl Phase {
             )?;
             polls += 1;
             let service = &answer["services"][0];
+            if seconds_to_running.is_none() && all_running(service, tasks, deployment) {
+                seconds_to_running = Some(self.began.elapsed().as_secs_f64());
+            }
             if steady(service, tasks, deployment) {
                 let seconds = self.began.elapsed().as_secs_f64();
                 let cpu_cores = match (self.cpu_before, servers::cpu_seconds(pid)) {
@@ -193,6 +205,7 @@ impl Phase {
                     _ => None,
                 };
                 return Ok(Finished {
+                    seconds_to_running: seconds_to_running.unwrap_or(seconds),
                     seconds,
                     rss_mib_max,
                     cpu_cores,
@@ -221,13 +234,25 @@ impl Finished {
                 "phase": phase,
                 "instances": options.instances,
                 "tasks": options.tasks,
-                "seconds": super::round(self.seconds, 2),
+                "seconds_to_running": super::round(self.seconds_to_running, 2),
+                "seconds_to_completed": super::round(self.seconds, 2),
                 "server_rss_mib_max": super::round(self.rss_mib_max, 1),
                 "server_cpu_cores": self.cpu_cores,
                 "polls": self.polls,
             })
         );
     }
+}
+
+/// Whether the deployment (the PRIMARY, or `deployment` when given) runs
+/// every task.
+fn all_running(service: &Value, tasks: usize, deployment: Option<&str>) -> bool {
+    service["deployments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| deployment.map_or(d["status"] == "PRIMARY", |id| d["id"] == id))
+        .is_some_and(|d| d["runningCount"].as_u64() == Some(tasks as u64))
 }
 
 fn steady(service: &Value, tasks: usize, deployment: Option<&str>) -> bool {

@@ -24,6 +24,13 @@
 //! so no restart adds tasks beyond `maximumPercent`. One scheduler runs per
 //! control plane.
 //!
+//! *Stability:* a task counts as healthy (towards minimumHealthyPercent,
+//! completion and the circuit breaker's reset) only once it has stayed
+//! healthy for [`SchedulerSettings::stabilization_ms`], as ECS waits 40 s
+//! after a task without a health check reaches RUNNING before it counts
+//! it. A task that crashes a moment after RUNNING never counts, so a
+//! crash-looping revision can neither retire the old tasks nor complete.
+//!
 //! *Agent loss:* tasks on an instance whose agent has been disconnected for
 //! [`AGENT_LOST_TIMEOUT_MS`] (counted from the later of the disconnection
 //! and the scheduler's own start, so a control-plane restart does not make
@@ -39,6 +46,7 @@ use flotilla_types::ecs::*;
 use flotilla_types::ApiError;
 
 use super::breaker::{FailureCount, TaskOutcome};
+use super::events::TaskFailure;
 use super::rollout::{self, Actions, Bounds, DaemonInstance, Phase, StopWhy, TaskView};
 use super::{events, failure_threshold, CompletedDeployment, ServiceRecord, TaskProtection};
 use crate::instances::{scan, InstanceRecord};
@@ -70,6 +78,16 @@ pub const LAUNCH_THROTTLE_MAX_MS: u64 = 30 * 1000;
 /// Task records read per store call in a pass: the values of a page are
 /// held at once.
 const TASK_SCAN_PAGE: usize = 256;
+/// How long a task must stay healthy before it counts as healthy: ECS
+/// counts a task without a health check towards minimumHealthyPercent 40 s
+/// after it reaches RUNNING. A deployment completes once all of its tasks
+/// have, so its steady state has held that long.
+pub const STABILIZATION_MS: u64 = 40 * 1000;
+/// How often "has reached a steady state." is said again while the service
+/// stays steady: ECS repeats an event whose cause persists after six hours.
+pub const STEADY_STATE_REPEAT_MS: u64 = 6 * 60 * 60 * 1000;
+/// Failed tasks one pass names in events; more are counted in one event.
+const FAILED_TASK_EVENTS_MAX: usize = 10;
 
 /// How the scheduler's loop runs.
 #[derive(Clone, Debug)]
@@ -79,6 +97,9 @@ pub struct SchedulerSettings {
     pub tick: Duration,
     /// After a change, how long to let more arrive before a pass.
     pub settle: Duration,
+    /// How long a task must stay healthy before it counts as healthy
+    /// ([`STABILIZATION_MS`] unless a test shortens it).
+    pub stabilization_ms: u64,
 }
 
 impl Default for SchedulerSettings {
@@ -87,6 +108,7 @@ impl Default for SchedulerSettings {
             agent_lost_timeout_ms: AGENT_LOST_TIMEOUT_MS,
             tick: Duration::from_secs(1),
             settle: Duration::from_millis(25),
+            stabilization_ms: STABILIZATION_MS,
         }
     }
 }
@@ -287,6 +309,7 @@ impl ServiceScheduler {
                 let health = task.health;
                 let healthy =
                     phase == Phase::Running && (!checked || health == HealthStatus::Healthy);
+                let stable = healthy && task.held_healthy(self.settings.stabilization_ms, now_ms);
                 let started_ms = task.started_at_ms.unwrap_or(now_ms);
                 let unhealthy = phase == Phase::Running
                     && checked
@@ -308,6 +331,7 @@ impl ServiceScheduler {
                         zone,
                         phase,
                         healthy,
+                        stable,
                         unhealthy,
                         instance_usable,
                         lost,
@@ -367,8 +391,17 @@ impl ServiceScheduler {
         }
         let views = self.views(&record, tasks, view, now_ms);
         self.observe(&mut record, tasks, &views, now_ms, rollback_id, &mut told);
+        let throttle = record
+            .primary()
+            .and_then(|primary| launch_throttle(tasks, primary.id(), now_ms));
+        tell_throttle(&mut record, throttle.as_ref(), now_ms, &mut told);
         let key = keys::service(cluster, &record.name);
-        let drained = record.status() == "DRAINING" && views.iter().all(|(v, _)| v.lost);
+        // As in ECS, a deleted service is INACTIVE once each of its tasks
+        // is stopping or stopped (those of lost instances aside).
+        let drained = record.status() == "DRAINING"
+            && views
+                .iter()
+                .all(|(v, _)| v.lost || v.phase == Phase::Stopping);
         if drained {
             record.service.status = Some("INACTIVE".to_owned());
             record.inactive_at_ms = Some(now_ms);
@@ -376,6 +409,9 @@ impl ServiceScheduler {
             record.service.pending_count = Some(0);
             for deployment in std::mem::take(&mut record.deployments) {
                 record.finish(deployment, now_ms);
+            }
+            for message in told.drain(..) {
+                record.add_event(ecs.ids.uuid(), now_ms as f64 / 1000.0, message);
             }
             record.add_event(
                 ecs.ids.uuid(),
@@ -410,12 +446,21 @@ impl ServiceScheduler {
         };
         let may_launch = record.status() == "ACTIVE"
             && primary.rollout_state() != DeploymentRolloutState::Failed
-            && now_ms >= launch_throttled_until_ms(tasks, primary.id());
+            && throttle.as_ref().is_none_or(|t| now_ms >= t.until_ms);
         let configuration = record.configuration();
         let minimum =
             u32::try_from(configuration.minimum_healthy_percent.unwrap_or(100)).unwrap_or(0);
         let maximum = u32::try_from(configuration.maximum_percent.unwrap_or(200)).unwrap_or(200);
-        let task_views: Vec<TaskView> = views.iter().map(|(v, _)| v.clone()).collect();
+        // Scale-in protection keeps tasks from scale-in and deployments, not
+        // from the end of their service: a deleted one stops them too.
+        let draining = record.status() == "DRAINING";
+        let task_views: Vec<TaskView> = views
+            .iter()
+            .map(|(v, _)| TaskView {
+                protected: v.protected && !draining,
+                ..v.clone()
+            })
+            .collect();
         let actions = match &daemon_instances {
             Some(instances) => rollout::plan_daemon(&task_views, instances, minimum, may_launch),
             None if record.is_daemon() => {
@@ -506,6 +551,7 @@ impl ServiceScheduler {
     ) {
         let now_seconds = now_ms as f64 / 1000.0;
         let name = record.name.clone();
+        tell_failures(record, tasks, told);
         let desired = u32::try_from(record.service.desired_count.unwrap_or(0)).unwrap_or(0);
         let configuration = record.configuration();
         let breaker = configuration
@@ -546,7 +592,8 @@ impl ServiceScheduler {
                 .filter(|t| t.started_by.as_deref() == Some(id.as_str()))
                 .map(|t| TaskOutcome {
                     task_id: &t.task_id,
-                    healthy_at_ms: t.healthy_at_ms,
+                    // Healthy for the breaker's reset once it held its health.
+                    healthy_at_ms: t.stable_at_ms(self.settings.stabilization_ms, now_ms),
                     failed_at_ms: if t.failed { t.stopped_at_ms } else { None },
                 })
                 .collect();
@@ -746,8 +793,16 @@ impl ServiceScheduler {
             && record
                 .primary()
                 .is_some_and(|p| p.rollout_state() == DeploymentRolloutState::Completed);
-        if steady && !record.steady {
+        // Said when it becomes true, then again only every few hours while
+        // it stays true, as ECS repeats it.
+        let due = !record.steady
+            || record
+                .told
+                .steady_at_ms
+                .is_none_or(|at| now_ms.saturating_sub(at) >= STEADY_STATE_REPEAT_MS);
+        if steady && due {
             told.push(events::steady_state(&name));
+            record.told.steady_at_ms = Some(now_ms);
         }
         record.steady = steady;
     }
@@ -778,6 +833,14 @@ impl ServiceScheduler {
         );
         let mut stopped_ids = Vec::new();
         let mut lost_by_instance: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        // A deleted service's plan ignored their protection; say so.
+        let protected: std::collections::HashSet<&str> = actions
+            .stop
+            .iter()
+            .map(|(index, _)| &views[*index].0)
+            .filter(|view| view.protected && record.status() == "DRAINING")
+            .map(|view| view.task_id.as_str())
+            .collect();
         for chunk in actions.stop.chunks(STOP_BATCH_MAX) {
             let mut txn = Txn::new();
             let mut chunk_ids = Vec::new();
@@ -886,6 +949,14 @@ impl ServiceScheduler {
         if !stopped_ids.is_empty() {
             told.push(events::stopped(&record.name, &stopped_ids));
         }
+        let protected_stopped: Vec<String> = stopped_ids
+            .iter()
+            .filter(|id| protected.contains(id.as_str()))
+            .cloned()
+            .collect();
+        if !protected_stopped.is_empty() {
+            told.push(events::stopping_protected(&record.name, &protected_stopped));
+        }
         for (instance_id, task_ids) in lost_by_instance {
             told.push(events::agent_lost(&record.name, &instance_id, &task_ids));
         }
@@ -952,14 +1023,13 @@ impl ServiceScheduler {
                     }));
                     if placed < wanted {
                         let closest = failures.iter().find_map(|f| {
-                            let reason = f.reason.as_deref()?;
-                            let instance = f.arn.as_deref()?.rsplit('/').next()?;
-                            Some((instance.to_owned(), reason.to_owned()))
+                            Some(events::Closest {
+                                instance_id: f.arn.as_deref()?.rsplit('/').next()?,
+                                reason: f.reason.as_deref()?,
+                                detail: f.detail.as_deref(),
+                            })
                         });
-                        *placement_failure = Some(events::unable_to_place(
-                            &record.name,
-                            closest.as_ref().map(|(i, r)| (i.as_str(), r.as_str())),
-                        ));
+                        *placement_failure = Some(events::unable_to_place(&record.name, closest));
                         // The cluster is full for this task: further batches would fail too.
                         break;
                     }
@@ -996,6 +1066,34 @@ fn failed(task: &TaskRecord) -> bool {
         ) || task.task.stopped_reason.as_deref() == Some(UNHEALTHY_STOP_REASON))
 }
 
+/// Why a failed task failed, as its record says: its stop reason and, for
+/// one whose essential container exited, that container's exit code.
+fn task_failure(record: &TaskRecord) -> Option<TaskFailure> {
+    let reason = record.task.stopped_reason.clone().unwrap_or_default();
+    if reason == UNHEALTHY_STOP_REASON {
+        return None;
+    }
+    if record.task.stop_code == Some(TaskStopCode::TaskFailedToStart) {
+        return Some(TaskFailure::FailedToStart { reason });
+    }
+    let essential: Vec<&str> = record
+        .definition
+        .container_definitions
+        .iter()
+        .flatten()
+        .filter(|d| d.essential != Some(false))
+        .filter_map(|d| d.name.as_deref())
+        .collect();
+    let exit_code = record
+        .task
+        .containers
+        .iter()
+        .flatten()
+        .filter(|c| c.name.as_deref().is_some_and(|n| essential.contains(&n)))
+        .find_map(|c| c.exit_code);
+    Some(TaskFailure::Exited { reason, exit_code })
+}
+
 /// What the scheduler keeps of a service task between passes: what it
 /// decides from, not the whole record (which holds its task definition).
 #[derive(Clone, Debug, PartialEq)]
@@ -1013,7 +1111,13 @@ pub struct TaskFacts {
     /// When it first was healthy, for the circuit breaker's resets.
     pub healthy_at_ms: Option<u64>,
     pub stopped_at_ms: Option<u64>,
+    /// When its agent saw it stop, which a late report makes earlier than
+    /// `stopped_at_ms`.
+    pub execution_stopped_at_ms: Option<u64>,
     pub failed: bool,
+    /// Why it failed, for the service's events; `None` for a task stopped
+    /// for failing its health checks, which is told when it is stopped.
+    pub failure: Option<TaskFailure>,
 }
 
 impl TaskFacts {
@@ -1030,8 +1134,39 @@ impl TaskFacts {
             started_at_ms: record.task.started_at.map(|s| (s * 1000.0) as u64),
             healthy_at_ms: record.healthy_at_ms,
             stopped_at_ms: record.stopped_at_ms,
+            execution_stopped_at_ms: record
+                .task
+                .execution_stopped_at
+                .map(|s| (s * 1000.0) as u64),
             failed: failed(record),
+            failure: failed(record).then(|| task_failure(record)).flatten(),
         }
+    }
+
+    /// Since when it has been healthy: records written before the time was
+    /// kept count from its start, or as healthy long since.
+    fn healthy_since_ms(&self) -> u64 {
+        self.healthy_at_ms.or(self.started_at_ms).unwrap_or(0)
+    }
+
+    /// Whether it has been healthy for `stabilization_ms` by `now_ms`
+    /// (whether it is healthy now is the caller's to check).
+    pub fn held_healthy(&self, stabilization_ms: u64, now_ms: u64) -> bool {
+        now_ms >= self.healthy_since_ms().saturating_add(stabilization_ms)
+    }
+
+    /// When it had been healthy for `stabilization_ms`, if it had by
+    /// `now_ms` and had not stopped before (as its agent saw it, when a
+    /// report came late): from then on it counts as a healthy task of its
+    /// deployment.
+    pub fn stable_at_ms(&self, stabilization_ms: u64, now_ms: u64) -> Option<u64> {
+        self.healthy_at_ms?;
+        let stable_at_ms = self.healthy_since_ms().saturating_add(stabilization_ms);
+        let up_until_ms = [self.stopped_at_ms, self.execution_stopped_at_ms]
+            .into_iter()
+            .flatten()
+            .fold(now_ms, u64::min);
+        (stable_at_ms <= up_until_ms).then_some(stable_at_ms)
     }
 
     pub fn last_status(&self) -> &str {
@@ -1043,27 +1178,114 @@ impl TaskFacts {
     }
 }
 
-/// Until when a deployment whose tasks keep failing launches no more: after
-/// the latest failure, [`LAUNCH_THROTTLE_BASE_MS`] doubled for each failure
-/// in the last [`LAUNCH_THROTTLE_WINDOW_MS`], at most
-/// [`LAUNCH_THROTTLE_MAX_MS`], as ECS throttles a service whose tasks
-/// repeatedly fail to start.
-fn launch_throttled_until_ms(tasks: &[Versioned<Arc<TaskFacts>>], deployment_id: &str) -> u64 {
+/// How a deployment whose tasks keep failing is held back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LaunchThrottle {
+    /// Until when it launches no more.
+    until_ms: u64,
+    delay_ms: u64,
+    /// Its failures in the window before the latest one (that one included).
+    recent_failures: u32,
+}
+
+/// The launch throttle of a deployment whose tasks keep failing, while its
+/// latest failure is within [`LAUNCH_THROTTLE_WINDOW_MS`]: after that
+/// failure it launches nothing for [`LAUNCH_THROTTLE_BASE_MS`] doubled for
+/// each other failure in the window, at most [`LAUNCH_THROTTLE_MAX_MS`], as
+/// ECS throttles a service whose tasks repeatedly fail to start.
+fn launch_throttle(
+    tasks: &[Versioned<Arc<TaskFacts>>],
+    deployment_id: &str,
+    now_ms: u64,
+) -> Option<LaunchThrottle> {
     let stopped_ms: Vec<u64> = tasks
         .iter()
         .map(|t| &t.value)
         .filter(|t| t.started_by.as_deref() == Some(deployment_id) && t.failed)
         .filter_map(|t| t.stopped_at_ms)
         .collect();
-    let Some(latest) = stopped_ms.iter().copied().max() else {
-        return 0;
-    };
-    let recent = stopped_ms
+    let latest = stopped_ms.iter().copied().max()?;
+    if now_ms.saturating_sub(latest) > LAUNCH_THROTTLE_WINDOW_MS {
+        return None;
+    }
+    let recent_failures = stopped_ms
         .iter()
         .filter(|at| latest.saturating_sub(**at) <= LAUNCH_THROTTLE_WINDOW_MS)
         .count() as u32;
-    let delay = LAUNCH_THROTTLE_BASE_MS.saturating_mul(1 << recent.saturating_sub(1).min(16));
-    latest + delay.min(LAUNCH_THROTTLE_MAX_MS)
+    let delay_ms = LAUNCH_THROTTLE_BASE_MS
+        .saturating_mul(1 << recent_failures.saturating_sub(1).min(16))
+        .min(LAUNCH_THROTTLE_MAX_MS);
+    Some(LaunchThrottle {
+        until_ms: latest + delay_ms,
+        delay_ms,
+        recent_failures,
+    })
+}
+
+/// Says that the PRIMARY's launches are held back, once for each length of
+/// the back-off, from the second failure on (the first delay is too short
+/// to matter). Forgets what it said once the failures are out of the window.
+fn tell_throttle(
+    record: &mut ServiceRecord,
+    throttle: Option<&LaunchThrottle>,
+    now_ms: u64,
+    told: &mut Vec<String>,
+) {
+    let Some(primary) = record.primary() else {
+        return;
+    };
+    let Some(throttle) = throttle else {
+        record.told.throttle = None;
+        return;
+    };
+    let holding = record.status() == "ACTIVE"
+        && primary.rollout_state() != DeploymentRolloutState::Failed
+        && now_ms < throttle.until_ms
+        && throttle.recent_failures >= 2;
+    let said = Some((primary.id().to_owned(), throttle.delay_ms));
+    if holding && record.told.throttle != said {
+        told.push(events::unable_to_start_consistently(
+            &record.name,
+            throttle.recent_failures,
+            throttle.delay_ms,
+        ));
+        record.told.throttle = said;
+    }
+}
+
+/// Tells each task of the service that failed since the last one told (a
+/// bounded number by name, the rest counted), oldest first.
+fn tell_failures(
+    record: &mut ServiceRecord,
+    tasks: &[Versioned<Arc<TaskFacts>>],
+    told: &mut Vec<String>,
+) {
+    let through_ms = record.told.failures_through_ms;
+    let mut fresh: Vec<(u64, &TaskFacts)> = tasks
+        .iter()
+        .map(|t| t.value.as_ref())
+        .filter(|t| t.failed)
+        .filter_map(|t| Some((t.stopped_at_ms?, t)))
+        .filter(|(at, _)| *at > through_ms)
+        .collect();
+    let Some(latest) = fresh.iter().map(|(at, _)| *at).max() else {
+        return;
+    };
+    fresh.sort_by(|a, b| (a.0, &a.1.task_id).cmp(&(b.0, &b.1.task_id)));
+    let named: Vec<(&str, &TaskFailure)> = fresh
+        .iter()
+        .filter_map(|(_, t)| Some((t.task_id.as_str(), t.failure.as_ref()?)))
+        .collect();
+    for (task_id, failure) in named.iter().take(FAILED_TASK_EVENTS_MAX) {
+        told.push(events::task_failed(&record.name, task_id, failure));
+    }
+    if named.len() > FAILED_TASK_EVENTS_MAX {
+        told.push(events::more_tasks_failed(
+            &record.name,
+            named.len() - FAILED_TASK_EVENTS_MAX,
+        ));
+    }
+    record.told.failures_through_ms = latest;
 }
 
 /// Commits `txn`; `None` when a condition failed (someone else wrote first).

@@ -9,6 +9,11 @@
 //! - *occupying*: not yet STOPPED and not on a lost instance (a task being
 //!   stopped still runs, so it still counts against `maximumPercent`).
 //! - *healthy*: live, RUNNING and, when it has container health checks, HEALTHY.
+//! - *stable*: healthy, and so for the stabilization period (the reconciler
+//!   decides that when it builds the view). Only stable tasks count towards
+//!   the healthy floor and completion: a task that crashes a moment after
+//!   RUNNING never lets the tasks it replaces go. A healthy task that is not
+//!   yet stable is not stopped for free either: it may be about to count.
 //! - *keeper*: a live task of the PRIMARY deployment on a usable instance.
 //! - *retirable*: any other live task: an older deployment's, or one on a
 //!   DRAINING or deregistered instance. Every retirable is stopped in time.
@@ -65,6 +70,9 @@ pub struct TaskView {
     pub phase: Phase,
     /// RUNNING and, when it has health checks, HEALTHY.
     pub healthy: bool,
+    /// Healthy, and so for the stabilization period: it counts towards the
+    /// healthy floor and completion.
+    pub stable: bool,
     /// Its health checks report UNHEALTHY and its grace period is over.
     pub unhealthy: bool,
     /// Its instance takes tasks: ACTIVE, registered, agent not lost.
@@ -81,8 +89,9 @@ impl TaskView {
         self.phase != Phase::Stopping && !self.lost
     }
 
+    /// Whether it counts towards the healthy floor.
     fn counts_healthy(&self) -> bool {
-        self.live() && self.healthy && !self.unhealthy
+        self.live() && self.healthy && self.stable && !self.unhealthy
     }
 }
 
@@ -114,6 +123,7 @@ pub struct Actions {
 /// Counts the reconciler reports and checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Live, stable and not unhealthy: what the healthy floor counts.
     pub healthy: u32,
     pub occupying: u32,
     pub keepers: u32,
@@ -146,7 +156,8 @@ pub fn counts(tasks: &[TaskView]) -> Counts {
 /// Unhealthy tasks and tasks of lost instances are stopped at once (they
 /// count as healthy nowhere). Keepers beyond the desired count are stopped,
 /// balanced over zones and instances. Retirables are stopped while the
-/// healthy count stays at or above the floor (those not healthy at once).
+/// stable healthy count stays at or above the floor (those not healthy at
+/// once; healthy ones not yet stable only while the floor is met without them).
 /// New tasks start while the keepers are fewer than desired and the
 /// occupying tasks fewer than the ceiling. Protected tasks are never chosen.
 pub fn plan_replica(tasks: &[TaskView], bounds: Bounds, may_launch: bool) -> Actions {
@@ -182,12 +193,14 @@ pub fn plan_replica(tasks: &[TaskView], bounds: Bounds, may_launch: bool) -> Act
             t.live() && !t.unhealthy && !(t.primary && t.instance_usable)
         })
         .collect();
-    // Not-healthy ones first (stopping them costs no health), then older
-    // deployments first, then tasks of unusable instances.
+    // Not-healthy ones first (stopping them costs no health), then ones not
+    // yet stable, then older deployments first, then tasks of unusable
+    // instances.
     retirables.sort_by(|a, b| {
         let key = |t: &TaskView| {
             (
                 t.healthy,
+                t.stable,
                 std::cmp::Reverse(t.deployment_rank),
                 t.instance_usable,
             )
@@ -205,10 +218,12 @@ pub fn plan_replica(tasks: &[TaskView], bounds: Bounds, may_launch: bool) -> Act
         } else {
             StopWhy::Draining
         };
-        if !task.counts_healthy() {
+        if !task.healthy {
             actions.stop.push((index, why));
         } else if healthy > bounds.min_healthy {
-            healthy -= 1;
+            if task.counts_healthy() {
+                healthy -= 1;
+            }
             actions.stop.push((index, why));
         }
     }
@@ -350,7 +365,7 @@ pub fn plan_daemon(
             if tasks[*index].protected {
                 continue;
             }
-            if tasks[*index].counts_healthy() {
+            if tasks[*index].healthy {
                 old_healthy.push(*index);
             } else {
                 actions.stop.push((*index, StopWhy::Replaced));
@@ -362,7 +377,9 @@ pub fn plan_daemon(
     }
     for index in old_healthy {
         if healthy > floor {
-            healthy -= 1;
+            if tasks[index].counts_healthy() {
+                healthy -= 1;
+            }
             actions.stop.push((index, StopWhy::Replaced));
         }
     }
@@ -382,6 +399,7 @@ mod tests {
             zone: "a".to_owned(),
             phase,
             healthy,
+            stable: healthy,
             unhealthy: false,
             instance_usable: true,
             lost: false,
@@ -409,6 +427,7 @@ mod tests {
         for t in tasks {
             t.phase = Phase::Running;
             t.healthy = true;
+            t.stable = true;
         }
     }
 
@@ -480,6 +499,32 @@ mod tests {
             "done"
         );
         assert!(tasks.iter().all(|t| t.primary));
+    }
+
+    #[test]
+    fn tasks_not_yet_stable_keep_the_old_ones_at_the_floor() {
+        // Four old tasks, four new ones RUNNING but not yet stable (they may
+        // be about to crash): the floor of two is kept by old tasks alone.
+        let unstable = |id: &str, primary: bool| TaskView {
+            stable: false,
+            ..task(id, primary, Phase::Running, true)
+        };
+        let mut tasks: Vec<TaskView> = (0..4)
+            .map(|i| task(&format!("old{i}"), false, Phase::Running, true))
+            .collect();
+        tasks.extend((0..4).map(|i| unstable(&format!("new{i}"), true)));
+        let step = plan_replica(&tasks, Bounds::new(4, 50, 200), true);
+        assert_eq!(step.stop.len(), 2, "{step:?}");
+        assert!(step.stop.iter().all(|(i, _)| !tasks[*i].primary));
+        // Old tasks not yet stable themselves are not stopped for free: they
+        // may be about to count.
+        let early: Vec<TaskView> = (0..4)
+            .map(|i| unstable(&format!("old{i}"), false))
+            .collect();
+        assert_eq!(
+            plan_replica(&early, Bounds::new(4, 50, 100), true),
+            Actions::default()
+        );
     }
 
     #[test]

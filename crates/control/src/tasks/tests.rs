@@ -492,6 +492,49 @@ async fn run_task_places_and_reports_failures_as_ecs_does() {
 }
 
 #[tokio::test]
+async fn placement_failures_carry_ecs_reason_and_the_cause_in_detail() {
+    let world = World::new();
+    world.cluster("c").await;
+    let arn = world.instance("c", 1024, 1024, json!([])).await;
+    let mut awslogs = web("logs", 1, 6, None);
+    awslogs["containerDefinitions"][0]["logConfiguration"] = json!({"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/logs", "awslogs-region": "us-east-1"}});
+    world.definition(awslogs).await;
+    world.definition(web("big", 1, 2048, None)).await;
+    world.definition(web("fits", 1, 512, Some(8080))).await;
+    let cases = [
+        (
+            "logs",
+            "ATTRIBUTE",
+            "missing required attribute com.amazonaws.ecs.capability.logging-driver.awslogs",
+        ),
+        (
+            "big",
+            "RESOURCE:MEMORY",
+            "not enough memory: needs 2048, has 1024",
+        ),
+    ];
+    for (family, reason, detail) in cases {
+        let response = world
+            .run(json!({"cluster": "c", "taskDefinition": family}))
+            .await;
+        assert_eq!(
+            response["failures"],
+            json!([{"arn": arn, "reason": reason, "detail": detail}]),
+            "{family}"
+        );
+    }
+    // The second task finds the port the first one took.
+    let response = world
+        .run(json!({"cluster": "c", "taskDefinition": "fits", "count": 2}))
+        .await;
+    assert_eq!(task_arns(&response).len(), 1);
+    assert_eq!(
+        response["failures"],
+        json!([{"arn": arn, "reason": "RESOURCE:PORTS", "detail": "tcp port 8080 taken"}])
+    );
+}
+
+#[tokio::test]
 async fn run_task_names_the_instance_in_failures_and_needs_a_connected_agent() {
     let world = World::new();
     world.cluster("c").await;
@@ -500,9 +543,10 @@ async fn run_task_names_the_instance_in_failures_and_needs_a_connected_agent() {
     let response = world
         .run(json!({"cluster": "c", "taskDefinition": "a"}))
         .await;
+    // ECS's reason and, beyond ECS, the cause.
     assert_eq!(
         response["failures"],
-        json!([{"arn": arn, "reason": "AGENT"}])
+        json!([{"arn": arn, "reason": "AGENT", "detail": "agent is not connected"}])
     );
 
     let none = World::new();
