@@ -89,7 +89,11 @@ def test_a_described_revision_registered_again_with_a_new_image_deploys(server, 
     ecs.get_waiter("services_stable").wait(cluster=cluster, services=[name], WaiterConfig=FAST)
     [service] = ecs.describe_services(cluster=cluster, services=[name])["services"]
     assert service["runningCount"] == 2
-    assert [d["rolloutState"] for d in service["deployments"]] == ["COMPLETED"]
+    # services-stable waits for one deployment at its desired count; the
+    # deployment completes once that has held for the stabilization period.
+    [deployment] = service["deployments"]
+    assert deployment["status"] == "PRIMARY" and deployment["taskDefinition"].endswith(f"{family}:2")
+    assert deployment["rolloutState"] in ("IN_PROGRESS", "COMPLETED"), deployment
 
     # And rolled to the CLI's revision the same way.
     ecs.update_service(cluster=cluster, service=name, taskDefinition=f"{family}:3", platformVersion="")

@@ -2,14 +2,19 @@
 metrics. Every refused mutation is checked to have changed nothing."""
 
 import datetime
+import http.client
 import json
 import re
+import secrets
 import subprocess
+
+import botocore.auth
+import botocore.credentials
 
 import pytest
 from botocore.exceptions import ClientError
 
-from support import AWS_CLI, ECS_TARGET_PREFIX, JSON_CONTENT_TYPE, all_pages, cluster_arn, error_of, unique, utc_now
+from support import ACCESS_KEY_ID, AWS_CLI, ECS_TARGET_PREFIX, SECRET_ACCESS_KEY, JSON_CONTENT_TYPE, all_pages, cluster_arn, error_of, unique, utc_now
 
 TEN_MINUTES = datetime.timedelta(minutes=10)
 REQUEST_BODY_MAX_BYTES = 1024 * 1024
@@ -323,3 +328,48 @@ def test_metrics_count_requests_by_operation_and_outcome(server):
     for line in text.splitlines():
         if line and not line.startswith("#"):
             assert re.fullmatch(r'[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eEInf]+', line), line
+
+
+def resident_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_random_operation_names_do_not_grow_the_server(server_factory):
+    """100,000 requests for operations that do not exist, signed and unsigned,
+    over kept-alive connections: /metrics keeps one series for them and the
+    server's memory stays where it was."""
+    server = server_factory()
+    server.ecs.list_clusters()
+    signer = botocore.auth.SigV4Auth(
+        botocore.credentials.Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "ecs", server.region)
+
+    def flood(count, signed):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            for _ in range(count):
+                operation = "Op" + secrets.token_hex(8)
+                request = server.build_request(operation, b"{}")
+                if signed:
+                    signer.add_auth(request)
+                connection.request("POST", "/", body=b"{}", headers=dict(request.headers.items()))
+                response = connection.getresponse()
+                response.read()
+                assert response.status == 400, response.status
+        finally:
+            connection.close()
+
+    flood(2_000, signed=False)  # warm the allocator before the baseline
+    metrics_before = len(server.metrics_text())
+    rss_before_kib = resident_kib(server.process.pid)
+    flood(30_000, signed=True)
+    flood(68_000, signed=False)
+    text = server.metrics_text()
+    assert metric_value(text, "unknown", "UnknownOperationException") >= 30_000
+    assert "Op" not in "".join(re.findall(r'operation="([^"]*)"', text))
+    assert len(text) < metrics_before + 4_096, (metrics_before, len(text))
+    rss_after_kib = resident_kib(server.process.pid)
+    assert rss_after_kib < rss_before_kib + 4_096, (rss_before_kib, rss_after_kib)

@@ -218,6 +218,22 @@ def test_the_flag_wins_and_nothing_configured_means_us_east_1(server_factory, tm
     assert flagged.ecs.create_cluster(clusterName="c")["cluster"]["clusterArn"].startswith("arn:aws:ecs:sa-east-1:")
 
 
+def test_a_request_for_another_region_says_how_to_fix_it(server_factory, tmp_path):
+    """A user whose AWS configuration names another region than the server
+    serves is told both fixes, and the request changes nothing."""
+    server = server_factory(pass_region=True, region="us-east-1")
+    env = aws_env(tmp_path / "home", AWS_DEFAULT_REGION="eu-west-1")
+    done = subprocess.run([str(AWS_CLI), "--endpoint-url", server.endpoint, "ecs", "create-cluster",
+                           "--cluster-name", "elsewhere"], env=env, capture_output=True, text=True,
+                          timeout=CLI_TIMEOUT_S)
+    assert done.returncode != 0
+    assert "(InvalidSignatureException)" in done.stderr, done.stderr
+    assert "Credential should be scoped to a valid region, not 'eu-west-1'." in done.stderr
+    assert "--region us-east-1 on the AWS CLI" in done.stderr
+    assert "flotilla up --region eu-west-1" in done.stderr
+    assert server.ecs.list_clusters()["clusterArns"] == []
+
+
 def test_a_malformed_region_is_refused_at_start(tmp_path):
     done = run("server", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path),
                env={**os.environ, "AWS_REGION": "Europe (Ireland)"})

@@ -253,6 +253,16 @@ fn write_operations(out: &mut String, service: &Service<'_>) -> Result<()> {
     )?;
     writeln!(out, "pub const TARGET_PREFIX: &str = \"{target_prefix}\";")?;
     writeln!(out)?;
+    writeln!(
+        out,
+        "/// Every operation of the service: the closed set that per-operation figures are kept for."
+    )?;
+    writeln!(out, "pub const OPERATIONS: &[&str] = &[")?;
+    for op in operations.keys() {
+        writeln!(out, "    \"{op}\",")?;
+    }
+    writeln!(out, "];")?;
+    writeln!(out)?;
     writeln!(out, "/// One decoded request per operation of the service.")?;
     writeln!(out, "#[derive(Clone, Debug, PartialEq)]")?;
     writeln!(out, "pub enum {prefix}Request {{")?;

@@ -119,11 +119,7 @@ fn admit(
     }
     let region = &edge.ecs.scope().region;
     if &verified.region != region {
-        return Err(ApiError::new(
-            "InvalidSignatureException",
-            400,
-            format!("Credential should be scoped to a valid region, not '{}'. This endpoint serves '{region}'.", verified.region),
-        ));
+        return Err(crate::wrong_region(&verified.region, region));
     }
     if verified.service != "ecs" {
         return Err(ApiError::new(

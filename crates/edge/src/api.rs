@@ -22,6 +22,9 @@ use crate::{Edge, ECR_REQUEST_BODY_MAX_BYTES, REQUEST_BODY_MAX_BYTES};
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
+/// The label of requests for an operation or a service the edge does not have.
+const UNKNOWN_OPERATION: &str = "unknown";
+
 /// A service the edge dispatches to, chosen by the `X-Amz-Target` prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Service {
@@ -56,6 +59,24 @@ impl Service {
             Service::Ecs | Service::Flotilla => REQUEST_BODY_MAX_BYTES,
             Service::Ecr => ECR_REQUEST_BODY_MAX_BYTES,
         }
+    }
+
+    /// Every operation the service has.
+    fn operations(self) -> &'static [&'static str] {
+        match self {
+            Service::Ecs => ecs::OPERATIONS,
+            Service::Flotilla => flotilla::OPERATIONS,
+            Service::Ecr => ecr::OPERATIONS,
+        }
+    }
+
+    /// `operation` as one of the service's own names, or "unknown".
+    fn operation_label(self, operation: &str) -> &'static str {
+        self.operations()
+            .iter()
+            .find(|known| **known == operation)
+            .copied()
+            .unwrap_or(UNKNOWN_OPERATION)
     }
 
     fn label(self) -> &'static str {
@@ -99,7 +120,9 @@ async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
 /// What a request turned out to be, for metrics and logs.
 struct Outcome {
     service: &'static str,
-    operation: String,
+    /// A name from the service's own operation list, or "unknown": what a
+    /// caller sends never becomes a metric label or a new map entry.
+    operation: &'static str,
     result: Result<Vec<u8>, ApiError>,
 }
 
@@ -112,7 +135,7 @@ async fn aws_json(State(edge): State<Arc<Edge>>, request: Request) -> Response {
         Err(error) => error.code,
     };
     edge.metrics
-        .record(outcome.service, &outcome.operation, code, started.elapsed());
+        .record(outcome.service, outcome.operation, code, started.elapsed());
     let mut response = match outcome.result {
         Ok(body) => (StatusCode::OK, body).into_response(),
         Err(error) => {
@@ -148,11 +171,9 @@ async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
     let service = Service::from_target_prefix(prefix);
     let mut outcome = Outcome {
         service: service.map_or("unknown", Service::label),
-        operation: if service.is_some() {
-            operation.to_owned()
-        } else {
-            "unknown".to_owned()
-        },
+        operation: service.map_or(UNKNOWN_OPERATION, |service| {
+            service.operation_label(operation)
+        }),
         result: Err(ApiError::server("unanswered")),
     };
     let body_max_bytes = service.map_or(REQUEST_BODY_MAX_BYTES, Service::body_max_bytes);
@@ -241,11 +262,7 @@ fn authenticate(
     }
     let region = &edge.ecs.scope().region;
     if &verified.region != region {
-        return Err(ApiError::new(
-            "InvalidSignatureException",
-            400,
-            format!("Credential should be scoped to a valid region, not '{}'. This endpoint serves '{region}'.", verified.region),
-        ));
+        return Err(crate::wrong_region(&verified.region, region));
     }
     if let Some(service) = service {
         if verified.service != service.signing_name() {

@@ -76,3 +76,18 @@ impl IdSource for RandomIds {
         uuid::Uuid::new_v4().to_string()
     }
 }
+
+/// A request signed for another region than the one this endpoint serves.
+/// The first sentence is AWS's; the rest tells a new user, whose AWS
+/// configuration often names another region, the two ways to fix it.
+pub(crate) fn wrong_region(signed_for: &str, served: &str) -> flotilla_types::ApiError {
+    flotilla_types::ApiError::new(
+        "InvalidSignatureException",
+        400,
+        format!(
+            "Credential should be scoped to a valid region, not '{signed_for}'. This endpoint serves \
+             '{served}': sign for it (--region {served} on the AWS CLI, or AWS_REGION={served}), or \
+             start the server for yours (flotilla up --region {signed_for})."
+        ),
+    )
+}

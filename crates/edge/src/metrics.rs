@@ -20,19 +20,25 @@ struct Series {
 /// Counts per (service, operation, outcome code).
 #[derive(Default)]
 pub struct Metrics {
-    series: Mutex<BTreeMap<(&'static str, String, String), Series>>,
+    /// Keyed by labels from closed sets (services, their operations, error
+    /// codes written in the code), so callers cannot grow it.
+    series: Mutex<BTreeMap<(&'static str, &'static str, &'static str), Series>>,
 }
 
 impl Metrics {
-    pub fn record(&self, service: &'static str, operation: &str, code: &str, elapsed: Duration) {
+    pub fn record(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        code: &'static str,
+        elapsed: Duration,
+    ) {
         let seconds = elapsed.as_secs_f64();
         let mut series = self
             .series
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = series
-            .entry((service, operation.to_owned(), code.to_owned()))
-            .or_default();
+        let entry = series.entry((service, operation, code)).or_default();
         entry.count += 1;
         entry.sum_seconds += seconds;
         for (bucket, bound) in entry.buckets.iter_mut().zip(LATENCY_BUCKETS_SECONDS) {

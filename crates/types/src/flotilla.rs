@@ -77,6 +77,9 @@ pub struct ExplainPlacementResponse {
 }
 
 /// One request per Flotilla operation.
+/// Every Flotilla operation.
+pub const OPERATIONS: &[&str] = &["ExplainPlacement"];
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum FlotillaRequest {
     ExplainPlacement(ExplainPlacementRequest),
