@@ -24,9 +24,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use flotilla_store::{Event, EventKind, Store, Watch};
+use flotilla_store::{Event, EventKind, Store, Watch, WatchError};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::records::keys;
@@ -192,14 +191,14 @@ async fn route(mut watch: Watch, routes: Arc<Mutex<Routes>>) {
         let mut routes = lock(&routes);
         match event {
             Ok(event) => routes.deliver(event),
-            Err(RecvError::Lagged(missed)) => {
+            Err(WatchError::Lagged { missed }) => {
                 tracing::warn!(
                     missed,
                     "agent router fell behind the store; every connection resyncs"
                 );
                 routes.broadcast_lag();
             }
-            Err(RecvError::Closed) => {
+            Err(WatchError::Closed) => {
                 for subscriber in routes.subscribers.values().flatten() {
                     let _ = subscriber.sender.try_send(Routed::Closed);
                 }

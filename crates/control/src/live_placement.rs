@@ -29,8 +29,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use flotilla_store::{EventKind, Revision, Store, Watch};
-use tokio::sync::broadcast::error::RecvError;
+use flotilla_store::{EventKind, Revision, Store, Watch, WatchError};
 
 use crate::records::keys;
 use crate::tasks::SharedInstance;
@@ -187,8 +186,8 @@ async fn record_changes(mut watch: Watch, clusters: Arc<Mutex<Clusters>>) {
                     revision: (event.kind == EventKind::Put).then_some(event.revision),
                 });
             }
-            Err(RecvError::Lagged(_)) => clusters.by_name.values_mut().for_each(forget),
-            Err(RecvError::Closed) => {
+            Err(WatchError::Lagged { .. }) => clusters.by_name.values_mut().for_each(forget),
+            Err(WatchError::Closed) => {
                 clusters.by_name.clear();
                 clusters.watching = false;
                 return;

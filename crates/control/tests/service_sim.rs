@@ -107,6 +107,9 @@ impl Store for CrashableStore {
         self.commits_left.store(left - 1, Ordering::Relaxed);
         self.inner.commit(txn)
     }
+    fn limits(&self) -> flotilla_store::TxnLimits {
+        self.inner.limits()
+    }
     fn watch(&self, prefix: &str) -> Watch {
         self.inner.watch(prefix)
     }

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use crate::{
-    check_txn_size, list_lower_bound, CommitFuture, Condition, Entry, Event, EventKind, Op, Page,
-    Revision, Store, StoreError, Txn, Watch, LIST_LIMIT_MAX, WATCH_BACKLOG_MAX,
+    list_lower_bound, BroadcastWatch, CommitFuture, Condition, Entry, Event, EventKind, Op, Page,
+    Revision, Store, StoreError, Txn, TxnLimits, Watch, LIST_LIMIT_MAX, WATCH_BACKLOG_MAX,
 };
 
 #[derive(Clone, Debug)]
@@ -58,7 +58,7 @@ impl MemoryStore {
     }
 
     fn commit_now(&self, txn: Txn) -> Result<Revision, StoreError> {
-        check_txn_size(&txn)?;
+        TxnLimits::EMBEDDED.check(&txn)?;
         let mut state = self.lock();
         for condition in &txn.conditions {
             let Condition::Revision {
@@ -167,8 +167,12 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(self.commit_now(txn)))
     }
 
+    fn limits(&self) -> TxnLimits {
+        TxnLimits::EMBEDDED
+    }
+
     fn watch(&self, prefix: &str) -> Watch {
-        Watch::new(prefix, self.events.subscribe())
+        BroadcastWatch::boxed(prefix, self.events.subscribe())
     }
 
     fn revisions(&self) -> tokio::sync::watch::Receiver<Revision> {
