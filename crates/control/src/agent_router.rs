@@ -52,6 +52,8 @@ type InstanceKey = (String, String);
 pub struct AgentRouter {
     routes: Arc<Mutex<Routes>>,
     next_id: AtomicU64,
+    /// Runs the routing task, and restarts it if it panics.
+    supervisor: crate::Supervisor,
 }
 
 #[derive(Default)]
@@ -79,6 +81,13 @@ pub struct Subscription {
 }
 
 impl AgentRouter {
+    pub fn new(supervisor: crate::Supervisor) -> Self {
+        Self {
+            supervisor,
+            ..Default::default()
+        }
+    }
+
     /// Subscribes to the changes of one instance, starting the routing task
     /// on first use. Must be called inside a Tokio runtime.
     pub fn subscribe(
@@ -94,8 +103,29 @@ impl AgentRouter {
         let mut routes = lock(&self.routes);
         if !routes.running {
             routes.running = true;
-            let watch = store.watch(keys::ROOT);
-            tokio::spawn(route(watch, Arc::clone(&self.routes)));
+            // The first run's watch starts now, so that no change after
+            // this subscription is missed; a restarted run watches afresh
+            // and tells every connection it lagged over the gap.
+            let mut first = Some(store.watch(keys::ROOT));
+            let store = Arc::downgrade(store);
+            let routes = Arc::clone(&self.routes);
+            self.supervisor.spawn("agent_router", move || {
+                let watch = first
+                    .take()
+                    .map(|watch| (watch, false))
+                    .or_else(|| store.upgrade().map(|store| (store.watch(keys::ROOT), true)));
+                let routes = Arc::clone(&routes);
+                async move {
+                    let Some((watch, restarted)) = watch else {
+                        lock(&routes).running = false;
+                        return;
+                    };
+                    if restarted {
+                        lock(&routes).broadcast_lag();
+                    }
+                    route(watch, routes).await;
+                }
+            });
         }
         routes
             .subscribers
