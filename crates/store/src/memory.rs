@@ -29,6 +29,7 @@ struct State {
 /// A [`Store`] held in a `BTreeMap` under one mutex. Commits resolve at once;
 /// nothing survives the process.
 pub struct MemoryStore {
+    limits: TxnLimits,
     state: Mutex<State>,
     events: broadcast::Sender<Arc<Vec<Event>>>,
     revisions: tokio::sync::watch::Sender<Revision>,
@@ -42,8 +43,15 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     pub fn new() -> Self {
+        Self::with_limits(TxnLimits::EMBEDDED)
+    }
+
+    /// A store that takes transactions only within `limits`, to show that
+    /// callers work against a backend with smaller ones (etcd's).
+    pub fn with_limits(limits: TxnLimits) -> Self {
         let (events, _) = broadcast::channel(WATCH_BACKLOG_MAX);
         Self {
+            limits,
             state: Mutex::new(State::default()),
             events,
             revisions: tokio::sync::watch::Sender::new(0),
@@ -58,7 +66,7 @@ impl MemoryStore {
     }
 
     fn commit_now(&self, txn: Txn) -> Result<Revision, StoreError> {
-        TxnLimits::EMBEDDED.check(&txn)?;
+        self.limits.check(&txn)?;
         let mut state = self.lock();
         for condition in &txn.conditions {
             let Condition::Revision {
@@ -168,7 +176,7 @@ impl Store for MemoryStore {
     }
 
     fn limits(&self) -> TxnLimits {
-        TxnLimits::EMBEDDED
+        self.limits
     }
 
     fn watch(&self, prefix: &str) -> Watch {

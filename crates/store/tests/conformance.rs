@@ -31,6 +31,17 @@ fn memory() -> Fixture {
     }
 }
 
+/// The in-memory backend with etcd's default limits: the suite holds for a
+/// backend whose transactions are as small as etcd's.
+fn memory_with_etcd_limits() -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::with_limits(
+            flotilla_store::TxnLimits::ETCD_DEFAULT,
+        )),
+        _directory: None,
+    }
+}
+
 fn redb() -> Fixture {
     let directory = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&directory.path().join("store.redb")).unwrap();
@@ -143,6 +154,7 @@ macro_rules! conformance {
 
 conformance!(memory);
 conformance!(redb);
+conformance!(memory_with_etcd_limits);
 
 async fn get_put_delete(store: &dyn Store) {
     assert_eq!(store.get("k").unwrap(), None);
