@@ -9,6 +9,10 @@
 //!   outside the id sources listed in [`RANDOMNESS_ALLOWED`].
 //! - **Docker**: no Docker engine client (`bollard`, the engine's socket)
 //!   outside `crates/runtime`.
+//! - **Supervision**: no bare `tokio::spawn` in the control plane, the
+//!   edge, the binary or the registry outside the supervisor and the places
+//!   listed in [`SPAWN_ALLOWED`]: background loops run under
+//!   `flotilla_control::Supervisor`, which restarts them when they panic.
 //! - **Status strings**: no comparison of a status with a string literal in
 //!   `crates/control` (`== "RUNNING"`, `"STOPPED" =>`); statuses are enums.
 //!   The comparisons that predate the rule are counted per file in
@@ -84,6 +88,32 @@ const RANDOMNESS_ALLOWED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Crates whose tasks must be started by the supervisor.
+const SUPERVISED_CRATES: &[&str] = &[
+    "crates/control/src/",
+    "crates/edge/src/",
+    "crates/cli/src/",
+    "crates/registry/src/",
+];
+
+/// Files there that may spawn a task themselves, and why.
+const SPAWN_ALLOWED: &[(&str, &str)] = &[
+    (
+        "crates/control/src/supervisor.rs",
+        "the supervisor, which runs every loop",
+    ),
+    (
+        "crates/edge/src/api.rs",
+        "one task per request, so that a panic answers a ServerException; not a loop",
+    ),
+    (
+        "crates/registry/src/lib.rs",
+        "a pull's time recorded after the answer, once; not a loop",
+    ),
+];
+
+const SPAWN_CALLS: &[&str] = &["tokio::spawn(", "tokio::task::spawn(", "handle.spawn("];
+
 /// String status comparisons in `crates/control` that predate the rule, per
 /// file. They go as the control plane's statuses become enums; a count may
 /// only go down (lower it here when it does), and a file not listed has none.
@@ -158,6 +188,7 @@ pub enum Rule {
     Clock,
     Randomness,
     Docker,
+    UnsupervisedSpawn,
     StatusString,
 }
 
@@ -167,6 +198,7 @@ impl Rule {
             Rule::Clock => "reads the wall clock: take a Clock parameter (or list the file in CLOCK_ALLOWED with a reason)",
             Rule::Randomness => "draws randomness: take an IdSource parameter (or list the file in RANDOMNESS_ALLOWED with a reason)",
             Rule::Docker => "talks to Docker: only crates/runtime knows Docker",
+            Rule::UnsupervisedSpawn => "spawns a task outside the supervisor: use Supervisor::spawn (or list the file in SPAWN_ALLOWED with a reason)",
             Rule::StatusString => "compares a status with a string: use the status enum",
         }
     }
@@ -278,6 +310,14 @@ pub fn check_file(path: &str, text: &str) -> Vec<Violation> {
                 .any(|call| contains_path(line, call))
         {
             found(Rule::Randomness);
+        }
+        if SUPERVISED_CRATES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+            && !allowed(SPAWN_ALLOWED, path)
+            && SPAWN_CALLS.iter().any(|call| contains_path(line, call))
+        {
+            found(Rule::UnsupervisedSpawn);
         }
         if in_control {
             for _ in 0..status_comparisons(line) {
@@ -417,6 +457,7 @@ fn stale_allowances(root: &Path) -> Vec<String> {
     CLOCK_ALLOWED
         .iter()
         .chain(RANDOMNESS_ALLOWED)
+        .chain(SPAWN_ALLOWED)
         .map(|(path, _)| *path)
         .chain(STATUS_STRING_BASELINE.iter().map(|(path, _)| *path))
         .filter(|path| !root.join(path).exists())
@@ -479,6 +520,28 @@ mod tests {
         assert_eq!(rules("crates/agent/Cargo.toml", manifest), [Rule::Docker]);
         assert!(rules("crates/runtime/src/docker.rs", client).is_empty());
         assert!(rules("crates/runtime/Cargo.toml", manifest).is_empty());
+    }
+
+    #[test]
+    fn a_bare_spawn_outside_the_supervisor_fails() {
+        let bad = "    tokio::spawn(collect_periodically(Arc::clone(&ecs)));";
+        assert_eq!(
+            rules("crates/cli/src/main.rs", bad),
+            [Rule::UnsupervisedSpawn]
+        );
+        assert_eq!(
+            rules("crates/control/src/agent_router.rs", bad),
+            [Rule::UnsupervisedSpawn]
+        );
+        let handle = "handle.spawn(async move { loop {} });";
+        assert_eq!(
+            rules("crates/registry/src/gc.rs", handle),
+            [Rule::UnsupervisedSpawn]
+        );
+        assert!(rules("crates/control/src/supervisor.rs", bad).is_empty());
+        assert!(rules("crates/agent/src/engine/mod.rs", bad).is_empty());
+        let supervised = "supervisor.spawn(\"collect\", move || collect(Arc::clone(&ecs)));";
+        assert!(rules("crates/cli/src/main.rs", supervised).is_empty());
     }
 
     #[test]
