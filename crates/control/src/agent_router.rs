@@ -376,6 +376,79 @@ mod tests {
         assert!(slow.try_next().is_none(), "the backlog went with the lag");
     }
 
+    /// A store whose first watch panics at its first event, as a bug in
+    /// routing would; later watches are the memory store's own.
+    struct FirstWatchPanics {
+        inner: MemoryStore,
+        watches: AtomicU64,
+    }
+
+    struct PanickingWatch;
+
+    impl flotilla_store::WatchEvents for PanickingWatch {
+        fn next(&mut self) -> flotilla_store::WatchFuture<'_> {
+            Box::pin(async { panic!("routing hit a bug") })
+        }
+    }
+
+    impl Store for FirstWatchPanics {
+        fn get(
+            &self,
+            key: &str,
+        ) -> Result<Option<flotilla_store::Entry>, flotilla_store::StoreError> {
+            self.inner.get(key)
+        }
+        fn list(
+            &self,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<flotilla_store::Page, flotilla_store::StoreError> {
+            self.inner.list(prefix, after, limit)
+        }
+        fn commit(&self, txn: Txn) -> flotilla_store::CommitFuture {
+            self.inner.commit(txn)
+        }
+        fn limits(&self) -> flotilla_store::TxnLimits {
+            self.inner.limits()
+        }
+        fn watch(&self, prefix: &str) -> Watch {
+            if self.watches.fetch_add(1, Ordering::SeqCst) == 0 {
+                Box::new(PanickingWatch)
+            } else {
+                self.inner.watch(prefix)
+            }
+        }
+        fn revision(&self) -> u64 {
+            self.inner.revision()
+        }
+        fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
+            self.inner.revisions()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_router_restarts_and_every_connection_resyncs() {
+        let store: Arc<dyn Store> = Arc::new(FirstWatchPanics {
+            inner: MemoryStore::new(),
+            watches: AtomicU64::new(0),
+        });
+        let supervisor = crate::Supervisor::new(crate::RestartPolicy {
+            backoff_initial_ms: 1,
+            ..Default::default()
+        });
+        let router = AgentRouter::new(supervisor.clone());
+        let mut one = router.subscribe(&store, "c", "i1");
+        // Whatever the panic lost, the connection is told to read afresh.
+        assert!(matches!(one.next().await, Routed::Lagged));
+        let report = &supervisor.report()[0];
+        assert_eq!((report.name, report.restarts_total), ("agent_router", 1));
+        assert_eq!(report.last_panic.as_deref(), Some("routing hit a bug"));
+        // And changes flow again through the restarted router.
+        commit(&store, Txn::new().put("ecs/tasks/c/t1", task("i1"))).await;
+        assert_eq!(key_of(one.next().await), "ecs/tasks/c/t1");
+    }
+
     #[tokio::test]
     async fn a_dropped_subscription_is_forgotten() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
