@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 mod bench;
 mod codegen;
 mod test;
+mod tidy;
 
 /// The botocore release whose models the generated wire types follow.
 const BOTOCORE_VERSION: &str = "1.44.5";
@@ -18,8 +19,9 @@ fn main() -> Result<()> {
         Some("codegen") => run_codegen(),
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("tidy") => tidy::run(),
         _ => {
-            eprintln!("usage: cargo xtask <codegen | test [PYTEST ARGS] | bench api [OPTIONS] | bench tasks [--runs N] | bench placement [--instances N] [--tasks T] | bench registry [--runs N]>");
+            eprintln!("usage: cargo xtask <codegen | test [PYTEST ARGS] | tidy | bench api [OPTIONS] | bench tasks [--runs N] | bench placement [--instances N] [--tasks T] | bench registry [--runs N]>");
             bail!("unknown command");
         }
     }

@@ -1,6 +1,7 @@
-//! `cargo xtask test`: installs what the tests need, then runs every test:
-//! the Rust suites under nextest and the end-to-end suite that drives a real
-//! `flotilla` process with the AWS CLI and boto3.
+//! `cargo xtask test`: installs what the tests need, then runs the checks
+//! (`cargo fmt --check`, `cargo xtask tidy`, clippy with warnings denied)
+//! and every test: the Rust suites under nextest and the end-to-end suite
+//! that drives a real `flotilla` process with the AWS CLI and boto3.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,6 +18,21 @@ pub fn run(args: &[String]) -> Result<()> {
     let root = root();
     ensure_apt_packages(APT_PACKAGES)?;
     let python = ensure_venv(&root)?;
+    // The cheap checks first, so that a formatting slip fails in seconds.
+    run_checked(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["fmt", "--all", "--check"]),
+    )?;
+    crate::tidy::run()?;
+    run_checked(Command::new("cargo").current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run_checked(Command::new("cargo").current_dir(&root).args([
         "nextest",
         "run",

@@ -42,14 +42,45 @@ pub async fn run(args: LbArgs) -> Result<()> {
         args.config.display(),
         admin.local_addr()?
     );
-    tokio::spawn(flotilla_lb::admin::serve_admin(admin, plane.clone()));
+    let supervisor = flotilla_control::Supervisor::default();
+    // A restarted admin server serves the same socket.
+    let admin = admin.into_std().context("taking the admin socket")?;
+    supervisor.spawn("lb_admin", {
+        let plane = plane.clone();
+        move || {
+            let plane = plane.clone();
+            let admin = admin
+                .try_clone()
+                .and_then(tokio::net::TcpListener::from_std);
+            async move {
+                match admin {
+                    Ok(admin) => flotilla_lb::admin::serve_admin(admin, plane).await,
+                    Err(error) => tracing::error!(%error, "the admin socket is gone"),
+                }
+            }
+        }
+    });
     let (reload, reloads) = tokio::sync::mpsc::channel(1);
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("listening for SIGHUP")?;
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: re-reading the configuration");
-            let _ = reload.try_send(());
+    let mut first = Some(hangups);
+    supervisor.spawn("lb_reload_signal", move || {
+        let hangups = first.take().map(Ok).unwrap_or_else(|| {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        });
+        let reload = reload.clone();
+        async move {
+            let mut hangups = match hangups {
+                Ok(hangups) => hangups,
+                Err(error) => {
+                    tracing::error!(%error, "listening for SIGHUP failed");
+                    return;
+                }
+            };
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: re-reading the configuration");
+                let _ = reload.try_send(());
+            }
         }
     });
     tokio::select! {

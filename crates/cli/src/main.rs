@@ -340,7 +340,11 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     ecs.reset_agent_connections()
         .await
         .map_err(|error| anyhow::anyhow!("resetting agent connections: {error}"))?;
-    tokio::spawn(collect_periodically(Arc::clone(&ecs)));
+    let supervisor = ecs.supervisor().clone();
+    supervisor.spawn("collect_retained", {
+        let ecs = Arc::clone(&ecs);
+        move || collect_periodically(Arc::clone(&ecs))
+    });
     let registry_host = args
         .registry_host
         .clone()
@@ -360,19 +364,21 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
             )
         })?,
     );
-    tokio::spawn(maintain_registry(
-        Arc::clone(&registry),
-        std::time::Duration::from_millis(args.registry_maintenance_interval_ms.max(1)),
-    ));
+    supervisor.spawn("registry_maintenance", {
+        let registry = Arc::clone(&registry);
+        let period = std::time::Duration::from_millis(args.registry_maintenance_interval_ms.max(1));
+        move || maintain_registry(Arc::clone(&registry), period)
+    });
     let scheduler_settings = flotilla_control::SchedulerSettings {
         agent_lost_timeout_ms: args.service_agent_lost_timeout_ms,
         stabilization_ms: args.service_stabilization_ms,
         ..Default::default()
     };
-    tokio::spawn(Arc::clone(&ecs).run_service_scheduler(scheduler_settings));
+    ecs.start_service_scheduler(scheduler_settings);
     if let Some(local) = local_agent {
         ensure_default_cluster(&ecs).await?;
         start_local_agent(
+            &supervisor,
             format!("http://{address}"),
             &args,
             &region.name,
@@ -416,8 +422,9 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
 
 /// Runs an agent for this machine beside the control plane. A machine without
 /// a container engine still gets a working control plane: the agent's failure
-/// is logged, not fatal.
+/// is logged, not fatal, and ends the agent; only a panic restarts it.
 fn start_local_agent(
+    supervisor: &flotilla_control::Supervisor,
     endpoint: String,
     args: &ServerArgs,
     region: &str,
@@ -440,11 +447,14 @@ fn start_local_agent(
     );
     // A local machine builds its images itself; a registry may not be reachable.
     config.pull_behavior = flotilla_agent::PullBehavior::PreferCached;
-    tokio::spawn(async move {
-        match flotilla_agent::run(config).await {
-            Ok(exit) => tracing::info!(?exit, "local agent ended"),
-            Err(error) => {
-                tracing::error!(%error, "local agent failed; the control plane keeps serving")
+    supervisor.spawn("local_agent", move || {
+        let config = config.clone();
+        async move {
+            match flotilla_agent::run(config).await {
+                Ok(exit) => tracing::info!(?exit, "local agent ended"),
+                Err(error) => {
+                    tracing::error!(%error, "local agent failed; the control plane keeps serving")
+                }
             }
         }
     });

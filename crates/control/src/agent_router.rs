@@ -24,9 +24,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use flotilla_store::{Event, EventKind, Store, Watch};
+use flotilla_store::{Event, EventKind, Store, Watch, WatchError};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::records::keys;
@@ -53,6 +52,8 @@ type InstanceKey = (String, String);
 pub struct AgentRouter {
     routes: Arc<Mutex<Routes>>,
     next_id: AtomicU64,
+    /// Runs the routing task, and restarts it if it panics.
+    supervisor: crate::Supervisor,
 }
 
 #[derive(Default)]
@@ -80,6 +81,13 @@ pub struct Subscription {
 }
 
 impl AgentRouter {
+    pub fn new(supervisor: crate::Supervisor) -> Self {
+        Self {
+            supervisor,
+            ..Default::default()
+        }
+    }
+
     /// Subscribes to the changes of one instance, starting the routing task
     /// on first use. Must be called inside a Tokio runtime.
     pub fn subscribe(
@@ -95,8 +103,29 @@ impl AgentRouter {
         let mut routes = lock(&self.routes);
         if !routes.running {
             routes.running = true;
-            let watch = store.watch(keys::ROOT);
-            tokio::spawn(route(watch, Arc::clone(&self.routes)));
+            // The first run's watch starts now, so that no change after
+            // this subscription is missed; a restarted run watches afresh
+            // and tells every connection it lagged over the gap.
+            let mut first = Some(store.watch(keys::ROOT));
+            let store = Arc::downgrade(store);
+            let routes = Arc::clone(&self.routes);
+            self.supervisor.spawn("agent_router", move || {
+                let watch = first
+                    .take()
+                    .map(|watch| (watch, false))
+                    .or_else(|| store.upgrade().map(|store| (store.watch(keys::ROOT), true)));
+                let routes = Arc::clone(&routes);
+                async move {
+                    let Some((watch, restarted)) = watch else {
+                        lock(&routes).running = false;
+                        return;
+                    };
+                    if restarted {
+                        lock(&routes).broadcast_lag();
+                    }
+                    route(watch, routes).await;
+                }
+            });
         }
         routes
             .subscribers
@@ -192,14 +221,14 @@ async fn route(mut watch: Watch, routes: Arc<Mutex<Routes>>) {
         let mut routes = lock(&routes);
         match event {
             Ok(event) => routes.deliver(event),
-            Err(RecvError::Lagged(missed)) => {
+            Err(WatchError::Lagged { missed }) => {
                 tracing::warn!(
                     missed,
                     "agent router fell behind the store; every connection resyncs"
                 );
                 routes.broadcast_lag();
             }
-            Err(RecvError::Closed) => {
+            Err(WatchError::Closed) => {
                 for subscriber in routes.subscribers.values().flatten() {
                     let _ = subscriber.sender.try_send(Routed::Closed);
                 }
@@ -345,6 +374,79 @@ mod tests {
 
         assert!(matches!(slow.next().await, Routed::Lagged));
         assert!(slow.try_next().is_none(), "the backlog went with the lag");
+    }
+
+    /// A store whose first watch panics at its first event, as a bug in
+    /// routing would; later watches are the memory store's own.
+    struct FirstWatchPanics {
+        inner: MemoryStore,
+        watches: AtomicU64,
+    }
+
+    struct PanickingWatch;
+
+    impl flotilla_store::WatchEvents for PanickingWatch {
+        fn next(&mut self) -> flotilla_store::WatchFuture<'_> {
+            Box::pin(async { panic!("routing hit a bug") })
+        }
+    }
+
+    impl Store for FirstWatchPanics {
+        fn get(
+            &self,
+            key: &str,
+        ) -> Result<Option<flotilla_store::Entry>, flotilla_store::StoreError> {
+            self.inner.get(key)
+        }
+        fn list(
+            &self,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<flotilla_store::Page, flotilla_store::StoreError> {
+            self.inner.list(prefix, after, limit)
+        }
+        fn commit(&self, txn: Txn) -> flotilla_store::CommitFuture {
+            self.inner.commit(txn)
+        }
+        fn limits(&self) -> flotilla_store::TxnLimits {
+            self.inner.limits()
+        }
+        fn watch(&self, prefix: &str) -> Watch {
+            if self.watches.fetch_add(1, Ordering::SeqCst) == 0 {
+                Box::new(PanickingWatch)
+            } else {
+                self.inner.watch(prefix)
+            }
+        }
+        fn revision(&self) -> u64 {
+            self.inner.revision()
+        }
+        fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
+            self.inner.revisions()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_router_restarts_and_every_connection_resyncs() {
+        let store: Arc<dyn Store> = Arc::new(FirstWatchPanics {
+            inner: MemoryStore::new(),
+            watches: AtomicU64::new(0),
+        });
+        let supervisor = crate::Supervisor::new(crate::RestartPolicy {
+            backoff_initial_ms: 1,
+            ..Default::default()
+        });
+        let router = AgentRouter::new(supervisor.clone());
+        let mut one = router.subscribe(&store, "c", "i1");
+        // Whatever the panic lost, the connection is told to read afresh.
+        assert!(matches!(one.next().await, Routed::Lagged));
+        let report = &supervisor.report()[0];
+        assert_eq!((report.name, report.restarts_total), ("agent_router", 1));
+        assert_eq!(report.last_panic.as_deref(), Some("routing hit a bug"));
+        // And changes flow again through the restarted router.
+        commit(&store, Txn::new().put("ecs/tasks/c/t1", task("i1"))).await;
+        assert_eq!(key_of(one.next().await), "ecs/tasks/c/t1");
     }
 
     #[tokio::test]

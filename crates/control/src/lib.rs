@@ -21,6 +21,7 @@ pub use capacity_providers::INACTIVE_CAPACITY_PROVIDER_RETENTION_MS;
 pub use instances::{DEREGISTERED_INSTANCE_RETENTION_MS, TASK_SUBNETS_CIDR};
 pub use services::reconcile::ServiceScheduler;
 pub use services::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS};
+pub use supervisor::{LoopReport, RestartPolicy, Supervisor};
 pub use tasks::STOPPED_TASK_RETENTION_MS;
 
 mod account_settings;
@@ -42,6 +43,7 @@ mod run_tokens;
 pub mod services;
 mod snapshot_cache;
 mod strategy;
+pub mod supervisor;
 mod tags;
 mod task_definitions;
 mod tasks;
@@ -88,6 +90,9 @@ pub struct Ecs {
     agent_router: agent_router::AgentRouter,
     /// Each cluster's placement state as its last launch left it.
     live_placement: live_placement::LivePlacement,
+    /// Runs every background loop of the control plane, and restarts it
+    /// when it panics.
+    supervisor: Supervisor,
 }
 
 impl Ecs {
@@ -108,7 +113,34 @@ impl Ecs {
             instance_cache: Default::default(),
             agent_router: Default::default(),
             live_placement: Default::default(),
+            supervisor: Default::default(),
         }
+        .with_supervisor(Supervisor::default())
+    }
+
+    /// Runs the control plane's background loops under `supervisor`. Call
+    /// before anything is started.
+    pub fn with_supervisor(mut self, supervisor: Supervisor) -> Self {
+        self.agent_router = agent_router::AgentRouter::new(supervisor.clone());
+        self.live_placement = live_placement::LivePlacement::new(supervisor.clone());
+        self.supervisor = supervisor;
+        self
+    }
+
+    /// The supervisor every background loop of this control plane (and of
+    /// the process around it) runs under.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Starts the service scheduler (`run_service_scheduler`) under the
+    /// supervisor, so that a panic in a pass restarts it rather than
+    /// silently ending all service reconciliation.
+    pub fn start_service_scheduler(self: &Arc<Self>, settings: SchedulerSettings) {
+        let ecs = Arc::clone(self);
+        self.supervisor.spawn("service_scheduler", move || {
+            Arc::clone(&ecs).run_service_scheduler(settings.clone())
+        });
     }
 
     /// Sets the base URL (e.g. `http://10.0.0.5:8440`) that

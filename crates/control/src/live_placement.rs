@@ -29,8 +29,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use flotilla_store::{EventKind, Revision, Store, Watch};
-use tokio::sync::broadcast::error::RecvError;
+use flotilla_store::{EventKind, Revision, Store, Watch, WatchError};
 
 use crate::records::keys;
 use crate::tasks::SharedInstance;
@@ -114,20 +113,50 @@ struct Clusters {
 #[derive(Default)]
 pub(crate) struct LivePlacement {
     clusters: Arc<Mutex<Clusters>>,
+    /// Runs the watch of instance records, and restarts it if it panics.
+    supervisor: crate::Supervisor,
 }
 
 /// A launch's claim on its cluster's kept state, for [`LivePlacement::put`].
 pub(crate) struct Turn(u64);
 
 impl LivePlacement {
+    pub(crate) fn new(supervisor: crate::Supervisor) -> Self {
+        Self {
+            supervisor,
+            ..Default::default()
+        }
+    }
+
     /// The kept state of `cluster` if it is current, and the launch's turn.
     /// Starts the watch on first use (inside a Tokio runtime).
     pub(crate) fn take(&self, store: &Arc<dyn Store>, cluster: &str) -> (Option<Placed>, Turn) {
         let mut clusters = lock(&self.clusters);
         if !clusters.watching {
             clusters.watching = true;
-            let watch = store.watch(keys::INSTANCES);
-            tokio::spawn(record_changes(watch, Arc::clone(&self.clusters)));
+            // A restarted run watches afresh and forgets every kept state,
+            // which may have missed writes over the gap.
+            let mut first = Some(store.watch(keys::INSTANCES));
+            let store = Arc::downgrade(store);
+            let clusters = Arc::clone(&self.clusters);
+            self.supervisor.spawn("live_placement", move || {
+                let watch = first.take().map(|watch| (watch, false)).or_else(|| {
+                    store
+                        .upgrade()
+                        .map(|store| (store.watch(keys::INSTANCES), true))
+                });
+                let clusters = Arc::clone(&clusters);
+                async move {
+                    let Some((watch, restarted)) = watch else {
+                        lock(&clusters).watching = false;
+                        return;
+                    };
+                    if restarted {
+                        lock(&clusters).by_name.values_mut().for_each(forget);
+                    }
+                    record_changes(watch, clusters).await;
+                }
+            });
         }
         let entry = clusters.by_name.entry(cluster.to_owned()).or_default();
         entry.turn += 1;
@@ -187,8 +216,8 @@ async fn record_changes(mut watch: Watch, clusters: Arc<Mutex<Clusters>>) {
                     revision: (event.kind == EventKind::Put).then_some(event.revision),
                 });
             }
-            Err(RecvError::Lagged(_)) => clusters.by_name.values_mut().for_each(forget),
-            Err(RecvError::Closed) => {
+            Err(WatchError::Lagged { .. }) => clusters.by_name.values_mut().for_each(forget),
+            Err(WatchError::Closed) => {
                 clusters.by_name.clear();
                 clusters.watching = false;
                 return;

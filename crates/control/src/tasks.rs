@@ -31,7 +31,7 @@
 //! **Retention.** A STOPPED task stays describable for
 //! [`STOPPED_TASK_RETENTION_MS`]; [`Ecs::collect_stopped_tasks`] deletes older ones.
 
-use flotilla_store::{Txn, TXN_OPS_MAX};
+use flotilla_store::Txn;
 use flotilla_types::acs::conventions::{ESSENTIAL_EXITED_REASON, FAILED_TO_START_REASONS};
 use flotilla_types::acs::TaskNetworkInterface;
 use flotilla_types::ecs::*;
@@ -55,9 +55,11 @@ pub const STOPPED_TASK_RETENTION_MS: u64 = 60 * 60 * 1000;
 
 /// Most tasks one RunTask call may start.
 const RUN_TASK_COUNT_MAX: i32 = 10;
-/// Most RunTask calls of one cluster placed and committed together: each
-/// writes at most `RUN_TASK_COUNT_MAX` task records and as many instances.
-const LAUNCHES_PER_COMMIT_MAX: usize = TXN_OPS_MAX / (2 * RUN_TASK_COUNT_MAX as usize);
+/// Operations one RunTask call takes in the commit of its cluster's batch:
+/// at most `RUN_TASK_COUNT_MAX` task records and as many instances. The
+/// store's transaction limits divided by it are how many RunTask calls are
+/// placed and committed together.
+const OPS_PER_LAUNCH: usize = 2 * RUN_TASK_COUNT_MAX as usize;
 /// Most instances one StartTask call may name.
 const START_TASK_INSTANCES_MAX: usize = 10;
 const DESCRIBE_TASKS_MAX: usize = 100;
@@ -504,7 +506,7 @@ impl Ecs {
             .submit(
                 &cluster,
                 (launch, count),
-                LAUNCHES_PER_COMMIT_MAX,
+                self.store.limits().items_per_txn(OPS_PER_LAUNCH),
                 |batch| self.run_launches(&cluster, batch),
             )
             .await

@@ -107,6 +107,9 @@ impl Store for CrashableStore {
         self.commits_left.store(left - 1, Ordering::Relaxed);
         self.inner.commit(txn)
     }
+    fn limits(&self) -> flotilla_store::TxnLimits {
+        self.inner.limits()
+    }
     fn watch(&self, prefix: &str) -> Watch {
         self.inner.watch(prefix)
     }
@@ -158,7 +161,11 @@ fn caller() -> Caller {
 
 impl World {
     async fn new(seed: u64) -> World {
-        let memory = Arc::new(MemoryStore::new());
+        Self::with_store(seed, MemoryStore::new()).await
+    }
+
+    async fn with_store(seed: u64, memory: MemoryStore) -> World {
+        let memory = Arc::new(memory);
         let store = Arc::new(CrashableStore {
             inner: Arc::clone(&memory),
             commits_left: AtomicU64::new(u64::MAX),
@@ -597,6 +604,40 @@ fn messages(service: &Value) -> Vec<String> {
         .flatten()
         .filter_map(|e| e["message"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// The scheduler sizes its launch and stop batches from the store's limits:
+/// on a store with etcd's (128 operations a transaction), a service of 300
+/// tasks starts and scales in with no transaction refused, where fixed
+/// batches of 256 launches would be.
+#[tokio::test]
+async fn a_store_with_etcds_limits_runs_a_large_service() {
+    let limits = flotilla_store::TxnLimits::ETCD_DEFAULT;
+    let mut world = World::with_store(11, MemoryStore::with_limits(limits)).await;
+    for _ in 0..10 {
+        world.add_host(4096, 8192, "a").await;
+    }
+    let definition = world.definition("big", "app:v1", false).await;
+    world
+        .ok(
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "big", "taskDefinition": definition, "desiredCount": 300}),
+        )
+        .await;
+    world.settle(20).await;
+    let service = world.service("big").await;
+    assert_eq!(service["runningCount"], 300, "{service}");
+    assert!(steady(&service), "{service}");
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "big", "desiredCount": 10}),
+        )
+        .await;
+    world.settle(20).await;
+    let service = world.service("big").await;
+    assert_eq!(service["runningCount"], 10, "{service}");
+    assert!(steady(&service), "{service}");
 }
 
 #[tokio::test]

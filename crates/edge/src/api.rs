@@ -100,11 +100,9 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .with_state(edge)
 }
 
-async fn health() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        "{\"status\":\"ok\"}",
-    )
+async fn health(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
+    let (status, body) = crate::loops::health(&edge.ecs.supervisor().report());
+    (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
 async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
@@ -113,7 +111,7 @@ async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
         "flotilla_store_revision",
         "Revision of the last committed store transaction.",
         revision,
-    )]);
+    )]) + &crate::loops::render_metrics(&edge.ecs.supervisor().report());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

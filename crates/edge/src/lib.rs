@@ -20,6 +20,7 @@ use flotilla_sigv4::Credentials;
 
 mod agent_ws;
 mod api;
+mod loops;
 mod metrics;
 mod registry;
 

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flotilla_store::{Txn, TXN_OPS_MAX};
+use flotilla_store::Txn;
 
 use crate::digest::Digest;
 use crate::records::{self, keys, ImageRecord, LayerRecord};
@@ -104,7 +104,8 @@ impl Registry {
         report.layer_links_removed = unlinked;
         // Each removal is conditional on the revision read: a record
         // rewritten meanwhile (a blob pushed again) stays.
-        for batch in doomed.chunks(TXN_OPS_MAX / 2) {
+        // Each removal is one condition and one delete.
+        for batch in doomed.chunks(store.limits().items_per_txn(1)) {
             let mut txn = Txn::new();
             for (key, revision) in batch {
                 txn = txn.expect(key.clone(), *revision).delete(key.clone());
@@ -146,7 +147,7 @@ impl Registry {
             loop {
                 let page = self
                     .store
-                    .list(&prefix, None, TXN_OPS_MAX)
+                    .list(&prefix, None, self.store.limits().items_per_txn(1))
                     .map_err(records::store_error)?;
                 if page.entries.is_empty() {
                     break;

@@ -51,6 +51,36 @@ pub fn docker_available() -> bool {
     Path::new(crate::DEFAULT_SOCKET_PATH).exists()
 }
 
+/// Whether the tests that need Docker must run: under CI (the environment
+/// variable `CI` set, as CI services set it, and not to `false` or `0`) a
+/// missing engine fails them instead of skipping them, so that CI cannot
+/// pass without having run them.
+pub fn docker_required() -> bool {
+    docker_required_by(std::env::var("CI").ok().as_deref())
+}
+
+fn docker_required_by(ci: Option<&str>) -> bool {
+    ci.is_some_and(|value| !matches!(value.trim(), "" | "0" | "false" | "FALSE" | "False"))
+}
+
+/// `false` (after saying why) when `test` must be skipped for want of a
+/// Docker engine; panics instead when [`docker_required`].
+pub fn docker_or_skip(test: &str) -> bool {
+    if docker_available() {
+        return true;
+    }
+    assert!(
+        !docker_required(),
+        "{test}: CI is set but there is no Docker engine socket at {}; the tests that need Docker must run in CI",
+        crate::DEFAULT_SOCKET_PATH
+    );
+    eprintln!(
+        "skipping {test}: no Docker socket at {} (under CI this fails)",
+        crate::DEFAULT_SOCKET_PATH
+    );
+    false
+}
+
 /// Builds [`TEST_IMAGE`] unless it exists, installing `busybox-static`
 /// first when `/bin/busybox` is missing. Idempotent and safe to call from
 /// many tests at once (the work is done once per process; concurrent
@@ -123,5 +153,25 @@ fn run(command: &mut Command) -> Result<Output, TestImageError> {
             command: described,
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::docker_required_by;
+
+    #[test]
+    fn ci_requires_docker_unless_unset_or_false() {
+        for (ci, required) in [
+            (None, false),
+            (Some(""), false),
+            (Some("false"), false),
+            (Some("0"), false),
+            (Some("true"), true),
+            (Some("1"), true),
+            (Some("yes"), true),
+        ] {
+            assert_eq!(docker_required_by(ci), required, "CI={ci:?}");
+        }
     }
 }

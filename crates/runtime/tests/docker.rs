@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flotilla_runtime::testing::{docker_available, ensure_test_image, TEST_IMAGE, TEST_PAGE};
+use flotilla_runtime::testing::{docker_or_skip, ensure_test_image, TEST_IMAGE, TEST_PAGE};
 use flotilla_runtime::{
     ContainerRuntime, ContainerSpec, DockerRuntime, Health, HealthCheck, Mount, NetworkMode,
     PortBinding, Protocol, PullPolicy, RuntimeError, Status, Ulimit,
@@ -29,11 +29,7 @@ struct Harness {
 impl Harness {
     /// `None` (after printing why) when this machine has no Docker engine.
     async fn new(test: &str) -> Option<Harness> {
-        if !docker_available() {
-            eprintln!(
-                "skipping {test}: no Docker socket at {}",
-                flotilla_runtime::DEFAULT_SOCKET_PATH
-            );
+        if !docker_or_skip(test) {
             return None;
         }
         ensure_test_image().expect("test image");

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use crate::{
-    check_txn_size, list_lower_bound, CommitFuture, Condition, Entry, Event, EventKind, Op, Page,
-    Revision, Store, StoreError, Txn, Watch, LIST_LIMIT_MAX, WATCH_BACKLOG_MAX,
+    list_lower_bound, BroadcastWatch, CommitFuture, Condition, Entry, Event, EventKind, Op, Page,
+    Revision, Store, StoreError, Txn, TxnLimits, Watch, LIST_LIMIT_MAX, WATCH_BACKLOG_MAX,
 };
 
 #[derive(Clone, Debug)]
@@ -29,6 +29,7 @@ struct State {
 /// A [`Store`] held in a `BTreeMap` under one mutex. Commits resolve at once;
 /// nothing survives the process.
 pub struct MemoryStore {
+    limits: TxnLimits,
     state: Mutex<State>,
     events: broadcast::Sender<Arc<Vec<Event>>>,
     revisions: tokio::sync::watch::Sender<Revision>,
@@ -42,8 +43,15 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     pub fn new() -> Self {
+        Self::with_limits(TxnLimits::EMBEDDED)
+    }
+
+    /// A store that takes transactions only within `limits`, to show that
+    /// callers work against a backend with smaller ones (etcd's).
+    pub fn with_limits(limits: TxnLimits) -> Self {
         let (events, _) = broadcast::channel(WATCH_BACKLOG_MAX);
         Self {
+            limits,
             state: Mutex::new(State::default()),
             events,
             revisions: tokio::sync::watch::Sender::new(0),
@@ -58,7 +66,7 @@ impl MemoryStore {
     }
 
     fn commit_now(&self, txn: Txn) -> Result<Revision, StoreError> {
-        check_txn_size(&txn)?;
+        self.limits.check(&txn)?;
         let mut state = self.lock();
         for condition in &txn.conditions {
             let Condition::Revision {
@@ -167,8 +175,12 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(self.commit_now(txn)))
     }
 
+    fn limits(&self) -> TxnLimits {
+        self.limits
+    }
+
     fn watch(&self, prefix: &str) -> Watch {
-        Watch::new(prefix, self.events.subscribe())
+        BroadcastWatch::boxed(prefix, self.events.subscribe())
     }
 
     fn revisions(&self) -> tokio::sync::watch::Receiver<Revision> {

@@ -26,8 +26,9 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    check_txn_size, list_lower_bound, CommitFuture, Condition, Entry, Event, EventKind, Op, Page,
-    Revision, Store, StoreError, Txn, Watch, LIST_LIMIT_MAX, TXN_OPS_MAX, WATCH_BACKLOG_MAX,
+    list_lower_bound, BroadcastWatch, CommitFuture, Condition, Entry, Event, EventKind, Op, Page,
+    Revision, Store, StoreError, Txn, TxnLimits, Watch, EMBEDDED_TXN_OPS_MAX, LIST_LIMIT_MAX,
+    WATCH_BACKLOG_MAX,
 };
 
 /// Key → entry record (see [`encode_record`]).
@@ -49,7 +50,7 @@ pub const COMMIT_QUEUE_MAX: usize = 1_024;
 pub const WRITE_BATCH_TXNS_MAX: usize = 512;
 /// Most operations folded into one redb write transaction, so that a stream of
 /// maximal transactions cannot build an unbounded batch in memory.
-pub const WRITE_BATCH_OPS_MAX: usize = 16 * TXN_OPS_MAX;
+pub const WRITE_BATCH_OPS_MAX: usize = 16 * EMBEDDED_TXN_OPS_MAX;
 
 /// Entry record header: create_revision then mod_revision, little-endian.
 const RECORD_HEADER_BYTES: usize = 16;
@@ -302,7 +303,7 @@ impl Store for RedbStore {
     }
 
     fn commit(&self, txn: Txn) -> CommitFuture {
-        if let Err(error) = check_txn_size(&txn) {
+        if let Err(error) = TxnLimits::EMBEDDED.check(&txn) {
             return Box::pin(std::future::ready(Err(error)));
         }
         let requests = self.requests.clone();
@@ -322,8 +323,12 @@ impl Store for RedbStore {
         })
     }
 
+    fn limits(&self) -> TxnLimits {
+        TxnLimits::EMBEDDED
+    }
+
     fn watch(&self, prefix: &str) -> Watch {
-        Watch::new(prefix, self.events.subscribe())
+        BroadcastWatch::boxed(prefix, self.events.subscribe())
     }
 
     fn revisions(&self) -> tokio::sync::watch::Receiver<Revision> {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flotilla_store::{
-    Entry, Event, EventKind, MemoryStore, RedbStore, Revision, Store, StoreError, Txn, Watch,
-    LIST_LIMIT_MAX, TXN_OPS_MAX,
+    Entry, Event, EventKind, MemoryStore, RedbStore, Revision, Store, StoreError, Txn,
+    TxnLimitKind, Watch, WatchError, LIST_LIMIT_MAX,
 };
 
 /// A test that waits longer than this for the store has found a hang.
@@ -27,6 +27,17 @@ struct Fixture {
 fn memory() -> Fixture {
     Fixture {
         store: Arc::new(MemoryStore::new()),
+        _directory: None,
+    }
+}
+
+/// The in-memory backend with etcd's default limits: the suite holds for a
+/// backend whose transactions are as small as etcd's.
+fn memory_with_etcd_limits() -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::with_limits(
+            flotilla_store::TxnLimits::ETCD_DEFAULT,
+        )),
         _directory: None,
     }
 }
@@ -57,7 +68,9 @@ fn keys(entries: &[Entry]) -> Vec<&str> {
     entries.iter().map(|entry| entry.key.as_str()).collect()
 }
 
-/// Instantiates every suite case for one backend constructor.
+/// Instantiates every suite case for one backend constructor. A new backend
+/// (etcd) is one more constructor returning a [`Fixture`] and one more
+/// `conformance!` line; every case speaks only the [`Store`] trait.
 macro_rules! conformance {
     ($backend:ident) => {
         mod $backend {
@@ -84,12 +97,32 @@ macro_rules! conformance {
                 super::multi_key_transactions_are_atomic(&*$backend().store).await;
             }
             #[tokio::test]
-            async fn ops_apply_in_order_within_a_transaction() {
-                super::ops_apply_in_order_within_a_transaction(&*$backend().store).await;
+            async fn a_key_written_twice_in_one_transaction_is_refused() {
+                super::a_key_written_twice_in_one_transaction_is_refused(&*$backend().store).await;
             }
             #[tokio::test]
-            async fn transaction_size_is_bounded() {
-                super::transaction_size_is_bounded(&*$backend().store).await;
+            async fn operations_are_bounded_by_the_backends_limit() {
+                super::operations_are_bounded_by_the_backends_limit(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn conditions_are_bounded_by_the_backends_limit() {
+                super::conditions_are_bounded_by_the_backends_limit(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn bytes_are_bounded_by_the_backends_limit() {
+                super::bytes_are_bounded_by_the_backends_limit(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn limits_admit_at_least_what_etcd_admits() {
+                super::limits_admit_at_least_what_etcd_admits(&*$backend().store);
+            }
+            #[tokio::test]
+            async fn a_resolved_commit_is_visible_to_reads() {
+                super::a_resolved_commit_is_visible_to_reads(&*$backend().store).await;
+            }
+            #[tokio::test]
+            async fn a_watch_ends_when_its_store_is_gone() {
+                super::a_watch_ends_when_its_store_is_gone($backend()).await;
             }
             #[tokio::test]
             async fn list_pages_through_a_prefix() {
@@ -121,6 +154,7 @@ macro_rules! conformance {
 
 conformance!(memory);
 conformance!(redb);
+conformance!(memory_with_etcd_limits);
 
 async fn get_put_delete(store: &dyn Store) {
     assert_eq!(store.get("k").unwrap(), None);
@@ -293,41 +327,145 @@ async fn multi_key_transactions_are_atomic(store: &dyn Store) {
     assert_eq!(store.revision(), revision);
 }
 
-async fn ops_apply_in_order_within_a_transaction(store: &dyn Store) {
-    let revision = commit(
-        store,
-        Txn::new()
-            .put("k", "1")
-            .delete("k")
-            .put("k", "2")
-            .put("gone", "x")
-            .delete("gone"),
-    )
-    .await
-    .unwrap();
-    let entry = store.get("k").unwrap().unwrap();
-    assert_eq!(
-        (entry.value, entry.create_revision, entry.mod_revision),
-        ("2".into(), revision, revision)
-    );
-    assert_eq!(store.get("gone").unwrap(), None);
+/// etcd refuses a transaction that puts or deletes one key twice ("duplicate
+/// key given in txn request"); every backend does, so that no caller comes to
+/// rely on the order of operations within a transaction.
+async fn a_key_written_twice_in_one_transaction_is_refused(store: &dyn Store) {
+    commit(store, Txn::new().put("k", "0")).await.unwrap();
+    let before = store.revision();
+    let twice = [
+        Txn::new().put("k", "1").put("k", "2"),
+        Txn::new().put("k", "1").delete("k"),
+        Txn::new().delete("k").put("k", "2"),
+        Txn::new().delete("k").delete("k"),
+        Txn::new().put("new", "x").put("other", "y").delete("new"),
+    ];
+    for txn in twice {
+        let error = commit(store, txn.clone()).await.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::DuplicateKey { key } if key == "k" || key == "new"),
+            "{txn:?}: {error:?}"
+        );
+    }
+    assert_eq!(store.revision(), before);
+    assert_eq!(store.get("k").unwrap().unwrap().value, "0");
+    assert_eq!(store.get("new").unwrap(), None);
+    assert_eq!(store.get("other").unwrap(), None);
+    // A condition on a key it also writes is not a second write.
+    commit(store, Txn::new().expect("k", before).put("k", "1"))
+        .await
+        .unwrap();
 }
 
-async fn transaction_size_is_bounded(store: &dyn Store) {
-    let at_limit = (0..TXN_OPS_MAX).fold(Txn::new(), |txn, index| {
+fn many_puts(count: usize) -> Txn {
+    (0..count).fold(Txn::new(), |txn, index| {
         txn.put(format!("k/{index:05}"), "v")
-    });
-    commit(store, at_limit.clone()).await.unwrap();
+    })
+}
+
+async fn operations_are_bounded_by_the_backends_limit(store: &dyn Store) {
+    let limit = store.limits().ops_max;
+    commit(store, many_puts(limit)).await.unwrap();
     let before = store.revision();
-    let error = commit(store, at_limit.put("one-too-many", "v"))
+    let error = commit(store, many_puts(limit).put("one-too-many", "v"))
         .await
         .unwrap_err();
     assert!(
-        matches!(error, StoreError::TooLarge { count, limit } if count == TXN_OPS_MAX + 1 && limit == TXN_OPS_MAX),
+        matches!(error, StoreError::TooLarge { kind: TxnLimitKind::Operations, count, limit: stated } if count == limit + 1 && stated == limit),
         "{error:?}"
     );
     assert_eq!(store.revision(), before);
     assert_eq!(store.get("one-too-many").unwrap(), None);
+}
+
+async fn conditions_are_bounded_by_the_backends_limit(store: &dyn Store) {
+    let limit = store.limits().conditions_max;
+    let conditions = |count: usize| {
+        (0..count).fold(Txn::new().put("guarded", "v"), |txn, index| {
+            txn.expect(format!("absent/{index:05}"), 0)
+        })
+    };
+    commit(store, conditions(limit)).await.unwrap();
+    let before = store.revision();
+    let error = commit(store, conditions(limit + 1).put("one-too-many", "v"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::TooLarge { kind: TxnLimitKind::Conditions, count, limit: stated } if count == limit + 1 && stated == limit),
+        "{error:?}"
+    );
+    assert_eq!(store.revision(), before);
+    assert_eq!(store.get("one-too-many").unwrap(), None);
+}
+
+async fn bytes_are_bounded_by_the_backends_limit(store: &dyn Store) {
+    let limit = store.limits().bytes_max;
+    let key = "big";
+    let at_limit = Txn::new().put(key, vec![b'x'; limit - key.len()]);
+    assert_eq!(at_limit.size_bytes(), limit);
+    assert!(store.limits().check(&at_limit).is_ok());
+    let before = store.revision();
+    let over = Txn::new()
+        .put("small", "v")
+        .put(key, vec![b'x'; limit - key.len()]);
+    let error = commit(store, over).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::TooLarge { kind: TxnLimitKind::Bytes, count, limit: stated } if count == limit + "small".len() + 1 && stated == limit),
+        "{error:?}"
+    );
+    assert_eq!(store.revision(), before);
+    assert_eq!(store.get("small").unwrap(), None);
+}
+
+/// Callers size their batches from [`Store::limits`]; no backend may be
+/// smaller than etcd's defaults, which every batching caller is checked
+/// against in its own tests.
+fn limits_admit_at_least_what_etcd_admits(store: &dyn Store) {
+    let limits = store.limits();
+    let etcd = flotilla_store::TxnLimits::ETCD_DEFAULT;
+    assert!(limits.ops_max >= etcd.ops_max, "{limits:?}");
+    assert!(limits.conditions_max >= etcd.conditions_max, "{limits:?}");
+    assert!(limits.bytes_max >= etcd.bytes_max, "{limits:?}");
+    assert!(limits.items_per_txn(limits.ops_max + 1) >= 1);
+}
+
+/// The read model: reads are local and synchronous, and a commit resolves
+/// only once they see it, so a caller always reads its own writes.
+async fn a_resolved_commit_is_visible_to_reads(store: &dyn Store) {
+    for round in 0..50u32 {
+        let key = format!("ryw/{round:03}");
+        let revision = commit(
+            store,
+            Txn::new().expect(&key, 0).put(&key, round.to_string()),
+        )
+        .await
+        .unwrap();
+        assert!(store.revision() >= revision);
+        assert!(*store.revisions().borrow() >= revision);
+        let entry = store.get(&key).unwrap().unwrap();
+        assert_eq!(
+            (entry.value, entry.mod_revision),
+            (round.to_string().into(), revision)
+        );
+        let page = store.list("ryw/", Some(&key), 10).unwrap();
+        assert!(page.entries.is_empty());
+        let page = store.list("ryw/", None, 1_000).unwrap();
+        assert_eq!(page.entries.last().unwrap().key, key);
+    }
+}
+
+/// Loops that watch end when the store does, rather than wait forever.
+async fn a_watch_ends_when_its_store_is_gone(fixture: Fixture) {
+    let mut watch = fixture.store.watch("");
+    commit(&*fixture.store, Txn::new().put("a", "1"))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut watch).await.key, "a");
+    drop(fixture);
+    let ended = tokio::time::timeout(WAIT_MAX, watch.next())
+        .await
+        .expect("watch hung after its store was dropped");
+    assert_eq!(ended, Err(WatchError::Closed));
 }
 
 async fn list_pages_through_a_prefix(store: &dyn Store) {
@@ -389,8 +527,9 @@ async fn list_pages_through_a_prefix(store: &dyn Store) {
 
 async fn list_limit_is_capped(store: &dyn Store) {
     let key_count = LIST_LIMIT_MAX + 1;
-    for chunk_start in (0..key_count).step_by(TXN_OPS_MAX) {
-        let chunk_end = (chunk_start + TXN_OPS_MAX).min(key_count);
+    let ops_max = store.limits().ops_max;
+    for chunk_start in (0..key_count).step_by(ops_max) {
+        let chunk_end = (chunk_start + ops_max).min(key_count);
         let txn = (chunk_start..chunk_end).fold(Txn::new(), |txn, index| {
             txn.put(format!("many/{index:06}"), "")
         });

@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_store::{Txn, TXN_OPS_MAX};
+use flotilla_store::Txn;
 use flotilla_types::ecs::*;
 use flotilla_types::ApiError;
 
@@ -57,13 +57,14 @@ use crate::Ecs;
 /// How long an instance's agent may stay disconnected before its service
 /// tasks are replaced elsewhere.
 pub const AGENT_LOST_TIMEOUT_MS: u64 = 5 * 60 * 1000;
-/// Most tasks one launch places and commits (each writes a task record and
-/// at most one instance record). Smaller than a transaction allows: a batch
-/// is re-placed whenever an instance it writes changed meanwhile (a task
+/// Operations (and conditions) the store's transaction limits are divided by
+/// for one launched task: it writes a task record and at most one instance
+/// record, and the batch is kept at half of what fits, because a batch is
+/// re-placed whenever an instance it writes changed meanwhile (a task
 /// stopped there), and the more instances it writes the likelier that is.
-const LAUNCH_BATCH_MAX: usize = TXN_OPS_MAX / 4;
-/// Most tasks one stop transaction asks to stop.
-const STOP_BATCH_MAX: usize = TXN_OPS_MAX / 2;
+const LAUNCH_OPS_PER_TASK: usize = 4;
+/// Operations one stopped task takes in a stop transaction, with room.
+const STOP_OPS_PER_TASK: usize = 2;
 /// How long the same placement failure is not said again.
 const PLACEMENT_FAILURE_REPEAT_MS: u64 = 5 * 60 * 1000;
 /// Why the scheduler stopped a task whose health checks failed; it counts
@@ -841,7 +842,8 @@ impl ServiceScheduler {
             .filter(|view| view.protected && record.status() == "DRAINING")
             .map(|view| view.task_id.as_str())
             .collect();
-        for chunk in actions.stop.chunks(STOP_BATCH_MAX) {
+        let stop_batch_max = ecs.store.limits().items_per_txn(STOP_OPS_PER_TASK);
+        for chunk in actions.stop.chunks(stop_batch_max) {
             let mut txn = Txn::new();
             let mut chunk_ids = Vec::new();
             for (index, why) in chunk {
@@ -997,14 +999,15 @@ impl ServiceScheduler {
                 return Ok(());
             }
         };
+        let launch_batch_max = ecs.store.limits().items_per_txn(LAUNCH_OPS_PER_TASK);
         let mut batches: Vec<Targeting> = Vec::new();
         let mut remaining = actions.start as usize;
         while remaining > 0 {
-            let count = remaining.min(LAUNCH_BATCH_MAX);
+            let count = remaining.min(launch_batch_max);
             batches.push(Targeting::FirstFit(count));
             remaining -= count;
         }
-        for chunk in actions.start_on.chunks(LAUNCH_BATCH_MAX) {
+        for chunk in actions.start_on.chunks(launch_batch_max) {
             batches.push(Targeting::Named(chunk.to_vec()));
         }
         let mut started = Vec::new();

@@ -9,7 +9,7 @@
 //! then serves the whole queue. The transaction is still conditional on the
 //! counter it read, so writers in other processes are never overwritten.
 
-use flotilla_store::{Txn, TXN_OPS_MAX};
+use flotilla_store::Txn;
 use flotilla_types::ecs::TaskDefinition;
 use flotilla_types::ApiError;
 
@@ -18,9 +18,9 @@ use crate::combine::Combiner;
 use crate::records::{self, keys, Attempt};
 use crate::Ecs;
 
-/// Most registrations one transaction carries: each is one put, and the
-/// counter is one more.
-const REGISTRATIONS_PER_COMMIT_MAX: usize = TXN_OPS_MAX / 2;
+/// Operations the store's transaction limits are divided by for one
+/// registration: each is one put, the family's counter one more, with room.
+const OPS_PER_REGISTRATION: usize = 2;
 
 /// Registrations waiting for their family's leader, by family.
 pub(crate) type RegistrationQueues =
@@ -33,8 +33,9 @@ impl Ecs {
         record: TaskDefinitionRecord,
     ) -> Result<TaskDefinition, ApiError> {
         let family = record.definition.family.clone().unwrap_or_default();
+        let registrations_per_commit_max = self.store.limits().items_per_txn(OPS_PER_REGISTRATION);
         self.registrations
-            .submit(&family, record, REGISTRATIONS_PER_COMMIT_MAX, |batch| {
+            .submit(&family, record, registrations_per_commit_max, |batch| {
                 self.commit_registrations(&family, batch)
             })
             .await
