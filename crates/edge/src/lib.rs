@@ -22,6 +22,7 @@ mod agent_ws;
 mod api;
 mod metrics;
 mod registry;
+mod services;
 
 pub use api::router;
 pub use metrics::Metrics;
