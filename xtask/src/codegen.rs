@@ -268,7 +268,14 @@ fn write_operations(out: &mut String, service: &Service<'_>) -> Result<()> {
     }
     let input_of = |def: &Value| def["input"]["shape"].as_str().map(str::to_owned);
     writeln!(out, "/// One decoded request per operation of the service.")?;
-    writeln!(out, "#[derive(Clone, Debug, PartialEq)]")?;
+    if types == "crate" {
+        writeln!(out, "#[derive(Clone, Debug, PartialEq)]")?;
+    } else {
+        // Serialized as its bare input, for tests that compare a decoded
+        // request with what the client sent.
+        writeln!(out, "#[derive(Clone, Debug, PartialEq, Serialize)]")?;
+        writeln!(out, "#[serde(untagged)]")?;
+    }
     writeln!(out, "pub enum {prefix}Request {{")?;
     for (op, def) in operations {
         match input_of(def) {

@@ -2180,7 +2180,8 @@ impl UntagResourceResponse {
 pub const TARGET_PREFIX: &str = "AnyScaleFrontendService";
 
 /// One decoded request per operation of the service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum ApplicationAutoscalingRequest {
     DeleteScalingPolicy(DeleteScalingPolicyRequest),
     DeleteScheduledAction(DeleteScheduledActionRequest),

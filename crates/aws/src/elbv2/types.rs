@@ -4541,7 +4541,8 @@ impl ZonalCapacityReservationState {
 }
 
 /// One decoded request per operation of the service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Elbv2Request {
     AddListenerCertificates(AddListenerCertificatesInput),
     AddTags(AddTagsInput),

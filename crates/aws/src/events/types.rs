@@ -4737,7 +4737,8 @@ impl UpdateEventBusResponse {
 pub const TARGET_PREFIX: &str = "AWSEvents";
 
 /// One decoded request per operation of the service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum EventsRequest {
     ActivateEventSource(ActivateEventSourceRequest),
     CancelReplay(CancelReplayRequest),

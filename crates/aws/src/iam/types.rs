@@ -9043,7 +9043,8 @@ impl std::fmt::Display for summaryStateType {
 }
 
 /// One decoded request per operation of the service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum IamRequest {
     AcceptDelegationRequest(AcceptDelegationRequestRequest),
     AcquireRole(AcquireRoleRequest),

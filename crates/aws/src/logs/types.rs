@@ -9163,7 +9163,8 @@ impl UpperCaseString {
 pub const TARGET_PREFIX: &str = "Logs_20140328";
 
 /// One decoded request per operation of the service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum LogsRequest {
     AssociateKmsKey(AssociateKmsKeyRequest),
     AssociateSourceToS3TableIntegration(AssociateSourceToS3TableIntegrationRequest),

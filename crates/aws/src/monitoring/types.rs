@@ -4789,7 +4789,8 @@ impl WarmUpConfiguration {
 pub const TARGET_PREFIX: &str = "GraniteServiceVersion20100801";
 
 /// One decoded request per operation of the service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum MonitoringRequest {
     AssociateDatasetKmsKey(AssociateDatasetKmsKeyInput),
     CreateResourceMetricsConfiguration(CreateResourceMetricsConfigurationInput),

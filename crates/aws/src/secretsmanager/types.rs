@@ -1739,7 +1739,8 @@ impl ValidationErrorsEntry {
 pub const TARGET_PREFIX: &str = "secretsmanager";
 
 /// One decoded request per operation of the service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum SecretsmanagerRequest {
     AssociateCrossAccountReplica(AssociateCrossAccountReplicaRequest),
     BatchGetSecretValue(BatchGetSecretValueRequest),

@@ -2484,7 +2484,8 @@ impl UpdateServiceResponse {
 pub const TARGET_PREFIX: &str = "Route53AutoNaming_v20170314";
 
 /// One decoded request per operation of the service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum ServicediscoveryRequest {
     CreateHttpNamespace(CreateHttpNamespaceRequest),
     CreatePrivateDnsNamespace(CreatePrivateDnsNamespaceRequest),

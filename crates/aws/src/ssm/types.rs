@@ -16509,7 +16509,8 @@ impl std::fmt::Display for ValidationFindingType {
 pub const TARGET_PREFIX: &str = "AmazonSSM";
 
 /// One decoded request per operation of the service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum SsmRequest {
     AddTagsToResource(AddTagsToResourceRequest),
     AssociateOpsItemRelatedItem(AssociateOpsItemRelatedItemRequest),

@@ -712,7 +712,8 @@ impl Tag {
 }
 
 /// One decoded request per operation of the service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum StsRequest {
     AssumeRole(AssumeRoleRequest),
     AssumeRoleWithSAML(AssumeRoleWithSAMLRequest),
