@@ -27,7 +27,7 @@ fn lists_maps_and_nested_structures() {
          &DefaultActions.member.1.AuthenticateOidcConfig.AuthenticationRequestExtraParams.entry.1.value=page\
          &DefaultActions.member.1.AuthenticateOidcConfig.UseExistingClientSecret=true"
     ))
-    .unwrap();
+    .expect("decodes");
     assert_eq!(
         value,
         json!({
@@ -48,7 +48,7 @@ fn paging_marker_and_empty_list() {
     let value = decode(&format!(
         "{HEAD}DescribeLoadBalancers&Marker=page-2&PageSize=10&Names="
     ))
-    .unwrap();
+    .expect("decodes");
     assert_eq!(
         value,
         json!({"Marker": "page-2", "PageSize": 10, "Names": []})
@@ -132,8 +132,9 @@ fn deep_nesting_is_bounded() {
 
 #[test]
 fn sts_timestamps_and_no_input() {
-    let form = Form::parse(b"Action=GetCallerIdentity&Version=2011-06-15", &LIMITS).unwrap();
-    let (operation, value) = query::decode(&aws::sts::MODEL, &form, &LIMITS).unwrap();
+    let form =
+        Form::parse(b"Action=GetCallerIdentity&Version=2011-06-15", &LIMITS).expect("decodes");
+    let (operation, value) = query::decode(&aws::sts::MODEL, &form, &LIMITS).expect("decodes");
     assert_eq!(operation.name, "GetCallerIdentity");
     assert_eq!(value, json!({}));
 }

@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(root.arn.as_deref(), Some("arn:aws:iam::123456789012:root"));
 
         let alice = identity("arn:aws:iam::123456789012:user/alice");
-        let alice_id = alice.user_id.unwrap();
+        let alice_id = alice.user_id.expect("user id");
         assert!(
             alice_id.starts_with("AIDA") && alice_id.len() == 21,
             "{alice_id}"
@@ -108,21 +108,21 @@ mod tests {
         assert_eq!(
             identity("arn:aws:iam::123456789012:user/alice")
                 .user_id
-                .unwrap(),
+                .expect("user id"),
             alice_id
         );
         assert_ne!(
             identity("arn:aws:iam::123456789012:user/bob")
                 .user_id
-                .unwrap(),
+                .expect("user id"),
             alice_id
         );
 
         let role = identity("arn:aws:iam::123456789012:role/deployer")
             .user_id
-            .unwrap();
+            .expect("user id");
         assert!(role.starts_with("AROA"), "{role}");
         let session = identity("arn:aws:sts::123456789012:assumed-role/deployer/build-7");
-        assert_eq!(session.user_id.unwrap(), format!("{role}:build-7"));
+        assert_eq!(session.user_id.expect("user id"), format!("{role}:build-7"));
     }
 }
