@@ -269,3 +269,24 @@ def test_well_formed_input_of_an_unimplemented_operation_decodes_then_is_refused
     _, code, message, _ = xml_error(response)
     assert code == "InvalidAction"
     assert "AssumeRole is not supported" in message
+
+
+def test_presigned_query_request_with_parameters_in_the_url(server):
+    request = botocore.awsrequest.AWSRequest(
+        method="POST", url=server.endpoint + "/",
+        data={"Action": "GetCallerIdentity", "Version": STS_VERSION},
+        headers={"Content-Type": FORM_CONTENT_TYPE},
+    )
+    # SigV4QueryAuth moves a form body into the query string, as Query
+    # services take it.
+    botocore.auth.SigV4QueryAuth(
+        botocore.credentials.Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "sts", server.region, expires=300,
+    ).add_auth(request)
+    prepared = request.prepare()
+    path = prepared.url[len(server.endpoint):]
+    assert "Action=GetCallerIdentity" in path and "X-Amz-Signature=" in path
+    response = server.send("POST", path, prepared.body or b"", dict(prepared.headers.items()))
+    assert response.status == 200, response.body
+    operation = service_model("sts").operation_model("GetCallerIdentity")
+    parsed = botocore_parse("query", response, operation.output_shape)
+    assert parsed["Account"] == ACCOUNT_ID

@@ -130,29 +130,48 @@ struct Outcome {
 /// protocols), or with no target by the service its signature is scoped to
 /// (Query). Read before the signature is verified, to pick the body limit
 /// and the error shape; verification then holds the request to it.
-fn resolve(headers: &HeaderMap, target: &str) -> Option<&'static ServiceEntry> {
+fn resolve(parts: &axum::http::request::Parts, target: &str) -> Option<&'static ServiceEntry> {
     if !target.is_empty() {
         let prefix = target.split_once('.').map_or(target, |(prefix, _)| prefix);
         return services::by_target_prefix(prefix);
     }
-    services::query_service(scope_service(headers)?)
+    services::query_service(scope_service(parts)?)
 }
 
-/// The service named in the `Authorization` header's credential scope
-/// (`Credential=AKID/20261207/us-east-1/sts/aws4_request`).
-fn scope_service(headers: &HeaderMap) -> Option<&str> {
-    let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let credential = authorization.split("Credential=").nth(1)?;
-    let credential = credential.split([',', ' ']).next()?;
-    let mut parts = credential.rsplit('/');
-    parts.next()?; // aws4_request
-    parts.next()
+/// The service named in the credential scope
+/// (`AKID/20261207/us-east-1/sts/aws4_request`), from the `Authorization`
+/// header's `Credential=` or a presigned URL's `X-Amz-Credential`.
+fn scope_service(parts: &axum::http::request::Parts) -> Option<&str> {
+    let credential = match parts.headers.get(header::AUTHORIZATION) {
+        Some(authorization) => authorization
+            .to_str()
+            .ok()?
+            .split("Credential=")
+            .nth(1)?
+            .split([',', ' '])
+            .next()?,
+        None => {
+            let encoded = parts
+                .uri
+                .query()?
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("X-Amz-Credential="))?;
+            // Only the service segment is needed; it is `%2F`-separated.
+            return encoded
+                .rsplit("%2F")
+                .nth(1)
+                .filter(|service| !service.contains('/'));
+        }
+    };
+    let mut segments = credential.rsplit('/');
+    segments.next()?; // aws4_request
+    segments.next()
 }
 
 async fn answer(edge: &Arc<Edge>, request: Request, request_id: &str) -> Outcome {
     let (parts, body) = request.into_parts();
     let target = target_of(&parts.headers);
-    let entry = resolve(&parts.headers, target);
+    let entry = resolve(&parts, target);
     let operation = target
         .split_once('.')
         .map_or("", |(_, operation)| operation);
@@ -199,7 +218,16 @@ async fn answer(edge: &Arc<Edge>, request: Request, request_id: &str) -> Outcome
                 Err(error) => Err(error),
             }
         }
-        Protocol::Query => answer_query(edge, entry, caller, &body, request_id, &mut outcome).await,
+        Protocol::Query => {
+            // A presigned Query request carries its parameters in the URL
+            // beside the signature, and no body.
+            let form_bytes: &[u8] = if body.is_empty() {
+                parts.uri.query().unwrap_or_default().as_bytes()
+            } else {
+                &body
+            };
+            answer_query(edge, entry, caller, form_bytes, request_id, &mut outcome).await
+        }
     };
     outcome
 }
@@ -220,7 +248,10 @@ async fn answer_query(
         ));
     };
     let refused = |error: query::QueryError| ApiError::new(error.code(), 400, error.to_string());
-    let form = form::Form::parse(body, &form::LIMITS).map_err(|error| refused(error.into()))?;
+    let mut form = form::Form::parse(body, &form::LIMITS).map_err(|error| refused(error.into()))?;
+    // The signature's own parameters of a presigned request are not input.
+    form.parameters
+        .retain(|name, _| !name.starts_with("X-Amz-"));
     let (operation, value) = query::decode(model, &form, &form::LIMITS).map_err(refused)?;
     outcome.operation = operation.name.to_owned();
     let call = Call {
