@@ -80,10 +80,7 @@ impl ServiceEntry {
         ApiError::new(
             self.not_implemented,
             status,
-            format!(
-                "{operation} is not supported by this Flotilla server yet ({} implements only some operations)",
-                self.label
-            ),
+            format!("{operation} is not supported by this Flotilla server yet"),
         )
     }
 }
