@@ -73,6 +73,28 @@ fn read_model(data: &Path, service: &str, version: &str) -> Result<serde_json::V
     serde_json::from_slice(&output.stdout).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// Services whose wire types live in flotilla-aws, one module and one cargo
+/// feature each: (botocore's directory, module and feature, type prefix).
+/// A module's `MODEL` (operations, errors, Query shapes) is always built; its
+/// serde types only with its feature, so a crate that handles one service
+/// compiles only that service's types.
+const AWS_SERVICES: &[(&str, &str, &str)] = &[
+    ("sts", "sts", "Sts"),
+    ("elbv2", "elbv2", "Elbv2"),
+    ("iam", "iam", "Iam"),
+    ("logs", "logs", "Logs"),
+    ("cloudwatch", "monitoring", "Monitoring"),
+    (
+        "application-autoscaling",
+        "application_autoscaling",
+        "ApplicationAutoscaling",
+    ),
+    ("secretsmanager", "secretsmanager", "Secretsmanager"),
+    ("ssm", "ssm", "Ssm"),
+    ("events", "events", "Events"),
+    ("servicediscovery", "servicediscovery", "Servicediscovery"),
+];
+
 fn run_codegen() -> Result<()> {
     let data = botocore_models()?;
     let services: &[(&str, &str, &str, &str)] = &[
@@ -84,17 +106,56 @@ fn run_codegen() -> Result<()> {
         let code = codegen::generate(&codegen::Service {
             prefix,
             model: &model,
+            types_crate: "crate",
         })?;
-        let path = root().join(format!("crates/types/src/{module}/generated.rs"));
-        std::fs::write(&path, code)?;
-        let status = Command::new("rustfmt")
-            .args(["--edition", "2021"])
-            .arg(&path)
-            .status()?;
-        if !status.success() {
-            bail!("rustfmt failed on {}", path.display());
-        }
-        println!("wrote {}", path.display());
+        write_formatted(
+            &root().join(format!("crates/types/src/{module}/generated.rs")),
+            &code,
+        )?;
     }
+    for &(service, module, prefix) in AWS_SERVICES {
+        let version = latest_version(&data, service)?;
+        let model = read_model(&data, service, &version)?;
+        let dir = root().join(format!("crates/aws/src/{module}"));
+        std::fs::create_dir_all(&dir)?;
+        write_formatted(
+            &dir.join("model.rs"),
+            &codegen::generate_model(module, &model)?,
+        )?;
+        let types = codegen::generate(&codegen::Service {
+            prefix,
+            model: &model,
+            types_crate: "flotilla_types",
+        })?;
+        write_formatted(&dir.join("types.rs"), &types)?;
+    }
+    Ok(())
+}
+
+/// botocore keeps one API version per service directory in practice; the
+/// newest is the one its clients use.
+fn latest_version(data: &Path, service: &str) -> Result<String> {
+    let mut versions: Vec<String> = std::fs::read_dir(data.join(service))
+        .with_context(|| format!("botocore has no model for {service}"))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().join("service-2.json.gz").exists())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .with_context(|| format!("no model version for {service}"))
+}
+
+fn write_formatted(path: &Path, code: &str) -> Result<()> {
+    std::fs::write(path, code)?;
+    let status = Command::new("rustfmt")
+        .args(["--edition", "2021"])
+        .arg(path)
+        .status()?;
+    if !status.success() {
+        bail!("rustfmt failed on {}", path.display());
+    }
+    println!("wrote {}", path.display());
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The AWS JSON 1.1 endpoint (`POST /`), the health check and the metrics.
+//! The AWS endpoint (`POST /`) in every protocol the services of
+//! [`crate::services`] speak, the health check and the metrics.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,82 +12,13 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use bytes::Bytes;
 use flotilla_control::Caller;
+use flotilla_protocol::{form, query, xml, Protocol};
 use flotilla_sigv4::{sha256_hex, RequestParts};
-use flotilla_types::ecr::{self, EcrRequest};
-use flotilla_types::ecs::{self, EcsRequest};
-use flotilla_types::flotilla::{self, FlotillaRequest};
 use flotilla_types::ApiError;
 use http_body_util::BodyExt;
 
-use crate::{Edge, ECR_REQUEST_BODY_MAX_BYTES, REQUEST_BODY_MAX_BYTES};
-
-const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-
-/// The label of requests for an operation or a service the edge does not have.
-const UNKNOWN_OPERATION: &str = "unknown";
-
-/// A service the edge dispatches to, chosen by the `X-Amz-Target` prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Service {
-    Ecs,
-    /// Flotilla's own operations (ExplainPlacement), signed for `ecs` too.
-    Flotilla,
-    /// The image registry's ECR API, signed for `ecr`.
-    Ecr,
-}
-
-impl Service {
-    fn from_target_prefix(prefix: &str) -> Option<Self> {
-        match prefix {
-            ecs::TARGET_PREFIX => Some(Service::Ecs),
-            flotilla::TARGET_PREFIX => Some(Service::Flotilla),
-            ecr::TARGET_PREFIX => Some(Service::Ecr),
-            _ => None,
-        }
-    }
-
-    /// The name requests for this service are signed for.
-    fn signing_name(self) -> &'static str {
-        match self {
-            Service::Ecs | Service::Flotilla => "ecs",
-            Service::Ecr => "ecr",
-        }
-    }
-
-    /// Largest request body the service takes.
-    fn body_max_bytes(self) -> usize {
-        match self {
-            Service::Ecs | Service::Flotilla => REQUEST_BODY_MAX_BYTES,
-            Service::Ecr => ECR_REQUEST_BODY_MAX_BYTES,
-        }
-    }
-
-    /// Every operation the service has.
-    fn operations(self) -> &'static [&'static str] {
-        match self {
-            Service::Ecs => ecs::OPERATIONS,
-            Service::Flotilla => flotilla::OPERATIONS,
-            Service::Ecr => ecr::OPERATIONS,
-        }
-    }
-
-    /// `operation` as one of the service's own names, or "unknown".
-    fn operation_label(self, operation: &str) -> &'static str {
-        self.operations()
-            .iter()
-            .find(|known| **known == operation)
-            .copied()
-            .unwrap_or(UNKNOWN_OPERATION)
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Service::Ecs => "ecs",
-            Service::Flotilla => "flotilla",
-            Service::Ecr => "ecr",
-        }
-    }
-}
+use crate::services::{self, Call, Input, Reply, ServiceEntry};
+use crate::{Edge, REQUEST_BODY_MAX_BYTES};
 
 pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
@@ -115,25 +47,19 @@ async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// What a request turned out to be, for metrics and logs.
-struct Outcome {
-    service: &'static str,
-    /// A name from the service's own operation list, or "unknown": what a
-    /// caller sends never becomes a metric label or a new map entry.
-    operation: &'static str,
-    result: Result<Vec<u8>, ApiError>,
-}
-
 async fn aws_json(State(edge): State<Arc<Edge>>, request: Request) -> Response {
     let started = Instant::now();
     let request_id = edge.ids.uuid();
-    let outcome = answer(&edge, request).await;
+    let outcome = answer(&edge, request, &request_id).await;
     let code = match &outcome.result {
         Ok(_) => "OK",
         Err(error) => error.code,
     };
     edge.metrics
         .record(outcome.service, outcome.operation, code, started.elapsed());
+    let protocol = outcome
+        .entry
+        .map_or(Protocol::Json11, |entry| entry.protocol);
     let mut response = match outcome.result {
         Ok(body) => (StatusCode::OK, body).into_response(),
         Err(error) => {
@@ -142,13 +68,13 @@ async fn aws_json(State(edge): State<Arc<Edge>>, request: Request) -> Response {
             } else {
                 tracing::debug!(%request_id, operation = %outcome.operation, %error, "request refused");
             }
-            error_response(&error)
+            error_response(outcome.entry, &error, &request_id)
         }
     };
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(JSON_CONTENT_TYPE),
+        HeaderValue::from_static(protocol.content_type()),
     );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", value);
@@ -156,38 +82,189 @@ async fn aws_json(State(edge): State<Arc<Edge>>, request: Request) -> Response {
     response
 }
 
-fn error_response(error: &ApiError) -> Response {
-    let body = serde_json::json!({ "__type": error.code, "message": error.message });
+/// The error in the protocol of the service it came from (JSON when no
+/// service could be told), with the code the service's model gives it.
+fn error_response(entry: Option<&ServiceEntry>, error: &ApiError, request_id: &str) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, body.to_string()).into_response()
+    let model = entry.and_then(|entry| entry.model);
+    // Query clients know an error by the model's `error.code`; JSON clients
+    // by the shape name, with the code in a header for query-compatible ones.
+    let wire_code = model.map_or(error.code, |model| model.wire_code(error.code));
+    match entry.map(|entry| entry.protocol) {
+        Some(Protocol::Query) => {
+            let code = wire_code;
+            let fault = if error.status >= 500 {
+                xml::Fault::Receiver
+            } else {
+                xml::Fault::Sender
+            };
+            let body = xml::error(model, fault, code, &error.message, request_id);
+            (status, body).into_response()
+        }
+        _ => {
+            let body = flotilla_protocol::json::error_body(error.code, &error.message);
+            let mut response = (status, body).into_response();
+            if model.is_some_and(|model| model.query_compatible) {
+                let value =
+                    flotilla_protocol::json::query_error_header(wire_code, error.status < 500);
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    response.headers_mut().insert("x-amzn-query-error", value);
+                }
+            }
+            response
+        }
+    }
 }
 
-async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
+/// What a request turned out to be, for metrics and logs.
+struct Outcome {
+    entry: Option<&'static ServiceEntry>,
+    service: &'static str,
+    /// A name from the service's own operation list, or "unknown": what a
+    /// caller sends never becomes a metric label or a new map entry.
+    operation: &'static str,
+    result: Result<Vec<u8>, ApiError>,
+}
+
+/// The service a request is for: by its `X-Amz-Target` prefix (JSON
+/// protocols), or with no target by the service its signature is scoped to
+/// (Query). Read before the signature is verified, to pick the body limit
+/// and the error shape; verification then holds the request to it.
+fn resolve(parts: &axum::http::request::Parts, target: &str) -> Option<&'static ServiceEntry> {
+    if !target.is_empty() {
+        let prefix = target.split_once('.').map_or(target, |(prefix, _)| prefix);
+        return services::by_target_prefix(prefix);
+    }
+    services::query_service(scope_service(parts)?)
+}
+
+/// The service named in the credential scope
+/// (`AKID/20261207/us-east-1/sts/aws4_request`), from the `Authorization`
+/// header's `Credential=` or a presigned URL's `X-Amz-Credential`.
+fn scope_service(parts: &axum::http::request::Parts) -> Option<&str> {
+    let credential = match parts.headers.get(header::AUTHORIZATION) {
+        Some(authorization) => authorization
+            .to_str()
+            .ok()?
+            .split("Credential=")
+            .nth(1)?
+            .split([',', ' '])
+            .next()?,
+        None => {
+            let encoded = parts
+                .uri
+                .query()?
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("X-Amz-Credential="))?;
+            // Only the service segment is needed; it is `%2F`-separated.
+            return encoded
+                .rsplit("%2F")
+                .nth(1)
+                .filter(|service| !service.contains('/'));
+        }
+    };
+    let mut segments = credential.rsplit('/');
+    segments.next()?; // aws4_request
+    segments.next()
+}
+
+async fn answer(edge: &Arc<Edge>, request: Request, request_id: &str) -> Outcome {
     let (parts, body) = request.into_parts();
     let target = target_of(&parts.headers);
-    let (prefix, operation) = target.split_once('.').unwrap_or((target, ""));
-    let service = Service::from_target_prefix(prefix);
+    let entry = resolve(&parts, target);
+    let operation = target
+        .split_once('.')
+        .map_or("", |(_, operation)| operation);
     let mut outcome = Outcome {
-        service: service.map_or("unknown", Service::label),
-        operation: service.map_or(UNKNOWN_OPERATION, |service| {
-            service.operation_label(operation)
-        }),
+        entry,
+        service: entry.map_or("unknown", |entry| entry.label),
+        operation: match entry {
+            Some(entry) if entry.protocol.is_json() => entry.operation_label(operation),
+            _ => services::UNKNOWN_OPERATION,
+        },
         result: Err(ApiError::server("unanswered")),
     };
-    let body_max_bytes = service.map_or(REQUEST_BODY_MAX_BYTES, Service::body_max_bytes);
-    outcome.result = match read_body(&parts.headers, body, body_max_bytes).await {
-        Err(error) => Err(error),
-        Ok(body) => match authenticate(edge, &parts, &body, service) {
-            Err(error) => Err(error),
-            Ok(caller) => match service {
-                None => Err(ApiError::unknown_operation(target)),
-                Some(Service::Ecs) => call_ecs(edge, caller, operation, &body).await,
-                Some(Service::Flotilla) => call_flotilla(edge, caller, operation, &body).await,
-                Some(Service::Ecr) => call_ecr(edge, caller, operation, &body).await,
-            },
-        },
+    let body_max_bytes = entry.map_or(REQUEST_BODY_MAX_BYTES, |entry| entry.body_max_bytes);
+    let body = match read_body(&parts.headers, body, body_max_bytes).await {
+        Ok(body) => body,
+        Err(error) => {
+            outcome.result = Err(error);
+            return outcome;
+        }
+    };
+    let caller = match authenticate(edge, &parts, &body, entry) {
+        Ok(caller) => caller,
+        Err(error) => {
+            outcome.result = Err(error);
+            return outcome;
+        }
+    };
+    let Some(entry) = entry else {
+        outcome.result = Err(ApiError::unknown_operation(target));
+        return outcome;
+    };
+    outcome.result = match entry.protocol {
+        Protocol::Json10 | Protocol::Json11 => {
+            let call = Call {
+                caller,
+                operation: operation.to_owned(),
+                input: Input::Json(body),
+            };
+            match (entry.handler)(edge, entry, call).await {
+                Ok(Reply::Json(body)) => Ok(body),
+                Ok(Reply::Value(value)) => serde_json::to_vec(&value).map_err(|error| {
+                    ApiError::server(format!("response did not serialize: {error}"))
+                }),
+                Err(error) => Err(error),
+            }
+        }
+        Protocol::Query => {
+            // A presigned Query request carries its parameters in the URL
+            // beside the signature, and no body.
+            let form_bytes: &[u8] = if body.is_empty() {
+                parts.uri.query().unwrap_or_default().as_bytes()
+            } else {
+                &body
+            };
+            answer_query(edge, entry, caller, form_bytes, request_id, &mut outcome).await
+        }
     };
     outcome
+}
+
+/// A Query request: the form decoded against the service's model, the
+/// handler called with the value, its output written as XML.
+async fn answer_query(
+    edge: &Arc<Edge>,
+    entry: &'static ServiceEntry,
+    caller: flotilla_control::Caller,
+    body: &[u8],
+    request_id: &str,
+    outcome: &mut Outcome,
+) -> Result<Vec<u8>, ApiError> {
+    let Some(model) = entry.model else {
+        return Err(ApiError::server(
+            "a Query service is registered without its model",
+        ));
+    };
+    let refused = |error: query::QueryError| ApiError::new(error.code(), 400, error.to_string());
+    let mut form = form::Form::parse(body, &form::LIMITS).map_err(|error| refused(error.into()))?;
+    // The signature's own parameters of a presigned request are not input.
+    form.parameters
+        .retain(|name, _| !name.starts_with("X-Amz-"));
+    let (operation, value) = query::decode(model, &form, &form::LIMITS).map_err(refused)?;
+    outcome.operation = operation.name;
+    let call = Call {
+        caller,
+        operation: operation.name.to_owned(),
+        input: Input::Query(value),
+    };
+    let output = match (entry.handler)(edge, entry, call).await? {
+        Reply::Value(value) => value,
+        Reply::Json(body) => serde_json::from_slice(&body)
+            .map_err(|error| ApiError::server(format!("response is not a value: {error}")))?,
+    };
+    Ok(xml::response(model, operation, &output, request_id).into_bytes())
 }
 
 fn target_of(headers: &HeaderMap) -> &str {
@@ -228,7 +305,7 @@ fn authenticate(
     edge: &Edge,
     parts: &axum::http::request::Parts,
     body: &[u8],
-    service: Option<Service>,
+    service: Option<&ServiceEntry>,
 ) -> Result<Caller, ApiError> {
     let body_hash = sha256_hex(body);
     let request = RequestParts::from_http(parts, body_hash.as_str());
@@ -259,17 +336,18 @@ fn authenticate(
         ));
     }
     let region = &edge.ecs.scope().region;
-    if &verified.region != region {
+    let global = service.is_some_and(|service| service.global);
+    if !global && &verified.region != region {
         return Err(crate::wrong_region(&verified.region, region));
     }
     if let Some(service) = service {
-        if verified.service != service.signing_name() {
+        if verified.service != service.signing_name {
             return Err(ApiError::new(
                 "InvalidSignatureException",
                 400,
                 format!(
                     "Credential should be scoped to correct service: '{}'.",
-                    service.signing_name()
+                    service.signing_name
                 ),
             ));
         }
@@ -285,83 +363,10 @@ fn authenticate(
     })
 }
 
-async fn call_ecs(
-    edge: &Arc<Edge>,
-    caller: Caller,
-    operation: &str,
-    body: &[u8],
-) -> Result<Vec<u8>, ApiError> {
-    let request = match EcsRequest::decode(operation, body) {
-        None => {
-            return Err(ApiError::unknown_operation(&format!(
-                "{}.{operation}",
-                ecs::TARGET_PREFIX
-            )))
-        }
-        Some(decoded) => decoded?,
-    };
-    let ecs = Arc::clone(&edge.ecs);
-    isolated(async move { ecs.handle(&caller, request).await }).await
-}
-
-async fn call_flotilla(
-    edge: &Arc<Edge>,
-    caller: Caller,
-    operation: &str,
-    body: &[u8],
-) -> Result<Vec<u8>, ApiError> {
-    let request = match FlotillaRequest::decode(operation, body) {
-        None => {
-            return Err(ApiError::unknown_operation(&format!(
-                "{}.{operation}",
-                flotilla::TARGET_PREFIX
-            )))
-        }
-        Some(decoded) => decoded?,
-    };
-    let ecs = Arc::clone(&edge.ecs);
-    isolated(async move { ecs.handle_flotilla(&caller, request).await }).await
-}
-
-async fn call_ecr(
-    edge: &Arc<Edge>,
-    caller: Caller,
-    operation: &str,
-    body: &[u8],
-) -> Result<Vec<u8>, ApiError> {
-    let request = match EcrRequest::decode(operation, body) {
-        None => {
-            return Err(ApiError::unknown_operation(&format!(
-                "{}.{operation}",
-                ecr::TARGET_PREFIX
-            )))
-        }
-        Some(decoded) => decoded?,
-    };
-    let Some(registry) = edge.registry.clone() else {
-        return Err(ApiError::new(
-            "ValidationException",
-            400,
-            "this Flotilla server runs no image registry",
-        ));
-    };
-    let now_ms = edge.clock.now_ms();
-    let fresh_id = edge.ids.uuid();
-    isolated(async move {
-        let caller = flotilla_registry::EcrCaller {
-            principal_arn: &caller.principal_arn,
-            now_ms,
-            fresh_id: &fresh_id,
-        };
-        registry.handle_ecr(&caller, request).await
-    })
-    .await
-}
-
 /// Runs one request's handler as its own task, so that a panic answers that
 /// request with a ServerException and leaves the server running, and
 /// serializes its response.
-async fn isolated<R: serde::Serialize + Send + 'static>(
+pub(crate) async fn isolated<R: serde::Serialize + Send + 'static>(
     handler: impl std::future::Future<Output = Result<R, ApiError>> + Send + 'static,
 ) -> Result<Vec<u8>, ApiError> {
     let response = match tokio::spawn(handler).await {

@@ -1,12 +1,13 @@
 //! The HTTP edge: one port that serves every AWS-style service Flotilla
-//! implements, in the AWS JSON 1.1 protocol.
+//! implements, each in its own AWS protocol (JSON 1.0, JSON 1.1, Query).
 //!
 //! A request's path through the edge:
 //!
 //! ```text
-//! bytes ─▶ bounded body ─▶ SigV4 verify ─▶ X-Amz-Target ─▶ typed request ─▶ control plane
+//! bytes ─▶ service registry (X-Amz-Target prefix, or the SigV4 scope's service)
+//!       ─▶ bounded body ─▶ SigV4 verify ─▶ protocol layer ─▶ typed request ─▶ handler
 //!                                                                              │
-//! bytes ◀── {"__type","message"} or the response shape, x-amzn-RequestId ◀────┘
+//! bytes ◀── JSON or XML answer or error in the service's protocol, x-amzn-RequestId ◀┘
 //! ```
 //!
 //! *Architecture invariant:* only this crate knows HTTP and JSON framing, and
@@ -23,6 +24,7 @@ mod api;
 mod loops;
 mod metrics;
 mod registry;
+mod services;
 
 pub use api::router;
 pub use metrics::Metrics;

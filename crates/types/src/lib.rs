@@ -32,3 +32,15 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Dec
         .map_err(|error| DecodeError::from_serde(String::new(), &error))?;
     Ok(value)
 }
+
+/// Decodes a request already made into a JSON value (by the Query protocol's
+/// form decoder), naming the member at fault as [`decode_json`] does.
+pub fn decode_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        DecodeError::from_serde(path, &inner)
+    })
+}

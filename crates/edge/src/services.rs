@@ -1,0 +1,399 @@
+//! The registry of AWS services the edge answers: one entry per service,
+//! naming how requests find it (target prefix, or signing name for Query),
+//! its protocol, its body limit and its handler.
+//!
+//! *Architecture invariant:* the dispatch code in `api.rs` knows protocols,
+//! never services. Adding a service is one entry in [`SERVICES`] and a
+//! handler that turns a typed request into a typed response in the
+//! service's own crate.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flotilla_control::Caller;
+use flotilla_protocol::{Protocol, ServiceModel};
+use flotilla_types::ecr::{self, EcrRequest};
+use flotilla_types::ecs::{self, EcsRequest};
+use flotilla_types::flotilla::{self, FlotillaRequest};
+use flotilla_types::ApiError;
+
+use crate::api::isolated;
+use crate::{Edge, ECR_REQUEST_BODY_MAX_BYTES, REQUEST_BODY_MAX_BYTES};
+
+/// What a handler receives: who called, which operation, and the input as
+/// the protocol delivered it.
+pub(crate) struct Call {
+    pub caller: Caller,
+    pub operation: String,
+    pub input: Input,
+}
+
+pub(crate) enum Input {
+    /// A JSON protocol's body, for the service's generated `decode`.
+    Json(Bytes),
+    /// A Query form already decoded against the model into the value a
+    /// JSON client would have sent, for the generated `from_value`.
+    Query(serde_json::Value),
+}
+
+/// The response body of a JSON service, or the output value of a Query
+/// service (the protocol layer writes its XML).
+pub(crate) enum Reply {
+    Json(Vec<u8>),
+    Value(serde_json::Value),
+}
+
+pub(crate) type HandlerFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Reply, ApiError>> + Send + 'a>>;
+pub(crate) type Handler =
+    for<'a> fn(&'a Arc<Edge>, &'static ServiceEntry, Call) -> HandlerFuture<'a>;
+
+pub(crate) struct ServiceEntry {
+    /// The service's name in metrics and logs.
+    pub label: &'static str,
+    /// The credential scope's service name its requests are signed for.
+    pub signing_name: &'static str,
+    pub protocol: Protocol,
+    /// `X-Amz-Target` prefix of a JSON service.
+    pub target_prefix: Option<&'static str>,
+    /// The botocore model: the operations it has, its errors' codes, and
+    /// for Query services the shapes the protocol layer reads.
+    pub model: Option<&'static ServiceModel>,
+    /// IAM and STS are global services: AWS accepts a signature scoped to
+    /// any region for them.
+    pub global: bool,
+    pub body_max_bytes: usize,
+    /// The operations of a service without a generated model (ECS, ECR,
+    /// Flotilla's own); a modelled service's come from its model.
+    pub operations: &'static [&'static str],
+    /// The error shape (from the service's model where it has one) with
+    /// which the service refuses an operation Flotilla does not implement.
+    pub not_implemented: &'static str,
+    pub handler: Handler,
+}
+
+/// The label of requests for an operation or a service the edge does not have.
+pub(crate) const UNKNOWN_OPERATION: &str = "unknown";
+
+impl ServiceEntry {
+    /// `operation` as one of the service's own names, or "unknown": the
+    /// closed set request metrics are labelled with.
+    pub fn operation_label(&self, operation: &str) -> &'static str {
+        if let Some(model) = self.model {
+            return model
+                .operation(operation)
+                .map_or(UNKNOWN_OPERATION, |known| known.name);
+        }
+        self.operations
+            .iter()
+            .find(|known| **known == operation)
+            .copied()
+            .unwrap_or(UNKNOWN_OPERATION)
+    }
+
+    pub fn not_implemented(&self, operation: &str) -> ApiError {
+        let status = self
+            .model
+            .and_then(|model| model.error(self.not_implemented))
+            .map_or(400, |error| error.status);
+        ApiError::new(
+            self.not_implemented,
+            status,
+            format!("{operation} is not supported by this Flotilla server yet"),
+        )
+    }
+}
+
+/// Bodies of the services to come are small API requests, as ECS's are.
+const API_BODY_MAX_BYTES: usize = REQUEST_BODY_MAX_BYTES;
+
+/// Every service the edge answers. A JSON service is found by its target
+/// prefix; a Query service by the signing name in the credential scope.
+pub(crate) static SERVICES: &[ServiceEntry] = &[
+    ServiceEntry {
+        label: "ecs",
+        signing_name: "ecs",
+        protocol: Protocol::Json11,
+        target_prefix: Some(ecs::TARGET_PREFIX),
+        model: None,
+        global: false,
+        body_max_bytes: REQUEST_BODY_MAX_BYTES,
+        operations: ecs::OPERATIONS,
+        not_implemented: "UnsupportedFeatureException",
+        handler: call_ecs,
+    },
+    // Flotilla's own operations (ExplainPlacement), signed for `ecs` too.
+    ServiceEntry {
+        label: "flotilla",
+        signing_name: "ecs",
+        protocol: Protocol::Json11,
+        target_prefix: Some(flotilla::TARGET_PREFIX),
+        model: None,
+        global: false,
+        body_max_bytes: REQUEST_BODY_MAX_BYTES,
+        operations: flotilla::OPERATIONS,
+        not_implemented: "UnsupportedFeatureException",
+        handler: call_flotilla,
+    },
+    // The image registry's ECR API.
+    ServiceEntry {
+        label: "ecr",
+        signing_name: "ecr",
+        protocol: Protocol::Json11,
+        target_prefix: Some(ecr::TARGET_PREFIX),
+        model: None,
+        global: false,
+        body_max_bytes: ECR_REQUEST_BODY_MAX_BYTES,
+        operations: ecr::OPERATIONS,
+        not_implemented: "UnsupportedFeatureException",
+        handler: call_ecr,
+    },
+    modelled(&flotilla_aws::sts::MODEL, true, "InvalidAction", call_sts),
+    // Each line below is a service whose model is known but whose handler
+    // has not landed: every operation answers `not_implemented`. The issue
+    // that implements one replaces its line with a `modelled(...)` entry
+    // naming its crate's handler.
+    modelled(
+        &flotilla_aws::elbv2::MODEL,
+        false,
+        "OperationNotPermittedException",
+        not_implemented,
+    ),
+    modelled(
+        &flotilla_aws::iam::MODEL,
+        true,
+        "InvalidAction",
+        not_implemented,
+    ),
+    modelled(
+        &flotilla_aws::logs::MODEL,
+        false,
+        "InvalidOperationException",
+        not_implemented,
+    ),
+    modelled(
+        &flotilla_aws::monitoring::MODEL,
+        false,
+        "InvalidParameterCombinationException",
+        not_implemented,
+    ),
+    modelled(
+        &flotilla_aws::application_autoscaling::MODEL,
+        false,
+        "ValidationException",
+        not_implemented,
+    ),
+    modelled(
+        &flotilla_aws::secretsmanager::MODEL,
+        false,
+        "InvalidRequestException",
+        not_implemented,
+    ),
+    modelled(
+        &flotilla_aws::ssm::MODEL,
+        false,
+        "UnsupportedOperationException",
+        not_implemented,
+    ),
+    modelled(
+        &flotilla_aws::events::MODEL,
+        false,
+        "OperationDisabledException",
+        not_implemented,
+    ),
+    modelled(
+        &flotilla_aws::servicediscovery::MODEL,
+        false,
+        "InvalidInput",
+        not_implemented,
+    ),
+];
+
+/// An entry for a service generated from botocore, its routing read from the
+/// model.
+const fn modelled(
+    model: &'static ServiceModel,
+    global: bool,
+    not_implemented: &'static str,
+    handler: Handler,
+) -> ServiceEntry {
+    ServiceEntry {
+        label: model.name,
+        signing_name: model.signing_name,
+        protocol: model.protocol,
+        target_prefix: model.target_prefix,
+        model: Some(model),
+        global,
+        body_max_bytes: API_BODY_MAX_BYTES,
+        operations: &[],
+        not_implemented,
+        handler,
+    }
+}
+
+/// The JSON service an `X-Amz-Target` prefix names.
+pub(crate) fn by_target_prefix(prefix: &str) -> Option<&'static ServiceEntry> {
+    SERVICES
+        .iter()
+        .find(|entry| entry.target_prefix == Some(prefix))
+}
+
+/// The Query service requests signed for `signing_name` go to.
+pub(crate) fn query_service(signing_name: &str) -> Option<&'static ServiceEntry> {
+    SERVICES
+        .iter()
+        .find(|entry| entry.protocol == Protocol::Query && entry.signing_name == signing_name)
+}
+
+/// Every operation of a service whose handler has not landed.
+fn not_implemented<'a>(
+    _edge: &'a Arc<Edge>,
+    entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        let known = entry
+            .model
+            .is_some_and(|model| model.operation(&call.operation).is_some());
+        if !known {
+            return Err(ApiError::unknown_operation(&format!(
+                "{}.{}",
+                entry.target_prefix.unwrap_or(entry.label),
+                call.operation
+            )));
+        }
+        Err(entry.not_implemented(&call.operation))
+    })
+}
+
+fn json_body(call: &Call) -> &[u8] {
+    match &call.input {
+        Input::Json(body) => body,
+        Input::Query(_) => b"",
+    }
+}
+
+fn call_sts<'a>(
+    edge: &'a Arc<Edge>,
+    entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        use flotilla_aws::sts::StsRequest;
+        let Input::Query(value) = call.input else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        let request = match StsRequest::from_value(&call.operation, value) {
+            None => return Err(entry.not_implemented(&call.operation)),
+            Some(decoded) => decoded.map_err(query_decode_error)?,
+        };
+        let identity = flotilla_sts::CallerIdentity {
+            principal_arn: &call.caller.principal_arn,
+            default_account_id: &edge.ecs.scope().account_id,
+        };
+        match flotilla_sts::handle(&identity, &request) {
+            Some(flotilla_sts::StsResponse::GetCallerIdentity(response)) => {
+                serde_json::to_value(response)
+                    .map(Reply::Value)
+                    .map_err(|error| {
+                        ApiError::server(format!("response did not serialize: {error}"))
+                    })
+            }
+            None => Err(entry.not_implemented(request.operation())),
+        }
+    })
+}
+
+/// A Query input that fits the form's grammar but not the model's types.
+fn query_decode_error(error: flotilla_types::DecodeError) -> ApiError {
+    ApiError::new("ValidationError", 400, error.to_string())
+}
+
+fn call_ecs<'a>(
+    edge: &'a Arc<Edge>,
+    _entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        let request = match EcsRequest::decode(&call.operation, json_body(&call)) {
+            None => {
+                return Err(ApiError::unknown_operation(&format!(
+                    "{}.{}",
+                    ecs::TARGET_PREFIX,
+                    call.operation
+                )))
+            }
+            Some(decoded) => decoded?,
+        };
+        let ecs = Arc::clone(&edge.ecs);
+        let caller = call.caller;
+        isolated(async move { ecs.handle(&caller, request).await })
+            .await
+            .map(Reply::Json)
+    })
+}
+
+fn call_flotilla<'a>(
+    edge: &'a Arc<Edge>,
+    _entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        let request = match FlotillaRequest::decode(&call.operation, json_body(&call)) {
+            None => {
+                return Err(ApiError::unknown_operation(&format!(
+                    "{}.{}",
+                    flotilla::TARGET_PREFIX,
+                    call.operation
+                )))
+            }
+            Some(decoded) => decoded?,
+        };
+        let ecs = Arc::clone(&edge.ecs);
+        let caller = call.caller;
+        isolated(async move { ecs.handle_flotilla(&caller, request).await })
+            .await
+            .map(Reply::Json)
+    })
+}
+
+fn call_ecr<'a>(
+    edge: &'a Arc<Edge>,
+    _entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        let request = match EcrRequest::decode(&call.operation, json_body(&call)) {
+            None => {
+                return Err(ApiError::unknown_operation(&format!(
+                    "{}.{}",
+                    ecr::TARGET_PREFIX,
+                    call.operation
+                )))
+            }
+            Some(decoded) => decoded?,
+        };
+        let Some(registry) = edge.registry.clone() else {
+            return Err(ApiError::new(
+                "ValidationException",
+                400,
+                "this Flotilla server runs no image registry",
+            ));
+        };
+        let now_ms = edge.clock.now_ms();
+        let fresh_id = edge.ids.uuid();
+        let caller = call.caller;
+        isolated(async move {
+            let caller = flotilla_registry::EcrCaller {
+                principal_arn: &caller.principal_arn,
+                now_ms,
+                fresh_id: &fresh_id,
+            };
+            registry.handle_ecr(&caller, request).await
+        })
+        .await
+        .map(Reply::Json)
+    })
+}
