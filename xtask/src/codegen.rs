@@ -281,14 +281,32 @@ fn write_operations(out: &mut String, service: &Service<'_>) -> Result<()> {
     writeln!(out, "#[derive(Clone, Debug, PartialEq, Serialize)]")?;
     writeln!(out, "#[serde(untagged)]")?;
     writeln!(out, "pub enum {prefix}Response {{")?;
+    let mut no_output = false;
     for (op, def) in operations {
-        let output = def["output"]["shape"]
-            .as_str()
-            .context("operation without output")?;
+        // An operation whose model has no output answers an empty object.
+        let output = match def["output"]["shape"].as_str() {
+            Some(output) => output,
+            None => {
+                no_output = true;
+                "NoOutput"
+            }
+        };
         writeln!(out, "    {op}({output}),")?;
     }
     writeln!(out, "}}")?;
     writeln!(out)?;
+    if no_output {
+        writeln!(
+            out,
+            "/// The answer of an operation whose model has no output shape."
+        )?;
+        writeln!(
+            out,
+            "#[derive(Clone, Debug, Default, PartialEq, Serialize)]"
+        )?;
+        writeln!(out, "pub struct NoOutput {{}}")?;
+        writeln!(out)?;
+    }
     writeln!(out, "impl {prefix}Request {{")?;
     writeln!(out, "    /// Decodes the JSON body of operation `operation`; `None` when the service has no such operation.")?;
     writeln!(out, "    pub fn decode(operation: &str, body: &[u8]) -> Option<Result<Self, crate::DecodeError>> {{")?;

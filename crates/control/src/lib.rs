@@ -26,9 +26,11 @@ pub use tasks::STOPPED_TASK_RETENTION_MS;
 mod account_settings;
 mod agent_channel;
 mod agent_router;
+pub mod app_autoscaling;
 mod attributes;
 mod blanks;
 mod capacity_providers;
+pub mod cloudwatch;
 mod clusters;
 mod combine;
 mod explain;
@@ -47,6 +49,7 @@ mod task_definitions;
 mod tasks;
 #[cfg(test)]
 mod testing;
+pub mod usage;
 
 /// Source of the current time. The edge passes the wall clock; simulations
 /// pass a virtual one.
@@ -88,6 +91,10 @@ pub struct Ecs {
     agent_router: agent_router::AgentRouter,
     /// Each cluster's placement state as its last launch left it.
     live_placement: live_placement::LivePlacement,
+    /// The CloudWatch metrics store and the metrics clock.
+    metrics: cloudwatch::Metrics,
+    /// The latest usage each host's agent reported.
+    usage: usage::UsageBook,
 }
 
 impl Ecs {
@@ -108,7 +115,16 @@ impl Ecs {
             instance_cache: Default::default(),
             agent_router: Default::default(),
             live_placement: Default::default(),
+            metrics: Default::default(),
+            usage: Default::default(),
         }
+    }
+
+    /// Uses `metrics` (a store on disk, a time scale for tests) for the
+    /// CloudWatch API, the published usage and the alarms.
+    pub fn with_metrics(mut self, metrics: cloudwatch::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sets the base URL (e.g. `http://10.0.0.5:8440`) that

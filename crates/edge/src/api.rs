@@ -12,15 +12,18 @@ use axum::Router;
 use bytes::Bytes;
 use flotilla_control::Caller;
 use flotilla_sigv4::{sha256_hex, RequestParts};
+use flotilla_types::application_autoscaling::{self, ApplicationAutoscalingRequest};
 use flotilla_types::ecr::{self, EcrRequest};
 use flotilla_types::ecs::{self, EcsRequest};
 use flotilla_types::flotilla::{self, FlotillaRequest};
+use flotilla_types::monitoring::{self, MonitoringRequest};
 use flotilla_types::ApiError;
 use http_body_util::BodyExt;
 
 use crate::{Edge, ECR_REQUEST_BODY_MAX_BYTES, REQUEST_BODY_MAX_BYTES};
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+const JSON_1_0_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 
 /// The label of requests for an operation or a service the edge does not have.
 const UNKNOWN_OPERATION: &str = "unknown";
@@ -33,6 +36,10 @@ enum Service {
     Flotilla,
     /// The image registry's ECR API, signed for `ecr`.
     Ecr,
+    /// CloudWatch, in AWS JSON 1.0, signed for `monitoring`.
+    Monitoring,
+    /// Application Auto Scaling, signed for `application-autoscaling`.
+    ApplicationAutoscaling,
 }
 
 impl Service {
@@ -41,6 +48,8 @@ impl Service {
             ecs::TARGET_PREFIX => Some(Service::Ecs),
             flotilla::TARGET_PREFIX => Some(Service::Flotilla),
             ecr::TARGET_PREFIX => Some(Service::Ecr),
+            monitoring::TARGET_PREFIX => Some(Service::Monitoring),
+            application_autoscaling::TARGET_PREFIX => Some(Service::ApplicationAutoscaling),
             _ => None,
         }
     }
@@ -50,13 +59,18 @@ impl Service {
         match self {
             Service::Ecs | Service::Flotilla => "ecs",
             Service::Ecr => "ecr",
+            Service::Monitoring => "monitoring",
+            Service::ApplicationAutoscaling => "application-autoscaling",
         }
     }
 
     /// Largest request body the service takes.
     fn body_max_bytes(self) -> usize {
         match self {
-            Service::Ecs | Service::Flotilla => REQUEST_BODY_MAX_BYTES,
+            Service::Ecs
+            | Service::Flotilla
+            | Service::Monitoring
+            | Service::ApplicationAutoscaling => REQUEST_BODY_MAX_BYTES,
             Service::Ecr => ECR_REQUEST_BODY_MAX_BYTES,
         }
     }
@@ -67,6 +81,8 @@ impl Service {
             Service::Ecs => ecs::OPERATIONS,
             Service::Flotilla => flotilla::OPERATIONS,
             Service::Ecr => ecr::OPERATIONS,
+            Service::Monitoring => monitoring::OPERATIONS,
+            Service::ApplicationAutoscaling => application_autoscaling::OPERATIONS,
         }
     }
 
@@ -84,6 +100,16 @@ impl Service {
             Service::Ecs => "ecs",
             Service::Flotilla => "flotilla",
             Service::Ecr => "ecr",
+            Service::Monitoring => "monitoring",
+            Service::ApplicationAutoscaling => "application-autoscaling",
+        }
+    }
+
+    /// The content type of the service's protocol.
+    fn content_type(self) -> &'static str {
+        match self {
+            Service::Monitoring => JSON_1_0_CONTENT_TYPE,
+            _ => JSON_CONTENT_TYPE,
         }
     }
 }
@@ -120,6 +146,7 @@ async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
 /// What a request turned out to be, for metrics and logs.
 struct Outcome {
     service: &'static str,
+    content_type: &'static str,
     /// A name from the service's own operation list, or "unknown": what a
     /// caller sends never becomes a metric label or a new map entry.
     operation: &'static str,
@@ -144,13 +171,25 @@ async fn aws_json(State(edge): State<Arc<Edge>>, request: Request) -> Response {
             } else {
                 tracing::debug!(%request_id, operation = %outcome.operation, %error, "request refused");
             }
-            error_response(&error)
+            let mut response = error_response(&error);
+            // CloudWatch's model is awsQueryCompatible: JSON clients take
+            // the Query error code from this header.
+            if outcome.service == "monitoring" {
+                if let Some((code, fault)) =
+                    flotilla_control::cloudwatch::query_error_code(error.code)
+                {
+                    if let Ok(value) = HeaderValue::from_str(&format!("{code};{fault}")) {
+                        response.headers_mut().insert("x-amzn-query-error", value);
+                    }
+                }
+            }
+            response
         }
     };
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(JSON_CONTENT_TYPE),
+        HeaderValue::from_static(outcome.content_type),
     );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", value);
@@ -171,6 +210,7 @@ async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
     let service = Service::from_target_prefix(prefix);
     let mut outcome = Outcome {
         service: service.map_or("unknown", Service::label),
+        content_type: service.map_or(JSON_CONTENT_TYPE, Service::content_type),
         operation: service.map_or(UNKNOWN_OPERATION, |service| {
             service.operation_label(operation)
         }),
@@ -186,6 +226,10 @@ async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
                 Some(Service::Ecs) => call_ecs(edge, caller, operation, &body).await,
                 Some(Service::Flotilla) => call_flotilla(edge, caller, operation, &body).await,
                 Some(Service::Ecr) => call_ecr(edge, caller, operation, &body).await,
+                Some(Service::Monitoring) => call_monitoring(edge, operation, &body).await,
+                Some(Service::ApplicationAutoscaling) => {
+                    call_application_autoscaling(edge, operation, &body).await
+                }
             },
         },
     };
@@ -358,6 +402,67 @@ async fn call_ecr(
         registry.handle_ecr(&caller, request).await
     })
     .await
+}
+
+async fn call_monitoring(
+    edge: &Arc<Edge>,
+    operation: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    let request = match MonitoringRequest::decode(operation, body) {
+        None => {
+            return Err(ApiError::new(
+                "InvalidAction",
+                400,
+                format!("The action {operation} is not valid for this web service."),
+            ))
+        }
+        Some(Err(error)) => {
+            let error = ApiError::from(error);
+            return Err(ApiError::new(
+                if error.code == "SerializationException" {
+                    error.code
+                } else {
+                    "InvalidParameterValueException"
+                },
+                400,
+                error.message,
+            ));
+        }
+        Some(Ok(request)) => request,
+    };
+    let ecs = Arc::clone(&edge.ecs);
+    isolated(async move { ecs.handle_cloudwatch(request).await }).await
+}
+
+async fn call_application_autoscaling(
+    edge: &Arc<Edge>,
+    operation: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    let request = match ApplicationAutoscalingRequest::decode(operation, body) {
+        None => {
+            return Err(ApiError::unknown_operation(&format!(
+                "{}.{operation}",
+                application_autoscaling::TARGET_PREFIX
+            )))
+        }
+        Some(Err(error)) => {
+            let error = ApiError::from(error);
+            return Err(ApiError::new(
+                if error.code == "SerializationException" {
+                    error.code
+                } else {
+                    "ValidationException"
+                },
+                400,
+                error.message,
+            ));
+        }
+        Some(Ok(request)) => request,
+    };
+    let ecs = Arc::clone(&edge.ecs);
+    isolated(async move { ecs.handle_autoscaling(request).await }).await
 }
 
 /// Runs one request's handler as its own task, so that a panic answers that
