@@ -279,7 +279,7 @@ impl Ecs {
         let current = self.service_desired_count(&resource_id)?;
         let key = keys::scalable_target(&resource_id);
         let activity_id = self.ids.uuid();
-        let (decision, record) = records::mutate(self.store.as_ref(), || {
+        let decision = records::mutate(self.store.as_ref(), || {
             let existing = self.get_target(&resource_id)?;
             let checked = target::register(
                 &input,
@@ -326,13 +326,12 @@ impl Ecs {
             let txn = Txn::new()
                 .expect(&key, revision)
                 .put(&key, records::encode(&record));
-            Ok(Attempt::Commit(txn, (decision, record)))
+            Ok(Attempt::Commit(txn, decision))
         })
         .await?;
         if decision.desired.is_some() {
             self.carry_out(&resource_id, decision, now_ms).await;
         }
-        let _ = record;
         Ok(aas::RegisterScalableTargetResponse {
             scalable_target_arn: Some(self.target_arn(&resource_id)),
         })
