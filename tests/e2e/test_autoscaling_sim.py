@@ -327,3 +327,57 @@ def test_bad_input_answers_each_services_errors_and_changes_nothing(server, clus
     assert cloudwatch.describe_alarms(AlarmNames=["bad-period"])["MetricAlarms"] == []
     code, out = aws(server, "cloudwatch", "delete-alarms", "--alarm-names", "no-such-alarm")
     assert code != 0 and "ResourceNotFound" in out, out
+
+
+def test_scaling_state_survives_a_kill_9(server_factory, agent_fleet):
+    """Targets, policies, their alarms and states, scheduled actions,
+    activities and the metrics a kill -9 of the control plane leaves: all
+    there after the restart, and a cooldown still holds (no second scale)."""
+    server = server_factory(extra_args=("--service-stabilization-ms", str(STABILIZATION_MS),
+                                        "--metrics-time-scale", str(TIME_SCALE)))
+    name_of_cluster = unique("durable")
+    server.ecs.create_cluster(clusterName=name_of_cluster)
+    agent_fleet.start(server, name_of_cluster, "--simulate", "2", "--stats-interval-ms", "500")
+    name, _ = make_service(server, name_of_cluster, "sim/cpu:5", desired=1)
+    resource_id = f"service/{name_of_cluster}/{name}"
+    scaling = server.client("application-autoscaling")
+    scaling.register_scalable_target(ServiceNamespace="ecs", ResourceId=resource_id,
+                                     ScalableDimension="ecs:service:DesiredCount", MinCapacity=1, MaxCapacity=6)
+    policy_arn = scaling.put_scaling_policy(
+        ServiceNamespace="ecs", ResourceId=resource_id, ScalableDimension="ecs:service:DesiredCount",
+        PolicyName="out", PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={"AdjustmentType": "ChangeInCapacity", "Cooldown": 3600,
+                                        "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]},
+    )["PolicyARN"]
+    now = metrics_now(server, resource_id)
+    cloudwatch = server.client("cloudwatch")
+    cloudwatch.put_metric_data(Namespace="Flotilla/Test", MetricData=[
+        {"MetricName": "Backlog", "Value": 10.0, "Timestamp": now + datetime.timedelta(minutes=m)}
+        for m in range(-2, 60)
+    ])
+    cloudwatch.put_metric_alarm(AlarmName="backlog", Namespace="Flotilla/Test", MetricName="Backlog",
+                                Statistic="Average", Period=60, EvaluationPeriods=1, Threshold=5.0,
+                                ComparisonOperator="GreaterThanThreshold", AlarmActions=[policy_arn])
+    wait_until(lambda: desired_count(server, name_of_cluster, name) == 2, SCALE_TIMEOUT_S, "the first step")
+    server.restart(hard=True, keep_port=True)
+    scaling = server.client("application-autoscaling")
+    cloudwatch = server.client("cloudwatch")
+    assert [p["PolicyName"] for p in scaling.describe_scaling_policies(
+        ServiceNamespace="ecs", ResourceId=resource_id)["ScalingPolicies"]] == ["out"]
+    alarm = cloudwatch.describe_alarms(AlarmNames=["backlog"])["MetricAlarms"][0]
+    assert alarm["StateValue"] == "ALARM", alarm
+    points = cloudwatch.get_metric_statistics(
+        Namespace="Flotilla/Test", MetricName="Backlog", StartTime=now - datetime.timedelta(hours=1),
+        EndTime=now + datetime.timedelta(hours=2), Period=3600, Statistics=["SampleCount"])["Datapoints"]
+    assert sum(p["SampleCount"] for p in points) == 62, points
+    # The alarm stays in ALARM and re-invokes the policy every minute; the
+    # hour-long cooldown, stored, holds the count at 2 across the restart.
+    before = len(scaling.describe_scaling_activities(ServiceNamespace="ecs", ResourceId=resource_id)["ScalingActivities"])
+    assert before == 1
+    def repeated_actions():
+        history = server.client("cloudwatch").describe_alarm_history(
+            AlarmName="backlog", HistoryItemType="Action")["AlarmHistoryItems"]
+        return len(history) >= 4
+
+    wait_until(repeated_actions, SCALE_TIMEOUT_S, "the alarm's repeated actions after the restart")
+    assert desired_count(server, name_of_cluster, name) == 2

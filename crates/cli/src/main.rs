@@ -272,6 +272,31 @@ fn resolve_region(flag: Option<&str>) -> Result<region::Region> {
     Ok(region::resolve(flag, &region::Surroundings::process())?)
 }
 
+/// Where the metrics clock starts. Scaled (`--metrics-time-scale` above 1),
+/// it counts from the first start with that scale, kept in
+/// `DATA_DIR/metrics-clock.json`, so that a restart does not send it back
+/// before the times it already stored (cooldowns, alarm states, datums).
+fn metrics_clock_origin(data_dir: &std::path::Path, time_scale: u64) -> Result<u64> {
+    let now_ms = SystemClock.now_ms();
+    let path = data_dir.join("metrics-clock.json");
+    if time_scale <= 1 {
+        return Ok(now_ms);
+    }
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(saved) = serde_json::from_str::<serde_json::Value>(&text) {
+            if saved["timeScale"].as_u64() == Some(time_scale) {
+                if let Some(origin_ms) = saved["originMs"].as_u64() {
+                    return Ok(origin_ms);
+                }
+            }
+        }
+    }
+    let saved = serde_json::json!({"timeScale": time_scale, "originMs": now_ms});
+    std::fs::write(&path, saved.to_string())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(now_ms)
+}
+
 /// How long acknowledged PutMetricData may wait for its fsync: a kill -9
 /// loses at most this much of it.
 const METRICS_FSYNC_INTERVAL_MS: i64 = 1_000;
@@ -342,12 +367,16 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr()?;
     let metrics_dir = data_dir.join("metrics");
-    let started_ms = SystemClock.now_ms();
+    let started_ms = metrics_clock_origin(&data_dir, args.metrics_time_scale)?;
     let metrics_store = flotilla_metrics::MetricStore::open(
         &metrics_dir,
         flotilla_metrics::Durability::IntervalMs(METRICS_FSYNC_INTERVAL_MS),
         flotilla_metrics::StoreLimits::default(),
-        started_ms as i64,
+        flotilla_control::cloudwatch::scaled_time_ms(
+            started_ms,
+            args.metrics_time_scale,
+            SystemClock.now_ms(),
+        ),
     )
     .map_err(|error| {
         anyhow::anyhow!(

@@ -101,6 +101,13 @@ impl Metrics {
     }
 }
 
+/// The metrics clock at control-plane clock reading `now_ms`, when it runs
+/// `time_scale` times faster from `origin_ms`.
+pub fn scaled_time_ms(origin_ms: u64, time_scale: u64, now_ms: u64) -> i64 {
+    let elapsed = now_ms.saturating_sub(origin_ms);
+    origin_ms.saturating_add(elapsed.saturating_mul(time_scale.max(1))) as i64
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new(
