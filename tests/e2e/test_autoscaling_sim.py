@@ -381,3 +381,39 @@ def test_scaling_state_survives_a_kill_9(server_factory, agent_fleet):
 
     wait_until(repeated_actions, SCALE_TIMEOUT_S, "the alarm's repeated actions after the restart")
     assert desired_count(server, name_of_cluster, name) == 2
+
+
+def test_container_insights_when_the_cluster_enables_it(server, module_agent_fleet):
+    cluster = unique(f"insights-{os.getpid()}")
+    server.ecs.create_cluster(clusterName=cluster, settings=[{"name": "containerInsights", "value": "enabled"}])
+    module_agent_fleet.start(server, cluster, "--simulate", "1", "--stats-interval-ms", "500")
+    name, _ = make_service(server, cluster, "sim/cpu:40", desired=2)
+    cloudwatch = server.client("cloudwatch")
+    dimensions = [{"Name": "ClusterName", "Value": cluster}, {"Name": "ServiceName", "Value": name}]
+
+    def listed():
+        metrics = cloudwatch.list_metrics(Namespace="ECS/ContainerInsights", Dimensions=dimensions)["Metrics"]
+        return {m["MetricName"] for m in metrics} or None
+
+    names = wait_until(listed, SCALE_TIMEOUT_S, "Container Insights metrics")
+    assert {"CpuUtilized", "CpuReserved", "MemoryUtilized", "MemoryReserved", "RunningTaskCount",
+            "NetworkRxBytes", "NetworkTxBytes"} <= names, names
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def two_running():
+        points = cloudwatch.get_metric_statistics(
+            Namespace="ECS/ContainerInsights", MetricName="RunningTaskCount", Dimensions=dimensions,
+            StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(days=1),
+            Period=3600, Statistics=["Maximum"])["Datapoints"]
+        return any(p["Maximum"] == 2.0 for p in points)
+
+    wait_until(two_running, SCALE_TIMEOUT_S, "RunningTaskCount of 2")
+    # 40% of 256 reserved units per task.
+    points = cloudwatch.get_metric_statistics(
+        Namespace="ECS/ContainerInsights", MetricName="CpuUtilized", Dimensions=dimensions,
+        StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(days=1),
+        Period=3600, Statistics=["Average"])["Datapoints"]
+    assert points and all(90.0 <= p["Average"] <= 115.0 for p in points), points
+    # The module's other clusters have it off: nothing of theirs there.
+    others = cloudwatch.list_metrics(Namespace="ECS/ContainerInsights")["Metrics"]
+    assert all(d["Value"] == cluster for m in others for d in m["Dimensions"] if d["Name"] == "ClusterName"), others

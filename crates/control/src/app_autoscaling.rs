@@ -992,7 +992,18 @@ impl Ecs {
     /// actions run.
     pub async fn autoscaling_pass(&self, now_ms: i64) -> Result<(), ApiError> {
         let usage = self.usage.fresh(self.clock.now_ms());
-        let datums = crate::usage::usage_datums(&usage, now_ms - 1);
+        let mut datums = crate::usage::usage_datums(&usage, now_ms - 1);
+        let mut insights: HashMap<&str, bool> = HashMap::new();
+        let with_insights: Vec<crate::usage::TaskUse> = usage
+            .iter()
+            .filter(|task| {
+                *insights
+                    .entry(task.cluster.as_str())
+                    .or_insert_with(|| self.container_insights_enabled(&task.cluster))
+            })
+            .cloned()
+            .collect();
+        datums.extend(crate::usage::insights_datums(&with_insights, now_ms - 1));
         if !datums.is_empty() {
             let stored = self.metrics.lock().put(&datums, now_ms);
             if let Err(error) = stored {
