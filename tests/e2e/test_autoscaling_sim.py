@@ -311,6 +311,24 @@ def test_bad_input_answers_each_services_errors_and_changes_nothing(server, clus
         scaling.delete_scaling_policy(ServiceNamespace="ecs", ResourceId=resource_id, ScalableDimension=dimension,
                                       PolicyName="never")
     assert error_of(excinfo)[0] == "ObjectNotFoundException"
+    step = {"AdjustmentType": "ChangeInCapacity",
+            "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]}
+    for index in range(50):
+        scaling.put_scaling_policy(ServiceNamespace="ecs", ResourceId=resource_id, ScalableDimension=dimension,
+                                   PolicyName=f"p{index:02}", PolicyType="StepScaling",
+                                   StepScalingPolicyConfiguration=step)
+    with pytest.raises(ClientError) as excinfo:
+        scaling.put_scaling_policy(ServiceNamespace="ecs", ResourceId=resource_id, ScalableDimension=dimension,
+                                   PolicyName="one-too-many", PolicyType="StepScaling",
+                                   StepScalingPolicyConfiguration=step)
+    assert error_of(excinfo) == ("LimitExceededException",
+                                 "You have reached the maximum limit of 50 scaling policies for the scalable target")
+    # Replacing one of the fifty is not a fifty-first.
+    scaling.put_scaling_policy(ServiceNamespace="ecs", ResourceId=resource_id, ScalableDimension=dimension,
+                               PolicyName="p00", PolicyType="StepScaling", StepScalingPolicyConfiguration=step)
+    policies = scaling.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=resource_id,
+                                                 MaxResults=50)["ScalingPolicies"]
+    assert len(policies) == 50 and "one-too-many" not in {p["PolicyName"] for p in policies}
 
     # CloudWatch: the Query codes, read by boto3 from x-amzn-query-error.
     with pytest.raises(ClientError) as excinfo:
