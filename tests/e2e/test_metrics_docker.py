@@ -75,3 +75,58 @@ def test_cpu_of_a_busy_container_matches_docker_stats(docker_ready, server_facto
         for arn in arns:
             server.ecs.stop_task(cluster=cluster, task=arn)
         wait_tasks_status(server.ecs, cluster, arns, "STOPPED")
+
+
+def test_target_tracking_scales_a_docker_service_out_under_load_and_in_when_it_stops(
+        docker_ready, server_factory, agent_fleet):
+    """A service of busybox containers burning a CPU each, tracking 50%:
+    out from 1 to its maximum of 2; a revision that sleeps brings it back
+    in to 1. The metrics clock runs 30 times faster (a minute every 2 s)."""
+    server = server_factory(extra_args=("--metrics-time-scale", "30", "--service-stabilization-ms", "1000"))
+    cluster = unique(f"burnsvc-{os.getpid()}")
+    server.ecs.create_cluster(clusterName=cluster)
+    agent_fleet.start(server, cluster, "--stats-interval-ms", "1000")
+    family = unique("burnsvc")
+    burn = register_task_definition(server.ecs, family, [{
+        "name": "app", "image": TEST_IMAGE, "cpu": 1024, "memory": 32, "essential": True,
+        "command": ["sh", "-c", "while :; do :; done"],
+    }])
+    name = unique("burner")
+    server.ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=burn, desiredCount=1)
+    resource_id = f"service/{cluster}/{name}"
+    scaling = server.client("application-autoscaling")
+    try:
+        scaling.register_scalable_target(ServiceNamespace="ecs", ResourceId=resource_id,
+                                         ScalableDimension="ecs:service:DesiredCount", MinCapacity=1, MaxCapacity=2)
+        scaling.put_scaling_policy(
+            ServiceNamespace="ecs", ResourceId=resource_id, ScalableDimension="ecs:service:DesiredCount",
+            PolicyName="cpu50", PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": 50.0, "ScaleOutCooldown": 60, "ScaleInCooldown": 60,
+                "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"}})
+
+        def desired():
+            return server.ecs.describe_services(cluster=cluster, services=[name])["services"][0]["desiredCount"]
+
+        wait_until(lambda: desired() == 2, 180.0, "scale-out under load")
+        rest = register_task_definition(server.ecs, family, [{
+            "name": "app", "image": TEST_IMAGE, "cpu": 1024, "memory": 32, "essential": True,
+            "command": ["sleep", "3600"],
+        }])
+        server.ecs.update_service(cluster=cluster, service=name, taskDefinition=rest)
+        wait_until(lambda: desired() == 1, 180.0, "scale-in once the load stops")
+        causes = [a["Cause"] for a in scaling.describe_scaling_activities(
+            ServiceNamespace="ecs", ResourceId=resource_id)["ScalingActivities"]]
+        assert any("AlarmHigh" in c for c in causes) and "AlarmLow" in causes[0], causes
+    finally:
+        server.ecs.update_service(cluster=cluster, service=name, desiredCount=0)
+        server.ecs.delete_service(cluster=cluster, service=name, force=True)
+
+        def gone():
+            arns = server.ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING")["taskArns"]
+            if not arns:
+                return True
+            tasks = server.ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]
+            return all(t["lastStatus"] == "STOPPED" for t in tasks)
+
+        wait_until(gone, 120.0, "the service's tasks to stop")
