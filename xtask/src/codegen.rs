@@ -302,13 +302,32 @@ fn write_operations(out: &mut String, service: &Service<'_>) -> Result<()> {
     writeln!(out, "#[derive(Clone, Debug, PartialEq, Serialize)]")?;
     writeln!(out, "#[serde(untagged)]")?;
     writeln!(out, "pub enum {prefix}Response {{")?;
+    let mut no_output = false;
     for (op, def) in operations {
-        if let Some(output) = def["output"]["shape"].as_str() {
-            writeln!(out, "    {op}({output}),")?;
-        }
+        // An operation whose model has no output answers an empty object.
+        let output = match def["output"]["shape"].as_str() {
+            Some(output) => output,
+            None => {
+                no_output = true;
+                "NoOutput"
+            }
+        };
+        writeln!(out, "    {op}({output}),")?;
     }
     writeln!(out, "}}")?;
     writeln!(out)?;
+    if no_output {
+        writeln!(
+            out,
+            "/// The answer of an operation whose model has no output shape."
+        )?;
+        writeln!(
+            out,
+            "#[derive(Clone, Debug, Default, PartialEq, Serialize)]"
+        )?;
+        writeln!(out, "pub struct NoOutput {{}}")?;
+        writeln!(out)?;
+    }
     writeln!(out, "impl {prefix}Request {{")?;
     if query {
         writeln!(out, "    /// Builds the request of operation `operation` from the value the Query decoder made of its form; `None` when the service has no such operation.")?;

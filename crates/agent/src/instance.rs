@@ -104,7 +104,15 @@ pub async fn run_instance(setup: InstanceSetup) -> Result<InstanceExit, AgentErr
         Jitter::seeded(seed_from(&instance_arn, &setup.clock)),
     )?;
     let (health_sender, mut health_receiver) = mpsc::channel(HEALTH_QUEUE_MAX);
+    let stats_sender = health_sender.clone();
     let engine = start_engine(&setup, &identity, reporter, health_sender, &jitter).await?;
+    let sampling = tokio::spawn(crate::usage::run(
+        Arc::clone(&engine),
+        Arc::clone(&setup.runtime),
+        Arc::clone(&setup.clock),
+        stats_sender,
+        setup.settings.stats_interval,
+    ));
 
     let channel_identity = ChannelIdentity {
         cluster: setup.cluster.clone(),
@@ -119,6 +127,7 @@ pub async fn run_instance(setup: InstanceSetup) -> Result<InstanceExit, AgentErr
         &jitter,
     )
     .await;
+    sampling.abort();
     tracing::info!(instance = %setup.label, %reason, "deregistered; stopping every task");
     if engine.stop_all(&reason, DEREGISTRATION_STOP_LIMIT).await {
         task_network::release(&*setup.runtime, &task_network).await;

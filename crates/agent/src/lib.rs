@@ -29,6 +29,7 @@ pub mod persist;
 pub mod registry_auth;
 pub mod reporter;
 pub mod task_network;
+pub mod usage;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -108,6 +109,8 @@ pub struct AgentConfig {
     /// Where bridge-mode containers reach the host; found from the host's
     /// routes (`docker0`) when not given.
     pub bridge_gateway: Option<String>,
+    /// How often running tasks' usage is sampled and reported.
+    pub stats_interval: Duration,
 }
 
 impl AgentConfig {
@@ -131,6 +134,7 @@ impl AgentConfig {
             pull_behavior: PullBehavior::Default,
             task_cleanup_wait: EngineSettings::default().task_cleanup_wait,
             bridge_gateway: None,
+            stats_interval: EngineSettings::default().stats_interval,
         }
     }
 }
@@ -304,6 +308,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         registry_credentials: Some(Arc::new(registry_auth::ControlPlaneRegistry::new(
             api.clone(),
         ))),
+        stats_interval: config.stats_interval,
         ..EngineSettings::default()
     };
     run_instance(InstanceSetup {
@@ -396,6 +401,7 @@ pub async fn run_simulated(
                 pull_behavior: config.pull_behavior,
                 task_cleanup_wait: config.task_cleanup_wait,
                 metadata_port: None,
+                stats_interval: config.stats_interval,
                 ..EngineSettings::default()
             },
             metadata: None,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use flotilla_control::{Caller, Ecs};
+use flotilla_control::{Caller, Clock, Ecs};
 use flotilla_edge::{Edge, Metrics, RandomIds, SystemClock};
 
 #[global_allocator]
@@ -127,6 +127,10 @@ struct AgentArgs {
     /// How long each simulated container start takes.
     #[arg(long, default_value_t = 0)]
     simulate_start_delay_ms: u64,
+    /// How often running tasks' CPU, memory and network use is sampled and
+    /// reported to the control plane (for its CloudWatch metrics).
+    #[arg(long, value_name = "MS", default_value_t = flotilla_types::acs::STATS_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(100..))]
+    stats_interval_ms: u64,
 }
 
 #[derive(Args)]
@@ -175,6 +179,14 @@ struct ServerArgs {
     /// check reaches RUNNING; shorten it for tests and demos.
     #[arg(long, value_name = "MS", default_value_t = flotilla_control::services::STABILIZATION_MS)]
     service_stabilization_ms: u64,
+    /// Runs CloudWatch's and Application Auto Scaling's clock this many
+    /// times faster than the wall clock, from the server's start: alarms
+    /// are evaluated every 60/N s, a target tracking policy scales out after
+    /// 3 of these minutes and in after 15, cooldowns shrink alike, and
+    /// timestamps the CloudWatch API takes and returns are on this clock.
+    /// For tests and demos only; 1 outside them.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    metrics_time_scale: u64,
 }
 
 /// `up`: the server's options and the local agent's.
@@ -260,6 +272,35 @@ fn resolve_region(flag: Option<&str>) -> Result<region::Region> {
     Ok(region::resolve(flag, &region::Surroundings::process())?)
 }
 
+/// Where the metrics clock starts. Scaled (`--metrics-time-scale` above 1),
+/// it counts from the first start with that scale, kept in
+/// `DATA_DIR/metrics-clock.json`, so that a restart does not send it back
+/// before the times it already stored (cooldowns, alarm states, datums).
+fn metrics_clock_origin(data_dir: &std::path::Path, time_scale: u64) -> Result<u64> {
+    let now_ms = SystemClock.now_ms();
+    let path = data_dir.join("metrics-clock.json");
+    if time_scale <= 1 {
+        return Ok(now_ms);
+    }
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(saved) = serde_json::from_str::<serde_json::Value>(&text) {
+            if saved["timeScale"].as_u64() == Some(time_scale) {
+                if let Some(origin_ms) = saved["originMs"].as_u64() {
+                    return Ok(origin_ms);
+                }
+            }
+        }
+    }
+    let saved = serde_json::json!({"timeScale": time_scale, "originMs": now_ms});
+    std::fs::write(&path, saved.to_string())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(now_ms)
+}
+
+/// How long acknowledged PutMetricData may wait for its fsync: a kill -9
+/// loses at most this much of it.
+const METRICS_FSYNC_INTERVAL_MS: i64 = 1_000;
+
 fn default_data_dir() -> PathBuf {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     home.join(".local/share/flotilla")
@@ -325,6 +366,24 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr()?;
+    let metrics_dir = data_dir.join("metrics");
+    let started_ms = metrics_clock_origin(&data_dir, args.metrics_time_scale)?;
+    let metrics_store = flotilla_metrics::MetricStore::open(
+        &metrics_dir,
+        flotilla_metrics::Durability::IntervalMs(METRICS_FSYNC_INTERVAL_MS),
+        flotilla_metrics::StoreLimits::default(),
+        flotilla_control::cloudwatch::scaled_time_ms(
+            started_ms,
+            args.metrics_time_scale,
+            SystemClock.now_ms(),
+        ),
+    )
+    .map_err(|error| {
+        anyhow::anyhow!(
+            "opening the metrics store in {}: {error}",
+            metrics_dir.display()
+        )
+    })?;
     // Agents reach the agent channel at the API's own address.
     let ecs = Arc::new(
         Ecs::new(
@@ -333,7 +392,12 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
             Arc::new(SystemClock),
             Arc::new(RandomIds),
         )
-        .with_advertised_endpoint(format!("http://{address}")),
+        .with_advertised_endpoint(format!("http://{address}"))
+        .with_metrics(flotilla_control::cloudwatch::Metrics::new(
+            metrics_store,
+            args.metrics_time_scale,
+            started_ms,
+        )),
     );
     let (credentials, principals) = load_credentials(args.credentials_file.as_deref())?;
     // No agent connection outlives the process that held it.
@@ -375,6 +439,9 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         ..Default::default()
     };
     ecs.start_service_scheduler(scheduler_settings);
+    let scaler = Arc::clone(&ecs);
+    ecs.supervisor()
+        .spawn("autoscaling", move || Arc::clone(&scaler).run_autoscaling());
     if let Some(local) = local_agent {
         ensure_default_cluster(&ecs).await?;
         start_local_agent(
@@ -532,6 +599,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     config.pull_behavior = args.image_pull_behavior;
     config.task_cleanup_wait = std::time::Duration::from_secs(args.task_cleanup_wait_seconds);
     config.bridge_gateway = args.bridge_gateway;
+    config.stats_interval = std::time::Duration::from_millis(args.stats_interval_ms);
     let work = async move {
         match args.simulate {
             Some(instances) => {

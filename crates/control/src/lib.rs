@@ -27,9 +27,11 @@ pub use tasks::STOPPED_TASK_RETENTION_MS;
 mod account_settings;
 mod agent_channel;
 mod agent_router;
+pub mod app_autoscaling;
 mod attributes;
 mod blanks;
 mod capacity_providers;
+pub mod cloudwatch;
 mod clusters;
 mod combine;
 mod explain;
@@ -49,6 +51,7 @@ mod task_definitions;
 mod tasks;
 #[cfg(test)]
 mod testing;
+pub mod usage;
 
 /// Source of the current time. The edge passes the wall clock; simulations
 /// pass a virtual one.
@@ -93,6 +96,10 @@ pub struct Ecs {
     /// Runs every background loop of the control plane, and restarts it
     /// when it panics.
     supervisor: Supervisor,
+    /// The CloudWatch metrics store and the metrics clock.
+    metrics: cloudwatch::Metrics,
+    /// The latest usage each host's agent reported.
+    usage: usage::UsageBook,
 }
 
 impl Ecs {
@@ -114,6 +121,8 @@ impl Ecs {
             agent_router: Default::default(),
             live_placement: Default::default(),
             supervisor: Default::default(),
+            metrics: Default::default(),
+            usage: Default::default(),
         }
         .with_supervisor(Supervisor::default())
     }
@@ -141,6 +150,13 @@ impl Ecs {
         self.supervisor.spawn("service_scheduler", move || {
             Arc::clone(&ecs).run_service_scheduler(settings.clone())
         });
+    }
+
+    /// Uses `metrics` (a store on disk, a time scale for tests) for the
+    /// CloudWatch API, the published usage and the alarms.
+    pub fn with_metrics(mut self, metrics: cloudwatch::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sets the base URL (e.g. `http://10.0.0.5:8440`) that

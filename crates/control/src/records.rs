@@ -113,4 +113,18 @@ pub mod keys {
     pub fn account_settings_of(principal: &str) -> String {
         format!("{ACCOUNT_SETTINGS}{principal}!")
     }
+
+    /// CloudWatch metric alarms, under `{name}`.
+    pub const ALARMS: &str = "cloudwatch/alarms/";
+    /// Application Auto Scaling's scalable targets (with their policies,
+    /// scheduled actions, cooldowns and activities), under their resource id.
+    pub const SCALABLE_TARGETS: &str = "autoscaling/targets/";
+
+    pub fn alarm(name: &str) -> String {
+        format!("{ALARMS}{name}")
+    }
+
+    pub fn scalable_target(resource_id: &str) -> String {
+        format!("{SCALABLE_TARGETS}{resource_id}")
+    }
 }

@@ -195,7 +195,14 @@ pub struct Told {
     pub throttle: Option<(String, u64)>,
 }
 
+/// A service's status while it is neither draining nor deleted.
+pub const SERVICE_ACTIVE: &str = "ACTIVE";
+
 impl ServiceRecord {
+    pub fn is_active(&self) -> bool {
+        self.service.status.as_deref() == Some(SERVICE_ACTIVE)
+    }
+
     pub fn status(&self) -> &str {
         self.service.status.as_deref().unwrap_or("ACTIVE")
     }

@@ -1947,3 +1947,164 @@ async fn a_service_keeps_its_capacity_provider_split_through_scaling_and_deploym
         )
         .await;
 }
+
+/// Total CPU demand of the autoscaling scenario in percent of one task's
+/// reservation: a step up at minute 5, a drop at minute 30.
+fn scripted_load(minute: u64) -> f64 {
+    match minute {
+        0..=4 => 60.0,
+        5..=29 => 360.0,
+        _ => 40.0,
+    }
+}
+
+/// Reports each host's running tasks' usage, as agents do: the load shared
+/// evenly, at most 100% of a task's 128 CPU units each.
+async fn report_usage(world: &World, load_percent: f64) {
+    let running: usize = world
+        .hosts
+        .iter()
+        .map(|h| h.tasks.values().filter(|s| **s == Local::Running).count())
+        .sum();
+    let per_task = if running == 0 {
+        0.0
+    } else {
+        (load_percent / running as f64).min(100.0)
+    };
+    for host in &world.hosts {
+        let agent = world
+            .ecs
+            .resolve_agent_instance(CLUSTER, &host.arn)
+            .expect("agent instance");
+        let mut arns: Vec<&String> = host
+            .tasks
+            .iter()
+            .filter(|(_, s)| **s == Local::Running)
+            .map(|(arn, _)| arn)
+            .collect();
+        arns.sort();
+        let usage: Vec<flotilla_types::acs::TaskUsage> = arns
+            .into_iter()
+            .map(|arn| flotilla_types::acs::TaskUsage {
+                task_arn: arn.clone(),
+                cpu_units_used: per_task / 100.0 * 128.0,
+                memory_mib_used: 64.0,
+                network_rx_bytes: 0,
+                network_tx_bytes: 0,
+            })
+            .collect();
+        world
+            .ecs
+            .record_task_stats(&agent, &usage)
+            .await
+            .expect("usage recorded");
+    }
+}
+
+async fn autoscaling(world: &World, operation: &str, body: Value) -> Value {
+    use flotilla_types::application_autoscaling::ApplicationAutoscalingRequest;
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let request = ApplicationAutoscalingRequest::decode(operation, &bytes)
+        .expect("known operation")
+        .expect("decodes");
+    let response = world
+        .ecs
+        .handle_autoscaling(request)
+        .await
+        .unwrap_or_else(|error| panic!("{operation} failed: {error}"));
+    serde_json::to_value(response).expect("serializes")
+}
+
+/// Target tracking end to end in virtual time: agents' usage reports, the
+/// minute's AWS/ECS CPUUtilization, the policy's alarms, the decision, and
+/// UpdateService's desired count, checked against a table.
+#[tokio::test]
+async fn target_tracking_scales_a_service_in_virtual_time() {
+    let mut world = World::new(11).await;
+    for zone in ["a", "b", "c"] {
+        world.add_host(4096, 8192, zone).await;
+    }
+    world.definition("web", "sim/app:v1", false).await;
+    world
+        .ok(
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "web", "taskDefinition": "web", "desiredCount": 2}),
+        )
+        .await;
+    world.settle(4).await;
+    let resource = format!("service/{CLUSTER}/web");
+    let dimension = "ecs:service:DesiredCount";
+    autoscaling(
+        &world,
+        "RegisterScalableTarget",
+        json!({
+        "ServiceNamespace": "ecs", "ResourceId": resource, "ScalableDimension": dimension,
+        "MinCapacity": 1, "MaxCapacity": 6}),
+    )
+    .await;
+    autoscaling(&world, "PutScalingPolicy", json!({
+        "ServiceNamespace": "ecs", "ResourceId": resource, "ScalableDimension": dimension,
+        "PolicyName": "cpu50", "PolicyType": "TargetTrackingScaling",
+        "TargetTrackingScalingPolicyConfiguration": {
+            "TargetValue": 50.0,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
+            "ScaleOutCooldown": 60, "ScaleInCooldown": 300}}))
+    .await;
+    let mut changes: Vec<(u64, i64, i64)> = Vec::new();
+    let mut desired = 2;
+    for minute in 0..60 {
+        // Samples through the minute, then the minute's pass just after it.
+        report_usage(&world, scripted_load(minute)).await;
+        world.settle(59).await;
+        report_usage(&world, scripted_load(minute)).await;
+        world.advance(1_000);
+        let now = world.ecs.metrics_now_ms();
+        world.ecs.autoscaling_pass(now).await.expect("pass");
+        let service = world.service("web").await;
+        let now_desired = service["desiredCount"].as_i64().expect("desired");
+        assert!(
+            (1..=6).contains(&now_desired),
+            "minute {minute}: {now_desired}"
+        );
+        if now_desired != desired {
+            changes.push((minute, desired, now_desired));
+            desired = now_desired;
+        }
+    }
+    assert_eq!(
+        changes,
+        vec![
+            // A minute's datum lands in the minute still open at its pass,
+            // so alarms see it a pass later. 360 on 2 tasks is 100% each
+            // from minute 5: AlarmHigh has 3 points over 50 at minute 8,
+            // ceil(2 x 100 / 50) = 4; a minute later (the 60 s cooldown
+            // over) 4 at 90% asks for ceil(4 x 90 / 50) = 8, held at 6.
+            (8, 2, 4),
+            (9, 4, 6),
+            // 40 on 6 tasks is 6.7% from minute 30: AlarmLow has 15 points
+            // under 45 at minute 45, ceil(6 x 6.7 / 50) = 1.
+            (45, 6, 1),
+        ]
+    );
+    let activities = autoscaling(
+        &world,
+        "DescribeScalingActivities",
+        json!({
+        "ServiceNamespace": "ecs", "ResourceId": resource}),
+    )
+    .await;
+    let activities = activities["ScalingActivities"]
+        .as_array()
+        .expect("activities")
+        .clone();
+    assert_eq!(activities.len(), 3, "{activities:?}");
+    assert!(
+        activities.iter().all(|a| a["StatusCode"] == "Successful"),
+        "{activities:?}"
+    );
+    let service = world.service("web").await;
+    assert!(
+        messages(&service).iter().any(|m| m.contains("has started")),
+        "{service}"
+    );
+}

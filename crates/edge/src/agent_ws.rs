@@ -218,6 +218,7 @@ async fn session(
         )
         .await;
     }
+    edge.ecs.forget_task_stats(&instance);
     if let Err(error) = edge
         .ecs
         .set_agent_connected(&instance, &connection_id, false)
@@ -285,6 +286,11 @@ impl Channel {
                         FromAgent::TaskHealth { task_arn, containers } => {
                             if let Err(error) = self.edge.ecs.record_task_health(instance, &task_arn, &containers).await {
                                 tracing::debug!(%error, %task_arn, "task health not recorded");
+                            }
+                        }
+                        FromAgent::TaskStats { tasks, .. } => {
+                            if let Err(error) = self.edge.ecs.record_task_stats(instance, &tasks).await {
+                                tracing::debug!(%error, "task usage not recorded");
                             }
                         }
                     }

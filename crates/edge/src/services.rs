@@ -177,13 +177,13 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         &flotilla_aws::monitoring::MODEL,
         false,
         "InvalidParameterCombinationException",
-        not_implemented,
+        call_monitoring,
     ),
     modelled(
         &flotilla_aws::application_autoscaling::MODEL,
         false,
         "ValidationException",
-        not_implemented,
+        call_application_autoscaling,
     ),
     modelled(
         &flotilla_aws::secretsmanager::MODEL,
@@ -395,5 +395,75 @@ fn call_ecr<'a>(
         })
         .await
         .map(Reply::Json)
+    })
+}
+
+/// A decode failure as a service whose model has no SerializationException
+/// of its own words it: `code` for a member of the wrong shape.
+fn decode_refusal(error: flotilla_types::DecodeError, code: &'static str) -> ApiError {
+    let error = ApiError::from(error);
+    let code = if error.code == "SerializationException" {
+        error.code
+    } else {
+        code
+    };
+    ApiError::new(code, 400, error.message)
+}
+
+/// CloudWatch (JSON 1.0, query-compatible).
+fn call_monitoring<'a>(
+    edge: &'a Arc<Edge>,
+    _entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        use flotilla_types::monitoring::MonitoringRequest;
+        let request = match MonitoringRequest::decode(&call.operation, json_body(&call)) {
+            None => {
+                return Err(ApiError::new(
+                    "InvalidAction",
+                    400,
+                    format!(
+                        "The action {} is not valid for this web service.",
+                        call.operation
+                    ),
+                ))
+            }
+            Some(decoded) => {
+                decoded.map_err(|error| decode_refusal(error, "InvalidParameterValueException"))?
+            }
+        };
+        let ecs = Arc::clone(&edge.ecs);
+        isolated(async move { ecs.handle_cloudwatch(request).await })
+            .await
+            .map(Reply::Json)
+    })
+}
+
+/// Application Auto Scaling (JSON 1.1).
+fn call_application_autoscaling<'a>(
+    edge: &'a Arc<Edge>,
+    _entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        use flotilla_types::application_autoscaling::{self, ApplicationAutoscalingRequest};
+        let request = match ApplicationAutoscalingRequest::decode(&call.operation, json_body(&call))
+        {
+            None => {
+                return Err(ApiError::unknown_operation(&format!(
+                    "{}.{}",
+                    application_autoscaling::TARGET_PREFIX,
+                    call.operation
+                )))
+            }
+            Some(decoded) => {
+                decoded.map_err(|error| decode_refusal(error, "ValidationException"))?
+            }
+        };
+        let ecs = Arc::clone(&edge.ecs);
+        isolated(async move { ecs.handle_autoscaling(request).await })
+            .await
+            .map(Reply::Json)
     })
 }

@@ -14,6 +14,8 @@
 //! | `sim/exit:CODE` | exits with `CODE` [`FakeRuntime::with_exit_delay_ms`] after start |
 //! | `sim/oom[:any]` | is killed after the exit delay: exit 137, error `OOMKilled` |
 //! | `sim/unhealthy[:any]` | runs; its health check (if any) reports unhealthy |
+//! | `sim/cpu:P` | runs, using P% of its CPU units (its shares; one vCPU when it reserves none) |
+//! | `sim/mem:P` | runs, using P% of its memory limit (its reservation, or 1 GiB, without one) |
 //! | anything else | runs until stopped; healthy if it has a health check |
 //!
 //! A stop makes a running container exit with 143, as a process that honours
@@ -644,18 +646,42 @@ impl FakeRuntime {
             return Ok(ContainerStats::default());
         }
         let running_ms = now_ms.saturating_sub(container.started_at_ms.unwrap_or(now_ms));
-        // A steady tenth of one CPU, so that rates computed from two reads
-        // are stable and easy to assert on.
+        let load = declared_load(&container.spec.image);
+        // A steady tenth of one CPU unless the image declares its load, so
+        // that rates computed from two reads are stable and easy to assert on.
+        let cpu_ns_per_ms = match load {
+            Some(DeclaredLoad::CpuPercent(percent)) => {
+                let units = container
+                    .spec
+                    .cpu_shares
+                    .filter(|shares| *shares >= SIM_CPU_SHARES_MIN)
+                    .unwrap_or(CPU_UNITS_PER_VCPU);
+                // ns of CPU per ms of wall time: 1,000,000 per vCPU.
+                units.saturating_mul(percent).saturating_mul(1_000_000) / CPU_UNITS_PER_VCPU / 100
+            }
+            _ => 100_000,
+        };
+        let memory_usage_bytes = match load {
+            Some(DeclaredLoad::MemoryPercent(percent)) => {
+                let limit = container
+                    .spec
+                    .memory_bytes
+                    .or(container.spec.memory_reservation_bytes)
+                    .unwrap_or(SIM_MEMORY_BASE_BYTES);
+                limit.saturating_mul(percent) / 100
+            }
+            _ => FAKE_MEMORY_USAGE_BYTES,
+        };
         Ok(ContainerStats {
-            cpu_total_usage_ns: running_ms.saturating_mul(100_000),
+            cpu_total_usage_ns: running_ms.saturating_mul(cpu_ns_per_ms),
             system_cpu_usage_ns: now_ms.saturating_mul(1_000_000),
-            memory_usage_bytes: FAKE_MEMORY_USAGE_BYTES,
+            memory_usage_bytes,
             memory_limit_bytes: container
                 .spec
                 .memory_bytes
                 .unwrap_or(FAKE_HOST_MEMORY_BYTES),
-            network_rx_bytes: 0,
-            network_tx_bytes: 0,
+            network_rx_bytes: running_ms.saturating_mul(10),
+            network_tx_bytes: running_ms.saturating_mul(5),
         })
     }
 
@@ -946,6 +972,30 @@ impl FakeNetwork {
 }
 
 /// The repository part of an image reference (no tag, no digest).
+/// CPU units of one vCPU, as ECS counts them.
+const CPU_UNITS_PER_VCPU: u64 = 1_024;
+/// Shares below this are the engine's floor for "no reservation" (the agent
+/// passes 2), not a reservation to take a percentage of.
+const SIM_CPU_SHARES_MIN: u64 = 128;
+/// What `sim/mem:P` takes a percentage of when the container has no limit.
+const SIM_MEMORY_BASE_BYTES: u64 = 1 << 30;
+
+/// The load a `sim/cpu:P` or `sim/mem:P` image declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeclaredLoad {
+    CpuPercent(u64),
+    MemoryPercent(u64),
+}
+
+fn declared_load(image: &str) -> Option<DeclaredLoad> {
+    let percent = tag(image)?.parse::<u64>().ok()?.min(10_000);
+    match repository(image) {
+        "sim/cpu" => Some(DeclaredLoad::CpuPercent(percent)),
+        "sim/mem" => Some(DeclaredLoad::MemoryPercent(percent)),
+        _ => None,
+    }
+}
+
 fn repository(image: &str) -> &str {
     let image = image.split('@').next().unwrap_or(image);
     let name_start = image.rfind('/').map_or(0, |slash| slash + 1);
@@ -1664,6 +1714,31 @@ mod tests {
             runtime.container_stats(&id).await.expect("stats"),
             ContainerStats::default()
         );
+    }
+
+    #[tokio::test]
+    async fn images_declare_their_load() {
+        let (runtime, clock) = host();
+        let busy = ContainerSpec {
+            cpu_shares: Some(512),
+            ..spec("busy", "sim/cpu:70")
+        };
+        let idle = spec("idle", "sim/cpu:20");
+        let memory = ContainerSpec {
+            memory_bytes: Some(512 << 20),
+            ..spec("memory", "sim/mem:50")
+        };
+        let busy = run(&runtime, &busy).await.expect("run");
+        let idle = run(&runtime, &idle).await.expect("run");
+        let memory = run(&runtime, &memory).await.expect("run");
+        clock.advance(Duration::from_secs(10));
+        // 70% of half a vCPU for 10 s; 20% of one vCPU (no reservation).
+        let busy = runtime.container_stats(&busy).await.expect("stats");
+        assert_eq!(busy.cpu_total_usage_ns, 3_500_000_000);
+        let idle = runtime.container_stats(&idle).await.expect("stats");
+        assert_eq!(idle.cpu_total_usage_ns, 2_000_000_000);
+        let memory = runtime.container_stats(&memory).await.expect("stats");
+        assert_eq!(memory.memory_usage_bytes, 256 << 20);
     }
 
     #[tokio::test]

@@ -74,6 +74,38 @@ pub enum FromAgent {
         task_arn: String,
         containers: Vec<ContainerHealth>,
     },
+    /// What each running task of the instance used over the last sampling
+    /// interval: one message per instance every [`STATS_INTERVAL_MS`] (ECS's
+    /// agent sends these over its telemetry channel). The set is the whole
+    /// of the instance's running tasks: a task absent from it is not running.
+    #[serde(rename_all = "camelCase")]
+    TaskStats {
+        /// When the sample was taken, by the agent's clock.
+        sampled_at_ms: u64,
+        tasks: Vec<TaskUsage>,
+    },
+}
+
+/// How often an agent samples its tasks and reports their usage.
+pub const STATS_INTERVAL_MS: u64 = 10_000;
+
+/// Most tasks one `TaskStats` message may carry; a host with more reports
+/// the first ones (a host runs far fewer tasks than this).
+pub const STATS_TASKS_MAX: usize = 512;
+
+/// One task's resource use over a sampling interval, summed over its
+/// containers, in the units ECS's metrics use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskUsage {
+    pub task_arn: String,
+    /// CPU units (1,024 to a vCPU) used on average over the interval.
+    pub cpu_units_used: f64,
+    /// Memory in use at the sample, in MiB.
+    pub memory_mib_used: f64,
+    /// Bytes received and sent over the interval.
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

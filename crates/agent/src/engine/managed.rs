@@ -950,5 +950,11 @@ fn summarize(record: &TaskRecord) -> TaskSummary {
         known: record.known(),
         desired: record.desired,
         health: container_health(record),
+        running_containers: record
+            .containers
+            .iter()
+            .filter(|container| container.known == ContainerStatus::Running)
+            .filter_map(|container| container.runtime_id.clone())
+            .collect(),
     }
 }

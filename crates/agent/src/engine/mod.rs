@@ -96,6 +96,9 @@ pub struct EngineSettings {
     pub host_ports: Option<Arc<host_ports::HostPortPicker>>,
     /// Credentials for images in Flotilla's own registry.
     pub registry_credentials: Option<Arc<dyn crate::registry_auth::RegistryCredentials>>,
+    /// How often running tasks' usage is sampled and reported
+    /// (`flotilla_types::acs::STATS_INTERVAL_MS` by default).
+    pub stats_interval: Duration,
 }
 
 impl Default for EngineSettings {
@@ -109,6 +112,7 @@ impl Default for EngineSettings {
             bridge_gateway: DEFAULT_BRIDGE_GATEWAY.to_owned(),
             host_ports: None,
             registry_credentials: None,
+            stats_interval: Duration::from_millis(flotilla_types::acs::STATS_INTERVAL_MS),
         }
     }
 }
@@ -208,6 +212,8 @@ pub struct TaskSummary {
     pub known: TaskStatus,
     pub desired: DesiredStatus,
     pub health: Vec<ContainerHealth>,
+    /// Engine ids of the containers running now, for usage sampling.
+    pub running_containers: Vec<String>,
 }
 
 struct TaskHandle {
@@ -472,6 +478,19 @@ impl Engine {
                     task_arn: arn.clone(),
                     containers: summary.health.clone(),
                 })
+            })
+            .collect()
+    }
+
+    /// The running tasks and the engine ids of their running containers,
+    /// for usage sampling.
+    pub fn running_tasks(&self) -> Vec<(String, Vec<String>)> {
+        self.lock_tasks()
+            .iter()
+            .filter_map(|(arn, handle)| {
+                let summary = handle.summary.borrow();
+                (summary.known == TaskStatus::Running && !summary.running_containers.is_empty())
+                    .then(|| (arn.clone(), summary.running_containers.clone()))
             })
             .collect()
     }

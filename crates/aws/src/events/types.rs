@@ -4864,6 +4864,7 @@ pub enum EventsRequest {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum EventsResponse {
+    ActivateEventSource(NoOutput),
     CancelReplay(CancelReplayResponse),
     CreateApiDestination(CreateApiDestinationResponse),
     CreateArchive(CreateArchiveResponse),
@@ -4871,11 +4872,15 @@ pub enum EventsResponse {
     CreateEndpoint(CreateEndpointResponse),
     CreateEventBus(CreateEventBusResponse),
     CreatePartnerEventSource(CreatePartnerEventSourceResponse),
+    DeactivateEventSource(NoOutput),
     DeauthorizeConnection(DeauthorizeConnectionResponse),
     DeleteApiDestination(DeleteApiDestinationResponse),
     DeleteArchive(DeleteArchiveResponse),
     DeleteConnection(DeleteConnectionResponse),
     DeleteEndpoint(DeleteEndpointResponse),
+    DeleteEventBus(NoOutput),
+    DeletePartnerEventSource(NoOutput),
+    DeleteRule(NoOutput),
     DescribeApiDestination(DescribeApiDestinationResponse),
     DescribeArchive(DescribeArchiveResponse),
     DescribeConnection(DescribeConnectionResponse),
@@ -4885,6 +4890,8 @@ pub enum EventsResponse {
     DescribePartnerEventSource(DescribePartnerEventSourceResponse),
     DescribeReplay(DescribeReplayResponse),
     DescribeRule(DescribeRuleResponse),
+    DisableRule(NoOutput),
+    EnableRule(NoOutput),
     ListApiDestinations(ListApiDestinationsResponse),
     ListArchives(ListArchivesResponse),
     ListConnections(ListConnectionsResponse),
@@ -4900,8 +4907,10 @@ pub enum EventsResponse {
     ListTargetsByRule(ListTargetsByRuleResponse),
     PutEvents(PutEventsResponse),
     PutPartnerEvents(PutPartnerEventsResponse),
+    PutPermission(NoOutput),
     PutRule(PutRuleResponse),
     PutTargets(PutTargetsResponse),
+    RemovePermission(NoOutput),
     RemoveTargets(RemoveTargetsResponse),
     StartReplay(StartReplayResponse),
     TagResource(TagResourceResponse),
@@ -4913,6 +4922,10 @@ pub enum EventsResponse {
     UpdateEndpoint(UpdateEndpointResponse),
     UpdateEventBus(UpdateEventBusResponse),
 }
+
+/// The answer of an operation whose model has no output shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NoOutput {}
 
 impl EventsRequest {
     /// Decodes the JSON body of operation `operation`; `None` when the service has no such operation.

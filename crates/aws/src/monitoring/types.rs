@@ -4922,6 +4922,8 @@ pub enum MonitoringRequest {
 pub enum MonitoringResponse {
     AssociateDatasetKmsKey(AssociateDatasetKmsKeyOutput),
     CreateResourceMetricsConfiguration(CreateResourceMetricsConfigurationOutput),
+    DeleteAlarmMuteRule(NoOutput),
+    DeleteAlarms(NoOutput),
     DeleteAnomalyDetector(DeleteAnomalyDetectorOutput),
     DeleteDashboards(DeleteDashboardsOutput),
     DeleteInsightRules(DeleteInsightRulesOutput),
@@ -4934,8 +4936,10 @@ pub enum MonitoringResponse {
     DescribeAlarmsForMetric(DescribeAlarmsForMetricOutput),
     DescribeAnomalyDetectors(DescribeAnomalyDetectorsOutput),
     DescribeInsightRules(DescribeInsightRulesOutput),
+    DisableAlarmActions(NoOutput),
     DisableInsightRules(DisableInsightRulesOutput),
     DisassociateDatasetKmsKey(DisassociateDatasetKmsKeyOutput),
+    EnableAlarmActions(NoOutput),
     EnableInsightRules(EnableInsightRulesOutput),
     GetAlarmMuteRule(GetAlarmMuteRuleOutput),
     GetDashboard(GetDashboardOutput),
@@ -4955,12 +4959,18 @@ pub enum MonitoringResponse {
     ListMetricStreams(ListMetricStreamsOutput),
     ListMetrics(ListMetricsOutput),
     ListTagsForResource(ListTagsForResourceOutput),
+    PutAlarmMuteRule(NoOutput),
     PutAnomalyDetector(PutAnomalyDetectorOutput),
+    PutCompositeAlarm(NoOutput),
     PutDashboard(PutDashboardOutput),
     PutInsightRule(PutInsightRuleOutput),
+    PutLogAlarm(NoOutput),
     PutManagedInsightRules(PutManagedInsightRulesOutput),
+    PutMetricAlarm(NoOutput),
+    PutMetricData(NoOutput),
     PutMetricDataQueryDefinition(PutMetricDataQueryDefinitionOutput),
     PutMetricStream(PutMetricStreamOutput),
+    SetAlarmState(NoOutput),
     StartMetricStreams(StartMetricStreamsOutput),
     StartOTelEnrichment(StartOTelEnrichmentOutput),
     StopMetricStreams(StopMetricStreamsOutput),
@@ -4970,6 +4980,10 @@ pub enum MonitoringResponse {
     UpdateOTelEnrichment(UpdateOTelEnrichmentOutput),
     UpdateResourceMetricsConfiguration(UpdateResourceMetricsConfigurationOutput),
 }
+
+/// The answer of an operation whose model has no output shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NoOutput {}
 
 impl MonitoringRequest {
     /// Decodes the JSON body of operation `operation`; `None` when the service has no such operation.

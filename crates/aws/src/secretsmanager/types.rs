@@ -1825,10 +1825,16 @@ pub enum SecretsmanagerResponse {
     RestoreSecret(RestoreSecretResponse),
     RotateSecret(RotateSecretResponse),
     StopReplicationToReplica(StopReplicationToReplicaResponse),
+    TagResource(NoOutput),
+    UntagResource(NoOutput),
     UpdateSecret(UpdateSecretResponse),
     UpdateSecretVersionStage(UpdateSecretVersionStageResponse),
     ValidateResourcePolicy(ValidateResourcePolicyResponse),
 }
+
+/// The answer of an operation whose model has no output shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NoOutput {}
 
 impl SecretsmanagerRequest {
     /// Decodes the JSON body of operation `operation`; `None` when the service has no such operation.

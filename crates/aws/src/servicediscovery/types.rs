@@ -2582,11 +2582,16 @@ pub enum ServicediscoveryResponse {
     TagResource(TagResourceResponse),
     UntagResource(UntagResourceResponse),
     UpdateHttpNamespace(UpdateHttpNamespaceResponse),
+    UpdateInstanceCustomHealthStatus(NoOutput),
     UpdatePrivateDnsNamespace(UpdatePrivateDnsNamespaceResponse),
     UpdatePublicDnsNamespace(UpdatePublicDnsNamespaceResponse),
     UpdateService(UpdateServiceResponse),
     UpdateServiceAttributes(UpdateServiceAttributesResponse),
 }
+
+/// The answer of an operation whose model has no output shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NoOutput {}
 
 impl ServicediscoveryRequest {
     /// Decodes the JSON body of operation `operation`; `None` when the service has no such operation.

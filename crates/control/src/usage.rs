@@ -1,0 +1,360 @@
+//! Task usage into CloudWatch metrics, as ECS publishes them.
+//!
+//! ```text
+//! agent TaskStats (per host, every interval) ─▶ record_task_stats: each task resolved
+//!     to its cluster, service and reservation, kept as the host's latest set
+//! every minute ─▶ publish_usage: one datum per running task into AWS/ECS
+//!     CPUUtilization and MemoryUtilization by ClusterName+ServiceName and by ClusterName
+//! ```
+//!
+//! ECS's definitions: utilization is what a task uses over what it reserved,
+//! in percent; a service's Average over its tasks' datums is the service's
+//! figure. A task that reserves no CPU is measured against one vCPU.
+//!
+//! *Architecture invariant:* what is kept is the latest set each host sent,
+//! replaced whole by its next one, so it is bounded by the running tasks;
+//! a host's set older than [`USAGE_FRESH_MS`] is not published.
+
+use std::collections::HashMap;
+
+use flotilla_metrics::aggregate::Aggregate;
+use flotilla_metrics::put::Datum;
+use flotilla_metrics::{MetricKey, Unit};
+use flotilla_types::acs::{TaskUsage, STATS_TASKS_MAX};
+use flotilla_types::ApiError;
+
+use crate::agent_channel::AgentInstance;
+use crate::records;
+use crate::Ecs;
+
+/// A host's usage older than this (by the control plane's clock) is stale:
+/// its agent is gone or silent, and its tasks are not published.
+pub const USAGE_FRESH_MS: u64 = 60_000;
+/// What a task that reserves no CPU is measured against: one vCPU.
+pub const UNRESERVED_CPU_UNITS: f64 = 1024.0;
+/// Namespace of the metrics ECS publishes.
+pub const ECS_NAMESPACE: &str = "AWS/ECS";
+/// Namespace of Container Insights, for clusters whose `containerInsights`
+/// setting is `enabled` or `enhanced`.
+pub const INSIGHTS_NAMESPACE: &str = "ECS/ContainerInsights";
+
+/// One running task's last usage, resolved to what it belongs to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskUse {
+    pub cluster: String,
+    /// The service's name, for a service's task.
+    pub service: Option<String>,
+    pub cpu_percent: f64,
+    pub memory_percent: f64,
+    /// What Container Insights reports: CPU units and MiB used and
+    /// reserved, network bytes per second over the sampling interval.
+    pub cpu_units_used: f64,
+    pub cpu_units_reserved: f64,
+    pub memory_mib_used: f64,
+    pub memory_mib_reserved: f64,
+    pub network_rx_bytes: f64,
+    pub network_tx_bytes: f64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct HostUsage {
+    received_ms: u64,
+    tasks: Vec<TaskUse>,
+}
+
+/// The latest usage each host reported, by instance ARN.
+#[derive(Debug, Default)]
+pub struct UsageBook {
+    hosts: std::sync::Mutex<HashMap<String, HostUsage>>,
+}
+
+impl UsageBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HostUsage>> {
+        self.hosts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every fresh task's usage as of `now_ms`; stale hosts are forgotten.
+    pub fn fresh(&self, now_ms: u64) -> Vec<TaskUse> {
+        let mut hosts = self.lock();
+        hosts.retain(|_, host| now_ms.saturating_sub(host.received_ms) <= USAGE_FRESH_MS);
+        hosts
+            .values()
+            .flat_map(|host| host.tasks.iter().cloned())
+            .collect()
+    }
+}
+
+/// The datums one minute's publication makes of the tasks' usage, stamped
+/// `timestamp_ms`. Pure.
+pub fn usage_datums(tasks: &[TaskUse], timestamp_ms: i64) -> Vec<Datum> {
+    let mut datums = Vec::with_capacity(tasks.len() * 4);
+    for task in tasks {
+        for (name, value) in [
+            ("CPUUtilization", task.cpu_percent),
+            ("MemoryUtilization", task.memory_percent),
+        ] {
+            let mut keys = vec![MetricKey::new(
+                ECS_NAMESPACE,
+                name,
+                &[("ClusterName", task.cluster.as_str())],
+            )];
+            if let Some(service) = &task.service {
+                keys.push(MetricKey::new(
+                    ECS_NAMESPACE,
+                    name,
+                    &[
+                        ("ClusterName", task.cluster.as_str()),
+                        ("ServiceName", service.as_str()),
+                    ],
+                ));
+            }
+            for key in keys {
+                datums.push(Datum {
+                    key,
+                    unit: Unit::Percent,
+                    timestamp_ms,
+                    high_resolution: false,
+                    aggregate: Aggregate::of_value(value, 1.0),
+                });
+            }
+        }
+    }
+    datums
+}
+
+/// Container Insights' datums for one minute of `tasks` (all of clusters
+/// that have it enabled): per task, by ClusterName and by
+/// ClusterName+ServiceName, CpuUtilized, CpuReserved, MemoryUtilized,
+/// MemoryReserved, NetworkRxBytes and NetworkTxBytes (Sum is the cluster's
+/// or service's figure); RunningTaskCount once per service and cluster.
+/// Pure.
+pub fn insights_datums(tasks: &[TaskUse], timestamp_ms: i64) -> Vec<Datum> {
+    let mut datums = Vec::new();
+    let mut running: std::collections::BTreeMap<(String, Option<String>), f64> =
+        std::collections::BTreeMap::new();
+    let datum = |name: &str, dimensions: &[(&str, &str)], unit: Unit, value: f64| Datum {
+        key: MetricKey::new(INSIGHTS_NAMESPACE, name, dimensions),
+        unit,
+        timestamp_ms,
+        high_resolution: false,
+        aggregate: Aggregate::of_value(value, 1.0),
+    };
+    for task in tasks {
+        *running.entry((task.cluster.clone(), None)).or_default() += 1.0;
+        if let Some(service) = &task.service {
+            *running
+                .entry((task.cluster.clone(), Some(service.clone())))
+                .or_default() += 1.0;
+        }
+        for (name, unit, value) in [
+            ("CpuUtilized", Unit::None, task.cpu_units_used),
+            ("CpuReserved", Unit::None, task.cpu_units_reserved),
+            ("MemoryUtilized", Unit::Megabytes, task.memory_mib_used),
+            ("MemoryReserved", Unit::Megabytes, task.memory_mib_reserved),
+            (
+                "NetworkRxBytes",
+                Unit::BytesPerSecond,
+                task.network_rx_bytes,
+            ),
+            (
+                "NetworkTxBytes",
+                Unit::BytesPerSecond,
+                task.network_tx_bytes,
+            ),
+        ] {
+            datums.push(datum(name, &[("ClusterName", &task.cluster)], unit, value));
+            if let Some(service) = &task.service {
+                datums.push(datum(
+                    name,
+                    &[("ClusterName", &task.cluster), ("ServiceName", service)],
+                    unit,
+                    value,
+                ));
+            }
+        }
+    }
+    for ((cluster, service), count) in running {
+        match &service {
+            Some(service) => datums.push(datum(
+                "RunningTaskCount",
+                &[("ClusterName", &cluster), ("ServiceName", service)],
+                Unit::Count,
+                count,
+            )),
+            None => datums.push(datum(
+                "RunningTaskCount",
+                &[("ClusterName", &cluster)],
+                Unit::Count,
+                count,
+            )),
+        }
+    }
+    datums
+}
+
+impl Ecs {
+    /// Whether a cluster's `containerInsights` setting asks for Container
+    /// Insights' metrics.
+    pub(crate) fn container_insights_enabled(&self, cluster: &str) -> bool {
+        let Ok(Some(found)) = records::get::<flotilla_types::ecs::Cluster>(
+            self.store.as_ref(),
+            &crate::records::keys::cluster(cluster),
+        ) else {
+            return false;
+        };
+        found.value.settings.iter().flatten().any(|setting| {
+            setting.name == Some(flotilla_types::ecs::ClusterSettingName::ContainerInsights)
+                && matches!(setting.value.as_deref(), Some("enabled" | "enhanced"))
+        })
+    }
+
+    /// Takes one host's usage report: each task is resolved to its cluster,
+    /// service and reservation; the set replaces what the host sent before.
+    /// Tasks that are not the host's, or not running, are left out.
+    pub async fn record_task_stats(
+        &self,
+        instance: &AgentInstance,
+        tasks: &[TaskUsage],
+    ) -> Result<(), ApiError> {
+        let received_ms = self.clock.now_ms();
+        // The agent reports bytes over its interval: the time since its
+        // last report makes them a rate.
+        let interval_s = self
+            .usage
+            .lock()
+            .get(&instance.instance_arn)
+            .map(|previous| received_ms.saturating_sub(previous.received_ms) as f64 / 1000.0)
+            .filter(|seconds| *seconds > 0.0 && *seconds <= USAGE_FRESH_MS as f64 / 1000.0);
+        let mut resolved = Vec::with_capacity(tasks.len().min(STATS_TASKS_MAX));
+        for usage in tasks.iter().take(STATS_TASKS_MAX) {
+            let Some(task_id) = self.task_id_in(&instance.cluster, &usage.task_arn) else {
+                continue;
+            };
+            let Some(record) = self.get_task(&instance.cluster, &task_id)? else {
+                continue;
+            };
+            let record = record.value;
+            if record.instance_id != instance.instance_id
+                || record.last_status() != flotilla_types::ecs::DesiredStatus::Running.as_str()
+            {
+                continue;
+            }
+            let cpu_reserved = match record.reservation.cpu_units {
+                units if units > 0 => units as f64,
+                _ => UNRESERVED_CPU_UNITS,
+            };
+            let memory_reserved = record.reservation.memory_mib.max(1) as f64;
+            let finite = |value: f64| {
+                if value.is_finite() {
+                    value.max(0.0)
+                } else {
+                    0.0
+                }
+            };
+            resolved.push(TaskUse {
+                cluster: instance.cluster.clone(),
+                service: record
+                    .task
+                    .group
+                    .as_deref()
+                    .and_then(|group| group.strip_prefix("service:"))
+                    .map(str::to_owned),
+                cpu_percent: finite(usage.cpu_units_used / cpu_reserved * 100.0),
+                memory_percent: finite(usage.memory_mib_used / memory_reserved * 100.0),
+                cpu_units_used: finite(usage.cpu_units_used),
+                cpu_units_reserved: cpu_reserved,
+                memory_mib_used: finite(usage.memory_mib_used),
+                memory_mib_reserved: memory_reserved,
+                network_rx_bytes: interval_s.map_or(0.0, |s| usage.network_rx_bytes as f64 / s),
+                network_tx_bytes: interval_s.map_or(0.0, |s| usage.network_tx_bytes as f64 / s),
+            });
+        }
+        self.usage.lock().insert(
+            instance.instance_arn.clone(),
+            HostUsage {
+                received_ms,
+                tasks: resolved,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets a host's usage (its agent disconnected).
+    pub fn forget_task_stats(&self, instance: &AgentInstance) {
+        self.usage.lock().remove(&instance.instance_arn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(service: Option<&str>, cpu_percent: f64, memory_percent: f64) -> TaskUse {
+        TaskUse {
+            cluster: "prod".into(),
+            service: service.map(str::to_owned),
+            cpu_percent,
+            memory_percent,
+            cpu_units_used: cpu_percent * 2.56,
+            cpu_units_reserved: 256.0,
+            memory_mib_used: memory_percent * 5.12,
+            memory_mib_reserved: 512.0,
+            network_rx_bytes: 100.0,
+            network_tx_bytes: 50.0,
+        }
+    }
+
+    #[test]
+    fn container_insights_counts_running_tasks_per_service_and_cluster() {
+        let tasks = [
+            task(Some("web"), 90.0, 25.0),
+            task(Some("web"), 10.0, 5.0),
+            task(None, 1.0, 1.0),
+        ];
+        let datums = insights_datums(&tasks, 60_000);
+        let count = |dimensions: &[(&str, &str)]| {
+            let key = MetricKey::new(INSIGHTS_NAMESPACE, "RunningTaskCount", dimensions);
+            datums
+                .iter()
+                .filter(|d| d.key == key)
+                .map(|d| d.aggregate.average())
+                .collect::<Vec<f64>>()
+        };
+        assert_eq!(count(&[("ClusterName", "prod")]), vec![3.0]);
+        assert_eq!(
+            count(&[("ClusterName", "prod"), ("ServiceName", "web")]),
+            vec![2.0]
+        );
+        let used = MetricKey::new(
+            INSIGHTS_NAMESPACE,
+            "CpuUtilized",
+            &[("ClusterName", "prod"), ("ServiceName", "web")],
+        );
+        let sum: f64 = datums
+            .iter()
+            .filter(|d| d.key == used)
+            .map(|d| d.aggregate.average())
+            .sum();
+        assert!((sum - 256.0).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn a_service_task_counts_for_its_service_and_its_cluster() {
+        let tasks = [task(Some("web"), 90.0, 25.0), task(None, 10.0, 5.0)];
+        let datums = usage_datums(&tasks, 60_000);
+        assert_eq!(datums.len(), 6);
+        let service_cpu = MetricKey::new(
+            ECS_NAMESPACE,
+            "CPUUtilization",
+            &[("ClusterName", "prod"), ("ServiceName", "web")],
+        );
+        let found: Vec<&Datum> = datums.iter().filter(|d| d.key == service_cpu).collect();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].unit, Unit::Percent);
+        let cluster_cpu =
+            MetricKey::new(ECS_NAMESPACE, "CPUUtilization", &[("ClusterName", "prod")]);
+        assert_eq!(datums.iter().filter(|d| d.key == cluster_cpu).count(), 2);
+    }
+}
