@@ -181,10 +181,6 @@ def test_query_error_parsed_by_botocore(server):
          "InvalidOperationException"),
         ("secretsmanager", "secretsmanager", "secretsmanager.ListSecrets", "application/x-amz-json-1.1", "json",
          "InvalidRequestException"),
-        # CloudWatch's JSON 1.0, query-compatible: botocore takes the Query
-        # code from x-amzn-query-error.
-        ("cloudwatch", "monitoring", "GraniteServiceVersion20100801.ListMetrics", "application/x-amz-json-1.0",
-         "json", "InvalidParameterCombination"),
     ],
 )
 def test_json_errors_parsed_by_botocore(server, service, signing_name, target, content_type, parser, expected_code):
@@ -197,6 +193,22 @@ def test_json_errors_parsed_by_botocore(server, service, signing_name, target, c
     parsed = botocore_parse(parser, response, operation.output_shape)
     assert parsed["Error"]["Code"] == expected_code, (parsed, response.headers)
     assert "not supported by this Flotilla server" in parsed["Error"]["Message"]
+
+
+def test_cloudwatch_json_1_0_errors_carry_the_query_code(server):
+    """CloudWatch speaks JSON 1.0 and is query-compatible: botocore takes the
+    Query code from x-amzn-query-error."""
+    target = "GraniteServiceVersion20100801.SetAlarmState"
+    body = json.dumps({"AlarmName": "no-such-alarm", "StateValue": "OK", "StateReason": "r"}).encode()
+    response = signed(server, "monitoring", body, {
+        "Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": target})
+    assert response.status in (400, 404), response.body
+    assert response.headers["content-type"] == "application/x-amz-json-1.0"
+    assert set(json.loads(response.body)) == {"__type", "message"}
+    operation = service_model("cloudwatch").operation_model("SetAlarmState")
+    parsed = botocore_parse("json", response, operation.output_shape)
+    assert parsed["Error"]["Code"] == "ResourceNotFound", (parsed, response.headers)
+    assert "no-such-alarm" in parsed["Error"]["Message"]
 
 
 def test_json_unknown_operation_of_a_modelled_service(server):
