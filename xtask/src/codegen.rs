@@ -144,6 +144,11 @@ fn write_struct(
     writeln!(out, "pub struct {name} {{")?;
     for (member, target) in members {
         let target = target["shape"].as_str().context("member without shape")?;
+        // Only event streams carry exceptions as members; they travel in
+        // their own framing, never in a JSON body.
+        if shapes[target].get("exception").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
         let mut ty = rust_type(target, shapes)?;
         if recursive.contains(&(name.to_owned(), member.clone())) {
             ty = format!("Box<{ty}>");
@@ -271,14 +276,32 @@ fn write_operations(out: &mut String, service: &Service<'_>) -> Result<()> {
     writeln!(out, "#[derive(Clone, Debug, PartialEq, Serialize)]")?;
     writeln!(out, "#[serde(untagged)]")?;
     writeln!(out, "pub enum {prefix}Response {{")?;
+    let mut any_without_output = false;
     for (op, def) in operations {
-        let output = def["output"]["shape"]
-            .as_str()
-            .context("operation without output")?;
+        // An operation the model gives no output answers with an empty object.
+        let output = match def["output"]["shape"].as_str() {
+            Some(output) => output,
+            None => {
+                any_without_output = true;
+                "EmptyOutput"
+            }
+        };
         writeln!(out, "    {op}({output}),")?;
     }
     writeln!(out, "}}")?;
     writeln!(out)?;
+    if any_without_output {
+        writeln!(
+            out,
+            "/// The answer of an operation whose model declares no output: `{{}}`."
+        )?;
+        writeln!(
+            out,
+            "#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]"
+        )?;
+        writeln!(out, "pub struct EmptyOutput {{}}")?;
+        writeln!(out)?;
+    }
     writeln!(out, "impl {prefix}Request {{")?;
     writeln!(out, "    /// Decodes the JSON body of operation `operation`; `None` when the service has no such operation.")?;
     writeln!(out, "    pub fn decode(operation: &str, body: &[u8]) -> Option<Result<Self, crate::DecodeError>> {{")?;

@@ -10,6 +10,7 @@ pub mod ecr;
 pub mod ecs;
 mod error;
 pub mod flotilla;
+pub mod logs;
 
 pub use error::{ApiError, DecodeError};
 
