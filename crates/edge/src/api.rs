@@ -18,7 +18,9 @@ use flotilla_types::flotilla::{self, FlotillaRequest};
 use flotilla_types::ApiError;
 use http_body_util::BodyExt;
 
-use crate::{Edge, ECR_REQUEST_BODY_MAX_BYTES, REQUEST_BODY_MAX_BYTES};
+use crate::{
+    Edge, ECR_REQUEST_BODY_MAX_BYTES, LOGS_REQUEST_BODY_MAX_BYTES, REQUEST_BODY_MAX_BYTES,
+};
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
@@ -30,6 +32,8 @@ enum Service {
     Flotilla,
     /// The image registry's ECR API, signed for `ecr`.
     Ecr,
+    /// CloudWatch Logs, signed for `logs`.
+    Logs,
 }
 
 impl Service {
@@ -38,6 +42,7 @@ impl Service {
             ecs::TARGET_PREFIX => Some(Service::Ecs),
             flotilla::TARGET_PREFIX => Some(Service::Flotilla),
             ecr::TARGET_PREFIX => Some(Service::Ecr),
+            flotilla_types::logs::TARGET_PREFIX => Some(Service::Logs),
             _ => None,
         }
     }
@@ -47,6 +52,7 @@ impl Service {
         match self {
             Service::Ecs | Service::Flotilla => "ecs",
             Service::Ecr => "ecr",
+            Service::Logs => "logs",
         }
     }
 
@@ -55,6 +61,7 @@ impl Service {
         match self {
             Service::Ecs | Service::Flotilla => REQUEST_BODY_MAX_BYTES,
             Service::Ecr => ECR_REQUEST_BODY_MAX_BYTES,
+            Service::Logs => LOGS_REQUEST_BODY_MAX_BYTES,
         }
     }
 
@@ -63,6 +70,7 @@ impl Service {
             Service::Ecs => "ecs",
             Service::Flotilla => "flotilla",
             Service::Ecr => "ecr",
+            Service::Logs => "logs",
         }
     }
 }
@@ -165,6 +173,7 @@ async fn answer(edge: &Arc<Edge>, request: Request) -> Outcome {
                 Some(Service::Ecs) => call_ecs(edge, caller, operation, &body).await,
                 Some(Service::Flotilla) => call_flotilla(edge, caller, operation, &body).await,
                 Some(Service::Ecr) => call_ecr(edge, caller, operation, &body).await,
+                Some(Service::Logs) => call_logs(edge, operation, &body).await,
             },
         },
     };
@@ -339,6 +348,37 @@ async fn call_ecr(
             fresh_id: &fresh_id,
         };
         registry.handle_ecr(&caller, request).await
+    })
+    .await
+}
+
+async fn call_logs(edge: &Arc<Edge>, operation: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let request = match flotilla_types::logs::LogsRequest::decode(operation, body) {
+        None => {
+            return Err(ApiError::unknown_operation(&format!(
+                "{}.{operation}",
+                flotilla_types::logs::TARGET_PREFIX
+            )))
+        }
+        Some(decoded) => decoded?,
+    };
+    let Some(logs) = edge.logs.clone() else {
+        return Err(ApiError::new(
+            "ServiceUnavailableException",
+            503,
+            "this Flotilla server keeps no CloudWatch Logs store",
+        ));
+    };
+    let now_ms = edge.clock.now_ms() as i64;
+    // The store waits on its disk (a put returns after fdatasync): off the
+    // async workers.
+    isolated(async move {
+        tokio::task::spawn_blocking(move || logs.handle(request, now_ms))
+            .await
+            .map_err(|join_error| {
+                tracing::error!(%join_error, "logs request handler panicked");
+                ApiError::server("internal error while handling the request")
+            })?
     })
     .await
 }
