@@ -19,7 +19,7 @@ fn main() -> Result<()> {
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <codegen | test [PYTEST ARGS] | bench api [OPTIONS] | bench tasks [--runs N] | bench placement [--instances N] [--tasks T] | bench registry [--runs N]>");
+            eprintln!("usage: cargo xtask <codegen | test [PYTEST ARGS] | bench api [OPTIONS] | bench tasks [--runs N] | bench placement [--instances N] [--tasks T] | bench registry [--runs N] | bench logs [--seconds N] [--events M]>");
             bail!("unknown command");
         }
     }

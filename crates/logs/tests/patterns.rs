@@ -103,3 +103,38 @@ fn bad_patterns_are_refused_with_a_position() {
     assert!(Pattern::parse(&deep).is_err());
     assert!(Pattern::parse(&"a".repeat(1025)).is_err());
 }
+
+/// The fuzz target's stable counterpart: every sequence of up to four
+/// fragments parses or is refused, and what parses matches without panicking.
+#[test]
+fn never_panics_on_fragments() {
+    let fragments = [
+        "{", "}", "(", ")", "$", "$.", "$.a", "[", "]", "[0]", "=", "!=", "<=", ">", "&&", "||",
+        "\"", "\"x y\"", "?", "-", "IS", "NULL", "NOT", "EXISTS", "1", "-2.5e3", "*", " ", "é",
+        "\\",
+    ];
+    let messages = [
+        "",
+        "plain text",
+        r#"{"a":1,"b":[{"c":"x"}]}"#,
+        r#"{"a":null}"#,
+        "[1,2]",
+    ];
+    let count = fragments.len();
+    let mut parsed = 0;
+    for n in 0..count.pow(4) {
+        let mut text = String::new();
+        let mut rest = n;
+        for _ in 0..4 {
+            text.push_str(fragments[rest % count]);
+            rest /= count;
+        }
+        if let Ok(pattern) = Pattern::parse(&text) {
+            parsed += 1;
+            for message in messages {
+                let _ = pattern.matches(message);
+            }
+        }
+    }
+    assert!(parsed > 1000, "only {parsed} fragment sequences parsed");
+}
