@@ -95,6 +95,15 @@ fn line(client: usize, index: u64) -> String {
 }
 
 fn signed(address: SocketAddr, operation: &str, body: &Bytes) -> Result<Request<Full<Bytes>>> {
+    signed_with_hash(address, operation, body, sha256_hex(body).as_str())
+}
+
+fn signed_with_hash(
+    address: SocketAddr,
+    operation: &str,
+    body: &Bytes,
+    hash: &str,
+) -> Result<Request<Full<Bytes>>> {
     let mut headers = HeaderMap::new();
     headers.insert(HOST, HeaderValue::from_str(&address.to_string())?);
     headers.insert(
@@ -105,13 +114,12 @@ fn signed(address: SocketAddr, operation: &str, body: &Bytes) -> Result<Request<
         HeaderName::from_static("x-amz-target"),
         HeaderValue::from_str(&format!("Logs_20140328.{operation}"))?,
     );
-    let hash = sha256_hex(body);
     let parts = RequestParts {
         method: &Method::POST,
         path: "/",
         query: "",
         headers: &headers,
-        body_sha256_hex: hash.as_str(),
+        body_sha256_hex: hash,
     };
     let signature = sign(
         &parts,
@@ -174,19 +182,22 @@ fn ingest_api(target_dir: &Path, seconds: u64) -> Result<()> {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
+                // One body per client, built and hashed once, so that the
+                // generator (on the same two cores) spends its time sending.
+                let now = unix_now_ms();
+                let log_events: Vec<Value> = (0..BATCH_EVENTS as u64)
+                    .map(|i| json!({"timestamp": now, "message": line(client, i)}))
+                    .collect();
+                let body = Bytes::from(
+                    json!({"logGroupName": GROUP, "logStreamName": format!("client-{client}"), "logEvents": log_events})
+                        .to_string(),
+                );
+                let hash = sha256_hex(&body);
                 runtime.block_on(async {
                     let mut sender = super::load::connect(address).await?;
-                    let mut batch = 0u64;
                     while Instant::now() < deadline {
-                        let now = unix_now_ms();
-                        let log_events: Vec<Value> = (0..BATCH_EVENTS as u64)
-                            .map(|i| json!({"timestamp": now, "message": line(client, batch * BATCH_EVENTS as u64 + i)}))
-                            .collect();
-                        let body = Bytes::from(
-                            json!({"logGroupName": GROUP, "logStreamName": format!("client-{client}"), "logEvents": log_events})
-                                .to_string(),
-                        );
-                        let request = signed(address, "PutLogEvents", &body)?;
+                        let request =
+                            signed_with_hash(address, "PutLogEvents", &body, hash.as_str())?;
                         match super::load::exchange(&mut sender, request).await {
                             Ok((StatusCode::OK, _)) => {
                                 events.fetch_add(BATCH_EVENTS as u64, Ordering::Relaxed);
@@ -202,7 +213,6 @@ fn ingest_api(target_dir: &Path, seconds: u64) -> Result<()> {
                                 sender = super::load::connect(address).await?;
                             }
                         }
-                        batch += 1;
                     }
                     Ok(())
                 })
