@@ -343,9 +343,12 @@ fn docker_run_seconds(name: &str, lines: u64) -> Result<f64> {
         .args(["rm", "-f", name])
         .output();
     let started = Instant::now();
+    // Detached, so that the lines go only to the log driver, not also
+    // through an attached client.
     let output = std::process::Command::new("docker")
         .args([
             "run",
+            "--detach",
             "--name",
             name,
             "--log-driver",
@@ -355,16 +358,25 @@ fn docker_run_seconds(name: &str, lines: u64) -> Result<f64> {
             "-c",
             &script,
         ])
-        .stdout(std::process::Stdio::null())
         .output()
         .context("running docker")?;
+    if !output.status.success() {
+        bail!(
+            "docker run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let output = std::process::Command::new("docker")
+        .args(["wait", name])
+        .output()
+        .context("waiting for the container")?;
     let elapsed = started.elapsed().as_secs_f64();
     let _ = std::process::Command::new("docker")
         .args(["rm", "-f", name])
         .output();
     if !output.status.success() {
         bail!(
-            "docker run failed: {}",
+            "docker wait failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
