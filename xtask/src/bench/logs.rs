@@ -86,7 +86,11 @@ fn unix_now_ms() -> i64 {
 
 /// Line `index` of a client: 100 bytes, one in ten an ERROR.
 fn line(client: usize, index: u64) -> String {
-    let level = if index % 10 == 0 { "ERROR" } else { "INFO " };
+    let level = if index.is_multiple_of(10) {
+        "ERROR"
+    } else {
+        "INFO "
+    };
     let mut text = format!("{level} client={client:02} seq={index:012} ");
     while text.len() < LINE_BYTES {
         text.push('x');
