@@ -36,6 +36,7 @@ use serde_json::json;
 mod histogram;
 mod lb;
 mod load;
+mod logs;
 mod metrics;
 mod placement;
 mod registry;
@@ -238,6 +239,7 @@ enum Bench {
     Services(services::Options),
     Metrics(metrics::Options),
     Lb(lb::Options),
+    Logs(logs::Options),
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -250,15 +252,17 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("services") => Bench::Services(services::Options::parse(&args[1..])?),
         Some("metrics") => Bench::Metrics(metrics::Options::parse(&args[1..])?),
         Some("lb") => Bench::Lb(lb::Options::parse(&args[1..])?),
+        Some("logs") => Bench::Logs(logs::Options::parse(&args[1..])?),
         _ => bail!(
-            "{USAGE}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "{USAGE}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             tasks::USAGE,
             placement::USAGE,
             runtask::USAGE,
             registry::USAGE,
             services::USAGE,
             metrics::USAGE,
-            lb::USAGE
+            lb::USAGE,
+            logs::USAGE
         ),
     };
     // The placement benchmark runs in this process: it needs no server binary.
@@ -296,6 +300,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Bench::Services(options) => services::run(&target_dir, &options),
         Bench::Metrics(options) => metrics::run(&options),
         Bench::Lb(options) => lb::run(&target_dir, &options),
+        Bench::Logs(options) => logs::run(&target_dir, &options),
     }
 }
 

@@ -156,6 +156,11 @@ fn write_struct(
     writeln!(out, "pub struct {name} {{")?;
     for (member, target) in members {
         let target = target["shape"].as_str().context("member without shape")?;
+        // Only event streams carry exceptions as members; they travel in
+        // their own framing, never in a JSON body.
+        if shapes[target].get("exception").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
         let mut ty = rust_type(target, shapes)?;
         if recursive.contains(&(name.to_owned(), member.clone())) {
             ty = format!("Box<{ty}>");
@@ -323,7 +328,7 @@ fn write_operations(out: &mut String, service: &Service<'_>) -> Result<()> {
         )?;
         writeln!(
             out,
-            "#[derive(Clone, Debug, Default, PartialEq, Serialize)]"
+            "#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]"
         )?;
         writeln!(out, "pub struct NoOutput {{}}")?;
         writeln!(out)?;

@@ -21,7 +21,7 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("tidy") => tidy::run(),
         _ => {
-            eprintln!("usage: cargo xtask <codegen | test [PYTEST ARGS] | tidy | bench api [OPTIONS] | bench tasks [--runs N] | bench placement [--instances N] [--tasks T] | bench registry [--runs N]>");
+            eprintln!("usage: cargo xtask <codegen | test [PYTEST ARGS] | tidy | bench api [OPTIONS] | bench tasks [--runs N] | bench placement [--instances N] [--tasks T] | bench registry [--runs N] | bench logs [--seconds N] [--events M]>");
             bail!("unknown command");
         }
     }
@@ -107,6 +107,7 @@ fn run_codegen() -> Result<()> {
             "ApplicationAutoscaling",
             "application_autoscaling",
         ),
+        ("logs", "2014-03-28", "Logs", "logs"),
     ];
     for &(service, version, prefix, module) in services {
         let model = read_model(&data, service, version)?;

@@ -453,6 +453,18 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
             data_dir.join("agent"),
         );
     }
+    let logs_dir = data_dir.join("logs");
+    let logs = Arc::new(flotilla_logs::LogsService {
+        store: flotilla_logs::LogStore::open(&logs_dir).map_err(|error| {
+            anyhow::anyhow!("opening the logs store in {}: {error}", logs_dir.display())
+        })?,
+        region: region.name.clone(),
+        account_id: ecs.scope().account_id.clone(),
+    });
+    let maintained = Arc::clone(&logs);
+    ecs.supervisor().spawn("logs_maintenance", move || {
+        maintain_logs(Arc::clone(&maintained), LOGS_MAINTENANCE_INTERVAL)
+    });
     let edge = Arc::new(Edge {
         ecs,
         credentials: Arc::new(credentials),
@@ -463,6 +475,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         store: Arc::clone(&store),
         agent_heartbeat_timeout_ms: args.agent_heartbeat_timeout_ms,
         registry: Some(registry),
+        logs: Some(logs),
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %region.name, region_from = %region.source, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");
@@ -525,6 +538,28 @@ fn start_local_agent(
             }
         }
     });
+}
+
+/// How often the logs store expires events past their retention and
+/// reclaims the space of deleted and expired events.
+const LOGS_MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn maintain_logs(logs: Arc<flotilla_logs::LogsService>, period: std::time::Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now_ms = flotilla_control::Clock::now_ms(&SystemClock) as i64;
+        let logs = Arc::clone(&logs);
+        match tokio::task::spawn_blocking(move || logs.store.maintain(now_ms)).await {
+            Ok(Ok(report)) if report.bytes_reclaimed > 0 => {
+                tracing::info!(?report, "logs maintenance reclaimed space");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "logs maintenance failed"),
+            Err(error) => tracing::error!(%error, "logs maintenance panicked"),
+        }
+    }
 }
 
 /// How often the registry applies lifecycle policies and collects garbage.

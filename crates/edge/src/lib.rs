@@ -35,6 +35,10 @@ pub const REQUEST_BODY_MAX_BYTES: usize = 1024 * 1024;
 /// Largest ECR request body: UploadLayerPart carries a layer part in
 /// base64, and ECR's suggested part size is 10 MiB.
 pub const ECR_REQUEST_BODY_MAX_BYTES: usize = 20 * 1024 * 1024;
+/// Largest CloudWatch Logs request body: PutLogEvents carries up to
+/// 1,048,576 bytes of messages, which JSON escaping can make several times
+/// longer.
+pub const LOGS_REQUEST_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// The access key and secret that `flotilla up` and `flotilla server` accept
 /// when no credentials file is given, for local use.
@@ -57,6 +61,8 @@ pub struct Edge {
     pub agent_heartbeat_timeout_ms: u64,
     /// The image registry (`/v2/` and the ECR API), when this server runs one.
     pub registry: Option<Arc<flotilla_registry::Registry>>,
+    /// The CloudWatch Logs store, when this server keeps one.
+    pub logs: Option<Arc<flotilla_logs::LogsService>>,
 }
 
 /// The wall clock.

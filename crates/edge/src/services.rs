@@ -20,7 +20,9 @@ use flotilla_types::flotilla::{self, FlotillaRequest};
 use flotilla_types::ApiError;
 
 use crate::api::isolated;
-use crate::{Edge, ECR_REQUEST_BODY_MAX_BYTES, REQUEST_BODY_MAX_BYTES};
+use crate::{
+    Edge, ECR_REQUEST_BODY_MAX_BYTES, LOGS_REQUEST_BODY_MAX_BYTES, REQUEST_BODY_MAX_BYTES,
+};
 
 /// What a handler receives: who called, which operation, and the input as
 /// the protocol delivered it.
@@ -167,12 +169,17 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         "InvalidAction",
         not_implemented,
     ),
-    modelled(
-        &flotilla_aws::logs::MODEL,
-        false,
-        "InvalidOperationException",
-        not_implemented,
-    ),
+    // CloudWatch Logs: a PutLogEvents batch may hold 1 MiB of messages,
+    // which JSON escaping can grow several times over.
+    ServiceEntry {
+        body_max_bytes: LOGS_REQUEST_BODY_MAX_BYTES,
+        ..modelled(
+            &flotilla_aws::logs::MODEL,
+            false,
+            "InvalidOperationException",
+            call_logs,
+        )
+    },
     modelled(
         &flotilla_aws::monitoring::MODEL,
         false,
@@ -465,5 +472,46 @@ fn call_application_autoscaling<'a>(
         isolated(async move { ecs.handle_autoscaling(request).await })
             .await
             .map(Reply::Json)
+    })
+}
+
+/// CloudWatch Logs (JSON 1.1), from the store in the data directory.
+fn call_logs<'a>(
+    edge: &'a Arc<Edge>,
+    _entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        use flotilla_types::logs::{self, LogsRequest};
+        let request = match LogsRequest::decode(&call.operation, json_body(&call)) {
+            None => {
+                return Err(ApiError::unknown_operation(&format!(
+                    "{}.{}",
+                    logs::TARGET_PREFIX,
+                    call.operation
+                )))
+            }
+            Some(decoded) => decoded?,
+        };
+        let Some(store) = edge.logs.clone() else {
+            return Err(ApiError::new(
+                "ServiceUnavailableException",
+                503,
+                "this Flotilla server keeps no CloudWatch Logs store",
+            ));
+        };
+        let now_ms = edge.clock.now_ms() as i64;
+        // The store waits on its disk (a put returns after fdatasync): off
+        // the async workers.
+        isolated(async move {
+            tokio::task::spawn_blocking(move || store.handle(request, now_ms))
+                .await
+                .map_err(|join_error| {
+                    tracing::error!(%join_error, "logs request handler panicked");
+                    ApiError::server("internal error while handling the request")
+                })?
+        })
+        .await
+        .map(Reply::Json)
     })
 }

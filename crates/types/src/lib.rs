@@ -11,6 +11,7 @@ pub mod ecr;
 pub mod ecs;
 mod error;
 pub mod flotilla;
+pub mod logs;
 pub mod monitoring;
 
 pub use error::{ApiError, DecodeError};

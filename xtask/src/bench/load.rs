@@ -165,7 +165,7 @@ fn unix_now_seconds() -> u64 {
 
 type Sender = SendRequest<Full<Bytes>>;
 
-async fn connect(address: SocketAddr) -> Result<Sender> {
+pub async fn connect(address: SocketAddr) -> Result<Sender> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
         .await
         .map_err(|_| anyhow!("connecting to {address} timed out"))?
@@ -179,7 +179,7 @@ async fn connect(address: SocketAddr) -> Result<Sender> {
     Ok(sender)
 }
 
-async fn exchange(
+pub async fn exchange(
     sender: &mut Sender,
     request: Request<Full<Bytes>>,
 ) -> Result<(StatusCode, Bytes)> {

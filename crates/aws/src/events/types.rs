@@ -4924,7 +4924,7 @@ pub enum EventsResponse {
 }
 
 /// The answer of an operation whose model has no output shape.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NoOutput {}
 
 impl EventsRequest {

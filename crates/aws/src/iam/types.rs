@@ -9607,7 +9607,7 @@ pub enum IamResponse {
 }
 
 /// The answer of an operation whose model has no output shape.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NoOutput {}
 
 impl IamRequest {

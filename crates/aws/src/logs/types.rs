@@ -3792,11 +3792,6 @@ impl GetLogObjectResponse {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GetLogObjectResponseStream {
-    #[serde(
-        rename = "InternalStreamingException",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub internal_streaming_exception: Option<serde_json::Value>,
     #[serde(rename = "fields", skip_serializing_if = "Option::is_none")]
     pub fields: Option<FieldsData>,
 }
@@ -8156,16 +8151,6 @@ impl StartLiveTailResponse {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StartLiveTailResponseStream {
-    #[serde(
-        rename = "SessionStreamingException",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub session_streaming_exception: Option<serde_json::Value>,
-    #[serde(
-        rename = "SessionTimeoutException",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub session_timeout_exception: Option<serde_json::Value>,
     #[serde(rename = "sessionStart", skip_serializing_if = "Option::is_none")]
     pub session_start: Option<LiveTailSessionStart>,
     #[serde(rename = "sessionUpdate", skip_serializing_if = "Option::is_none")]
@@ -9533,7 +9518,7 @@ pub enum LogsResponse {
 }
 
 /// The answer of an operation whose model has no output shape.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NoOutput {}
 
 impl LogsRequest {

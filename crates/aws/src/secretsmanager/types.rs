@@ -1833,7 +1833,7 @@ pub enum SecretsmanagerResponse {
 }
 
 /// The answer of an operation whose model has no output shape.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NoOutput {}
 
 impl SecretsmanagerRequest {

@@ -2590,7 +2590,7 @@ pub enum ServicediscoveryResponse {
 }
 
 /// The answer of an operation whose model has no output shape.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NoOutput {}
 
 impl ServicediscoveryRequest {

@@ -50,6 +50,7 @@ impl Server {
             store,
             agent_heartbeat_timeout_ms,
             registry: None,
+            logs: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
