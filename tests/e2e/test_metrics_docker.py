@@ -92,7 +92,10 @@ def test_target_tracking_scales_a_docker_service_out_under_load_and_in_when_it_s
         "command": ["sh", "-c", "while :; do :; done"],
     }])
     name = unique("burner")
-    server.ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=burn, desiredCount=1)
+    # Two burning tasks reserve both of the host's 2,048 CPU units: the
+    # rollout to the resting revision must stop one before it starts one.
+    server.ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=burn, desiredCount=1,
+                              deploymentConfiguration={"minimumHealthyPercent": 50, "maximumPercent": 200})
     resource_id = f"service/{cluster}/{name}"
     scaling = server.client("application-autoscaling")
     try:

@@ -146,11 +146,11 @@ def test_cli_elbv2_not_implemented_is_an_error_with_its_code(server):
     assert "not supported by this Flotilla server" in stderr
 
 
-def test_cli_logs_not_implemented_is_an_error_with_its_code(server):
-    code, stderr = aws(server, "logs", "describe-log-groups")
+def test_cli_ssm_not_implemented_is_an_error_with_its_code(server):
+    code, stderr = aws(server, "ssm", "describe-parameters")
     assert code != 0
-    assert "(InvalidOperationException)" in stderr, stderr
-    assert "when calling the DescribeLogGroups operation" in stderr
+    assert "(UnsupportedOperationException)" in stderr, stderr
+    assert "when calling the DescribeParameters operation" in stderr
 
 
 def test_cli_iam_not_implemented(server):
@@ -177,8 +177,8 @@ def test_query_error_parsed_by_botocore(server):
 @pytest.mark.parametrize(
     "service,signing_name,target,content_type,parser,expected_code",
     [
-        ("logs", "logs", "Logs_20140328.DescribeLogGroups", "application/x-amz-json-1.1", "json",
-         "InvalidOperationException"),
+        ("ssm", "ssm", "AmazonSSM.DescribeParameters", "application/x-amz-json-1.1", "json",
+         "UnsupportedOperationException"),
         ("secretsmanager", "secretsmanager", "secretsmanager.ListSecrets", "application/x-amz-json-1.1", "json",
          "InvalidRequestException"),
     ],
