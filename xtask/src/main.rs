@@ -100,14 +100,6 @@ fn run_codegen() -> Result<()> {
     let services: &[(&str, &str, &str, &str)] = &[
         ("ecs", "2014-11-13", "Ecs", "ecs"),
         ("ecr", "2015-09-21", "Ecr", "ecr"),
-        ("cloudwatch", "2010-08-01", "Monitoring", "monitoring"),
-        (
-            "application-autoscaling",
-            "2016-02-06",
-            "ApplicationAutoscaling",
-            "application_autoscaling",
-        ),
-        ("logs", "2014-03-28", "Logs", "logs"),
     ];
     for &(service, version, prefix, module) in services {
         let model = read_model(&data, service, version)?;

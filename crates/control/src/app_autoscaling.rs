@@ -31,13 +31,13 @@ use flotilla_autoscaling::policy::{
 };
 use flotilla_autoscaling::target::{self, RegisterScalableTargetInput, SuspendedState};
 use flotilla_autoscaling::{AutoScalingError, ValidationError};
+use flotilla_aws::application_autoscaling as aas;
+use flotilla_aws::application_autoscaling::{
+    ApplicationAutoscalingRequest as Q, ApplicationAutoscalingResponse as R,
+};
 use flotilla_metrics::alarm::ActionInvocation;
 use flotilla_records::Attempt;
 use flotilla_store::Txn;
-use flotilla_types::application_autoscaling as aas;
-use flotilla_types::application_autoscaling::{
-    ApplicationAutoscalingRequest as Q, ApplicationAutoscalingResponse as R,
-};
 use flotilla_types::ecs::UpdateServiceRequest;
 use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};

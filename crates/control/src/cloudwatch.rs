@@ -11,6 +11,8 @@
 
 use std::sync::Mutex;
 
+use flotilla_aws::monitoring as cw;
+use flotilla_aws::monitoring::{MonitoringRequest as Q, MonitoringResponse as R};
 use flotilla_metrics::alarm::{
     self, AlarmDefinition, AlarmState, AlarmStatus, HistoryItem, PutMetricAlarmInput, Watched,
 };
@@ -22,8 +24,6 @@ use flotilla_metrics::query::{self, GetMetricStatisticsInput, ListMetricsInput};
 use flotilla_metrics::{CloudWatchError, Dimension, DimensionFilter, ErrorCode, MetricStore};
 use flotilla_records::Attempt;
 use flotilla_store::Txn;
-use flotilla_types::monitoring as cw;
-use flotilla_types::monitoring::{MonitoringRequest as Q, MonitoringResponse as R};
 use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
 

@@ -2002,7 +2002,7 @@ async fn report_usage(world: &World, load_percent: f64) {
 }
 
 async fn autoscaling(world: &World, operation: &str, body: Value) -> Value {
-    use flotilla_types::application_autoscaling::ApplicationAutoscalingRequest;
+    use flotilla_aws::application_autoscaling::ApplicationAutoscalingRequest;
     let bytes = serde_json::to_vec(&body).expect("json");
     let request = ApplicationAutoscalingRequest::decode(operation, &bytes)
         .expect("known operation")

@@ -424,7 +424,7 @@ fn call_monitoring<'a>(
     call: Call,
 ) -> HandlerFuture<'a> {
     Box::pin(async move {
-        use flotilla_types::monitoring::MonitoringRequest;
+        use flotilla_aws::monitoring::MonitoringRequest;
         let request = match MonitoringRequest::decode(&call.operation, json_body(&call)) {
             None => {
                 return Err(ApiError::new(
@@ -454,7 +454,7 @@ fn call_application_autoscaling<'a>(
     call: Call,
 ) -> HandlerFuture<'a> {
     Box::pin(async move {
-        use flotilla_types::application_autoscaling::{self, ApplicationAutoscalingRequest};
+        use flotilla_aws::application_autoscaling::{self, ApplicationAutoscalingRequest};
         let request = match ApplicationAutoscalingRequest::decode(&call.operation, json_body(&call))
         {
             None => {
@@ -482,7 +482,7 @@ fn call_logs<'a>(
     call: Call,
 ) -> HandlerFuture<'a> {
     Box::pin(async move {
-        use flotilla_types::logs::{self, LogsRequest};
+        use flotilla_aws::logs::{self, LogsRequest};
         let request = match LogsRequest::decode(&call.operation, json_body(&call)) {
             None => {
                 return Err(ApiError::unknown_operation(&format!(

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_types::logs::{self as wire, LogsRequest as Q, LogsResponse as R, NoOutput};
+use flotilla_aws::logs::{self as wire, LogsRequest as Q, LogsResponse as R, NoOutput};
 use flotilla_types::ApiError;
 
 use crate::engine::{EventKey, EventQuery, GroupInfo, LogStore, StreamInfo};

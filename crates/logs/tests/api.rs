@@ -1,8 +1,8 @@
 //! The Logs API over a store in a temporary directory, driven through the
 //! same typed requests the edge decodes.
 
+use flotilla_aws::logs::LogsRequest;
 use flotilla_logs::{LogStore, LogsService};
-use flotilla_types::logs::LogsRequest;
 use serde_json::{json, Value};
 
 const NOW_MS: i64 = 1_800_000_000_000;

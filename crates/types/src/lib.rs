@@ -5,14 +5,11 @@
 //! way AWS clients expect them; everything else happens in the crates above.
 
 pub mod acs;
-pub mod application_autoscaling;
 pub mod arn;
 pub mod ecr;
 pub mod ecs;
 mod error;
 pub mod flotilla;
-pub mod logs;
-pub mod monitoring;
 
 pub use error::{ApiError, DecodeError};
 

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
+use flotilla_aws::logs::LogsRequest;
 use flotilla_logs::{LogStore, LogsService};
 use flotilla_sigv4::{sha256_hex, sign, PayloadSigning, RequestParts, SigningParams};
-use flotilla_types::logs::LogsRequest;
 use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Full;

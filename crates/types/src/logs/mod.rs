@@ -1,5 +1,0 @@
-//! CloudWatch Logs wire shapes, generated from botocore's `logs` model.
-
-mod generated;
-
-pub use generated::*;
