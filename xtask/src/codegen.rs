@@ -271,16 +271,20 @@ fn write_operations(out: &mut String, service: &Service<'_>) -> Result<()> {
         writeln!(out, "pub const TARGET_PREFIX: &str = \"{target_prefix}\";")?;
         writeln!(out)?;
     }
-    writeln!(
-        out,
-        "/// Every operation of the service: the closed set that per-operation figures are kept for."
-    )?;
-    writeln!(out, "pub const OPERATIONS: &[&str] = &[")?;
-    for op in operations.keys() {
-        writeln!(out, "    \"{op}\",")?;
+    // Services generated into flotilla-aws list their operations in their
+    // MODEL; only ECS's and ECR's types, which have none, need the list here.
+    if types == "crate" {
+        writeln!(
+            out,
+            "/// Every operation of the service: the closed set that per-operation figures are kept for."
+        )?;
+        writeln!(out, "pub const OPERATIONS: &[&str] = &[")?;
+        for op in operations.keys() {
+            writeln!(out, "    \"{op}\",")?;
+        }
+        writeln!(out, "];")?;
+        writeln!(out)?;
     }
-    writeln!(out, "];")?;
-    writeln!(out)?;
     let input_of = |def: &Value| def["input"]["shape"].as_str().map(str::to_owned);
     writeln!(out, "/// One decoded request per operation of the service.")?;
     if types == "crate" {

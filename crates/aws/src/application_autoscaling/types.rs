@@ -2179,24 +2179,6 @@ impl UntagResourceResponse {
 /// The `X-Amz-Target` prefix this service answers to.
 pub const TARGET_PREFIX: &str = "AnyScaleFrontendService";
 
-/// Every operation of the service: the closed set that per-operation figures are kept for.
-pub const OPERATIONS: &[&str] = &[
-    "DeleteScalingPolicy",
-    "DeleteScheduledAction",
-    "DeregisterScalableTarget",
-    "DescribeScalableTargets",
-    "DescribeScalingActivities",
-    "DescribeScalingPolicies",
-    "DescribeScheduledActions",
-    "GetPredictiveScalingForecast",
-    "ListTagsForResource",
-    "PutScalingPolicy",
-    "PutScheduledAction",
-    "RegisterScalableTarget",
-    "TagResource",
-    "UntagResource",
-];
-
 /// One decoded request per operation of the service.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]

@@ -1738,36 +1738,6 @@ impl ValidationErrorsEntry {
 /// The `X-Amz-Target` prefix this service answers to.
 pub const TARGET_PREFIX: &str = "secretsmanager";
 
-/// Every operation of the service: the closed set that per-operation figures are kept for.
-pub const OPERATIONS: &[&str] = &[
-    "AssociateCrossAccountReplica",
-    "BatchGetSecretValue",
-    "CancelRotateSecret",
-    "CreateSecret",
-    "DeleteResourcePolicy",
-    "DeleteSecret",
-    "DescribeSecret",
-    "DisassociateCrossAccountReplica",
-    "GetRandomPassword",
-    "GetResourcePolicy",
-    "GetSecretValue",
-    "ListResourcePolicies",
-    "ListSecretVersionIds",
-    "ListSecrets",
-    "PutResourcePolicy",
-    "PutSecretValue",
-    "RemoveRegionsFromReplication",
-    "ReplicateSecretToRegions",
-    "RestoreSecret",
-    "RotateSecret",
-    "StopReplicationToReplica",
-    "TagResource",
-    "UntagResource",
-    "UpdateSecret",
-    "UpdateSecretVersionStage",
-    "ValidateResourcePolicy",
-];
-
 /// One decoded request per operation of the service.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]

@@ -2483,40 +2483,6 @@ impl UpdateServiceResponse {
 /// The `X-Amz-Target` prefix this service answers to.
 pub const TARGET_PREFIX: &str = "Route53AutoNaming_v20170314";
 
-/// Every operation of the service: the closed set that per-operation figures are kept for.
-pub const OPERATIONS: &[&str] = &[
-    "CreateHttpNamespace",
-    "CreatePrivateDnsNamespace",
-    "CreatePublicDnsNamespace",
-    "CreateService",
-    "DeleteNamespace",
-    "DeleteService",
-    "DeleteServiceAttributes",
-    "DeregisterInstance",
-    "DiscoverInstances",
-    "DiscoverInstancesRevision",
-    "GetInstance",
-    "GetInstancesHealthStatus",
-    "GetNamespace",
-    "GetOperation",
-    "GetService",
-    "GetServiceAttributes",
-    "ListInstances",
-    "ListNamespaces",
-    "ListOperations",
-    "ListServices",
-    "ListTagsForResource",
-    "RegisterInstance",
-    "TagResource",
-    "UntagResource",
-    "UpdateHttpNamespace",
-    "UpdateInstanceCustomHealthStatus",
-    "UpdatePrivateDnsNamespace",
-    "UpdatePublicDnsNamespace",
-    "UpdateService",
-    "UpdateServiceAttributes",
-];
-
 /// One decoded request per operation of the service.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]

@@ -711,21 +711,6 @@ impl Tag {
     }
 }
 
-/// Every operation of the service: the closed set that per-operation figures are kept for.
-pub const OPERATIONS: &[&str] = &[
-    "AssumeRole",
-    "AssumeRoleWithSAML",
-    "AssumeRoleWithWebIdentity",
-    "AssumeRoot",
-    "DecodeAuthorizationMessage",
-    "GetAccessKeyInfo",
-    "GetCallerIdentity",
-    "GetDelegatedAccessToken",
-    "GetFederationToken",
-    "GetSessionToken",
-    "GetWebIdentityToken",
-];
-
 /// One decoded request per operation of the service.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
