@@ -435,3 +435,37 @@ def test_container_insights_when_the_cluster_enables_it(server, module_agent_fle
     # The module's other clusters have it off: nothing of theirs there.
     others = cloudwatch.list_metrics(Namespace="ECS/ContainerInsights")["Metrics"]
     assert all(d["Value"] == cluster for m in others for d in m["Dimensions"] if d["Name"] == "ClusterName"), others
+
+
+def test_cluster_reservation_is_published_per_minute(server, module_agent_fleet):
+    cluster = unique(f"reserve-{os.getpid()}")
+    server.ecs.create_cluster(clusterName=cluster)
+    module_agent_fleet.start(server, cluster, "--simulate", "2", "--stats-interval-ms", "500")
+    arns = server.ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]
+    instances = server.ecs.describe_container_instances(cluster=cluster, containerInstances=arns)["containerInstances"]
+
+    def registered(name: str) -> int:
+        return sum(r["integerValue"] for i in instances for r in i["registeredResources"] if r["name"] == name)
+
+    cpu, memory = registered("CPU"), registered("MEMORY")
+    assert len(instances) == 2 and cpu > 0 and memory > 0
+    make_service(server, cluster, "sim/cpu:10", desired=3)
+    cloudwatch = server.client("cloudwatch")
+    dimensions = [{"Name": "ClusterName", "Value": cluster}]
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def latest(metric: str):
+        points = cloudwatch.get_metric_statistics(
+            Namespace="AWS/ECS", MetricName=metric, Dimensions=dimensions,
+            StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(days=1),
+            Period=3600, Statistics=["Maximum"])["Datapoints"]
+        return max((p["Maximum"] for p in points), default=None)
+
+    # Three tasks of 256 CPU units and 128 MiB each.
+    expected_cpu = 3 * 256 / cpu * 100
+    wait_until(lambda: latest("CPUReservation") is not None
+               and abs(latest("CPUReservation") - expected_cpu) < 0.01,
+               SCALE_TIMEOUT_S, f"CPUReservation of {expected_cpu:.2f}%")
+    assert abs(latest("MemoryReservation") - 3 * 128 / memory * 100) < 0.01
+    assert {m["MetricName"] for m in cloudwatch.list_metrics(Namespace="AWS/ECS", Dimensions=dimensions)["Metrics"]} \
+        >= {"CPUReservation", "MemoryReservation", "CPUUtilization", "MemoryUtilization"}

@@ -1004,6 +1004,13 @@ impl Ecs {
             .cloned()
             .collect();
         datums.extend(crate::usage::insights_datums(&with_insights, now_ms - 1));
+        for (cluster, reservation) in self.cluster_reservations()? {
+            datums.extend(crate::usage::reservation_datums(
+                &cluster,
+                &reservation,
+                now_ms - 1,
+            ));
+        }
         if !datums.is_empty() {
             let stored = self.metrics.lock().put(&datums, now_ms);
             if let Err(error) = stored {
