@@ -82,10 +82,11 @@ mod tests {
 
     #[test]
     fn tags_are_set_over_and_removed() {
-        let tagged = with_tags(&TagMap::new(), [("team", "web"), ("env", "prod")]).unwrap();
-        let tagged = with_tags(&tagged, [("env", "test")]).unwrap();
+        let tagged =
+            with_tags(&TagMap::new(), [("team", "web"), ("env", "prod")]).expect("valid tags");
+        let tagged = with_tags(&tagged, [("env", "test")]).expect("valid tags");
         assert_eq!(tagged.get("env").map(String::as_str), Some("test"));
-        let untagged = without_tags(&tagged, ["env", "absent"]).unwrap();
+        let untagged = without_tags(&tagged, ["env", "absent"]).expect("valid tags");
         assert_eq!(untagged.keys().collect::<Vec<_>>(), ["team"]);
     }
 
@@ -125,7 +126,8 @@ mod tests {
     #[test]
     fn the_fifty_first_tag_is_refused_counting_what_is_there() {
         let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
-        let full = with_tags(&TagMap::new(), keys.iter().map(|k| (k.as_str(), ""))).unwrap();
+        let full =
+            with_tags(&TagMap::new(), keys.iter().map(|k| (k.as_str(), ""))).expect("valid tags");
         assert_eq!(with_tags(&full, [("k0", "again")]).map(|t| t.len()), Ok(50));
         assert_eq!(
             with_tags(&full, [("k50", "")]),
