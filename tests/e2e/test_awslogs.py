@@ -33,6 +33,8 @@ SHIPPING_DELAY_MAX_S = 5.0
 # Simulated hosts and the lines a second each of their containers prints.
 SIM_INSTANCES = 20
 SIM_LINES_PER_SECOND = 50
+# RunTask's count limit.
+RUN_TASK_COUNT_MAX = 10
 
 
 def aws_logs(server, *args: str, cli: str | None = None) -> str:
@@ -160,8 +162,10 @@ def test_simulated_hosts_ship_every_line_of_their_fake_containers(server, agent_
         "name": "talker", "image": f"sim/log:{SIM_LINES_PER_SECOND}", "memory": 64, "essential": True,
         "logConfiguration": awslogs(group, **{"awslogs-create-group": "true"}),
     }])
-    arns = [task["taskArn"] for task in run_tasks(server.ecs, cluster, arn, count=SIM_INSTANCES,
-                                                   placementStrategy=[{"type": "spread", "field": "instanceId"}])]
+    arns = [task["taskArn"]
+            for _ in range(SIM_INSTANCES // RUN_TASK_COUNT_MAX)
+            for task in run_tasks(server.ecs, cluster, arn, count=RUN_TASK_COUNT_MAX,
+                                  placementStrategy=[{"type": "spread", "field": "instanceId"}])]
     wait_tasks_status(server.ecs, cluster, arns, "RUNNING")
     streams = [f"ecs/talker/{arn.rsplit('/', 1)[-1]}" for arn in arns]
 
