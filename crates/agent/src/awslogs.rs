@@ -46,8 +46,10 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const BLOCKING_BUFFER_BYTES_MAX: u64 = 4 * BATCH_BYTES_MAX as u64;
 /// Tries of CreateLogGroup/CreateLogStream while the control plane is away.
 pub const PREPARE_ATTEMPTS_MAX: u32 = 5;
-/// How long the last lines of a stopped container are retried for.
-pub const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Tries of each of a stopped container's last batches, with backoff.
+pub const FINAL_FLUSH_ATTEMPTS_MAX: u32 = 10;
+/// Most flush ticks a failed send waits before it is tried again.
+pub const RETRY_TICKS_MAX: u32 = 5;
 
 /// What a container's `logConfiguration` asks of the awslogs driver.
 #[derive(Clone, Debug)]
@@ -213,16 +215,23 @@ impl LogShipping {
     ) {
         let mut lines = runtime.follow_logs(engine_id, since_ms);
         let mut buffer = Buffer::new(config);
-        let mut next_flush = tokio::time::Instant::now() + FLUSH_INTERVAL;
+        let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures: u32 = 0;
+        // Ticks to let pass before the next try, after a failed send.
+        let mut ticks_to_skip: u32 = 0;
         loop {
             let may_read = config.mode == Mode::NonBlocking || !buffer.is_full();
             tokio::select! {
                 line = lines.next(), if may_read => match line {
                     Some(Ok(line)) => {
                         buffer.push(line);
-                        if buffer.has_full_batch() {
-                            next_flush = tokio::time::Instant::now();
+                        // A full batch goes at once rather than at the next tick.
+                        while ticks_to_skip == 0 && buffer.has_full_batch() {
+                            if self.send_batch(config, &mut buffer).await.is_err() {
+                                failures = failures.saturating_add(1);
+                                ticks_to_skip = failures.min(RETRY_TICKS_MAX);
+                            }
                         }
                     }
                     Some(Err(error)) => {
@@ -231,32 +240,31 @@ impl LogShipping {
                     }
                     None => break,
                 },
-                () = tokio::time::sleep_until(next_flush) => {
+                _ = ticks.tick() => {
+                    if ticks_to_skip > 0 {
+                        ticks_to_skip -= 1;
+                        continue;
+                    }
                     buffer.close_event();
-                    let delay = match self.send_batch(config, &mut buffer).await {
-                        Ok(()) => {
-                            failures = 0;
-                            if buffer.has_full_batch() { Duration::ZERO } else { FLUSH_INTERVAL }
-                        }
+                    match self.send_batch(config, &mut buffer).await {
+                        Ok(()) => failures = 0,
                         Err(()) => {
                             failures = failures.saturating_add(1);
-                            Duration::from_millis(backoff_delay_ms(failures.min(5), 0.5))
+                            ticks_to_skip = failures.min(RETRY_TICKS_MAX);
                         }
-                    };
-                    next_flush = tokio::time::Instant::now() + delay;
+                    }
                 }
             }
         }
         buffer.close_event();
-        let deadline = tokio::time::Instant::now() + FINAL_FLUSH_TIMEOUT;
         let mut failures: u32 = 0;
         while !buffer.events.is_empty() {
             if self.send_batch(config, &mut buffer).await.is_err() {
-                if tokio::time::Instant::now() >= deadline {
+                failures = failures.saturating_add(1);
+                if failures >= FINAL_FLUSH_ATTEMPTS_MAX {
                     tracing::warn!(container = %engine_id, lost = buffer.events.len(), "giving up shipping a stopped container's last lines");
                     return;
                 }
-                failures = failures.saturating_add(1);
                 tokio::time::sleep(Duration::from_millis(backoff_delay_ms(
                     failures.min(5),
                     0.5,
