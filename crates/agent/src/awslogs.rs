@@ -280,17 +280,11 @@ impl LogShipping {
         if count == 0 {
             return Ok(());
         }
-        let events: Vec<Value> = buffer
-            .events
-            .iter()
-            .take(count)
-            .map(|event| json!({"timestamp": event.timestamp_ms, "message": event.message}))
-            .collect();
-        let request = json!({
-            "logGroupName": config.group,
-            "logStreamName": config.stream,
-            "logEvents": events,
-        });
+        let request = PutLogEvents {
+            log_group_name: &config.group,
+            log_stream_name: &config.stream,
+            log_events: buffer.events.iter().take(count).collect(),
+        };
         match self
             .api
             .call_signed::<_, Value>(LOGS_TARGET_PREFIX, "logs", "PutLogEvents", &request)
@@ -338,10 +332,20 @@ impl Drop for Shipper {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 struct Event {
+    #[serde(rename = "timestamp")]
     timestamp_ms: u64,
     message: String,
+}
+
+/// PutLogEvents' request, borrowing the buffered events.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PutLogEvents<'a> {
+    log_group_name: &'a str,
+    log_stream_name: &'a str,
+    log_events: Vec<&'a Event>,
 }
 
 /// Events waiting to be sent, oldest first, with the bytes they count for.
@@ -449,8 +453,10 @@ impl Buffer {
         count
     }
 
+    /// Whether a call's worth of events waits: kept O(1), since it is asked
+    /// after every line (the span limit is left to [`Buffer::batch_len`]).
     fn has_full_batch(&self) -> bool {
-        self.batch_len() < self.events.len() || self.events.len() >= BATCH_EVENTS_MAX
+        self.events.len() >= BATCH_EVENTS_MAX || self.bytes > BATCH_BYTES_MAX as u64
     }
 
     fn drop_front(&mut self, count: usize) {
