@@ -42,6 +42,9 @@ pub const BATCH_SPAN_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// How long a line waits at most before it is sent (Docker's driver waits
 /// 5 s; lines must reach the store within that).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Lines taken from the engine in one go; the buffer may pass its bound by
+/// this many.
+pub const READ_LINES_MAX: usize = 1_024;
 /// Buffer of a `blocking` container: a few full batches.
 pub const BLOCKING_BUFFER_BYTES_MAX: u64 = 4 * BATCH_BYTES_MAX as u64;
 /// Tries of CreateLogGroup/CreateLogStream while the control plane is away.
@@ -213,7 +216,10 @@ impl LogShipping {
         config: &AwslogsConfig,
         since_ms: Option<u64>,
     ) {
-        let mut lines = runtime.follow_logs(engine_id, since_ms);
+        // Every line the engine has ready at once, in one item.
+        let mut lines = runtime
+            .follow_logs(engine_id, since_ms)
+            .ready_chunks(READ_LINES_MAX);
         let mut buffer = Buffer::new(config);
         let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -223,9 +229,18 @@ impl LogShipping {
         loop {
             let may_read = config.mode == Mode::NonBlocking || !buffer.is_full();
             tokio::select! {
-                line = lines.next(), if may_read => match line {
-                    Some(Ok(line)) => {
-                        buffer.push(line);
+                ready = lines.next(), if may_read => match ready {
+                    Some(ready) => {
+                        let mut ended = false;
+                        for line in ready {
+                            match line {
+                                Ok(line) => buffer.push(line),
+                                Err(error) => {
+                                    tracing::warn!(container = %engine_id, %error, "cannot read the container's output; its last lines may not be shipped");
+                                    ended = true;
+                                }
+                            }
+                        }
                         // A full batch goes at once rather than at the next tick.
                         while ticks_to_skip == 0 && buffer.has_full_batch() {
                             if self.send_batch(config, &mut buffer).await.is_err() {
@@ -233,10 +248,9 @@ impl LogShipping {
                                 ticks_to_skip = failures.min(RETRY_TICKS_MAX);
                             }
                         }
-                    }
-                    Some(Err(error)) => {
-                        tracing::warn!(container = %engine_id, %error, "cannot read the container's output; its last lines may not be shipped");
-                        break;
+                        if ended {
+                            break;
+                        }
                     }
                     None => break,
                 },
