@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod awslogs;
 pub mod backoff;
 pub mod channel;
 pub mod clock;
@@ -309,6 +310,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
             api.clone(),
         ))),
         stats_interval: config.stats_interval,
+        log_shipping: Some(awslogs::LogShipping::new(api.clone())),
         ..EngineSettings::default()
     };
     run_instance(InstanceSetup {
@@ -402,6 +404,7 @@ pub async fn run_simulated(
                 task_cleanup_wait: config.task_cleanup_wait,
                 metadata_port: None,
                 stats_interval: config.stats_interval,
+                log_shipping: Some(awslogs::LogShipping::new(api.clone())),
                 ..EngineSettings::default()
             },
             metadata: None,
