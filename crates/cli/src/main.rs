@@ -465,6 +465,10 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     ecs.supervisor().spawn("logs_maintenance", move || {
         maintain_logs(Arc::clone(&maintained), LOGS_MAINTENANCE_INTERVAL)
     });
+    let elbv2 = Arc::new(flotilla_elbv2::Elbv2::new(
+        Arc::clone(&store),
+        Scope::new(&region.name, &args.account_id),
+    ));
     let edge = Arc::new(Edge {
         ecs,
         credentials: Arc::new(credentials),
@@ -476,6 +480,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         agent_heartbeat_timeout_ms: args.agent_heartbeat_timeout_ms,
         registry: Some(registry),
         logs: Some(logs),
+        elbv2: Some(elbv2),
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %region.name, region_from = %region.source, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");

@@ -161,7 +161,7 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         &flotilla_aws::elbv2::MODEL,
         false,
         "OperationNotPermittedException",
-        not_implemented,
+        call_elbv2,
     ),
     modelled(
         &flotilla_aws::iam::MODEL,
@@ -513,5 +513,41 @@ fn call_logs<'a>(
         })
         .await
         .map(Reply::Json)
+    })
+}
+
+/// Elastic Load Balancing (Query), from `flotilla-elbv2` over the store.
+fn call_elbv2<'a>(
+    edge: &'a Arc<Edge>,
+    entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        use flotilla_aws::elbv2::Elbv2Request;
+        let Input::Query(value) = call.input else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        let request = match Elbv2Request::from_value(&call.operation, value) {
+            None => return Err(entry.not_implemented(&call.operation)),
+            Some(decoded) => decoded.map_err(query_decode_error)?,
+        };
+        let Some(elbv2) = edge.elbv2.clone() else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        let context = flotilla_elbv2::CallContext {
+            now_ms: edge.clock.now_ms(),
+            fresh_id: edge.ids.uuid(),
+        };
+        let operation = request.operation();
+        let body = isolated(async move {
+            match elbv2.handle(request, &context).await {
+                Some(answer) => answer,
+                None => Err(entry.not_implemented(operation)),
+            }
+        })
+        .await?;
+        serde_json::from_slice(&body)
+            .map(Reply::Value)
+            .map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
     })
 }
