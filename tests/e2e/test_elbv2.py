@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from botocore.exceptions import ClientError
 
-from support import AWS_CLI, CLI_TIMEOUT_S, error_of, unique
+from support import AWS_CLI, CLI_TIMEOUT_S, TEST_IMAGE, docker, error_of, unique, wait_until
 
 ARN_PREFIX = "arn:aws:elasticloadbalancing:us-east-1:000000000000:"
 
@@ -363,3 +363,78 @@ def test_state_survives_kill_9(fresh_server):
     assert client.describe_listeners(ListenerArns=[listener["ListenerArn"]])["Listeners"][0]["Port"] == listener["Port"]
     targets = client.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
     assert [t["Target"]["Id"] for t in targets] == ["10.1.2.3"]
+
+
+# ---- traffic through the data plane ------------------------------------------------
+
+CONTAINER_PREFIX = "elbv2-e2e"
+
+
+def start_backend(name: str, page: str) -> str:
+    """A busybox httpd container serving `page` on port 8080; its bridge IP."""
+    docker("rm", "-f", name, check=False)
+    script = f"mkdir -p /tmp/www && echo {page} > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"
+    docker("run", "-d", "--name", name, "--label", f"{CONTAINER_PREFIX}=1", TEST_IMAGE, "sh", "-c", script)
+    return docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).stdout.decode().strip()
+
+
+def curl(url: str, host: str | None = None) -> tuple[int, str]:
+    """(status, body) of GET url, through curl as a user would."""
+    command = ["curl", "-s", "-o", "-", "-w", "\\n%{http_code}", "--max-time", "5", url]
+    if host:
+        command += ["-H", f"Host: {host}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=15)
+    body, _, status = done.stdout.rpartition("\n")
+    return int(status or 0), body.strip()
+
+
+@pytest.mark.docker
+def test_traffic_reaches_healthy_targets_only(server, docker_ready):
+    client = server.client("elbv2")
+    names = [f"{CONTAINER_PREFIX}-{unique('web')}" for _ in range(2)]
+    try:
+        addresses = [start_backend(name, f"page-{i}") for i, name in enumerate(names)]
+        balancer = make_balancer(client, unique("front"))
+        group = make_group(client, unique("pages"), TargetType="ip", Port=8080, HealthCheckIntervalSeconds=5,
+                           HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2, UnhealthyThresholdCount=2)
+        client.modify_target_group_attributes(TargetGroupArn=group, Attributes=[
+            {"Key": "deregistration_delay.timeout_seconds", "Value": "1"}])
+        port = listener_port()
+        client.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=port,
+                               DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
+        client.register_targets(TargetGroupArn=group, Targets=[{"Id": address} for address in addresses])
+        elb_ok(server, "wait", "target-in-service", "--target-group-arn", group,
+               "--targets", *[f"Id={address},Port=8080" for address in addresses])
+
+        # What a user curls: the DNSName (which resolves to this machine) and the listener's port.
+        url = f"http://{balancer['DNSName']}:{port}/"
+        seen = {curl(url, host=balancer["DNSName"])[1] for _ in range(10)}
+        seen |= {curl(f"http://127.0.0.1:{port}/")[1] for _ in range(4)}
+        assert seen == {"page-0", "page-1"}
+
+        # The first target's page starts failing: it is found unhealthy and taken out.
+        docker("exec", names[0], "rm", "/tmp/www/index.html")
+        def unhealthy():
+            health = client.describe_target_health(TargetGroupArn=group, Targets=[{"Id": addresses[0], "Port": 8080}])
+            state = health["TargetHealthDescriptions"][0]["TargetHealth"]
+            return state if state["State"] == "unhealthy" else None
+        state = wait_until(unhealthy, 40, "the failing target to be unhealthy")
+        assert state["Reason"] == "Target.ResponseCodeMismatch"
+        assert "404" in state["Description"]
+        answers = [curl(f"http://127.0.0.1:{port}/") for _ in range(10)]
+        assert answers == [(200, "page-1")] * 10
+
+        # Deregistered, both drain, and the load balancer answers 503 as ALB does.
+        # (With every target unhealthy but registered, ALB fails open instead.)
+        client.deregister_targets(TargetGroupArn=group, Targets=[{"Id": address} for address in addresses])
+        elb_ok(server, "wait", "target-deregistered", "--target-group-arn", group,
+               "--targets", *[f"Id={address},Port=8080" for address in addresses])
+        assert wait_until(lambda: curl(f"http://127.0.0.1:{port}/")[0] == 503, 20, "503 with no healthy target")
+
+        # Deleting the listener closes its port.
+        listener = client.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"][0]
+        client.delete_listener(ListenerArn=listener["ListenerArn"])
+        assert wait_until(lambda: curl(f"http://127.0.0.1:{port}/")[0] == 0, 20, "the listener to close")
+    finally:
+        for name in names:
+            docker("rm", "-f", name, check=False)

@@ -89,3 +89,25 @@ pub async fn run(args: LbArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The ELBv2 API over `store`, and a data plane in this process serving
+/// what it keeps: `flotilla up` and `flotilla server` carry their load
+/// balancers' traffic themselves.
+pub fn start_embedded_data_plane(
+    supervisor: &flotilla_control::Supervisor,
+    store: Arc<dyn flotilla_store::Store>,
+    scope: flotilla_types::arn::Scope,
+) -> Result<Arc<flotilla_elbv2::Elbv2>> {
+    let plane = DataPlane::new(Arc::new(SystemClock))
+        .context("starting the load balancer data plane's worker threads")?;
+    let health = Arc::new(flotilla_elbv2::plane::HealthCache::default());
+    let elbv2 = Arc::new(
+        flotilla_elbv2::Elbv2::new(store, scope)
+            .with_health(Arc::clone(&health) as Arc<dyn flotilla_elbv2::HealthSource>),
+    );
+    supervisor.spawn("elbv2_data_plane", {
+        let elbv2 = Arc::clone(&elbv2);
+        move || flotilla_elbv2::plane::feed(Arc::clone(&elbv2), plane.clone(), Arc::clone(&health))
+    });
+    Ok(elbv2)
+}

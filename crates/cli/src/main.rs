@@ -465,10 +465,11 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     ecs.supervisor().spawn("logs_maintenance", move || {
         maintain_logs(Arc::clone(&maintained), LOGS_MAINTENANCE_INTERVAL)
     });
-    let elbv2 = Arc::new(flotilla_elbv2::Elbv2::new(
+    let elbv2 = lb::start_embedded_data_plane(
+        &supervisor,
         Arc::clone(&store),
         Scope::new(&region.name, &args.account_id),
-    ));
+    )?;
     let edge = Arc::new(Edge {
         ecs,
         credentials: Arc::new(credentials),

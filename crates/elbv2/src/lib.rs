@@ -32,6 +32,7 @@ use flotilla_types::ApiError;
 mod attributes;
 mod listeners;
 mod load_balancers;
+pub mod plane;
 pub mod records;
 pub mod snapshot;
 mod tags;
