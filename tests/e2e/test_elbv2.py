@@ -12,7 +12,8 @@ import subprocess
 import pytest
 from botocore.exceptions import ClientError
 
-from support import AWS_CLI, CLI_TIMEOUT_S, TEST_IMAGE, docker, error_of, unique, wait_until
+from support import (AWS_CLI, CLI_TIMEOUT_S, FLOTILLA_BIN, TEST_IMAGE, docker, error_of, free_port, unique,
+                     wait_until)
 
 ARN_PREFIX = "arn:aws:elasticloadbalancing:us-east-1:000000000000:"
 
@@ -438,3 +439,55 @@ def test_traffic_reaches_healthy_targets_only(server, docker_ready):
     finally:
         for name in names:
             docker("rm", "-f", name, check=False)
+
+
+@pytest.mark.docker
+def test_a_remote_data_plane_keeps_serving_while_the_control_plane_restarts(server_factory, docker_ready, tmp_path):
+    control = server_factory(extra_args=("--no-load-balancer-data-plane",))
+    client = control.client("elbv2")
+    name = f"{CONTAINER_PREFIX}-{unique('remote')}"
+    lb_process = None
+    try:
+        address = start_backend(name, "remote-page")
+        balancer = make_balancer(client, "remote")
+        group = make_group(client, "remote-pages", TargetType="ip", Port=8080, HealthCheckIntervalSeconds=5,
+                           HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2)
+        port = listener_port()
+        client.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=port,
+                               DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
+        client.register_targets(TargetGroupArn=group, Targets=[{"Id": address}])
+        # The control plane itself carries no traffic.
+        assert curl(f"http://127.0.0.1:{port}/")[0] == 0
+
+        env = {**control.cli_env(), "RUST_LOG": "info"}
+        lb_process = subprocess.Popen(
+            [str(FLOTILLA_BIN), "lb", "--control", control.endpoint, "--region", control.region,
+             "--admin-listen", f"127.0.0.1:{free_port()}", "--workers", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lb.stderr", "wb"))
+        wait_until(lambda: curl(f"http://127.0.0.1:{port}/") == (200, "remote-page"), 30,
+                   "the remote data plane to serve the listener")
+        # Its health checks reach DescribeTargetHealth.
+        elb_ok(control, "wait", "target-in-service", "--target-group-arn", group, "--targets", f"Id={address},Port=8080")
+
+        # The control plane is killed: traffic carries on from the last snapshot.
+        control.kill9()
+        answers = [curl(f"http://127.0.0.1:{port}/") for _ in range(20)]
+        assert answers == [(200, "remote-page")] * 20
+        control.start(port=control.port)
+        answers = [curl(f"http://127.0.0.1:{port}/") for _ in range(5)]
+        assert answers == [(200, "remote-page")] * 5
+
+        # After the restart, changes reach it again.
+        client = control.client("elbv2", shared=False)
+        listener = client.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"][0]
+        client.create_rule(ListenerArn=listener["ListenerArn"], Priority=1,
+                           Conditions=[{"Field": "path-pattern", "Values": ["/gone"]}],
+                           Actions=[{"Type": "fixed-response", "FixedResponseConfig": {
+                               "StatusCode": "410", "ContentType": "text/plain", "MessageBody": "gone"}}])
+        wait_until(lambda: curl(f"http://127.0.0.1:{port}/gone") == (410, "gone"), 30, "the new rule to be served")
+        assert curl(f"http://127.0.0.1:{port}/") == (200, "remote-page")
+    finally:
+        if lb_process is not None:
+            lb_process.terminate()
+            lb_process.wait(timeout=15)
+        docker("rm", "-f", name, check=False)

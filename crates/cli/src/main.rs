@@ -187,6 +187,10 @@ struct ServerArgs {
     /// For tests and demos only; 1 outside them.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
     metrics_time_scale: u64,
+    /// Carry no load balancer traffic in this process: `flotilla lb
+    /// --control URL` hosts serve the ELBv2 load balancers instead.
+    #[arg(long)]
+    no_load_balancer_data_plane: bool,
 }
 
 /// `up`: the server's options and the local agent's.
@@ -469,6 +473,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         &supervisor,
         Arc::clone(&store),
         Scope::new(&region.name, &args.account_id),
+        !args.no_load_balancer_data_plane,
     )?;
     let edge = Arc::new(Edge {
         ecs,

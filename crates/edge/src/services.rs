@@ -153,6 +153,20 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         handler: call_ecr,
     },
     modelled(&flotilla_aws::sts::MODEL, true, "InvalidAction", call_sts),
+    // Flotilla's own operations for load balancer data planes on other
+    // hosts (`flotilla lb --control`), signed like ELBv2's.
+    ServiceEntry {
+        label: "flotilla-lb",
+        signing_name: "elasticloadbalancing",
+        protocol: Protocol::Json11,
+        target_prefix: Some(flotilla_elbv2::remote::TARGET_PREFIX),
+        model: None,
+        global: false,
+        body_max_bytes: REQUEST_BODY_MAX_BYTES,
+        operations: flotilla_elbv2::remote::OPERATIONS,
+        not_implemented: "UnsupportedFeatureException",
+        handler: call_flotilla_lb,
+    },
     // Each line below is a service whose model is known but whose handler
     // has not landed: every operation answers `not_implemented`. The issue
     // that implements one replaces its line with a `modelled(...)` entry
@@ -549,5 +563,32 @@ fn call_elbv2<'a>(
         serde_json::from_slice(&body)
             .map(Reply::Value)
             .map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
+    })
+}
+
+/// The data plane operations of `flotilla lb --control` (JSON 1.1).
+fn call_flotilla_lb<'a>(
+    edge: &'a Arc<Edge>,
+    entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        let Some(elbv2) = edge.elbv2.clone() else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        let now_ms = edge.clock.now_ms();
+        let body = json_body(&call).to_vec();
+        let operation = call.operation;
+        let reply = isolated(async move {
+            match elbv2.handle_data_plane(&operation, &body, now_ms) {
+                Some(answer) => answer,
+                None => Err(ApiError::unknown_operation(&format!(
+                    "{}.{operation}",
+                    flotilla_elbv2::remote::TARGET_PREFIX
+                ))),
+            }
+        })
+        .await?;
+        Ok(Reply::Json(reply))
     })
 }

@@ -34,6 +34,7 @@ mod listeners;
 mod load_balancers;
 pub mod plane;
 pub mod records;
+pub mod remote;
 pub mod snapshot;
 mod tags;
 mod target_groups;
@@ -77,6 +78,8 @@ pub struct Elbv2 {
     scope: Scope,
     settings: SnapshotSettings,
     health: Option<Arc<dyn HealthSource>>,
+    /// What data planes on other hosts (`flotilla lb --control`) reported.
+    reported: remote::ReportedHealth,
 }
 
 impl Elbv2 {
@@ -86,6 +89,7 @@ impl Elbv2 {
             scope,
             settings: SnapshotSettings::default(),
             health: None,
+            reported: remote::ReportedHealth::default(),
         }
     }
 

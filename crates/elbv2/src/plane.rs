@@ -32,13 +32,13 @@ impl HealthSource for HealthCache {
         target_group_arn: &str,
         target_id: &str,
         port: u16,
-    ) -> Option<TargetHealth> {
+    ) -> Option<flotilla_aws::elbv2::TargetHealth> {
         let key = (target_group_arn.to_owned(), target_id.to_owned(), port);
         self.targets
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
-            .cloned()
+            .map(crate::target_groups::wire_health)
     }
 }
 
@@ -80,7 +80,7 @@ impl HealthCache {
 /// Applies `snapshot`, leaving out any listener whose port cannot be bound
 /// on this host (logged), so that one unavailable port does not hold back
 /// every other change.
-async fn apply_serving_what_binds(plane: &DataPlane, mut snapshot: Snapshot) {
+pub async fn apply_serving_what_binds(plane: &DataPlane, mut snapshot: Snapshot) {
     let listeners: usize = snapshot
         .load_balancers
         .iter()

@@ -11,7 +11,6 @@ use flotilla_lb::config::{
     self, ConfigError, Listener, LoadBalancer, LoadBalancerAttributes, Protocol, RegistrationState,
     Rule, Snapshot, Target, TargetGroup, TargetGroupAttributes, TargetType,
 };
-use flotilla_lb::health::TargetHealth;
 use flotilla_types::ApiError;
 
 use crate::records::{LoadBalancerRecord, State, TargetGroupRecord};
@@ -51,7 +50,7 @@ pub trait HealthSource: Send + Sync {
         target_group_arn: &str,
         target_id: &str,
         port: u16,
-    ) -> Option<TargetHealth>;
+    ) -> Option<flotilla_aws::elbv2::TargetHealth>;
 }
 
 fn forwarded_groups(action: &WireAction) -> impl Iterator<Item = &str> {

@@ -805,14 +805,18 @@ impl Elbv2 {
             let from_plane = self
                 .health
                 .as_ref()
-                .and_then(|source| source.target_health(&arn, &target.id, target.port));
+                .and_then(|source| source.target_health(&arn, &target.id, target.port))
+                .or_else(|| {
+                    self.reported
+                        .target_health(&arn, &target.id, target.port, call.now_ms)
+                });
             let health = match (registered.is_some(), is_draining, from_plane) {
                 (true, _, Some(health)) if in_use => health,
-                (true, _, _) if !in_use => PlaneHealth::not_in_use(),
-                (true, _, _) if !checks_enabled => PlaneHealth::checks_disabled(),
-                (true, _, _) => PlaneHealth::registering(),
-                (false, true, _) => PlaneHealth::draining(),
-                (false, false, _) => PlaneHealth::not_registered(),
+                (true, _, _) if !in_use => wire_health(&PlaneHealth::not_in_use()),
+                (true, _, _) if !checks_enabled => wire_health(&PlaneHealth::checks_disabled()),
+                (true, _, _) => wire_health(&PlaneHealth::registering()),
+                (false, true, _) => wire_health(&PlaneHealth::draining()),
+                (false, false, _) => wire_health(&PlaneHealth::not_registered()),
             };
             let shown = registered.cloned().unwrap_or(target);
             let check_port = match record.description.health_check_port.as_deref() {
@@ -827,7 +831,7 @@ impl Elbv2 {
                     availability_zone: shown.availability_zone.clone(),
                     quic_server_id: None,
                 }),
-                target_health: Some(wire_health(&health)),
+                target_health: Some(health),
                 ..Default::default()
             });
         }
@@ -838,7 +842,7 @@ impl Elbv2 {
 }
 
 /// The data plane's health in the wire's shape: both use ELBv2's names.
-fn wire_health(health: &PlaneHealth) -> TargetHealth {
+pub(crate) fn wire_health(health: &PlaneHealth) -> TargetHealth {
     serde_json::to_value(health)
         .ok()
         .and_then(|value| serde_json::from_value(value).ok())
