@@ -102,6 +102,12 @@ def test_load_balancer_lifecycle_with_the_cli(server):
     described = elb_ok(server, "describe-load-balancers", "--load-balancer-arns", arn)["LoadBalancers"][0]
     assert described["SecurityGroups"] == ["sg-2", "sg-3"]
 
+    mapped = make_balancer(server.client("elbv2"), unique("nlb"), Type="network", SubnetMappings=[
+        {"SubnetId": "subnet-a", "PrivateIPv4Address": "10.0.0.10"}])
+    assert mapped["Type"] == "network"
+    assert mapped["AvailabilityZones"][0]["LoadBalancerAddresses"] == [{"PrivateIPv4Address": "10.0.0.10"}]
+    assert mapped["LoadBalancerArn"].startswith(ARN_PREFIX + "loadbalancer/net/")
+
     elb_ok(server, "delete-load-balancer", "--load-balancer-arn", arn)
     assert "LoadBalancerNotFound" in elb_error(server, "describe-load-balancers", "--names", name)
     # Deleting again succeeds, as in ELBv2.
@@ -297,6 +303,9 @@ def test_targets_register_deregister_and_health(server):
         assert error_of(refused)[0] == "InvalidTarget"
         assert reason in error_of(refused)[1]
     client.register_targets(TargetGroupArn=instance_group, Targets=[{"Id": "i-0123456789abcdef0", "Port": 32768}])
+    with pytest.raises(ClientError) as refused:
+        client.describe_target_health(TargetGroupArn=ip_group, Include=["AnomalyDetection"])
+    assert error_of(refused)[0] == "ValidationError" and "Include" in error_of(refused)[1]
 
     with pytest.raises(ClientError) as refused:
         client.deregister_targets(TargetGroupArn=ip_group, Targets=[{"Id": "10.9.9.9"}])

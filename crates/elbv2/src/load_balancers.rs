@@ -5,10 +5,10 @@ use flotilla_aws::elbv2::{
     AvailabilityZone, CreateLoadBalancerInput, CreateLoadBalancerOutput, DeleteLoadBalancerInput,
     DeleteLoadBalancerOutput, DescribeLoadBalancerAttributesInput,
     DescribeLoadBalancerAttributesOutput, DescribeLoadBalancersInput, DescribeLoadBalancersOutput,
-    IpAddressType, LoadBalancer, LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerState,
-    LoadBalancerStateEnum, LoadBalancerTypeEnum, ModifyLoadBalancerAttributesInput,
-    ModifyLoadBalancerAttributesOutput, SetSecurityGroupsInput, SetSecurityGroupsOutput,
-    SetSubnetsInput, SetSubnetsOutput, SubnetMapping,
+    IpAddressType, LoadBalancer, LoadBalancerAddress, LoadBalancerAttribute,
+    LoadBalancerSchemeEnum, LoadBalancerState, LoadBalancerStateEnum, LoadBalancerTypeEnum,
+    ModifyLoadBalancerAttributesInput, ModifyLoadBalancerAttributesOutput, SetSecurityGroupsInput,
+    SetSecurityGroupsOutput, SetSubnetsInput, SetSubnetsOutput, SubnetMapping,
 };
 use flotilla_types::ApiError;
 
@@ -55,24 +55,51 @@ pub(crate) fn type_segment(kind: LoadBalancerTypeEnum) -> &'static str {
 }
 
 fn zones(subnets: &[String], mappings: &[SubnetMapping], region: &str) -> Vec<AvailabilityZone> {
-    let ids: Vec<&str> = subnets
+    let given: Vec<(&str, Option<&SubnetMapping>)> = subnets
         .iter()
-        .map(String::as_str)
-        .chain(mappings.iter().filter_map(|m| m.subnet_id.as_deref()))
+        .map(|subnet| (subnet.as_str(), None))
+        .chain(mappings.iter().map(|mapping| {
+            (
+                mapping.subnet_id.as_deref().unwrap_or_default(),
+                Some(mapping),
+            )
+        }))
         .collect();
-    if ids.is_empty() {
+    if given.is_empty() {
         return vec![AvailabilityZone {
             zone_name: Some(DEFAULT_ZONE.to_owned()),
             ..Default::default()
         }];
     }
-    ids.iter()
+    given
+        .iter()
         .enumerate()
-        .map(|(index, subnet)| AvailabilityZone {
-            subnet_id: Some((*subnet).to_owned()),
-            zone_name: Some(format!("{region}{}", (b'a' + (index % 26) as u8) as char)),
-            load_balancer_addresses: Some(Vec::new()),
-            ..Default::default()
+        .map(|(index, (subnet, mapping))| {
+            // A mapping's addresses are kept and answered as ELBv2 answers them.
+            let addresses = mapping
+                .filter(|m| {
+                    m.allocation_id.is_some()
+                        || m.private_i_pv4_address.is_some()
+                        || m.i_pv6_address.is_some()
+                })
+                .map(|m| {
+                    vec![LoadBalancerAddress {
+                        allocation_id: m.allocation_id.clone(),
+                        i_pv6_address: m.i_pv6_address.clone(),
+                        private_i_pv4_address: m.private_i_pv4_address.clone(),
+                        ..Default::default()
+                    }]
+                })
+                .unwrap_or_default();
+            AvailabilityZone {
+                subnet_id: Some((*subnet).to_owned()),
+                zone_name: Some(format!("{region}{}", (b'a' + (index % 26) as u8) as char)),
+                load_balancer_addresses: Some(addresses),
+                source_nat_ipv6_prefixes: mapping
+                    .and_then(|m| m.source_nat_ipv6_prefix.clone())
+                    .map(|prefix| vec![prefix]),
+                ..Default::default()
+            }
         })
         .collect()
 }

@@ -762,6 +762,15 @@ impl Elbv2 {
         call: &CallContext,
     ) -> Result<DescribeTargetHealthOutput, ApiError> {
         require(input.missing_required())?;
+        if input
+            .include
+            .as_ref()
+            .is_some_and(|include| !include.is_empty())
+        {
+            return Err(validation(
+                "Include (AnomalyDetection, All) is not supported by Flotilla: there is no anomaly detection",
+            ));
+        }
         let arn = input.target_group_arn.unwrap_or_default();
         let state = State::read(&**self.store())?;
         let record = self
