@@ -226,3 +226,112 @@ fn pages_follow_their_markers() {
         "ValidationError"
     );
 }
+
+async fn create_group(
+    api: &Elbv2,
+    input: CreateTargetGroupInput,
+) -> Result<serde_json::Value, flotilla_types::ApiError> {
+    run(api, Elbv2Request::CreateTargetGroup(input), 9).await
+}
+
+#[tokio::test]
+async fn target_groups_take_elbv2s_health_check_defaults_by_protocol() {
+    let api = api();
+    let tcp = create_group(
+        &api,
+        CreateTargetGroupInput {
+            name: Some("tcp".into()),
+            protocol: Some(ProtocolEnum::Tcp),
+            port: Some(5432),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("tcp group");
+    let group = field(&tcp, &["TargetGroups", "0"]);
+    assert_eq!(group["HealthCheckProtocol"], "TCP");
+    assert_eq!(group["HealthCheckTimeoutSeconds"], 10);
+    assert_eq!(group["HealthCheckIntervalSeconds"], 30);
+    assert!(group.get("Matcher").is_none() && group.get("HealthCheckPath").is_none());
+    let nlb_http_check = create_group(
+        &api,
+        CreateTargetGroupInput {
+            name: Some("tcp-http-check".into()),
+            protocol: Some(ProtocolEnum::Tcp),
+            port: Some(80),
+            health_check_protocol: Some(ProtocolEnum::Http),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("tcp group with an HTTP check");
+    let group = field(&nlb_http_check, &["TargetGroups", "0"]);
+    assert_eq!(group["Matcher"]["HttpCode"], "200-399");
+    assert_eq!(group["HealthCheckTimeoutSeconds"], 6);
+    assert_eq!(group["HealthCheckPath"], "/");
+}
+
+#[tokio::test]
+async fn target_group_checks_answer_validation_errors_naming_the_problem() {
+    let api = api();
+    let base = || CreateTargetGroupInput {
+        name: Some("g".into()),
+        protocol: Some(ProtocolEnum::Http),
+        port: Some(80),
+        ..Default::default()
+    };
+    let cases: Vec<(CreateTargetGroupInput, &str)> = vec![
+        (
+            CreateTargetGroupInput {
+                protocol: None,
+                ..base()
+            },
+            "A protocol must be specified",
+        ),
+        (
+            CreateTargetGroupInput {
+                health_check_interval_seconds: Some(4),
+                ..base()
+            },
+            "at 'healthCheckIntervalSeconds'",
+        ),
+        (
+            CreateTargetGroupInput {
+                healthy_threshold_count: Some(11),
+                ..base()
+            },
+            "at 'healthyThresholdCount'",
+        ),
+        (
+            CreateTargetGroupInput {
+                matcher: Some(Matcher {
+                    http_code: Some("600".into()),
+                    grpc_code: None,
+                }),
+                ..base()
+            },
+            "matcher HTTP code '600'",
+        ),
+        (
+            CreateTargetGroupInput {
+                name: Some("-bad".into()),
+                ..base()
+            },
+            "cannot begin or end with a hyphen",
+        ),
+        (
+            CreateTargetGroupInput {
+                health_check_path: Some("health".into()),
+                ..base()
+            },
+            "must begin with '/'",
+        ),
+    ];
+    for (input, expected) in cases {
+        let refused = create_group(&api, input).await.expect_err(expected);
+        assert_eq!(refused.code, "ValidationError", "{expected}");
+        assert!(refused.message.contains(expected), "{}", refused.message);
+    }
+    let state = crate::records::State::read(&**api.store()).expect("state");
+    assert!(state.target_groups.is_empty());
+}
