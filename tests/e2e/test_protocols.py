@@ -139,10 +139,10 @@ def test_wrong_signing_service_is_refused_in_xml(server):
 
 
 def test_cli_elbv2_not_implemented_is_an_error_with_its_code(server):
-    code, stderr = aws(server, "elbv2", "describe-load-balancers")
+    code, stderr = aws(server, "elbv2", "describe-ssl-policies")
     assert code != 0
     assert "(OperationNotPermitted)" in stderr, stderr
-    assert "when calling the DescribeLoadBalancers operation" in stderr
+    assert "when calling the DescribeSSLPolicies operation" in stderr
     assert "not supported by this Flotilla server" in stderr
 
 
@@ -161,16 +161,16 @@ def test_cli_iam_not_implemented(server):
 
 
 def test_query_error_parsed_by_botocore(server):
-    response = query(server, "elasticloadbalancing", "Action=DescribeLoadBalancers&Version=2015-12-01&Marker=abc")
+    response = query(server, "elasticloadbalancing", "Action=DescribeAccountLimits&Version=2015-12-01&Marker=abc")
     assert response.status == 400
     kind, code, message, request_id = xml_error(response)
     assert (kind, code) == ("Sender", "OperationNotPermitted")
     assert request_id == response.headers["x-amzn-requestid"]
-    operation = service_model("elbv2").operation_model("DescribeLoadBalancers")
+    operation = service_model("elbv2").operation_model("DescribeAccountLimits")
     parsed = botocore_parse("query", response, operation.output_shape)
     assert parsed["Error"]["Code"] == "OperationNotPermitted"
     assert parsed["Error"]["Type"] == "Sender"
-    assert "DescribeLoadBalancers" in parsed["Error"]["Message"]
+    assert "DescribeAccountLimits" in parsed["Error"]["Message"]
     assert parsed["ResponseMetadata"]["RequestId"] == request_id
 
 

@@ -187,6 +187,10 @@ struct ServerArgs {
     /// For tests and demos only; 1 outside them.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
     metrics_time_scale: u64,
+    /// Carry no load balancer traffic in this process: `flotilla lb
+    /// --control URL` hosts serve the ELBv2 load balancers instead.
+    #[arg(long)]
+    no_load_balancer_data_plane: bool,
 }
 
 /// `up`: the server's options and the local agent's.
@@ -465,6 +469,12 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     ecs.supervisor().spawn("logs_maintenance", move || {
         maintain_logs(Arc::clone(&maintained), LOGS_MAINTENANCE_INTERVAL)
     });
+    let elbv2 = lb::start_embedded_data_plane(
+        &supervisor,
+        Arc::clone(&store),
+        Scope::new(&region.name, &args.account_id),
+        !args.no_load_balancer_data_plane,
+    )?;
     let edge = Arc::new(Edge {
         ecs,
         credentials: Arc::new(credentials),
@@ -476,6 +486,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         agent_heartbeat_timeout_ms: args.agent_heartbeat_timeout_ms,
         registry: Some(registry),
         logs: Some(logs),
+        elbv2: Some(elbv2),
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %region.name, region_from = %region.source, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");

@@ -63,6 +63,8 @@ pub struct Edge {
     pub registry: Option<Arc<flotilla_registry::Registry>>,
     /// The CloudWatch Logs store, when this server keeps one.
     pub logs: Option<Arc<flotilla_logs::LogsService>>,
+    /// The Elastic Load Balancing API, when this server keeps load balancers.
+    pub elbv2: Option<Arc<flotilla_elbv2::Elbv2>>,
 }
 
 /// The wall clock.

@@ -153,6 +153,20 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         handler: call_ecr,
     },
     modelled(&flotilla_aws::sts::MODEL, true, "InvalidAction", call_sts),
+    // Flotilla's own operations for load balancer data planes on other
+    // hosts (`flotilla lb --control`), signed like ELBv2's.
+    ServiceEntry {
+        label: "flotilla-lb",
+        signing_name: "elasticloadbalancing",
+        protocol: Protocol::Json11,
+        target_prefix: Some(flotilla_elbv2::remote::TARGET_PREFIX),
+        model: None,
+        global: false,
+        body_max_bytes: REQUEST_BODY_MAX_BYTES,
+        operations: flotilla_elbv2::remote::OPERATIONS,
+        not_implemented: "UnsupportedFeatureException",
+        handler: call_flotilla_lb,
+    },
     // Each line below is a service whose model is known but whose handler
     // has not landed: every operation answers `not_implemented`. The issue
     // that implements one replaces its line with a `modelled(...)` entry
@@ -161,7 +175,7 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         &flotilla_aws::elbv2::MODEL,
         false,
         "OperationNotPermittedException",
-        not_implemented,
+        call_elbv2,
     ),
     modelled(
         &flotilla_aws::iam::MODEL,
@@ -530,5 +544,68 @@ fn call_logs<'a>(
         })
         .await
         .map(Reply::Json)
+    })
+}
+
+/// Elastic Load Balancing (Query), from `flotilla-elbv2` over the store.
+fn call_elbv2<'a>(
+    edge: &'a Arc<Edge>,
+    entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        use flotilla_aws::elbv2::Elbv2Request;
+        let Input::Query(value) = call.input else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        let request = match Elbv2Request::from_value(&call.operation, value) {
+            None => return Err(entry.not_implemented(&call.operation)),
+            Some(decoded) => decoded.map_err(query_decode_error)?,
+        };
+        let Some(elbv2) = edge.elbv2.clone() else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        let context = flotilla_elbv2::CallContext {
+            now_ms: edge.clock.now_ms(),
+            fresh_id: edge.ids.uuid(),
+        };
+        let operation = request.operation();
+        let body = isolated(async move {
+            match elbv2.handle(request, &context).await {
+                Some(answer) => answer,
+                None => Err(entry.not_implemented(operation)),
+            }
+        })
+        .await?;
+        serde_json::from_slice(&body)
+            .map(Reply::Value)
+            .map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
+    })
+}
+
+/// The data plane operations of `flotilla lb --control` (JSON 1.1).
+fn call_flotilla_lb<'a>(
+    edge: &'a Arc<Edge>,
+    entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        let Some(elbv2) = edge.elbv2.clone() else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        let now_ms = edge.clock.now_ms();
+        let body = json_body(&call).to_vec();
+        let operation = call.operation;
+        let reply = isolated(async move {
+            match elbv2.handle_data_plane(&operation, &body, now_ms) {
+                Some(answer) => answer,
+                None => Err(ApiError::unknown_operation(&format!(
+                    "{}.{operation}",
+                    flotilla_elbv2::remote::TARGET_PREFIX
+                ))),
+            }
+        })
+        .await?;
+        Ok(Reply::Json(reply))
     })
 }
