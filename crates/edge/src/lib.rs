@@ -19,6 +19,7 @@ use std::sync::Arc;
 use flotilla_control::{Clock, Ecs, IdSource};
 use flotilla_sigv4::Credentials;
 
+mod access;
 mod agent_ws;
 mod api;
 mod loops;
@@ -63,6 +64,8 @@ pub struct Edge {
     pub registry: Option<Arc<flotilla_registry::Registry>>,
     /// The CloudWatch Logs store, when this server keeps one.
     pub logs: Option<Arc<flotilla_logs::LogsService>>,
+    /// IAM's users, roles, policies and keys, and STS's sessions.
+    pub iam: Arc<flotilla_iam::Iam>,
 }
 
 /// The wall clock.

@@ -51,6 +51,10 @@ impl Server {
             agent_heartbeat_timeout_ms,
             registry: None,
             logs: None,
+            iam: Arc::new(flotilla_iam::Iam::new(
+                Arc::new(MemoryStore::new()),
+                "000000000000",
+            )),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
