@@ -344,10 +344,7 @@ impl Iam {
     }
 
     /// The role `arn` names, with its trust policy compiled.
-    pub(crate) fn role_by_arn(
-        &self,
-        arn: &str,
-    ) -> Result<Option<(RoleRecord, Option<Arc<CompiledPolicy>>)>, ApiError> {
+    pub(crate) fn role_by_arn(&self, arn: &str) -> Result<Option<RoleWithTrust>, ApiError> {
         let Some(resource) = arn.strip_prefix(&format!("arn:aws:iam::{}:role/", self.account_id))
         else {
             return Ok(None);
@@ -363,6 +360,9 @@ impl Iam {
         Ok(Some((role.value, trust)))
     }
 }
+
+/// A role and its trust policy, compiled (`None` if it no longer compiles).
+pub(crate) type RoleWithTrust = (RoleRecord, Option<Arc<CompiledPolicy>>);
 
 /// A stored document compiled; one that no longer parses (it was valid
 /// when stored) is left out with an error in the log, never a panic.

@@ -31,7 +31,7 @@ impl Iam {
             description: role.description.clone(),
             max_session_duration: Some(role.max_session_duration_seconds),
             path: Some(role.path.clone()),
-            permissions_boundary: role.permissions_boundary.as_ref().map(boundary_wire),
+            permissions_boundary: role.permissions_boundary.as_deref().map(boundary_wire),
             role_id: Some(role.role_id.clone()),
             role_name: Some(role.name.clone()),
             tags: (!role.tags.is_empty()).then(|| errors::wire_tags(&role.tags)),

@@ -169,9 +169,10 @@ impl Iam {
             }
         }
         if duration > role.max_session_duration_seconds {
-            return Err(validation(format!(
+            return Err(validation(
                 "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
-            )));
+                    .to_owned(),
+            ));
         }
         let subject = SessionSubject::Role {
             role_name: role.name.clone(),
@@ -274,17 +275,17 @@ impl Iam {
 
     /// Removes sessions that expired before `now_ms`; answers how many.
     pub async fn collect_expired_sessions(&self, now_ms: u64) -> Result<usize, ApiError> {
-        let expired: Vec<(String, u64)> = self
+        let expired: Vec<String> = self
             .read_all::<SessionRecord>(SESSIONS)?
             .into_iter()
             .filter(|(_, session)| session.expires_ms <= now_ms)
-            .map(|(id, _)| (id, 0))
+            .map(|(id, _)| id)
             .collect();
         let mut removed = 0;
         for batch in expired.chunks(SESSIONS_COLLECTED_PER_TXN) {
-            let txn = batch.iter().fold(Txn::new(), |txn, (id, _)| {
-                txn.delete(format!("{SESSIONS}{id}"))
-            });
+            let txn = batch
+                .iter()
+                .fold(Txn::new(), |txn, id| txn.delete(format!("{SESSIONS}{id}")));
             self.store
                 .commit(txn)
                 .await

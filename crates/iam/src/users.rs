@@ -19,7 +19,7 @@ impl Iam {
             arn: Some(self.iam_arn("user", &user.path, &user.name)),
             create_date: Some(seconds(user.created_ms)),
             path: Some(user.path.clone()),
-            permissions_boundary: user.permissions_boundary.as_ref().map(boundary_wire),
+            permissions_boundary: user.permissions_boundary.as_deref().map(boundary_wire),
             tags: (!user.tags.is_empty()).then(|| errors::wire_tags(&user.tags)),
             user_id: Some(user.user_id.clone()),
             user_name: Some(user.name.clone()),
@@ -420,9 +420,9 @@ pub(crate) fn status_wire(status: KeyStatus) -> statusType {
     }
 }
 
-pub(crate) fn boundary_wire(arn: &String) -> wire::AttachedPermissionsBoundary {
+pub(crate) fn boundary_wire(arn: &str) -> wire::AttachedPermissionsBoundary {
     wire::AttachedPermissionsBoundary {
-        permissions_boundary_arn: Some(arn.clone()),
+        permissions_boundary_arn: Some(arn.to_owned()),
         permissions_boundary_type: Some(
             wire::PermissionsBoundaryAttachmentType::PermissionsBoundaryPolicy,
         ),
