@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import boto3
 import botocore.exceptions
@@ -353,3 +354,62 @@ def _session_client(server, service: str, credentials: dict):
 def test_the_servers_own_key_is_root_and_unrestricted(server):
     assert server.client("sts").get_caller_identity()["Arn"] == f"arn:aws:iam::{ACCOUNT_ID}:root"
     assert "clusterArns" in server.ecs.list_clusters()
+
+
+SEED_POLICIES = sorted((Path(__file__).resolve().parents[2] / "crates/iam-policy/tests/fixtures/seeds").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", SEED_POLICIES, ids=lambda path: path.stem)
+def test_the_guides_policy_documents_are_accepted_as_written(server, path):
+    iam = server.client("iam")
+    document = path.read_text()
+    name = unique(path.stem.replace("_", "-"))
+    policy = iam.create_policy(PolicyName=name, PolicyDocument=document)["Policy"]
+    stored = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId="v1")["PolicyVersion"]["Document"]
+    assert stored == json.loads(document)
+    # And as a role's inline policy.
+    role = unique("seedrole")
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust({"Service": "ec2.amazonaws.com"})))
+    iam.put_role_policy(RoleName=role, PolicyName="seed", PolicyDocument=document)
+
+
+def test_groups_boundaries_and_source_ip(server):
+    iam = server.client("iam")
+    name, key = user_with_key(server)
+    ecs = server.client("ecs", **key)
+    with pytest.raises(botocore.exceptions.ClientError):
+        ecs.list_clusters()
+    group = unique("operators")
+    iam.create_group(GroupName=group)
+    iam.put_group_policy(GroupName=group, PolicyName="ecs", PolicyDocument=json.dumps(allow("ecs:*")))
+    iam.add_user_to_group(GroupName=group, UserName=name)
+    assert [g["GroupName"] for g in iam.list_groups_for_user(UserName=name)["Groups"]] == [group]
+    assert "clusterArns" in ecs.list_clusters()
+
+    # A permissions boundary caps what the group grants.
+    boundary = iam.create_policy(PolicyName=unique("boundary"),
+                                 PolicyDocument=json.dumps(allow("ecs:Describe*")))["Policy"]["Arn"]
+    iam.put_user_permissions_boundary(UserName=name, PermissionsBoundary=boundary)
+    assert iam.get_user(UserName=name)["User"]["PermissionsBoundary"]["PermissionsBoundaryArn"] == boundary
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        ecs.list_clusters()
+    assert "because no permissions boundary allows the ecs:ListClusters action" in error_of(excinfo)[1]
+    assert ecs.describe_clusters()["clusters"] is not None
+    iam.delete_user_permissions_boundary(UserName=name)
+
+    # aws:SourceIp is the client's address: loopback here.
+    iam.put_user_policy(UserName=name, PolicyName="from-office", PolicyDocument=json.dumps(allow(
+        "ecs:*", effect="Deny", condition={"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}})))
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        ecs.list_clusters()
+    assert "explicit deny" in error_of(excinfo)[1]
+    iam.put_user_policy(UserName=name, PolicyName="from-office", PolicyDocument=json.dumps(allow(
+        "ecs:*", effect="Deny", condition={"NotIpAddress": {"aws:SourceIp": "127.0.0.0/8"}})))
+    assert "clusterArns" in ecs.list_clusters()
+
+    iam.remove_user_from_group(GroupName=group, UserName=name)
+    with pytest.raises(botocore.exceptions.ClientError):
+        ecs.list_clusters()
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        iam.delete_group(GroupName=group)
+    assert error_of(excinfo)[0] == "DeleteConflict"
