@@ -37,7 +37,7 @@ use crate::Edge;
 pub(crate) enum KeySource {
     Unknown,
     Configured,
-    Iam(flotilla_iam::ResolvedKey),
+    Iam(Arc<flotilla_iam::ResolvedKey>),
     Expired,
 }
 
@@ -424,6 +424,20 @@ fn ecs_facts(edge: &Edge, operation: &str, body: &Value) -> Result<OperationFact
     }
     let mut definitions = strings(body.get("taskDefinition"));
     definitions.extend(strings(body.get("taskDefinitions")));
+    // Only these are authorized on the task definition or pass its roles;
+    // the others (DescribeTaskDefinition, ...) on `*`, with no store read.
+    let resolves = matches!(
+        operation,
+        "RunTask"
+            | "StartTask"
+            | "CreateService"
+            | "UpdateService"
+            | "DeregisterTaskDefinition"
+            | "DeleteTaskDefinitions"
+    );
+    if !resolves {
+        definitions.clear();
+    }
     for given in definitions {
         match edge.ecs.task_definition_roles(&given)? {
             Some((resolved, definition_roles)) => {

@@ -32,8 +32,19 @@ pub const CACHE_ENTRIES_MAX: usize = 20_000;
 
 #[derive(Default)]
 pub(crate) struct Cache {
-    keys: Mutex<HashMap<String, (Revision, Arc<SigningSecret>)>>,
+    keys: Mutex<HashMap<String, CachedKey>>,
     identities: Mutex<HashMap<String, (Revision, Arc<Identity>)>>,
+}
+
+/// An access key as its record read at `revision`.
+#[derive(Clone)]
+struct CachedKey {
+    revision: Revision,
+    /// Active (always, for a session).
+    usable: bool,
+    /// A session's expiry.
+    expires_ms: Option<u64>,
+    key: Arc<ResolvedKey>,
 }
 
 /// An access key the store holds, ready for signature verification.
@@ -49,7 +60,7 @@ pub struct ResolvedKey {
 /// What an access key id turned out to be.
 #[derive(Debug)]
 pub enum KeyLookup {
-    Found(ResolvedKey),
+    Found(Arc<ResolvedKey>),
     /// Temporary credentials past their expiry.
     Expired,
     /// Unknown, deleted or inactive.
@@ -120,66 +131,82 @@ pub struct RequestFacts<'a> {
 impl Iam {
     /// The access key `access_key_id`, if IAM holds it and it may sign now.
     pub fn access_key(&self, access_key_id: &str, now_ms: u64) -> Result<KeyLookup, ApiError> {
-        if access_key_id.starts_with("ASIA") {
-            let Some(entry) = self
-                .store
-                .get(&format!("{SESSIONS}{access_key_id}"))
-                .map_err(flotilla_records::store_error)?
-            else {
-                return Ok(KeyLookup::Unknown);
-            };
-            let session: SessionRecord = decode(&entry)?;
-            if session.expires_ms <= now_ms {
-                return Ok(KeyLookup::Expired);
-            }
-            return Ok(KeyLookup::Found(ResolvedKey {
-                secret: self.signing_secret(access_key_id, entry.mod_revision, &session.secret),
-                session_token: Some(session.token),
-                subject: session.subject,
-            }));
-        }
+        let session = access_key_id.starts_with("ASIA");
+        let store_key = if session {
+            format!("{SESSIONS}{access_key_id}")
+        } else {
+            format!("{ACCESS_KEYS}{access_key_id}")
+        };
         let Some(entry) = self
             .store
-            .get(&format!("{ACCESS_KEYS}{access_key_id}"))
+            .get(&store_key)
             .map_err(flotilla_records::store_error)?
         else {
             return Ok(KeyLookup::Unknown);
         };
-        let key: AccessKeyRecord = decode(&entry)?;
-        if key.status != KeyStatus::Active {
+        // The record is decoded only when it changed since it was cached.
+        let cached = {
+            let keys = self
+                .cache
+                .keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            keys.get(access_key_id)
+                .filter(|cached| cached.revision == entry.mod_revision)
+                .cloned()
+        };
+        let cached = match cached {
+            Some(cached) => cached,
+            None => {
+                let cached = if session {
+                    let record: SessionRecord = decode(&entry)?;
+                    CachedKey {
+                        revision: entry.mod_revision,
+                        usable: true,
+                        expires_ms: Some(record.expires_ms),
+                        key: Arc::new(ResolvedKey {
+                            secret: Arc::new(SigningSecret::new(record.secret.expose())),
+                            session_token: Some(record.token),
+                            subject: record.subject,
+                        }),
+                    }
+                } else {
+                    let record: AccessKeyRecord = decode(&entry)?;
+                    CachedKey {
+                        revision: entry.mod_revision,
+                        usable: record.status == KeyStatus::Active,
+                        expires_ms: None,
+                        key: Arc::new(ResolvedKey {
+                            secret: Arc::new(SigningSecret::new(record.secret.expose())),
+                            session_token: None,
+                            subject: SessionSubject::User {
+                                user_name: record.user_name,
+                            },
+                        }),
+                    }
+                };
+                let mut keys = self
+                    .cache
+                    .keys
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if keys.len() >= CACHE_ENTRIES_MAX {
+                    keys.clear();
+                }
+                keys.insert(access_key_id.to_owned(), cached.clone());
+                cached
+            }
+        };
+        if !cached.usable {
             return Ok(KeyLookup::Unknown);
         }
-        Ok(KeyLookup::Found(ResolvedKey {
-            secret: self.signing_secret(access_key_id, entry.mod_revision, &key.secret),
-            session_token: None,
-            subject: SessionSubject::User {
-                user_name: key.user_name,
-            },
-        }))
-    }
-
-    fn signing_secret(
-        &self,
-        access_key_id: &str,
-        revision: Revision,
-        secret: &Secret,
-    ) -> Arc<SigningSecret> {
-        let mut keys = self
-            .cache
-            .keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some((held, signing)) = keys.get(access_key_id) {
-            if *held == revision {
-                return Arc::clone(signing);
-            }
+        if cached
+            .expires_ms
+            .is_some_and(|expires_ms| expires_ms <= now_ms)
+        {
+            return Ok(KeyLookup::Expired);
         }
-        if keys.len() >= CACHE_ENTRIES_MAX {
-            keys.clear();
-        }
-        let signing = Arc::new(SigningSecret::new(secret.expose()));
-        keys.insert(access_key_id.to_owned(), (revision, Arc::clone(&signing)));
-        signing
+        Ok(KeyLookup::Found(cached.key))
     }
 
     /// The revision of IAM's last change.
