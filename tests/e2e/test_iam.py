@@ -110,6 +110,9 @@ def test_users_and_access_keys_take_effect_at_once(server):
         sts.get_caller_identity()
     assert error_of(excinfo)[0] == "InvalidClientTokenId"
     assert aws(server, "iam", "delete-user", "--user-name", "alice-cli")[0] == 0
+    # The secret was handed out once and never logged or stored in the clear
+    # outside the state store.
+    assert secret not in server.stderr_tail(100_000)
     code, missing = aws(server, "iam", "get-user", "--user-name", "alice-cli")
     assert code != 0 and "NoSuchEntity" in missing and "alice-cli" in missing, missing
 
@@ -349,6 +352,24 @@ def _session_client(server, service: str, credentials: dict):
         region_name=server.region,
     )
     return session.client(service, endpoint_url=server.endpoint, config=client_config())
+
+
+def test_a_user_manages_its_own_keys(server):
+    name, key = user_with_key(server, policies={"self": allow(
+        "iam:CreateAccessKey", "iam:ListAccessKeys", "iam:GetUser",
+        resource=f"arn:aws:iam::{ACCOUNT_ID}:user/${{aws:username}}")})
+    iam = server.client("iam", **key)
+    assert iam.get_user()["User"]["UserName"] == name
+    second = iam.create_access_key()["AccessKey"]
+    assert second["UserName"] == name
+    listed = {k["AccessKeyId"] for k in iam.list_access_keys()["AccessKeyMetadata"]}
+    assert listed == {key["access_key"], second["AccessKeyId"]}
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        iam.create_access_key()
+    assert error_of(excinfo)[0] == "LimitExceeded"
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        iam.list_access_keys(UserName="someone-else")
+    assert error_of(excinfo)[0] == "AccessDenied"
 
 
 def test_the_servers_own_key_is_root_and_unrestricted(server):

@@ -239,7 +239,17 @@ fn checks(edge: &Edge, entry: &ServiceEntry, call: &Call) -> Result<Vec<Check>, 
         _ => {
             let resource = match &call.input {
                 Input::Query(value) if entry.signing_name == "iam" => {
-                    iam_resource(&scope_account(edge), value)
+                    match iam_resource(&scope_account(edge), value) {
+                        // A user acting on itself (its own keys, GetUser
+                        // without a name) acts on its own ARN.
+                        any if any == "*" && is_own_user_operation(&call.operation) => {
+                            match &call.identity.principal.kind {
+                                PrincipalKind::User { .. } => call.identity.principal.arn.clone(),
+                                _ => any,
+                            }
+                        }
+                        named => named,
+                    }
                 }
                 _ => "*".to_owned(),
             };
@@ -262,6 +272,14 @@ fn checks(edge: &Edge, entry: &ServiceEntry, call: &Call) -> Result<Vec<Check>, 
     // not list) is authorized as its action on every resource.
     Ok(operations::checks(service, &call.operation, &facts)
         .unwrap_or_else(|_| vec![any(format!("{}:{}", entry.signing_name, call.operation))]))
+}
+
+/// IAM operations that act on the calling user when no `UserName` is given.
+fn is_own_user_operation(operation: &str) -> bool {
+    matches!(
+        operation,
+        "GetUser" | "CreateAccessKey" | "ListAccessKeys" | "UpdateAccessKey" | "DeleteAccessKey"
+    )
 }
 
 fn scope_account(edge: &Edge) -> String {
