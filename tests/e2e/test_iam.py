@@ -276,6 +276,14 @@ def test_pass_role_needs_permission(server):
         containerDefinitions=[{"name": "app", "image": "busybox", "memory": 64}])
     assert registered["taskDefinition"]["taskRoleArn"] == role_arn
 
+    # RunTask passes the roles of the task definition it runs.
+    runner, runner_key = user_with_key(server, policies={"run": allow("ecs:RunTask")})
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        server.client("ecs", **runner_key).run_task(taskDefinition=family)
+    assert error_of(excinfo) == ("AccessDeniedException", (
+        f"User: arn:aws:iam::{ACCOUNT_ID}:user/{runner} is not authorized to perform: iam:PassRole "
+        f"on resource: {role_arn} because no identity-based policy allows the iam:PassRole action"))
+
 
 def test_assume_role_and_session_credentials(server):
     iam = server.client("iam")
