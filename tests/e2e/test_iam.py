@@ -442,3 +442,20 @@ def test_groups_boundaries_and_source_ip(server):
     with pytest.raises(botocore.exceptions.ClientError) as excinfo:
         iam.delete_group(GroupName=group)
     assert error_of(excinfo)[0] == "DeleteConflict"
+
+
+def test_iam_state_and_sessions_survive_kill_9(fresh_server):
+    server = fresh_server
+    name, key = user_with_key(server, policies={"read": allow("ecs:List*")})
+    role = unique("survivor")
+    role_arn = server.client("iam").create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(
+        trust({"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{name}"})))["Role"]["Arn"]
+    session = server.client("sts", **key).assume_role(RoleArn=role_arn, RoleSessionName="before")["Credentials"]
+    server.restart(hard=True)
+    ecs = server.client("ecs", **key)
+    assert "clusterArns" in ecs.list_clusters()
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        ecs.create_cluster(clusterName=unique("no"))
+    assert error_of(excinfo)[0] == "AccessDeniedException"
+    identity = _session_client(server, "sts", session).get_caller_identity()
+    assert identity["Arn"] == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role}/before"
