@@ -459,3 +459,16 @@ def test_iam_state_and_sessions_survive_kill_9(fresh_server):
     assert error_of(excinfo)[0] == "AccessDeniedException"
     identity = _session_client(server, "sts", session).get_caller_identity()
     assert identity["Arn"] == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role}/before"
+
+
+def test_other_services_are_authorized_by_their_iam_actions(server):
+    _, key = user_with_key(server, policies={"watch": allow("cloudwatch:ListMetrics")})
+    cloudwatch = server.client("cloudwatch", **key)
+    assert "Metrics" in cloudwatch.list_metrics()
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        cloudwatch.describe_alarms()
+    assert "cloudwatch:DescribeAlarms" in error_of(excinfo)[1]
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        server.client("logs", **key).describe_log_groups()
+    assert error_of(excinfo)[0] == "AccessDeniedException"
+    assert "logs:DescribeLogGroups" in error_of(excinfo)[1]

@@ -254,7 +254,7 @@ fn checks(edge: &Edge, entry: &ServiceEntry, call: &Call) -> Result<Vec<Check>, 
                 _ => "*".to_owned(),
             };
             return Ok(vec![Check {
-                action: format!("{}:{}", entry.signing_name, call.operation),
+                action: format!("{}:{}", iam_prefix(entry.signing_name), call.operation),
                 resource,
                 condition_keys: Vec::new(),
             }]);
@@ -272,6 +272,14 @@ fn checks(edge: &Edge, entry: &ServiceEntry, call: &Call) -> Result<Vec<Check>, 
     // not list) is authorized as its action on every resource.
     Ok(operations::checks(service, &call.operation, &facts)
         .unwrap_or_else(|_| vec![any(format!("{}:{}", entry.signing_name, call.operation))]))
+}
+
+/// The service prefix IAM's actions use, where it is not the signing name.
+fn iam_prefix(signing_name: &str) -> &str {
+    match signing_name {
+        "monitoring" => "cloudwatch",
+        other => other,
+    }
 }
 
 /// IAM operations that act on the calling user when no `UserName` is given.
@@ -513,6 +521,8 @@ mod tests {
             "arn:aws:iam::123456789012:user/alice"
         );
         assert_eq!(iam_resource("123456789012", &serde_json::json!({})), "*");
+        assert_eq!(iam_prefix("monitoring"), "cloudwatch");
+        assert_eq!(iam_prefix("logs"), "logs");
     }
 
     #[test]
