@@ -525,6 +525,128 @@ mod tests {
         assert_eq!(iam_prefix("logs"), "logs");
     }
 
+    fn edge() -> Edge {
+        use flotilla_control::Ecs;
+        use flotilla_store::MemoryStore;
+        let store: Arc<dyn flotilla_store::Store> = Arc::new(MemoryStore::new());
+        let ecs = Arc::new(Ecs::new(
+            Arc::clone(&store),
+            flotilla_types::arn::Scope::new("us-east-1", "000000000000"),
+            Arc::new(crate::SystemClock),
+            Arc::new(crate::RandomIds),
+        ));
+        Edge {
+            ecs,
+            credentials: Arc::new(
+                flotilla_sigv4::Credentials::from_pairs([("test", "test")]).expect("credentials"),
+            ),
+            clock: Arc::new(crate::SystemClock),
+            ids: Arc::new(crate::RandomIds),
+            metrics: crate::Metrics::default(),
+            principals: Default::default(),
+            iam: Arc::new(flotilla_iam::Iam::new(Arc::clone(&store), "000000000000")),
+            store,
+            agent_heartbeat_timeout_ms: 60_000,
+            registry: None,
+            logs: None,
+        }
+    }
+
+    /// (action, resource, condition keys) of each check, for comparison.
+    fn checks_of(
+        edge: &Edge,
+        operation: &str,
+        body: Value,
+    ) -> Vec<(String, String, Vec<(String, Vec<String>)>)> {
+        let facts = ecs_facts(edge, operation, &body).expect("facts");
+        operations::checks(Service::Ecs, operation, &facts)
+            .expect("a rule")
+            .into_iter()
+            .map(|check| (check.action, check.resource, check.condition_keys))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn ecs_requests_are_authorized_on_resolved_arns_and_pass_their_roles() {
+        let edge = edge();
+        let caller = flotilla_control::Caller {
+            access_key_id: "test".to_owned(),
+            principal_arn: "arn:aws:iam::000000000000:root".to_owned(),
+        };
+        let register = flotilla_types::ecs::EcsRequest::decode(
+            "RegisterTaskDefinition",
+            br#"{"family":"web","taskRoleArn":"arn:aws:iam::000000000000:role/app","containerDefinitions":[{"name":"c","image":"busybox","memory":64}]}"#,
+        )
+        .expect("known")
+        .expect("decodes");
+        edge.ecs
+            .handle(&caller, register)
+            .await
+            .expect("registered");
+
+        let run = checks_of(
+            &edge,
+            "RunTask",
+            serde_json::json!({"cluster": "prod", "taskDefinition": "web"}),
+        );
+        let cluster = "arn:aws:ecs:us-east-1:000000000000:cluster/prod".to_owned();
+        assert_eq!(run[0].0, "ecs:RunTask");
+        assert_eq!(
+            run[0].1,
+            "arn:aws:ecs:us-east-1:000000000000:task-definition/web:1"
+        );
+        assert!(
+            run[0]
+                .2
+                .contains(&("ecs:cluster".to_owned(), vec![cluster])),
+            "{:?}",
+            run[0].2
+        );
+        let pass = run
+            .iter()
+            .find(|check| check.0 == "iam:PassRole")
+            .expect("PassRole checked");
+        assert_eq!(pass.1, "arn:aws:iam::000000000000:role/app");
+        assert_eq!(
+            pass.2,
+            vec![(
+                "iam:PassedToService".to_owned(),
+                vec!["ecs-tasks.amazonaws.com".to_owned()]
+            )]
+        );
+
+        let describe = checks_of(
+            &edge,
+            "DescribeTaskDefinition",
+            serde_json::json!({"taskDefinition": "web"}),
+        );
+        assert_eq!(
+            describe,
+            vec![(
+                "ecs:DescribeTaskDefinition".to_owned(),
+                "*".to_owned(),
+                Vec::new()
+            )]
+        );
+
+        let stop = checks_of(&edge, "StopTask", serde_json::json!({"task": "abc"}));
+        assert_eq!(
+            stop[0].1,
+            "arn:aws:ecs:us-east-1:000000000000:task/default/abc"
+        );
+
+        let service = checks_of(
+            &edge,
+            "CreateService",
+            serde_json::json!({"cluster": "prod", "serviceName": "api", "taskDefinition": "web"}),
+        );
+        assert_eq!(
+            service[0].1,
+            "arn:aws:ecs:us-east-1:000000000000:service/prod/api"
+        );
+        assert!(service.iter().any(|check| check.0 == "iam:PassRole"));
+    }
+
     #[test]
     fn short_names_of_arns() {
         assert_eq!(short_name("arn:aws:ecs:us-east-1:1:cluster/prod"), "prod");
