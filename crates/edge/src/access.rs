@@ -552,12 +552,10 @@ mod tests {
         }
     }
 
-    /// (action, resource, condition keys) of each check, for comparison.
-    fn checks_of(
-        edge: &Edge,
-        operation: &str,
-        body: Value,
-    ) -> Vec<(String, String, Vec<(String, Vec<String>)>)> {
+    /// (action, resource, condition keys) of a check, for comparison.
+    type Seen = (String, String, Vec<(String, Vec<String>)>);
+
+    fn checks_of(edge: &Edge, operation: &str, body: Value) -> Vec<Seen> {
         let facts = ecs_facts(edge, operation, &body).expect("facts");
         operations::checks(Service::Ecs, operation, &facts)
             .expect("a rule")
