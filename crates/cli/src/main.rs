@@ -475,6 +475,14 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         Scope::new(&region.name, &args.account_id),
         !args.no_load_balancer_data_plane,
     )?;
+    let iam = Arc::new(flotilla_iam::Iam::new(
+        Arc::clone(&store),
+        ecs.scope().account_id.clone(),
+    ));
+    let collected = Arc::clone(&iam);
+    supervisor.spawn("iam_sessions", move || {
+        collect_iam_sessions(Arc::clone(&collected), IAM_SESSIONS_COLLECT_INTERVAL)
+    });
     let edge = Arc::new(Edge {
         ecs,
         credentials: Arc::new(credentials),
@@ -487,6 +495,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         registry: Some(registry),
         logs: Some(logs),
         elbv2: Some(elbv2),
+        iam,
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %region.name, region_from = %region.source, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");
@@ -503,10 +512,13 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         );
         println!("  aws --endpoint-url http://{address} ecs list-clusters");
     }
-    axum::serve(listener, flotilla_edge::router(edge))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the API")?;
+    axum::serve(
+        listener,
+        flotilla_edge::router(edge).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving the API")?;
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -549,6 +561,24 @@ fn start_local_agent(
             }
         }
     });
+}
+
+/// How often STS sessions past their expiry are removed from the store
+/// (they stop working at their expiry regardless).
+const IAM_SESSIONS_COLLECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+async fn collect_iam_sessions(iam: Arc<flotilla_iam::Iam>, period: std::time::Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now_ms = flotilla_control::Clock::now_ms(&SystemClock);
+        match iam.collect_expired_sessions(now_ms).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "expired STS sessions removed"),
+            Err(error) => tracing::warn!(%error, "removing expired STS sessions failed"),
+        }
+    }
 }
 
 /// How often the logs store expires events past their retention and
