@@ -465,6 +465,10 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     ecs.supervisor().spawn("logs_maintenance", move || {
         maintain_logs(Arc::clone(&maintained), LOGS_MAINTENANCE_INTERVAL)
     });
+    let s3_dir = data_dir.join("s3");
+    let s3 = flotilla_s3::S3::open(Arc::clone(&store), &s3_dir, &region.name).map_err(|error| {
+        anyhow::anyhow!("opening the object store in {}: {error}", s3_dir.display())
+    })?;
     let edge = Arc::new(Edge {
         ecs,
         credentials: Arc::new(credentials),
@@ -476,6 +480,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         agent_heartbeat_timeout_ms: args.agent_heartbeat_timeout_ms,
         registry: Some(registry),
         logs: Some(logs),
+        s3: Some(Arc::new(s3)),
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %region.name, region_from = %region.source, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");

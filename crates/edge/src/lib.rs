@@ -24,6 +24,7 @@ mod api;
 mod loops;
 mod metrics;
 mod registry;
+mod s3;
 mod services;
 
 pub use api::router;
@@ -63,6 +64,8 @@ pub struct Edge {
     pub registry: Option<Arc<flotilla_registry::Registry>>,
     /// The CloudWatch Logs store, when this server keeps one.
     pub logs: Option<Arc<flotilla_logs::LogsService>>,
+    /// The S3-compatible object store, when this server keeps one.
+    pub s3: Option<Arc<flotilla_s3::S3>>,
 }
 
 /// The wall clock.

@@ -57,6 +57,16 @@ pub enum S3Error {
     MethodNotAllowed,
     #[error("{what} is not implemented by this server")]
     NotImplemented { what: String },
+    #[error("The requested partnumber is not satisfiable")]
+    InvalidPart,
+    /// A signature refused, with the code, status and message S3 gives it
+    /// (`flotilla_sigv4::VerifyError::s3_error`).
+    #[error("{message}")]
+    Signature {
+        code: &'static str,
+        status: u16,
+        message: String,
+    },
     #[error("We encountered an internal error. Please try again.")]
     Internal { detail: String },
 }
@@ -89,6 +99,8 @@ impl S3Error {
             Self::NotModified => "NotModified",
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::NotImplemented { .. } => "NotImplemented",
+            Self::InvalidPart => "InvalidPartNumber",
+            Self::Signature { code, .. } => code,
             Self::Internal { .. } => "InternalError",
         }
     }
@@ -98,6 +110,8 @@ impl S3Error {
             Self::NoSuchBucket { .. } | Self::NoSuchKey { .. } => 404,
             Self::BucketAlreadyOwnedByYou { .. } | Self::BucketNotEmpty { .. } => 409,
             Self::ChunkSignatureMismatch => 403,
+            Self::Signature { status, .. } => *status,
+            Self::InvalidPart => 416,
             Self::InvalidRange { .. } => 416,
             Self::MissingContentLength => 411,
             Self::PreconditionFailed { .. } => 412,
@@ -137,10 +151,17 @@ impl S3Error {
         }
     }
 
-    pub(crate) fn internal(detail: impl Into<String>) -> Self {
+    pub fn internal(detail: impl Into<String>) -> Self {
         let detail = detail.into();
         tracing::error!(%detail, "s3 request failed");
         Self::Internal { detail }
+    }
+
+    /// The placeholder an answer starts from before anything decided it.
+    pub fn internal_unanswered() -> Self {
+        Self::Internal {
+            detail: "unanswered".to_owned(),
+        }
     }
 
     pub fn not_implemented(what: impl Into<String>) -> Self {

@@ -26,6 +26,7 @@ pub mod checksum;
 mod error;
 mod list;
 pub mod names;
+mod read;
 pub mod records;
 
 use std::collections::HashSet;
@@ -38,6 +39,7 @@ use flotilla_store::{Store, Txn};
 pub use blobs::{BlobStore, BlobWriter, WrittenBlob, OBJECT_SIZE_MAX_BYTES, WRITE_BATCH_BYTES};
 pub use error::S3Error;
 pub use list::{ListObjectsV2, ListPage, ListedItem, LIST_KEYS_MAX};
+pub use read::HashCheckedReader;
 use records::{BucketRecord, BucketState, ObjectHeaders, ObjectRecord};
 
 /// How many buckets one account may have: S3's default quota.
@@ -305,6 +307,11 @@ impl S3 {
                 Err(error)
             }
         }
+    }
+
+    /// Removes a written blob that will not be stored (its digests failed).
+    pub async fn remove_blob(&self, blob_id: &str) {
+        self.blobs.remove(blob_id).await;
     }
 
     /// HeadObject: the record alone.
