@@ -96,7 +96,7 @@ pub(crate) async fn handle(State(edge): State<Arc<Edge>>, request: Request) -> R
     let mut response = match outcome.result {
         Ok(response) => response,
         Err(error) => {
-            if error.status() >= 500 {
+            if error.status() >= 500 && error.code() != "NotImplemented" {
                 tracing::error!(%request_id, operation = outcome.operation, %error, "s3 request failed");
             } else {
                 tracing::debug!(%request_id, operation = outcome.operation, %error, "s3 request refused");

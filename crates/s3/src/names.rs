@@ -5,12 +5,6 @@ use crate::S3Error;
 /// Longest object key S3 takes, in UTF-8 bytes.
 pub const KEY_MAX_BYTES: usize = 1024;
 
-/// Bucket names the edge cannot serve in path-style addressing because a
-/// route of its own answers their path (`GET /health`, `GET /metrics`).
-/// The registry's `/v2/` needs no entry: a bucket name has at least three
-/// characters. Refused at CreateBucket with a message naming the reason.
-pub const RESERVED_BUCKET_NAMES: &[&str] = &["health", "metrics"];
-
 /// Checks a bucket name against S3's general purpose bucket naming rules.
 pub fn check_bucket_name(name: &str) -> Result<(), S3Error> {
     let refuse = |reason: &str| S3Error::InvalidBucketName {
@@ -65,11 +59,6 @@ pub fn check_bucket_name(name: &str) -> Result<(), S3Error> {
             )));
         }
     }
-    if RESERVED_BUCKET_NAMES.contains(&name) {
-        return Err(refuse(&format!(
-            "The path /{name} is this endpoint's own; this server reserves the name."
-        )));
-    }
     Ok(())
 }
 
@@ -107,8 +96,6 @@ mod tests {
             "192.168.5.4",
             "xn--abc",
             "name-s3alias",
-            "health",
-            "metrics",
         ] {
             let error = check_bucket_name(bad).expect_err(bad);
             assert_eq!(error.code(), "InvalidBucketName", "{bad}");

@@ -183,7 +183,9 @@ impl ChunkedDecoder {
 mod tests {
     use super::*;
 
-    fn decode(body: &[u8], piece: usize) -> Result<(Vec<u8>, Vec<(String, String)>), S3Error> {
+    type Trailers = Vec<(String, String)>;
+
+    fn decode(body: &[u8], piece: usize) -> Result<(Vec<u8>, Trailers), S3Error> {
         let mut decoder = ChunkedDecoder::new(None);
         let mut out = Vec::new();
         for part in body.chunks(piece) {
