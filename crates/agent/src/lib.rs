@@ -21,6 +21,7 @@ pub mod backoff;
 pub mod channel;
 pub mod clock;
 pub mod engine;
+pub mod env_files;
 pub mod host;
 pub mod instance;
 pub mod metadata;
@@ -308,6 +309,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         registry_credentials: Some(Arc::new(registry_auth::ControlPlaneRegistry::new(
             api.clone(),
         ))),
+        environment_files: Some(env_files::ControlPlaneObjects::new(api.clone())),
         stats_interval: config.stats_interval,
         ..EngineSettings::default()
     };
