@@ -29,9 +29,10 @@ const DOCKER_API_MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 17..=41;
 
 /// Capabilities this agent truly has, and nothing more: awsvpc (task ENIs,
 /// emulated with a task network), health checks, container ordering,
-/// privileged containers, local-driver Docker volumes, and the engine's
-/// default json-file logging. Not here: awslogs, task IAM roles, secrets,
-/// S3 environment files, EFS, GPUs, firelens.
+/// privileged containers, local-driver Docker volumes, the engine's
+/// default json-file logging, and environment files from S3 (read through
+/// the control plane's S3 API, `env_files.rs`). Not here: awslogs, task IAM
+/// roles, secrets, EFS, GPUs, firelens.
 pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.task-eni",
     "ecs.capability.container-health-check",
@@ -39,6 +40,7 @@ pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.docker-plugin.local",
     "com.amazonaws.ecs.capability.privileged-container",
     "com.amazonaws.ecs.capability.logging-driver.json-file",
+    "ecs.capability.env-files.s3",
 ];
 
 /// Facts about the machine, read once at start.
