@@ -100,15 +100,61 @@ def test_cli_sees_s3_errors(server, tmp_path):
     no_bucket = aws(server, "s3api", "list-objects-v2", "--bucket", bucket_name("absent"), check=False)
     assert "NoSuchBucket" in no_bucket.stderr
 
-    # Above the CLI's multipart threshold: S3's own NotImplemented, naming it.
-    big = tmp_path / "big.bin"
-    with open(big, "wb") as file:
-        file.truncate(CLI_MULTIPART_THRESHOLD_BYTES + 1)
-    refused = aws(server, "s3", "cp", str(big), f"s3://{bucket}/big.bin", check=False)
-    assert refused.returncode != 0
-    assert "NotImplemented" in refused.stderr and "multipart_threshold" in refused.stderr
     listing = s3(server).list_objects_v2(Bucket=bucket)
     assert listing["KeyCount"] == 0
+
+
+def test_cli_uploads_above_its_multipart_threshold(server, tmp_path):
+    bucket = bucket_name("multipart")
+    aws(server, "s3", "mb", f"s3://{bucket}")
+    big = tmp_path / "big.bin"
+    data = os.urandom(2 * CLI_MULTIPART_THRESHOLD_BYTES + 12345)
+    big.write_bytes(data)
+    aws(server, "s3", "cp", str(big), f"s3://{bucket}/big.bin")
+    head = s3(server).head_object(Bucket=bucket, Key="big.bin")
+    assert head["ContentLength"] == len(data)
+    # S3's multipart ETag: the MD5 of the parts' MD5s, and their count.
+    assert head["ETag"].strip('"').endswith("-3"), head["ETag"]
+    back = tmp_path / "back.bin"
+    aws(server, "s3", "cp", f"s3://{bucket}/big.bin", str(back))
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(data).digest()
+    # No upload or part is left behind: only the object's blob remains.
+    blobs = list((server.data_dir / "s3" / "blobs").iterdir())
+    assert sum(1 for blob in blobs if blob.stat().st_size == len(data)) == 1
+
+
+def test_multipart_errors_and_abort(server):
+    client = s3(server)
+    bucket = bucket_name("parts")
+    client.create_bucket(Bucket=bucket)
+    upload = client.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    small = client.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=1, Body=b"a" * 10)
+    other = client.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=2, Body=b"b" * 10)
+    with pytest.raises(ClientError) as excinfo:
+        client.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload, MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": other["ETag"]}, {"PartNumber": 2, "ETag": other["ETag"]}]})
+    assert error_of(excinfo)[0] == "InvalidPart"
+    with pytest.raises(ClientError) as excinfo:
+        client.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload, MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": small["ETag"]}, {"PartNumber": 2, "ETag": other["ETag"]}]})
+    assert error_of(excinfo)[0] == "EntityTooSmall"
+    with pytest.raises(ClientError) as excinfo:
+        client.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload, MultipartUpload={
+            "Parts": [{"PartNumber": 2, "ETag": small["ETag"]}, {"PartNumber": 1, "ETag": small["ETag"]}]})
+    assert error_of(excinfo)[0] == "InvalidPartOrder"
+    client.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload)
+    with pytest.raises(ClientError) as excinfo:
+        client.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=3, Body=b"c")
+    assert error_of(excinfo)[0] == "NoSuchUpload"
+    # A single small part is a whole object.
+    upload = client.create_multipart_upload(Bucket=bucket, Key="one", ContentType="text/plain")["UploadId"]
+    part = client.upload_part(Bucket=bucket, Key="one", UploadId=upload, PartNumber=1, Body=b"only part")
+    done = client.complete_multipart_upload(Bucket=bucket, Key="one", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    expected = hashlib.md5(bytes.fromhex(part["ETag"].strip('"'))).hexdigest() + "-1"
+    assert done["ETag"].strip('"') == expected
+    got = client.get_object(Bucket=bucket, Key="one")
+    assert got["Body"].read() == b"only part" and got["ContentType"] == "text/plain"
 
 
 def test_boto3_put_get_list(server):

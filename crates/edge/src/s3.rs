@@ -336,7 +336,9 @@ async fn dispatch(
                     "x-amz-object-ownership",
                 ],
             )?;
-            let body = read_small_body(&parts.headers, body, payload).await?;
+            let body =
+                read_small_body(&parts.headers, body, payload, BUCKET_REQUEST_BODY_MAX_BYTES)
+                    .await?;
             let constraint = xml::location_constraint(&body)?;
             s3.create_bucket(bucket, constraint.as_deref(), edge.clock.now_ms())
                 .await?;
@@ -368,6 +370,10 @@ async fn dispatch(
             *operation = "ListObjectsV2";
             list_objects_v2(edge, s3, bucket, &parameters)
         }
+        (&Method::GET, Some(_), None) if parameter(&parameters, "uploads").is_some() => {
+            *operation = "ListMultipartUploads";
+            Err(S3Error::not_implemented("ListMultipartUploads"))
+        }
         (&Method::GET, Some(_), None) => {
             *operation = "ListObjects";
             Err(S3Error::not_implemented(
@@ -375,11 +381,29 @@ async fn dispatch(
             ))
         }
         (&Method::PUT, Some(bucket), Some(key)) => {
-            *operation = "PutObject";
-            if parameter(&parameters, "partNumber").is_some() {
+            if parameter(&parameters, "partNumber").is_some()
+                || parameter(&parameters, "uploadId").is_some()
+            {
                 *operation = "UploadPart";
-                return Err(multipart_not_implemented());
+                if parts.headers.contains_key("x-amz-copy-source") {
+                    *operation = "UploadPartCopy";
+                    return Err(S3Error::not_implemented(
+                        "UploadPartCopy (x-amz-copy-source)",
+                    ));
+                }
+                return upload_part(
+                    edge,
+                    s3,
+                    &parts.headers,
+                    body,
+                    payload,
+                    bucket,
+                    key,
+                    &parameters,
+                )
+                .await;
             }
+            *operation = "PutObject";
             if parts.headers.contains_key("x-amz-copy-source") {
                 *operation = "CopyObject";
                 return Err(S3Error::not_implemented("CopyObject (x-amz-copy-source)"));
@@ -387,12 +411,29 @@ async fn dispatch(
             only_parameters(&parameters, &[])?;
             put_object(edge, s3, &parts, body, payload, bucket, key).await
         }
-        (&Method::POST, Some(_), Some(_))
-            if parameter(&parameters, "uploads").is_some()
-                || parameter(&parameters, "uploadId").is_some() =>
-        {
+        (&Method::POST, Some(bucket), Some(key)) if parameter(&parameters, "uploads").is_some() => {
             *operation = "CreateMultipartUpload";
-            Err(multipart_not_implemented())
+            create_multipart_upload(edge, s3, &parts.headers, bucket, key, &parameters).await
+        }
+        (&Method::POST, Some(bucket), Some(key))
+            if parameter(&parameters, "uploadId").is_some() =>
+        {
+            *operation = "CompleteMultipartUpload";
+            complete_multipart_upload(
+                edge,
+                s3,
+                &parts.headers,
+                body,
+                payload,
+                bucket,
+                key,
+                &parameters,
+            )
+            .await
+        }
+        (&Method::GET, Some(_), Some(_)) if parameter(&parameters, "uploadId").is_some() => {
+            *operation = "ListParts";
+            Err(S3Error::not_implemented("ListParts"))
         }
         (&Method::GET | &Method::HEAD, Some(bucket), Some(key)) => {
             let with_body = method == Method::GET;
@@ -405,9 +446,11 @@ async fn dispatch(
         }
         (&Method::DELETE, Some(bucket), Some(key)) => {
             *operation = "DeleteObject";
-            if parameter(&parameters, "uploadId").is_some() {
+            if let Some(upload_id) = parameter(&parameters, "uploadId") {
                 *operation = "AbortMultipartUpload";
-                return Err(multipart_not_implemented());
+                only_parameters(&parameters, &["uploadId"])?;
+                s3.abort_multipart_upload(bucket, key, upload_id).await?;
+                return Ok(StatusCode::NO_CONTENT.into_response());
             }
             only_parameters(&parameters, &[])?;
             s3.delete_object(bucket, key).await?;
@@ -415,13 +458,6 @@ async fn dispatch(
         }
         _ => Err(S3Error::MethodNotAllowed),
     }
-}
-
-fn multipart_not_implemented() -> S3Error {
-    S3Error::not_implemented(
-        "Multipart upload (objects above the AWS CLI's 8 MB multipart_threshold; raise it with \
-         `aws configure set default.s3.multipart_threshold 5GB`)",
-    )
 }
 
 fn set(response: &mut Response, name: &'static str, value: &str) {
@@ -525,14 +561,15 @@ async fn read_small_body(
     headers: &HeaderMap,
     body: Body,
     payload: S3Payload,
+    limit_bytes: usize,
 ) -> Result<bytes::Bytes, S3Error> {
     let declared = header_text(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > BUCKET_REQUEST_BODY_MAX_BYTES) {
+    if declared.is_some_and(|length| length > limit_bytes) {
         return Err(S3Error::invalid_argument(
             "The request body is too large for this operation.",
         ));
     }
-    let bytes = http_body_util::Limited::new(body, BUCKET_REQUEST_BODY_MAX_BYTES)
+    let bytes = http_body_util::Limited::new(body, limit_bytes)
         .collect()
         .await
         .map_err(|_| S3Error::IncompleteBody)?
@@ -612,29 +649,21 @@ fn requested_checksum(
     Ok(None)
 }
 
-async fn put_object(
-    edge: &Edge,
-    s3: &S3,
-    parts: &axum::http::request::Parts,
-    body: Body,
-    payload: S3Payload,
-    bucket: &str,
-    key: &str,
-) -> Result<Response, S3Error> {
-    let headers = &parts.headers;
-    refuse_headers(
-        headers,
-        &[
-            "x-amz-acl",
-            "x-amz-grant-",
-            "x-amz-server-side-encryption",
-            "x-amz-tagging",
-            "x-amz-website-redirect-location",
-            "x-amz-object-lock-",
-            "if-match",
-            "if-none-match",
-        ],
-    )?;
+/// Headers a write (PutObject, CreateMultipartUpload) refuses because they
+/// ask for what this store does not keep.
+const REFUSED_WRITE_HEADERS: &[&str] = &[
+    "x-amz-acl",
+    "x-amz-grant-",
+    "x-amz-server-side-encryption",
+    "x-amz-tagging",
+    "x-amz-website-redirect-location",
+    "x-amz-object-lock-",
+    "if-match",
+    "if-none-match",
+];
+
+fn check_write_headers(headers: &HeaderMap) -> Result<(), S3Error> {
+    refuse_headers(headers, REFUSED_WRITE_HEADERS)?;
     if let Some(class) = header_text(headers, "x-amz-storage-class") {
         if class != "STANDARD" {
             return Err(S3Error::not_implemented(format!(
@@ -642,6 +671,19 @@ async fn put_object(
             )));
         }
     }
+    Ok(())
+}
+
+/// What a body-carrying request (PutObject, UploadPart) says about its body.
+struct BodyClaims {
+    payload: S3Payload,
+    declared_bytes: u64,
+    content_md5_hex: Option<String>,
+    checksum: Option<(ChecksumAlgorithm, Option<String>)>,
+    signed_sha256: Option<String>,
+}
+
+fn body_claims(headers: &HeaderMap, payload: S3Payload) -> Result<BodyClaims, S3Error> {
     let chunked = matches!(
         payload,
         S3Payload::SignedChunks(_) | S3Payload::UnsignedChunksWithTrailer
@@ -656,19 +698,19 @@ async fn put_object(
     } else {
         "content-length"
     };
-    let declared = match header_text(headers, length_header) {
+    let declared_bytes = match header_text(headers, length_header) {
         Some(text) => text
             .parse::<u64>()
             .map_err(|_| S3Error::invalid_argument(format!("{length_header} is not a number")))?,
         None => return Err(S3Error::MissingContentLength),
     };
-    if declared > OBJECT_SIZE_MAX_BYTES {
+    if declared_bytes > OBJECT_SIZE_MAX_BYTES {
         return Err(S3Error::EntityTooLarge {
-            size_bytes: declared,
+            size_bytes: declared_bytes,
             limit_bytes: OBJECT_SIZE_MAX_BYTES,
         });
     }
-    let content_md5 = header_text(headers, "content-md5")
+    let content_md5_hex = header_text(headers, "content-md5")
         .map(|value| {
             base64::engine::general_purpose::STANDARD
                 .decode(value)
@@ -678,18 +720,25 @@ async fn put_object(
                 .ok_or(S3Error::InvalidDigest)
         })
         .transpose()?;
-    let checksum = requested_checksum(headers)?;
-    let object_headers = object_headers(headers)?;
-    let blob_id = edge.ids.uuid();
-    let mut writer = s3
-        .create_blob(
-            bucket,
-            key,
-            &blob_id,
-            checksum.as_ref().map(|(algorithm, _)| *algorithm),
-        )
-        .await?;
-    let mut decoder = match payload {
+    Ok(BodyClaims {
+        payload,
+        declared_bytes,
+        content_md5_hex,
+        checksum: requested_checksum(headers)?,
+        signed_sha256: payload_hash(headers),
+    })
+}
+
+/// Streams the body into `writer` (decoding `aws-chunked` and checking each
+/// chunk's signature), then holds the written blob to every claim; a blob
+/// that fails one is removed.
+async fn receive(
+    s3: &S3,
+    body: Body,
+    claims: BodyClaims,
+    mut writer: flotilla_s3::BlobWriter,
+) -> Result<flotilla_s3::WrittenBlob, S3Error> {
+    let mut decoder = match claims.payload {
         S3Payload::SignedChunks(signatures) => Some(chunked::ChunkedDecoder::new(Some(signatures))),
         S3Payload::UnsignedChunksWithTrailer => Some(chunked::ChunkedDecoder::new(None)),
         _ => None,
@@ -709,7 +758,7 @@ async fn put_object(
             }
             None => writer.write(&data).await?,
         }
-        if writer.size_bytes() > declared {
+        if writer.size_bytes() > claims.declared_bytes {
             return Err(S3Error::invalid_argument(
                 "The body is longer than the length the request declared.",
             ));
@@ -720,21 +769,41 @@ async fn put_object(
         Some(decoder) => decoder.trailers,
         None => Vec::new(),
     };
-    if writer.size_bytes() != declared {
+    if writer.size_bytes() != claims.declared_bytes {
         return Err(S3Error::IncompleteBody);
     }
     let blob = writer.finish().await?;
     let checks = check_digests(
         &blob,
-        &payload_hash(&parts.headers),
-        content_md5.as_deref(),
-        checksum.as_ref(),
+        &claims.signed_sha256,
+        claims.content_md5_hex.as_deref(),
+        claims.checksum.as_ref(),
         &trailers,
     );
     if let Err(error) = checks {
         s3.remove_blob(&blob.id).await;
         return Err(error);
     }
+    Ok(blob)
+}
+
+async fn put_object(
+    edge: &Edge,
+    s3: &S3,
+    parts: &axum::http::request::Parts,
+    body: Body,
+    payload: S3Payload,
+    bucket: &str,
+    key: &str,
+) -> Result<Response, S3Error> {
+    let headers = &parts.headers;
+    check_write_headers(headers)?;
+    let claims = body_claims(headers, payload)?;
+    let object_headers = object_headers(headers)?;
+    let blob_id = edge.ids.uuid();
+    let algorithm = claims.checksum.as_ref().map(|(algorithm, _)| *algorithm);
+    let writer = s3.create_blob(bucket, key, &blob_id, algorithm).await?;
+    let blob = receive(s3, body, claims, writer).await?;
     let record = s3
         .complete_put(bucket, key, blob, object_headers, edge.clock.now_ms())
         .await?;
@@ -744,6 +813,113 @@ async fn put_object(
         set_dynamic(&mut response, algorithm.header_name(), value);
     }
     Ok(response)
+}
+
+/// UploadPart: a part's body, streamed and checked as PutObject's is.
+#[allow(clippy::too_many_arguments)]
+async fn upload_part(
+    edge: &Edge,
+    s3: &S3,
+    headers: &HeaderMap,
+    body: Body,
+    payload: S3Payload,
+    bucket: &str,
+    key: &str,
+    parameters: &[(String, String)],
+) -> Result<Response, S3Error> {
+    only_parameters(parameters, &["partNumber", "uploadId"])?;
+    let upload_id = parameter(parameters, "uploadId")
+        .ok_or_else(|| S3Error::invalid_argument("UploadPart needs an uploadId"))?;
+    let part_number = parameter(parameters, "partNumber")
+        .and_then(|text| text.parse::<u32>().ok())
+        .ok_or_else(|| {
+            S3Error::invalid_argument(format!(
+                "Part number must be an integer between 1 and {}, inclusive",
+                flotilla_s3::PARTS_MAX
+            ))
+        })?;
+    let claims = body_claims(headers, payload)?;
+    let blob_id = edge.ids.uuid();
+    let algorithm = claims.checksum.as_ref().map(|(algorithm, _)| *algorithm);
+    let writer = s3
+        .create_part_blob(bucket, key, upload_id, part_number, &blob_id, algorithm)
+        .await?;
+    let blob = receive(s3, body, claims, writer).await?;
+    let part = s3
+        .complete_part(
+            bucket,
+            key,
+            upload_id,
+            part_number,
+            blob,
+            edge.clock.now_ms(),
+        )
+        .await?;
+    let mut response = StatusCode::OK.into_response();
+    set(&mut response, "ETag", &format!("\"{}\"", part.md5_hex));
+    if let Some((algorithm, value)) = &part.checksum {
+        set_dynamic(&mut response, algorithm.header_name(), value);
+    }
+    Ok(response)
+}
+
+/// Largest CompleteMultipartUpload body: 10,000 parts with their checksums.
+pub const COMPLETE_REQUEST_BODY_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+async fn create_multipart_upload(
+    edge: &Edge,
+    s3: &S3,
+    headers: &HeaderMap,
+    bucket: &str,
+    key: &str,
+    parameters: &[(String, String)],
+) -> Result<Response, S3Error> {
+    only_parameters(parameters, &["uploads"])?;
+    check_write_headers(headers)?;
+    let upload_id = edge.ids.uuid();
+    s3.create_multipart_upload(
+        bucket,
+        key,
+        &upload_id,
+        object_headers(headers)?,
+        edge.clock.now_ms(),
+    )
+    .await?;
+    Ok(xml_response(xml::initiate_multipart_upload(
+        bucket, key, &upload_id,
+    )))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn complete_multipart_upload(
+    edge: &Edge,
+    s3: &S3,
+    headers: &HeaderMap,
+    body: Body,
+    payload: S3Payload,
+    bucket: &str,
+    key: &str,
+    parameters: &[(String, String)],
+) -> Result<Response, S3Error> {
+    only_parameters(parameters, &["uploadId"])?;
+    let upload_id = parameter(parameters, "uploadId").unwrap_or_default();
+    let body = read_small_body(headers, body, payload, COMPLETE_REQUEST_BODY_MAX_BYTES).await?;
+    let parts = xml::completed_parts(&body)?;
+    let record = s3
+        .complete_multipart_upload(
+            bucket,
+            key,
+            upload_id,
+            &parts,
+            &edge.ids.uuid(),
+            edge.clock.now_ms(),
+        )
+        .await?;
+    Ok(xml_response(xml::complete_multipart_upload(
+        bucket,
+        key,
+        &record.etag(),
+    )))
 }
 
 /// The SHA-256 a plain body was signed with, if any.

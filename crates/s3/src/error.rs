@@ -59,6 +59,14 @@ pub enum S3Error {
     NotImplemented { what: String },
     #[error("The requested partnumber is not satisfiable")]
     InvalidPart,
+    #[error("The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.")]
+    NoSuchUpload { upload_id: String },
+    #[error("The list of parts was not in ascending order. Parts must be ordered by part number.")]
+    InvalidPartOrder,
+    #[error("One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.")]
+    InvalidPartReference { part_number: u32 },
+    #[error("Your proposed upload is smaller than the minimum allowed object size.")]
+    EntityTooSmall { part_number: u32, size_bytes: u64 },
     /// A signature refused, with the code, status and message S3 gives it
     /// (`flotilla_sigv4::VerifyError::s3_error`).
     #[error("{message}")]
@@ -100,6 +108,10 @@ impl S3Error {
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::NotImplemented { .. } => "NotImplemented",
             Self::InvalidPart => "InvalidPartNumber",
+            Self::NoSuchUpload { .. } => "NoSuchUpload",
+            Self::InvalidPartOrder => "InvalidPartOrder",
+            Self::InvalidPartReference { .. } => "InvalidPart",
+            Self::EntityTooSmall { .. } => "EntityTooSmall",
             Self::Signature { code, .. } => code,
             Self::Internal { .. } => "InternalError",
         }
@@ -107,7 +119,7 @@ impl S3Error {
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::NoSuchBucket { .. } | Self::NoSuchKey { .. } => 404,
+            Self::NoSuchBucket { .. } | Self::NoSuchKey { .. } | Self::NoSuchUpload { .. } => 404,
             Self::BucketAlreadyOwnedByYou { .. } | Self::BucketNotEmpty { .. } => 409,
             Self::ChunkSignatureMismatch => 403,
             Self::Signature { status, .. } => *status,
@@ -132,6 +144,18 @@ impl S3Error {
             | Self::BucketNotEmpty { bucket }
             | Self::InvalidBucketName { bucket, .. } => vec![("BucketName", bucket.clone())],
             Self::NoSuchKey { key } => vec![("Key", key.clone())],
+            Self::NoSuchUpload { upload_id } => vec![("UploadId", upload_id.clone())],
+            Self::InvalidPartReference { part_number } => {
+                vec![("PartNumber", part_number.to_string())]
+            }
+            Self::EntityTooSmall {
+                part_number,
+                size_bytes,
+            } => vec![
+                ("PartNumber", part_number.to_string()),
+                ("ProposedSize", size_bytes.to_string()),
+                ("MinSizeAllowed", crate::PART_SIZE_MIN_BYTES.to_string()),
+            ],
             Self::EntityTooLarge {
                 size_bytes,
                 limit_bytes,

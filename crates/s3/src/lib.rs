@@ -25,6 +25,7 @@ mod blobs;
 pub mod checksum;
 mod error;
 mod list;
+mod multipart;
 pub mod names;
 mod read;
 pub mod records;
@@ -39,6 +40,7 @@ use flotilla_store::{Store, Txn};
 pub use blobs::{BlobStore, BlobWriter, WrittenBlob, OBJECT_SIZE_MAX_BYTES, WRITE_BATCH_BYTES};
 pub use error::S3Error;
 pub use list::{ListObjectsV2, ListPage, ListedItem, LIST_KEYS_MAX};
+pub use multipart::{CompletedPart, PARTS_MAX, PART_SIZE_MIN_BYTES};
 pub use read::HashCheckedReader;
 use records::{BucketRecord, BucketState, ObjectHeaders, ObjectRecord};
 
@@ -46,11 +48,11 @@ use records::{BucketRecord, BucketState, ObjectHeaders, ObjectRecord};
 pub const BUCKETS_MAX: usize = 10_000;
 
 /// Store keys read per page when sweeping or listing.
-const STORE_PAGE: usize = 1_000;
+pub(crate) const STORE_PAGE: usize = 1_000;
 
 pub struct S3 {
-    store: Arc<dyn Store>,
-    blobs: BlobStore,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) blobs: BlobStore,
     region: String,
 }
 
@@ -75,19 +77,25 @@ impl S3 {
 
     fn sweep_unreferenced_blobs(&self) -> Result<(), S3Error> {
         let mut referenced = HashSet::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list(records::OBJECTS_PREFIX, after.as_deref(), STORE_PAGE)
-                .map_err(flotilla_records::store_error)?;
-            for entry in &page.entries {
-                let record: ObjectRecord = flotilla_records::decode(entry)?;
-                referenced.insert(record.blob_id);
-            }
-            after = page.entries.last().map(|entry| entry.key.clone());
-            if !page.more || after.is_none() {
-                break;
+        for prefix in [records::OBJECTS_PREFIX, records::PARTS_PREFIX] {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store
+                    .list(prefix, after.as_deref(), STORE_PAGE)
+                    .map_err(flotilla_records::store_error)?;
+                for entry in &page.entries {
+                    #[derive(serde::Deserialize)]
+                    struct Blob {
+                        blob_id: String,
+                    }
+                    let record: Blob = flotilla_records::decode(entry)?;
+                    referenced.insert(record.blob_id);
+                }
+                after = page.entries.last().map(|entry| entry.key.clone());
+                if !page.more || after.is_none() {
+                    break;
+                }
             }
         }
         let ids = self
@@ -103,7 +111,10 @@ impl S3 {
         Ok(())
     }
 
-    fn bucket(&self, bucket: &str) -> Result<flotilla_records::Versioned<BucketRecord>, S3Error> {
+    pub(crate) fn bucket(
+        &self,
+        bucket: &str,
+    ) -> Result<flotilla_records::Versioned<BucketRecord>, S3Error> {
         match flotilla_records::get::<BucketRecord>(&*self.store, &records::bucket_key(bucket))? {
             Some(record) if record.value.state == BucketState::Active => Ok(record),
             _ => Err(S3Error::NoSuchBucket {
@@ -277,6 +288,17 @@ impl S3 {
             last_modified_ms: now_ms,
             headers,
         };
+        self.commit_object(bucket, record).await
+    }
+
+    /// Commits an object's record, replacing (and then removing the blob
+    /// of) any previous version; on failure the new blob is removed.
+    pub(crate) async fn commit_object(
+        &self,
+        bucket: &str,
+        record: ObjectRecord,
+    ) -> Result<ObjectRecord, S3Error> {
+        let key = record.key.as_str();
         let store_key = records::object_key(bucket, key);
         let bucket_key = records::bucket_key(bucket);
         let committed = mutate_with(&*self.store, || {
@@ -303,7 +325,7 @@ impl S3 {
                 Ok(record)
             }
             Err(error) => {
-                self.blobs.remove(&blob.id).await;
+                self.blobs.remove(&record.blob_id).await;
                 Err(error)
             }
         }

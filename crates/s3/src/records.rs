@@ -18,6 +18,40 @@ use crate::checksum::ChecksumAlgorithm;
 
 pub const BUCKETS_PREFIX: &str = "s3/buckets/";
 pub const OBJECTS_PREFIX: &str = "s3/objects/";
+pub const UPLOADS_PREFIX: &str = "s3/uploads/";
+pub const PARTS_PREFIX: &str = "s3/parts/";
+
+/// `s3/uploads/{bucket}/{upload id}`: a multipart upload in progress.
+pub fn upload_key(bucket: &str, upload_id: &str) -> String {
+    format!("{UPLOADS_PREFIX}{bucket}/{upload_id}")
+}
+
+/// `s3/parts/{upload id}/`: the parts uploaded so far, in part number order.
+pub fn parts_prefix(upload_id: &str) -> String {
+    format!("{PARTS_PREFIX}{upload_id}/")
+}
+
+pub fn part_key(upload_id: &str, part_number: u32) -> String {
+    format!("{PARTS_PREFIX}{upload_id}/{part_number:05}")
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub upload_id: String,
+    pub key: String,
+    pub initiated_ms: u64,
+    pub headers: ObjectHeaders,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub part_number: u32,
+    pub blob_id: String,
+    pub size_bytes: u64,
+    pub md5_hex: String,
+    pub checksum: Option<(ChecksumAlgorithm, String)>,
+    pub last_modified_ms: u64,
+}
 
 pub fn bucket_key(bucket: &str) -> String {
     format!("{BUCKETS_PREFIX}{bucket}")
@@ -64,7 +98,9 @@ pub struct ObjectHeaders {
 pub struct ObjectRecord {
     pub key: String,
     pub size_bytes: u64,
-    /// Hex MD5 of the bytes: the ETag (without its quotes).
+    /// The ETag without its quotes: the hex MD5 of the bytes, or for an
+    /// object assembled from a multipart upload S3's `{MD5 of the parts'
+    /// MD5s}-{number of parts}`.
     pub md5_hex: String,
     /// Hex SHA-256 of the bytes, checked when the object is read whole.
     pub sha256_hex: String,

@@ -173,6 +173,70 @@ pub fn list_objects_v2(echo: &ListEcho<'_>, page: &ListPage) -> String {
     out
 }
 
+pub fn initiate_multipart_upload(bucket: &str, key: &str, upload_id: &str) -> String {
+    let mut out = String::from(DECLARATION);
+    let _ = write!(out, r#"<InitiateMultipartUploadResult xmlns="{XMLNS}">"#);
+    element(&mut out, "Bucket", bucket);
+    element(&mut out, "Key", key);
+    element(&mut out, "UploadId", upload_id);
+    out.push_str("</InitiateMultipartUploadResult>");
+    out
+}
+
+pub fn complete_multipart_upload(bucket: &str, key: &str, etag: &str) -> String {
+    let mut out = String::from(DECLARATION);
+    let _ = write!(out, r#"<CompleteMultipartUploadResult xmlns="{XMLNS}">"#);
+    element(&mut out, "Location", &format!("/{bucket}/{key}"));
+    element(&mut out, "Bucket", bucket);
+    element(&mut out, "Key", key);
+    element(&mut out, "ETag", etag);
+    out.push_str("</CompleteMultipartUploadResult>");
+    out
+}
+
+/// Text of the first `<name>…</name>` in `text`, entities decoded.
+fn child(text: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = text.find(&open)? + open.len();
+    let end = text[start..].find(&close)? + start;
+    Some(
+        text[start..end]
+            .replace("&quot;", "\"")
+            .replace("&#34;", "\"")
+            .replace("&apos;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// The parts a CompleteMultipartUpload body lists (`<Part><PartNumber>`
+/// and `<ETag>`; the per-part checksums were checked when each part was
+/// uploaded).
+pub fn completed_parts(body: &[u8]) -> Result<Vec<flotilla_s3::CompletedPart>, S3Error> {
+    let text = std::str::from_utf8(body).map_err(|_| S3Error::MalformedXml)?;
+    if !text.contains("<CompleteMultipartUpload") {
+        return Err(S3Error::MalformedXml);
+    }
+    let mut parts = Vec::new();
+    for piece in text.split("<Part>").skip(1) {
+        let part = piece.split("</Part>").next().ok_or(S3Error::MalformedXml)?;
+        let part_number = child(part, "PartNumber")
+            .and_then(|number| number.trim().parse::<u32>().ok())
+            .ok_or(S3Error::MalformedXml)?;
+        let etag = child(part, "ETag").ok_or(S3Error::MalformedXml)?;
+        parts.push(flotilla_s3::CompletedPart {
+            part_number,
+            etag: etag.trim().to_owned(),
+        });
+        if parts.len() > flotilla_s3::PARTS_MAX as usize {
+            return Err(S3Error::MalformedXml);
+        }
+    }
+    Ok(parts)
+}
+
 /// The `LocationConstraint` of a CreateBucketConfiguration body (empty body:
 /// none). Only that element is read; a body naming anything else is refused,
 /// since a setting would otherwise be dropped silently.
