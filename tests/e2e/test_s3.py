@@ -365,3 +365,23 @@ def test_kill9_after_acknowledged_put_keeps_the_object(fresh_server):
     assert client.get_object(Bucket=bucket, Key="replaced.txt")["Body"].read() == b"second"
     blobs = list((fresh_server.data_dir / "s3" / "blobs").iterdir())
     assert len(blobs) == 2, "the replaced version's blob was removed"
+
+
+def test_presigned_urls(server):
+    import urllib.request
+
+    # boto3 presigns S3 URLs with SigV2 unless told otherwise; only SigV4 is served.
+    client = server.client("s3", signature_version="s3v4", shared=False)
+    bucket = bucket_name("presigned")
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="shared.txt", Body=b"for whoever holds the link")
+    url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "shared.txt"},
+                                        ExpiresIn=60)
+    assert "X-Amz-Signature=" in url
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == b"for whoever holds the link"
+    tampered = url.replace("shared.txt", "other.txt")
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(tampered, timeout=10)
+    assert excinfo.value.code == 403
+    assert b"<Code>SignatureDoesNotMatch</Code>" in excinfo.value.read()
