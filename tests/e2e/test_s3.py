@@ -385,3 +385,20 @@ def test_presigned_urls(server):
         urllib.request.urlopen(tampered, timeout=10)
     assert excinfo.value.code == 403
     assert b"<Code>SignatureDoesNotMatch</Code>" in excinfo.value.read()
+
+
+def test_recursive_remove_and_delete_objects(server, tmp_path):
+    bucket = bucket_name("bulk")
+    aws(server, "s3", "mb", f"s3://{bucket}")
+    client = s3(server)
+    for index in range(5):
+        client.put_object(Bucket=bucket, Key=f"logs/{index}.txt", Body=b"x")
+    client.put_object(Bucket=bucket, Key="keep/me.txt", Body=b"y")
+    removed = aws(server, "s3", "rm", f"s3://{bucket}/logs/", "--recursive").stdout
+    assert removed.count("delete: ") == 5
+    assert [item["Key"] for item in client.list_objects_v2(Bucket=bucket)["Contents"]] == ["keep/me.txt"]
+    answer = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "keep/me.txt"}, {"Key": "absent"}]})
+    assert sorted(item["Key"] for item in answer["Deleted"]) == ["absent", "keep/me.txt"]
+    client.put_object(Bucket=bucket, Key="again.txt", Body=b"z")
+    aws(server, "s3", "rb", f"s3://{bucket}", "--force")
+    assert bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]

@@ -36,6 +36,7 @@ use flotilla_s3::records::{ObjectHeaders, ObjectRecord};
 use flotilla_s3::{ListObjectsV2, S3Error, LIST_KEYS_MAX, OBJECT_SIZE_MAX_BYTES, S3};
 use flotilla_sigv4::{RequestParts, S3Payload};
 use http_body_util::BodyExt;
+use md5::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::Edge;
@@ -345,6 +346,11 @@ async fn dispatch(
             let mut response = StatusCode::OK.into_response();
             set(&mut response, "Location", &format!("/{bucket}"));
             Ok(response)
+        }
+        (&Method::POST, Some(bucket), None) if parameter(&parameters, "delete").is_some() => {
+            *operation = "DeleteObjects";
+            only_parameters(&parameters, &["delete"])?;
+            delete_objects(s3, &parts.headers, body, payload, bucket).await
         }
         (&Method::DELETE, Some(bucket), None) => {
             *operation = "DeleteBucket";
@@ -861,6 +867,63 @@ async fn upload_part(
         set_dynamic(&mut response, algorithm.header_name(), value);
     }
     Ok(response)
+}
+
+/// Keys one DeleteObjects request may name, as in S3.
+pub const DELETE_OBJECTS_KEYS_MAX: usize = 1_000;
+
+/// DeleteObjects: each key deleted as DeleteObject deletes it, each outcome
+/// reported. S3 requires the body's integrity header (`Content-MD5` or an
+/// `x-amz-checksum-*`), and it is checked.
+async fn delete_objects(
+    s3: &S3,
+    headers: &HeaderMap,
+    body: Body,
+    payload: S3Payload,
+    bucket: &str,
+) -> Result<Response, S3Error> {
+    let body = read_small_body(headers, body, payload, COMPLETE_REQUEST_BODY_MAX_BYTES).await?;
+    let checksum = requested_checksum(headers)?;
+    let content_md5 = header_text(headers, "content-md5");
+    match (content_md5, &checksum) {
+        (Some(value), _) => {
+            let computed =
+                base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
+            if value != computed {
+                return Err(S3Error::BadDigest);
+            }
+        }
+        (None, Some((algorithm, Some(claimed)))) => {
+            let mut checksummer = flotilla_s3::checksum::Checksummer::new(*algorithm);
+            checksummer.update(&body);
+            if checksummer.finish_base64() != *claimed {
+                return Err(S3Error::ChecksumMismatch {
+                    algorithm: algorithm.label(),
+                });
+            }
+        }
+        _ => {
+            return Err(S3Error::InvalidRequest {
+                message:
+                    "Missing required header for this request: Content-MD5 OR x-amz-checksum-*"
+                        .to_owned(),
+            })
+        }
+    }
+    let request = xml::delete_request(&body)?;
+    if request.keys.len() > DELETE_OBJECTS_KEYS_MAX {
+        return Err(S3Error::MalformedXml);
+    }
+    s3.head_bucket(bucket)?;
+    let mut outcomes = Vec::with_capacity(request.keys.len());
+    for key in request.keys {
+        let outcome = match flotilla_s3::names::check_key(&key) {
+            Ok(()) => s3.delete_object(bucket, &key).await,
+            Err(error) => Err(error),
+        };
+        outcomes.push((key, outcome));
+    }
+    Ok(xml_response(xml::delete_result(&outcomes, request.quiet)))
 }
 
 /// Largest CompleteMultipartUpload body: 10,000 parts with their checksums.

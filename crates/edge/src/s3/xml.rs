@@ -237,6 +237,62 @@ pub fn completed_parts(body: &[u8]) -> Result<Vec<flotilla_s3::CompletedPart>, S
     Ok(parts)
 }
 
+/// A DeleteObjects request: its keys and whether it is quiet.
+pub struct DeleteRequest {
+    pub keys: Vec<String>,
+    pub quiet: bool,
+}
+
+pub fn delete_request(body: &[u8]) -> Result<DeleteRequest, S3Error> {
+    let text = std::str::from_utf8(body).map_err(|_| S3Error::MalformedXml)?;
+    if !text.contains("<Delete") {
+        return Err(S3Error::MalformedXml);
+    }
+    let mut keys = Vec::new();
+    for piece in text.split("<Object>").skip(1) {
+        let object = piece
+            .split("</Object>")
+            .next()
+            .ok_or(S3Error::MalformedXml)?;
+        if object.contains("<VersionId>") {
+            return Err(S3Error::not_implemented(
+                "VersionId in DeleteObjects (versioning)",
+            ));
+        }
+        keys.push(child(object, "Key").ok_or(S3Error::MalformedXml)?);
+        // Bounded before anything else is allocated for it.
+        if keys.len() > 1_000 {
+            return Err(S3Error::MalformedXml);
+        }
+    }
+    let quiet = child(text, "Quiet").is_some_and(|quiet| quiet.trim() == "true");
+    Ok(DeleteRequest { keys, quiet })
+}
+
+pub fn delete_result(outcomes: &[(String, Result<(), S3Error>)], quiet: bool) -> String {
+    let mut out = String::from(DECLARATION);
+    let _ = write!(out, r#"<DeleteResult xmlns="{XMLNS}">"#);
+    for (key, outcome) in outcomes {
+        match outcome {
+            Ok(()) if quiet => {}
+            Ok(()) => {
+                out.push_str("<Deleted>");
+                element(&mut out, "Key", key);
+                out.push_str("</Deleted>");
+            }
+            Err(error) => {
+                out.push_str("<Error>");
+                element(&mut out, "Key", key);
+                element(&mut out, "Code", error.code());
+                element(&mut out, "Message", &error.to_string());
+                out.push_str("</Error>");
+            }
+        }
+    }
+    out.push_str("</DeleteResult>");
+    out
+}
+
 /// The `LocationConstraint` of a CreateBucketConfiguration body (empty body:
 /// none). Only that element is read; a body naming anything else is refused,
 /// since a setting would otherwise be dropped silently.
