@@ -404,6 +404,7 @@ pub async fn run_simulated(
                 task_cleanup_wait: config.task_cleanup_wait,
                 metadata_port: None,
                 stats_interval: config.stats_interval,
+                environment_files: Some(env_files::ControlPlaneObjects::new(api.clone())),
                 ..EngineSettings::default()
             },
             metadata: None,
