@@ -223,3 +223,45 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod never_panics {
+    use super::*;
+
+    #[test]
+    fn the_decoder_never_panics_on_mangled_bodies() {
+        const FRAGMENTS: &[&[u8]] = &[
+            b"5",
+            b"0",
+            b"ffffffffffffffffff",
+            b";chunk-signature=",
+            b"\r\n",
+            b"\r",
+            b"\n",
+            b"hello",
+            b"x-amz-checksum-crc32:abc",
+            b":",
+            b";",
+            b"\xff",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..5_000 {
+            let mut decoder = ChunkedDecoder::new(None);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            for _ in 0..(state >> 59) {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                decoder.push(FRAGMENTS[(state >> 33) as usize % FRAGMENTS.len()]);
+                loop {
+                    match decoder.next_data() {
+                        Ok(Some(_)) => continue,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+}

@@ -355,3 +355,62 @@ mod tests {
         assert_eq!(escape("a<b>&\"'\u{1}"), "a&lt;b&gt;&amp;&quot;&apos;&#x1;");
     }
 }
+
+#[cfg(test)]
+mod never_panics {
+    use super::*;
+
+    /// Inputs built from fragments of the documents read, shuffled by a
+    /// fixed linear congruential sequence: every reader answers or refuses.
+    #[test]
+    fn readers_never_panic_on_mangled_documents() {
+        const FRAGMENTS: &[&str] = &[
+            "<CompleteMultipartUpload>",
+            "</CompleteMultipartUpload>",
+            "<Part>",
+            "</Part>",
+            "<PartNumber>",
+            "</PartNumber>",
+            "<ETag>",
+            "</ETag>",
+            "<Delete>",
+            "</Delete>",
+            "<Object>",
+            "</Object>",
+            "<Key>",
+            "</Key>",
+            "<Quiet>",
+            "true",
+            "&quot;",
+            "&amp",
+            "<CreateBucketConfiguration>",
+            "</CreateBucketConfiguration>",
+            "<LocationConstraint>",
+            "</LocationConstraint>",
+            "1",
+            "99999999999",
+            "é",
+            "<",
+            ">",
+            "<?xml",
+            "?>",
+            "\u{0}",
+        ];
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..5_000 {
+            let mut text = String::new();
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            for _ in 0..(state >> 60) {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                text.push_str(FRAGMENTS[(state >> 33) as usize % FRAGMENTS.len()]);
+            }
+            let _ = completed_parts(text.as_bytes());
+            let _ = delete_request(text.as_bytes());
+            let _ = location_constraint(text.as_bytes());
+        }
+    }
+}
