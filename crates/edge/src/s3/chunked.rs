@@ -255,12 +255,7 @@ mod never_panics {
                     .wrapping_mul(6_364_136_223_846_793_005)
                     .wrapping_add(1);
                 decoder.push(FRAGMENTS[(state >> 33) as usize % FRAGMENTS.len()]);
-                loop {
-                    match decoder.next_data() {
-                        Ok(Some(_)) => continue,
-                        Ok(None) | Err(_) => break,
-                    }
-                }
+                while let Ok(Some(_)) = decoder.next_data() {}
             }
         }
     }
