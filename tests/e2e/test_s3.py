@@ -402,3 +402,42 @@ def test_recursive_remove_and_delete_objects(server, tmp_path):
     client.put_object(Bucket=bucket, Key="again.txt", Body=b"z")
     aws(server, "s3", "rb", f"s3://{bucket}", "--force")
     assert bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]
+
+
+def test_unsigned_payloads_and_trailing_checksums(server):
+    import base64
+    import zlib
+
+    client = s3(server)
+    bucket = bucket_name("unsigned")
+    client.create_bucket(Bucket=bucket)
+    host = f"127.0.0.1:{server.port}"
+    data = b"body the signature does not cover"
+    headers, *_ = signed_s3_request("PUT", f"/{bucket}/plain.txt",
+                                    {"host": host, "content-length": str(len(data))}, "UNSIGNED-PAYLOAD")
+    response = server.send("PUT", f"/{bucket}/plain.txt", body=data, headers=headers)
+    assert response.status == 200, response.body
+    assert client.get_object(Bucket=bucket, Key="plain.txt")["Body"].read() == data
+
+    # aws-chunked without signatures, a CRC32 in the trailer (what SDKs send over HTTPS).
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+    def trailer_put(key: str, checksum: str):
+        body = (f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n"
+                + f"x-amz-checksum-crc32:{checksum}\r\n\r\n".encode())
+        headers, *_ = signed_s3_request("PUT", f"/{bucket}/{key}", {
+            "host": host, "content-encoding": "aws-chunked", "content-length": str(len(body)),
+            "x-amz-decoded-content-length": str(len(data)), "x-amz-trailer": "x-amz-checksum-crc32",
+        }, "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+        return server.send("PUT", f"/{bucket}/{key}", body=body, headers=headers)
+
+    response = trailer_put("trailer.txt", crc)
+    assert response.status == 200, response.body
+    assert response.headers["x-amz-checksum-crc32"] == crc
+    got = client.get_object(Bucket=bucket, Key="trailer.txt", ChecksumMode="ENABLED")
+    assert got["Body"].read() == data and got["ChecksumCRC32"] == crc
+    wrong = base64.b64encode((zlib.crc32(data) ^ 1).to_bytes(4, "big")).decode()
+    refused = trailer_put("bad-trailer.txt", wrong)
+    assert refused.status == 400 and b"<Code>BadDigest</Code>" in refused.body
+    with pytest.raises(ClientError):
+        client.head_object(Bucket=bucket, Key="bad-trailer.txt")
