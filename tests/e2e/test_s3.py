@@ -441,3 +441,21 @@ def test_unsigned_payloads_and_trailing_checksums(server):
     assert refused.status == 400 and b"<Code>BadDigest</Code>" in refused.body
     with pytest.raises(ClientError):
         client.head_object(Bucket=bucket, Key="bad-trailer.txt")
+
+
+def test_a_corrupted_blob_is_never_served_whole(fresh_server):
+    client = s3(fresh_server)
+    bucket = bucket_name("corrupt")
+    client.create_bucket(Bucket=bucket)
+    data = os.urandom(700 * 1024)
+    client.put_object(Bucket=bucket, Key="victim.bin", Body=data)
+    [blob] = list((fresh_server.data_dir / "s3" / "blobs").iterdir())
+    corrupted = bytearray(blob.read_bytes())
+    corrupted[-1] ^= 0xFF
+    blob.write_bytes(bytes(corrupted))
+    with pytest.raises(Exception) as excinfo:
+        client.get_object(Bucket=bucket, Key="victim.bin")["Body"].read()
+    assert type(excinfo.value).__name__ in ("IncompleteReadError", "ResponseStreamingError", "ProtocolError"), repr(excinfo.value)
+    # Ranged reads are not hashed (only whole reads can be): they still answer.
+    assert client.get_object(Bucket=bucket, Key="victim.bin", Range="bytes=0-9")["Body"].read() == data[:10]
+    assert "do not match the hash recorded" in fresh_server.stderr_tail()

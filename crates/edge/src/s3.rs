@@ -1169,7 +1169,8 @@ async fn get_object(
     } else {
         // A whole object is checked against its stored SHA-256 as it goes;
         // a mismatch ends the response with an error, never a clean end.
-        let checked = flotilla_s3::HashCheckedReader::new(file, &record.sha256_hex);
+        let checked =
+            flotilla_s3::HashCheckedReader::new(file, &record.sha256_hex, record.size_bytes);
         let stream = tokio_util::io::ReaderStream::with_capacity(checked, OBJECT_READ_CHUNK_BYTES);
         Body::from_stream(stream).into_response()
     };

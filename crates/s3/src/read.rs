@@ -6,21 +6,27 @@ use std::task::{Context, Poll};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
-/// Reads `inner` to its end, hashing what passes; at the end, a hash other
-/// than the one recorded when the object was stored is a read error, so a
-/// corrupted blob is never served as a complete, successful response.
+/// Reads `inner`, an object of `size_bytes`, hashing what passes. The read
+/// that brings the last bytes checks the hash first: when it is not the one
+/// recorded at store time, those bytes are withheld and the read fails, so
+/// a corrupted blob never reaches a client as a complete response (one with
+/// all the bytes its `Content-Length` promised).
 pub struct HashCheckedReader<R> {
     inner: R,
     hasher: Option<Sha256>,
     expected_sha256_hex: String,
+    size_bytes: u64,
+    read_bytes: u64,
 }
 
 impl<R> HashCheckedReader<R> {
-    pub fn new(inner: R, expected_sha256_hex: &str) -> Self {
+    pub fn new(inner: R, expected_sha256_hex: &str, size_bytes: u64) -> Self {
         Self {
             inner,
             hasher: Some(Sha256::new()),
             expected_sha256_hex: expected_sha256_hex.to_owned(),
+            size_bytes,
+            read_bytes: 0,
         }
     }
 }
@@ -38,24 +44,25 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashCheckedReader<R> {
         }
         let this = &mut *self;
         let read = &buffer.filled()[before..];
-        if !read.is_empty() {
-            if let Some(hasher) = &mut this.hasher {
-                hasher.update(read);
-            }
-            return Poll::Ready(Ok(()));
+        this.read_bytes += read.len() as u64;
+        if let Some(hasher) = &mut this.hasher {
+            hasher.update(read);
         }
-        if let Some(hasher) = this.hasher.take() {
-            let actual = hex::encode(hasher.finalize());
-            if actual != this.expected_sha256_hex {
-                tracing::error!(
-                    expected = %this.expected_sha256_hex,
-                    %actual,
-                    "an object's bytes on disk do not match the hash recorded when it was stored"
-                );
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "object data is corrupt: its SHA-256 does not match the stored one",
-                )));
+        if this.read_bytes >= this.size_bytes || read.is_empty() {
+            if let Some(hasher) = this.hasher.take() {
+                let actual = hex::encode(hasher.finalize());
+                if actual != this.expected_sha256_hex {
+                    buffer.set_filled(before);
+                    tracing::error!(
+                        expected = %this.expected_sha256_hex,
+                        %actual,
+                        "an object's bytes on disk do not match the hash recorded when it was stored"
+                    );
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "object data is corrupt: its SHA-256 does not match the stored one",
+                    )));
+                }
             }
         }
         Poll::Ready(Ok(()))
@@ -72,15 +79,18 @@ mod tests {
     async fn a_changed_byte_fails_the_read_at_its_end() {
         let good = hex::encode(Sha256::digest(b"hello"));
         let mut out = Vec::new();
-        HashCheckedReader::new(&b"hello"[..], &good)
+        HashCheckedReader::new(&b"hello"[..], &good, 5)
             .read_to_end(&mut out)
             .await
             .expect("reads");
         assert_eq!(out, b"hello");
-        let error = HashCheckedReader::new(&b"hellO"[..], &good)
-            .read_to_end(&mut Vec::new())
+        let mut partial = Vec::new();
+        let error = HashCheckedReader::new(&b"hellO"[..], &good, 5)
+            .read_to_end(&mut partial)
             .await
             .expect_err("corrupt");
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+        // The read that would have completed the object gave nothing.
+        assert!(partial.len() < 5, "{partial:?}");
     }
 }
