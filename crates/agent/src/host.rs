@@ -30,10 +30,11 @@ const DOCKER_API_MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 17..=41;
 /// Capabilities this agent truly has, and nothing more: awsvpc (task ENIs,
 /// emulated with a task network), health checks, container ordering,
 /// privileged containers, local-driver Docker volumes, the engine's
-/// default json-file logging and awslogs (shipped by the agent itself, with
-/// its own credentials whether or not the task names an execution role).
-/// Not here: task IAM roles, secrets, S3 environment files, EFS, GPUs,
-/// firelens, other log drivers.
+/// default json-file logging, awslogs (shipped by the agent itself, with
+/// its own credentials whether or not the task names an execution role),
+/// and environment files from S3 (read through the control plane's S3 API,
+/// `env_files.rs`). Not here: task IAM roles, secrets, EFS, GPUs, firelens,
+/// other log drivers.
 pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.task-eni",
     "ecs.capability.container-health-check",
@@ -43,6 +44,7 @@ pub const CAPABILITIES: &[&str] = &[
     "com.amazonaws.ecs.capability.logging-driver.json-file",
     "com.amazonaws.ecs.capability.logging-driver.awslogs",
     "ecs.capability.execution-role-awslogs",
+    "ecs.capability.env-files.s3",
 ];
 
 /// Facts about the machine, read once at start.

@@ -22,6 +22,7 @@ pub mod backoff;
 pub mod channel;
 pub mod clock;
 pub mod engine;
+pub mod env_files;
 pub mod host;
 pub mod instance;
 pub mod metadata;
@@ -309,6 +310,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         registry_credentials: Some(Arc::new(registry_auth::ControlPlaneRegistry::new(
             api.clone(),
         ))),
+        environment_files: Some(env_files::ControlPlaneObjects::new(api.clone())),
         stats_interval: config.stats_interval,
         log_shipping: Some(awslogs::LogShipping::new(api.clone())),
         ..EngineSettings::default()
@@ -405,6 +407,7 @@ pub async fn run_simulated(
                 metadata_port: None,
                 stats_interval: config.stats_interval,
                 log_shipping: Some(awslogs::LogShipping::new(api.clone())),
+                environment_files: Some(env_files::ControlPlaneObjects::new(api.clone())),
                 ..EngineSettings::default()
             },
             metadata: None,

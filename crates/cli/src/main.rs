@@ -483,6 +483,10 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     supervisor.spawn("iam_sessions", move || {
         collect_iam_sessions(Arc::clone(&collected), IAM_SESSIONS_COLLECT_INTERVAL)
     });
+    let s3_dir = data_dir.join("s3");
+    let s3 = flotilla_s3::S3::open(Arc::clone(&store), &s3_dir, &region.name).map_err(|error| {
+        anyhow::anyhow!("opening the object store in {}: {error}", s3_dir.display())
+    })?;
     let edge = Arc::new(Edge {
         ecs,
         credentials: Arc::new(credentials),
@@ -496,6 +500,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         logs: Some(logs),
         elbv2: Some(elbv2),
         iam,
+        s3: Some(Arc::new(s3)),
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %region.name, region_from = %region.source, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");
