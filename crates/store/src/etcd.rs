@@ -419,6 +419,49 @@ fn etcd_error(context: &str, error: etcd_client::Error) -> String {
     format!("{context}: {error}")
 }
 
+/// Most attempts at a request that never reached etcd (see [`never_sent`]).
+const SEND_ATTEMPTS_MAX: u32 = 8;
+
+/// Whether etcd cannot have received the request: the connection to the
+/// endpoint the client chose could not be made. With several endpoints the
+/// client spreads requests over all of them, a member that is down
+/// included, so such a request is sent again (to another, most likely);
+/// any other failure may have come after etcd applied it, and is not.
+fn never_sent(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => status.message() == "tcp connect error",
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
+/// An etcd transaction, sent again while it never reached etcd.
+async fn send_txn(
+    kv: &mut KvClient,
+    txn: &etcd_client::Txn,
+) -> Result<etcd_client::TxnResponse, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(txn.clone())).await {
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(error)) if never_sent(&error) && attempt < SEND_ATTEMPTS_MAX => {
+                tokio::time::sleep(WATCH_RETRY_MIN).await;
+            }
+            Ok(Err(error)) => {
+                return Err(StoreError::Backend {
+                    message: etcd_error("etcd transaction", error),
+                })
+            }
+            Err(_) => {
+                return Err(StoreError::Backend {
+                    message: "etcd transaction timed out; outcome unknown".to_owned(),
+                })
+            }
+        }
+    }
+}
+
 fn to_revision(revision: i64) -> Revision {
     u64::try_from(revision).unwrap_or(0)
 }
@@ -443,10 +486,21 @@ async fn list_namespace(
         if at_revision > 0 {
             options = options.with_revision(at_revision);
         }
-        let mut page = tokio::time::timeout(REQUEST_TIMEOUT, kv.get(from.clone(), Some(options)))
-            .await
-            .map_err(|_| "range request timed out".to_owned())?
-            .map_err(|error| etcd_error("range request", error))?;
+        let mut attempt = 0;
+        let mut page = loop {
+            attempt += 1;
+            let answer =
+                tokio::time::timeout(REQUEST_TIMEOUT, kv.get(from.clone(), Some(options.clone())))
+                    .await
+                    .map_err(|_| "range request timed out".to_owned())?;
+            match answer {
+                Ok(page) => break page,
+                Err(error) if never_sent(&error) && attempt < SEND_ATTEMPTS_MAX => {
+                    tokio::time::sleep(WATCH_RETRY_MIN).await;
+                }
+                Err(error) => return Err(etcd_error("range request", error)),
+            }
+        };
         if at_revision == 0 {
             at_revision = page.header().map_or(0, |header| header.revision());
         }
@@ -820,14 +874,7 @@ async fn commit_on_etcd(
     txn: Txn,
 ) -> Result<Revision, StoreError> {
     let request = etcd_txn(&shared, &txn);
-    let response = tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(request))
-        .await
-        .map_err(|_| StoreError::Backend {
-            message: "etcd transaction timed out; outcome unknown".to_owned(),
-        })?
-        .map_err(|error| StoreError::Backend {
-            message: etcd_error("etcd transaction", error),
-        })?;
+    let response = send_txn(&mut kv, &request).await?;
     let mut revision = to_revision(response.header().map_or(0, |header| header.revision()));
     if response.succeeded() && needs_marker(&txn) && deleted_nothing(&response) {
         // Only a delete-only transaction without room for the marker gets
@@ -837,14 +884,7 @@ async fn commit_on_etcd(
             Vec::new(),
             None,
         )]);
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(marker))
-            .await
-            .map_err(|_| StoreError::Backend {
-                message: "etcd transaction timed out; outcome unknown".to_owned(),
-            })?
-            .map_err(|error| StoreError::Backend {
-                message: etcd_error("etcd transaction", error),
-            })?;
+        let response = send_txn(&mut kv, &marker).await?;
         revision = to_revision(response.header().map_or(0, |header| header.revision()));
     }
     if response.succeeded() {
@@ -904,15 +944,14 @@ async fn find_conflict(
     };
     let mut answer = None;
     for at in [Some(to_etcd_revision(revision)), None] {
-        match tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(read(at))).await {
-            Ok(Ok(response)) => {
+        match send_txn(kv, &read(at)).await {
+            Ok(response) => {
                 answer = Some(response);
                 break;
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 tracing::debug!(%error, "reading a conflict's keys");
             }
-            Err(_) => {}
         }
     }
     let found: Vec<Revision> = match answer {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_store::etcd::testing::{etcd_or_skip, EtcdServer};
-use flotilla_store::etcd::EtcdPassword;
+use flotilla_store::etcd::{EtcdPassword, EtcdTls};
 use flotilla_store::{EtcdOptions, EtcdStore, EventKind, Store, StoreError, Txn, WatchError};
 
 /// A test that waits longer than this for the store has found a hang.
@@ -341,4 +341,135 @@ async fn the_replica_resumes_after_a_lost_connection_and_relists_after_compactio
         .unwrap();
     assert_eq!((event.revision, event.key.as_str()), (revision, "c"));
     eventually_reads(&writer, "c", "4").await;
+}
+
+#[tokio::test]
+async fn any_live_endpoint_of_several_serves() {
+    let Some(server) = etcd_or_skip("any_live_endpoint_of_several_serves") else {
+        return;
+    };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let url = format!("etcd://{dead},{}", server.endpoint());
+    let store = connect(EtcdOptions::from_url(&url).unwrap()).await;
+    for round in 0..20 {
+        let revision = store
+            .commit(Txn::new().put("k", round.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(store.get("k").unwrap().unwrap().mod_revision, revision);
+    }
+}
+
+/// Runs openssl with `args` in `directory`.
+fn openssl(directory: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .current_dir(directory)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl {args:?}: {status}");
+}
+
+#[tokio::test]
+async fn tls_with_a_private_authority() {
+    if flotilla_store::etcd::testing::etcd_or_skip("tls_with_a_private_authority").is_none() {
+        return;
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let dir = directory.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=flotilla test authority",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let server = EtcdServer::start_tls(&dir.join("server.pem"), &dir.join("server.key")).unwrap();
+    let tls = EtcdTls {
+        ca_pem: Some(std::fs::read(dir.join("ca.pem")).unwrap()),
+        ..EtcdTls::default()
+    };
+    let options = EtcdOptions {
+        tls: Some(tls),
+        ..server.options()
+    };
+    // Ready once it listens: the first connection may come before etcd serves.
+    let mut store = None;
+    for _ in 0..100 {
+        match EtcdStore::connect(options.clone()).await {
+            Ok(connected) => {
+                store = Some(connected);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let store = store.expect("no TLS connection to etcd");
+    let revision = store.commit(Txn::new().put("k", "v")).await.unwrap();
+    assert_eq!(store.get("k").unwrap().unwrap().mod_revision, revision);
+    // Without the authority, the server's certificate is not trusted.
+    let untrusted = EtcdOptions {
+        tls: Some(EtcdTls::default()),
+        ..server.options()
+    };
+    assert!(EtcdStore::connect(untrusted).await.is_err());
+    // And plain HTTP/2 to a TLS port does not connect either.
+    assert!(EtcdStore::connect(server.options()).await.is_err());
 }

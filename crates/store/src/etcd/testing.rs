@@ -20,6 +20,7 @@ pub struct EtcdServer {
     child: Child,
     data_dir: PathBuf,
     client_address: SocketAddr,
+    tls: bool,
 }
 
 /// Whether `etcd` is on `PATH`.
@@ -59,9 +60,26 @@ impl EtcdServer {
     /// waits until it answers `/health`. Retries on fresh ports when etcd
     /// exits early (another process took a port between choice and bind).
     pub fn start(extra_args: &[&str]) -> Result<EtcdServer, String> {
+        Self::start_with(None, extra_args)
+    }
+
+    /// Starts etcd serving clients over TLS with this certificate and key
+    /// (PEM files). Ready once it accepts connections: `/health` is not
+    /// asked over TLS here, so a caller retries its first request.
+    pub fn start_tls(
+        certificate: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<EtcdServer, String> {
+        Self::start_with(Some((certificate, key)), &[])
+    }
+
+    fn start_with(
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+        extra_args: &[&str],
+    ) -> Result<EtcdServer, String> {
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Self::start_once(extra_args) {
+            match Self::start_once(tls, extra_args) {
                 Ok(server) => return Ok(server),
                 Err(error) => last_error = error,
             }
@@ -69,7 +87,10 @@ impl EtcdServer {
         Err(last_error)
     }
 
-    fn start_once(extra_args: &[&str]) -> Result<EtcdServer, String> {
+    fn start_once(
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+        extra_args: &[&str],
+    ) -> Result<EtcdServer, String> {
         static STARTED: AtomicU64 = AtomicU64::new(0);
         let data_dir = std::env::temp_dir().join(format!(
             "flotilla-etcd-{}-{}",
@@ -82,7 +103,15 @@ impl EtcdServer {
             free_port().map_err(|error| error.to_string())?,
             free_port().map_err(|error| error.to_string())?,
         );
-        let client_url = format!("http://127.0.0.1:{client_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client_port}");
+        let mut tls_args = Vec::new();
+        if let Some((certificate, key)) = tls {
+            tls_args.push("--cert-file".to_owned());
+            tls_args.push(certificate.to_string_lossy().into_owned());
+            tls_args.push("--key-file".to_owned());
+            tls_args.push(key.to_string_lossy().into_owned());
+        }
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(data_dir.join("etcd.log"))
             .map_err(|error| format!("creating etcd's log: {error}"))?;
@@ -110,6 +139,7 @@ impl EtcdServer {
                 "--log-level",
                 "warn",
             ])
+            .args(&tls_args)
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -120,6 +150,7 @@ impl EtcdServer {
             child,
             data_dir,
             client_address: SocketAddr::from(([127, 0, 0, 1], client_port)),
+            tls: tls.is_some(),
         };
         for _ in 0..READY_POLLS {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -159,12 +190,16 @@ impl EtcdServer {
         std::fs::read_to_string(self.data_dir.join("etcd.log")).unwrap_or_default()
     }
 
-    /// Whether etcd's `/health` says so (it needs a leader).
+    /// Whether etcd's `/health` says so (it needs a leader); over TLS,
+    /// whether it accepts connections.
     fn healthy(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect_timeout(&self.client_address, READY_POLL * 4)
         else {
             return false;
         };
+        if self.tls {
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let request = format!(
             "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
