@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from support import (
+    FLOTILLA_BIN,
     all_pages,
     cluster_arn,
     describe_tasks,
@@ -178,3 +179,29 @@ def test_cli_and_tasks_on_simulated_hosts_survive_kill_9_on_etcd(server_factory,
     )
     server.ecs.stop_task(cluster=cluster, task=arns[0])
     wait_tasks_status(server.ecs, cluster, arns[:1], "STOPPED")
+
+
+def run_server_expecting_failure(tmp_path, *args: str, env: dict | None = None) -> str:
+    """Runs `flotilla server ARGS` that must exit non-zero; returns stderr."""
+    done = subprocess.run(
+        [str(FLOTILLA_BIN), "server", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode != 0, done.stdout
+    return done.stderr
+
+
+def test_a_store_that_cannot_be_reached_or_is_misconfigured_stops_the_server_with_a_reason(tmp_path):
+    port = free_port()
+    stderr = run_server_expecting_failure(tmp_path, "--store", f"etcd://127.0.0.1:{port}")
+    assert f"opening store etcd://127.0.0.1:{port}" in stderr, stderr
+    stderr = run_server_expecting_failure(tmp_path, "--store", "etcd://no-port")
+    assert "is not HOST:PORT" in stderr, stderr
+    stderr = run_server_expecting_failure(tmp_path, "--etcd-user", "flotilla")
+    assert "need --store etcd://" in stderr, stderr
+    stderr = run_server_expecting_failure(
+        tmp_path, "--store", f"etcd://127.0.0.1:{port}", "--etcd-user", "flotilla",
+    )
+    assert "FLOTILLA_ETCD_PASSWORD" in stderr, stderr
+    assert not (tmp_path / "data" / "state.redb").exists()
