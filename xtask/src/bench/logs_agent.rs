@@ -177,7 +177,7 @@ fn measure(
     )?;
     let task_arn = answer["tasks"][0]["taskArn"]
         .as_str()
-        .context("RunTask placed no task")?
+        .with_context(|| format!("RunTask placed no task: {}", answer["failures"]))?
         .to_owned();
     wait_for("the printing task running", || {
         let tasks = ecs(
@@ -276,5 +276,27 @@ pub fn run(binary: &Path, seconds: u64) -> Result<()> {
     );
     drop(agent);
     drop(server);
+    remove_containers();
     Ok(())
+}
+
+/// The killed agent leaves its stopped containers (and their logs) behind.
+fn remove_containers() {
+    let Ok(listed) = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=com.flotilla.cluster={CLUSTER}"))
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
 }
