@@ -570,7 +570,7 @@ impl ContainerRuntime for DockerRuntime {
                                     empty_reads += 1;
                                     // Whether it stopped is asked once a
                                     // second of quiet, not at every poll.
-                                    if empty_reads.is_multiple_of(LOG_STOP_CHECK_READS) {
+                                    if empty_reads % LOG_STOP_CHECK_READS == 0 {
                                         match self.inspect_status(id).await {
                                             Ok(true) => stopped = true,
                                             Ok(false) => {}

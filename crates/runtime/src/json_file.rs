@@ -140,3 +140,34 @@ fn io_error(path: &str, error: &std::io::Error) -> RuntimeError {
         reason: format!("cannot read {path}: {error}"),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_become_lines_split_ones_joined_and_early_ones_skipped() {
+        let path =
+            std::env::temp_dir().join(format!("flotilla-json-file-{}.log", std::process::id()));
+        let records = [
+            r#"{"log":"before\n","stream":"stdout","time":"2026-01-02T03:04:04.000000000Z"}"#,
+            r#"{"log":"hello\n","stream":"stdout","time":"2026-01-02T03:04:05.100000000Z"}"#,
+            r#"{"log":"half ","stream":"stderr","time":"2026-01-02T03:04:05.200000000Z"}"#,
+            r#"{"log":"and half\n","stream":"stderr","time":"2026-01-02T03:04:05.300000000Z"}"#,
+            r#"{"log":"not yet complete"#,
+        ];
+        std::fs::write(&path, records.join("\n")).unwrap();
+        let since = crate::docker::parse_rfc3339_ms("2026-01-02T03:04:05Z");
+        let mut tail = Tail::open(path.to_str().unwrap(), since).await.unwrap();
+        assert!(tail.read_more().await.unwrap());
+        assert!(!tail.read_more().await.unwrap());
+        let lines: Vec<_> = tail.pending.drain(..).collect();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0].message, "hello");
+        assert_eq!(lines[1].message, "half and half");
+        assert_eq!(lines[1].source, LogSource::Stderr);
+        assert_eq!(tail.carry, br#"{"log":"not yet complete"#);
+    }
+}

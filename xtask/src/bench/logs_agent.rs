@@ -162,7 +162,9 @@ fn measure(
     seconds: u64,
 ) -> Result<(f64, f64, String)> {
     let line = "x".repeat(LINE_BYTES - 1);
-    let script = format!("while true; do yes {line} | head -n {LINES_PER_SECOND}; sleep 1; done");
+    let script = format!(
+        "trap 'exit 0' TERM; while true; do yes {line} | head -n {LINES_PER_SECOND}; sleep 1; done"
+    );
     ecs(
         address,
         "RegisterTaskDefinition",
@@ -202,6 +204,15 @@ fn measure(
         "StopTask",
         json!({"cluster": CLUSTER, "task": task_arn}),
     )?;
+    // STOPPED is reported once the last lines were shipped.
+    wait_for("the printing task stopped", || {
+        let tasks = ecs(
+            address,
+            "DescribeTasks",
+            json!({"cluster": CLUSTER, "tasks": [task_arn]}),
+        )?;
+        Ok(tasks["tasks"][0]["lastStatus"].as_str() == Some("STOPPED"))
+    })?;
     let task_id = task_arn.rsplit('/').next().unwrap_or_default().to_owned();
     Ok((after - before, elapsed, task_id))
 }
@@ -258,8 +269,6 @@ pub fn run(binary: &Path, seconds: u64) -> Result<()> {
             "awslogs-group": GROUP, "awslogs-region": "us-east-1", "awslogs-stream-prefix": "bench"}}),
         seconds,
     )?;
-    // The stop waits for the last lines, so the count is complete shortly after.
-    std::thread::sleep(Duration::from_secs(5));
     let shipped = count_events(address, &format!("bench/printer/{task_id}"))
         .map_err(|error| eprintln!("cannot count the shipped lines: {error}"))
         .unwrap_or(0);
