@@ -28,6 +28,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
+use crate::json_file::{self, Tail};
 use crate::logs::{parse_timestamped, LogSource, LogStream};
 use crate::{
     BoundPort, ContainerRuntime, ContainerSpec, ContainerState, ContainerStats, Health, Mount,
@@ -51,6 +52,9 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Added to a stop's own timeout: the engine waits `timeout`, then kills and
 /// still has to reap the container and tear down its network.
 const STOP_GRACE: Duration = Duration::from_secs(30);
+/// Empty reads of a followed log file between two looks at whether the
+/// container stopped (a second at the poll interval).
+const LOG_STOP_CHECK_READS: u32 = 10;
 /// Bound on a one-shot stats read.
 const STATS_TIMEOUT: Duration = Duration::from_secs(15);
 /// bollard's own per-request timeout only covers waiting for response
@@ -274,6 +278,69 @@ impl DockerRuntime {
         };
         Ok(container_state(inspected, digest))
     }
+
+    /// Follows through the engine's logs API, a chunk per line.
+    fn follow_logs_api<'a>(&'a self, id: &'a str, since_ms: Option<u64>) -> LogStream<'a> {
+        // The engine's `since` is in whole seconds: start at the second
+        // before and let the caller skip what it has already seen.
+        let since_seconds = since_ms.map_or(0, |ms| i32::try_from(ms / 1000).unwrap_or(i32::MAX));
+        let options = LogsOptionsBuilder::new()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .since(since_seconds)
+            .build();
+        let lines = self.docker.logs(id, Some(options)).filter_map(move |item| {
+            let line = match item {
+                Ok(bollard::container::LogOutput::StdOut { message }) => {
+                    parse_timestamped(LogSource::Stdout, &message).map(Ok)
+                }
+                Ok(bollard::container::LogOutput::StdErr { message }) => {
+                    parse_timestamped(LogSource::Stderr, &message).map(Ok)
+                }
+                Ok(_) => None,
+                Err(error) => Some(Err(container_error("follow logs", id, error))),
+            };
+            std::future::ready(line.filter(|line| {
+                !matches!((line, since_ms), (Ok(line), Some(since)) if line.timestamp_ms < since)
+            }))
+        });
+        Box::pin(lines)
+    }
+
+    /// The container's json-file log, when it logs with json-file.
+    async fn json_log_path(&self, id: &str) -> Option<String> {
+        let inspected = bounded(
+            "inspect container",
+            REQUEST_TIMEOUT,
+            self.docker
+                .inspect_container(id, None::<InspectContainerOptions>),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let driver = inspected.host_config?.log_config?.typ?;
+        let path = inspected.log_path.filter(|path| !path.is_empty())?;
+        (driver == "json-file").then_some(path)
+    }
+
+    /// Whether the container has stopped.
+    async fn inspect_status(&self, id: &str) -> Result<bool, RuntimeError> {
+        let inspected = bounded(
+            "inspect container",
+            REQUEST_TIMEOUT,
+            self.docker
+                .inspect_container(id, None::<InspectContainerOptions>),
+        )
+        .await?
+        .map_err(|error| container_error("follow logs", id, error))?;
+        let status = inspected.state.and_then(|state| state.status);
+        Ok(matches!(
+            status,
+            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
+        ))
+    }
 }
 
 impl ContainerRuntime for DockerRuntime {
@@ -464,32 +531,75 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     fn follow_logs<'a>(&'a self, id: &'a str, since_ms: Option<u64>) -> LogStream<'a> {
-        // The engine's `since` is in whole seconds: start at the second
-        // before and let the caller skip what it has already seen.
-        let since_seconds = since_ms.map_or(0, |ms| i32::try_from(ms / 1000).unwrap_or(i32::MAX));
-        let options = LogsOptionsBuilder::new()
-            .follow(true)
-            .stdout(true)
-            .stderr(true)
-            .timestamps(true)
-            .since(since_seconds)
-            .build();
-        let lines = self.docker.logs(id, Some(options)).filter_map(move |item| {
-            let line = match item {
-                Ok(bollard::container::LogOutput::StdOut { message }) => {
-                    parse_timestamped(LogSource::Stdout, &message).map(Ok)
+        enum Follow<'a> {
+            Start,
+            File(Box<Tail>),
+            Api(LogStream<'a>),
+            Ended,
+        }
+        let start = (Follow::Start, false, 0u32);
+        Box::pin(futures_util::stream::unfold(
+            start,
+            move |(mut state, mut stopped, mut empty_reads)| async move {
+                loop {
+                    match state {
+                        Follow::Start => {
+                            state = match self.json_log_path(id).await {
+                                Some(path) => match Tail::open(&path, since_ms).await {
+                                    Ok(tail) => Follow::File(Box::new(tail)),
+                                    Err(_) => Follow::Api(self.follow_logs_api(id, since_ms)),
+                                },
+                                None => Follow::Api(self.follow_logs_api(id, since_ms)),
+                            };
+                        }
+                        Follow::Api(mut lines) => {
+                            let item = lines.next().await?;
+                            return Some((item, (Follow::Api(lines), stopped, empty_reads)));
+                        }
+                        Follow::File(mut tail) => {
+                            if let Some(line) = tail.pending.pop_front() {
+                                return Some((
+                                    Ok(line),
+                                    (Follow::File(tail), stopped, empty_reads),
+                                ));
+                            }
+                            match tail.read_more().await {
+                                Ok(true) => empty_reads = 0,
+                                Ok(false) if stopped => return None,
+                                Ok(false) => {
+                                    empty_reads += 1;
+                                    // Whether it stopped is asked once a
+                                    // second of quiet, not at every poll.
+                                    if empty_reads % LOG_STOP_CHECK_READS == 0 {
+                                        match self.inspect_status(id).await {
+                                            Ok(true) => stopped = true,
+                                            Ok(false) => {}
+                                            Err(error) => {
+                                                return Some((
+                                                    Err(error),
+                                                    (Follow::Ended, stopped, empty_reads),
+                                                ));
+                                            }
+                                        }
+                                    }
+                                    if !stopped {
+                                        tokio::time::sleep(json_file::POLL_INTERVAL).await;
+                                    }
+                                }
+                                Err(error) => {
+                                    return Some((
+                                        Err(error),
+                                        (Follow::Ended, stopped, empty_reads),
+                                    ));
+                                }
+                            }
+                            state = Follow::File(tail);
+                        }
+                        Follow::Ended => return None,
+                    }
                 }
-                Ok(bollard::container::LogOutput::StdErr { message }) => {
-                    parse_timestamped(LogSource::Stderr, &message).map(Ok)
-                }
-                Ok(_) => None,
-                Err(error) => Some(Err(container_error("follow logs", id, error))),
-            };
-            std::future::ready(line.filter(|line| {
-                !matches!((line, since_ms), (Ok(line), Some(since)) if line.timestamp_ms < since)
-            }))
-        });
-        Box::pin(lines)
+            },
+        ))
     }
 
     fn ensure_network<'a>(&'a self, name: &'a str, subnet_cidr: &'a str) -> RuntimeFuture<'a, ()> {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 mod docker;
 pub mod fake;
+mod json_file;
 mod logs;
 #[cfg(feature = "testing")]
 pub mod testing;

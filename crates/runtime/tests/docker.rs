@@ -781,3 +781,63 @@ async fn named_volume_is_shared_between_containers() {
         .await
         .expect("removing a missing volume is fine");
 }
+
+#[tokio::test]
+async fn follow_logs_yields_every_line_until_the_container_exits() {
+    use flotilla_runtime::LogSource;
+    use futures_util::StreamExt;
+    let Some(harness) = Harness::new("follow-logs").await else {
+        return;
+    };
+    let id = harness
+        .run(&harness.spec(
+            "talker",
+            &[
+                "sh",
+                "-c",
+                "seq 1 5000; echo oops >&2; sleep 0.5; echo last",
+            ],
+        ))
+        .await;
+    let lines: Vec<_> = tokio::time::timeout(
+        WAIT_LIMIT,
+        harness.runtime.follow_logs(&id, None).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the stream ends once the container exits");
+    let lines: Vec<_> = lines
+        .into_iter()
+        .map(|line| line.expect("a line"))
+        .collect();
+    // The engine copies stdout and stderr from two pipes: each stream keeps
+    // its order, the two interleave as the engine read them.
+    let of = |source| {
+        lines
+            .iter()
+            .filter(|line| line.source == source)
+            .collect::<Vec<_>>()
+    };
+    let stdout = of(LogSource::Stdout);
+    let mut expected: Vec<String> = (1..=5000).map(|n| n.to_string()).collect();
+    expected.push("last".to_owned());
+    assert_eq!(
+        stdout
+            .iter()
+            .map(|line| line.message.clone())
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert!(stdout
+        .windows(2)
+        .all(|pair| pair[0].timestamp_ms <= pair[1].timestamp_ms));
+    let stderr = of(LogSource::Stderr);
+    assert_eq!(stderr.len(), 1);
+    assert_eq!(stderr[0].message, "oops");
+    let last_ms = stdout.last().expect("a last line").timestamp_ms;
+    let later: Vec<_> = harness
+        .runtime
+        .follow_logs(&id, Some(last_ms))
+        .collect()
+        .await;
+    assert_eq!(later.len(), 1, "only what came at or after `since`");
+}

@@ -162,7 +162,9 @@ fn measure(
     seconds: u64,
 ) -> Result<(f64, f64, String)> {
     let line = "x".repeat(LINE_BYTES - 1);
-    let script = format!("while true; do yes {line} | head -n {LINES_PER_SECOND}; sleep 1; done");
+    let script = format!(
+        "trap 'exit 0' TERM; while true; do yes {line} | head -n {LINES_PER_SECOND}; sleep 1; done"
+    );
     ecs(
         address,
         "RegisterTaskDefinition",
@@ -177,7 +179,7 @@ fn measure(
     )?;
     let task_arn = answer["tasks"][0]["taskArn"]
         .as_str()
-        .context("RunTask placed no task")?
+        .with_context(|| format!("RunTask placed no task: {}", answer["failures"]))?
         .to_owned();
     wait_for("the printing task running", || {
         let tasks = ecs(
@@ -202,6 +204,15 @@ fn measure(
         "StopTask",
         json!({"cluster": CLUSTER, "task": task_arn}),
     )?;
+    // STOPPED is reported once the last lines were shipped.
+    wait_for("the printing task stopped", || {
+        let tasks = ecs(
+            address,
+            "DescribeTasks",
+            json!({"cluster": CLUSTER, "tasks": [task_arn]}),
+        )?;
+        Ok(tasks["tasks"][0]["lastStatus"].as_str() == Some("STOPPED"))
+    })?;
     let task_id = task_arn.rsplit('/').next().unwrap_or_default().to_owned();
     Ok((after - before, elapsed, task_id))
 }
@@ -258,8 +269,6 @@ pub fn run(binary: &Path, seconds: u64) -> Result<()> {
             "awslogs-group": GROUP, "awslogs-region": "us-east-1", "awslogs-stream-prefix": "bench"}}),
         seconds,
     )?;
-    // The stop waits for the last lines, so the count is complete shortly after.
-    std::thread::sleep(Duration::from_secs(5));
     let shipped = count_events(address, &format!("bench/printer/{task_id}"))
         .map_err(|error| eprintln!("cannot count the shipped lines: {error}"))
         .unwrap_or(0);
@@ -276,5 +285,27 @@ pub fn run(binary: &Path, seconds: u64) -> Result<()> {
     );
     drop(agent);
     drop(server);
+    remove_containers();
     Ok(())
+}
+
+/// The killed agent leaves its stopped containers (and their logs) behind.
+fn remove_containers() {
+    let Ok(listed) = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=com.flotilla.cluster={CLUSTER}"))
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
 }
