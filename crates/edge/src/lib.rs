@@ -24,6 +24,7 @@ mod api;
 mod loops;
 mod metrics;
 mod registry;
+mod secrets;
 mod services;
 
 pub use api::router;
@@ -63,6 +64,8 @@ pub struct Edge {
     pub registry: Option<Arc<flotilla_registry::Registry>>,
     /// The CloudWatch Logs store, when this server keeps one.
     pub logs: Option<Arc<flotilla_logs::LogsService>>,
+    /// Secrets Manager and Parameter Store, when this server keeps them.
+    pub secrets: Option<Arc<flotilla_secrets::Services>>,
 }
 
 /// The wall clock.

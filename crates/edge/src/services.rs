@@ -196,7 +196,7 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         &flotilla_aws::secretsmanager::MODEL,
         false,
         "InvalidRequestException",
-        not_implemented,
+        crate::secrets::call_secretsmanager,
     ),
     modelled(
         &flotilla_aws::ssm::MODEL,

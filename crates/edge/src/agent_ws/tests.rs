@@ -51,6 +51,7 @@ impl Server {
             agent_heartbeat_timeout_ms,
             registry: None,
             logs: None,
+            secrets: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
