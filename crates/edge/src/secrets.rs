@@ -52,3 +52,35 @@ pub(crate) fn call_secretsmanager<'a>(
             .map(Reply::Json)
     })
 }
+
+/// Parameter Store (JSON 1.1, `AmazonSSM`).
+pub(crate) fn call_ssm<'a>(
+    edge: &'a Arc<Edge>,
+    _entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        use flotilla_aws::ssm::{self, SsmRequest};
+        let request = match SsmRequest::decode(&call.operation, json_body(&call)) {
+            None => {
+                return Err(ApiError::unknown_operation(&format!(
+                    "{}.{}",
+                    ssm::TARGET_PREFIX,
+                    call.operation
+                )))
+            }
+            Some(decoded) => decoded.map_err(|error| {
+                let error = ApiError::from(error);
+                ApiError::new("ValidationException", 400, error.message)
+            })?,
+        };
+        let Some(services) = edge.secrets.clone() else {
+            return Err(unavailable("InternalServerError"));
+        };
+        let now_ms = edge.clock.now_ms();
+        let caller = call.caller.principal_arn;
+        isolated(async move { services.parameters.handle(request, now_ms, &caller).await })
+            .await
+            .map(Reply::Json)
+    })
+}

@@ -202,7 +202,7 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         &flotilla_aws::ssm::MODEL,
         false,
         "UnsupportedOperationException",
-        not_implemented,
+        crate::secrets::call_ssm,
     ),
     modelled(
         &flotilla_aws::events::MODEL,

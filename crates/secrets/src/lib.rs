@@ -16,12 +16,16 @@
 //! to a log line or to an error message.
 
 pub mod manager;
+pub mod parameters;
 
 mod records;
 pub mod seal;
 pub mod value;
 
+use std::sync::Arc;
+
 pub use manager::SecretsManager;
+pub use parameters::ParameterStore;
 
 pub use seal::{SealError, Sealed, Sealer};
 pub use value::SecretBytes;
@@ -37,17 +41,15 @@ fn seconds(ms: u64) -> f64 {
 /// The services this crate answers, as the edge holds them.
 pub struct Services {
     pub manager: SecretsManager,
+    pub parameters: ParameterStore,
 }
 
 impl Services {
     /// Both services over `store`, sealing with `sealer`.
-    pub fn new(
-        store: std::sync::Arc<dyn flotilla_store::Store>,
-        sealer: std::sync::Arc<Sealer>,
-        scope: Scope,
-    ) -> Self {
+    pub fn new(store: Arc<dyn flotilla_store::Store>, sealer: Arc<Sealer>, scope: Scope) -> Self {
         Self {
-            manager: SecretsManager::new(store, sealer, scope),
+            manager: SecretsManager::new(Arc::clone(&store), Arc::clone(&sealer), scope.clone()),
+            parameters: ParameterStore::new(store, sealer, scope),
         }
     }
 }
