@@ -231,3 +231,24 @@ def test_values_are_sealed_in_the_store(fresh_server):
             data = path.read_bytes()
             assert marker.encode() not in data, path
             assert encoded.encode() not in data, path
+
+
+def test_an_operator_key_file_seals_instead(server_factory, tmp_path):
+    key_file = tmp_path / "operator.key"
+    key_file.write_text("0123456789abcdef" * 4 + "\n")
+    key_file.chmod(0o600)
+    server = server_factory(extra_args=("--secrets-key-file", str(key_file)))
+    sm = server.client("secretsmanager")
+    sm.create_secret(Name="with-operator-key", SecretString="value-1")
+    assert sm.get_secret_value(SecretId="with-operator-key")["SecretString"] == "value-1"
+    assert not (server.data_dir / "secrets.key").exists()
+    # Restarted with another key, the server cannot open the value and
+    # says so without showing anything of it.
+    server.stop()
+    key_file.write_text("fedcba9876543210" * 4 + "\n")
+    server.start()
+    with pytest.raises(ClientError) as excinfo:
+        server.client("secretsmanager").get_secret_value(SecretId="with-operator-key")
+    code, message = error_of(excinfo)
+    assert code == "InternalServiceError" and "value-1" not in message
+    assert "sealed with key" in server.stderr_path.read_text()
