@@ -30,8 +30,9 @@ const DOCKER_API_MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 17..=41;
 /// Capabilities this agent truly has, and nothing more: awsvpc (task ENIs,
 /// emulated with a task network), health checks, container ordering,
 /// privileged containers, local-driver Docker volumes, and the engine's
-/// default json-file logging. Not here: awslogs, task IAM roles, secrets,
-/// S3 environment files, EFS, GPUs, firelens.
+/// default json-file logging, and secrets from Secrets Manager and
+/// Parameter Store as environment variables. Not here: awslogs, task IAM
+/// roles, S3 environment files, EFS, GPUs, firelens.
 pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.task-eni",
     "ecs.capability.container-health-check",
@@ -39,6 +40,10 @@ pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.docker-plugin.local",
     "com.amazonaws.ecs.capability.privileged-container",
     "com.amazonaws.ecs.capability.logging-driver.json-file",
+    "ecs.capability.secrets.asm.environment-variables",
+    "ecs.capability.secrets.ssm.environment-variables",
+    "ecs.capability.secrets.asm.bootstrap.log-driver",
+    "ecs.capability.secrets.ssm.bootstrap.log-driver",
 ];
 
 /// Facts about the machine, read once at start.

@@ -28,6 +28,7 @@ pub mod pause;
 pub mod persist;
 pub mod registry_auth;
 pub mod reporter;
+pub mod secrets;
 pub mod task_network;
 pub mod usage;
 
@@ -308,6 +309,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         registry_credentials: Some(Arc::new(registry_auth::ControlPlaneRegistry::new(
             api.clone(),
         ))),
+        secret_source: Some(Arc::new(secrets::ControlPlaneSecrets::new(api.clone()))),
         stats_interval: config.stats_interval,
         ..EngineSettings::default()
     };
@@ -402,6 +404,7 @@ pub async fn run_simulated(
                 task_cleanup_wait: config.task_cleanup_wait,
                 metadata_port: None,
                 stats_interval: config.stats_interval,
+                secret_source: Some(Arc::new(secrets::ControlPlaneSecrets::new(api.clone()))),
                 ..EngineSettings::default()
             },
             metadata: None,

@@ -96,6 +96,8 @@ pub struct EngineSettings {
     pub host_ports: Option<Arc<host_ports::HostPortPicker>>,
     /// Credentials for images in Flotilla's own registry.
     pub registry_credentials: Option<Arc<dyn crate::registry_auth::RegistryCredentials>>,
+    /// Where containers' `secrets` are read from (`crate::secrets`).
+    pub secret_source: Option<Arc<dyn crate::secrets::SecretSource>>,
     /// How often running tasks' usage is sampled and reported
     /// (`flotilla_types::acs::STATS_INTERVAL_MS` by default).
     pub stats_interval: Duration,
@@ -112,6 +114,7 @@ impl Default for EngineSettings {
             bridge_gateway: DEFAULT_BRIDGE_GATEWAY.to_owned(),
             host_ports: None,
             registry_credentials: None,
+            secret_source: None,
             stats_interval: Duration::from_millis(flotilla_types::acs::STATS_INTERVAL_MS),
         }
     }
