@@ -27,8 +27,6 @@ from support import (
     wait_tasks_status,
 )
 
-pytestmark = pytest.mark.docker
-
 STOP_REASON = "ResourceInitializationError: unable to pull secrets or registry auth: "
 
 
@@ -66,6 +64,7 @@ def files_containing(roots, needles: list[bytes]) -> list[str]:
     return found
 
 
+@pytest.mark.docker
 def test_secret_and_secure_string_reach_the_environment_and_nothing_else(env):
     password = "pw-" + uuid.uuid4().hex
     whole = json.dumps({"password": password, "user": "app"})
@@ -110,6 +109,7 @@ def test_secret_and_secure_string_reach_the_environment_and_nothing_else(env):
     assert files_containing([env.server.data_dir, env.agent.data_dir], needles) == []
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("case", ["missing-secret", "missing-json-key", "missing-parameter"])
 def test_a_missing_secret_stops_the_task_with_ecs_reason(env, case):
     secret = env.sm.create_secret(Name=unique("e2e/present"), SecretString='{"a": "1"}')
@@ -128,3 +128,26 @@ def test_a_missing_secret_stops_the_task_with_ecs_reason(env, case):
     assert reason.startswith(STOP_REASON), reason
     assert expected in reason, reason
     assert container_of(task, "app").get("exitCode") is None
+
+
+@pytest.mark.parametrize("present", [True, False])
+def test_simulated_hosts_resolve_secrets_too(server, agent_fleet, present):
+    """Simulated hosts read secrets from the control plane as real ones do:
+    a task whose secret exists runs, one whose secret is missing stops with
+    ECS's reason."""
+    cluster = unique("secrets-sim")
+    server.ecs.create_cluster(clusterName=cluster)
+    agent_fleet.start(server, cluster, "--simulate", "2")
+    name = "/" + unique("e2e-sim") + "/token"
+    if present:
+        server.client("ssm").put_parameter(Name=name, Type="SecureString", Value="sim-" + uuid.uuid4().hex)
+    arn = register_task_definition(server.ecs, unique("secrets-sim"), [{
+        "name": "app", "image": "sim/app", "memory": 32, "essential": True,
+        "secrets": [{"name": "TOKEN", "valueFrom": name}]}])
+    [task] = run_tasks(server.ecs, cluster, arn)
+    if present:
+        wait_tasks_status(server.ecs, cluster, [task["taskArn"]], "RUNNING")
+    else:
+        [task] = wait_tasks_status(server.ecs, cluster, [task["taskArn"]], "STOPPED")
+        assert task["stoppedReason"].startswith(STOP_REASON), task["stoppedReason"]
+        assert f"invalid parameters: {name}" in task["stoppedReason"]
