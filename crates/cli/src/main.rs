@@ -475,6 +475,10 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         args.secrets_key_file.as_deref(),
         Scope::new(&region.name, &args.account_id),
     )?);
+    let purged = Arc::clone(&secrets);
+    ecs.supervisor().spawn("secrets_maintenance", move || {
+        purge_secrets(Arc::clone(&purged), SECRETS_MAINTENANCE_INTERVAL)
+    });
     let edge = Arc::new(Edge {
         ecs,
         credentials: Arc::new(credentials),
@@ -529,6 +533,23 @@ fn open_secrets(
         Arc::new(sealer),
         scope,
     ))
+}
+
+/// How often secrets past their recovery window are removed from the store.
+const SECRETS_MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+async fn purge_secrets(secrets: Arc<flotilla_secrets::Services>, period: std::time::Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now_ms = flotilla_control::Clock::now_ms(&SystemClock);
+        match secrets.manager.purge_expired(now_ms).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "removed secrets past their recovery window"),
+            Err(error) => tracing::warn!(%error, "secrets maintenance failed"),
+        }
+    }
 }
 
 /// Runs an agent for this machine beside the control plane. A machine without

@@ -52,6 +52,8 @@ pub const LIST_MAX_RESULTS: i32 = 100;
 /// on what a listing reads.
 pub const SECRETS_MAX: usize = 500_000;
 const DAY_MS: u64 = 86_400_000;
+/// Expired secrets removed per maintenance pass.
+pub const PURGE_BATCH_MAX: usize = 1_000;
 
 pub const CURRENT: &str = "AWSCURRENT";
 pub const PREVIOUS: &str = "AWSPREVIOUS";
@@ -459,6 +461,35 @@ impl SecretsManager {
                 ),
             )),
         }
+    }
+
+    /// Removes the records of secrets whose recovery window has passed at
+    /// `now_ms` (they are answered as absent already), at most
+    /// [`PURGE_BATCH_MAX`] secrets per call; answers how many went.
+    pub async fn purge_expired(&self, now_ms: u64) -> Result<usize, ApiError> {
+        let mut purged = 0;
+        for entry in list_all(self.store.as_ref(), PREFIX_SECRETS, SECRETS_MAX)? {
+            if purged >= PURGE_BATCH_MAX {
+                break;
+            }
+            let record: SecretRecord = flotilla_records::decode(&entry)?;
+            if !record.expired(now_ms) {
+                continue;
+            }
+            let mut txn = Txn::new()
+                .expect(entry.key.clone(), entry.mod_revision)
+                .delete(entry.key.clone());
+            for version in record.versions.keys() {
+                txn = txn.delete(value_key(&record.name, version));
+            }
+            match self.store.commit(txn).await {
+                Ok(_) => purged += 1,
+                // Written meanwhile (the name was reused): the next pass decides again.
+                Err(flotilla_store::StoreError::Conflict { .. }) => {}
+                Err(error) => return Err(flotilla_records::store_error(error)),
+            }
+        }
+        Ok(purged)
     }
 
     fn arn(&self, name: &str, suffix: &str) -> String {

@@ -119,6 +119,34 @@ async fn secrets_manager_answers_and_refuses_as_aws_does() {
         .await
         .expect("get")
         .contains("second-value"));
+
+    // Past its recovery window a deleted secret is gone, and maintenance
+    // removes its records.
+    secrets(
+        &services,
+        "DeleteSecret",
+        r#"{"SecretId":"db","RecoveryWindowInDays":7}"#,
+    )
+    .await
+    .expect("delete");
+    assert_eq!(
+        services.manager.purge_expired(NOW_MS).await.expect("purge"),
+        0
+    );
+    let later_ms = NOW_MS + 7 * 86_400_000;
+    assert_eq!(
+        services
+            .manager
+            .purge_expired(later_ms)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert!(store
+        .list("secretsmanager/", None, 100)
+        .expect("list")
+        .entries
+        .is_empty());
 }
 
 #[tokio::test]
