@@ -415,6 +415,90 @@ mod tests {
         );
     }
 
+    /// Answers each reference with its own `valueFrom`, or fails on one
+    /// naming `missing`.
+    #[derive(Debug)]
+    struct Echo;
+
+    impl SecretSource for Echo {
+        fn resolve<'a>(
+            &'a self,
+            references: &'a [SecretReference],
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<SecretText>, String>> + Send + 'a>> {
+            Box::pin(async move {
+                references
+                    .iter()
+                    .map(|reference| match reference {
+                        SecretReference::Parameter { name } if name.contains("missing") => {
+                            Err(format!("invalid parameters: {name}"))
+                        }
+                        SecretReference::Parameter { name } => Ok(SecretText::new(name.clone())),
+                        SecretReference::SecretsManager { value_from, .. } => {
+                            Ok(SecretText::new(value_from.clone()))
+                        }
+                    })
+                    .collect()
+            })
+        }
+    }
+
+    fn definition(json: serde_json::Value) -> ContainerDefinition {
+        serde_json::from_value(json).expect("definition")
+    }
+
+    #[tokio::test]
+    async fn secrets_and_log_options_are_resolved_in_order() {
+        let container = definition(serde_json::json!({
+            "name": "app",
+            "secrets": [{"name": "A", "valueFrom": "/a"},
+                        {"name": "B", "valueFrom": "arn:aws:secretsmanager:r:1:secret:b-AbCdEf:k::"}],
+            "logConfiguration": {"logDriver": "json-file",
+                                 "secretOptions": [{"name": "token", "valueFrom": "/t"}]},
+        }));
+        let resolved = resolve_container(Some(&Echo), &container)
+            .await
+            .expect("resolved");
+        let shown = |pairs: &[(String, SecretText)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(name, value)| (name.clone(), value.expose().to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            shown(&resolved.environment),
+            [
+                ("A".to_owned(), "/a".to_owned()),
+                (
+                    "B".to_owned(),
+                    "arn:aws:secretsmanager:r:1:secret:b-AbCdEf:k::".to_owned()
+                )
+            ]
+        );
+        assert_eq!(
+            shown(&resolved.log_options),
+            [("token".to_owned(), "/t".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_or_no_source_stops_with_ecs_reason() {
+        let container = definition(serde_json::json!({
+            "name": "app", "secrets": [{"name": "A", "valueFrom": "/missing"}]}));
+        let reason = resolve_container(Some(&Echo), &container)
+            .await
+            .expect_err("missing");
+        assert_eq!(
+            reason,
+            "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: invalid parameters: /missing"
+        );
+        assert!(resolve_container(None, &container)
+            .await
+            .expect_err("no source")
+            .starts_with(STOP_REASON_PREFIX));
+        let plain = definition(serde_json::json!({"name": "app"}));
+        assert!(resolve_container(None, &plain).await.is_ok());
+    }
+
     #[test]
     fn a_secret_text_is_never_printed() {
         let text = SecretText::new("hunter2".to_owned());
