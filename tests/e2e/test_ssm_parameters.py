@@ -139,3 +139,23 @@ def test_secure_strings_are_sealed_in_the_store(fresh_server):
     for path in fresh_server.data_dir.rglob("*"):
         if path.is_file():
             assert marker.encode() not in path.read_bytes(), path
+
+
+def test_parameter_tags(server, ssm):
+    name = "/" + unique("e2e") + "/tagged"
+    ssm.put_parameter(Name=name, Type="String", Value="v", Tags=[{"Key": "team", "Value": "red"}])
+    ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=name,
+                             Tags=[{"Key": "env", "Value": "prod"}, {"Key": "team", "Value": "blue"}])
+    code, listed = aws(server, "ssm", "list-tags-for-resource", "--resource-type", "Parameter",
+                       "--resource-id", name)
+    assert code == 0, listed
+    assert sorted((t["Key"], t["Value"]) for t in listed["TagList"]) == [("env", "prod"), ("team", "blue")]
+    ssm.remove_tags_from_resource(ResourceType="Parameter", ResourceId=name, TagKeys=["team"])
+    assert ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name)["TagList"] == [
+        {"Key": "env", "Value": "prod"}]
+    with pytest.raises(ClientError) as excinfo:
+        ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name + "-absent")
+    assert error_of(excinfo)[0] == "InvalidResourceId"
+    with pytest.raises(ClientError) as excinfo:
+        ssm.list_tags_for_resource(ResourceType="Document", ResourceId=name)
+    assert error_of(excinfo)[0] == "InvalidResourceType"

@@ -147,6 +147,14 @@ fn not_found(name: &str) -> ApiError {
     )
 }
 
+fn invalid_resource_id(name: &str) -> ApiError {
+    ApiError::new(
+        "InvalidResourceId",
+        400,
+        format!("The resource ID \"{name}\" is not valid. Verify the ID and try again."),
+    )
+}
+
 fn version_not_found(name: &str, selector: &str) -> ApiError {
     ApiError::new(
         "ParameterVersionNotFound",
@@ -278,6 +286,52 @@ impl ParameterStore {
             Q::DescribeParameters(r) => self.describe(r).map(R::DescribeParameters),
             Q::GetParameterHistory(r) => self.history(r).map(R::GetParameterHistory),
             Q::LabelParameterVersion(r) => self.label(r).await.map(R::LabelParameterVersion),
+            Q::AddTagsToResource(r) => {
+                let tags = r.tags.unwrap_or_default();
+                self.retag(r.resource_type, r.resource_id, |existing| {
+                    for tag in &tags {
+                        let key = tag.key.clone().unwrap_or_default();
+                        let value = tag.value.clone().unwrap_or_default();
+                        check_length(&key, "tags.member.key", 1, 128, false)?;
+                        check_length(&value, "tags.member.value", 0, 256, false)?;
+                        match existing.iter_mut().find(|(k, _)| *k == key) {
+                            Some(slot) => slot.1 = value,
+                            None => existing.push((key, value)),
+                        }
+                    }
+                    Ok(())
+                })
+                .await
+                .map(|_| R::AddTagsToResource(wire::AddTagsToResourceResult {}))
+            }
+            Q::RemoveTagsFromResource(r) => {
+                let keys = r.tag_keys.unwrap_or_default();
+                self.retag(r.resource_type, r.resource_id, |existing| {
+                    existing.retain(|(key, _)| !keys.contains(key));
+                    Ok(())
+                })
+                .await
+                .map(|_| R::RemoveTagsFromResource(wire::RemoveTagsFromResourceResult {}))
+            }
+            Q::ListTagsForResource(r) => {
+                let name = self.tagged_parameter(r.resource_type, r.resource_id)?;
+                let record = self
+                    .read(&name)?
+                    .ok_or_else(|| invalid_resource_id(&name))?
+                    .value;
+                Ok(R::ListTagsForResource(wire::ListTagsForResourceResult {
+                    tag_list: Some(
+                        record
+                            .tags
+                            .iter()
+                            .map(|(key, value)| wire::Tag {
+                                key: Some(key.clone()),
+                                value: Some(value.clone()),
+                            })
+                            .collect(),
+                    ),
+                }))
+            }
             other => Err(ApiError::new(
                 "UnsupportedOperationException",
                 400,
@@ -287,6 +341,53 @@ impl ParameterStore {
                 ),
             )),
         }
+    }
+
+    /// The parameter a tagging request names: only parameters are tagged here.
+    fn tagged_parameter(
+        &self,
+        resource_type: Option<wire::ResourceTypeForTagging>,
+        resource_id: Option<String>,
+    ) -> Result<String, ApiError> {
+        if resource_type != Some(wire::ResourceTypeForTagging::Parameter) {
+            return Err(ApiError::new(
+                "InvalidResourceType",
+                400,
+                "The resource type is not valid: only Parameter resources are tagged by this server.",
+            ));
+        }
+        Ok(self.select(&resource_id.unwrap_or_default())?.name)
+    }
+
+    /// Changes a parameter's tags with `change`, at most [`TAGS_MAX`].
+    async fn retag(
+        &self,
+        resource_type: Option<wire::ResourceTypeForTagging>,
+        resource_id: Option<String>,
+        change: impl Fn(&mut Vec<(String, String)>) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        let name = self.tagged_parameter(resource_type, resource_id)?;
+        mutate(self.store.as_ref(), || {
+            let found = self
+                .read(&name)?
+                .ok_or_else(|| invalid_resource_id(&name))?;
+            let mut record = found.value;
+            change(&mut record.tags)?;
+            if record.tags.len() > TAGS_MAX {
+                return Err(ApiError::new(
+                    "TooManyTagsError",
+                    400,
+                    format!("A parameter can have at most {TAGS_MAX} tags."),
+                ));
+            }
+            Ok(Attempt::Commit(
+                Txn::new()
+                    .expect(key(&name), found.revision)
+                    .put(key(&name), encode(&record)),
+                (),
+            ))
+        })
+        .await
     }
 
     fn arn(&self, name: &str) -> String {
