@@ -151,3 +151,28 @@ def test_simulated_hosts_resolve_secrets_too(server, agent_fleet, present):
         [task] = wait_tasks_status(server.ecs, cluster, [task["taskArn"]], "STOPPED")
         assert task["stoppedReason"].startswith(STOP_REASON), task["stoppedReason"]
         assert f"invalid parameters: {name}" in task["stoppedReason"]
+
+
+@pytest.mark.parametrize("present", [True, False])
+def test_secret_log_options_are_read_then_refused_by_name(server, agent_fleet, present):
+    """logConfiguration.secretOptions are read like secrets (a missing one
+    stops the task with ECS's reason); no log driver of the agent takes
+    options yet, so a task whose options were read stops with a reason
+    naming them instead of running without them."""
+    cluster = unique("secret-options")
+    server.ecs.create_cluster(clusterName=cluster)
+    agent_fleet.start(server, cluster, "--simulate", "1")
+    name = "/" + unique("e2e-opt") + "/token"
+    if present:
+        server.client("ssm").put_parameter(Name=name, Type="SecureString", Value="opt-" + uuid.uuid4().hex)
+    arn = register_task_definition(server.ecs, unique("secret-options"), [{
+        "name": "app", "image": "sim/app", "memory": 32, "essential": True,
+        "logConfiguration": {"logDriver": "json-file",
+                             "secretOptions": [{"name": "token", "valueFrom": name}]}}])
+    [task] = run_tasks(server.ecs, cluster, arn)
+    [task] = wait_tasks_status(server.ecs, cluster, [task["taskArn"]], "STOPPED")
+    reason = task["stoppedReason"]
+    if present:
+        assert "logConfiguration.secretOptions" in reason, reason
+    else:
+        assert reason.startswith(STOP_REASON) and f"invalid parameters: {name}" in reason, reason
