@@ -252,3 +252,18 @@ def test_an_operator_key_file_seals_instead(server_factory, tmp_path):
     code, message = error_of(excinfo)
     assert code == "InternalServiceError" and "value-1" not in message
     assert "sealed with key" in server.stderr_path.read_text()
+
+
+def test_batch_get_secret_value(sm):
+    prefix = unique("e2e/batch")
+    for index in range(3):
+        sm.create_secret(Name=f"{prefix}/{index}", SecretString=f"value-{index}")
+    got = sm.batch_get_secret_value(SecretIdList=[f"{prefix}/0", f"{prefix}/2", f"{prefix}/absent"])
+    assert sorted(v["SecretString"] for v in got["SecretValues"]) == ["value-0", "value-2"]
+    assert [(e["SecretId"], e["ErrorCode"]) for e in got["Errors"]] == [
+        (f"{prefix}/absent", "ResourceNotFoundException")]
+    filtered = sm.batch_get_secret_value(Filters=[{"Key": "name", "Values": [prefix]}])
+    assert sorted(v["Name"] for v in filtered["SecretValues"]) == [f"{prefix}/{i}" for i in range(3)]
+    with pytest.raises(ClientError) as excinfo:
+        sm.batch_get_secret_value(SecretIdList=[f"{prefix}/0"], Filters=[{"Key": "name", "Values": [prefix]}])
+    assert error_of(excinfo)[0] == "InvalidParameterException"

@@ -48,6 +48,8 @@ pub const RECOVERY_WINDOW_MIN_DAYS: i64 = 7;
 pub const RECOVERY_WINDOW_MAX_DAYS: i64 = 30;
 pub const RECOVERY_WINDOW_DEFAULT_DAYS: i64 = 30;
 pub const LIST_MAX_RESULTS: i32 = 100;
+/// Secrets one BatchGetSecretValue reads.
+pub const BATCH_IDS_MAX: usize = 20;
 /// Secrets one account holds (Secrets Manager's quota is 500,000); a bound
 /// on what a listing reads.
 pub const SECRETS_MAX: usize = 500_000;
@@ -434,6 +436,7 @@ impl SecretsManager {
         match request {
             Q::CreateSecret(r) => self.create(r, now_ms, fresh_id).await.map(R::CreateSecret),
             Q::GetSecretValue(r) => self.get_value(r, now_ms).map(R::GetSecretValue),
+            Q::BatchGetSecretValue(r) => self.batch_get(r, now_ms).map(R::BatchGetSecretValue),
             Q::PutSecretValue(r) => self
                 .put_value(r, now_ms, fresh_id)
                 .await
@@ -795,6 +798,91 @@ impl SecretsManager {
             created_date: meta.map(|meta| seconds(meta.created_ms)),
             secret_string,
             secret_binary,
+        })
+    }
+
+    /// The AWSCURRENT values of up to 20 secrets named in SecretIdList, or
+    /// of the secrets Filters select (pages of MaxResults); a secret that
+    /// cannot be read is an entry of Errors, not a failure of the call.
+    fn batch_get(
+        &self,
+        r: wire::BatchGetSecretValueRequest,
+        now_ms: u64,
+    ) -> Result<wire::BatchGetSecretValueResponse, ApiError> {
+        let (ids, next_token) = match (r.secret_id_list, r.filters) {
+            (Some(_), Some(_)) => {
+                return Err(invalid_parameter(
+                    "Either 'SecretIdList' or 'Filters' must be provided, but not both.",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid_parameter(
+                    "Either 'SecretIdList' or 'Filters' must be provided.",
+                ))
+            }
+            (Some(ids), None) => {
+                if ids.is_empty() || ids.len() > BATCH_IDS_MAX {
+                    return Err(constraint(
+                        None,
+                        "secretIdList",
+                        &format!("Member must have length less than or equal to {BATCH_IDS_MAX}"),
+                    ));
+                }
+                if r.max_results.is_some() || r.next_token.is_some() {
+                    return Err(invalid_parameter(
+                        "'MaxResults' and 'NextToken' can only be used with 'Filters'.",
+                    ));
+                }
+                (ids, None)
+            }
+            (None, Some(filters)) => {
+                let listed = self.list(
+                    wire::ListSecretsRequest {
+                        filters: Some(filters),
+                        max_results: Some(r.max_results.unwrap_or(BATCH_IDS_MAX as i32)),
+                        next_token: r.next_token,
+                        ..Default::default()
+                    },
+                    now_ms,
+                )?;
+                let ids = listed
+                    .secret_list
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|entry| entry.arn)
+                    .collect();
+                (ids, listed.next_token)
+            }
+        };
+        let mut values = Vec::new();
+        let mut errors = Vec::new();
+        for id in ids {
+            let request = wire::GetSecretValueRequest {
+                secret_id: Some(id.clone()),
+                ..Default::default()
+            };
+            match self.get_value(request, now_ms) {
+                Ok(value) => values.push(wire::SecretValueEntry {
+                    arn: value.arn,
+                    name: value.name,
+                    created_date: value.created_date,
+                    secret_string: value.secret_string,
+                    secret_binary: value.secret_binary,
+                    version_id: value.version_id,
+                    version_stages: value.version_stages,
+                }),
+                Err(error) if error.status < 500 => errors.push(wire::APIErrorType {
+                    secret_id: Some(id),
+                    error_code: Some(error.code.to_owned()),
+                    message: Some(error.message),
+                }),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(wire::BatchGetSecretValueResponse {
+            secret_values: Some(values),
+            errors: Some(errors),
+            next_token,
         })
     }
 
