@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 from unittest import mock
 
 import boto3
+import pytest
 import botocore.auth
 import botocore.awsrequest
 import botocore.credentials
@@ -972,3 +974,20 @@ def resources_by_name(resources: list[dict]) -> dict:
         else:
             out[resource["name"]] = resource.get("integerValue")
     return out
+
+
+def aws_cli_v2() -> str:
+    """The AWS CLI version 2, for what only it does (`aws logs tail`) and for
+    the older protocols its 2.9 release speaks (CloudWatch in Query). It is
+    not on PyPI; Debian packages it (`apt-get install awscli` on Debian 12
+    installs 2.9). FLOTILLA_AWS_CLI_V2 names another one."""
+    for candidate in (os.environ.get("FLOTILLA_AWS_CLI_V2"), "/usr/bin/aws", shutil.which("aws")):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        version = subprocess.run([candidate, "--version"], capture_output=True, text=True).stdout
+        if version.startswith("aws-cli/2."):
+            return candidate
+    if os.environ.get("FLOTILLA_E2E_SKIP_AWSCLI_V2") == "1":
+        pytest.skip("no AWS CLI version 2, and FLOTILLA_E2E_SKIP_AWSCLI_V2=1")
+    pytest.fail("this test needs the AWS CLI version 2: `apt-get install awscli` (Debian 12) "
+                "or set FLOTILLA_AWS_CLI_V2 (FLOTILLA_E2E_SKIP_AWSCLI_V2=1 skips these tests)")

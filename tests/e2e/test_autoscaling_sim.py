@@ -435,3 +435,85 @@ def test_container_insights_when_the_cluster_enables_it(server, module_agent_fle
     # The module's other clusters have it off: nothing of theirs there.
     others = cloudwatch.list_metrics(Namespace="ECS/ContainerInsights")["Metrics"]
     assert all(d["Value"] == cluster for m in others for d in m["Dimensions"] if d["Name"] == "ClusterName"), others
+
+
+def test_cluster_reservation_is_published_per_minute(server, module_agent_fleet):
+    cluster = unique(f"reserve-{os.getpid()}")
+    server.ecs.create_cluster(clusterName=cluster)
+    module_agent_fleet.start(server, cluster, "--simulate", "2", "--stats-interval-ms", "500")
+    arns = server.ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]
+    instances = server.ecs.describe_container_instances(cluster=cluster, containerInstances=arns)["containerInstances"]
+
+    def registered(name: str) -> int:
+        return sum(r["integerValue"] for i in instances for r in i["registeredResources"] if r["name"] == name)
+
+    cpu, memory = registered("CPU"), registered("MEMORY")
+    assert len(instances) == 2 and cpu > 0 and memory > 0
+    make_service(server, cluster, "sim/cpu:10", desired=3)
+    cloudwatch = server.client("cloudwatch")
+    dimensions = [{"Name": "ClusterName", "Value": cluster}]
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def latest(metric: str):
+        points = cloudwatch.get_metric_statistics(
+            Namespace="AWS/ECS", MetricName=metric, Dimensions=dimensions,
+            StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(days=1),
+            Period=3600, Statistics=["Maximum"])["Datapoints"]
+        return max((p["Maximum"] for p in points), default=None)
+
+    # Three tasks of 256 CPU units and 128 MiB each.
+    expected_cpu = 3 * 256 / cpu * 100
+    wait_until(lambda: latest("CPUReservation") is not None
+               and abs(latest("CPUReservation") - expected_cpu) < 0.01,
+               SCALE_TIMEOUT_S, f"CPUReservation of {expected_cpu:.2f}%")
+    assert abs(latest("MemoryReservation") - 3 * 128 / memory * 100) < 0.01
+    assert {m["MetricName"] for m in cloudwatch.list_metrics(Namespace="AWS/ECS", Dimensions=dimensions)["Metrics"]} \
+        >= {"CPUReservation", "MemoryReservation", "CPUUtilization", "MemoryUtilization"}
+
+
+def test_tags_on_alarms_and_scalable_targets(server, cluster):
+    cloudwatch = server.client("cloudwatch")
+    alarm = unique("tagged")
+    cloudwatch.put_metric_alarm(AlarmName=alarm, Namespace="Flotilla/Test", MetricName="m", Statistic="Sum",
+                                Period=60, EvaluationPeriods=1, Threshold=1.0,
+                                ComparisonOperator="GreaterThanThreshold", Tags=[{"Key": "team", "Value": "web"}])
+    arn = cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["AlarmArn"]
+    assert cloudwatch.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "team", "Value": "web"}]
+    # Updating the alarm leaves its tags, as CloudWatch does; TagResource changes them.
+    cloudwatch.put_metric_alarm(AlarmName=alarm, Namespace="Flotilla/Test", MetricName="m", Statistic="Sum",
+                                Period=60, EvaluationPeriods=2, Threshold=1.0,
+                                ComparisonOperator="GreaterThanThreshold", Tags=[{"Key": "other", "Value": "x"}])
+    cloudwatch.tag_resource(ResourceARN=arn, Tags=[{"Key": "env", "Value": "prod"}, {"Key": "team", "Value": "api"}])
+    cloudwatch.untag_resource(ResourceARN=arn, TagKeys=["env", "never-set"])
+    assert cloudwatch.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "team", "Value": "api"}]
+    with pytest.raises(ClientError) as caught:
+        cloudwatch.tag_resource(ResourceARN=arn, Tags=[{"Key": "aws:owner", "Value": "me"}])
+    assert error_of(caught)[0] == "InvalidParameterValue" and "aws:" in error_of(caught)[1]
+    with pytest.raises(ClientError) as caught:
+        cloudwatch.list_tags_for_resource(ResourceARN=arn + "-missing")
+    assert error_of(caught)[0] == "ResourceNotFoundException"
+    assert cloudwatch.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "team", "Value": "api"}]
+
+    name, _ = make_service(server, cluster, "sim/cpu:10", desired=1)
+    code, out = aws(server, "application-autoscaling", "register-scalable-target", "--service-namespace", "ecs",
+                    "--scalable-dimension", "ecs:service:DesiredCount", "--resource-id", f"service/{cluster}/{name}",
+                    "--min-capacity", "1", "--max-capacity", "3", "--tags", "team=web")
+    assert code == 0, out
+    target_arn = out["ScalableTargetARN"]
+    code, out = aws(server, "application-autoscaling", "tag-resource", "--resource-arn", target_arn,
+                    "--tags", "env=prod")
+    assert code == 0, out
+    code, out = aws(server, "application-autoscaling", "list-tags-for-resource", "--resource-arn", target_arn)
+    assert code == 0 and out["Tags"] == {"team": "web", "env": "prod"}, out
+    too_many = ",".join(f"k{i}=v" for i in range(49))
+    code, out = aws(server, "application-autoscaling", "tag-resource", "--resource-arn", target_arn,
+                    "--tags", too_many)
+    assert code != 0 and "TooManyTagsException" in out, out
+    code, out = aws(server, "application-autoscaling", "untag-resource", "--resource-arn", target_arn,
+                    "--tag-keys", "env")
+    assert code == 0, out
+    code, out = aws(server, "application-autoscaling", "list-tags-for-resource", "--resource-arn", target_arn)
+    assert code == 0 and out["Tags"] == {"team": "web"}, out
+    code, out = aws(server, "application-autoscaling", "list-tags-for-resource", "--resource-arn",
+                    target_arn + "-missing")
+    assert code != 0 and "ResourceNotFoundException" in out, out

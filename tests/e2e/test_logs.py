@@ -6,8 +6,6 @@ acknowledged puts."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import threading
 import time
@@ -15,23 +13,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from support import AWS_CLI, CLI_TIMEOUT_S, error_of, unique, wait_until
-
-
-def aws_cli_v2() -> str:
-    """`aws logs tail` exists only in version 2 of the AWS CLI, which is not on
-    PyPI; Debian packages it (`apt-get install awscli` on Debian 12 installs
-    2.9). FLOTILLA_AWS_CLI_V2 names another one."""
-    for candidate in (os.environ.get("FLOTILLA_AWS_CLI_V2"), "/usr/bin/aws", shutil.which("aws")):
-        if not candidate or not os.path.exists(candidate):
-            continue
-        version = subprocess.run([candidate, "--version"], capture_output=True, text=True).stdout
-        if version.startswith("aws-cli/2."):
-            return candidate
-    if os.environ.get("FLOTILLA_E2E_SKIP_AWSCLI_V2") == "1":
-        pytest.skip("no AWS CLI version 2, and FLOTILLA_E2E_SKIP_AWSCLI_V2=1")
-    pytest.fail("`aws logs tail` needs the AWS CLI version 2: `apt-get install awscli` (Debian 12) "
-                "or set FLOTILLA_AWS_CLI_V2 (FLOTILLA_E2E_SKIP_AWSCLI_V2=1 skips these tests)")
+from support import AWS_CLI, CLI_TIMEOUT_S, aws_cli_v2, error_of, unique, wait_until
 
 
 def now_ms() -> int:

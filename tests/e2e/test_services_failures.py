@@ -262,14 +262,16 @@ def test_events_say_why_tasks_fail_and_how_long_the_throttle_waits(server_factor
 
 
 def test_placement_failures_name_their_cause(server_factory, agent_fleet, seeds_dir):
-    """000's task definition logs with awslogs; hosts that do not say they
-    can are refused with ECS's reason ATTRIBUTE and, beyond ECS, a detail
-    naming the attribute, in RunTask's failures and in the service's events."""
+    """000's task definition with a log driver the agent does not run
+    (fluentd): hosts that do not say they can are refused with ECS's reason
+    ATTRIBUTE and, beyond ECS, a detail naming the attribute, in RunTask's
+    failures and in the service's events."""
     server = stabilizing_server(server_factory)
     ecs = server.ecs
     cluster = make_cluster(server, agent_fleet, 1, "--simulate-memory", "1024")
     task_definition = json.loads(strip_line_comments((seeds_dir / "nginx-task-def.jsonc").read_text()))
-    task_definition["family"] = unique("awslogs")
+    task_definition["family"] = unique("fluentd")
+    task_definition["containerDefinitions"][0]["logConfiguration"] = {"logDriver": "fluentd"}
     family = ecs.register_task_definition(**task_definition)["taskDefinition"]["family"]
     code, out = server.cli("run-task", "--cluster", cluster, "--task-definition", family)
     assert code == 0, out
@@ -277,13 +279,13 @@ def test_placement_failures_name_their_cause(server_factory, agent_fleet, seeds_
     assert out["tasks"] == []
     assert failure["arn"].startswith(f"arn:aws:ecs:us-east-1:000000000000:container-instance/{cluster}/")
     assert failure["reason"] == "ATTRIBUTE"
-    assert failure["detail"] == "missing required attribute com.amazonaws.ecs.capability.logging-driver.awslogs"
+    assert failure["detail"] == "missing required attribute com.amazonaws.ecs.capability.logging-driver.fluentd"
     # A task too big for the host: ECS's RESOURCE:MEMORY, and the numbers.
     big = definition(ecs, unique("big"), "sim/app:v1", memory=2048)
     [failure] = ecs.run_task(cluster=cluster, taskDefinition=big)["failures"]
     assert failure["reason"] == "RESOURCE:MEMORY"
     assert failure["detail"].startswith("not enough memory: needs 2048, has "), failure
-    name = unique("awslogs")
+    name = unique("fluentd")
     ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=family, desiredCount=1)
 
     def placement_event():
@@ -291,7 +293,7 @@ def test_placement_failures_name_their_cause(server_factory, agent_fleet, seeds_
 
     [message] = wait_until(placement_event, SERVICE_TIMEOUT_S, "the placement failure event")
     assert "is missing an attribute required by your task" in message, message
-    assert "missing required attribute com.amazonaws.ecs.capability.logging-driver.awslogs" in message, message
+    assert "missing required attribute com.amazonaws.ecs.capability.logging-driver.fluentd" in message, message
     assert message.endswith("For more information, see the Troubleshooting section."), message
 
 

@@ -138,10 +138,10 @@ def test_seed_service_example_is_accepted_as_written(server, agent_fleet, seeds_
     """000: the nginx service example, `//` comment stripped, through the CLI."""
     cluster = "default"
     server.ecs.create_cluster(clusterName=cluster)
-    # The example's task definition logs with awslogs: its hosts must say
-    # they can (ECS places by the definition's required attributes).
-    agent_fleet.start(server, cluster, "--simulate", "2",
-                      "--attribute", "com.amazonaws.ecs.capability.logging-driver.awslogs=")
+    agent_fleet.start(server, cluster, "--simulate", "2")
+    # The example's task definition logs with awslogs to a group it does not
+    # ask to create: it must exist before its containers start.
+    server.client("logs").create_log_group(logGroupName="/ecs/nginx")
     # The example's task definition, switched to awsvpc as its comment says
     # a service with an awsvpcConfiguration needs.
     task_definition = json.loads(strip_line_comments((seeds_dir / "nginx-task-def.jsonc").read_text()))

@@ -37,6 +37,7 @@ mod histogram;
 mod lb;
 mod load;
 mod logs;
+mod logs_agent;
 mod metrics;
 mod placement;
 mod registry;

@@ -262,7 +262,10 @@ fn write_operations(out: &mut String, service: &Service<'_>) -> Result<()> {
         .context("model has no operations")?;
     let prefix = service.prefix;
     let types = service.types_crate;
-    let query = service.model["metadata"]["protocol"].as_str() == Some("query");
+    let spoken = protocols(&service.model["metadata"]);
+    let speaks_query = spoken.contains(&"query");
+    // A service that speaks JSON and Query both (CloudWatch) decodes both.
+    let speaks_json = spoken.iter().any(|protocol| *protocol != "query");
     if let Some(target_prefix) = service.model["metadata"]["targetPrefix"].as_str() {
         writeln!(
             out,
@@ -338,32 +341,26 @@ fn write_operations(out: &mut String, service: &Service<'_>) -> Result<()> {
         writeln!(out)?;
     }
     writeln!(out, "impl {prefix}Request {{")?;
-    if query {
+    if speaks_query {
         writeln!(out, "    /// Builds the request of operation `operation` from the value the Query decoder made of its form; `None` when the service has no such operation.")?;
         writeln!(out, "    pub fn from_value(operation: &str, value: serde_json::Value) -> Option<Result<Self, {types}::DecodeError>> {{")?;
-    } else {
+        write_decode_arms(
+            out,
+            operations,
+            prefix,
+            &format!("{types}::decode_value(value)"),
+        )?;
+    }
+    if speaks_json {
         writeln!(out, "    /// Decodes the JSON body of operation `operation`; `None` when the service has no such operation.")?;
         writeln!(out, "    pub fn decode(operation: &str, body: &[u8]) -> Option<Result<Self, {types}::DecodeError>> {{")?;
+        write_decode_arms(
+            out,
+            operations,
+            prefix,
+            &format!("{types}::decode_json(body)"),
+        )?;
     }
-    writeln!(out, "        Some(match operation {{")?;
-    for (op, def) in operations {
-        let decode = if query {
-            format!("{types}::decode_value(value)")
-        } else {
-            format!("{types}::decode_json(body)")
-        };
-        match input_of(def) {
-            Some(_) => writeln!(
-                out,
-                "            \"{op}\" => {decode}.map({prefix}Request::{op}),"
-            )?,
-            None => writeln!(out, "            \"{op}\" => Ok({prefix}Request::{op}),")?,
-        }
-    }
-    writeln!(out, "            _ => return None,")?;
-    writeln!(out, "        }})")?;
-    writeln!(out, "    }}")?;
-    writeln!(out)?;
     writeln!(out, "    pub fn operation(&self) -> &'static str {{")?;
     writeln!(out, "        match self {{")?;
     for (op, def) in operations {
@@ -399,6 +396,40 @@ fn write_operations(out: &mut String, service: &Service<'_>) -> Result<()> {
     writeln!(out, "}}")?;
     writeln!(out)?;
     Ok(())
+}
+
+/// The body of a request decoder: one arm per operation, `decode` turning
+/// the input into the operation's input shape.
+fn write_decode_arms(
+    out: &mut String,
+    operations: &serde_json::Map<String, Value>,
+    prefix: &str,
+    decode: &str,
+) -> Result<()> {
+    writeln!(out, "        Some(match operation {{")?;
+    for (op, def) in operations {
+        if def["input"]["shape"].is_string() {
+            writeln!(
+                out,
+                "            \"{op}\" => {decode}.map({prefix}Request::{op}),"
+            )?;
+        } else {
+            writeln!(out, "            \"{op}\" => Ok({prefix}Request::{op}),")?;
+        }
+    }
+    writeln!(out, "            _ => return None,")?;
+    writeln!(out, "        }})")?;
+    writeln!(out, "    }}")?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// The protocols a model says its service speaks, preferred first.
+fn protocols(metadata: &Value) -> Vec<&str> {
+    match metadata["protocols"].as_array() {
+        Some(list) => list.iter().filter_map(Value::as_str).collect(),
+        None => vec![metadata["protocol"].as_str().unwrap_or_default()],
+    }
 }
 
 fn write_errors(out: &mut String, shapes: &serde_json::Map<String, Value>) -> Result<()> {
@@ -484,14 +515,10 @@ fn variant_name(value: &str) -> String {
 /// XML response written without serde knowing XML.
 pub fn generate_model(name: &str, model: &Value) -> Result<String> {
     let metadata = &model["metadata"];
-    let shapes = model["shapes"].as_object().context("model has no shapes")?;
-    let protocols: Vec<&str> = match metadata["protocols"].as_array() {
-        Some(list) => list.iter().filter_map(Value::as_str).collect(),
-        None => vec![metadata["protocol"].as_str().unwrap_or_default()],
-    };
+    let spoken = protocols(metadata);
     // The first protocol of the model's list that the edge speaks: CloudWatch
     // lists CBOR first, then JSON 1.0, then Query.
-    let protocol = protocols
+    let protocol = spoken
         .iter()
         .find_map(|protocol| match *protocol {
             "json" if metadata["jsonVersion"].as_str() == Some("1.0") => Some("Json10"),
@@ -500,6 +527,39 @@ pub fn generate_model(name: &str, model: &Value) -> Result<String> {
             _ => None,
         })
         .with_context(|| format!("{name} speaks none of the protocols the edge knows"))?;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "// Generated by `cargo xtask codegen` from botocore's service model. Do not edit."
+    )?;
+    writeln!(out, "#![allow(clippy::all, unused_imports)]")?;
+    writeln!(
+        out,
+        "use flotilla_protocol::{{ErrorModel, Kind, Member, Operation, Protocol, ServiceModel, Shape}};"
+    )?;
+    writeln!(out)?;
+    write_model(&mut out, "MODEL", name, model, protocol)?;
+    // Older clients of a service that moved from Query to JSON (the AWS CLI
+    // before 2.13 for CloudWatch) still send forms: the same service, served
+    // in Query too.
+    if protocol != "Query" && spoken.contains(&"query") {
+        writeln!(out)?;
+        writeln!(out, "/// The service as its Query clients see it.")?;
+        write_model(&mut out, "QUERY_MODEL", name, model, "Query")?;
+    }
+    Ok(out)
+}
+
+/// One `ServiceModel` static named `static_name`, served in `protocol`.
+fn write_model(
+    out: &mut String,
+    static_name: &str,
+    name: &str,
+    model: &Value,
+    protocol: &str,
+) -> Result<()> {
+    let metadata = &model["metadata"];
+    let shapes = model["shapes"].as_object().context("model has no shapes")?;
     let query = protocol == "Query";
     let index: BTreeMap<&str, usize> = shapes
         .keys()
@@ -516,18 +576,10 @@ pub fn generate_model(name: &str, model: &Value) -> Result<String> {
         Some(text) => format!("Some({text:?})"),
         None => "None".to_owned(),
     };
-    let mut out = String::new();
     writeln!(
         out,
-        "// Generated by `cargo xtask codegen` from botocore's service model. Do not edit."
+        "pub static {static_name}: ServiceModel = ServiceModel {{"
     )?;
-    writeln!(out, "#![allow(clippy::all, unused_imports)]")?;
-    writeln!(
-        out,
-        "use flotilla_protocol::{{ErrorModel, Kind, Member, Operation, Protocol, ServiceModel, Shape}};"
-    )?;
-    writeln!(out)?;
-    writeln!(out, "pub static MODEL: ServiceModel = ServiceModel {{")?;
     writeln!(out, "    name: {name:?},")?;
     let signing_name = metadata["signingName"]
         .as_str()
@@ -638,5 +690,5 @@ pub fn generate_model(name: &str, model: &Value) -> Result<String> {
     }
     writeln!(out, "    ],")?;
     writeln!(out, "}};")?;
-    Ok(out)
+    Ok(())
 }

@@ -29,10 +29,12 @@ const DOCKER_API_MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 17..=41;
 
 /// Capabilities this agent truly has, and nothing more: awsvpc (task ENIs,
 /// emulated with a task network), health checks, container ordering,
-/// privileged containers, local-driver Docker volumes, and the engine's
-/// default json-file logging, and secrets from Secrets Manager and
-/// Parameter Store as environment variables. Not here: awslogs, task IAM
-/// roles, S3 environment files, EFS, GPUs, firelens.
+/// privileged containers, local-driver Docker volumes, the engine's
+/// default json-file logging and awslogs (shipped by the agent itself, with
+/// its own credentials whether or not the task names an execution role),
+/// and secrets from Secrets Manager and Parameter Store as environment
+/// variables (read with the agent's own credentials too). Not here: task
+/// IAM roles, S3 environment files, EFS, GPUs, firelens, other log drivers.
 pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.task-eni",
     "ecs.capability.container-health-check",
@@ -44,6 +46,8 @@ pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.secrets.ssm.environment-variables",
     "ecs.capability.secrets.asm.bootstrap.log-driver",
     "ecs.capability.secrets.ssm.bootstrap.log-driver",
+    "com.amazonaws.ecs.capability.logging-driver.awslogs",
+    "ecs.capability.execution-role-awslogs",
 ];
 
 /// Facts about the machine, read once at start.
@@ -405,7 +409,7 @@ mod tests {
         );
         assert_eq!(find(conventions::EXTERNAL_ATTRIBUTE), Some(None));
         assert_eq!(find("stack"), Some(Some("blue".to_owned())));
-        assert_eq!(find("ecs.capability.execution-role-awslogs"), None);
+        assert!(find("ecs.capability.execution-role-awslogs").is_some());
         let document: serde_json::Value =
             serde_json::from_str(&request.instance_identity_document.unwrap()).unwrap();
         assert_eq!(document["instanceId"], "i-0123456789abcdef0");

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod awslogs;
 pub mod backoff;
 pub mod channel;
 pub mod clock;
@@ -311,6 +312,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         ))),
         secret_source: Some(Arc::new(secrets::ControlPlaneSecrets::new(api.clone()))),
         stats_interval: config.stats_interval,
+        log_shipping: Some(awslogs::LogShipping::new(api.clone())),
         ..EngineSettings::default()
     };
     run_instance(InstanceSetup {
@@ -405,6 +407,7 @@ pub async fn run_simulated(
                 metadata_port: None,
                 stats_interval: config.stats_interval,
                 secret_source: Some(Arc::new(secrets::ControlPlaneSecrets::new(api.clone()))),
+                log_shipping: Some(awslogs::LogShipping::new(api.clone())),
                 ..EngineSettings::default()
             },
             metadata: None,

@@ -3,7 +3,8 @@
 //!
 //! `<service>::MODEL` is always present: the protocol, operations, errors and
 //! (for Query services) shapes that the edge's registry and protocol layer
-//! read. The serde types (`<Service>Request` and every shape) come with the
+//! read; a service that older clients still call in Query besides JSON
+//! (CloudWatch) has a `QUERY_MODEL` too. The serde types (`<Service>Request` and every shape) come with the
 //! cargo feature of the same name as the module.
 
 pub mod sts {
@@ -44,7 +45,7 @@ pub mod logs {
 
 pub mod monitoring {
     mod model;
-    pub use model::MODEL;
+    pub use model::{MODEL, QUERY_MODEL};
     #[cfg(feature = "monitoring")]
     mod types;
     #[cfg(feature = "monitoring")]

@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cloudwatch;
 use crate::records::{self, keys};
+use crate::tag_set::{self, TagMap};
 use crate::Ecs;
 
 /// Scalable targets per account.
@@ -66,6 +67,9 @@ pub(crate) struct TargetRecord {
     pub described: Vec<aas::ScalingPolicy>,
     /// Newest first, at most [`ACTIVITIES_MAX`].
     pub activities: Vec<ScalingActivity>,
+    /// Given at registration (added to on a later one) and by TagResource.
+    #[serde(default)]
+    pub tags: TagMap,
 }
 
 fn error(error: AutoScalingError) -> ApiError {
@@ -76,6 +80,21 @@ fn validation(message: impl Into<String>) -> ApiError {
     error(AutoScalingError::Validation(ValidationError(
         message.into(),
     )))
+}
+
+fn tag_pairs(tags: &TagMap) -> impl Iterator<Item = (&str, &str)> {
+    tags.iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+}
+
+/// Application Auto Scaling's words for a tag problem: too many tags is an
+/// exception of its own.
+fn tag_error(problem: tag_set::TagProblem) -> ApiError {
+    let code = match problem {
+        tag_set::TagProblem::TooMany { .. } => "TooManyTagsException",
+        _ => "ValidationException",
+    };
+    ApiError::new(code, 400, problem.to_string())
 }
 
 fn not_found(message: impl Into<String>) -> ApiError {
@@ -195,6 +214,31 @@ impl Ecs {
             Q::DescribeScalingActivities(r) => {
                 R::DescribeScalingActivities(self.describe_scaling_activities(r)?)
             }
+            Q::TagResource(r) => {
+                let tags = r.tags.unwrap_or_default();
+                let arn = r.resource_arn.unwrap_or_default();
+                self.change_target_tags(&arn, |current| {
+                    tag_set::with_tags(current, tag_pairs(&tags))
+                })
+                .await?;
+                R::TagResource(aas::TagResourceResponse {})
+            }
+            Q::UntagResource(r) => {
+                let keys = r.tag_keys.unwrap_or_default();
+                let arn = r.resource_arn.unwrap_or_default();
+                self.change_target_tags(&arn, |current| {
+                    tag_set::without_tags(current, keys.iter().map(String::as_str))
+                })
+                .await?;
+                R::UntagResource(aas::UntagResourceResponse {})
+            }
+            Q::ListTagsForResource(r) => {
+                let arn = r.resource_arn.unwrap_or_default();
+                let (_, found) = self.tagged_target(&arn)?;
+                R::ListTagsForResource(aas::ListTagsForResourceResponse {
+                    tags: Some(found.value.tags),
+                })
+            }
             other => {
                 return Err(validation(format!(
                     "{} is not supported by this Flotilla server yet",
@@ -213,6 +257,48 @@ impl Ecs {
             self.scope.account_id,
             resource_id.replace('/', "-")
         )
+    }
+
+    /// The scalable target an ARN names (its key and record), or
+    /// ResourceNotFoundException.
+    fn tagged_target(
+        &self,
+        arn: &str,
+    ) -> Result<(String, records::Versioned<TargetRecord>), ApiError> {
+        let resource_id = self
+            .all_targets()?
+            .into_iter()
+            .map(|record| record.state.target.resource_id)
+            .find(|resource_id| self.target_arn(resource_id) == arn);
+        let found = match &resource_id {
+            Some(resource_id) => self.get_target(resource_id)?,
+            None => None,
+        };
+        match (resource_id, found) {
+            (Some(resource_id), Some(found)) => Ok((keys::scalable_target(&resource_id), found)),
+            _ => Err(ApiError::new(
+                "ResourceNotFoundException",
+                400,
+                format!("No scalable target found for {arn}"),
+            )),
+        }
+    }
+
+    async fn change_target_tags(
+        &self,
+        arn: &str,
+        change: impl Fn(&TagMap) -> Result<TagMap, tag_set::TagProblem>,
+    ) -> Result<(), ApiError> {
+        records::mutate(self.store.as_ref(), || {
+            let (key, found) = self.tagged_target(arn)?;
+            let mut record = found.value;
+            record.tags = change(&record.tags).map_err(tag_error)?;
+            let txn = Txn::new()
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&record));
+            Ok(Attempt::Commit(txn, ()))
+        })
+        .await
     }
 
     fn get_target(
@@ -252,9 +338,8 @@ impl Ecs {
         r: aas::RegisterScalableTargetRequest,
         now_ms: i64,
     ) -> Result<aas::RegisterScalableTargetResponse, ApiError> {
-        if r.tags.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(validation("Tags are not supported by this Flotilla server"));
-        }
+        let given_tags = r.tags.clone().unwrap_or_default();
+        tag_set::with_tags(&TagMap::new(), tag_pairs(&given_tags)).map_err(tag_error)?;
         let resource_id = r.resource_id.clone().unwrap_or_default();
         let (namespace, dimension) =
             namespace_and_dimension(r.service_namespace, r.scalable_dimension);
@@ -312,12 +397,14 @@ impl Ecs {
                             role_arn: None,
                             described: Vec::new(),
                             activities: Vec::new(),
+                            tags: TagMap::new(),
                         },
                         0,
                     )
                 }
             };
             record.state.target = checked;
+            record.tags = tag_set::with_tags(&record.tags, tag_pairs(&given_tags)).map_err(tag_error)?;
             if r.role_arn.is_some() {
                 record.role_arn = r.role_arn.clone();
             }
@@ -1004,6 +1091,13 @@ impl Ecs {
             .cloned()
             .collect();
         datums.extend(crate::usage::insights_datums(&with_insights, now_ms - 1));
+        for (cluster, reservation) in self.cluster_reservations()? {
+            datums.extend(crate::usage::reservation_datums(
+                &cluster,
+                &reservation,
+                now_ms - 1,
+            ));
+        }
         if !datums.is_empty() {
             let stored = self.metrics.lock().put(&datums, now_ms);
             if let Err(error) = stored {

@@ -28,6 +28,7 @@ use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
 
 use crate::records::{self, keys};
+use crate::tag_set::{self, TagMap};
 use crate::Ecs;
 
 /// Alarms an account may have.
@@ -49,6 +50,10 @@ pub(crate) struct AlarmRecord {
     pub status: AlarmStatus,
     pub configuration_updated_ms: i64,
     pub history: Vec<HistoryItem>,
+    /// Set when the alarm is created and by TagResource; PutMetricAlarm on
+    /// an existing alarm leaves them, as CloudWatch does.
+    #[serde(default)]
+    pub tags: TagMap,
 }
 
 impl AlarmRecord {
@@ -147,10 +152,33 @@ pub fn query_error_code(shape: &str) -> Option<(&'static str, &'static str)> {
         "InvalidNextToken" => ("InvalidNextToken", "Sender"),
         "LimitExceededFault" => ("LimitExceeded", "Sender"),
         "ResourceNotFound" => ("ResourceNotFound", "Sender"),
+        "ResourceNotFoundException" => ("ResourceNotFoundException", "Sender"),
         "InvalidFormatFault" => ("InvalidFormat", "Sender"),
         "InternalServiceFault" => ("InternalServiceError", "Receiver"),
         _ => return None,
     })
+}
+
+fn tag_pairs(tags: Option<&[cw::Tag]>) -> impl Iterator<Item = (&str, &str)> {
+    tags.unwrap_or_default().iter().map(|tag| {
+        (
+            tag.key.as_deref().unwrap_or_default(),
+            tag.value.as_deref().unwrap_or_default(),
+        )
+    })
+}
+
+fn wire_tags(tags: &TagMap) -> Vec<cw::Tag> {
+    tags.iter()
+        .map(|(key, value)| cw::Tag {
+            key: Some(key.clone()),
+            value: Some(value.clone()),
+        })
+        .collect()
+}
+
+fn tag_error(problem: tag_set::TagProblem) -> ApiError {
+    api_error(CloudWatchError::invalid(problem.to_string()))
 }
 
 fn ms(seconds: f64) -> i64 {
@@ -393,6 +421,31 @@ impl Ecs {
                     .await?;
                 R::DisableAlarmActions(cw::NoOutput {})
             }
+            Q::TagResource(r) => {
+                let tags = r.tags.unwrap_or_default();
+                let arn = r.resource_arn.unwrap_or_default();
+                self.change_alarm_tags(&arn, |current| {
+                    tag_set::with_tags(current, tag_pairs(Some(&tags)))
+                })
+                .await?;
+                R::TagResource(cw::TagResourceOutput {})
+            }
+            Q::UntagResource(r) => {
+                let keys = r.tag_keys.unwrap_or_default();
+                let arn = r.resource_arn.unwrap_or_default();
+                self.change_alarm_tags(&arn, |current| {
+                    tag_set::without_tags(current, keys.iter().map(String::as_str))
+                })
+                .await?;
+                R::UntagResource(cw::UntagResourceOutput {})
+            }
+            Q::ListTagsForResource(r) => {
+                let arn = r.resource_arn.unwrap_or_default();
+                let (_, found) = self.tagged_alarm(&arn)?;
+                R::ListTagsForResource(cw::ListTagsForResourceOutput {
+                    tags: Some(wire_tags(&found.value.tags)),
+                })
+            }
             other => {
                 return Err(ApiError::new(
                     "InvalidAction",
@@ -593,7 +646,6 @@ impl Ecs {
         now_ms: i64,
     ) -> Result<cw::NoOutput, ApiError> {
         for (member, given) in [
-            ("Tags", r.tags.as_ref().is_some_and(|t| !t.is_empty())),
             ("EvaluationCriteria", r.evaluation_criteria.is_some()),
             ("EvaluationInterval", r.evaluation_interval.is_some()),
             ("ActionConfiguration", r.action_configuration.is_some()),
@@ -618,6 +670,9 @@ impl Ecs {
         let input = alarm_input(&wire);
         let definition = alarm::check_put_metric_alarm(&input, &self.alarm_arn(&input.alarm_name))
             .map_err(api_error)?;
+        let tags = tag_set::with_tags(&TagMap::new(), tag_pairs(wire.tags.as_deref()))
+            .map_err(tag_error)?;
+        let wire = cw::PutMetricAlarmInput { tags: None, ..wire };
         let key = keys::alarm(&definition.name);
         records::mutate(self.store.as_ref(), || {
             let existing = records::get::<AlarmRecord>(self.store.as_ref(), &key)?;
@@ -650,6 +705,7 @@ impl Ecs {
                             status: AlarmStatus::created(now_ms),
                             configuration_updated_ms: now_ms,
                             history: Vec::new(),
+                            tags: tags.clone(),
                         },
                         0,
                     )
@@ -665,6 +721,46 @@ impl Ecs {
         })
         .await?;
         Ok(cw::NoOutput {})
+    }
+
+    /// The alarm a resource ARN names (its key and record), or CloudWatch's
+    /// error for an ARN that is not an alarm of this account and region, or
+    /// an alarm that does not exist.
+    fn tagged_alarm(
+        &self,
+        arn: &str,
+    ) -> Result<(String, records::Versioned<AlarmRecord>), ApiError> {
+        let Some(name) = arn.strip_prefix(&self.alarm_arn("")) else {
+            return Err(api_error(CloudWatchError::invalid(format!(
+                "Invalid value for ResourceARN: {arn} is not the ARN of an alarm in this account and region"
+            ))));
+        };
+        let key = keys::alarm(name);
+        match records::get::<AlarmRecord>(self.store.as_ref(), &key)? {
+            Some(found) => Ok((key, found)),
+            None => Err(ApiError::new(
+                "ResourceNotFoundException",
+                404,
+                format!("Alarm {name} not found"),
+            )),
+        }
+    }
+
+    async fn change_alarm_tags(
+        &self,
+        arn: &str,
+        change: impl Fn(&TagMap) -> Result<TagMap, tag_set::TagProblem>,
+    ) -> Result<(), ApiError> {
+        records::mutate(self.store.as_ref(), || {
+            let (key, found) = self.tagged_alarm(arn)?;
+            let mut record = found.value;
+            record.tags = change(&record.tags).map_err(tag_error)?;
+            let txn = Txn::new()
+                .expect(&key, found.revision)
+                .put(&key, records::encode(&record));
+            Ok(Attempt::Commit(txn, ()))
+        })
+        .await
     }
 
     pub(crate) fn all_alarms(&self) -> Result<Vec<AlarmRecord>, ApiError> {

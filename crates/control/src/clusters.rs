@@ -20,6 +20,11 @@ const DESCRIBE_CLUSTERS_MAX: usize = 100;
 
 const CLUSTER_NAME_LENGTH_MAX: usize = 255;
 
+/// Whether a stored cluster is ACTIVE: not deleted (INACTIVE).
+pub(crate) fn is_active(cluster: &Cluster) -> bool {
+    cluster.status.as_deref() == Some("ACTIVE")
+}
+
 impl Ecs {
     /// The name of the cluster a request refers to by name or ARN; the
     /// default cluster when it names none. Does not check that it exists.
@@ -95,7 +100,7 @@ impl Ecs {
     ) -> Result<records::Versioned<Cluster>, ApiError> {
         let name = self.cluster_name(given)?;
         match records::get::<Cluster>(self.store.as_ref(), &keys::cluster(&name))? {
-            Some(found) if found.value.status.as_deref() == Some("ACTIVE") => Ok(found),
+            Some(found) if is_active(&found.value) => Ok(found),
             _ => Err(ApiError::cluster_not_found()),
         }
     }
@@ -160,9 +165,7 @@ impl Ecs {
         let stored = records::mutate(self.store.as_ref(), || {
             // Creating a cluster that already exists returns it unchanged, as ECS does.
             match records::get::<Cluster>(self.store.as_ref(), &key)? {
-                Some(existing) if existing.value.status.as_deref() == Some("ACTIVE") => {
-                    Ok(Attempt::Done(existing.value))
-                }
+                Some(existing) if is_active(&existing.value) => Ok(Attempt::Done(existing.value)),
                 existing => {
                     let revision = existing.map_or(0, |e| e.revision);
                     let providers = self.providers_for_cluster(&name, &capacity_providers)?;
@@ -233,8 +236,7 @@ impl Ecs {
             limit,
             |entry| {
                 let cluster: Cluster = records::decode(entry)?;
-                Ok((cluster.status.as_deref() == Some("ACTIVE"))
-                    .then(|| cluster.cluster_arn.unwrap_or_default()))
+                Ok(is_active(&cluster).then(|| cluster.cluster_arn.unwrap_or_default()))
             },
         )?;
         Ok(ListClustersResponse {

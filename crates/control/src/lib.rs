@@ -46,6 +46,7 @@ pub mod services;
 mod snapshot_cache;
 mod strategy;
 pub mod supervisor;
+mod tag_set;
 mod tags;
 mod task_definitions;
 mod tasks;

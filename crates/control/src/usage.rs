@@ -4,7 +4,8 @@
 //! agent TaskStats (per host, every interval) ─▶ record_task_stats: each task resolved
 //!     to its cluster, service and reservation, kept as the host's latest set
 //! every minute ─▶ publish_usage: one datum per running task into AWS/ECS
-//!     CPUUtilization and MemoryUtilization by ClusterName+ServiceName and by ClusterName
+//!     CPUUtilization and MemoryUtilization by ClusterName+ServiceName and by ClusterName;
+//!     CPUReservation and MemoryReservation by ClusterName from the instance records
 //! ```
 //!
 //! ECS's definitions: utilization is what a task uses over what it reserved,
@@ -124,6 +125,61 @@ pub fn usage_datums(tasks: &[TaskUse], timestamp_ms: i64) -> Vec<Datum> {
     datums
 }
 
+/// What a cluster's live container instances registered, and what their
+/// tasks hold of it: the figures ECS's CPUReservation and MemoryReservation
+/// are made of.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClusterReservation {
+    pub cpu_units_registered: f64,
+    pub cpu_units_reserved: f64,
+    pub memory_mib_registered: f64,
+    pub memory_mib_reserved: f64,
+}
+
+impl ClusterReservation {
+    /// Adds one instance: what it registered, and what it has left.
+    pub fn add_instance(&mut self, registered: (i64, i64), remaining: (i64, i64)) {
+        let (cpu, memory) = (registered.0.max(0), registered.1.max(0));
+        self.cpu_units_registered += cpu as f64;
+        self.memory_mib_registered += memory as f64;
+        self.cpu_units_reserved += (cpu - remaining.0.clamp(0, cpu)) as f64;
+        self.memory_mib_reserved += (memory - remaining.1.clamp(0, memory)) as f64;
+    }
+}
+
+/// `AWS/ECS` CPUReservation and MemoryReservation by ClusterName for one
+/// minute: the percentage of the cluster's registered CPU and memory its
+/// tasks reserve. A cluster that registered none of a resource has no
+/// datum for it, as ECS publishes none. Pure.
+pub fn reservation_datums(
+    cluster: &str,
+    reservation: &ClusterReservation,
+    timestamp_ms: i64,
+) -> Vec<Datum> {
+    [
+        (
+            "CPUReservation",
+            reservation.cpu_units_reserved,
+            reservation.cpu_units_registered,
+        ),
+        (
+            "MemoryReservation",
+            reservation.memory_mib_reserved,
+            reservation.memory_mib_registered,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, _, registered)| *registered > 0.0)
+    .map(|(name, reserved, registered)| Datum {
+        key: MetricKey::new(ECS_NAMESPACE, name, &[("ClusterName", cluster)]),
+        unit: Unit::Percent,
+        timestamp_ms,
+        high_resolution: false,
+        aggregate: Aggregate::of_value(reserved / registered * 100.0, 1.0),
+    })
+    .collect()
+}
+
 /// Container Insights' datums for one minute of `tasks` (all of clusters
 /// that have it enabled): per task, by ClusterName and by
 /// ClusterName+ServiceName, CpuUtilized, CpuReserved, MemoryUtilized,
@@ -208,6 +264,48 @@ impl Ecs {
             setting.name == Some(flotilla_types::ecs::ClusterSettingName::ContainerInsights)
                 && matches!(setting.value.as_deref(), Some("enabled" | "enhanced"))
         })
+    }
+
+    /// Each active cluster's reservation over its live container instances
+    /// (ACTIVE and DRAINING, as ECS counts them).
+    pub(crate) fn cluster_reservations(
+        &self,
+    ) -> Result<Vec<(String, ClusterReservation)>, ApiError> {
+        let clusters = crate::instances::scan::<flotilla_types::ecs::Cluster>(
+            self.store.as_ref(),
+            crate::records::keys::CLUSTERS,
+        )?;
+        let mut out = Vec::new();
+        for cluster in clusters {
+            let cluster = cluster.value;
+            if !crate::clusters::is_active(&cluster) {
+                continue;
+            }
+            let name = cluster.cluster_name.unwrap_or_default();
+            let mut reservation = ClusterReservation::default();
+            for instance in self.instances_of(&name)? {
+                let instance = instance.value;
+                if !instance.is_live() {
+                    continue;
+                }
+                let registered = |resource: &str| {
+                    instance
+                        .instance
+                        .registered_resources
+                        .iter()
+                        .flatten()
+                        .find(|found| found.name.as_deref() == Some(resource))
+                        .and_then(|found| found.integer_value)
+                        .map_or(0, i64::from)
+                };
+                reservation.add_instance(
+                    (registered("CPU"), registered("MEMORY")),
+                    (instance.remaining.cpu_units, instance.remaining.memory_mib),
+                );
+            }
+            out.push((name, reservation));
+        }
+        Ok(out)
     }
 
     /// Takes one host's usage report: each task is resolved to its cluster,
@@ -304,6 +402,35 @@ mod tests {
             network_rx_bytes: 100.0,
             network_tx_bytes: 50.0,
         }
+    }
+
+    #[test]
+    fn reservation_is_what_tasks_hold_of_what_instances_registered() {
+        let mut reservation = ClusterReservation::default();
+        reservation.add_instance((2048, 4096), (1024, 4096));
+        reservation.add_instance((2048, 4096), (0, 2048));
+        let datums = reservation_datums("prod", &reservation, 60_000);
+        let figure = |name: &str| {
+            datums
+                .iter()
+                .find(|datum| {
+                    datum.key == MetricKey::new(ECS_NAMESPACE, name, &[("ClusterName", "prod")])
+                })
+                .map(|datum| datum.aggregate.sum)
+        };
+        assert_eq!(figure("CPUReservation"), Some(75.0));
+        assert_eq!(figure("MemoryReservation"), Some(25.0));
+    }
+
+    #[test]
+    fn a_cluster_without_registered_resources_publishes_no_reservation() {
+        assert!(reservation_datums("empty", &ClusterReservation::default(), 0).is_empty());
+        let mut odd = ClusterReservation::default();
+        // An instance that reports more left than it registered reserves nothing.
+        odd.add_instance((1024, 0), (4096, -5));
+        let datums = reservation_datums("odd", &odd, 0);
+        assert_eq!(datums.len(), 1);
+        assert_eq!(datums[0].aggregate.sum, 0.0);
     }
 
     #[test]

@@ -186,6 +186,13 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         "InvalidParameterCombinationException",
         call_monitoring,
     ),
+    // CloudWatch again for clients that still send it Query forms.
+    modelled(
+        &flotilla_aws::monitoring::QUERY_MODEL,
+        false,
+        "InvalidParameterCombinationException",
+        call_monitoring,
+    ),
     modelled(
         &flotilla_aws::application_autoscaling::MODEL,
         false,
@@ -417,7 +424,7 @@ fn decode_refusal(error: flotilla_types::DecodeError, code: &'static str) -> Api
     ApiError::new(code, 400, error.message)
 }
 
-/// CloudWatch (JSON 1.0, query-compatible).
+/// CloudWatch (JSON 1.0, query-compatible; and Query).
 fn call_monitoring<'a>(
     edge: &'a Arc<Edge>,
     _entry: &'static ServiceEntry,
@@ -425,7 +432,11 @@ fn call_monitoring<'a>(
 ) -> HandlerFuture<'a> {
     Box::pin(async move {
         use flotilla_aws::monitoring::MonitoringRequest;
-        let request = match MonitoringRequest::decode(&call.operation, json_body(&call)) {
+        let (decoded, query) = match call.input {
+            Input::Json(body) => (MonitoringRequest::decode(&call.operation, &body), false),
+            Input::Query(value) => (MonitoringRequest::from_value(&call.operation, value), true),
+        };
+        let request = match decoded {
             None => {
                 return Err(ApiError::new(
                     "InvalidAction",
@@ -441,9 +452,15 @@ fn call_monitoring<'a>(
             }
         };
         let ecs = Arc::clone(&edge.ecs);
-        isolated(async move { ecs.handle_cloudwatch(request).await })
-            .await
-            .map(Reply::Json)
+        let body = isolated(async move { ecs.handle_cloudwatch(request).await }).await?;
+        if !query {
+            return Ok(Reply::Json(body));
+        }
+        // The handler answers JSON; the protocol layer writes a Query
+        // client's XML from the same value.
+        serde_json::from_slice(&body)
+            .map(Reply::Value)
+            .map_err(|error| ApiError::server(format!("response did not parse: {error}")))
     })
 }
 

@@ -21,12 +21,14 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, ListNetworksOptions, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptions, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptions, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
+use crate::logs::{parse_timestamped, LogSource, LogStream};
 use crate::{
     BoundPort, ContainerRuntime, ContainerSpec, ContainerState, ContainerStats, Health, Mount,
     NetworkInfo, NetworkMode, Protocol, PullPolicy, RegistryAuth, RuntimeError, RuntimeFuture,
@@ -459,6 +461,35 @@ impl ContainerRuntime for DockerRuntime {
                     .sum(),
             })
         })
+    }
+
+    fn follow_logs<'a>(&'a self, id: &'a str, since_ms: Option<u64>) -> LogStream<'a> {
+        // The engine's `since` is in whole seconds: start at the second
+        // before and let the caller skip what it has already seen.
+        let since_seconds = since_ms.map_or(0, |ms| i32::try_from(ms / 1000).unwrap_or(i32::MAX));
+        let options = LogsOptionsBuilder::new()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .since(since_seconds)
+            .build();
+        let lines = self.docker.logs(id, Some(options)).filter_map(move |item| {
+            let line = match item {
+                Ok(bollard::container::LogOutput::StdOut { message }) => {
+                    parse_timestamped(LogSource::Stdout, &message).map(Ok)
+                }
+                Ok(bollard::container::LogOutput::StdErr { message }) => {
+                    parse_timestamped(LogSource::Stderr, &message).map(Ok)
+                }
+                Ok(_) => None,
+                Err(error) => Some(Err(container_error("follow logs", id, error))),
+            };
+            std::future::ready(line.filter(|line| {
+                !matches!((line, since_ms), (Ok(line), Some(since)) if line.timestamp_ms < since)
+            }))
+        });
+        Box::pin(lines)
     }
 
     fn ensure_network<'a>(&'a self, name: &'a str, subnet_cidr: &'a str) -> RuntimeFuture<'a, ()> {
@@ -1064,7 +1095,7 @@ fn parse_port_key(key: &str) -> Option<(u16, Protocol)> {
 /// Parses the engine's RFC 3339 timestamps (`2024-05-01T12:00:00.123456789Z`,
 /// or with a `+02:00` offset) into unix milliseconds. The engine's "never"
 /// (`0001-01-01T00:00:00Z`) and anything before 1970 give `None`.
-fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339_ms(text: &str) -> Option<u64> {
     let bytes = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<i64> {
         let slice = text.get(range)?;

@@ -16,6 +16,7 @@
 //! | `sim/unhealthy[:any]` | runs; its health check (if any) reports unhealthy |
 //! | `sim/cpu:P` | runs, using P% of its CPU units (its shares; one vCPU when it reserves none) |
 //! | `sim/mem:P` | runs, using P% of its memory limit (its reservation, or 1 GiB, without one) |
+//! | `sim/log:N` | runs, printing N numbered lines a second on stdout (`NAME line K`) |
 //! | anything else | runs until stopped; healthy if it has a health check |
 //!
 //! A stop makes a running container exit with 143, as a process that honours
@@ -34,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::logs::{LogLine, LogSource, LogStream};
 use crate::{
     BoundPort, ContainerRuntime, ContainerSpec, ContainerState, ContainerStats, Health, Mount,
     NetworkInfo, NetworkMode, Protocol, PullPolicy, RegistryAuth, RuntimeError, RuntimeFuture,
@@ -55,6 +57,12 @@ const DEFAULT_BRIDGE: (&str, &str) = ("bridge", "172.17.0.0/16");
 const EXIT_CODE_SIGTERM: i64 = 143;
 /// Exit code of a process killed by SIGKILL (128 + 9), as the OOM killer does.
 const EXIT_CODE_SIGKILL: i64 = 137;
+/// Fastest `sim/log:N` container.
+pub const LOG_LINES_PER_SECOND_MAX: u64 = 100_000;
+/// Lines one read of a fake container's output takes at most.
+const LOG_LINES_PER_READ_MAX: u64 = 1_000;
+/// How often a followed fake container is looked at for new lines.
+const LOG_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Memory a running fake container reports using.
 const FAKE_MEMORY_USAGE_BYTES: u64 = 4 << 20;
 /// Memory limit reported for a container without a hard limit: the host's.
@@ -170,7 +178,15 @@ impl std::fmt::Debug for FakeRuntime {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Behaviour {
     RunUntilStopped,
-    Exit { exit_code: i64, oom_killed: bool },
+    /// Prints this many lines a second while it runs; the lines are computed
+    /// from the run's start and end times when they are read.
+    Log {
+        lines_per_second: u64,
+    },
+    Exit {
+        exit_code: i64,
+        oom_killed: bool,
+    },
     Unhealthy,
 }
 
@@ -1036,6 +1052,17 @@ fn behaviour(image: &str) -> Result<Behaviour, String> {
             oom_killed: true,
         },
         "sim/unhealthy" => Behaviour::Unhealthy,
+        "sim/log" => {
+            let tag = tag(image).unwrap_or("");
+            let lines_per_second = tag
+                .parse()
+                .ok()
+                .filter(|rate| (1..=LOG_LINES_PER_SECOND_MAX).contains(rate))
+                .ok_or_else(|| {
+                    format!("sim/log needs a rate of 1 to {LOG_LINES_PER_SECOND_MAX} lines a second as its tag, not {tag:?}")
+                })?;
+            Behaviour::Log { lines_per_second }
+        }
         _ => Behaviour::RunUntilStopped,
     })
 }
@@ -1124,6 +1151,97 @@ impl ContainerRuntime for FakeRuntime {
     fn remove_volume<'a>(&'a self, name: &'a str) -> RuntimeFuture<'a, ()> {
         Box::pin(async move { self.delete_volume(name) })
     }
+
+    fn follow_logs<'a>(&'a self, id: &'a str, since_ms: Option<u64>) -> LogStream<'a> {
+        let start = FollowState {
+            next_line: None,
+            since_ms,
+            pending: VecDeque::new(),
+            ended: false,
+        };
+        Box::pin(futures_util::stream::unfold(
+            start,
+            move |mut follow| async move {
+                loop {
+                    if let Some(line) = follow.pending.pop_front() {
+                        return Some((Ok(line), follow));
+                    }
+                    if follow.ended {
+                        return None;
+                    }
+                    match self.read_log_lines(id, &mut follow) {
+                        Ok(()) if follow.pending.is_empty() && !follow.ended => {
+                            tokio::time::sleep(LOG_POLL_INTERVAL).await;
+                        }
+                        Ok(()) => {}
+                        Err(error) => {
+                            follow.ended = true;
+                            return Some((Err(error), follow));
+                        }
+                    }
+                }
+            },
+        ))
+    }
+}
+
+/// Where a follower of a fake container's output is.
+struct FollowState {
+    /// Index of the next line of the current run; `None` before the first read.
+    next_line: Option<u64>,
+    since_ms: Option<u64>,
+    pending: VecDeque<LogLine>,
+    /// The container has stopped and every line was read.
+    ended: bool,
+}
+
+impl FakeRuntime {
+    /// Moves the lines a `sim/log:N` container printed since the last read
+    /// into `follow.pending` (at most [`LOG_LINES_PER_READ_MAX`]).
+    fn read_log_lines(&self, id: &str, follow: &mut FollowState) -> Result<(), RuntimeError> {
+        let now_ms = self.clock.now_ms();
+        let mut state = self.lock();
+        if state.unavailable {
+            return Err(RuntimeError::Unavailable {
+                reason: "the fake engine is down".to_owned(),
+            });
+        }
+        state.settle(now_ms);
+        let resolved = state
+            .resolve(id)
+            .ok_or_else(|| RuntimeError::NoSuchContainer { id: id.to_owned() })?;
+        let Some(container) = state.containers.get(&resolved) else {
+            return Err(RuntimeError::NoSuchContainer { id: id.to_owned() });
+        };
+        let stopped = matches!(container.status, Status::Exited { .. });
+        let (Behaviour::Log { lines_per_second }, Some(started_ms)) =
+            (container.behaviour, container.started_at_ms)
+        else {
+            follow.ended = stopped;
+            return Ok(());
+        };
+        let end_ms = container
+            .finished_at_ms
+            .filter(|_| stopped)
+            .unwrap_or(now_ms);
+        let printed = end_ms.saturating_sub(started_ms) * lines_per_second / 1000;
+        let first = *follow.next_line.get_or_insert_with(|| {
+            follow.since_ms.map_or(0, |since| {
+                (since.saturating_sub(started_ms) * lines_per_second).div_ceil(1000)
+            })
+        });
+        let last = printed.min(first + LOG_LINES_PER_READ_MAX);
+        for index in first..last {
+            follow.pending.push_back(LogLine {
+                source: LogSource::Stdout,
+                timestamp_ms: started_ms + index * 1000 / lines_per_second,
+                message: format!("{} line {index}", container.spec.name),
+            });
+        }
+        follow.next_line = Some(last);
+        follow.ended = stopped && last >= printed;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -1132,6 +1250,40 @@ mod tests {
     use crate::{HealthCheck, PortBinding};
 
     const START_MS: u64 = 1_700_000_000_000;
+
+    #[tokio::test]
+    async fn log_image_prints_numbered_lines_until_it_stops() {
+        use futures_util::StreamExt;
+        let (runtime, clock) = host();
+        let id = run(&runtime, &spec("talker", "sim/log:10"))
+            .await
+            .expect("run");
+        clock.advance(Duration::from_millis(1_050));
+        let mut follow = runtime.follow_logs(&id, None);
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            seen.push(follow.next().await.expect("a line").expect("read"));
+        }
+        assert_eq!(seen[0].message, "talker line 0");
+        assert_eq!(seen[9].message, "talker line 9");
+        assert_eq!(seen[9].timestamp_ms, START_MS + 900);
+        clock.advance(Duration::from_millis(500));
+        runtime
+            .stop_container(&id, Duration::from_secs(1))
+            .await
+            .expect("stop");
+        let rest: Vec<_> = follow.collect().await;
+        assert_eq!(rest.len(), 5, "lines 10 to 14, then the end");
+        let since: Vec<_> = runtime
+            .follow_logs(&id, Some(START_MS + 1_200))
+            .collect()
+            .await;
+        assert_eq!(since.len(), 3);
+        assert!(runtime
+            .pull_image("sim/log:0", PullPolicy::Always, None)
+            .await
+            .is_err());
+    }
 
     fn host() -> (FakeRuntime, ManualClock) {
         let clock = ManualClock::new(START_MS);

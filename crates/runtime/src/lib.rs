@@ -16,11 +16,13 @@ use std::time::Duration;
 
 mod docker;
 pub mod fake;
+mod logs;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use docker::{DockerRuntime, DEFAULT_SOCKET_PATH};
 pub use fake::{Clock, FakeCall, FakeRuntime, ManualClock};
+pub use logs::{LogLine, LogSource, LogStream};
 
 /// Most networks [`ContainerRuntime::list_networks`] returns: an engine has
 /// a handful, and this only guards the caller's memory against a strange one.
@@ -300,4 +302,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         labels: &'a BTreeMap<String, String>,
     ) -> RuntimeFuture<'a, ()>;
     fn remove_volume<'a>(&'a self, name: &'a str) -> RuntimeFuture<'a, ()>;
+    /// Follows what a started container prints on stdout and stderr, one
+    /// item per line, oldest first, from `since_ms` (Unix milliseconds; the
+    /// first line when `None`). The stream ends once the container has
+    /// stopped and every line it printed has been yielded, so a caller that
+    /// reads to the end has everything; it ends with an error if the
+    /// container goes away or the engine cannot be read.
+    fn follow_logs<'a>(&'a self, id: &'a str, since_ms: Option<u64>) -> LogStream<'a>;
 }

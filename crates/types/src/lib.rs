@@ -6,6 +6,7 @@
 
 pub mod acs;
 pub mod arn;
+pub mod awslogs;
 pub mod ecr;
 pub mod ecs;
 mod error;

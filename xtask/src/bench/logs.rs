@@ -12,6 +12,8 @@
 //! filter            M events (default 10 M) over 16 streams, 1 per ms; FilterLogEvents
 //!                   over a 1% time range with a term pattern, paged to the end,
 //!                   through LogsService::handle; peer: grep -c over the same lines
+//! agent             the agent's CPU with and without awslogs for a container
+//!                   printing 10,000 lines a second (`logs_agent.rs`)
 //! ```
 //!
 //! Every figure is a JSON line with `"bench":"logs"`.
@@ -35,7 +37,8 @@ use serde_json::{json, Value};
 
 use super::servers::{self, TempDir};
 
-pub const USAGE: &str = "usage: cargo xtask bench logs [--seconds N] [--events M]";
+pub const USAGE: &str =
+    "usage: cargo xtask bench logs [--seconds N] [--events M] [--only ingest|filter|agent]";
 const SIGNING: SigningParams<'static> = SigningParams {
     access_key_id: "test",
     secret_access_key: "test",
@@ -54,6 +57,8 @@ const LOAD_BATCH_EVENTS: usize = 10_000;
 pub struct Options {
     seconds: u64,
     events: u64,
+    /// Runs one case only.
+    only: Option<String>,
 }
 
 impl Options {
@@ -61,6 +66,7 @@ impl Options {
         let mut options = Options {
             seconds: 10,
             events: 10_000_000,
+            only: None,
         };
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
@@ -70,6 +76,9 @@ impl Options {
             match flag.as_str() {
                 "--seconds" => options.seconds = super::bounded(flag, value, 1, SECONDS_MAX)?,
                 "--events" => options.events = super::bounded(flag, value, 100_000, EVENTS_MAX)?,
+                "--only" if ["ingest", "filter", "agent"].contains(&value.as_str()) => {
+                    options.only = Some(value.clone());
+                }
                 _ => bail!("unknown option {flag}\n{USAGE}"),
             }
         }
@@ -510,11 +519,23 @@ fn filter(total_events: u64) -> Result<()> {
 }
 
 pub fn run(target_dir: &Path, options: &Options) -> Result<()> {
-    ingest_api(target_dir, options.seconds)?;
-    ingest_engine(options.seconds)?;
-    ingest_fsync_file(options.seconds)?;
-    if let Err(error) = ingest_docker() {
-        eprintln!("the docker json-file peer did not run: {error}");
+    let runs = |case: &str| options.only.as_deref().is_none_or(|only| only == case);
+    if runs("ingest") {
+        ingest_api(target_dir, options.seconds)?;
+        ingest_engine(options.seconds)?;
+        ingest_fsync_file(options.seconds)?;
+        if let Err(error) = ingest_docker() {
+            eprintln!("the docker json-file peer did not run: {error}");
+        }
     }
-    filter(options.events)
+    if runs("agent") {
+        let binary = target_dir.join("release/flotilla");
+        if let Err(error) = super::logs_agent::run(&binary, options.seconds.max(10)) {
+            eprintln!("the agent's awslogs case did not run: {error}");
+        }
+    }
+    if runs("filter") {
+        filter(options.events)?;
+    }
+    Ok(())
 }

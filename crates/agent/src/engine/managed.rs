@@ -25,6 +25,8 @@ use super::status::{ContainerStatus, DesiredStatus, TaskStatus};
 use super::{dependency_map, EngineContext, PullBehavior, TaskSummary};
 use crate::backoff::backoff_delay_ms;
 
+mod logs;
+
 /// Tries of a step that failed because the engine was unreachable, before
 /// the failure counts against the task.
 pub const RUNTIME_UNAVAILABLE_RETRIES_MAX: u32 = 5;
@@ -64,6 +66,8 @@ pub struct ManagedTask {
     unavailable_failures: u32,
     /// The container health last sent to the control channel.
     health_sent: Vec<ContainerHealth>,
+    /// Shippers of containers that log with awslogs, by container index.
+    log_shippers: BTreeMap<usize, crate::awslogs::Shipper>,
 }
 
 impl ManagedTask {
@@ -93,6 +97,7 @@ impl ManagedTask {
             summary,
             stop_attempts: BTreeMap::new(),
             unavailable_failures: 0,
+            log_shippers: BTreeMap::new(),
         };
         (task, receiver)
     }
@@ -671,11 +676,19 @@ impl ManagedTask {
             self.fail("CannotStartContainerError: container has no engine id".to_owned());
             return;
         };
+        if let Err(reason) = self.prepare_logs(index).await {
+            let container = &mut self.record.containers[index];
+            container.transition(ContainerStatus::Stopped);
+            container.reason = Some(reason.clone());
+            self.fail(reason);
+            return;
+        }
         let started = self.context.runtime.start_container(&id).await;
         let now_ms = self.context.clock.now_ms();
         match started {
             Ok(()) => {
                 self.unavailable_failures = 0;
+                self.follow_logs(index, None);
                 let inspected = self.context.runtime.inspect_container(&id).await;
                 let container = &mut self.record.containers[index];
                 match inspected {
@@ -724,6 +737,7 @@ impl ManagedTask {
         });
         let results = futures_util::future::join_all(jobs).await;
         let now_ms = self.context.clock.now_ms();
+        let mut flushed = Vec::new();
         for (index, (stopped, inspected)) in indices.into_iter().zip(results) {
             let container = &mut self.record.containers[index];
             match (stopped, inspected) {
@@ -732,6 +746,7 @@ impl ManagedTask {
                 }
                 (Some(_), Some(Ok(state))) if matches!(state.status, Status::Exited { .. }) => {
                     container.observe(&state, now_ms);
+                    flushed.push(index);
                 }
                 (Some(Err(RuntimeError::NoSuchContainer { .. })), _)
                 | (_, Some(Err(RuntimeError::NoSuchContainer { .. }))) => {
@@ -752,6 +767,9 @@ impl ManagedTask {
                 }
             }
         }
+        for index in flushed {
+            self.flush_logs(index).await;
+        }
     }
 
     async fn release(&mut self) {
@@ -771,6 +789,7 @@ impl ManagedTask {
 
     /// Inspects the running containers for exits and health changes.
     async fn poll(&mut self) {
+        self.follow_adopted_logs();
         let now_ms = self.context.clock.now_ms();
         for index in 0..self.record.containers.len() {
             let container = &self.record.containers[index];
@@ -788,6 +807,7 @@ impl ManagedTask {
                     container.observe(&state, now_ms);
                     if was != container.known {
                         tracing::info!(container = %container.name, exit_code = ?container.exit_code, "container stopped");
+                        self.flush_logs(index).await;
                     }
                 }
                 Err(RuntimeError::NoSuchContainer { .. }) => container.observe_gone(now_ms),

@@ -101,6 +101,9 @@ pub struct EngineSettings {
     /// How often running tasks' usage is sampled and reported
     /// (`flotilla_types::acs::STATS_INTERVAL_MS` by default).
     pub stats_interval: Duration,
+    /// Ships the lines of containers that log with awslogs; without it such
+    /// containers cannot start.
+    pub log_shipping: Option<crate::awslogs::LogShipping>,
 }
 
 impl Default for EngineSettings {
@@ -116,6 +119,7 @@ impl Default for EngineSettings {
             registry_credentials: None,
             secret_source: None,
             stats_interval: Duration::from_millis(flotilla_types::acs::STATS_INTERVAL_MS),
+            log_shipping: None,
         }
     }
 }

@@ -323,7 +323,7 @@ pub fn container_spec(
         .is_some_and(|secrets| !secrets.log_options.is_empty())
     {
         return Err(unsupported(
-            "logConfiguration.secretOptions (no log driver of this agent takes options yet)",
+            "logConfiguration.secretOptions (no log driver of this agent takes secret options yet)",
         ));
     }
 

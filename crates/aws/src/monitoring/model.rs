@@ -484,3 +484,6398 @@ pub static MODEL: ServiceModel = ServiceModel {
         },
     ],
 };
+
+/// The service as its Query clients see it.
+pub static QUERY_MODEL: ServiceModel = ServiceModel {
+    name: "monitoring",
+    signing_name: "monitoring",
+    protocol: Protocol::Query,
+    api_version: "2010-08-01",
+    target_prefix: None,
+    xml_namespace: Some("http://monitoring.amazonaws.com/doc/2010-08-01/"),
+    query_compatible: false,
+    operations: &[
+        Operation {
+            name: "AssociateDatasetKmsKey",
+            input: Some(45),
+            output: Some(46),
+            result_wrapper: Some("AssociateDatasetKmsKeyResult"),
+        },
+        Operation {
+            name: "CreateResourceMetricsConfiguration",
+            input: Some(59),
+            output: Some(60),
+            result_wrapper: Some("CreateResourceMetricsConfigurationResult"),
+        },
+        Operation {
+            name: "DeleteAlarmMuteRule",
+            input: Some(85),
+            output: None,
+            result_wrapper: None,
+        },
+        Operation {
+            name: "DeleteAlarms",
+            input: Some(86),
+            output: None,
+            result_wrapper: None,
+        },
+        Operation {
+            name: "DeleteAnomalyDetector",
+            input: Some(87),
+            output: Some(88),
+            result_wrapper: Some("DeleteAnomalyDetectorResult"),
+        },
+        Operation {
+            name: "DeleteDashboards",
+            input: Some(89),
+            output: Some(90),
+            result_wrapper: Some("DeleteDashboardsResult"),
+        },
+        Operation {
+            name: "DeleteInsightRules",
+            input: Some(91),
+            output: Some(92),
+            result_wrapper: Some("DeleteInsightRulesResult"),
+        },
+        Operation {
+            name: "DeleteMetricDataQueryDefinition",
+            input: Some(93),
+            output: Some(94),
+            result_wrapper: Some("DeleteMetricDataQueryDefinitionResult"),
+        },
+        Operation {
+            name: "DeleteMetricStream",
+            input: Some(95),
+            output: Some(96),
+            result_wrapper: Some("DeleteMetricStreamResult"),
+        },
+        Operation {
+            name: "DeleteResourceMetricsConfiguration",
+            input: Some(97),
+            output: Some(98),
+            result_wrapper: Some("DeleteResourceMetricsConfigurationResult"),
+        },
+        Operation {
+            name: "DescribeAlarmContributors",
+            input: Some(99),
+            output: Some(100),
+            result_wrapper: Some("DescribeAlarmContributorsResult"),
+        },
+        Operation {
+            name: "DescribeAlarmHistory",
+            input: Some(101),
+            output: Some(102),
+            result_wrapper: Some("DescribeAlarmHistoryResult"),
+        },
+        Operation {
+            name: "DescribeAlarms",
+            input: Some(105),
+            output: Some(106),
+            result_wrapper: Some("DescribeAlarmsResult"),
+        },
+        Operation {
+            name: "DescribeAlarmsForMetric",
+            input: Some(103),
+            output: Some(104),
+            result_wrapper: Some("DescribeAlarmsForMetricResult"),
+        },
+        Operation {
+            name: "DescribeAnomalyDetectors",
+            input: Some(107),
+            output: Some(108),
+            result_wrapper: Some("DescribeAnomalyDetectorsResult"),
+        },
+        Operation {
+            name: "DescribeInsightRules",
+            input: Some(109),
+            output: Some(110),
+            result_wrapper: Some("DescribeInsightRulesResult"),
+        },
+        Operation {
+            name: "DisableAlarmActions",
+            input: Some(117),
+            output: None,
+            result_wrapper: None,
+        },
+        Operation {
+            name: "DisableInsightRules",
+            input: Some(118),
+            output: Some(119),
+            result_wrapper: Some("DisableInsightRulesResult"),
+        },
+        Operation {
+            name: "DisassociateDatasetKmsKey",
+            input: Some(120),
+            output: Some(121),
+            result_wrapper: Some("DisassociateDatasetKmsKeyResult"),
+        },
+        Operation {
+            name: "EnableAlarmActions",
+            input: Some(123),
+            output: None,
+            result_wrapper: None,
+        },
+        Operation {
+            name: "EnableInsightRules",
+            input: Some(124),
+            output: Some(125),
+            result_wrapper: Some("EnableInsightRulesResult"),
+        },
+        Operation {
+            name: "GetAlarmMuteRule",
+            input: Some(151),
+            output: Some(152),
+            result_wrapper: Some("GetAlarmMuteRuleResult"),
+        },
+        Operation {
+            name: "GetDashboard",
+            input: Some(153),
+            output: Some(154),
+            result_wrapper: Some("GetDashboardResult"),
+        },
+        Operation {
+            name: "GetDataset",
+            input: Some(155),
+            output: Some(156),
+            result_wrapper: Some("GetDatasetResult"),
+        },
+        Operation {
+            name: "GetInsightRuleReport",
+            input: Some(157),
+            output: Some(158),
+            result_wrapper: Some("GetInsightRuleReportResult"),
+        },
+        Operation {
+            name: "GetMetricData",
+            input: Some(159),
+            output: Some(162),
+            result_wrapper: Some("GetMetricDataResult"),
+        },
+        Operation {
+            name: "GetMetricDataQueryDefinition",
+            input: Some(163),
+            output: Some(164),
+            result_wrapper: Some("GetMetricDataQueryDefinitionResult"),
+        },
+        Operation {
+            name: "GetMetricStatistics",
+            input: Some(165),
+            output: Some(166),
+            result_wrapper: Some("GetMetricStatisticsResult"),
+        },
+        Operation {
+            name: "GetMetricStream",
+            input: Some(167),
+            output: Some(168),
+            result_wrapper: Some("GetMetricStreamResult"),
+        },
+        Operation {
+            name: "GetMetricWidgetImage",
+            input: Some(169),
+            output: Some(170),
+            result_wrapper: Some("GetMetricWidgetImageResult"),
+        },
+        Operation {
+            name: "GetOTelEnrichment",
+            input: Some(171),
+            output: Some(172),
+            result_wrapper: Some("GetOTelEnrichmentResult"),
+        },
+        Operation {
+            name: "GetResourceMetricsConfiguration",
+            input: Some(173),
+            output: Some(174),
+            result_wrapper: Some("GetResourceMetricsConfigurationResult"),
+        },
+        Operation {
+            name: "ListAlarmMuteRules",
+            input: Some(220),
+            output: Some(221),
+            result_wrapper: Some("ListAlarmMuteRulesResult"),
+        },
+        Operation {
+            name: "ListDashboards",
+            input: Some(222),
+            output: Some(223),
+            result_wrapper: Some("ListDashboardsResult"),
+        },
+        Operation {
+            name: "ListManagedInsightRules",
+            input: Some(224),
+            output: Some(225),
+            result_wrapper: Some("ListManagedInsightRulesResult"),
+        },
+        Operation {
+            name: "ListMetricDataQueryDefinitions",
+            input: Some(226),
+            output: Some(227),
+            result_wrapper: Some("ListMetricDataQueryDefinitionsResult"),
+        },
+        Operation {
+            name: "ListMetricStreams",
+            input: Some(228),
+            output: Some(230),
+            result_wrapper: Some("ListMetricStreamsResult"),
+        },
+        Operation {
+            name: "ListMetrics",
+            input: Some(231),
+            output: Some(232),
+            result_wrapper: Some("ListMetricsResult"),
+        },
+        Operation {
+            name: "ListTagsForResource",
+            input: Some(233),
+            output: Some(234),
+            result_wrapper: Some("ListTagsForResourceResult"),
+        },
+        Operation {
+            name: "PutAlarmMuteRule",
+            input: Some(308),
+            output: None,
+            result_wrapper: None,
+        },
+        Operation {
+            name: "PutAnomalyDetector",
+            input: Some(309),
+            output: Some(310),
+            result_wrapper: Some("PutAnomalyDetectorResult"),
+        },
+        Operation {
+            name: "PutCompositeAlarm",
+            input: Some(311),
+            output: None,
+            result_wrapper: None,
+        },
+        Operation {
+            name: "PutDashboard",
+            input: Some(312),
+            output: Some(313),
+            result_wrapper: Some("PutDashboardResult"),
+        },
+        Operation {
+            name: "PutInsightRule",
+            input: Some(314),
+            output: Some(315),
+            result_wrapper: Some("PutInsightRuleResult"),
+        },
+        Operation {
+            name: "PutLogAlarm",
+            input: Some(316),
+            output: None,
+            result_wrapper: None,
+        },
+        Operation {
+            name: "PutManagedInsightRules",
+            input: Some(317),
+            output: Some(318),
+            result_wrapper: Some("PutManagedInsightRulesResult"),
+        },
+        Operation {
+            name: "PutMetricAlarm",
+            input: Some(319),
+            output: None,
+            result_wrapper: None,
+        },
+        Operation {
+            name: "PutMetricData",
+            input: Some(320),
+            output: None,
+            result_wrapper: None,
+        },
+        Operation {
+            name: "PutMetricDataQueryDefinition",
+            input: Some(321),
+            output: Some(322),
+            result_wrapper: Some("PutMetricDataQueryDefinitionResult"),
+        },
+        Operation {
+            name: "PutMetricStream",
+            input: Some(323),
+            output: Some(324),
+            result_wrapper: Some("PutMetricStreamResult"),
+        },
+        Operation {
+            name: "SetAlarmState",
+            input: Some(351),
+            output: None,
+            result_wrapper: None,
+        },
+        Operation {
+            name: "StartMetricStreams",
+            input: Some(356),
+            output: Some(357),
+            result_wrapper: Some("StartMetricStreamsResult"),
+        },
+        Operation {
+            name: "StartOTelEnrichment",
+            input: Some(358),
+            output: Some(359),
+            result_wrapper: Some("StartOTelEnrichmentResult"),
+        },
+        Operation {
+            name: "StopMetricStreams",
+            input: Some(369),
+            output: Some(370),
+            result_wrapper: Some("StopMetricStreamsResult"),
+        },
+        Operation {
+            name: "StopOTelEnrichment",
+            input: Some(371),
+            output: Some(372),
+            result_wrapper: Some("StopOTelEnrichmentResult"),
+        },
+        Operation {
+            name: "TagResource",
+            input: Some(381),
+            output: Some(382),
+            result_wrapper: Some("TagResourceResult"),
+        },
+        Operation {
+            name: "UntagResource",
+            input: Some(390),
+            output: Some(391),
+            result_wrapper: Some("UntagResourceResult"),
+        },
+        Operation {
+            name: "UpdateOTelEnrichment",
+            input: Some(392),
+            output: Some(393),
+            result_wrapper: Some("UpdateOTelEnrichmentResult"),
+        },
+        Operation {
+            name: "UpdateResourceMetricsConfiguration",
+            input: Some(394),
+            output: Some(395),
+            result_wrapper: Some("UpdateResourceMetricsConfigurationResult"),
+        },
+    ],
+    shapes: &[
+        Shape {
+            name: "AccountId",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ActionConfiguration",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "AlarmTagsPropagation",
+                    shape: 24,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "ActionLogLineCount",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "ActionLogLineRoleArn",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ActionPrefix",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ActionsEnabled",
+            kind: Kind::Boolean,
+        },
+        Shape {
+            name: "ActionsSuppressedBy",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ActionsSuppressedReason",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AggregationExpression",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AlarmArn",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AlarmContributor",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ContributorAttributes",
+                        shape: 56,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ContributorId",
+                        shape: 57,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateReason",
+                        shape: 362,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateTransitionedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "AlarmContributors",
+            kind: Kind::List {
+                member: 10,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "AlarmDescription",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AlarmHistoryItem",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AlarmContributorAttributes",
+                        shape: 56,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmContributorId",
+                        shape: 57,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmType",
+                        shape: 28,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "HistoryData",
+                        shape: 175,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "HistoryItemType",
+                        shape: 176,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "HistorySummary",
+                        shape: 177,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Timestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "AlarmHistoryItems",
+            kind: Kind::List {
+                member: 13,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "AlarmMuteRuleStatus",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AlarmMuteRuleStatuses",
+            kind: Kind::List {
+                member: 15,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "AlarmMuteRuleSummaries",
+            kind: Kind::List {
+                member: 18,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "AlarmMuteRuleSummary",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AlarmMuteRuleArn",
+                        shape: 44,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExpireDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "LastUpdatedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MuteType",
+                        shape: 293,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Status",
+                        shape: 15,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "AlarmName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AlarmNamePrefix",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AlarmNames",
+            kind: Kind::List {
+                member: 19,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "AlarmPromQLCriteria",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "PendingPeriod",
+                        shape: 305,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Query",
+                        shape: 325,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "RecoveryPeriod",
+                        shape: 332,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "AlarmRule",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AlarmTagsPropagation",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Enabled",
+                        shape: 25,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExcludedTagKeys",
+                        shape: 27,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludedTagKeys",
+                        shape: 27,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "AlarmTagsPropagationEnabled",
+            kind: Kind::Boolean,
+        },
+        Shape {
+            name: "AlarmTagsPropagationTagKey",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AlarmTagsPropagationTagKeys",
+            kind: Kind::List {
+                member: 26,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "AlarmType",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AlarmTypes",
+            kind: Kind::List {
+                member: 28,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "AmazonResourceName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AnomalyDetector",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AnomalyDetectorId",
+                        shape: 35,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Configuration",
+                        shape: 33,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricCharacteristics",
+                        shape: 253,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricMathAnomalyDetector",
+                        shape: 268,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "SingleMetricAnomalyDetector",
+                        shape: 352,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Stat",
+                        shape: 37,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateValue",
+                        shape: 40,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "AnomalyDetectorAdaptationSpeed",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AnomalyDetectorConfiguration",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AdaptationSpeed",
+                        shape: 32,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExcludedTimeRanges",
+                        shape: 34,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricTimezone",
+                        shape: 38,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OutlierFilteringStrength",
+                        shape: 39,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "AnomalyDetectorExcludedTimeRanges",
+            kind: Kind::List {
+                member: 330,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "AnomalyDetectorId",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AnomalyDetectorIds",
+            kind: Kind::List {
+                member: 35,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "AnomalyDetectorMetricStat",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AnomalyDetectorMetricTimezone",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AnomalyDetectorOutlierFilteringStrength",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AnomalyDetectorStateValue",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AnomalyDetectorType",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AnomalyDetectorTypes",
+            kind: Kind::List {
+                member: 41,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "AnomalyDetectors",
+            kind: Kind::List {
+                member: 31,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "Arn",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AssociateDatasetKmsKeyInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "DatasetIdentifier",
+                        shape: 82,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "KmsKeyArn",
+                        shape: 213,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "AssociateDatasetKmsKeyOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "AttributeName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AttributeValue",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "AwsQueryErrorMessage",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "BatchFailures",
+            kind: Kind::List {
+                member: 304,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "ComparisonOperator",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "CompositeAlarm",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ActionConfiguration",
+                        shape: 1,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsEnabled",
+                        shape: 5,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsSuppressedBy",
+                        shape: 6,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsSuppressedReason",
+                        shape: 7,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsSuppressor",
+                        shape: 9,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsSuppressorExtensionPeriod",
+                        shape: 376,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsSuppressorWaitPeriod",
+                        shape: 376,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmArn",
+                        shape: 9,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmConfigurationUpdatedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmDescription",
+                        shape: 12,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmRule",
+                        shape: 23,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "InsufficientDataActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OKActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateReason",
+                        shape: 362,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateReasonData",
+                        shape: 363,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateTransitionedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateUpdatedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateValue",
+                        shape: 364,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "CompositeAlarms",
+            kind: Kind::List {
+                member: 52,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "ConcurrentModificationException",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "ConflictException",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Message",
+                    shape: 136,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "ContributorAttributes",
+            kind: Kind::Map {
+                key: 47,
+                value: 48,
+                key_name: None,
+                value_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "ContributorId",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Counts",
+            kind: Kind::List {
+                member: 75,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "CreateResourceMetricsConfigurationInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "MetricSelections",
+                        shape: 338,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ResourceArn",
+                        shape: 333,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "CreateResourceMetricsConfigurationOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "ResourceMetricsConfiguration",
+                    shape: 339,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DashboardArn",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DashboardBody",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DashboardEntries",
+            kind: Kind::List {
+                member: 64,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "DashboardEntry",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "DashboardArn",
+                        shape: 61,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "DashboardName",
+                        shape: 67,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "LastModified",
+                        shape: 217,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Size",
+                        shape: 353,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DashboardErrorMessage",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DashboardInvalidInputError",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "dashboardValidationMessages",
+                        shape: 72,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "message",
+                        shape: 65,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DashboardName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DashboardNamePrefix",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DashboardNames",
+            kind: Kind::List {
+                member: 67,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "DashboardNotFoundError",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "message",
+                    shape: 65,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DashboardValidationMessage",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "DataPath",
+                        shape: 73,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Message",
+                        shape: 246,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DashboardValidationMessages",
+            kind: Kind::List {
+                member: 71,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "DataPath",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Datapoint",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Average",
+                        shape: 75,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExtendedStatistics",
+                        shape: 76,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Maximum",
+                        shape: 75,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Minimum",
+                        shape: 75,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "SampleCount",
+                        shape: 75,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Sum",
+                        shape: 75,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Timestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Unit",
+                        shape: 355,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DatapointValue",
+            kind: Kind::Double,
+        },
+        Shape {
+            name: "DatapointValueMap",
+            kind: Kind::Map {
+                key: 145,
+                value: 75,
+                key_name: None,
+                value_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "DatapointValues",
+            kind: Kind::List {
+                member: 75,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "Datapoints",
+            kind: Kind::List {
+                member: 74,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "DatapointsToAlarm",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "DatasetArn",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DatasetId",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DatasetIdentifier",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DefinitionId",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DefinitionPath",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DeleteAlarmMuteRuleInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "AlarmMuteRuleName",
+                    shape: 294,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DeleteAlarmsInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "AlarmNames",
+                    shape: 21,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DeleteAnomalyDetectorInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AnomalyDetectorId",
+                        shape: 35,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricMathAnomalyDetector",
+                        shape: 268,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "SingleMetricAnomalyDetector",
+                        shape: 352,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Stat",
+                        shape: 37,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DeleteAnomalyDetectorOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "DeleteDashboardsInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "DashboardNames",
+                    shape: 69,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DeleteDashboardsOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "DeleteInsightRulesInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "RuleNames",
+                    shape: 198,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DeleteInsightRulesOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Failures",
+                    shape: 50,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DeleteMetricDataQueryDefinitionInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Id",
+                    shape: 83,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DeleteMetricDataQueryDefinitionOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "DeleteMetricStreamInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Name",
+                    shape: 277,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DeleteMetricStreamOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "DeleteResourceMetricsConfigurationInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "ResourceArn",
+                    shape: 333,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DeleteResourceMetricsConfigurationOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "DescribeAlarmContributorsInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DescribeAlarmContributorsOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AlarmContributors",
+                        shape: 11,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DescribeAlarmHistoryInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AlarmContributorId",
+                        shape: 57,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmTypes",
+                        shape: 29,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EndDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "HistoryItemType",
+                        shape: 176,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MaxRecords",
+                        shape: 243,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ScanBy",
+                        shape: 346,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StartDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DescribeAlarmHistoryOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AlarmHistoryItems",
+                        shape: 14,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DescribeAlarmsForMetricInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExtendedStatistic",
+                        shape: 145,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Period",
+                        shape: 306,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Statistic",
+                        shape: 365,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Unit",
+                        shape: 355,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DescribeAlarmsForMetricOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "MetricAlarms",
+                    shape: 252,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DescribeAlarmsInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ActionPrefix",
+                        shape: 4,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmNamePrefix",
+                        shape: 20,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmNames",
+                        shape: 21,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmTypes",
+                        shape: 29,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ChildrenOfAlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MaxRecords",
+                        shape: 243,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ParentsOfAlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateValue",
+                        shape: 364,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DescribeAlarmsOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "CompositeAlarms",
+                        shape: 53,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "LogAlarms",
+                        shape: 236,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricAlarms",
+                        shape: 252,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DescribeAnomalyDetectorsInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AnomalyDetectorIds",
+                        shape: 36,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AnomalyDetectorTypes",
+                        shape: 42,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MaxResults",
+                        shape: 245,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DescribeAnomalyDetectorsOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AnomalyDetectors",
+                        shape: 43,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DescribeInsightRulesInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "MaxResults",
+                        shape: 192,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DescribeInsightRulesOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "InsightRules",
+                        shape: 206,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "Dimension",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Name",
+                        shape: 114,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Value",
+                        shape: 115,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DimensionFilter",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Name",
+                        shape: 114,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Value",
+                        shape: 115,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "DimensionFilters",
+            kind: Kind::List {
+                member: 112,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "DimensionName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "DimensionValue",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Dimensions",
+            kind: Kind::List {
+                member: 111,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "DisableAlarmActionsInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "AlarmNames",
+                    shape: 21,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DisableInsightRulesInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "RuleNames",
+                    shape: 198,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DisableInsightRulesOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Failures",
+                    shape: 50,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DisassociateDatasetKmsKeyInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "DatasetIdentifier",
+                    shape: 82,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "DisassociateDatasetKmsKeyOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "Duration",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "EnableAlarmActionsInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "AlarmNames",
+                    shape: 21,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "EnableInsightRulesInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "RuleNames",
+                    shape: 198,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "EnableInsightRulesOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Failures",
+                    shape: 50,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "EndTimeOffset",
+            kind: Kind::Long,
+        },
+        Shape {
+            name: "Entity",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Attributes",
+                        shape: 128,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "KeyAttributes",
+                        shape: 131,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "EntityAttributesMap",
+            kind: Kind::Map {
+                key: 129,
+                value: 130,
+                key_name: None,
+                value_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "EntityAttributesMapKeyString",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "EntityAttributesMapValueString",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "EntityKeyAttributesMap",
+            kind: Kind::Map {
+                key: 132,
+                value: 133,
+                key_name: None,
+                value_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "EntityKeyAttributesMapKeyString",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "EntityKeyAttributesMapValueString",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "EntityMetricData",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Entity",
+                        shape: 127,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricData",
+                        shape: 254,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "EntityMetricDataList",
+            kind: Kind::List {
+                member: 134,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "ErrorMessage",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "EvaluateLowSampleCountPercentile",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "EvaluationCriteria",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "PromQLCriteria",
+                    shape: 22,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "EvaluationInterval",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "EvaluationPeriods",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "EvaluationState",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "EvaluationWindow",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "SlidingWindow",
+                        shape: 354,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "WallClockWindow",
+                        shape: 399,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ExceptionType",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Expression",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ExtendedStatistic",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ExtendedStatistics",
+            kind: Kind::List {
+                member: 145,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "FailureCode",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "FailureDescription",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "FailureResource",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "FaultDescription",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "GetAlarmMuteRuleInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "AlarmMuteRuleName",
+                    shape: 294,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "GetAlarmMuteRuleOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AlarmMuteRuleArn",
+                        shape: 44,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Description",
+                        shape: 12,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExpireDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "LastUpdatedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MuteTargets",
+                        shape: 292,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MuteType",
+                        shape: 293,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Name",
+                        shape: 294,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Rule",
+                        shape: 345,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StartDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Status",
+                        shape: 15,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetDashboardInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "DashboardName",
+                    shape: 67,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "GetDashboardOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "DashboardArn",
+                        shape: 61,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "DashboardBody",
+                        shape: 62,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "DashboardName",
+                        shape: 67,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetDatasetInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "DatasetIdentifier",
+                    shape: 82,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "GetDatasetOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Arn",
+                        shape: 80,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "DatasetId",
+                        shape: 81,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "KmsKeyArn",
+                        shape: 213,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetInsightRuleReportInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "EndTime",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MaxContributorCount",
+                        shape: 204,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Metrics",
+                        shape: 195,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OrderBy",
+                        shape: 200,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Period",
+                        shape: 306,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "RuleName",
+                        shape: 197,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StartTime",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetInsightRuleReportOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AggregateValue",
+                        shape: 203,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AggregationStatistic",
+                        shape: 181,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ApproximateUniqueCount",
+                        shape: 205,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Contributors",
+                        shape: 189,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "KeyLabels",
+                        shape: 187,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricDatapoints",
+                        shape: 194,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetMetricDataInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "EndTime",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "LabelOptions",
+                        shape: 216,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MaxDatapoints",
+                        shape: 161,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricDataQueries",
+                        shape: 255,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ScanBy",
+                        shape: 346,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StartTime",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetMetricDataLabelTimezone",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "GetMetricDataMaxDatapoints",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "GetMetricDataOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Messages",
+                        shape: 261,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricDataResults",
+                        shape: 262,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetMetricDataQueryDefinitionInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Id",
+                    shape: 83,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "GetMetricDataQueryDefinitionOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Arn",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "CreatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Expression",
+                        shape: 265,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Id",
+                        shape: 83,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Path",
+                        shape: 84,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Type",
+                        shape: 329,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "UpdatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetMetricStatisticsInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EndTime",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExtendedStatistics",
+                        shape: 146,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Period",
+                        shape: 306,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StartTime",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Statistics",
+                        shape: 367,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Unit",
+                        shape: 355,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetMetricStatisticsOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Datapoints",
+                        shape: 78,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Label",
+                        shape: 267,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetMetricStreamInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Name",
+                    shape: 277,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "GetMetricStreamOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Arn",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "CreationDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExcludeFilters",
+                        shape: 276,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "FirehoseArn",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeFilters",
+                        shape: 276,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeLinkedAccountsMetrics",
+                        shape: 179,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "LastUpdateDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Name",
+                        shape: 277,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OutputFormat",
+                        shape: 279,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "RoleArn",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "State",
+                        shape: 280,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StatisticsConfigurations",
+                        shape: 284,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetMetricWidgetImageInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "MetricWidget",
+                        shape: 287,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OutputFormat",
+                        shape: 302,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetMetricWidgetImageOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "MetricWidgetImage",
+                    shape: 288,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "GetOTelEnrichmentInput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "GetOTelEnrichmentOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "CreatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExcludeFilters",
+                        shape: 299,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeFilters",
+                        shape: 299,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Status",
+                        shape: 300,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "UpdatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "GetResourceMetricsConfigurationInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "ResourceArn",
+                    shape: 333,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "GetResourceMetricsConfigurationOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "ResourceMetricsConfiguration",
+                    shape: 339,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "HistoryData",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "HistoryItemType",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "HistorySummary",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "IncludeLinkedAccounts",
+            kind: Kind::Boolean,
+        },
+        Shape {
+            name: "IncludeLinkedAccountsMetrics",
+            kind: Kind::Boolean,
+        },
+        Shape {
+            name: "InsightRule",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ApplyOnTransformedLogs",
+                        shape: 199,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Definition",
+                        shape: 190,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ManagedRule",
+                        shape: 191,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Name",
+                        shape: 197,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Schema",
+                        shape: 201,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "State",
+                        shape: 202,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "InsightRuleAggregationStatistic",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "InsightRuleContributor",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ApproximateAggregateValue",
+                        shape: 203,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Datapoints",
+                        shape: 184,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Keys",
+                        shape: 188,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "InsightRuleContributorDatapoint",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ApproximateValue",
+                        shape: 203,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Timestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "InsightRuleContributorDatapoints",
+            kind: Kind::List {
+                member: 183,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "InsightRuleContributorKey",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "InsightRuleContributorKeyLabel",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "InsightRuleContributorKeyLabels",
+            kind: Kind::List {
+                member: 186,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "InsightRuleContributorKeys",
+            kind: Kind::List {
+                member: 185,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "InsightRuleContributors",
+            kind: Kind::List {
+                member: 182,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "InsightRuleDefinition",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "InsightRuleIsManaged",
+            kind: Kind::Boolean,
+        },
+        Shape {
+            name: "InsightRuleMaxResults",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "InsightRuleMetricDatapoint",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Average",
+                        shape: 203,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MaxContributorValue",
+                        shape: 203,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Maximum",
+                        shape: 203,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Minimum",
+                        shape: 203,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "SampleCount",
+                        shape: 203,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Sum",
+                        shape: 203,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Timestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "UniqueContributors",
+                        shape: 203,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "InsightRuleMetricDatapoints",
+            kind: Kind::List {
+                member: 193,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "InsightRuleMetricList",
+            kind: Kind::List {
+                member: 196,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "InsightRuleMetricName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "InsightRuleName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "InsightRuleNames",
+            kind: Kind::List {
+                member: 197,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "InsightRuleOnTransformedLogs",
+            kind: Kind::Boolean,
+        },
+        Shape {
+            name: "InsightRuleOrderBy",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "InsightRuleSchema",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "InsightRuleState",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "InsightRuleUnboundDouble",
+            kind: Kind::Double,
+        },
+        Shape {
+            name: "InsightRuleUnboundInteger",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "InsightRuleUnboundLong",
+            kind: Kind::Long,
+        },
+        Shape {
+            name: "InsightRules",
+            kind: Kind::List {
+                member: 180,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "InternalServiceFault",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Message",
+                    shape: 150,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "InvalidFormatFault",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "message",
+                    shape: 136,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "InvalidNextToken",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "message",
+                    shape: 136,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "InvalidParameterCombinationException",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "message",
+                    shape: 49,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "InvalidParameterValueException",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "message",
+                    shape: 49,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "KmsAccessDeniedException",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Message",
+                    shape: 375,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "KmsKeyArn",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "KmsKeyDisabledException",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Message",
+                    shape: 375,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "KmsKeyNotFoundException",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Message",
+                    shape: 375,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "LabelOptions",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Timezone",
+                    shape: 160,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "LastModified",
+            kind: Kind::Timestamp,
+        },
+        Shape {
+            name: "LimitExceededException",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "LimitExceededFault",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "message",
+                    shape: 136,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "ListAlarmMuteRulesInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AlarmName",
+                        shape: 294,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MaxRecords",
+                        shape: 243,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Statuses",
+                        shape: 16,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListAlarmMuteRulesOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AlarmMuteRuleSummaries",
+                        shape: 17,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListDashboardsInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "DashboardNamePrefix",
+                        shape: 68,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListDashboardsOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "DashboardEntries",
+                        shape: 63,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListManagedInsightRulesInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "MaxResults",
+                        shape: 192,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ResourceARN",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListManagedInsightRulesOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ManagedRules",
+                        shape: 240,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListMetricDataQueryDefinitionsInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "MaxResults",
+                        shape: 244,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 257,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListMetricDataQueryDefinitionsOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Items",
+                        shape: 258,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 257,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListMetricStreamsInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "MaxResults",
+                        shape: 229,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListMetricStreamsMaxResults",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "ListMetricStreamsOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Entries",
+                        shape: 272,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListMetricsInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Dimensions",
+                        shape: 113,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeLinkedAccounts",
+                        shape: 178,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OwningAccount",
+                        shape: 0,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "RecentlyActive",
+                        shape: 331,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListMetricsOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Metrics",
+                        shape: 289,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "NextToken",
+                        shape: 296,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OwningAccounts",
+                        shape: 303,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ListTagsForResourceInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "ResourceARN",
+                    shape: 30,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "ListTagsForResourceOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Tags",
+                    shape: 380,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "LogAlarm",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ActionConfiguration",
+                        shape: 1,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionLogLineCount",
+                        shape: 2,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionLogLineRoleArn",
+                        shape: 3,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsEnabled",
+                        shape: 5,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmArn",
+                        shape: 9,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmConfigurationUpdatedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmDescription",
+                        shape: 12,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ComparisonOperator",
+                        shape: 51,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluationState",
+                        shape: 141,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "InsufficientDataActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OKActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "QueryResultsToAlarm",
+                        shape: 326,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "QueryResultsToEvaluate",
+                        shape: 327,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ScheduledQueryConfiguration",
+                        shape: 350,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateReason",
+                        shape: 362,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateReasonData",
+                        shape: 363,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateTransitionedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateUpdatedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateValue",
+                        shape: 364,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Threshold",
+                        shape: 385,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "TreatMissingData",
+                        shape: 389,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "WarmUpConfiguration",
+                        shape: 400,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "LogAlarms",
+            kind: Kind::List {
+                member: 235,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "LogGroupIdentifiers",
+            kind: Kind::List {
+                member: 30,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "ManagedRule",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ResourceARN",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "TemplateName",
+                        shape: 384,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ManagedRuleDescription",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ResourceARN",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "RuleState",
+                        shape: 241,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "TemplateName",
+                        shape: 384,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ManagedRuleDescriptions",
+            kind: Kind::List {
+                member: 239,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "ManagedRuleState",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "RuleName",
+                        shape: 197,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "State",
+                        shape: 202,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ManagedRules",
+            kind: Kind::List {
+                member: 238,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MaxRecords",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "MaxResults",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "MaxReturnedResultsCount",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "Message",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MessageData",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Code",
+                        shape: 248,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Value",
+                        shape: 249,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MessageDataCode",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MessageDataValue",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Metric",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricAlarm",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ActionConfiguration",
+                        shape: 1,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsEnabled",
+                        shape: 5,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmArn",
+                        shape: 9,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmConfigurationUpdatedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmDescription",
+                        shape: 12,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ComparisonOperator",
+                        shape: 51,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "DatapointsToAlarm",
+                        shape: 79,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluateLowSampleCountPercentile",
+                        shape: 137,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluationCriteria",
+                        shape: 138,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluationInterval",
+                        shape: 139,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluationPeriods",
+                        shape: 140,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluationState",
+                        shape: 141,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluationWindow",
+                        shape: 142,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExtendedStatistic",
+                        shape: 145,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "InsufficientDataActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Metrics",
+                        shape: 255,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OKActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Period",
+                        shape: 306,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateReason",
+                        shape: 362,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateReasonData",
+                        shape: 363,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateTransitionedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateUpdatedTimestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateValue",
+                        shape: 364,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Statistic",
+                        shape: 365,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Threshold",
+                        shape: 385,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ThresholdMetricId",
+                        shape: 266,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "TreatMissingData",
+                        shape: 389,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Unit",
+                        shape: 355,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "WarmUpConfiguration",
+                        shape: 400,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricAlarms",
+            kind: Kind::List {
+                member: 251,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricCharacteristics",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "PeriodicSpikes",
+                    shape: 307,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "MetricData",
+            kind: Kind::List {
+                member: 263,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricDataQueries",
+            kind: Kind::List {
+                member: 256,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricDataQuery",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AccountId",
+                        shape: 0,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Expression",
+                        shape: 264,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Id",
+                        shape: 266,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Label",
+                        shape: 267,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricStat",
+                        shape: 271,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Period",
+                        shape: 306,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ReturnData",
+                        shape: 344,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricDataQueryDefinitionNextToken",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricDataQueryDefinitionSummaries",
+            kind: Kind::List {
+                member: 259,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricDataQueryDefinitionSummary",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Id",
+                        shape: 83,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Path",
+                        shape: 84,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Type",
+                        shape: 329,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "UpdatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricDataResult",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Id",
+                        shape: 266,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Label",
+                        shape: 267,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Messages",
+                        shape: 261,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StatusCode",
+                        shape: 368,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Timestamps",
+                        shape: 387,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Values",
+                        shape: 77,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricDataResultMessages",
+            kind: Kind::List {
+                member: 247,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricDataResults",
+            kind: Kind::List {
+                member: 260,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricDatum",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Counts",
+                        shape: 58,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StatisticValues",
+                        shape: 366,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StorageResolution",
+                        shape: 373,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Timestamp",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Unit",
+                        shape: 355,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Value",
+                        shape: 75,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Values",
+                        shape: 398,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricExpression",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricExpressionString",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricId",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricLabel",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricMathAnomalyDetector",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "MetricDataQueries",
+                    shape: 255,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "MetricName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricNameList",
+            kind: Kind::List {
+                member: 269,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricStat",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Metric",
+                        shape: 250,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Period",
+                        shape: 306,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Stat",
+                        shape: 361,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Unit",
+                        shape: 355,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricStreamEntries",
+            kind: Kind::List {
+                member: 273,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricStreamEntry",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Arn",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "CreationDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "FirehoseArn",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "LastUpdateDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Name",
+                        shape: 277,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OutputFormat",
+                        shape: 279,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "State",
+                        shape: 280,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricStreamFilter",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "MetricNames",
+                        shape: 275,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricStreamFilterMetricNames",
+            kind: Kind::List {
+                member: 269,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricStreamFilters",
+            kind: Kind::List {
+                member: 274,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricStreamName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricStreamNames",
+            kind: Kind::List {
+                member: 277,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricStreamOutputFormat",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricStreamState",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricStreamStatistic",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricStreamStatisticsAdditionalStatistics",
+            kind: Kind::List {
+                member: 281,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricStreamStatisticsConfiguration",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AdditionalStatistics",
+                        shape: 282,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeMetrics",
+                        shape: 285,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricStreamStatisticsConfigurations",
+            kind: Kind::List {
+                member: 283,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricStreamStatisticsIncludeMetrics",
+            kind: Kind::List {
+                member: 286,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MetricStreamStatisticsMetric",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "MetricWidget",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "MetricWidgetImage",
+            kind: Kind::Blob,
+        },
+        Shape {
+            name: "Metrics",
+            kind: Kind::List {
+                member: 250,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MissingRequiredParameterException",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "message",
+                    shape: 49,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "MuteTargetAlarmNameList",
+            kind: Kind::List {
+                member: 294,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "MuteTargets",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "AlarmNames",
+                    shape: 291,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "MuteType",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Name",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Namespace",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "NextToken",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "OTelEnrichmentMetricNameList",
+            kind: Kind::List {
+                member: 269,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "OTelEnrichmentMetricSelector",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "MetricNames",
+                        shape: 297,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "OTelEnrichmentMetricSelectorList",
+            kind: Kind::List {
+                member: 298,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "OTelEnrichmentStatus",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "OnlyStartEvaluatingAfterWarmUpPeriodEnds",
+            kind: Kind::Boolean,
+        },
+        Shape {
+            name: "OutputFormat",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "OwningAccounts",
+            kind: Kind::List {
+                member: 0,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "PartialFailure",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ExceptionType",
+                        shape: 143,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "FailureCode",
+                        shape: 147,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "FailureDescription",
+                        shape: 148,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "FailureResource",
+                        shape: 149,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PendingPeriod",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "Period",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "PeriodicSpikes",
+            kind: Kind::Boolean,
+        },
+        Shape {
+            name: "PutAlarmMuteRuleInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Description",
+                        shape: 12,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExpireDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MuteTargets",
+                        shape: 292,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Name",
+                        shape: 294,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Rule",
+                        shape: 345,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StartDate",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutAnomalyDetectorInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Configuration",
+                        shape: 33,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricCharacteristics",
+                        shape: 253,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricMathAnomalyDetector",
+                        shape: 268,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "SingleMetricAnomalyDetector",
+                        shape: 352,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Stat",
+                        shape: 37,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutAnomalyDetectorOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "AnomalyDetectorId",
+                    shape: 35,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "PutCompositeAlarmInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ActionConfiguration",
+                        shape: 1,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsEnabled",
+                        shape: 5,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsSuppressor",
+                        shape: 9,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsSuppressorExtensionPeriod",
+                        shape: 376,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsSuppressorWaitPeriod",
+                        shape: 376,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmDescription",
+                        shape: 12,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmRule",
+                        shape: 23,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "InsufficientDataActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OKActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutDashboardInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "DashboardBody",
+                        shape: 62,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "DashboardName",
+                        shape: 67,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutDashboardOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "DashboardValidationMessages",
+                    shape: 72,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "PutInsightRuleInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ApplyOnTransformedLogs",
+                        shape: 199,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "RuleDefinition",
+                        shape: 190,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "RuleName",
+                        shape: 197,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "RuleState",
+                        shape: 202,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutInsightRuleOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "PutLogAlarmInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ActionConfiguration",
+                        shape: 1,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionLogLineCount",
+                        shape: 2,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionLogLineRoleArn",
+                        shape: 3,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsEnabled",
+                        shape: 5,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmDescription",
+                        shape: 12,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ComparisonOperator",
+                        shape: 51,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "InsufficientDataActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OKActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "QueryResultsToAlarm",
+                        shape: 326,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "QueryResultsToEvaluate",
+                        shape: 327,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ScheduledQueryConfiguration",
+                        shape: 350,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Threshold",
+                        shape: 385,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "TreatMissingData",
+                        shape: 389,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "WarmUpConfiguration",
+                        shape: 400,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutManagedInsightRulesInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "ManagedRules",
+                    shape: 242,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "PutManagedInsightRulesOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Failures",
+                    shape: 50,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "PutMetricAlarmInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ActionConfiguration",
+                        shape: 1,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ActionsEnabled",
+                        shape: 5,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmDescription",
+                        shape: 12,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "AlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ComparisonOperator",
+                        shape: 51,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "DatapointsToAlarm",
+                        shape: 79,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluateLowSampleCountPercentile",
+                        shape: 137,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluationCriteria",
+                        shape: 138,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluationInterval",
+                        shape: 139,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluationPeriods",
+                        shape: 140,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "EvaluationWindow",
+                        shape: 142,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExtendedStatistic",
+                        shape: 145,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "InsufficientDataActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Metrics",
+                        shape: 255,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OKActions",
+                        shape: 336,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Period",
+                        shape: 306,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Statistic",
+                        shape: 365,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Threshold",
+                        shape: 385,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ThresholdMetricId",
+                        shape: 266,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "TreatMissingData",
+                        shape: 389,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Unit",
+                        shape: 355,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "WarmUpConfiguration",
+                        shape: 400,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutMetricDataInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "EntityMetricData",
+                        shape: 135,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricData",
+                        shape: 254,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StrictEntityValidation",
+                        shape: 374,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutMetricDataQueryDefinitionInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Expression",
+                        shape: 265,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Id",
+                        shape: 83,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Path",
+                        shape: 84,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Type",
+                        shape: 329,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutMetricDataQueryDefinitionOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Arn",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "CreatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Expression",
+                        shape: 265,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Id",
+                        shape: 83,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Path",
+                        shape: 84,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Type",
+                        shape: 329,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "UpdatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutMetricStreamInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ExcludeFilters",
+                        shape: 276,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "FirehoseArn",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeFilters",
+                        shape: 276,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeLinkedAccountsMetrics",
+                        shape: 179,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Name",
+                        shape: 277,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "OutputFormat",
+                        shape: 279,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "RoleArn",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StatisticsConfigurations",
+                        shape: 284,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "PutMetricStreamOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Arn",
+                    shape: 30,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "Query",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "QueryResultsToAlarm",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "QueryResultsToEvaluate",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "QueryString",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "QueryType",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Range",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "EndTime",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StartTime",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "RecentlyActive",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "RecoveryPeriod",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "ResourceArn",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ResourceConflict",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "message",
+                    shape: 136,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "ResourceId",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ResourceList",
+            kind: Kind::List {
+                member: 340,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "ResourceMetricSelection",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "IncludeMetrics",
+                    shape: 270,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "ResourceMetricSelectionList",
+            kind: Kind::List {
+                member: 337,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "ResourceMetricsConfiguration",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "CreatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricSelections",
+                        shape: 338,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ResourceArn",
+                        shape: 333,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "UpdatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ResourceName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ResourceNotFound",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "message",
+                    shape: 136,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "ResourceNotFoundException",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ResourceId",
+                        shape: 335,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ResourceType",
+                        shape: 343,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ResourceType",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ReturnData",
+            kind: Kind::Boolean,
+        },
+        Shape {
+            name: "Rule",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Schedule",
+                    shape: 347,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "ScanBy",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Schedule",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Duration",
+                        shape: 122,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Expression",
+                        shape: 144,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Timezone",
+                        shape: 388,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ScheduleConfiguration",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "EndTimeOffset",
+                        shape: 126,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ScheduleExpression",
+                        shape: 349,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StartTimeOffset",
+                        shape: 360,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "ScheduleExpression",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "ScheduledQueryConfiguration",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AggregationExpression",
+                        shape: 8,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "LogGroupIdentifiers",
+                        shape: 237,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "QueryARN",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "QueryString",
+                        shape: 328,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ScheduleConfiguration",
+                        shape: 348,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ScheduledQueryRoleARN",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "SetAlarmStateInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AlarmName",
+                        shape: 19,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateReason",
+                        shape: 362,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateReasonData",
+                        shape: 363,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "StateValue",
+                        shape: 364,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "SingleMetricAnomalyDetector",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "AccountId",
+                        shape: 0,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Dimensions",
+                        shape: 116,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "MetricName",
+                        shape: 269,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Namespace",
+                        shape: 295,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Stat",
+                        shape: 37,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "Size",
+            kind: Kind::Long,
+        },
+        Shape {
+            name: "SlidingWindow",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "StandardUnit",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "StartMetricStreamsInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Names",
+                    shape: 278,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "StartMetricStreamsOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "StartOTelEnrichmentInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ExcludeFilters",
+                        shape: 299,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeFilters",
+                        shape: 299,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "StartOTelEnrichmentOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "CreatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExcludeFilters",
+                        shape: 299,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeFilters",
+                        shape: 299,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "UpdatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "StartTimeOffset",
+            kind: Kind::Long,
+        },
+        Shape {
+            name: "Stat",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "StateReason",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "StateReasonData",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "StateValue",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Statistic",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "StatisticSet",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Maximum",
+                        shape: 75,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Minimum",
+                        shape: 75,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "SampleCount",
+                        shape: 75,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Sum",
+                        shape: 75,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "Statistics",
+            kind: Kind::List {
+                member: 365,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "StatusCode",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "StopMetricStreamsInput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Names",
+                    shape: 278,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "StopMetricStreamsOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "StopOTelEnrichmentInput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "StopOTelEnrichmentOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "StorageResolution",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "StrictEntityValidation",
+            kind: Kind::Boolean,
+        },
+        Shape {
+            name: "String",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "SuppressorPeriod",
+            kind: Kind::Integer,
+        },
+        Shape {
+            name: "Tag",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "Key",
+                        shape: 378,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Value",
+                        shape: 383,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "TagKey",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "TagKeyList",
+            kind: Kind::List {
+                member: 378,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "TagList",
+            kind: Kind::List {
+                member: 377,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "TagResourceInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ResourceARN",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "Tags",
+                        shape: 380,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "TagResourceOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "TagValue",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "TemplateName",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Threshold",
+            kind: Kind::Double,
+        },
+        Shape {
+            name: "Timestamp",
+            kind: Kind::Timestamp,
+        },
+        Shape {
+            name: "Timestamps",
+            kind: Kind::List {
+                member: 386,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "Timezone",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "TreatMissingData",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "UntagResourceInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ResourceARN",
+                        shape: 30,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "TagKeys",
+                        shape: 379,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "UntagResourceOutput",
+            kind: Kind::Structure { members: &[] },
+        },
+        Shape {
+            name: "UpdateOTelEnrichmentInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "ExcludeFilters",
+                        shape: 299,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeFilters",
+                        shape: 299,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "UpdateOTelEnrichmentOutput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "CreatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ExcludeFilters",
+                        shape: 299,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "IncludeFilters",
+                        shape: 299,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "UpdatedAt",
+                        shape: 386,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "UpdateResourceMetricsConfigurationInput",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "MetricSelections",
+                        shape: 338,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "ResourceArn",
+                        shape: 333,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "UpdateResourceMetricsConfigurationOutput",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "ResourceMetricsConfiguration",
+                    shape: 339,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "ValidationException",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "message",
+                    shape: 397,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "ValidationExceptionMessage",
+            kind: Kind::String,
+        },
+        Shape {
+            name: "Values",
+            kind: Kind::List {
+                member: 75,
+                member_name: None,
+                flattened: false,
+            },
+        },
+        Shape {
+            name: "WallClockWindow",
+            kind: Kind::Structure {
+                members: &[Member {
+                    name: "Timezone",
+                    shape: 388,
+                    location_name: None,
+                    flattened: false,
+                }],
+            },
+        },
+        Shape {
+            name: "WarmUpConfiguration",
+            kind: Kind::Structure {
+                members: &[
+                    Member {
+                        name: "OnlyStartEvaluatingAfterWarmUpPeriodEnds",
+                        shape: 301,
+                        location_name: None,
+                        flattened: false,
+                    },
+                    Member {
+                        name: "WarmUpPeriodDurationInMinutes",
+                        shape: 401,
+                        location_name: None,
+                        flattened: false,
+                    },
+                ],
+            },
+        },
+        Shape {
+            name: "WarmUpPeriodDurationInMinutes",
+            kind: Kind::Integer,
+        },
+    ],
+    errors: &[
+        ErrorModel {
+            shape: "ConcurrentModificationException",
+            code: None,
+            status: 429,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "ConflictException",
+            code: None,
+            status: 409,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "DashboardInvalidInputError",
+            code: Some("InvalidParameterInput"),
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "DashboardNotFoundError",
+            code: Some("ResourceNotFound"),
+            status: 404,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "InternalServiceFault",
+            code: Some("InternalServiceError"),
+            status: 500,
+            sender_fault: false,
+        },
+        ErrorModel {
+            shape: "InvalidFormatFault",
+            code: Some("InvalidFormat"),
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "InvalidNextToken",
+            code: None,
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "InvalidParameterCombinationException",
+            code: Some("InvalidParameterCombination"),
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "InvalidParameterValueException",
+            code: Some("InvalidParameterValue"),
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "KmsAccessDeniedException",
+            code: None,
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "KmsKeyDisabledException",
+            code: None,
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "KmsKeyNotFoundException",
+            code: None,
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "LimitExceededException",
+            code: None,
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "LimitExceededFault",
+            code: Some("LimitExceeded"),
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "MissingRequiredParameterException",
+            code: Some("MissingParameter"),
+            status: 400,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "ResourceConflict",
+            code: None,
+            status: 409,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "ResourceNotFound",
+            code: None,
+            status: 404,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "ResourceNotFoundException",
+            code: None,
+            status: 404,
+            sender_fault: true,
+        },
+        ErrorModel {
+            shape: "ValidationException",
+            code: Some("ValidationError"),
+            status: 400,
+            sender_fault: true,
+        },
+    ],
+};

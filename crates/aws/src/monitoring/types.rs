@@ -4923,6 +4923,181 @@ pub enum MonitoringResponse {
 pub struct NoOutput {}
 
 impl MonitoringRequest {
+    /// Builds the request of operation `operation` from the value the Query decoder made of its form; `None` when the service has no such operation.
+    pub fn from_value(
+        operation: &str,
+        value: serde_json::Value,
+    ) -> Option<Result<Self, flotilla_types::DecodeError>> {
+        Some(match operation {
+            "AssociateDatasetKmsKey" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::AssociateDatasetKmsKey)
+            }
+            "CreateResourceMetricsConfiguration" => flotilla_types::decode_value(value)
+                .map(MonitoringRequest::CreateResourceMetricsConfiguration),
+            "DeleteAlarmMuteRule" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DeleteAlarmMuteRule)
+            }
+            "DeleteAlarms" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DeleteAlarms)
+            }
+            "DeleteAnomalyDetector" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DeleteAnomalyDetector)
+            }
+            "DeleteDashboards" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DeleteDashboards)
+            }
+            "DeleteInsightRules" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DeleteInsightRules)
+            }
+            "DeleteMetricDataQueryDefinition" => flotilla_types::decode_value(value)
+                .map(MonitoringRequest::DeleteMetricDataQueryDefinition),
+            "DeleteMetricStream" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DeleteMetricStream)
+            }
+            "DeleteResourceMetricsConfiguration" => flotilla_types::decode_value(value)
+                .map(MonitoringRequest::DeleteResourceMetricsConfiguration),
+            "DescribeAlarmContributors" => flotilla_types::decode_value(value)
+                .map(MonitoringRequest::DescribeAlarmContributors),
+            "DescribeAlarmHistory" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DescribeAlarmHistory)
+            }
+            "DescribeAlarms" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DescribeAlarms)
+            }
+            "DescribeAlarmsForMetric" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DescribeAlarmsForMetric)
+            }
+            "DescribeAnomalyDetectors" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DescribeAnomalyDetectors)
+            }
+            "DescribeInsightRules" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DescribeInsightRules)
+            }
+            "DisableAlarmActions" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DisableAlarmActions)
+            }
+            "DisableInsightRules" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::DisableInsightRules)
+            }
+            "DisassociateDatasetKmsKey" => flotilla_types::decode_value(value)
+                .map(MonitoringRequest::DisassociateDatasetKmsKey),
+            "EnableAlarmActions" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::EnableAlarmActions)
+            }
+            "EnableInsightRules" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::EnableInsightRules)
+            }
+            "GetAlarmMuteRule" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::GetAlarmMuteRule)
+            }
+            "GetDashboard" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::GetDashboard)
+            }
+            "GetDataset" => flotilla_types::decode_value(value).map(MonitoringRequest::GetDataset),
+            "GetInsightRuleReport" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::GetInsightRuleReport)
+            }
+            "GetMetricData" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::GetMetricData)
+            }
+            "GetMetricDataQueryDefinition" => flotilla_types::decode_value(value)
+                .map(MonitoringRequest::GetMetricDataQueryDefinition),
+            "GetMetricStatistics" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::GetMetricStatistics)
+            }
+            "GetMetricStream" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::GetMetricStream)
+            }
+            "GetMetricWidgetImage" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::GetMetricWidgetImage)
+            }
+            "GetOTelEnrichment" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::GetOTelEnrichment)
+            }
+            "GetResourceMetricsConfiguration" => flotilla_types::decode_value(value)
+                .map(MonitoringRequest::GetResourceMetricsConfiguration),
+            "ListAlarmMuteRules" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::ListAlarmMuteRules)
+            }
+            "ListDashboards" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::ListDashboards)
+            }
+            "ListManagedInsightRules" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::ListManagedInsightRules)
+            }
+            "ListMetricDataQueryDefinitions" => flotilla_types::decode_value(value)
+                .map(MonitoringRequest::ListMetricDataQueryDefinitions),
+            "ListMetricStreams" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::ListMetricStreams)
+            }
+            "ListMetrics" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::ListMetrics)
+            }
+            "ListTagsForResource" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::ListTagsForResource)
+            }
+            "PutAlarmMuteRule" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::PutAlarmMuteRule)
+            }
+            "PutAnomalyDetector" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::PutAnomalyDetector)
+            }
+            "PutCompositeAlarm" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::PutCompositeAlarm)
+            }
+            "PutDashboard" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::PutDashboard)
+            }
+            "PutInsightRule" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::PutInsightRule)
+            }
+            "PutLogAlarm" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::PutLogAlarm)
+            }
+            "PutManagedInsightRules" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::PutManagedInsightRules)
+            }
+            "PutMetricAlarm" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::PutMetricAlarm)
+            }
+            "PutMetricData" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::PutMetricData)
+            }
+            "PutMetricDataQueryDefinition" => flotilla_types::decode_value(value)
+                .map(MonitoringRequest::PutMetricDataQueryDefinition),
+            "PutMetricStream" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::PutMetricStream)
+            }
+            "SetAlarmState" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::SetAlarmState)
+            }
+            "StartMetricStreams" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::StartMetricStreams)
+            }
+            "StartOTelEnrichment" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::StartOTelEnrichment)
+            }
+            "StopMetricStreams" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::StopMetricStreams)
+            }
+            "StopOTelEnrichment" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::StopOTelEnrichment)
+            }
+            "TagResource" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::TagResource)
+            }
+            "UntagResource" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::UntagResource)
+            }
+            "UpdateOTelEnrichment" => {
+                flotilla_types::decode_value(value).map(MonitoringRequest::UpdateOTelEnrichment)
+            }
+            "UpdateResourceMetricsConfiguration" => flotilla_types::decode_value(value)
+                .map(MonitoringRequest::UpdateResourceMetricsConfiguration),
+            _ => return None,
+        })
+    }
+
     /// Decodes the JSON body of operation `operation`; `None` when the service has no such operation.
     pub fn decode(
         operation: &str,

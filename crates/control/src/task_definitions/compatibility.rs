@@ -81,6 +81,23 @@ fn fargate_problem(definition: &TaskDefinition) -> Option<String> {
                 .find_map(fargate_container_features)
         })
         .or_else(|| fargate_execution_role(definition))
+        .or_else(|| fargate_stream_prefix(definition))
+}
+
+/// Fargate names every awslogs stream after a prefix, the container and the
+/// task: without a prefix there would be nothing to name it after.
+fn fargate_stream_prefix(definition: &TaskDefinition) -> Option<String> {
+    let missing = containers(definition).iter().any(|c| {
+        c.log_configuration.as_ref().is_some_and(|log| {
+            log.log_driver == Some(LogDriver::Awslogs)
+                && log
+                    .options
+                    .as_ref()
+                    .and_then(|options| options.get("awslogs-stream-prefix"))
+                    .is_none_or(|prefix| prefix.is_empty())
+        })
+    });
+    missing.then(|| "Fargate requires log configuration options to include awslogs-stream-prefix to support log driver awslogs.".to_owned())
 }
 
 fn fargate_size(definition: &TaskDefinition) -> Option<String> {

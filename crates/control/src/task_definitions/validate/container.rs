@@ -1,5 +1,6 @@
 //! The rules for one container definition, given the task around it.
 
+use flotilla_types::awslogs;
 use flotilla_types::ecs::{
     ContainerCondition, ContainerDefinition, LogDriver, NetworkMode, PortMapping, ResourceType,
     Secret, Volume,
@@ -520,8 +521,97 @@ fn check_log_configuration(container: &ContainerDefinition) -> Result<(), ApiErr
                 container.name.as_deref().unwrap_or_default()
             )));
         }
+        check_awslogs_options(container, options)?;
+    }
+    if let Some(mode) = log.options.as_ref().and_then(|o| o.get(awslogs::MODE)) {
+        if awslogs::Mode::parse(mode).is_none() {
+            return Err(log_option_error(
+                container,
+                driver,
+                awslogs::MODE,
+                format!("must be blocking or non-blocking, got '{mode}'"),
+            ));
+        }
+    }
+    if let Some(size) = log
+        .options
+        .as_ref()
+        .and_then(|o| o.get(awslogs::MAX_BUFFER_SIZE))
+    {
+        if awslogs::parse_size_bytes(size).is_none_or(|bytes| bytes == 0) {
+            return Err(log_option_error(
+                container,
+                driver,
+                awslogs::MAX_BUFFER_SIZE,
+                format!("must be a size such as 4m, got '{size}'"),
+            ));
+        }
     }
     Ok(())
+}
+
+/// The awslogs options ECS accepts, and values the agent could not act on.
+fn check_awslogs_options(
+    container: &ContainerDefinition,
+    options: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<(), ApiError> {
+    let Some(options) = options else {
+        return Ok(());
+    };
+    let disallowed: Vec<&str> = options
+        .keys()
+        .map(String::as_str)
+        .filter(|name| !awslogs::OPTIONS.contains(name))
+        .collect();
+    if !disallowed.is_empty() {
+        return Err(ApiError::client(format!(
+            "Log driver awslogs disallows options: {}",
+            disallowed.join(", ")
+        )));
+    }
+    if let Some(create) = options.get(awslogs::CREATE_GROUP) {
+        if awslogs::parse_bool(create).is_none() {
+            return Err(log_option_error(
+                container,
+                LogDriver::Awslogs,
+                awslogs::CREATE_GROUP,
+                format!("must be true or false, got '{create}'"),
+            ));
+        }
+    }
+    if options.contains_key(awslogs::DATETIME_FORMAT)
+        && options.contains_key(awslogs::MULTILINE_PATTERN)
+    {
+        return Err(ApiError::client(format!(
+            "Log driver awslogs cannot take options {} and {} together (container '{}').",
+            awslogs::DATETIME_FORMAT,
+            awslogs::MULTILINE_PATTERN,
+            container.name.as_deref().unwrap_or_default()
+        )));
+    }
+    if let Some(format) = options.get(awslogs::DATETIME_FORMAT) {
+        if let Err(directive) = awslogs::datetime_format_pattern(format) {
+            return Err(log_option_error(
+                container,
+                LogDriver::Awslogs,
+                awslogs::DATETIME_FORMAT,
+                format!("has a directive Flotilla does not know: {directive}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn log_option_error(
+    container: &ContainerDefinition,
+    driver: LogDriver,
+    option: &str,
+    why: String,
+) -> ApiError {
+    ApiError::client(format!(
+        "Log driver {driver} option '{option}' {why} (container '{}').",
+        container.name.as_deref().unwrap_or_default()
+    ))
 }
 
 fn check_linux_parameters(container: &ContainerDefinition) -> Result<(), ApiError> {
