@@ -316,7 +316,7 @@ pub fn container_spec(
     {
         return Err(unsupported("secrets that were not resolved"));
     }
-    // Resolved, but no log driver here takes options yet: refused rather
+    // Resolved, but no log driver here takes secret options yet: refused rather
     // than dropped.
     if container
         .secrets
