@@ -139,10 +139,10 @@ def test_wrong_signing_service_is_refused_in_xml(server):
 
 
 def test_cli_elbv2_not_implemented_is_an_error_with_its_code(server):
-    code, stderr = aws(server, "elbv2", "describe-load-balancers")
+    code, stderr = aws(server, "elbv2", "describe-ssl-policies")
     assert code != 0
     assert "(OperationNotPermitted)" in stderr, stderr
-    assert "when calling the DescribeLoadBalancers operation" in stderr
+    assert "when calling the DescribeSSLPolicies operation" in stderr
     assert "not supported by this Flotilla server" in stderr
 
 
@@ -154,23 +154,23 @@ def test_cli_ssm_not_implemented_is_an_error_with_its_code(server):
 
 
 def test_cli_iam_not_implemented(server):
-    code, stderr = aws(server, "iam", "list-users")
+    code, stderr = aws(server, "iam", "list-open-id-connect-providers")
     assert code != 0
     assert "(InvalidAction)" in stderr, stderr
-    assert "ListUsers" in stderr
+    assert "ListOpenIDConnectProviders" in stderr
 
 
 def test_query_error_parsed_by_botocore(server):
-    response = query(server, "elasticloadbalancing", "Action=DescribeLoadBalancers&Version=2015-12-01&Marker=abc")
+    response = query(server, "elasticloadbalancing", "Action=DescribeAccountLimits&Version=2015-12-01&Marker=abc")
     assert response.status == 400
     kind, code, message, request_id = xml_error(response)
     assert (kind, code) == ("Sender", "OperationNotPermitted")
     assert request_id == response.headers["x-amzn-requestid"]
-    operation = service_model("elbv2").operation_model("DescribeLoadBalancers")
+    operation = service_model("elbv2").operation_model("DescribeAccountLimits")
     parsed = botocore_parse("query", response, operation.output_shape)
     assert parsed["Error"]["Code"] == "OperationNotPermitted"
     assert parsed["Error"]["Type"] == "Sender"
-    assert "DescribeLoadBalancers" in parsed["Error"]["Message"]
+    assert "DescribeAccountLimits" in parsed["Error"]["Message"]
     assert parsed["ResponseMetadata"]["RequestId"] == request_id
 
 
@@ -271,16 +271,18 @@ def test_ten_thousand_members_are_refused(server):
 
 
 def test_well_formed_input_of_an_unimplemented_operation_decodes_then_is_refused(server):
-    # Lists, nested structures and maps decode; the operation is then refused
+    # Lists and nested structures decode; the operation is then refused
     # with STS's own code, not a decoding error.
-    body = (f"Action=AssumeRole&Version={STS_VERSION}&RoleArn=arn%3Aaws%3Aiam%3A%3A{ACCOUNT_ID}%3Arole%2Fr"
-            "&RoleSessionName=s&PolicyArns.member.1.arn=a&PolicyArns.member.2.arn=b"
-            "&Tags.member.1.Key=k&Tags.member.1.Value=v&DurationSeconds=900")
+    body = (f"Action=AssumeRoleWithSAML&Version={STS_VERSION}"
+            f"&RoleArn=arn%3Aaws%3Aiam%3A%3A{ACCOUNT_ID}%3Arole%2Fr"
+            f"&PrincipalArn=arn%3Aaws%3Aiam%3A%3A{ACCOUNT_ID}%3Asaml-provider%2Fp"
+            "&SAMLAssertion=assertion&PolicyArns.member.1.arn=a&PolicyArns.member.2.arn=b"
+            "&DurationSeconds=900")
     response = query(server, "sts", body)
     assert response.status == 400
     _, code, message, _ = xml_error(response)
     assert code == "InvalidAction"
-    assert "AssumeRole is not supported" in message
+    assert "AssumeRoleWithSAML is not supported" in message
 
 
 def test_presigned_query_request_with_parameters_in_the_url(server):

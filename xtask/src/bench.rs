@@ -76,14 +76,20 @@ const SERVER_NAMES: [&str; 2] = ["flotilla", "moto"];
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     DescribeTaskDefinition,
+    /// DescribeTaskDefinition signed by an IAM user holding
+    /// `ENFORCED_POLICIES` managed policies of `ENFORCED_STATEMENTS`
+    /// statements: the cost of authorization, against the root's requests
+    /// (never evaluated) of the same run. Flotilla only.
+    DescribeTaskDefinitionEnforced,
     ListClusters,
     RegisterDistinctFamilies,
     RegisterSingleFamily,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 5] = [
         Kind::DescribeTaskDefinition,
+        Kind::DescribeTaskDefinitionEnforced,
         Kind::ListClusters,
         Kind::RegisterDistinctFamilies,
         Kind::RegisterSingleFamily,
@@ -93,6 +99,7 @@ impl Kind {
     fn label(self) -> &'static str {
         match self {
             Kind::DescribeTaskDefinition => "DescribeTaskDefinition",
+            Kind::DescribeTaskDefinitionEnforced => "DescribeTaskDefinition.enforced",
             Kind::ListClusters => "ListClusters",
             Kind::RegisterDistinctFamilies => "RegisterTaskDefinition.distinct_families",
             Kind::RegisterSingleFamily => "RegisterTaskDefinition.single_family",
@@ -102,7 +109,7 @@ impl Kind {
     fn workload(self, connections: usize) -> Workload {
         let bytes = |text: String| Bytes::from(text.into_bytes());
         match self {
-            Kind::DescribeTaskDefinition => Workload {
+            Kind::DescribeTaskDefinition | Kind::DescribeTaskDefinitionEnforced => Workload {
                 operation: "DescribeTaskDefinition",
                 items_in_answer: None,
                 bodies: vec![bytes(format!(r#"{{"taskDefinition":"{READ_FAMILY}"}}"#))],
@@ -160,7 +167,7 @@ struct Options {
 
 const USAGE: &str = "usage: cargo xtask bench api [--seconds N] [--connections C] \
 [--generator-threads T] [--servers flotilla,moto] \
-[--operations DescribeTaskDefinition,ListClusters,RegisterTaskDefinition.distinct_families,RegisterTaskDefinition.single_family]";
+[--operations DescribeTaskDefinition,DescribeTaskDefinition.enforced,ListClusters,RegisterTaskDefinition.distinct_families,RegisterTaskDefinition.single_family]";
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
@@ -331,6 +338,14 @@ fn api(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
         set_up(&server);
         running.push(server);
     }
+    let enforced = options
+        .kinds
+        .contains(&Kind::DescribeTaskDefinitionEnforced);
+    let user_key = match running.iter().find(|server| server.name == "flotilla") {
+        Some(server) if enforced => Some(set_up_user(server)?),
+        _ => None,
+    };
+    let mut flotilla_rates: Vec<(Kind, f64)> = Vec::new();
     let load_options = LoadOptions {
         connections: options.connections,
         generator_threads: options.generator_threads,
@@ -341,6 +356,14 @@ fn api(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
         let workload = kind.workload(options.connections);
         let mut per_server_rate = Vec::new();
         for server in &running {
+            let key = match kind {
+                Kind::DescribeTaskDefinitionEnforced if server.name == "flotilla" => {
+                    user_key.as_ref()
+                }
+                // moto authorizes nothing: the row is Flotilla's alone.
+                Kind::DescribeTaskDefinitionEnforced => continue,
+                _ => None,
+            };
             let label = format!("{} {}", server.name, kind.label());
             let server_pid = server.pid().to_string();
             let cpu_before = [
@@ -348,7 +371,7 @@ fn api(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
                 servers::cpu_seconds("self"),
             ];
             let wall = std::time::Instant::now();
-            let measurement = load::run(label, server.address, &workload, load_options)?;
+            let measurement = load::run_as(label, server.address, &workload, load_options, key)?;
             let wall_seconds = wall.elapsed().as_secs_f64();
             let cpu_after = [
                 servers::cpu_seconds(&server_pid),
@@ -376,6 +399,9 @@ fn api(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
             let rate =
                 print_measurement(server.name, kind, options.connections, &measurement, cores);
             per_server_rate.push((server.name, rate));
+            if server.name == "flotilla" {
+                flotilla_rates.push((kind, rate));
+            }
         }
         let rate_of = |name| {
             per_server_rate
@@ -391,7 +417,103 @@ fn api(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
             );
         }
     }
+    let flotilla_rate = |wanted: Kind| {
+        flotilla_rates
+            .iter()
+            .find(|(kind, _)| *kind == wanted)
+            .map(|(_, rate)| *rate)
+    };
+    if let (Some(enforced), Some(root)) = (
+        flotilla_rate(Kind::DescribeTaskDefinitionEnforced),
+        flotilla_rate(Kind::DescribeTaskDefinition),
+    ) {
+        let ratio = (root > 0.0).then(|| round(enforced / root, 2));
+        println!(
+            "{}",
+            json!({"bench": "api", "operation": Kind::DescribeTaskDefinitionEnforced.label(),
+                   "policies": ENFORCED_POLICIES, "statements_per_policy": ENFORCED_STATEMENTS,
+                   "ratio_enforced_over_unenforced": ratio})
+        );
+    }
     Ok(())
+}
+
+/// The enforced row's user: this many managed policies attached (IAM's
+/// quota per user), of this many statements each.
+const ENFORCED_POLICIES: usize = 10;
+const ENFORCED_STATEMENTS: usize = 10;
+
+/// Creates the enforced row's user through IAM's Query API, signed with the
+/// server's own (root) key, and answers its new access key. Every statement
+/// but the last one's is a near miss (another action and resource, with a
+/// condition), so that evaluation looks at all of them.
+fn set_up_user(server: &Server) -> Result<load::Key> {
+    let iam = |form: String| -> Result<String> {
+        let (status, body) = load::query_once(server.address, "iam", &form)?;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if !status.is_success() {
+            bail!("setting up the enforced benchmark's user answered HTTP {status}: {text}");
+        }
+        Ok(text)
+    };
+    let user = "bench-user";
+    iam(format!(
+        "Action=CreateUser&Version=2010-05-08&UserName={user}"
+    ))?;
+    for policy in 0..ENFORCED_POLICIES {
+        let statements: Vec<serde_json::Value> = (0..ENFORCED_STATEMENTS)
+            .map(|statement| {
+                if policy + 1 == ENFORCED_POLICIES && statement + 1 == ENFORCED_STATEMENTS {
+                    json!({"Sid": "Read", "Effect": "Allow",
+                           "Action": ["ecs:Describe*", "ecs:List*"], "Resource": "*"})
+                } else {
+                    json!({"Sid": format!("P{policy}S{statement}"), "Effect": "Allow",
+                           "Action": ["ecs:RunTask", "ecs:StopTask", "ecs:UpdateService"],
+                           "Resource": format!("arn:aws:ecs:*:*:cluster/team-{policy}-{statement}*"),
+                           "Condition": {"StringEquals": {"aws:RequestedRegion": ["us-east-1", "eu-west-1"]}}})
+                }
+            })
+            .collect();
+        let document = json!({"Version": "2012-10-17", "Statement": statements}).to_string();
+        let created = iam(format!(
+            "Action=CreatePolicy&Version=2010-05-08&PolicyName=bench-{policy}&PolicyDocument={}",
+            form_encode(&document)
+        ))?;
+        let arn = xml_value(&created, "Arn")
+            .with_context(|| format!("CreatePolicy answered no Arn: {created}"))?;
+        iam(format!(
+            "Action=AttachUserPolicy&Version=2010-05-08&UserName={user}&PolicyArn={}",
+            form_encode(&arn)
+        ))?;
+    }
+    let key = iam(format!(
+        "Action=CreateAccessKey&Version=2010-05-08&UserName={user}"
+    ))?;
+    Ok(load::Key {
+        access_key_id: xml_value(&key, "AccessKeyId").context("CreateAccessKey answered no key")?,
+        secret_access_key: xml_value(&key, "SecretAccessKey")
+            .context("CreateAccessKey answered no secret")?,
+    })
+}
+
+/// The text of the first `<name>` element of an XML answer.
+fn xml_value(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    Some(xml[start..end].to_owned())
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 /// Creates the state the read workloads read. Failures are reported and the

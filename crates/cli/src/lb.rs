@@ -1,5 +1,7 @@
 //! `flotilla lb --config FILE`: a load balancer data plane serving the
-//! snapshot in FILE, re-read when the file changes or on SIGHUP.
+//! snapshot in FILE, re-read when the file changes or on SIGHUP; or
+//! `flotilla lb --control URL`: serving the control plane's ELBv2 load
+//! balancers, pulled as snapshots, with target health reported back.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,14 +9,33 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use flotilla_agent::api::{AgentCredentials, ApiClient, Endpoint};
+use flotilla_elbv2::remote::{
+    GetSnapshotRequest, GetSnapshotResponse, ReportTargetHealthRequest, ReportTargetHealthResponse,
+    ReportedTarget, TARGET_PREFIX,
+};
 use flotilla_lb::edge::SystemClock;
 use flotilla_lb::DataPlane;
+
+/// What the data plane operations are signed for, as ELBv2's are.
+const SIGNING_NAME: &str = "elasticloadbalancing";
 
 #[derive(Args)]
 pub struct LbArgs {
     /// The configuration snapshot, JSON or YAML (`.yaml`/`.yml`).
+    #[arg(long, required_unless_present = "control", conflicts_with = "control")]
+    config: Option<PathBuf>,
+    /// The control plane (e.g. http://10.0.0.1:8440) whose ELBv2 load
+    /// balancers to serve: snapshots are pulled from it and target health
+    /// reported to it, signed with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+    /// (test/test by default). The last snapshot keeps serving while it is
+    /// unreachable.
+    #[arg(long, value_name = "URL")]
+    control: Option<String>,
+    /// Region to sign requests to the control plane for [default: as the
+    /// AWS CLI finds it].
     #[arg(long)]
-    config: PathBuf,
+    region: Option<String>,
     /// Address of `/metrics` (Prometheus), `/targets` (target health as
     /// JSON) and `/health`.
     #[arg(long, default_value = "127.0.0.1:9464")]
@@ -31,15 +52,21 @@ pub async fn run(args: LbArgs) -> Result<()> {
         None => DataPlane::new(clock),
     }
     .context("starting the data plane's worker threads")?;
-    if !flotilla_lb::source::load_and_apply(&plane, &args.config).await {
-        bail!("the configuration in {} was refused", args.config.display());
+    if let Some(config) = &args.config {
+        if !flotilla_lb::source::load_and_apply(&plane, config).await {
+            bail!("the configuration in {} was refused", config.display());
+        }
     }
     let admin = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("listening on {}", args.admin_listen))?;
+    let source = match (&args.config, &args.control) {
+        (Some(config), _) => config.display().to_string(),
+        (None, Some(control)) => format!("the load balancers of {control}"),
+        (None, None) => bail!("give --config FILE or --control URL"),
+    };
     println!(
-        "Flotilla's load balancer is serving {} (metrics at http://{}/metrics)",
-        args.config.display(),
+        "Flotilla's load balancer is serving {source} (metrics at http://{}/metrics)",
         admin.local_addr()?
     );
     let supervisor = flotilla_control::Supervisor::default();
@@ -60,6 +87,20 @@ pub async fn run(args: LbArgs) -> Result<()> {
             }
         }
     });
+    let Some(config) = args.config else {
+        let control = args.control.unwrap_or_default();
+        let client = control_client(&control, args.region.as_deref())?;
+        supervisor.spawn("lb_pull_snapshots", {
+            let (client, plane) = (client.clone(), plane.clone());
+            move || pull_snapshots(client.clone(), plane.clone())
+        });
+        supervisor.spawn("lb_report_health", {
+            let plane = plane.clone();
+            move || report_health(client.clone(), plane.clone())
+        });
+        crate::shutdown_signal().await;
+        return Ok(());
+    };
     let (reload, reloads) = tokio::sync::mpsc::channel(1);
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("listening for SIGHUP")?;
@@ -84,8 +125,114 @@ pub async fn run(args: LbArgs) -> Result<()> {
         }
     });
     tokio::select! {
-        () = flotilla_lb::source::follow_file(plane, args.config, reloads) => {}
+        () = flotilla_lb::source::follow_file(plane, config, reloads) => {}
         () = crate::shutdown_signal() => {}
     }
     Ok(())
+}
+
+/// How often a `--control` data plane asks for a newer snapshot and
+/// reports its targets' health.
+const PULL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn control_client(control: &str, region: Option<&str>) -> Result<ApiClient> {
+    let endpoint = Endpoint::parse(control)?;
+    let credentials = AgentCredentials {
+        access_key_id: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".to_owned()),
+        secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY")
+            .unwrap_or_else(|_| "test".to_owned()),
+    };
+    Ok(ApiClient::new(
+        endpoint,
+        credentials,
+        crate::resolve_region(region)?.name,
+        Arc::new(flotilla_agent::clock::SystemClock),
+    ))
+}
+
+/// Applies every newer snapshot the control plane has; while it cannot be
+/// reached, the last one applied keeps serving.
+async fn pull_snapshots(client: ApiClient, plane: DataPlane) {
+    let mut reachable = true;
+    loop {
+        let request = GetSnapshotRequest {
+            known_version: plane.version(),
+        };
+        let answer: Result<GetSnapshotResponse, _> = client
+            .call_signed(TARGET_PREFIX, SIGNING_NAME, "GetSnapshot", &request)
+            .await;
+        match answer {
+            Ok(response) => {
+                if !reachable {
+                    tracing::info!("control plane reachable again");
+                }
+                reachable = true;
+                if let Some(snapshot) = response.snapshot {
+                    flotilla_elbv2::plane::apply_serving_what_binds(&plane, snapshot).await;
+                }
+            }
+            Err(error) => {
+                if reachable {
+                    tracing::warn!(%error, "control plane unreachable; serving the last configuration");
+                }
+                reachable = false;
+            }
+        }
+        tokio::time::sleep(PULL_INTERVAL).await;
+    }
+}
+
+/// Reports every target's health to the control plane, for DescribeTargetHealth.
+async fn report_health(client: ApiClient, plane: DataPlane) {
+    loop {
+        tokio::time::sleep(REPORT_INTERVAL).await;
+        let targets = plane
+            .target_health()
+            .await
+            .into_iter()
+            .map(|described| ReportedTarget {
+                target_group_arn: described.target_group,
+                id: described.target.id,
+                port: described.target.port,
+                health: serde_json::to_value(&described.health)
+                    .ok()
+                    .and_then(|value| serde_json::from_value(value).ok())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let request = ReportTargetHealthRequest { targets };
+        let answer: Result<ReportTargetHealthResponse, _> = client
+            .call_signed(TARGET_PREFIX, SIGNING_NAME, "ReportTargetHealth", &request)
+            .await;
+        if let Err(error) = answer {
+            tracing::debug!(%error, "reporting target health failed");
+        }
+    }
+}
+
+/// The ELBv2 API over `store`, and a data plane in this process serving
+/// what it keeps: `flotilla up` and `flotilla server` carry their load
+/// balancers' traffic themselves.
+pub fn start_embedded_data_plane(
+    supervisor: &flotilla_control::Supervisor,
+    store: Arc<dyn flotilla_store::Store>,
+    scope: flotilla_types::arn::Scope,
+    embedded: bool,
+) -> Result<Arc<flotilla_elbv2::Elbv2>> {
+    if !embedded {
+        return Ok(Arc::new(flotilla_elbv2::Elbv2::new(store, scope)));
+    }
+    let plane = DataPlane::new(Arc::new(SystemClock))
+        .context("starting the load balancer data plane's worker threads")?;
+    let health = Arc::new(flotilla_elbv2::plane::HealthCache::default());
+    let elbv2 = Arc::new(
+        flotilla_elbv2::Elbv2::new(store, scope)
+            .with_health(Arc::clone(&health) as Arc<dyn flotilla_elbv2::HealthSource>),
+    );
+    supervisor.spawn("elbv2_data_plane", {
+        let elbv2 = Arc::clone(&elbv2);
+        move || flotilla_elbv2::plane::feed(Arc::clone(&elbv2), plane.clone(), Arc::clone(&health))
+    });
+    Ok(elbv2)
 }

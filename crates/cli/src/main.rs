@@ -191,6 +191,10 @@ struct ServerArgs {
     /// For tests and demos only; 1 outside them.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
     metrics_time_scale: u64,
+    /// Carry no load balancer traffic in this process: `flotilla lb
+    /// --control URL` hosts serve the ELBv2 load balancers instead.
+    #[arg(long)]
+    no_load_balancer_data_plane: bool,
 }
 
 /// `up`: the server's options and the local agent's.
@@ -479,6 +483,20 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     ecs.supervisor().spawn("secrets_maintenance", move || {
         purge_secrets(Arc::clone(&purged), SECRETS_MAINTENANCE_INTERVAL)
     });
+    let elbv2 = lb::start_embedded_data_plane(
+        &supervisor,
+        Arc::clone(&store),
+        Scope::new(&region.name, &args.account_id),
+        !args.no_load_balancer_data_plane,
+    )?;
+    let iam = Arc::new(flotilla_iam::Iam::new(
+        Arc::clone(&store),
+        ecs.scope().account_id.clone(),
+    ));
+    let collected = Arc::clone(&iam);
+    supervisor.spawn("iam_sessions", move || {
+        collect_iam_sessions(Arc::clone(&collected), IAM_SESSIONS_COLLECT_INTERVAL)
+    });
     let edge = Arc::new(Edge {
         ecs,
         credentials: Arc::new(credentials),
@@ -491,6 +509,8 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         registry: Some(registry),
         logs: Some(logs),
         secrets: Some(secrets),
+        elbv2: Some(elbv2),
+        iam,
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %region.name, region_from = %region.source, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");
@@ -507,10 +527,13 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         );
         println!("  aws --endpoint-url http://{address} ecs list-clusters");
     }
-    axum::serve(listener, flotilla_edge::router(edge))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the API")?;
+    axum::serve(
+        listener,
+        flotilla_edge::router(edge).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving the API")?;
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -590,6 +613,24 @@ fn start_local_agent(
             }
         }
     });
+}
+
+/// How often STS sessions past their expiry are removed from the store
+/// (they stop working at their expiry regardless).
+const IAM_SESSIONS_COLLECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+async fn collect_iam_sessions(iam: Arc<flotilla_iam::Iam>, period: std::time::Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now_ms = flotilla_control::Clock::now_ms(&SystemClock);
+        match iam.collect_expired_sessions(now_ms).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "expired STS sessions removed"),
+            Err(error) => tracing::warn!(%error, "removing expired STS sessions failed"),
+        }
+    }
 }
 
 /// How often the logs store expires events past their retention and

@@ -170,6 +170,31 @@ impl Ecs {
         }
     }
 
+    /// What authorization needs of the task definition a request names
+    /// (a family, `family:revision` or an ARN): its ARN with the revision a
+    /// family resolves to now, and the task and execution roles it hands
+    /// to its tasks. `None` when it names none that exists here.
+    pub fn task_definition_roles(
+        &self,
+        given: &str,
+    ) -> Result<Option<(String, Vec<String>)>, ApiError> {
+        let Ok(reference) = self.task_definition_reference(given) else {
+            return Ok(None);
+        };
+        let Some(record) = self.find_task_definition(&reference)? else {
+            return Ok(None);
+        };
+        let definition = &record.definition;
+        let arn = definition.task_definition_arn.clone().unwrap_or_default();
+        let roles = [&definition.task_role_arn, &definition.execution_role_arn]
+            .into_iter()
+            .flatten()
+            .filter(|role| !role.is_empty())
+            .cloned()
+            .collect();
+        Ok(Some((arn, roles)))
+    }
+
     /// The stored revision a reference names, if it exists.
     pub(crate) fn find_task_definition(
         &self,

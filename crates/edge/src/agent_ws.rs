@@ -101,15 +101,15 @@ fn admit(
     parts: &axum::http::request::Parts,
 ) -> Result<(AgentInstance, u64), ApiError> {
     let request = RequestParts::from_http(parts, EMPTY_PAYLOAD_SHA256);
-    let now_seconds = edge.clock.now_ms() / 1000;
-    let verified =
-        flotilla_sigv4::verify(&request, &edge.credentials, now_seconds).map_err(|error| {
-            ApiError::new(
-                error.aws_error_code(),
-                error.http_status().as_u16(),
-                error.aws_message(),
-            )
-        })?;
+    let now_ms = edge.clock.now_ms();
+    let keys = crate::access::EdgeKeys::new(edge, now_ms);
+    let verified = flotilla_sigv4::verify(&request, &keys, now_ms / 1000).map_err(|error| {
+        ApiError::new(
+            error.aws_error_code(),
+            error.http_status().as_u16(),
+            error.aws_message(),
+        )
+    })?;
     if !matches!(verified.location, AuthLocation::PresignedUrl { .. }) {
         return Err(ApiError::new(
             "InvalidSignatureException",

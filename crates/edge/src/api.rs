@@ -192,13 +192,17 @@ async fn answer(edge: &Arc<Edge>, request: Request, request_id: &str) -> Outcome
             return outcome;
         }
     };
-    let caller = match authenticate(edge, &parts, &body, entry) {
-        Ok(caller) => caller,
+    let (caller, authenticated) = match authenticate(edge, &parts, &body, entry) {
+        Ok(authenticated) => authenticated,
         Err(error) => {
             outcome.result = Err(error);
             return outcome;
         }
     };
+    let source_ip = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string());
     let Some(entry) = entry else {
         outcome.result = Err(ApiError::unknown_operation(target));
         return outcome;
@@ -209,8 +213,12 @@ async fn answer(edge: &Arc<Edge>, request: Request, request_id: &str) -> Outcome
                 caller,
                 operation: operation.to_owned(),
                 input: Input::Json(body),
+                identity: authenticated.identity,
+                temporary: authenticated.temporary,
+                source_ip,
+                now_ms: edge.clock.now_ms(),
             };
-            match (entry.handler)(edge, entry, call).await {
+            match call_handler(edge, entry, call).await {
                 Ok(Reply::Json(body)) => Ok(body),
                 Ok(Reply::Value(value)) => serde_json::to_vec(&value).map_err(|error| {
                     ApiError::server(format!("response did not serialize: {error}"))
@@ -226,7 +234,16 @@ async fn answer(edge: &Arc<Edge>, request: Request, request_id: &str) -> Outcome
             } else {
                 &body
             };
-            answer_query(edge, entry, caller, form_bytes, request_id, &mut outcome).await
+            let call = Call {
+                caller,
+                operation: String::new(),
+                input: Input::Query(serde_json::Value::Null),
+                identity: authenticated.identity,
+                temporary: authenticated.temporary,
+                source_ip,
+                now_ms: edge.clock.now_ms(),
+            };
+            answer_query(edge, entry, call, form_bytes, request_id, &mut outcome).await
         }
     };
     outcome
@@ -237,7 +254,7 @@ async fn answer(edge: &Arc<Edge>, request: Request, request_id: &str) -> Outcome
 async fn answer_query(
     edge: &Arc<Edge>,
     entry: &'static ServiceEntry,
-    caller: flotilla_control::Caller,
+    mut call: Call,
     body: &[u8],
     request_id: &str,
     outcome: &mut Outcome,
@@ -254,17 +271,25 @@ async fn answer_query(
         .retain(|name, _| !name.starts_with("X-Amz-"));
     let (operation, value) = query::decode(model, &form, &form::LIMITS).map_err(refused)?;
     outcome.operation = operation.name;
-    let call = Call {
-        caller,
-        operation: operation.name.to_owned(),
-        input: Input::Query(value),
-    };
-    let output = match (entry.handler)(edge, entry, call).await? {
+    call.operation = operation.name.to_owned();
+    call.input = Input::Query(value);
+    let output = match call_handler(edge, entry, call).await? {
         Reply::Value(value) => value,
         Reply::Json(body) => serde_json::from_slice(&body)
             .map_err(|error| ApiError::server(format!("response is not a value: {error}")))?,
     };
     Ok(xml::response(model, operation, &output, request_id).into_bytes())
+}
+
+/// The one place every request is authorized, after it was authenticated
+/// and decoded and before its service's handler runs.
+async fn call_handler(
+    edge: &Arc<Edge>,
+    entry: &'static ServiceEntry,
+    call: Call,
+) -> Result<Reply, ApiError> {
+    crate::access::authorize(edge, entry, &call)?;
+    (entry.handler)(edge, entry, call).await
 }
 
 fn target_of(headers: &HeaderMap) -> &str {
@@ -306,19 +331,31 @@ fn authenticate(
     parts: &axum::http::request::Parts,
     body: &[u8],
     service: Option<&ServiceEntry>,
-) -> Result<Caller, ApiError> {
+) -> Result<(Caller, crate::access::Authenticated), ApiError> {
     let body_hash = sha256_hex(body);
     let request = RequestParts::from_http(parts, body_hash.as_str());
-    let now_seconds = edge.clock.now_ms() / 1000;
-    let verified =
-        flotilla_sigv4::verify(&request, &edge.credentials, now_seconds).map_err(|error| {
-            tracing::debug!(%error, "signature refused");
-            ApiError::new(
-                error.aws_error_code(),
-                error.http_status().as_u16(),
-                error.aws_message(),
-            )
-        })?;
+    let now_ms = edge.clock.now_ms();
+    let keys = crate::access::EdgeKeys::new(edge, now_ms);
+    let protocol = service.map_or(Protocol::Json11, |service| service.protocol);
+    let verified = flotilla_sigv4::verify(&request, &keys, now_ms / 1000).map_err(|error| {
+        tracing::debug!(%error, "signature refused");
+        if let (flotilla_sigv4::VerifyError::UnrecognizedClient { access_key_id }, source) = (
+            &error,
+            keys.found.replace(crate::access::KeySource::Unknown),
+        ) {
+            // Unknown, inactive or expired, in the words of the service's protocol.
+            if let Err(refusal) =
+                crate::access::identify(edge, access_key_id, source, None, protocol)
+            {
+                return refusal;
+            }
+        }
+        ApiError::new(
+            error.aws_error_code(),
+            error.http_status().as_u16(),
+            error.aws_message(),
+        )
+    })?;
     // The body is what an API request means: a signature that leaves it out
     // would let anyone who saw one request send any other under its name.
     if verified.payload != flotilla_sigv4::PayloadCoverage::Signed {
@@ -352,15 +389,37 @@ fn authenticate(
             ));
         }
     }
-    let principal_arn = edge
-        .principals
-        .get(&verified.access_key_id)
-        .cloned()
-        .unwrap_or_else(|| format!("arn:aws:iam::{}:root", edge.ecs.scope().account_id));
-    Ok(Caller {
-        access_key_id: verified.access_key_id,
-        principal_arn,
-    })
+    let security_token = parts
+        .headers
+        .get("x-amz-security-token")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            let encoded = parts
+                .uri
+                .query()?
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("X-Amz-Security-Token="))?;
+            percent_encoding::percent_decode_str(encoded)
+                .decode_utf8()
+                .ok()
+                .map(|decoded| decoded.into_owned())
+        });
+    let source = keys.found.replace(crate::access::KeySource::Unknown);
+    let authenticated = crate::access::identify(
+        edge,
+        &verified.access_key_id,
+        source,
+        security_token.as_deref(),
+        protocol,
+    )?;
+    Ok((
+        Caller {
+            access_key_id: verified.access_key_id,
+            principal_arn: authenticated.principal_arn.clone(),
+        },
+        authenticated,
+    ))
 }
 
 /// Runs one request's handler as its own task, so that a panic answers that

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use flotilla_control::{Clock, Ecs, IdSource};
 use flotilla_sigv4::Credentials;
 
+mod access;
 mod agent_ws;
 mod api;
 mod loops;
@@ -66,6 +67,10 @@ pub struct Edge {
     pub logs: Option<Arc<flotilla_logs::LogsService>>,
     /// Secrets Manager and Parameter Store, when this server keeps them.
     pub secrets: Option<Arc<flotilla_secrets::Services>>,
+    /// The Elastic Load Balancing API, when this server keeps load balancers.
+    pub elbv2: Option<Arc<flotilla_elbv2::Elbv2>>,
+    /// IAM's users, roles, policies and keys, and STS's sessions.
+    pub iam: Arc<flotilla_iam::Iam>,
 }
 
 /// The wall clock.

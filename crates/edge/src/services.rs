@@ -30,6 +30,13 @@ pub(crate) struct Call {
     pub caller: Caller,
     pub operation: String,
     pub input: Input,
+    /// Who the caller is to IAM, with its compiled policies.
+    pub identity: Arc<flotilla_iam::Identity>,
+    /// Signed with temporary credentials from STS.
+    pub temporary: bool,
+    /// The client's address, `aws:SourceIp`.
+    pub source_ip: Option<String>,
+    pub now_ms: u64,
 }
 
 pub(crate) enum Input {
@@ -153,6 +160,20 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         handler: call_ecr,
     },
     modelled(&flotilla_aws::sts::MODEL, true, "InvalidAction", call_sts),
+    // Flotilla's own operations for load balancer data planes on other
+    // hosts (`flotilla lb --control`), signed like ELBv2's.
+    ServiceEntry {
+        label: "flotilla-lb",
+        signing_name: "elasticloadbalancing",
+        protocol: Protocol::Json11,
+        target_prefix: Some(flotilla_elbv2::remote::TARGET_PREFIX),
+        model: None,
+        global: false,
+        body_max_bytes: REQUEST_BODY_MAX_BYTES,
+        operations: flotilla_elbv2::remote::OPERATIONS,
+        not_implemented: "UnsupportedFeatureException",
+        handler: call_flotilla_lb,
+    },
     // Each line below is a service whose model is known but whose handler
     // has not landed: every operation answers `not_implemented`. The issue
     // that implements one replaces its line with a `modelled(...)` entry
@@ -161,14 +182,9 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         &flotilla_aws::elbv2::MODEL,
         false,
         "OperationNotPermittedException",
-        not_implemented,
+        call_elbv2,
     ),
-    modelled(
-        &flotilla_aws::iam::MODEL,
-        true,
-        "InvalidAction",
-        not_implemented,
-    ),
+    modelled(&flotilla_aws::iam::MODEL, true, "InvalidAction", call_iam),
     // CloudWatch Logs: a PutLogEvents batch may hold 1 MiB of messages,
     // which JSON escaping can grow several times over.
     ServiceEntry {
@@ -303,19 +319,115 @@ fn call_sts<'a>(
             None => return Err(entry.not_implemented(&call.operation)),
             Some(decoded) => decoded.map_err(query_decode_error)?,
         };
-        let identity = flotilla_sts::CallerIdentity {
-            principal_arn: &call.caller.principal_arn,
-            default_account_id: &edge.ecs.scope().account_id,
+        let reply = |response: Result<serde_json::Value, serde_json::Error>| {
+            response
+                .map(Reply::Value)
+                .map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
         };
-        match flotilla_sts::handle(&identity, &request) {
-            Some(flotilla_sts::StsResponse::GetCallerIdentity(response)) => {
-                serde_json::to_value(response)
-                    .map(Reply::Value)
-                    .map_err(|error| {
-                        ApiError::server(format!("response did not serialize: {error}"))
-                    })
+        let fresh_id = || edge.ids.uuid();
+        let context = flotilla_iam::Context {
+            now_ms: call.now_ms,
+            fresh_id: &fresh_id,
+        };
+        let scope = edge.ecs.scope();
+        match request {
+            StsRequest::AssumeRole(request) => {
+                let facts = flotilla_iam::RequestFacts {
+                    now_ms: call.now_ms,
+                    region: &scope.region,
+                    source_ip: call.source_ip.as_deref(),
+                    temporary: call.temporary,
+                };
+                let response = edge
+                    .iam
+                    .assume_role(&context, &call.identity, &facts, request)
+                    .await?;
+                reply(serde_json::to_value(response))
             }
-            None => Err(entry.not_implemented(request.operation())),
+            StsRequest::GetSessionToken(request) => {
+                let response = edge
+                    .iam
+                    .get_session_token(&context, &call.identity, call.temporary, request)
+                    .await?;
+                reply(serde_json::to_value(response))
+            }
+            request => {
+                let identity = flotilla_sts::CallerIdentity {
+                    principal_arn: &call.caller.principal_arn,
+                    default_account_id: &scope.account_id,
+                };
+                match flotilla_sts::handle(&identity, &request) {
+                    Some(flotilla_sts::StsResponse::GetCallerIdentity(mut response)) => {
+                        // IAM's own ids where IAM holds the principal.
+                        use flotilla_iam_policy::PrincipalKind;
+                        match &call.identity.principal.kind {
+                            PrincipalKind::User { user_id, .. } => {
+                                response.user_id = Some(user_id.clone());
+                            }
+                            PrincipalKind::AssumedRole {
+                                role_id,
+                                session_name,
+                                ..
+                            } => response.user_id = Some(format!("{role_id}:{session_name}")),
+                            _ => {}
+                        }
+                        reply(serde_json::to_value(response))
+                    }
+                    None => Err(entry.not_implemented(request.operation())),
+                }
+            }
+        }
+    })
+}
+
+/// IAM (Query), over the control plane's store. A request that leaves out
+/// `UserName` where IAM takes the caller's own (GetUser, the access key
+/// operations) gets the calling user's.
+fn call_iam<'a>(
+    edge: &'a Arc<Edge>,
+    entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        use flotilla_aws::iam::IamRequest;
+        let Input::Query(mut value) = call.input else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        const CALLERS_OWN: &[&str] = &[
+            "GetUser",
+            "CreateAccessKey",
+            "ListAccessKeys",
+            "UpdateAccessKey",
+            "DeleteAccessKey",
+        ];
+        if CALLERS_OWN.contains(&call.operation.as_str()) && value.get("UserName").is_none() {
+            match &call.identity.principal.kind {
+                flotilla_iam_policy::PrincipalKind::User { name, .. } => {
+                    if let Some(object) = value.as_object_mut() {
+                        object.insert("UserName".to_owned(), name.clone().into());
+                    }
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        "ValidationError",
+                        400,
+                        "Must specify userName when calling with non-User credentials",
+                    ))
+                }
+            }
+        }
+        let request = match IamRequest::from_value(&call.operation, value) {
+            None => return Err(entry.not_implemented(&call.operation)),
+            Some(decoded) => decoded.map_err(query_decode_error)?,
+        };
+        let fresh_id = || edge.ids.uuid();
+        let context = flotilla_iam::Context {
+            now_ms: call.now_ms,
+            fresh_id: &fresh_id,
+        };
+        match edge.iam.handle(&context, request).await? {
+            Some(value) => Ok(Reply::Value(value)),
+            None => Err(entry.not_implemented(&call.operation)),
         }
     })
 }
@@ -530,5 +642,68 @@ fn call_logs<'a>(
         })
         .await
         .map(Reply::Json)
+    })
+}
+
+/// Elastic Load Balancing (Query), from `flotilla-elbv2` over the store.
+fn call_elbv2<'a>(
+    edge: &'a Arc<Edge>,
+    entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        use flotilla_aws::elbv2::Elbv2Request;
+        let Input::Query(value) = call.input else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        let request = match Elbv2Request::from_value(&call.operation, value) {
+            None => return Err(entry.not_implemented(&call.operation)),
+            Some(decoded) => decoded.map_err(query_decode_error)?,
+        };
+        let Some(elbv2) = edge.elbv2.clone() else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        let context = flotilla_elbv2::CallContext {
+            now_ms: edge.clock.now_ms(),
+            fresh_id: edge.ids.uuid(),
+        };
+        let operation = request.operation();
+        let body = isolated(async move {
+            match elbv2.handle(request, &context).await {
+                Some(answer) => answer,
+                None => Err(entry.not_implemented(operation)),
+            }
+        })
+        .await?;
+        serde_json::from_slice(&body)
+            .map(Reply::Value)
+            .map_err(|error| ApiError::server(format!("response did not serialize: {error}")))
+    })
+}
+
+/// The data plane operations of `flotilla lb --control` (JSON 1.1).
+fn call_flotilla_lb<'a>(
+    edge: &'a Arc<Edge>,
+    entry: &'static ServiceEntry,
+    call: Call,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        let Some(elbv2) = edge.elbv2.clone() else {
+            return Err(entry.not_implemented(&call.operation));
+        };
+        let now_ms = edge.clock.now_ms();
+        let body = json_body(&call).to_vec();
+        let operation = call.operation;
+        let reply = isolated(async move {
+            match elbv2.handle_data_plane(&operation, &body, now_ms) {
+                Some(answer) => answer,
+                None => Err(ApiError::unknown_operation(&format!(
+                    "{}.{operation}",
+                    flotilla_elbv2::remote::TARGET_PREFIX
+                ))),
+            }
+        })
+        .await?;
+        Ok(Reply::Json(reply))
     })
 }

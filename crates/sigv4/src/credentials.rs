@@ -1,7 +1,7 @@
 //! Access keys the verifier accepts, each with a small cache of derived signing keys.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -38,17 +38,66 @@ pub enum CredentialsError {
     TooMany { count: usize, max: usize },
 }
 
+/// Where [`crate::verify`] finds the secret of the access key a request
+/// names: [`Credentials`] from configuration, or a source the caller keeps
+/// (IAM's users' keys and temporary credentials, read from a store).
+pub trait AccessKeys {
+    /// The key's secret with its cache of derived signing keys; `None` for
+    /// a key that is unknown, inactive or expired.
+    fn secret(&self, access_key_id: &str) -> Option<Arc<SigningSecret>>;
+}
+
+impl<T: AccessKeys + ?Sized> AccessKeys for Arc<T> {
+    fn secret(&self, access_key_id: &str) -> Option<Arc<SigningSecret>> {
+        (**self).secret(access_key_id)
+    }
+}
+
 /// The access keys a verifier accepts, with their secrets.
 ///
 /// Built once from configuration and shared (behind an `Arc`) by every request
 /// handler; lookups take `&self`. To change keys, build a new value.
 pub struct Credentials {
-    by_access_key_id: HashMap<String, CredentialEntry>,
+    by_access_key_id: HashMap<String, Arc<SigningSecret>>,
 }
 
-struct CredentialEntry {
+/// One secret access key and the signing keys derived from it, which a
+/// holder keeps for as long as the key is unchanged. Never printed.
+pub struct SigningSecret {
     secret_access_key: String,
     signing_keys: Mutex<SigningKeyCache>,
+}
+
+impl SigningSecret {
+    pub fn new(secret_access_key: impl Into<String>) -> Self {
+        SigningSecret {
+            secret_access_key: secret_access_key.into(),
+            signing_keys: Mutex::new(SigningKeyCache::default()),
+        }
+    }
+
+    /// The keyed HMAC for `date/region/service`.
+    pub(crate) fn signing_key(&self, scope: &ScopeRef<'_>) -> HmacSha256 {
+        // A panic while the lock was held cannot leave the cache inconsistent
+        // (every slot is written whole), so a poisoned lock is still usable.
+        let mut cache = self
+            .signing_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache.get_or_derive(&self.secret_access_key, scope)
+    }
+}
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("SigningSecret(..)")
+    }
+}
+
+impl AccessKeys for Credentials {
+    fn secret(&self, access_key_id: &str) -> Option<Arc<SigningSecret>> {
+        self.by_access_key_id.get(access_key_id).cloned()
+    }
 }
 
 impl Credentials {
@@ -82,10 +131,7 @@ impl Credentials {
             }
             by_access_key_id.insert(
                 access_key_id,
-                CredentialEntry {
-                    secret_access_key,
-                    signing_keys: Mutex::new(SigningKeyCache::default()),
-                },
+                Arc::new(SigningSecret::new(secret_access_key)),
             );
             if by_access_key_id.len() > MAX_CREDENTIALS {
                 return Err(CredentialsError::TooMany {
@@ -110,19 +156,14 @@ impl Credentials {
     }
 
     /// The keyed HMAC for `date/region/service`, or `None` for an unknown key.
+    #[cfg(test)]
     pub(crate) fn signing_key(
         &self,
         access_key_id: &str,
         scope: &ScopeRef<'_>,
     ) -> Option<HmacSha256> {
         let entry = self.by_access_key_id.get(access_key_id)?;
-        // A panic while the lock was held cannot leave the cache inconsistent
-        // (every slot is written whole), so a poisoned lock is still usable.
-        let mut cache = entry
-            .signing_keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Some(cache.get_or_derive(&entry.secret_access_key, scope))
+        Some(entry.signing_key(scope))
     }
 }
 

@@ -15,10 +15,10 @@
 //!
 //! **API boundary:** only SigV4 with `AWS4-HMAC-SHA256` and the non-S3 path
 //! rules (normalize, then encode again). Not here: SigV4a, S3's single-encoded
-//! paths and chunked (`STREAMING-*`) payloads, session tokens issued by STS
-//! (an `x-amz-security-token` header is signed like any other header and
-//! otherwise ignored), and the check that region and service are ours, which
-//! the caller makes on [`Verified`].
+//! paths and chunked (`STREAMING-*`) payloads, the check of a session token
+//! issued by STS (an `x-amz-security-token` header is signed like any other
+//! header; the caller, which knows the session, compares it), and the check
+//! that region and service are ours, which the caller makes on [`Verified`].
 
 #![forbid(unsafe_code)]
 
@@ -32,8 +32,8 @@ use http::{HeaderMap, Method};
 use sha2::{Digest, Sha256};
 
 pub use credentials::{
-    Credentials, CredentialsError, MAX_CREDENTIALS, MAX_SCOPE_ELEMENT_LEN,
-    SIGNING_KEYS_PER_CREDENTIAL,
+    AccessKeys, Credentials, CredentialsError, SigningSecret, MAX_CREDENTIALS,
+    MAX_SCOPE_ELEMENT_LEN, SIGNING_KEYS_PER_CREDENTIAL,
 };
 pub use sign::{presign_url, sign, PayloadSigning, SignatureHeaders, SigningError, SigningParams};
 pub use verify::{verify, AuthLocation, PayloadCoverage, Verified, VerifyError};

@@ -10,7 +10,7 @@ use crate::canonical::{
     canonical_request_hash, canonical_request_string, percent_decode_query, CanonicalInput,
     SIGNATURE_QUERY_PARAMETER,
 };
-use crate::credentials::{Credentials, HmacSha256, ScopeRef, MAX_SCOPE_ELEMENT_LEN};
+use crate::credentials::{AccessKeys, HmacSha256, ScopeRef, MAX_SCOPE_ELEMENT_LEN};
 use crate::time::{parse_amz_date, parse_http_date, AmzDate};
 use crate::{
     RequestParts, ALGORITHM, CLOCK_SKEW_TOLERANCE_SECONDS, MAX_PRESIGNED_EXPIRES_SECONDS,
@@ -209,9 +209,9 @@ impl Verified {
 /// simulator choose the time. Checks run cheapest first, and nothing is
 /// derived or hashed for a request that names an unknown key: presence,
 /// shape, access key, time, scope date, body hash, signature.
-pub fn verify(
+pub fn verify<K: AccessKeys + ?Sized>(
     request: &RequestParts<'_>,
-    credentials: &Credentials,
+    credentials: &K,
     now_unix_seconds: u64,
 ) -> Result<Verified, VerifyError> {
     let authorization = request.headers.get(AUTHORIZATION);
@@ -238,11 +238,11 @@ pub fn verify(
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
         ));
     }
-    if !credentials.contains_access_key_id(scope.access_key_id) {
+    let Some(secret) = credentials.secret(scope.access_key_id) else {
         return Err(VerifyError::UnrecognizedClient {
             access_key_id: scope.access_key_id.to_owned(),
         });
-    }
+    };
     claim.check_time(now_unix_seconds)?;
     let amz_date = AmzDate::from_unix_seconds(claim.signed_at_unix_seconds);
     if scope.date != amz_date.date() {
@@ -258,13 +258,7 @@ pub fn verify(
         region: scope.region,
         service: scope.service,
     };
-    let Some(mut mac) = credentials.signing_key(scope.access_key_id, &scope_ref) else {
-        // The key was found a moment ago and `Credentials` never changes,
-        // so this cannot happen; an error still beats a panic here.
-        return Err(VerifyError::UnrecognizedClient {
-            access_key_id: scope.access_key_id.to_owned(),
-        });
-    };
+    let mut mac = secret.signing_key(&scope_ref);
     let input = CanonicalInput {
         method: request.method.as_str(),
         path: request.path,

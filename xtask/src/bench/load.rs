@@ -91,9 +91,18 @@ pub struct Measurement {
     pub items_refused: u64,
 }
 
+/// An access key other than the server's own to sign with: an IAM user's,
+/// whose requests the server authorizes.
+#[derive(Clone, Debug)]
+pub struct Key {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
 /// Everything the connections of one run share.
 struct Signer {
     label: String,
+    key: Option<Key>,
     headers: HeaderMap,
     bodies: Vec<(Bytes, Sha256Hex)>,
     items_in_answer: Option<ItemCounter>,
@@ -119,6 +128,7 @@ impl Signer {
             .collect();
         Ok(Self {
             label,
+            key: None,
             headers,
             bodies,
             items_in_answer: workload.items_in_answer,
@@ -136,7 +146,15 @@ impl Signer {
             headers: &self.headers,
             body_sha256_hex: body_hash.as_str(),
         };
-        let signature = sign(&parts, &SIGNING, PayloadSigning::Signed, unix_now_seconds())
+        let params = match &self.key {
+            Some(key) => SigningParams {
+                access_key_id: &key.access_key_id,
+                secret_access_key: &key.secret_access_key,
+                ..SIGNING
+            },
+            None => SIGNING,
+        };
+        let signature = sign(&parts, &params, PayloadSigning::Signed, unix_now_seconds())
             .context("signing a benchmark request")?;
         let mut request = Request::new(Full::new(body.clone()));
         *request.method_mut() = Method::POST;
@@ -217,6 +235,47 @@ pub fn call_once(
     })
 }
 
+/// Sends one Query-protocol request (`form`, already URL-encoded) signed
+/// for `service` with the server's own key, for setting up IAM state.
+pub fn query_once(
+    address: SocketAddr,
+    service: &'static str,
+    form: &str,
+) -> Result<(StatusCode, Bytes)> {
+    let mut headers = HeaderMap::new();
+    headers.insert(HOST, HeaderValue::from_str(&address.to_string())?);
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+    );
+    let body = Bytes::copy_from_slice(form.as_bytes());
+    let body_hash = sha256_hex(&body);
+    let parts = RequestParts {
+        method: &Method::POST,
+        path: "/",
+        query: "",
+        headers: &headers,
+        body_sha256_hex: body_hash.as_str(),
+    };
+    let params = SigningParams { service, ..SIGNING };
+    let signature = sign(&parts, &params, PayloadSigning::Signed, unix_now_seconds())
+        .context("signing a set-up request")?;
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = Uri::from_static("/");
+    request.headers_mut().clone_from(&headers);
+    signature.insert_into(request.headers_mut());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut sender = connect(address).await?;
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut sender, request))
+            .await
+            .map_err(|_| anyhow!("{service} request timed out after {REQUEST_TIMEOUT:?}"))?
+    })
+}
+
 #[derive(Default)]
 struct ConnectionStats {
     requests: u64,
@@ -245,7 +304,20 @@ pub fn run(
     workload: &Workload,
     options: LoadOptions,
 ) -> Result<Measurement> {
-    let signer = Arc::new(Signer::new(label, address, workload)?);
+    run_as(label, address, workload, options, None)
+}
+
+/// [`run`], signing with `key` instead of the server's own key.
+pub fn run_as(
+    label: String,
+    address: SocketAddr,
+    workload: &Workload,
+    options: LoadOptions,
+    key: Option<&Key>,
+) -> Result<Measurement> {
+    let mut signer = Signer::new(label, address, workload)?;
+    signer.key = key.cloned();
+    let signer = Arc::new(signer);
     let threads = options
         .generator_threads
         .clamp(1, options.connections.max(1));

@@ -52,6 +52,11 @@ impl Server {
             registry: None,
             logs: None,
             secrets: None,
+            elbv2: None,
+            iam: Arc::new(flotilla_iam::Iam::new(
+                Arc::new(MemoryStore::new()),
+                "000000000000",
+            )),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

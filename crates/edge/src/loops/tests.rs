@@ -134,6 +134,11 @@ async fn a_panicking_service_scheduler_is_restarted_counted_and_reported() {
         registry: None,
         logs: None,
         secrets: None,
+        elbv2: None,
+        iam: Arc::new(flotilla_iam::Iam::new(
+            Arc::new(MemoryStore::new()),
+            "000000000000",
+        )),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
