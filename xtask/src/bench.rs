@@ -10,6 +10,8 @@
 //!         ├─ per workload, per server: warm-up, then the measured window
 //!         │     → {"bench":"api","server":…,"operation":…,"requests_per_sec":…}
 //!         ├─ per workload: {"bench":"api","operation":…,"ratio_flotilla_over_moto":…}
+//!         │     and, for flotilla-etcd (`flotilla server --store etcd://…` on
+//!         │     Debian's etcd, started too), "ratio_etcd_over_embedded"
 //!         └─ both servers killed, also on error
 //! ```
 //!
@@ -22,7 +24,8 @@
 //! whether a low figure came from the server, the generator or a neighbour.
 //!
 //! Options beyond the two above, for profiling one case at a time:
-//! `--generator-threads T`, `--servers flotilla|moto|flotilla,moto` and
+//! `--generator-threads T`, `--servers flotilla,flotilla-etcd,moto` (any
+//! of them; flotilla-etcd is left out by default where there is no `etcd`) and
 //! `--operations NAME,…` (the `operation` values of the JSON lines).
 
 use std::path::{Path, PathBuf};
@@ -71,7 +74,7 @@ const READ_FAMILY: &str = "bench-read";
 /// The family every connection registers into in the single-family run.
 const SHARED_FAMILY: &str = "bench-shared";
 
-const SERVER_NAMES: [&str; 2] = ["flotilla", "moto"];
+const SERVER_NAMES: [&str; 3] = ["flotilla", "flotilla-etcd", "moto"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -166,7 +169,7 @@ struct Options {
 }
 
 const USAGE: &str = "usage: cargo xtask bench api [--seconds N] [--connections C] \
-[--generator-threads T] [--servers flotilla,moto] \
+[--generator-threads T] [--servers flotilla,flotilla-etcd,moto] \
 [--operations DescribeTaskDefinition,DescribeTaskDefinition.enforced,ListClusters,RegisterTaskDefinition.distinct_families,RegisterTaskDefinition.single_family]";
 
 impl Options {
@@ -175,7 +178,10 @@ impl Options {
             seconds: DEFAULT_SECONDS,
             connections: DEFAULT_CONNECTIONS,
             generator_threads: DEFAULT_GENERATOR_THREADS,
-            servers: SERVER_NAMES.to_vec(),
+            servers: SERVER_NAMES
+                .into_iter()
+                .filter(|name| *name != "flotilla-etcd" || etcd_available())
+                .collect(),
             kinds: Kind::ALL.to_vec(),
         };
         match args.first().map(String::as_str) {
@@ -323,13 +329,39 @@ fn run_checked(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Whether Debian's `etcd` is on `PATH`, for the flotilla-etcd row.
+fn etcd_available() -> bool {
+    let found = Command::new("etcd")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        eprintln!("no `etcd` on PATH (Debian package etcd-server): no flotilla-etcd row");
+    }
+    found
+}
+
 fn api(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
     let log_dir = target_dir.join("bench");
-    // Servers are dropped, so killed, when this function returns, error or not.
+    // Servers are dropped, so killed, when this function returns, error or
+    // not; etcd after the server on it.
+    let mut backing: Vec<Server> = Vec::new();
     let mut running: Vec<Server> = Vec::new();
     for &name in &options.servers {
         let server = match name {
             "flotilla" => servers::start_flotilla(&target_dir.join("release/flotilla"), &log_dir)?,
+            "flotilla-etcd" => {
+                let etcd = servers::start_etcd(&log_dir)?;
+                let address = etcd.address;
+                backing.push(etcd);
+                servers::start_flotilla_on_etcd(
+                    &target_dir.join("release/flotilla"),
+                    &log_dir,
+                    address,
+                )?
+            }
             _ => {
                 crate::test::ensure_venv(root)?;
                 servers::start_moto(&root.join(".venv/bin/moto_server"), &log_dir)?
@@ -414,6 +446,13 @@ fn api(root: &Path, target_dir: &Path, options: &Options) -> Result<()> {
             println!(
                 "{}",
                 json!({"bench": "api", "operation": kind.label(), "ratio_flotilla_over_moto": ratio})
+            );
+        }
+        if let (Some(embedded), Some(etcd)) = (rate_of("flotilla"), rate_of("flotilla-etcd")) {
+            let ratio = (embedded > 0.0).then(|| round(etcd / embedded, 2));
+            println!(
+                "{}",
+                json!({"bench": "api", "operation": kind.label(), "ratio_etcd_over_embedded": ratio})
             );
         }
     }

@@ -13,7 +13,17 @@ use crate::root;
 /// Debian packages the tests call directly: busybox-static provides the test images (FROM scratch) and the awsvpc pause image;
 /// skopeo is the registry's second client; wrk loads the load balancer; awscli is the AWS CLI v2
 /// (`aws logs tail` exists only there; the venv holds the pinned v1 and boto3).
-const APT_PACKAGES: &[&str] = &["curl", "busybox-static", "skopeo", "wrk", "awscli"];
+const APT_PACKAGES: &[&str] = &[
+    "curl",
+    "busybox-static",
+    "skopeo",
+    "wrk",
+    "awscli",
+    // `protoc`, which the etcd client's build needs, and the `etcd` the
+    // etcd backend's tests start.
+    "protobuf-compiler",
+    "etcd-server",
+];
 
 pub fn run(args: &[String]) -> Result<()> {
     let root = root();

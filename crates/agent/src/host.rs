@@ -30,11 +30,13 @@ const DOCKER_API_MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 17..=41;
 /// Capabilities this agent truly has, and nothing more: awsvpc (task ENIs,
 /// emulated with a task network), health checks, container ordering,
 /// privileged containers, local-driver Docker volumes, the engine's
-/// default json-file logging and awslogs (shipped by the agent itself, with
+/// default json-file logging, awslogs (shipped by the agent itself, with
 /// its own credentials whether or not the task names an execution role),
-/// and secrets from Secrets Manager and Parameter Store as environment
-/// variables (read with the agent's own credentials too). Not here: task
-/// IAM roles, S3 environment files, EFS, GPUs, firelens, other log drivers.
+/// environment files from S3 (read through the control plane's S3 API,
+/// `env_files.rs`), and secrets from Secrets Manager and Parameter Store as
+/// environment variables (`secrets.rs`, read with the agent's own
+/// credentials too). Not here: task IAM roles, EFS, GPUs, firelens, other
+/// log drivers.
 pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.task-eni",
     "ecs.capability.container-health-check",
@@ -48,6 +50,7 @@ pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.secrets.ssm.bootstrap.log-driver",
     "com.amazonaws.ecs.capability.logging-driver.awslogs",
     "ecs.capability.execution-role-awslogs",
+    "ecs.capability.env-files.s3",
 ];
 
 /// Facts about the machine, read once at start.

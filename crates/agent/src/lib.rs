@@ -22,6 +22,7 @@ pub mod backoff;
 pub mod channel;
 pub mod clock;
 pub mod engine;
+pub mod env_files;
 pub mod host;
 pub mod instance;
 pub mod metadata;
@@ -311,6 +312,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
             api.clone(),
         ))),
         secret_source: Some(Arc::new(secrets::ControlPlaneSecrets::new(api.clone()))),
+        environment_files: Some(env_files::ControlPlaneObjects::new(api.clone())),
         stats_interval: config.stats_interval,
         log_shipping: Some(awslogs::LogShipping::new(api.clone())),
         ..EngineSettings::default()
@@ -408,6 +410,7 @@ pub async fn run_simulated(
                 stats_interval: config.stats_interval,
                 secret_source: Some(Arc::new(secrets::ControlPlaneSecrets::new(api.clone()))),
                 log_shipping: Some(awslogs::LogShipping::new(api.clone())),
+                environment_files: Some(env_files::ControlPlaneObjects::new(api.clone())),
                 ..EngineSettings::default()
             },
             metadata: None,

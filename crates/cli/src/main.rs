@@ -15,13 +15,14 @@ use flotilla_edge::{Edge, Metrics, RandomIds, SystemClock};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use flotilla_sigv4::Credentials;
-use flotilla_store::{RedbStore, Store};
+use flotilla_store::Store;
 use flotilla_types::arn::Scope;
 
 mod lb;
 mod placement;
 mod region;
 mod service;
+mod store;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
 
@@ -41,7 +42,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane alone: the API edge on its embedded store.
+    /// Run the control plane alone: the API edge on its store (embedded,
+    /// or etcd with --store).
     Server(ServerArgs),
     /// Run the control plane plus every local part, for one machine.
     Up(UpArgs),
@@ -138,9 +140,12 @@ struct ServerArgs {
     /// Address the API listens on.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Directory of the embedded store [default: $HOME/.local/share/flotilla].
+    /// Directory of the embedded store, and of what is kept on local disk
+    /// whatever the store [default: $HOME/.local/share/flotilla].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: store::StoreArgs,
     /// Region every ARN names and every signature must be scoped to
     /// [default: as the AWS CLI finds it: AWS_REGION, AWS_DEFAULT_REGION,
     /// the profile's region in the AWS config file, else us-east-1].
@@ -364,11 +369,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let store_path = data_dir.join("state.redb");
-    let store: Arc<dyn Store> = Arc::new(
-        RedbStore::open(&store_path)
-            .with_context(|| format!("opening store {}", store_path.display()))?,
-    );
+    let store: Arc<dyn Store> = store::open(&args.store, &data_dir).await?;
     let scope = Scope::new(&region.name, &args.account_id);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -497,6 +498,10 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     supervisor.spawn("iam_sessions", move || {
         collect_iam_sessions(Arc::clone(&collected), IAM_SESSIONS_COLLECT_INTERVAL)
     });
+    let s3_dir = data_dir.join("s3");
+    let s3 = flotilla_s3::S3::open(Arc::clone(&store), &s3_dir, &region.name).map_err(|error| {
+        anyhow::anyhow!("opening the object store in {}: {error}", s3_dir.display())
+    })?;
     let edge = Arc::new(Edge {
         ecs,
         credentials: Arc::new(credentials),
@@ -511,6 +516,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         secrets: Some(secrets),
         elbv2: Some(elbv2),
         iam,
+        s3: Some(Arc::new(s3)),
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %region.name, region_from = %region.source, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");

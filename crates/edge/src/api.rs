@@ -29,6 +29,11 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/v2", any(crate::registry::v2))
         .route("/v2/", any(crate::registry::v2))
         .route("/v2/{*rest}", any(crate::registry::v2))
+        .fallback(crate::s3::handle)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&edge),
+            crate::s3::route_signed_for_s3,
+        ))
         .with_state(edge)
 }
 

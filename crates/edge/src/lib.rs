@@ -25,6 +25,7 @@ mod api;
 mod loops;
 mod metrics;
 mod registry;
+mod s3;
 mod secrets;
 mod services;
 
@@ -71,6 +72,8 @@ pub struct Edge {
     pub elbv2: Option<Arc<flotilla_elbv2::Elbv2>>,
     /// IAM's users, roles, policies and keys, and STS's sessions.
     pub iam: Arc<flotilla_iam::Iam>,
+    /// The S3-compatible object store, when this server keeps one.
+    pub s3: Option<Arc<flotilla_s3::S3>>,
 }
 
 /// The wall clock.

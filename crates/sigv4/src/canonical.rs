@@ -51,12 +51,36 @@ pub(crate) struct CanonicalInput<'a> {
     /// The `SignedHeaders` list exactly as the client sent it, `;`-separated.
     pub signed_headers: &'a str,
     pub payload_hash: &'a str,
+    pub path_rule: PathRule,
+}
+
+/// How the path enters the canonical request: S3 signs it as it is (once
+/// encoded), every other service normalized and encoded a second time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PathRule {
+    Normalized,
+    S3,
+}
+
+impl PathRule {
+    /// S3 is the one service whose signing name selects its own path rule,
+    /// as botocore's `S3SigV4Auth` does.
+    pub(crate) fn for_service(service: &str) -> Self {
+        if service == "s3" {
+            Self::S3
+        } else {
+            Self::Normalized
+        }
+    }
 }
 
 pub(crate) fn write_canonical_request(sink: &mut impl Sink, input: &CanonicalInput<'_>) {
     sink.put(input.method.as_bytes());
     sink.put(b"\n");
-    write_canonical_uri(sink, input.path);
+    match input.path_rule {
+        PathRule::Normalized => write_canonical_uri(sink, input.path),
+        PathRule::S3 => write_s3_canonical_uri(sink, input.path),
+    }
     sink.put(b"\n");
     write_canonical_query(sink, input.query);
     sink.put(b"\n");
@@ -126,6 +150,42 @@ pub(crate) fn aws_encode_query_component(text: &str) -> String {
 fn write_canonical_uri(sink: &mut impl Sink, path: &str) {
     let normalized = normalize_path(path);
     write_aws_encoded(sink, normalized.as_bytes(), true);
+}
+
+/// S3 signs the path without normalizing it (a key may hold `//` or `..`),
+/// encoded once. Decoding the wire form and encoding it again with AWS's rule
+/// gives the same bytes whether a client wrote `~` or `%7E`.
+fn write_s3_canonical_uri(sink: &mut impl Sink, path: &str) {
+    if path.is_empty() {
+        sink.put(b"/");
+        return;
+    }
+    let decoded = percent_decode_path(path);
+    write_aws_encoded(sink, &decoded, true);
+}
+
+/// Percent-decodes a path (a `+` stays a `+`, unlike in a query).
+fn percent_decode_path(raw: &str) -> Cow<'_, [u8]> {
+    if !raw.contains('%') {
+        return Cow::Borrowed(raw.as_bytes());
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' && index + 2 < bytes.len() {
+            if let (Some(high), Some(low)) =
+                (hex_value(bytes[index + 1]), hex_value(bytes[index + 2]))
+            {
+                decoded.push(high << 4 | low);
+                index += 3;
+                continue;
+            }
+        }
+        decoded.push(bytes[index]);
+        index += 1;
+    }
+    Cow::Owned(decoded)
 }
 
 fn normalize_path(path: &str) -> Cow<'_, str> {

@@ -13,12 +13,14 @@
 //! request's parts, the body's SHA-256 and `now` as Unix seconds; the crate
 //! never reads the wall clock, the network or the disk.
 //!
-//! **API boundary:** only SigV4 with `AWS4-HMAC-SHA256` and the non-S3 path
-//! rules (normalize, then encode again). Not here: SigV4a, S3's single-encoded
-//! paths and chunked (`STREAMING-*`) payloads, the check of a session token
-//! issued by STS (an `x-amz-security-token` header is signed like any other
-//! header; the caller, which knows the session, compares it), and the check
-//! that region and service are ours, which the caller makes on [`Verified`].
+//! **API boundary:** only SigV4 with `AWS4-HMAC-SHA256`: the non-S3 path
+//! rules (normalize, then encode again) and, for the signing name `s3`,
+//! S3's (the path as it is, encoded once; [`verify_s3`] with its payload
+//! modes, and [`ChunkSignatures`] for `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`
+//! bodies). Not here: SigV4a, the check of a session token issued by STS
+//! (an `x-amz-security-token` header is signed like any other header; the
+//! caller, which knows the session, compares it), and the check that region
+//! and service are ours, which the caller makes on [`Verified`].
 
 #![forbid(unsafe_code)]
 
@@ -36,7 +38,10 @@ pub use credentials::{
     MAX_SCOPE_ELEMENT_LEN, SIGNING_KEYS_PER_CREDENTIAL,
 };
 pub use sign::{presign_url, sign, PayloadSigning, SignatureHeaders, SigningError, SigningParams};
-pub use verify::{verify, AuthLocation, PayloadCoverage, Verified, VerifyError};
+pub use verify::{
+    verify, verify_s3, AuthLocation, ChunkSignatures, PayloadCoverage, S3Payload, Verified,
+    VerifyError,
+};
 
 /// The only algorithm SigV4 (as opposed to SigV4a) defines.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";

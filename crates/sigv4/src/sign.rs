@@ -4,7 +4,9 @@ use hmac::Mac;
 use http::header::{HeaderName, AUTHORIZATION, HOST};
 use http::{HeaderMap, HeaderValue};
 
-use crate::canonical::{aws_encode_query_component, canonical_request_hash, CanonicalInput};
+use crate::canonical::{
+    aws_encode_query_component, canonical_request_hash, CanonicalInput, PathRule,
+};
 use crate::credentials::{derive_signing_key, ScopeRef, MAX_SCOPE_ELEMENT_LEN};
 use crate::time::AmzDate;
 use crate::verify::feed_string_to_sign;
@@ -211,6 +213,7 @@ pub fn sign(
         headers: &headers,
         signed_headers: &signed_headers,
         payload_hash,
+        path_rule: PathRule::for_service(params.service),
     };
     let signature = signature_hex(params, &amz_date, &input);
     let authorization = format!(
@@ -278,6 +281,7 @@ pub fn presign_url(
         headers: request.headers,
         signed_headers: &signed_headers,
         payload_hash: request.body_sha256_hex,
+        path_rule: PathRule::for_service(params.service),
     };
     let signature = signature_hex(params, &amz_date, &input);
     Ok(format!(

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::canonical::{
     canonical_request_hash, canonical_request_string, percent_decode_query, CanonicalInput,
-    SIGNATURE_QUERY_PARAMETER,
+    PathRule, SIGNATURE_QUERY_PARAMETER,
 };
 use crate::credentials::{AccessKeys, HmacSha256, ScopeRef, MAX_SCOPE_ELEMENT_LEN};
 use crate::time::{parse_amz_date, parse_http_date, AmzDate};
@@ -80,6 +80,14 @@ pub enum VerifyError {
 
     #[error("x-amz-content-sha256 {claimed:?} does not match the body's sha256 {computed}")]
     ContentSha256Mismatch { claimed: String, computed: String },
+
+    /// S3 requires `x-amz-content-sha256` on every request signed in the header.
+    #[error("request to s3 has no x-amz-content-sha256 header")]
+    MissingContentSha256,
+
+    /// An `x-amz-content-sha256` that is neither a hash nor a payload mode S3 knows.
+    #[error("x-amz-content-sha256 {value:?} is neither a sha256 nor a known payload mode")]
+    InvalidContentSha256 { value: String },
 }
 
 impl VerifyError {
@@ -94,7 +102,67 @@ impl VerifyError {
             | Self::SignatureNotYetCurrent { .. }
             | Self::PresignedUrlExpired { .. }
             | Self::CredentialScopeDateMismatch { .. }
-            | Self::ContentSha256Mismatch { .. } => "InvalidSignatureException",
+            | Self::ContentSha256Mismatch { .. }
+            | Self::MissingContentSha256
+            | Self::InvalidContentSha256 { .. } => "InvalidSignatureException",
+        }
+    }
+
+    /// S3's error code, HTTP status and message for the same fault, as
+    /// S3's REST API answers them in its `<Error>` body.
+    pub fn s3_error(&self) -> (&'static str, u16, String) {
+        match self {
+            Self::MissingAuthenticationToken => (
+                "AccessDenied",
+                403,
+                "Anonymous access is not allowed on this endpoint: sign the request".to_owned(),
+            ),
+            Self::IncompleteSignature { aws_message } => {
+                ("AuthorizationHeaderMalformed", 400, aws_message.clone())
+            }
+            Self::UnrecognizedClient { .. } => (
+                "InvalidAccessKeyId",
+                403,
+                "The AWS Access Key Id you provided does not exist in our records.".to_owned(),
+            ),
+            Self::SignatureDoesNotMatch { .. } => (
+                "SignatureDoesNotMatch",
+                403,
+                "The request signature we calculated does not match the signature you provided. \
+                 Check your key and signing method."
+                    .to_owned(),
+            ),
+            Self::SignatureExpired { .. } | Self::SignatureNotYetCurrent { .. } => (
+                "RequestTimeTooSkewed",
+                403,
+                "The difference between the request time and the current time is too large."
+                    .to_owned(),
+            ),
+            Self::PresignedUrlExpired { .. } => {
+                ("AccessDenied", 403, "Request has expired".to_owned())
+            }
+            Self::CredentialScopeDateMismatch { .. } => {
+                ("AuthorizationHeaderMalformed", 400, self.aws_message())
+            }
+            Self::ContentSha256Mismatch { .. } => (
+                "XAmzContentSHA256Mismatch",
+                400,
+                "The provided 'x-amz-content-sha256' header does not match what was computed."
+                    .to_owned(),
+            ),
+            Self::MissingContentSha256 => (
+                "InvalidRequest",
+                400,
+                "Missing required header for this request: x-amz-content-sha256".to_owned(),
+            ),
+            Self::InvalidContentSha256 { .. } => (
+                "InvalidArgument",
+                400,
+                "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER, \
+                 STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER \
+                 or a valid sha256 value."
+                    .to_owned(),
+            ),
         }
     }
 
@@ -144,6 +212,7 @@ impl VerifyError {
                 "The provided 'x-amz-content-sha256' header does not match what was computed."
                     .to_owned()
             }
+            Self::MissingContentSha256 | Self::InvalidContentSha256 { .. } => self.s3_error().2,
         }
     }
 
@@ -214,6 +283,133 @@ pub fn verify<K: AccessKeys + ?Sized>(
     credentials: &K,
     now_unix_seconds: u64,
 ) -> Result<Verified, VerifyError> {
+    verify_with(request, credentials, now_unix_seconds, PayloadRule::Body)
+        .map(|(verified, _)| verified)
+}
+
+/// How an S3 request's body is covered, once its signature checked out.
+/// The body has not been read yet: S3 bodies are streamed, so the caller
+/// holds the body to what this says as it reads it.
+pub enum S3Payload {
+    /// The client signed the body's SHA-256 (lowercase hex, as claimed in
+    /// `x-amz-content-sha256`); the caller must refuse the body when it
+    /// hashes to anything else.
+    Sha256(String),
+    /// `UNSIGNED-PAYLOAD`, or a presigned URL: the signature says nothing
+    /// about the body.
+    Unsigned,
+    /// `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`: an `aws-chunked` body whose every
+    /// chunk carries a signature chained from the request's.
+    SignedChunks(ChunkSignatures),
+    /// `STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER`: signed chunks followed by
+    /// signed trailing headers.
+    SignedChunksWithTrailer(ChunkSignatures),
+    /// `STREAMING-UNSIGNED-PAYLOAD-TRAILER`: an `aws-chunked` body without
+    /// signatures, followed by trailing checksum headers.
+    UnsignedChunksWithTrailer,
+}
+
+impl std::fmt::Debug for S3Payload {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Self::Sha256(_) => "Sha256",
+            Self::Unsigned => "Unsigned",
+            Self::SignedChunks(_) => "SignedChunks",
+            Self::SignedChunksWithTrailer(_) => "SignedChunksWithTrailer",
+            Self::UnsignedChunksWithTrailer => "UnsignedChunksWithTrailer",
+        })
+    }
+}
+
+/// The chain of chunk signatures of a `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`
+/// body: each chunk's signature covers its data's SHA-256 and the previous
+/// signature, starting from the request's own (the seed).
+pub struct ChunkSignatures {
+    signing_key: HmacSha256,
+    amz_date: AmzDate,
+    /// `date/region/service/aws4_request`.
+    scope: String,
+    previous_hex: [u8; 64],
+}
+
+/// The first line of a chunk's string to sign.
+const CHUNK_ALGORITHM: &str = "AWS4-HMAC-SHA256-PAYLOAD";
+
+impl ChunkSignatures {
+    /// Checks the next chunk's signature (`claimed_hex`) over its data's
+    /// SHA-256, and on success makes it the one the following chunk chains
+    /// from. The last chunk, of zero bytes, is signed like any other.
+    pub fn verify_chunk(&mut self, chunk_sha256_hex: &str, claimed_hex: &str) -> bool {
+        let expected = self.chunk_signature(chunk_sha256_hex);
+        if !constant_time_eq(&expected, claimed_hex.as_bytes()) {
+            return false;
+        }
+        self.previous_hex = expected;
+        true
+    }
+
+    fn chunk_signature(&self, chunk_sha256_hex: &str) -> [u8; 64] {
+        let mut mac = self.signing_key.clone();
+        for part in [
+            CHUNK_ALGORITHM,
+            "\n",
+            self.amz_date.as_str(),
+            "\n",
+            &self.scope,
+            "\n",
+        ] {
+            mac.update(part.as_bytes());
+        }
+        mac.update(&self.previous_hex);
+        mac.update(b"\n");
+        mac.update(crate::EMPTY_PAYLOAD_SHA256.as_bytes());
+        mac.update(b"\n");
+        mac.update(chunk_sha256_hex.as_bytes());
+        let mut hex_digest = [0u8; 64];
+        let _ = hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex_digest);
+        hex_digest
+    }
+}
+
+/// Signs the next chunk of a `STREAMING-AWS4-HMAC-SHA256-PAYLOAD` body, for
+/// tests and clients of our own: the signature to send and, chained, the
+/// state for the following chunk.
+impl ChunkSignatures {
+    pub fn sign_chunk(&mut self, chunk_sha256_hex: &str) -> String {
+        let signature = self.chunk_signature(chunk_sha256_hex);
+        self.previous_hex = signature;
+        String::from_utf8_lossy(&signature).into_owned()
+    }
+}
+
+/// [`verify`] with S3's rules: the path signed as it is (not normalized),
+/// `x-amz-content-sha256` required in header signatures and taken at its
+/// word, since the body is streamed afterwards and held to it by the caller
+/// ([`S3Payload`]); a presigned URL covers no body.
+pub fn verify_s3<K: AccessKeys + ?Sized>(
+    request: &RequestParts<'_>,
+    credentials: &K,
+    now_unix_seconds: u64,
+) -> Result<(Verified, S3Payload), VerifyError> {
+    let (verified, payload) = verify_with(request, credentials, now_unix_seconds, PayloadRule::S3)?;
+    Ok((verified, payload.unwrap_or(S3Payload::Unsigned)))
+}
+
+/// Where the payload hash of the canonical request comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PayloadRule {
+    /// The body's own hash, or the header when sent (then it must agree).
+    Body,
+    /// S3's: the header's claim, checked against the body later.
+    S3,
+}
+
+fn verify_with<K: AccessKeys + ?Sized>(
+    request: &RequestParts<'_>,
+    credentials: &K,
+    now_unix_seconds: u64,
+    rule: PayloadRule,
+) -> Result<(Verified, Option<S3Payload>), VerifyError> {
     let authorization = request.headers.get(AUTHORIZATION);
     let query_parameters = QueryAuthParameters::find(request.query);
     let claim = match (authorization, query_parameters.is_present()) {
@@ -251,7 +447,22 @@ pub fn verify<K: AccessKeys + ?Sized>(
             request_date: amz_date.to_string(),
         });
     }
-    let (payload_hash, payload) = resolve_payload_hash(request)?;
+    let (payload_hash, payload, s3_mode) = match rule {
+        PayloadRule::Body => {
+            let (hash, coverage) = resolve_payload_hash(request)?;
+            (hash, coverage, None)
+        }
+        PayloadRule::S3 => {
+            let (hash, mode) = resolve_s3_payload_hash(request, claim.location)?;
+            let coverage = match mode {
+                S3Mode::Sha256 | S3Mode::SignedChunks | S3Mode::SignedChunksWithTrailer => {
+                    PayloadCoverage::Signed
+                }
+                S3Mode::Unsigned | S3Mode::UnsignedChunksWithTrailer => PayloadCoverage::Unsigned,
+            };
+            (hash, coverage, Some(mode))
+        }
+    };
 
     let scope_ref = ScopeRef {
         date: scope.date,
@@ -266,7 +477,12 @@ pub fn verify<K: AccessKeys + ?Sized>(
         headers: request.headers,
         signed_headers: &claim.signed_headers,
         payload_hash,
+        path_rule: match rule {
+            PayloadRule::Body => PathRule::Normalized,
+            PayloadRule::S3 => PathRule::S3,
+        },
     };
+    let signing_key = s3_mode.is_some().then(|| mac.clone());
     let canonical_hash = canonical_request_hash(&input);
     feed_string_to_sign(&mut mac, &amz_date, &scope_ref, &canonical_hash);
     let mut expected = [0u8; 64];
@@ -281,15 +497,77 @@ pub fn verify<K: AccessKeys + ?Sized>(
         });
     }
 
-    Ok(Verified {
-        access_key_id: scope.access_key_id.to_owned(),
-        region: scope.region.to_owned(),
-        service: scope.service.to_owned(),
-        signed_at_unix_seconds: claim.signed_at_unix_seconds,
-        location: claim.location,
-        payload,
-        signed_headers: claim.signed_headers.into_owned(),
-    })
+    let chunks = |signing_key: HmacSha256| ChunkSignatures {
+        signing_key,
+        amz_date,
+        scope: format!(
+            "{}/{}/{}/{SCOPE_TERMINATOR}",
+            scope.date, scope.region, scope.service
+        ),
+        previous_hex: expected,
+    };
+    let s3_payload = match (s3_mode, signing_key) {
+        (None, _) => None,
+        (Some(S3Mode::Sha256), _) => Some(S3Payload::Sha256(payload_hash.to_ascii_lowercase())),
+        (Some(S3Mode::Unsigned), _) => Some(S3Payload::Unsigned),
+        (Some(S3Mode::UnsignedChunksWithTrailer), _) => Some(S3Payload::UnsignedChunksWithTrailer),
+        (Some(S3Mode::SignedChunks), Some(key)) => Some(S3Payload::SignedChunks(chunks(key))),
+        (Some(S3Mode::SignedChunksWithTrailer), Some(key)) => {
+            Some(S3Payload::SignedChunksWithTrailer(chunks(key)))
+        }
+        (Some(_), None) => None,
+    };
+    Ok((
+        Verified {
+            access_key_id: scope.access_key_id.to_owned(),
+            region: scope.region.to_owned(),
+            service: scope.service.to_owned(),
+            signed_at_unix_seconds: claim.signed_at_unix_seconds,
+            location: claim.location,
+            payload,
+            signed_headers: claim.signed_headers.into_owned(),
+        },
+        s3_payload,
+    ))
+}
+
+/// The payload modes S3 names in `x-amz-content-sha256`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum S3Mode {
+    Sha256,
+    Unsigned,
+    SignedChunks,
+    SignedChunksWithTrailer,
+    UnsignedChunksWithTrailer,
+}
+
+/// S3's payload hash: the header's value, which header signatures must send;
+/// a presigned URL signs `UNSIGNED-PAYLOAD` unless the header says otherwise.
+fn resolve_s3_payload_hash<'a>(
+    request: &RequestParts<'a>,
+    location: AuthLocation,
+) -> Result<(&'a str, S3Mode), VerifyError> {
+    let Some(claimed) = request.headers.get(X_AMZ_CONTENT_SHA256) else {
+        return match location {
+            AuthLocation::PresignedUrl { .. } => Ok((UNSIGNED_PAYLOAD, S3Mode::Unsigned)),
+            AuthLocation::AuthorizationHeader => Err(VerifyError::MissingContentSha256),
+        };
+    };
+    let invalid = || VerifyError::InvalidContentSha256 {
+        value: String::from_utf8_lossy(claimed.as_bytes()).into_owned(),
+    };
+    let text = claimed.to_str().map_err(|_| invalid())?;
+    let mode = match text {
+        UNSIGNED_PAYLOAD => S3Mode::Unsigned,
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" => S3Mode::SignedChunks,
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => S3Mode::SignedChunksWithTrailer,
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER" => S3Mode::UnsignedChunksWithTrailer,
+        _ if text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) => {
+            S3Mode::Sha256
+        }
+        _ => return Err(invalid()),
+    };
+    Ok((text, mode))
 }
 
 /// The body hash the client signed: the `x-amz-content-sha256` header when

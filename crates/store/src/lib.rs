@@ -7,8 +7,8 @@
 //! of overwriting each other. Watchers receive every change in revision order.
 //!
 //! *API boundary:* callers see only [`Store`]. The embedded backend
-//! ([`RedbStore`]), the in-memory one ([`MemoryStore`]) and a later etcd backend
-//! all sit behind it, so no caller changes when the backend does.
+//! ([`RedbStore`]), the in-memory one ([`MemoryStore`]) and the etcd backend
+//! (`EtcdStore`, behind the `etcd` feature) all sit behind it, so no caller changes when the backend does.
 //!
 //! *Read model:* reads are synchronous and answered from state local to the
 //! process. For the embedded backends that state is the store itself; a
@@ -30,9 +30,13 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod memory;
 mod redb_store;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
 

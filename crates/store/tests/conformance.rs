@@ -18,37 +18,52 @@ use flotilla_store::{
 /// A test that waits longer than this for the store has found a hang.
 const WAIT_MAX: Duration = Duration::from_secs(30);
 
-/// A store plus whatever must outlive it (the redb file's directory).
+/// A store plus whatever must outlive it (the redb file's directory, the
+/// etcd server), dropped after it.
 struct Fixture {
     store: Arc<dyn Store>,
-    _directory: Option<tempfile::TempDir>,
+    _guard: Option<Box<dyn std::any::Any + Send>>,
 }
 
-fn memory() -> Fixture {
-    Fixture {
+async fn memory() -> Option<Fixture> {
+    Some(Fixture {
         store: Arc::new(MemoryStore::new()),
-        _directory: None,
-    }
+        _guard: None,
+    })
 }
 
 /// The in-memory backend with etcd's default limits: the suite holds for a
 /// backend whose transactions are as small as etcd's.
-fn memory_with_etcd_limits() -> Fixture {
-    Fixture {
+async fn memory_with_etcd_limits() -> Option<Fixture> {
+    Some(Fixture {
         store: Arc::new(MemoryStore::with_limits(
             flotilla_store::TxnLimits::ETCD_DEFAULT,
         )),
-        _directory: None,
-    }
+        _guard: None,
+    })
 }
 
-fn redb() -> Fixture {
+async fn redb() -> Option<Fixture> {
     let directory = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&directory.path().join("store.redb")).unwrap();
-    Fixture {
+    Some(Fixture {
         store: Arc::new(store),
-        _directory: Some(directory),
-    }
+        _guard: Some(Box::new(directory)),
+    })
+}
+
+/// A store on an etcd of its own (Debian's `etcd`, started here), or `None`
+/// to skip when the binary is missing outside CI.
+#[cfg(feature = "etcd")]
+async fn etcd() -> Option<Fixture> {
+    let server = flotilla_store::etcd::testing::etcd_or_skip("etcd conformance")?;
+    let store = flotilla_store::EtcdStore::connect(server.options())
+        .await
+        .unwrap();
+    Some(Fixture {
+        store: Arc::new(store),
+        _guard: Some(Box::new(server)),
+    })
 }
 
 async fn commit(store: &dyn Store, txn: Txn) -> Result<Revision, StoreError> {
@@ -69,8 +84,8 @@ fn keys(entries: &[Entry]) -> Vec<&str> {
 }
 
 /// Instantiates every suite case for one backend constructor. A new backend
-/// (etcd) is one more constructor returning a [`Fixture`] and one more
-/// `conformance!` line; every case speaks only the [`Store`] trait.
+/// is one more constructor returning a [`Fixture`] (or `None` to skip) and
+/// one more `conformance!` line; every case speaks only the [`Store`] trait.
 macro_rules! conformance {
     ($backend:ident) => {
         mod $backend {
@@ -78,75 +93,129 @@ macro_rules! conformance {
 
             #[tokio::test]
             async fn get_put_delete() {
-                super::get_put_delete(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::get_put_delete(&*fixture.store).await;
             }
             #[tokio::test]
             async fn every_commit_advances_the_revision_by_one() {
-                super::every_commit_advances_the_revision_by_one(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::every_commit_advances_the_revision_by_one(&*fixture.store).await;
             }
             #[tokio::test]
             async fn conditions() {
-                super::conditions(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::conditions(&*fixture.store).await;
             }
             #[tokio::test]
             async fn condition_and_op_on_the_same_key() {
-                super::condition_and_op_on_the_same_key(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::condition_and_op_on_the_same_key(&*fixture.store).await;
             }
             #[tokio::test]
             async fn multi_key_transactions_are_atomic() {
-                super::multi_key_transactions_are_atomic(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::multi_key_transactions_are_atomic(&*fixture.store).await;
             }
             #[tokio::test]
             async fn a_key_written_twice_in_one_transaction_is_refused() {
-                super::a_key_written_twice_in_one_transaction_is_refused(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::a_key_written_twice_in_one_transaction_is_refused(&*fixture.store).await;
             }
             #[tokio::test]
             async fn operations_are_bounded_by_the_backends_limit() {
-                super::operations_are_bounded_by_the_backends_limit(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::operations_are_bounded_by_the_backends_limit(&*fixture.store).await;
             }
             #[tokio::test]
             async fn conditions_are_bounded_by_the_backends_limit() {
-                super::conditions_are_bounded_by_the_backends_limit(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::conditions_are_bounded_by_the_backends_limit(&*fixture.store).await;
             }
             #[tokio::test]
             async fn bytes_are_bounded_by_the_backends_limit() {
-                super::bytes_are_bounded_by_the_backends_limit(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::bytes_are_bounded_by_the_backends_limit(&*fixture.store).await;
             }
             #[tokio::test]
             async fn limits_admit_at_least_what_etcd_admits() {
-                super::limits_admit_at_least_what_etcd_admits(&*$backend().store);
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::limits_admit_at_least_what_etcd_admits(&*fixture.store);
             }
             #[tokio::test]
             async fn a_resolved_commit_is_visible_to_reads() {
-                super::a_resolved_commit_is_visible_to_reads(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::a_resolved_commit_is_visible_to_reads(&*fixture.store).await;
             }
             #[tokio::test]
             async fn a_watch_ends_when_its_store_is_gone() {
-                super::a_watch_ends_when_its_store_is_gone($backend()).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::a_watch_ends_when_its_store_is_gone(fixture).await;
             }
             #[tokio::test]
             async fn list_pages_through_a_prefix() {
-                super::list_pages_through_a_prefix(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::list_pages_through_a_prefix(&*fixture.store).await;
             }
             #[tokio::test]
             async fn list_limit_is_capped() {
-                super::list_limit_is_capped(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::list_limit_is_capped(&*fixture.store).await;
             }
             #[tokio::test]
             async fn revisions_follow_commits() {
-                super::revisions_follow_commits(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::revisions_follow_commits(&*fixture.store).await;
             }
             #[tokio::test]
             async fn watch_sees_changes_in_order_under_its_prefix() {
-                super::watch_sees_changes_in_order_under_its_prefix(&*$backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::watch_sees_changes_in_order_under_its_prefix(&*fixture.store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_creates_of_one_key_admit_exactly_one() {
-                super::concurrent_creates_of_one_key_admit_exactly_one($backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::concurrent_creates_of_one_key_admit_exactly_one(fixture.store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_compare_and_swap_loses_no_update() {
-                super::concurrent_compare_and_swap_loses_no_update($backend().store).await;
+                let Some(fixture) = $backend().await else {
+                    return;
+                };
+                super::concurrent_compare_and_swap_loses_no_update(fixture.store).await;
             }
         }
     };
@@ -155,6 +224,8 @@ macro_rules! conformance {
 conformance!(memory);
 conformance!(redb);
 conformance!(memory_with_etcd_limits);
+#[cfg(feature = "etcd")]
+conformance!(etcd);
 
 async fn get_put_delete(store: &dyn Store) {
     assert_eq!(store.get("k").unwrap(), None);

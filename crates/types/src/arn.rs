@@ -61,9 +61,32 @@ impl<'a> Arn<'a> {
     }
 }
 
+/// The bucket and key an S3 object ARN names (`arn:aws:s3:::bucket/key`):
+/// S3 ARNs have no region or account, and both parts must be non-empty.
+pub fn s3_object(text: &str) -> Option<(&str, &str)> {
+    let arn = Arn::parse(text)?;
+    if arn.service != "s3" || !arn.region.is_empty() || !arn.account_id.is_empty() {
+        return None;
+    }
+    let (bucket, key) = arn.resource.split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty()).then_some((bucket, key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_object_arns() {
+        assert_eq!(
+            s3_object("arn:aws:s3:::config/dir/app.env"),
+            Some(("config", "dir/app.env"))
+        );
+        assert_eq!(s3_object("arn:aws:s3:::config"), None);
+        assert_eq!(s3_object("arn:aws:s3:us-east-1::config/a.env"), None);
+        assert_eq!(s3_object("arn:aws:ecs:::config/a.env"), None);
+        assert_eq!(s3_object("s3://config/a.env"), None);
+    }
 
     #[test]
     fn builds_and_parses() {

@@ -83,6 +83,79 @@ pub fn start_flotilla(binary: &Path, log_dir: &Path) -> Result<Server> {
     start("flotilla", command, address, log_dir, Some(data_dir))
 }
 
+/// Debian's `etcd` (package etcd-server), one member on loopback ports and
+/// a fresh data directory, with the auto-compaction the README advises;
+/// returned once it answers `/health`.
+pub fn start_etcd(log_dir: &Path) -> Result<Server> {
+    let data_dir = TempDir::new("etcd-bench-data")?;
+    let client_port = free_loopback_port()?;
+    let peer_port = free_loopback_port()?;
+    let address = SocketAddr::from(([127, 0, 0, 1], client_port));
+    let client_url = format!("http://{address}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let mut command = Command::new("etcd");
+    command
+        .args(["--name", "bench", "--data-dir"])
+        .arg(data_dir.path().join("member"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("bench={peer_url}"),
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            "1h",
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
+        ]);
+    let server = start("etcd", command, address, log_dir, Some(data_dir))?;
+    let started = Instant::now();
+    while !etcd_healthy(address) {
+        if started.elapsed() > STARTUP_TIMEOUT {
+            bail!("etcd did not become healthy within {STARTUP_TIMEOUT:?}");
+        }
+        std::thread::sleep(STARTUP_POLL_INTERVAL);
+    }
+    Ok(server)
+}
+
+fn etcd_healthy(address: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, STARTUP_POLL_INTERVAL) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.contains("\"health\":\"true\"")
+}
+
+/// `flotilla server` as [`start_flotilla`] starts it, its state in `etcd`.
+pub fn start_flotilla_on_etcd(binary: &Path, log_dir: &Path, etcd: SocketAddr) -> Result<Server> {
+    let data_dir = TempDir::new("flotilla-etcd-bench-data")?;
+    let port = free_loopback_port()?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut command = Command::new(binary);
+    command
+        .args(["server", "--listen", &address.to_string(), "--data-dir"])
+        .arg(data_dir.path())
+        .args(["--store", &format!("etcd://{etcd}")]);
+    start("flotilla-etcd", command, address, log_dir, Some(data_dir))
+}
+
 /// moto's server from the pinned venv: the peer every figure is compared to.
 pub fn start_moto(moto_server: &Path, log_dir: &Path) -> Result<Server> {
     let port = free_loopback_port()?;

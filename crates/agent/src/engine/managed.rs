@@ -18,8 +18,8 @@ use super::plan::{plan, Plan, Step};
 use super::record::TaskRecord;
 use super::report::pending_report;
 use super::spec::{
-    container_spec, network_mode_of, override_for, parse_environment_file, pause_spec,
-    resolve_volumes, stop_timeout, ContainerContext, TaskContext, TaskNetwork, VolumeSource,
+    container_spec, network_mode_of, override_for, pause_spec, resolve_volumes, stop_timeout,
+    ContainerContext, TaskContext, TaskNetwork, VolumeSource,
 };
 use super::status::{ContainerStatus, DesiredStatus, TaskStatus};
 use super::{dependency_map, EngineContext, PullBehavior, TaskSummary};
@@ -32,10 +32,6 @@ mod logs;
 pub const RUNTIME_UNAVAILABLE_RETRIES_MAX: u32 = 5;
 /// Tries to stop one container before it is written off as stopped.
 pub const STOP_ATTEMPTS_MAX: u32 = 3;
-/// Environment files one container may name (ECS's limit).
-pub const ENVIRONMENT_FILES_MAX: usize = 10;
-/// Largest environment file read.
-pub const ENVIRONMENT_FILE_MAX_BYTES: u64 = 1024 * 1024;
 /// How long the pause container gets to stop.
 const PAUSE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -590,11 +586,12 @@ impl ManagedTask {
             .into_iter()
             .filter_map(|file| file.value)
             .collect();
-        let variables = match read_environment_files(&environment_files).await {
+        let object_source = self.context.settings.environment_files.as_deref();
+        let variables = match crate::env_files::read(object_source, &environment_files).await {
             Ok(variables) => variables,
             Err(reason) => {
                 self.fail(format!(
-                    "ResourceInitializationError: container {name}: {reason}"
+                    "ResourceInitializationError: failed to download env files: {reason}"
                 ));
                 return;
             }
@@ -928,37 +925,6 @@ async fn pull_with(
             Err(error) => Err(error),
         },
     }
-}
-
-/// Reads environment files from local paths (`/path` or `file:///path`); an
-/// S3 ARN needs credentials this agent does not have.
-async fn read_environment_files(files: &[String]) -> Result<Vec<(String, String)>, String> {
-    if files.len() > ENVIRONMENT_FILES_MAX {
-        return Err(format!(
-            "{} environment files named; at most {ENVIRONMENT_FILES_MAX}",
-            files.len()
-        ));
-    }
-    let mut variables = Vec::new();
-    for file in files {
-        let path = file.strip_prefix("file://").unwrap_or(file);
-        if !path.starts_with('/') {
-            return Err(format!("environment file {file} is not a local absolute path (only local files are supported)"));
-        }
-        let metadata = tokio::fs::metadata(path)
-            .await
-            .map_err(|error| format!("environment file {path}: {error}"))?;
-        if metadata.len() > ENVIRONMENT_FILE_MAX_BYTES {
-            return Err(format!(
-                "environment file {path} is larger than {ENVIRONMENT_FILE_MAX_BYTES} bytes"
-            ));
-        }
-        let text = tokio::fs::read_to_string(path)
-            .await
-            .map_err(|error| format!("environment file {path}: {error}"))?;
-        variables.extend(parse_environment_file(&text));
-    }
-    Ok(variables)
 }
 
 fn container_health(record: &TaskRecord) -> Vec<ContainerHealth> {

@@ -98,6 +98,8 @@ pub struct EngineSettings {
     pub registry_credentials: Option<Arc<dyn crate::registry_auth::RegistryCredentials>>,
     /// Where containers' `secrets` are read from (`crate::secrets`).
     pub secret_source: Option<Arc<dyn crate::secrets::SecretSource>>,
+    /// Where environment files stored as S3 objects are read from.
+    pub environment_files: Option<Arc<dyn crate::env_files::ObjectSource>>,
     /// How often running tasks' usage is sampled and reported
     /// (`flotilla_types::acs::STATS_INTERVAL_MS` by default).
     pub stats_interval: Duration,
@@ -118,6 +120,7 @@ impl Default for EngineSettings {
             host_ports: None,
             registry_credentials: None,
             secret_source: None,
+            environment_files: None,
             stats_interval: Duration::from_millis(flotilla_types::acs::STATS_INTERVAL_MS),
             log_shipping: None,
         }

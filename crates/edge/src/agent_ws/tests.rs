@@ -57,6 +57,7 @@ impl Server {
                 Arc::new(MemoryStore::new()),
                 "000000000000",
             )),
+            s3: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -139,6 +139,7 @@ async fn a_panicking_service_scheduler_is_restarted_counted_and_reported() {
             Arc::new(MemoryStore::new()),
             "000000000000",
         )),
+        s3: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -385,6 +385,46 @@ fn check_environment(container: &ContainerDefinition) -> Result<(), ApiError> {
             "Each environment file needs a type and a value.",
         ));
     }
+    check_environment_files(container)
+}
+
+/// At most this many environment files per container, as ECS allows.
+pub const ENVIRONMENT_FILES_MAX: usize = 10;
+
+/// ECS's rules for `environmentFiles`: at most ten, each the ARN of an S3
+/// object (`arn:aws:s3:::bucket/key`) with the `.env` extension. An absolute
+/// path on the host is also taken: Flotilla's agent reads it from its disk.
+fn check_environment_files(container: &ContainerDefinition) -> Result<(), ApiError> {
+    let files = container.environment_files.as_deref().unwrap_or_default();
+    if files.len() > ENVIRONMENT_FILES_MAX {
+        return Err(invalid_setting(
+            container,
+            "environmentFiles",
+            format!(
+                "You can specify up to {ENVIRONMENT_FILES_MAX} environment files; {} were given.",
+                files.len()
+            ),
+        ));
+    }
+    for value in files.iter().filter_map(|file| file.value.as_deref()) {
+        let is_local = value.starts_with('/') || value.starts_with("file:///");
+        if !is_local && flotilla_types::arn::s3_object(value).is_none() {
+            return Err(invalid_setting(
+                container,
+                "environmentFiles",
+                format!(
+                    "The value {value} is not the ARN of an S3 object (arn:aws:s3:::bucket/key)."
+                ),
+            ));
+        }
+        if !value.ends_with(".env") {
+            return Err(invalid_setting(
+                container,
+                "environmentFiles",
+                format!("The file {value} must have a .env file extension."),
+            ));
+        }
+    }
     Ok(())
 }
 
