@@ -551,6 +551,7 @@ mod tests {
             logs: None,
             secrets: None,
             elbv2: None,
+            s3: None,
         }
     }
 
