@@ -147,10 +147,10 @@ def test_cli_elbv2_not_implemented_is_an_error_with_its_code(server):
 
 
 def test_cli_ssm_not_implemented_is_an_error_with_its_code(server):
-    code, stderr = aws(server, "ssm", "describe-parameters")
+    code, stderr = aws(server, "ssm", "describe-instance-information")
     assert code != 0
     assert "(UnsupportedOperationException)" in stderr, stderr
-    assert "when calling the DescribeParameters operation" in stderr
+    assert "when calling the DescribeInstanceInformation operation" in stderr
 
 
 def test_cli_iam_not_implemented(server):
@@ -177,9 +177,9 @@ def test_query_error_parsed_by_botocore(server):
 @pytest.mark.parametrize(
     "service,signing_name,target,content_type,parser,expected_code",
     [
-        ("ssm", "ssm", "AmazonSSM.DescribeParameters", "application/x-amz-json-1.1", "json",
+        ("ssm", "ssm", "AmazonSSM.DescribeInstanceInformation", "application/x-amz-json-1.1", "json",
          "UnsupportedOperationException"),
-        ("secretsmanager", "secretsmanager", "secretsmanager.ListSecrets", "application/x-amz-json-1.1", "json",
+        ("secretsmanager", "secretsmanager", "secretsmanager.GetRandomPassword", "application/x-amz-json-1.1", "json",
          "InvalidRequestException"),
     ],
 )

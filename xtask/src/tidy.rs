@@ -90,6 +90,10 @@ const RANDOMNESS_ALLOWED: &[(&str, &str)] = &[
         "crates/lb/src/edge.rs",
         "the load balancer's randomness (trace ids, random balancing)",
     ),
+    (
+        "crates/secrets/src/seal.rs",
+        "the key and nonces that seal secret values: secrecy, not state",
+    ),
 ];
 
 /// Crates whose tasks must be started by the supervisor.

@@ -32,9 +32,11 @@ const DOCKER_API_MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 17..=41;
 /// privileged containers, local-driver Docker volumes, the engine's
 /// default json-file logging, awslogs (shipped by the agent itself, with
 /// its own credentials whether or not the task names an execution role),
-/// and environment files from S3 (read through the control plane's S3 API,
-/// `env_files.rs`). Not here: task IAM roles, secrets, EFS, GPUs, firelens,
-/// other log drivers.
+/// environment files from S3 (read through the control plane's S3 API,
+/// `env_files.rs`), and secrets from Secrets Manager and Parameter Store as
+/// environment variables (`secrets.rs`, read with the agent's own
+/// credentials too). Not here: task IAM roles, EFS, GPUs, firelens, other
+/// log drivers.
 pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.task-eni",
     "ecs.capability.container-health-check",
@@ -42,6 +44,10 @@ pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.docker-plugin.local",
     "com.amazonaws.ecs.capability.privileged-container",
     "com.amazonaws.ecs.capability.logging-driver.json-file",
+    "ecs.capability.secrets.asm.environment-variables",
+    "ecs.capability.secrets.ssm.environment-variables",
+    "ecs.capability.secrets.asm.bootstrap.log-driver",
+    "ecs.capability.secrets.ssm.bootstrap.log-driver",
     "com.amazonaws.ecs.capability.logging-driver.awslogs",
     "ecs.capability.execution-role-awslogs",
     "ecs.capability.env-files.s3",

@@ -30,6 +30,7 @@ pub mod pause;
 pub mod persist;
 pub mod registry_auth;
 pub mod reporter;
+pub mod secrets;
 pub mod task_network;
 pub mod usage;
 
@@ -310,6 +311,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         registry_credentials: Some(Arc::new(registry_auth::ControlPlaneRegistry::new(
             api.clone(),
         ))),
+        secret_source: Some(Arc::new(secrets::ControlPlaneSecrets::new(api.clone()))),
         environment_files: Some(env_files::ControlPlaneObjects::new(api.clone())),
         stats_interval: config.stats_interval,
         log_shipping: Some(awslogs::LogShipping::new(api.clone())),
@@ -406,6 +408,7 @@ pub async fn run_simulated(
                 task_cleanup_wait: config.task_cleanup_wait,
                 metadata_port: None,
                 stats_interval: config.stats_interval,
+                secret_source: Some(Arc::new(secrets::ControlPlaneSecrets::new(api.clone()))),
                 log_shipping: Some(awslogs::LogShipping::new(api.clone())),
                 environment_files: Some(env_files::ControlPlaneObjects::new(api.clone())),
                 ..EngineSettings::default()

@@ -159,6 +159,10 @@ struct ServerArgs {
     /// Without it, the local pair test/test is accepted.
     #[arg(long)]
     credentials_file: Option<PathBuf>,
+    /// File holding the 256-bit key (64 hex digits) that seals secret
+    /// values at rest. Without it, DATA_DIR/secrets.key, made on first start.
+    #[arg(long, value_name = "FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// Silence after which an agent's connection is closed and its instance
     /// shown as agentConnected false. Hidden: for tests that cannot wait the
     /// default 30 s. It must exceed the agents' heartbeat interval, or live
@@ -470,6 +474,16 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     ecs.supervisor().spawn("logs_maintenance", move || {
         maintain_logs(Arc::clone(&maintained), LOGS_MAINTENANCE_INTERVAL)
     });
+    let secrets = Arc::new(open_secrets(
+        Arc::clone(&store),
+        &data_dir,
+        args.secrets_key_file.as_deref(),
+        Scope::new(&region.name, &args.account_id),
+    )?);
+    let purged = Arc::clone(&secrets);
+    ecs.supervisor().spawn("secrets_maintenance", move || {
+        purge_secrets(Arc::clone(&purged), SECRETS_MAINTENANCE_INTERVAL)
+    });
     let elbv2 = lb::start_embedded_data_plane(
         &supervisor,
         Arc::clone(&store),
@@ -499,6 +513,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         agent_heartbeat_timeout_ms: args.agent_heartbeat_timeout_ms,
         registry: Some(registry),
         logs: Some(logs),
+        secrets: Some(secrets),
         elbv2: Some(elbv2),
         iam,
         s3: Some(Arc::new(s3)),
@@ -527,6 +542,43 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     .context("serving the API")?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Secrets Manager and Parameter Store over the store, sealing values with
+/// the operator's key file or the data directory's own.
+fn open_secrets(
+    store: Arc<dyn Store>,
+    data_dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+    scope: Scope,
+) -> Result<flotilla_secrets::Services> {
+    let sealer = match key_file {
+        Some(path) => flotilla_secrets::Sealer::from_key_file(path),
+        None => flotilla_secrets::Sealer::open_or_create(data_dir),
+    }
+    .context("loading the key that seals secret values")?;
+    Ok(flotilla_secrets::Services::new(
+        store,
+        Arc::new(sealer),
+        scope,
+    ))
+}
+
+/// How often secrets past their recovery window are removed from the store.
+const SECRETS_MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+async fn purge_secrets(secrets: Arc<flotilla_secrets::Services>, period: std::time::Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now_ms = flotilla_control::Clock::now_ms(&SystemClock);
+        match secrets.manager.purge_expired(now_ms).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "removed secrets past their recovery window"),
+            Err(error) => tracing::warn!(%error, "secrets maintenance failed"),
+        }
+    }
 }
 
 /// Runs an agent for this machine beside the control plane. A machine without

@@ -549,6 +549,9 @@ mod tests {
             agent_heartbeat_timeout_ms: 60_000,
             registry: None,
             logs: None,
+            secrets: None,
+            elbv2: None,
+            s3: None,
         }
     }
 

@@ -26,6 +26,7 @@ mod loops;
 mod metrics;
 mod registry;
 mod s3;
+mod secrets;
 mod services;
 
 pub use api::router;
@@ -65,6 +66,8 @@ pub struct Edge {
     pub registry: Option<Arc<flotilla_registry::Registry>>,
     /// The CloudWatch Logs store, when this server keeps one.
     pub logs: Option<Arc<flotilla_logs::LogsService>>,
+    /// Secrets Manager and Parameter Store, when this server keeps them.
+    pub secrets: Option<Arc<flotilla_secrets::Services>>,
     /// The Elastic Load Balancing API, when this server keeps load balancers.
     pub elbv2: Option<Arc<flotilla_elbv2::Elbv2>>,
     /// IAM's users, roles, policies and keys, and STS's sessions.

@@ -219,13 +219,13 @@ pub(crate) static SERVICES: &[ServiceEntry] = &[
         &flotilla_aws::secretsmanager::MODEL,
         false,
         "InvalidRequestException",
-        not_implemented,
+        crate::secrets::call_secretsmanager,
     ),
     modelled(
         &flotilla_aws::ssm::MODEL,
         false,
         "UnsupportedOperationException",
-        not_implemented,
+        crate::secrets::call_ssm,
     ),
     modelled(
         &flotilla_aws::events::MODEL,

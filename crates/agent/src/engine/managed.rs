@@ -596,6 +596,19 @@ impl ManagedTask {
                 return;
             }
         };
+        // Read now, kept in memory only until the container is created.
+        let secrets = match crate::secrets::resolve_container(
+            self.context.settings.secret_source.as_deref(),
+            &definition,
+        )
+        .await
+        {
+            Ok(secrets) => secrets,
+            Err(reason) => {
+                self.fail(reason);
+                return;
+            }
+        };
         let metadata_base_url = self.metadata_base_url();
         let token = self.record.containers[index].metadata_token.clone();
         let parts = self.task_context_parts(network);
@@ -604,6 +617,7 @@ impl ManagedTask {
             metadata_base_url: metadata_base_url.as_deref(),
             metadata_token: &token,
             environment_file_variables: &variables,
+            secrets: Some(&secrets),
         };
         let mut spec = match container_spec(
             &task_context,

@@ -96,6 +96,8 @@ pub struct EngineSettings {
     pub host_ports: Option<Arc<host_ports::HostPortPicker>>,
     /// Credentials for images in Flotilla's own registry.
     pub registry_credentials: Option<Arc<dyn crate::registry_auth::RegistryCredentials>>,
+    /// Where containers' `secrets` are read from (`crate::secrets`).
+    pub secret_source: Option<Arc<dyn crate::secrets::SecretSource>>,
     /// Where environment files stored as S3 objects are read from.
     pub environment_files: Option<Arc<dyn crate::env_files::ObjectSource>>,
     /// How often running tasks' usage is sampled and reported
@@ -117,6 +119,7 @@ impl Default for EngineSettings {
             bridge_gateway: DEFAULT_BRIDGE_GATEWAY.to_owned(),
             host_ports: None,
             registry_credentials: None,
+            secret_source: None,
             environment_files: None,
             stats_interval: Duration::from_millis(flotilla_types::acs::STATS_INTERVAL_MS),
             log_shipping: None,

@@ -115,6 +115,8 @@ pub struct ContainerContext<'a> {
     pub metadata_token: &'a str,
     /// Variables from the container's environment files, in file order.
     pub environment_file_variables: &'a [(String, String)],
+    /// The container's `secrets`, resolved (`crate::secrets`).
+    pub secrets: Option<&'a crate::secrets::ResolvedSecrets>,
 }
 
 /// The task's network mode; ECS's default on Linux EC2 is bridge.
@@ -310,8 +312,19 @@ pub fn container_spec(
         .secrets
         .as_ref()
         .is_some_and(|secrets| !secrets.is_empty())
+        && container.secrets.is_none()
     {
-        return Err(unsupported("secrets"));
+        return Err(unsupported("secrets that were not resolved"));
+    }
+    // Resolved, but no log driver here takes secret options yet: refused rather
+    // than dropped.
+    if container
+        .secrets
+        .is_some_and(|secrets| !secrets.log_options.is_empty())
+    {
+        return Err(unsupported(
+            "logConfiguration.secretOptions (no log driver of this agent takes secret options yet)",
+        ));
     }
 
     let mut spec = ContainerSpec {
@@ -465,6 +478,11 @@ fn environment(
         if let Some(key) = &pair.name {
             environment.insert(key.clone(), pair.value.clone().unwrap_or_default());
         }
+    }
+    // Secrets last among the task's own variables: the value read from the
+    // secret is the one the container gets.
+    for (name, value) in container.secrets.iter().flat_map(|s| s.environment.iter()) {
+        environment.insert(name.clone(), value.expose().to_owned());
     }
     if let Some(base) = container.metadata_base_url {
         environment.insert(

@@ -51,6 +51,7 @@ impl Server {
             agent_heartbeat_timeout_ms,
             registry: None,
             logs: None,
+            secrets: None,
             elbv2: None,
             iam: Arc::new(flotilla_iam::Iam::new(
                 Arc::new(MemoryStore::new()),

@@ -133,6 +133,7 @@ async fn a_panicking_service_scheduler_is_restarted_counted_and_reported() {
         agent_heartbeat_timeout_ms: 60_000,
         registry: None,
         logs: None,
+        secrets: None,
         elbv2: None,
         iam: Arc::new(flotilla_iam::Iam::new(
             Arc::new(MemoryStore::new()),

@@ -58,6 +58,7 @@ fn check(
         metadata_base_url: Some("http://172.17.0.1:51679"),
         metadata_token: "tok",
         environment_file_variables: &variables,
+        secrets: None,
     };
     container_spec(
         &context,
