@@ -5,6 +5,7 @@ paging, tags, the waiters, and state kept across kill -9."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import subprocess
@@ -500,3 +501,52 @@ def test_a_remote_data_plane_keeps_serving_while_the_control_plane_restarts(serv
             lb_process.terminate()
             lb_process.wait(timeout=15)
         docker("rm", "-f", name, check=False)
+
+
+@pytest.mark.docker
+def test_load_balancer_metrics_reach_cloudwatch(server_factory, docker_ready):
+    # A CloudWatch minute every 2 s, so that minutes pass within the test.
+    server = server_factory(extra_args=("--metrics-time-scale", "30"))
+    client = server.client("elbv2")
+    names = [f"{CONTAINER_PREFIX}-{unique('metered')}" for _ in range(2)]
+    try:
+        addresses = [start_backend(name, f"metered-{i}") for i, name in enumerate(names)]
+        balancer = make_balancer(client, unique("metered"))
+        group = make_group(client, unique("metered"), TargetType="ip", Port=8080, HealthCheckIntervalSeconds=5,
+                           HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2)
+        port = listener_port()
+        client.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=port,
+                               DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
+        client.register_targets(TargetGroupArn=group, Targets=[{"Id": address} for address in addresses])
+        elb_ok(server, "wait", "target-in-service", "--target-group-arn", group,
+               "--targets", *[f"Id={address},Port=8080" for address in addresses])
+        requests = 40
+        assert [curl(f"http://127.0.0.1:{port}/")[0] for _ in range(requests)] == [200] * requests
+        assert curl(f"http://127.0.0.1:{port}/absent")[0] == 404
+
+        cloudwatch = server.client("cloudwatch")
+        group_dimension = [{"Name": "TargetGroup", "Value": group.split(":", 5)[5]}]
+        balancer_dimension = [{"Name": "LoadBalancer",
+                               "Value": balancer["LoadBalancerArn"].split(":loadbalancer/", 1)[1]}]
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def total(metric: str, dimensions) -> float:
+            points = cloudwatch.get_metric_statistics(
+                Namespace="AWS/ApplicationELB", MetricName=metric, Dimensions=dimensions,
+                StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(days=2),
+                Period=3600, Statistics=["Sum"])["Datapoints"]
+            return sum(point["Sum"] for point in points)
+
+        wait_until(lambda: total("RequestCount", group_dimension) == requests + 1, 60,
+                   f"{requests + 1} requests counted for the target group")
+        # Two healthy targets share them.
+        assert total("RequestCountPerTarget", group_dimension) == (requests + 1) / 2
+        assert total("HTTPCode_Target_2XX_Count", group_dimension) == requests
+        assert total("HTTPCode_Target_4XX_Count", group_dimension) == 1
+        assert total("RequestCount", balancer_dimension) == requests + 1
+        listed = {m["MetricName"] for m in cloudwatch.list_metrics(Namespace="AWS/ApplicationELB",
+                                                                   Dimensions=group_dimension)["Metrics"]}
+        assert {"RequestCountPerTarget", "HealthyHostCount", "TargetResponseTime"} <= listed
+    finally:
+        for name in names:
+            docker("rm", "-f", name, check=False)

@@ -216,6 +216,7 @@ async fn report_health(client: ApiClient, plane: DataPlane) {
 /// balancers' traffic themselves.
 pub fn start_embedded_data_plane(
     supervisor: &flotilla_control::Supervisor,
+    ecs: &flotilla_control::Ecs,
     store: Arc<dyn flotilla_store::Store>,
     scope: flotilla_types::arn::Scope,
     embedded: bool,
@@ -230,6 +231,11 @@ pub fn start_embedded_data_plane(
         flotilla_elbv2::Elbv2::new(store, scope)
             .with_health(Arc::clone(&health) as Arc<dyn flotilla_elbv2::HealthSource>),
     );
+    // What the embedded data plane carries shows in CloudWatch, for alarms
+    // and ALBRequestCountPerTarget scaling.
+    ecs.add_minute_source(Arc::new(
+        flotilla_elbv2::cloudwatch::LoadBalancerMetrics::new(Arc::clone(&elbv2), plane.metrics()),
+    ));
     supervisor.spawn("elbv2_data_plane", {
         let elbv2 = Arc::clone(&elbv2);
         move || flotilla_elbv2::plane::feed(Arc::clone(&elbv2), plane.clone(), Arc::clone(&health))

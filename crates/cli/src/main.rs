@@ -486,6 +486,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     });
     let elbv2 = lb::start_embedded_data_plane(
         &supervisor,
+        &ecs,
         Arc::clone(&store),
         Scope::new(&region.name, &args.account_id),
         !args.no_load_balancer_data_plane,

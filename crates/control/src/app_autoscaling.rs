@@ -1091,6 +1091,14 @@ impl Ecs {
             .cloned()
             .collect();
         datums.extend(crate::usage::insights_datums(&with_insights, now_ms - 1));
+        let sources = self
+            .minute_sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for source in sources {
+            datums.extend(source.minute_datums(now_ms - 1));
+        }
         for (cluster, reservation) in self.cluster_reservations()? {
             datums.extend(crate::usage::reservation_datums(
                 &cluster,

@@ -101,6 +101,8 @@ pub struct Ecs {
     metrics: cloudwatch::Metrics,
     /// The latest usage each host's agent reported.
     usage: usage::UsageBook,
+    /// What else publishes into CloudWatch each metrics minute.
+    minute_sources: std::sync::Mutex<Vec<Arc<dyn flotilla_metrics::put::MinuteSource>>>,
 }
 
 impl Ecs {
@@ -124,6 +126,7 @@ impl Ecs {
             supervisor: Default::default(),
             metrics: Default::default(),
             usage: Default::default(),
+            minute_sources: Default::default(),
         }
         .with_supervisor(Supervisor::default())
     }
@@ -158,6 +161,15 @@ impl Ecs {
     pub fn with_metrics(mut self, metrics: cloudwatch::Metrics) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// Publishes what `source` gives into CloudWatch each metrics minute,
+    /// beside the control plane's own figures.
+    pub fn add_minute_source(&self, source: Arc<dyn flotilla_metrics::put::MinuteSource>) {
+        self.minute_sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(source);
     }
 
     /// Sets the base URL (e.g. `http://10.0.0.5:8440`) that

@@ -30,6 +30,7 @@ use flotilla_types::arn::Scope;
 use flotilla_types::ApiError;
 
 mod attributes;
+pub mod cloudwatch;
 mod listeners;
 mod load_balancers;
 pub mod plane;

@@ -89,6 +89,27 @@ struct Totals {
     processed_bytes: u64,
 }
 
+/// One load balancer's or target group's running totals and gauges now, for
+/// a reader that keeps intervals of its own (CloudWatch's minutes, which
+/// tests run on a faster clock than the data plane's).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Running {
+    pub request_count: u64,
+    pub target_2xx: u64,
+    pub target_3xx: u64,
+    pub target_4xx: u64,
+    pub target_5xx: u64,
+    pub elb_4xx: u64,
+    pub elb_5xx: u64,
+    pub target_response_time_us_sum: u64,
+    pub target_responses: u64,
+    pub new_connections: u64,
+    pub processed_bytes: u64,
+    pub active_connections: u64,
+    pub healthy_hosts: u64,
+    pub unhealthy_hosts: u64,
+}
+
 /// One minute of one load balancer or target group, in CloudWatch's names.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -213,6 +234,34 @@ impl Metrics {
             }
             series.minutes.push_back(sample);
         }
+    }
+
+    /// Every load balancer's and target group's running totals now.
+    pub fn running(&self) -> Vec<(Dimension, String, Running)> {
+        self.lock()
+            .iter()
+            .map(|((dimension, name), series)| {
+                let totals = series.counters.totals();
+                let counters = &series.counters;
+                let running = Running {
+                    request_count: totals.request_count,
+                    target_2xx: totals.target_2xx,
+                    target_3xx: totals.target_3xx,
+                    target_4xx: totals.target_4xx,
+                    target_5xx: totals.target_5xx,
+                    elb_4xx: totals.elb_4xx,
+                    elb_5xx: totals.elb_5xx,
+                    target_response_time_us_sum: totals.target_response_time_us_sum,
+                    target_responses: totals.target_responses,
+                    new_connections: totals.new_connections,
+                    processed_bytes: totals.processed_bytes,
+                    active_connections: counters.active_connections.load(Relaxed).max(0) as u64,
+                    healthy_hosts: counters.healthy_hosts.load(Relaxed),
+                    unhealthy_hosts: counters.unhealthy_hosts.load(Relaxed),
+                };
+                (*dimension, name.clone(), running)
+            })
+            .collect()
     }
 
     /// The minutes kept for one load balancer or target group, oldest first.

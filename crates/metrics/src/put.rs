@@ -59,6 +59,14 @@ pub struct Datum {
     pub aggregate: Aggregate,
 }
 
+/// Figures another part of the process publishes each CloudWatch minute
+/// (the load balancer's), beside what the control plane measures itself.
+pub trait MinuteSource: Send + Sync {
+    /// The datums of the minute that ends now, stamped `timestamp_ms`; each
+    /// call covers what happened since the previous one.
+    fn minute_datums(&self, timestamp_ms: i64) -> Vec<Datum>;
+}
+
 fn check_value(value: f64, parameter: &str) -> Result<(), CloudWatchError> {
     let magnitude = value.abs();
     if !value.is_finite()
