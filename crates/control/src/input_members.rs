@@ -51,7 +51,7 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
         &[
             ("clusterName", Acted),
             ("tags", Acted),
-            ("settings", Kept("containerInsights: the metrics part")),
+            ("settings", Acted),
             (
                 "configuration",
                 Kept("executeCommandConfiguration: ExecuteCommand, with the logs part"),
@@ -68,7 +68,7 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
         "UpdateCluster",
         &[
             ("cluster", Acted),
-            ("settings", Kept("containerInsights: the metrics part")),
+            ("settings", Acted),
             (
                 "configuration",
                 Kept("executeCommandConfiguration: ExecuteCommand, with the logs part"),
@@ -80,7 +80,7 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
         "UpdateClusterSettings",
         &[
             ("cluster", Acted),
-            ("settings", Kept("containerInsights: the metrics part")),
+            ("settings", Acted),
         ],
     ),
     (
