@@ -20,11 +20,32 @@ fn main() -> Result<()> {
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("tidy") => tidy::run(),
+        Some("up") => run_up(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <codegen | test [PYTEST ARGS] | tidy | bench api [OPTIONS] | bench tasks [--runs N] | bench placement [--instances N] [--tasks T] | bench registry [--runs N] | bench logs [--seconds N] [--events M]>");
+            eprintln!("usage: cargo xtask <up [FLOTILLA UP ARGS] | codegen | test [PYTEST ARGS] | tidy | bench api [OPTIONS] | bench tasks [--runs N] | bench placement [--instances N] [--tasks T] | bench registry [--runs N] | bench logs [--seconds N] [--events M]>");
             bail!("unknown command");
         }
     }
+}
+
+/// What building the `flotilla` binary needs from the system: `protoc`, for
+/// the etcd client's generated code.
+const BUILD_APT_PACKAGES: &[&str] = &["protobuf-compiler"];
+
+/// `flotilla up` on a fresh machine: installs what the build needs, then
+/// builds and runs it.
+fn run_up(args: &[String]) -> Result<()> {
+    test::ensure_apt_packages(BUILD_APT_PACKAGES)?;
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(["run", "--release", "-p", "flotilla", "--", "up"])
+        .args(args)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("flotilla up ended with {status}");
+    }
+    Ok(())
 }
 
 fn root() -> PathBuf {
