@@ -18,6 +18,7 @@ use flotilla_sigv4::Credentials;
 use flotilla_store::Store;
 use flotilla_types::arn::Scope;
 
+mod hosts;
 mod lb;
 mod placement;
 mod region;
@@ -200,7 +201,21 @@ struct ServerArgs {
     /// --control URL` hosts serve the ELBv2 load balancers instead.
     #[arg(long)]
     no_load_balancer_data_plane: bool,
+    /// A host group, Flotilla's Auto Scaling group:
+    /// `name=NAME,provider=docker|command|simulated,min=N,max=N[,desired=N][,cpu=UNITS][,memory=MIB]`,
+    /// with `command=PATH` for the command provider and `image=IMAGE`,
+    /// `simulated=true` for docker. A capacity provider whose
+    /// autoScalingGroupArn ends in NAME scales it. Repeat for more.
+    #[arg(long = "host-group", value_name = "SETTINGS")]
+    host_groups: Vec<flotilla_hosts::HostGroup>,
+    /// How often host groups are scaled. Hidden: for tests that cannot
+    /// wait the default.
+    #[arg(long, hide = true, default_value_t = HOST_SCALING_INTERVAL_MS)]
+    host_scaling_interval_ms: u64,
 }
+
+/// How often host groups are scaled by their capacity providers.
+const HOST_SCALING_INTERVAL_MS: u64 = 15_000;
 
 /// `up`: the server's options and the local agent's.
 #[derive(Args)]
@@ -451,6 +466,14 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     let scaler = Arc::clone(&ecs);
     ecs.supervisor()
         .spawn("autoscaling", move || Arc::clone(&scaler).run_autoscaling());
+    hosts::start(
+        &ecs,
+        args.host_groups.clone(),
+        &region.name,
+        &format!("http://{address}"),
+        data_dir.clone(),
+        std::time::Duration::from_millis(args.host_scaling_interval_ms.max(100)),
+    )?;
     if let Some(local) = local_agent {
         ensure_default_cluster(&ecs).await?;
         start_local_agent(

@@ -8,8 +8,8 @@
 //! document says so) and its container instance reports
 //! `capacityProviderName`. The provider's `autoScalingGroupArn` is kept as
 //! given; its managed scaling, termination protection and draining settings
-//! are checked, stored and returned, and act on nothing until Flotilla
-//! scales instances itself. FARGATE and FARGATE_SPOT exist in every account,
+//! are checked, stored and returned, and act when the ARN names a host group
+//! of the server's (`host_groups.rs` scales it). FARGATE and FARGATE_SPOT exist in every account,
 //! as in ECS, and a cluster may list them, but no task runs on them here.
 //!
 //! Each provider is one [`CapacityProviderRecord`] under

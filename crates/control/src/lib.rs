@@ -35,6 +35,7 @@ pub mod cloudwatch;
 mod clusters;
 mod combine;
 mod explain;
+pub mod host_groups;
 pub mod input_members;
 mod instances;
 mod live_placement;

@@ -26,6 +26,19 @@ pub mod keys {
     /// Every capacity provider of the account, ACTIVE or INACTIVE, under `{name}`.
     pub const CAPACITY_PROVIDERS: &str = "ecs/capacity-providers/";
 
+    /// Hosts of every host group, under `{group}/{host id}`.
+    pub const HOSTS: &str = "ecs/hosts/";
+
+    /// Hosts of one host group.
+    pub fn hosts_of(group: &str) -> String {
+        format!("{HOSTS}{group}/")
+    }
+
+    /// One host of a host group.
+    pub fn host(group: &str, host_id: &str) -> String {
+        format!("{HOSTS}{group}/{host_id}")
+    }
+
     pub fn cluster(name: &str) -> String {
         format!("{CLUSTERS}{name}")
     }

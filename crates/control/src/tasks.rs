@@ -1844,6 +1844,11 @@ fn check_overrides(
 /// What one task of `definition` needs from its instance, as ECS reserves it
 /// on EC2: the task-level size when set, else the containers' sums, memory
 /// counted by each container's soft limit when it has one.
+/// What one task of `definition` reserves on its instance, without overrides.
+pub(crate) fn needs_of(definition: &TaskDefinition) -> flotilla_scheduler::Resources {
+    demand_for(definition, &TaskOverride::default()).needs
+}
+
 fn demand_for(
     definition: &TaskDefinition,
     overrides: &TaskOverride,
