@@ -141,12 +141,16 @@ class FlotillaServer:
 
     @property
     def local_instance_ids(self) -> list[str]:
-        """`up` only: the instance id of the local agent, once it has one."""
-        path = self.data_dir / "agent" / "identity.json"
-        try:
-            return [json.loads(path.read_text())["instanceId"]]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            return []
+        """`up` only: the instance ids of the local agent and the local
+        Fargate host, once they have them."""
+        found = []
+        for agent in ("agent", "fargate-agent"):
+            path = self.data_dir / agent / "identity.json"
+            try:
+                found.append(json.loads(path.read_text())["instanceId"])
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                continue
+        return found
 
     @property
     def stderr_path(self) -> Path:

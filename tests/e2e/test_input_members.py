@@ -63,8 +63,6 @@ def test_service_connect_configuration_is_refused_by_name_not_dropped(server, fl
 
 
 @pytest.mark.parametrize("member, arguments, why", [
-    ("platformVersion", ("--platform-version", "LATEST"),
-     "platform versions are for Fargate, which this Flotilla server does not run"),
     ("volumeConfigurations", ("--volume-configurations", "name=data,managedEBSVolume={roleArn=arn:aws:iam::000000000000:role/ebs,sizeInGiB=10}"),
      "volumes configured at launch need Amazon EBS, which this Flotilla server does not provide"),
     ("referenceId", ("--reference-id", "order-42"), "this Flotilla server does not record reference ids"),

@@ -107,6 +107,8 @@ pub struct InstanceProfile {
     pub metadata_port: u16,
     pub custom_attributes: Vec<(String, String)>,
     pub external: bool,
+    /// A host of the cluster's Fargate pool.
+    pub fargate: bool,
     /// The capacity provider the instance belongs to, if any.
     pub capacity_provider: Option<String>,
     pub agent_version: String,
@@ -172,6 +174,9 @@ pub fn attributes(profile: &InstanceProfile) -> Vec<Attribute> {
     }));
     if profile.external {
         attributes.push(attribute(conventions::EXTERNAL_ATTRIBUTE, None));
+    }
+    if profile.fargate {
+        attributes.push(attribute(conventions::FARGATE_ATTRIBUTE, None));
     }
     for (name, value) in &profile.custom_attributes {
         attributes.retain(|existing| existing.name.as_deref() != Some(name));
@@ -355,6 +360,7 @@ mod tests {
             metadata_port: 51679,
             custom_attributes: vec![("stack".to_owned(), "blue".to_owned())],
             external: true,
+            fargate: false,
             capacity_provider: None,
             agent_version: "0.1.0".to_owned(),
             agent_hash: "0123abcd".to_owned(),

@@ -56,12 +56,22 @@ pub enum InstanceExit {
     Deregistered { reason: String },
 }
 
+/// The instance id a host reports: an external (ECS Anywhere) host is a
+/// managed instance, whose ids start with `mi-` rather than EC2's `i-`.
+fn reported_instance_id(instance_id: &str, external: bool) -> String {
+    match instance_id.strip_prefix("i-") {
+        Some(hex) if external => format!("mi-{hex}"),
+        _ => instance_id.to_owned(),
+    }
+}
+
+
 /// Runs one instance until it is deregistered.
 pub async fn run_instance(setup: InstanceSetup) -> Result<InstanceExit, AgentError> {
     let jitter = Jitter::seeded(seed_from(&setup.label, &setup.clock));
     let mut identity = Identity::load_or_create(&setup.data_dir, &setup.cluster, &*setup.ids)?;
     let profile = InstanceProfile {
-        instance_id: identity.instance_id.clone(),
+        instance_id: reported_instance_id(&identity.instance_id, setup.profile.external),
         ..setup.profile.clone()
     };
     let task_network = conventions::task_network_name(&identity.instance_id);
@@ -90,7 +100,9 @@ pub async fn run_instance(setup: InstanceSetup) -> Result<InstanceExit, AgentErr
             cluster: setup.cluster.clone(),
             container_instance_arn: instance_arn.clone(),
             availability_zone: profile.availability_zone.clone(),
-            launch_type: if profile.external {
+            launch_type: if profile.fargate {
+                "FARGATE".to_owned()
+            } else if profile.external {
                 "EXTERNAL".to_owned()
             } else {
                 "EC2".to_owned()

@@ -101,6 +101,8 @@ pub struct AgentConfig {
     pub attributes: Vec<(String, String)>,
     /// Register for launch type EXTERNAL.
     pub external: bool,
+    /// Register as a host of the cluster's Fargate pool.
+    pub fargate: bool,
     /// The capacity provider the instance belongs to.
     pub capacity_provider: Option<String>,
     /// Memory kept back from tasks for the host itself.
@@ -130,6 +132,7 @@ impl AgentConfig {
             instance_type: None,
             attributes: Vec::new(),
             external: false,
+            fargate: false,
             capacity_provider: None,
             memory_mib_reserved: 0,
             metadata_port: host::DEFAULT_METADATA_PORT,
@@ -244,6 +247,7 @@ fn base_profile(config: &AgentConfig, facts: &HostFacts) -> InstanceProfile {
         metadata_port: config.metadata_port,
         custom_attributes: config.attributes.clone(),
         external: config.external,
+        fargate: config.fargate,
         capacity_provider: config.capacity_provider.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         agent_hash: AGENT_HASH.to_owned(),

@@ -20,6 +20,7 @@ use flotilla_types::arn::Scope;
 
 mod hosts;
 mod lb;
+mod fargate;
 mod placement;
 mod region;
 mod service;
@@ -54,6 +55,9 @@ enum Command {
     /// Ask the control plane about placement (Flotilla's ExplainPlacement).
     #[command(subcommand)]
     Placement(placement::PlacementCommand),
+    /// Operate the Fargate pools: take FARGATE_SPOT capacity back.
+    #[command(subcommand)]
+    Fargate(fargate::FargateCommand),
     /// Change a service and follow its rollout.
     #[command(subcommand)]
     Service(service::ServiceCommand),
@@ -87,8 +91,14 @@ struct AgentArgs {
     #[arg(long = "attribute", value_parser = flotilla_agent::parse_attribute)]
     attributes: Vec<(String, String)>,
     /// Register for launch type EXTERNAL.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fargate")]
     external: bool,
+    /// Join the cluster's Fargate pool: the host takes launch type FARGATE
+    /// tasks (FARGATE and FARGATE_SPOT capacity) only, each isolated with
+    /// its task-level CPU and memory as hard limits, and is never listed as
+    /// a container instance.
+    #[arg(long, conflicts_with = "capacity_provider")]
+    fargate: bool,
     /// Capacity provider the instance (every simulated one, with
     /// --simulate) belongs to, as an EC2 instance belongs to its Auto
     /// Scaling group's. Tasks of a strategy naming it may be placed here.
@@ -225,11 +235,19 @@ struct UpArgs {
     /// Port of the local agent's task metadata endpoint.
     #[arg(long, default_value_t = flotilla_agent::host::DEFAULT_METADATA_PORT)]
     agent_metadata_port: u16,
+    /// Port of the task metadata endpoint of the local Fargate host.
+    #[arg(long, default_value_t = flotilla_agent::host::DEFAULT_METADATA_PORT + 1)]
+    fargate_metadata_port: u16,
+    /// Serve no Fargate tasks: start no local Fargate host.
+    #[arg(long)]
+    no_fargate: bool,
 }
 
 /// What `up` runs beside the control plane.
 struct LocalAgent {
     metadata_port: u16,
+    /// The local Fargate host's metadata port, unless `--no-fargate`.
+    fargate_metadata_port: Option<u16>,
 }
 
 fn parse_agent_heartbeat_timeout_ms(text: &str) -> Result<u64, String> {
@@ -255,11 +273,13 @@ fn main() -> Result<()> {
             Command::Up(args) => {
                 let local = LocalAgent {
                     metadata_port: args.agent_metadata_port,
+                    fargate_metadata_port: (!args.no_fargate).then_some(args.fargate_metadata_port),
                 };
                 serve(args.server, Some(local)).await
             }
             Command::Agent(args) => agent(args).await,
             Command::Placement(command) => placement::run(command).await,
+            Command::Fargate(command) => fargate::run(command).await,
             Command::Lb(args) => lb::run(args).await,
             Command::Service(command) => {
                 let code = service::run(command).await?;
@@ -481,9 +501,23 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
             format!("http://{address}"),
             &args,
             &region.name,
-            &local,
+            local.metadata_port,
+            false,
             data_dir.join("agent"),
         );
+        // A second instance on the same engine serves the default cluster's
+        // FARGATE and FARGATE_SPOT tasks; users never see it.
+        if let Some(port) = local.fargate_metadata_port {
+            start_local_agent(
+                &supervisor,
+                format!("http://{address}"),
+                &args,
+                &region.name,
+                port,
+                true,
+                data_dir.join("fargate-agent"),
+            );
+        }
     }
     let logs_dir = data_dir.join("logs");
     let logs = Arc::new(flotilla_logs::LogsService {
@@ -613,12 +647,14 @@ fn start_local_agent(
     endpoint: String,
     args: &ServerArgs,
     region: &str,
-    local: &LocalAgent,
+    metadata_port: u16,
+    fargate: bool,
     data_dir: PathBuf,
 ) {
     let mut config = flotilla_agent::AgentConfig::new(endpoint, "default".to_owned(), data_dir);
     config.region = region.to_owned();
-    config.metadata_port = local.metadata_port;
+    config.metadata_port = metadata_port;
+    config.fargate = fargate;
     // With a credentials file, the local agent signs with the caller's own
     // environment credentials, as a remote agent would.
     let from_env = |name: &str, default: &str| match &args.credentials_file {
@@ -632,7 +668,12 @@ fn start_local_agent(
     );
     // A local machine builds its images itself; a registry may not be reachable.
     config.pull_behavior = flotilla_agent::PullBehavior::PreferCached;
-    supervisor.spawn("local_agent", move || {
+    let name = if config.fargate {
+        "local_fargate_agent"
+    } else {
+        "local_agent"
+    };
+    supervisor.spawn(name, move || {
         let config = config.clone();
         async move {
             match flotilla_agent::run(config).await {
@@ -750,6 +791,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     config.instance_type = args.instance_type;
     config.attributes = args.attributes;
     config.external = args.external;
+    config.fargate = args.fargate;
     config.capacity_provider = args.capacity_provider;
     config.memory_mib_reserved = args.memory_reserved_mib;
     config.metadata_port = args.metadata_port;

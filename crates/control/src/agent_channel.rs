@@ -227,6 +227,7 @@ pub fn task_payload(record: &TaskRecord) -> TaskPayload {
         stopped_reason: (record.desired_status() == "STOPPED")
             .then(|| record.task.stopped_reason.clone())
             .flatten(),
+        fargate: record.task.launch_type == Some(flotilla_types::ecs::LaunchType::Fargate),
     }
 }
 

@@ -726,7 +726,7 @@ impl Ecs {
     }
 
     /// A launch's strategy checked against its cluster: shape, weights,
-    /// Fargate (not available here), association. `placed` gives how many
+    /// association (Fargate's providers too, as ECS asks). `placed` gives how many
     /// tasks each provider already runs for the launch, by name.
     pub(crate) fn launch_strategy(
         &self,
@@ -737,9 +737,6 @@ impl Ecs {
     ) -> Result<strategy::StrategyLaunch, ApiError> {
         let shares = strategy::checked_shape(items, origin)?;
         strategy::check_weights(&shares, origin)?;
-        if shares.iter().any(|share| is_fargate(&share.provider)) {
-            return Err(crate::tasks::fargate_unavailable());
-        }
         let associated = cluster.capacity_providers.as_deref().unwrap_or_default();
         if let Some(share) = shares
             .iter()

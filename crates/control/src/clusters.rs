@@ -428,7 +428,7 @@ impl Ecs {
             &keys::instances_of(name),
         )?
         .iter()
-        .filter(|found| found.value.is_live())
+        .filter(|found| found.value.is_live() && !found.value.is_fargate())
         .count() as i32;
         let mut counts = ClusterCounts {
             instances,

@@ -63,6 +63,7 @@ impl Ecs {
             placement_constraints: request.placement_constraints.as_deref().unwrap_or_default(),
             placement_strategy: request.placement_strategy.as_deref().unwrap_or_default(),
             enable_execute_command: None,
+            platform_version: None,
             strategy_counts_started_by: false,
         })?;
         let (_, snapshot) = self.placement_snapshot(&launch.cluster)?;

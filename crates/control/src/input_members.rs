@@ -42,7 +42,7 @@ const GATEWAYS: &str = "gateways are not available on this Flotilla server";
 const MONITORING: &str =
     "deployment monitoring needs the metrics part, which Flotilla does not have yet";
 const FARGATE_PLATFORM: &str =
-    "platform versions are for Fargate, which this Flotilla server does not run";
+    "a service's Fargate tasks run on platform version 1.4.0 (LATEST), the only one this Flotilla server has: leave platformVersion out";
 const REFERENCE_ID: &str = "this Flotilla server does not record reference ids";
 
 pub const INPUT_MEMBERS: &[OperationMembers] = &[
@@ -252,7 +252,7 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
             ("overrides", Acted),
             ("placementConstraints", Acted),
             ("placementStrategy", Acted),
-            ("platformVersion", Refused(FARGATE_PLATFORM)),
+            ("platformVersion", Acted),
             ("propagateTags", Acted),
             ("referenceId", Refused(REFERENCE_ID)),
             ("startedBy", Acted),

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flotilla_store::Txn;
-use flotilla_types::acs::conventions::EXTERNAL_ATTRIBUTE;
+use flotilla_types::acs::conventions::{EXTERNAL_ATTRIBUTE, FARGATE_ATTRIBUTE};
 use flotilla_types::ecs::*;
 use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
@@ -139,6 +139,14 @@ impl InstanceRecord {
         self.attribute_pairs()
             .iter()
             .any(|(name, _)| name == EXTERNAL_ATTRIBUTE)
+    }
+
+    /// Whether the instance is a host of its cluster's Fargate pool, which
+    /// users never see as a container instance.
+    pub fn is_fargate(&self) -> bool {
+        self.attribute_pairs()
+            .iter()
+            .any(|(name, _)| name == FARGATE_ATTRIBUTE)
     }
 
     pub fn attribute_pairs(&self) -> Vec<(String, Option<String>)> {
@@ -591,8 +599,11 @@ impl Ecs {
         let mut container_instances = Vec::new();
         let mut failures = Vec::new();
         for given in &wanted {
+            // Fargate's hosts are not the user's container instances.
             let found = match self.instance_id_in(&cluster, given) {
-                Some(id) => self.get_instance(&cluster, &id)?,
+                Some(id) => self
+                    .get_instance(&cluster, &id)?
+                    .filter(|found| !found.value.is_fargate()),
                 None => None,
             };
             match found {
@@ -670,7 +681,8 @@ impl Ecs {
                         groups: &instance.task_groups,
                     })
                 });
-                Ok((status_matches && filter_matches).then(|| record.arn()))
+                let visible = !record.is_fargate();
+                Ok((visible && status_matches && filter_matches).then(|| record.arn()))
             },
         )?;
         Ok(ListContainerInstancesResponse {

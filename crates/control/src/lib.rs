@@ -45,6 +45,7 @@ mod records;
 mod run_tokens;
 pub mod services;
 mod snapshot_cache;
+mod spot;
 mod strategy;
 pub mod supervisor;
 mod tag_set;
@@ -190,7 +191,7 @@ impl Ecs {
     }
 
     /// Carries out one of Flotilla's own operations (`FlotillaV1.*`), which
-    /// ECS does not have. None of them changes anything.
+    /// ECS does not have.
     pub async fn handle_flotilla(
         &self,
         _caller: &Caller,
@@ -199,6 +200,9 @@ impl Ecs {
         Ok(match request {
             FlotillaRequest::ExplainPlacement(r) => {
                 FlotillaResponse::ExplainPlacement(self.explain_placement(r)?)
+            }
+            FlotillaRequest::ReclaimSpotCapacity(r) => {
+                FlotillaResponse::ReclaimSpotCapacity(self.reclaim_spot_capacity(r).await?)
             }
         })
     }

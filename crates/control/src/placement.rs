@@ -117,7 +117,9 @@ pub fn scheduler_instance(record: &InstanceRecord, task_groups: Vec<(String, u32
             .version_info
             .as_ref()
             .and_then(|v| v.agent_version.clone()),
-        launch_kind: if record.is_external() {
+        launch_kind: if record.is_fargate() {
+            LaunchKind::Fargate
+        } else if record.is_external() {
             LaunchKind::External
         } else {
             LaunchKind::Ec2

@@ -569,6 +569,7 @@ impl Ecs {
             placement_constraints: &spec.placement_constraints,
             placement_strategy: &spec.placement_strategy,
             enable_execute_command: Some(spec.enable_execute_command),
+            platform_version: None,
             strategy_counts_started_by: true,
         }
     }

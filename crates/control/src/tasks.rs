@@ -32,7 +32,9 @@
 //! [`STOPPED_TASK_RETENTION_MS`]; [`Ecs::collect_stopped_tasks`] deletes older ones.
 
 use flotilla_store::Txn;
-use flotilla_types::acs::conventions::{ESSENTIAL_EXITED_REASON, FAILED_TO_START_REASONS};
+use flotilla_types::acs::conventions::{
+    ESSENTIAL_EXITED_REASON, FAILED_TO_START_REASONS, FARGATE_PLATFORM_VERSION,
+};
 use flotilla_types::acs::TaskNetworkInterface;
 use flotilla_types::ecs::*;
 use flotilla_types::ApiError;
@@ -43,7 +45,7 @@ use crate::live_placement::Placed;
 use crate::page;
 use crate::placement::{self, Reservation};
 use crate::records::{self, keys, Attempt};
-use crate::strategy::{Origin, StrategyLaunch};
+use crate::strategy::{is_fargate, Origin, StrategyLaunch, FARGATE_PROVIDERS};
 use crate::task_definitions::{ReferenceError, TaskDefinitionRecord};
 use crate::Ecs;
 
@@ -71,6 +73,8 @@ const STOP_REASON_LENGTH_MAX: usize = 255;
 const CONTAINER_CHANGES_MAX: usize = 10;
 /// Smallest hard memory limit Docker accepts for a container.
 const CONTAINER_MEMORY_MIB_MIN: i32 = 6;
+/// The ephemeral storage a Fargate task has when its definition asks for none.
+const FARGATE_EPHEMERAL_STORAGE_GIB_DEFAULT: i32 = 20;
 /// Most subnets and security groups an awsvpcConfiguration may name, as ECS allows.
 const AWSVPC_SUBNETS_MAX: usize = 16;
 const AWSVPC_SECURITY_GROUPS_MAX: usize = 5;
@@ -429,6 +433,8 @@ pub(crate) struct LaunchRequest<'a> {
     pub(crate) placement_constraints: &'a [PlacementConstraint],
     pub(crate) placement_strategy: &'a [PlacementStrategy],
     pub(crate) enable_execute_command: Option<bool>,
+    /// RunTask's `platformVersion`: Fargate's only, and only the one it has.
+    pub(crate) platform_version: Option<&'a str>,
     /// A service deployment's launch: its capacity provider split counts
     /// the tasks `started_by` already runs, so that the deployment as a
     /// whole follows its strategy. RunTask splits each call's tasks alone.
@@ -498,6 +504,7 @@ impl Ecs {
             placement_constraints: request.placement_constraints.as_deref().unwrap_or_default(),
             placement_strategy: request.placement_strategy.as_deref().unwrap_or_default(),
             enable_execute_command: request.enable_execute_command,
+            platform_version: request.platform_version.as_deref(),
             strategy_counts_started_by: false,
         })?;
         let cluster = launch.cluster.clone();
@@ -552,6 +559,7 @@ impl Ecs {
             placement_constraints: &[],
             placement_strategy: &[],
             enable_execute_command: request.enable_execute_command,
+            platform_version: None,
             strategy_counts_started_by: false,
         })?;
         // StartTask places on the instances it names, EC2 or external alike.
@@ -574,14 +582,19 @@ impl Ecs {
         let cluster_record = self.active_cluster(request.cluster)?.value;
         let cluster = cluster_record.cluster_name.clone().unwrap_or_default();
         let capacity = self.capacity_of_launch(&cluster_record, &request)?;
-        // A strategy's providers are groups of EC2 container instances.
-        let launch_type = match capacity {
+        // A strategy's providers are groups of EC2 container instances, or
+        // Fargate's two (never a mix: the strategy's check refuses one).
+        let launch_type = match &capacity {
+            Some(capacity) if capacity.shares.iter().all(|s| is_fargate(&s.provider)) => {
+                LaunchType::Fargate
+            }
             Some(_) => LaunchType::Ec2,
             None => request.launch_type.unwrap_or(LaunchType::Ec2),
         };
+        check_platform_version(launch_type, request.platform_version)?;
         match launch_type {
             LaunchType::Ec2 | LaunchType::External => {}
-            LaunchType::Fargate => return Err(fargate_unavailable()),
+            LaunchType::Fargate => check_fargate_placement(&request)?,
             LaunchType::ManagedInstances => {
                 return Err(ApiError::client(
                     "Launch type MANAGED_INSTANCES is not available on this Flotilla server: use EC2 or EXTERNAL",
@@ -597,10 +610,13 @@ impl Ecs {
             .flatten()
             .any(|c| match launch_type {
                 LaunchType::External => *c == Compatibility::External,
+                LaunchType::Fargate => *c == Compatibility::Fargate,
                 _ => *c == Compatibility::Ec2,
             });
         if !compatible {
-            return Err(ApiError::client(format!(
+            // ECS answers InvalidParameterException here, unlike most of
+            // what it finds wrong with a task definition.
+            return Err(ApiError::invalid_parameter(format!(
                 "Task definition does not support launch_type {}.",
                 launch_type.as_str()
             )));
@@ -651,8 +667,14 @@ impl Ecs {
         let mut placement_request = demand_for(&definition, &overrides);
         placement_request.launch_kind = Some(match launch_type {
             LaunchType::External => flotilla_scheduler::LaunchKind::External,
+            LaunchType::Fargate => flotilla_scheduler::LaunchKind::Fargate,
             _ => flotilla_scheduler::LaunchKind::Ec2,
         });
+        // A task of launch type FARGATE runs on the FARGATE provider's
+        // capacity; a strategy's split names each share's provider instead.
+        if launch_type == LaunchType::Fargate {
+            placement_request.capacity_provider = Some(FARGATE_PROVIDERS[0].to_owned());
+        }
         placement_request.strategies = placement::strategies(request.placement_strategy)?;
         placement_request.constraints = placement::constraints(
             request.placement_constraints,
@@ -908,7 +930,7 @@ impl Ecs {
         ids: &[TaskIds],
         instances: &[SharedInstance],
         snapshot: &mut flotilla_scheduler::Snapshot,
-    ) -> Result<(Vec<usize>, Vec<Failure>), ApiError> {
+    ) -> Result<(Vec<Placement>, Vec<Failure>), ApiError> {
         let cluster = &launch.cluster;
         // The random strategy draws from the request's own fresh ids, so a
         // simulation driven by a seeded id source places the same way again.
@@ -917,7 +939,8 @@ impl Ecs {
             .map_or(0, |first| placement_seed(&first.task_id));
         let mut failures = Vec::new();
         // The instance (index into `instances`) of each placed task, in order.
-        let mut placements: Vec<usize> = Vec::new();
+        let mut placements: Vec<Placement> = Vec::new();
+        let fargate = launch.request.launch_kind == Some(flotilla_scheduler::LaunchKind::Fargate);
         match targeting {
             Targeting::FirstFit(count) => {
                 let any = snapshot.instances().iter().any(|instance| {
@@ -927,7 +950,7 @@ impl Ecs {
                             .launch_kind
                             .is_none_or(|kind| instance.launch_kind == kind)
                 });
-                if !any {
+                if !any && !fargate {
                     return Err(ApiError::invalid_parameter(
                         "No Container Instances were found in your cluster.",
                     ));
@@ -935,6 +958,16 @@ impl Ecs {
                 for request in placement_requests(launch, *count, seed)? {
                     let plan = flotilla_scheduler::place(snapshot, &request);
                     snapshot.apply(&plan);
+                    if fargate {
+                        // The pool's hosts are not the user's to see: a task
+                        // that finds no room fails as Fargate's do.
+                        failures.extend((0..plan.unplaced).map(|_| fargate_capacity_failure(cluster)));
+                        placements.extend(plan.placements.iter().map(|index| Placement {
+                            instance: *index as usize,
+                            provider: request.capacity_provider.clone(),
+                        }));
+                        continue;
+                    }
                     failures.extend(placement_failures(snapshot, &request, &plan.failures));
                     // A share left unplaced with no instance to blame: its
                     // provider has no instance that could take a task (none
@@ -949,7 +982,10 @@ impl Ecs {
                             detail: None,
                         });
                     }
-                    placements.extend(plan.placements.iter().map(|index| *index as usize));
+                    placements.extend(plan.placements.iter().map(|index| Placement {
+                        instance: *index as usize,
+                        provider: request.capacity_provider.clone(),
+                    }));
                 }
             }
             Targeting::Named(named) => {
@@ -1001,7 +1037,10 @@ impl Ecs {
                         delta.instance = index as flotilla_scheduler::InstanceIndex;
                     }
                     snapshot.apply(&plan);
-                    placements.push(index);
+                    placements.push(Placement {
+                        instance: index,
+                        provider: None,
+                    });
                 }
             }
         }
@@ -1015,7 +1054,7 @@ impl Ecs {
     fn create_tasks(
         &self,
         launch: &Launch,
-        (placements, failures): (Vec<usize>, Vec<Failure>),
+        (placements, failures): (Vec<Placement>, Vec<Failure>),
         ids: &[TaskIds],
         now_seconds: f64,
         instances: &[SharedInstance],
@@ -1025,7 +1064,8 @@ impl Ecs {
         let mut taken: std::collections::BTreeMap<usize, InstanceRecord> = Default::default();
         let mut puts = Vec::with_capacity(placements.len());
         let mut tasks = Vec::new();
-        for (index, ids) in placements.iter().zip(ids) {
+        for (placement, ids) in placements.iter().zip(ids) {
+            let index = &placement.instance;
             let instance = &instances[*index].value;
             let record = taken.entry(*index).or_insert_with(|| {
                 changed
@@ -1047,7 +1087,14 @@ impl Ecs {
                 .remaining
                 .take(&mut record.task_addresses_in_use, &reservation);
             record.count_task_in(Some(&launch.group));
-            let task = self.new_task(launch, instance, reservation, ids, now_seconds);
+            let task = self.new_task(
+                launch,
+                instance,
+                reservation,
+                ids,
+                placement.provider.as_deref(),
+                now_seconds,
+            );
             puts.push((
                 keys::task(&launch.cluster, &ids.task_id),
                 records::encode(&task),
@@ -1130,8 +1177,10 @@ impl Ecs {
         instance: &InstanceRecord,
         reservation: Reservation,
         ids: &TaskIds,
+        provider: Option<&str>,
         now_seconds: f64,
     ) -> TaskRecord {
+        let fargate = instance.is_fargate();
         let cluster = &launch.cluster;
         let task_arn = self.task_arn(cluster, &ids.task_id);
         let network_interface = reservation.address.map(|octet| {
@@ -1230,7 +1279,8 @@ impl Ecs {
             task_arn: Some(task_arn.clone()),
             cluster_arn: Some(self.cluster_arn(cluster)),
             task_definition_arn: launch.definition.task_definition_arn.clone(),
-            container_instance_arn: Some(instance.arn()),
+            // A Fargate task runs on no container instance the user sees.
+            container_instance_arn: (!fargate).then(|| instance.arn()),
             containers: Some(containers),
             overrides: Some(launch.overrides.clone()),
             last_status: Some("PROVISIONING".to_owned()),
@@ -1239,16 +1289,35 @@ impl Ecs {
             version: Some(1),
             cpu: Some(launch.request.needs.cpu_units.to_string()),
             memory: Some(launch.request.needs.memory_mib.to_string()),
-            launch_type: Some(if instance.is_external() {
+            launch_type: Some(if fargate {
+                LaunchType::Fargate
+            } else if instance.is_external() {
                 LaunchType::External
             } else {
                 LaunchType::Ec2
             }),
-            // Placement kept the task to its provider's instances.
-            capacity_provider_name: launch
-                .capacity
-                .as_ref()
-                .and(instance.instance.capacity_provider_name.clone()),
+            // Placement kept the task to its provider's instances; a Fargate
+            // host serves both of Fargate's, so the share's names it.
+            capacity_provider_name: if fargate {
+                provider.map(str::to_owned)
+            } else {
+                launch
+                    .capacity
+                    .as_ref()
+                    .and(instance.instance.capacity_provider_name.clone())
+            },
+            platform_version: fargate.then(|| FARGATE_PLATFORM_VERSION.to_owned()),
+            platform_family: fargate.then(|| "Linux".to_owned()),
+            ephemeral_storage: fargate.then(|| EphemeralStorage {
+                size_in_gi_b: Some(
+                    launch
+                        .definition
+                        .ephemeral_storage
+                        .as_ref()
+                        .and_then(|e| e.size_in_gi_b)
+                        .unwrap_or(FARGATE_EPHEMERAL_STORAGE_GIB_DEFAULT),
+                ),
+            }),
             group: Some(launch.group.clone()),
             started_by: launch.started_by.clone(),
             tags: Some(launch.tags.clone()),
@@ -1730,10 +1799,58 @@ fn no_instances_in(provider: &str) -> String {
     format!("No Container Instances were found in capacity provider {provider}.")
 }
 
-pub(crate) fn fargate_unavailable() -> ApiError {
-    ApiError::client(
-        "Fargate capacity is not available on this Flotilla server yet: run the task with launchType EC2 or EXTERNAL on registered container instances",
-    )
+/// Where one task of a launch goes: an index into the instances placement
+/// read, and the capacity provider whose share it is, if any.
+struct Placement {
+    instance: usize,
+    provider: Option<String>,
+}
+
+/// The failure of a Fargate task that found no room in its cluster's pool,
+/// in Fargate's words, with the remedy in `detail`.
+fn fargate_capacity_failure(cluster: &str) -> Failure {
+    Failure {
+        arn: None,
+        reason: Some("Capacity is unavailable at this time. Please try again later or in a different availability zone".to_owned()),
+        detail: Some(format!(
+            "cluster {cluster} has no Fargate host with room for the task: start one with `flotilla agent --fargate --cluster {cluster}`"
+        )),
+    }
+}
+
+/// `platformVersion` is Fargate's, and Flotilla has one: 1.4.0, which
+/// LATEST names.
+fn check_platform_version(launch_type: LaunchType, given: Option<&str>) -> Result<(), ApiError> {
+    let Some(given) = given else {
+        return Ok(());
+    };
+    if launch_type != LaunchType::Fargate {
+        return Err(ApiError::invalid_parameter(format!(
+            "The platform version must be null when specifying an {} launch type.",
+            launch_type.as_str()
+        )));
+    }
+    if given == "LATEST" || given == FARGATE_PLATFORM_VERSION {
+        return Ok(());
+    }
+    Err(ApiError::invalid_parameter(format!(
+        "The specified platform version ({given}) does not exist. This Flotilla server runs Fargate tasks on platform version {FARGATE_PLATFORM_VERSION} (LATEST)."
+    )))
+}
+
+/// Fargate places tasks itself: a request may not steer it.
+fn check_fargate_placement(request: &LaunchRequest<'_>) -> Result<(), ApiError> {
+    if !request.placement_constraints.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "Placement constraints are not supported with FARGATE launch type.",
+        ));
+    }
+    if !request.placement_strategy.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "Placement strategies are not supported with FARGATE launch type.",
+        ));
+    }
+    Ok(())
 }
 
 /// A MAC address derived from the task's address, so it is unique wherever

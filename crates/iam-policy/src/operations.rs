@@ -447,6 +447,14 @@ const ECS_RULES: &[Rule] = &[
         &[O::Cluster],
         &[],
     ),
+    // Flotilla's own ReclaimSpotCapacity stops a cluster's FARGATE_SPOT
+    // tasks, as AWS does when it takes Spot capacity back.
+    rule(
+        "ReclaimSpotCapacity",
+        "ecs:StopTask",
+        &[O::Cluster],
+        &[],
+    ),
 ];
 
 const ECR_RULES: &[Rule] = &[

@@ -354,6 +354,7 @@ fn every_operation_flotilla_answers_has_a_rule() {
         "UpdateTaskProtection",
         "GetTaskProtection",
         "ExplainPlacement",
+        "ReclaimSpotCapacity",
     ];
     let ecr = [
         "CreateRepository",

@@ -1020,7 +1020,10 @@ fn container_create_body(spec: &ContainerSpec) -> ContainerCreateBody {
 
     let host_config = HostConfig {
         cpu_shares: spec.cpu_shares.map(to_i64),
+        cpu_period: spec.cpu_period_micros.map(to_i64),
+        cpu_quota: spec.cpu_quota_micros.map(to_i64),
         memory: spec.memory_bytes.map(to_i64),
+        memory_swap: spec.memory_swap_bytes.map(to_i64),
         memory_reservation: spec.memory_reservation_bytes.map(to_i64),
         network_mode,
         port_bindings: if port_bindings.is_empty() {

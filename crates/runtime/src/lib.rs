@@ -168,8 +168,13 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub cpu_shares: Option<u64>,
+    /// Hard CPU limit: `cpu_quota_micros` of every `cpu_period_micros`.
+    pub cpu_period_micros: Option<u64>,
+    pub cpu_quota_micros: Option<u64>,
     /// Hard limit.
     pub memory_bytes: Option<u64>,
+    /// Memory plus swap; equal to `memory_bytes` means no swap.
+    pub memory_swap_bytes: Option<u64>,
     /// Soft limit.
     pub memory_reservation_bytes: Option<u64>,
     pub network_mode: Option<NetworkMode>,

@@ -30,7 +30,9 @@ use crate::plan::{
 };
 use crate::resource_index::ResourceIndex;
 use crate::rng::Rng;
-use crate::snapshot::{InstanceIndex, InstanceStatus, Snapshot, SLOT_ABSENT, SLOT_NO_VALUE};
+use crate::snapshot::{
+    InstanceIndex, InstanceStatus, LaunchKind, Snapshot, SLOT_ABSENT, SLOT_NO_VALUE,
+};
 
 /// Instance indices hash to themselves: they are small, dense and trusted.
 #[derive(Default)]
@@ -388,7 +390,12 @@ impl<'a> Engine<'a> {
         {
             return Err(Reason::LaunchKind);
         }
-        if let Some(wanted) = &self.request.capacity_provider {
+        if let Some(wanted) = self
+            .request
+            .capacity_provider
+            .as_ref()
+            .filter(|_| instance.launch_kind != LaunchKind::Fargate)
+        {
             if instance.capacity_provider.as_ref() != Some(wanted) {
                 return Err(Reason::CapacityProvider);
             }

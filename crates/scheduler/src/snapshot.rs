@@ -31,6 +31,9 @@ pub enum InstanceStatus {
 pub enum LaunchKind {
     Ec2,
     External,
+    /// A host of the cluster's Fargate pool. It serves both of Fargate's
+    /// capacity providers, so a request's provider does not narrow it.
+    Fargate,
 }
 
 /// What an instance has left, or what a task needs.

@@ -121,6 +121,14 @@ pub mod conventions {
     /// Attribute an agent registers with when it runs with `--external`; only
     /// such instances take launch type EXTERNAL tasks, and only they.
     pub const EXTERNAL_ATTRIBUTE: &str = "ecs.capability.external";
+    /// Attribute an agent registers with when it runs with `--fargate`: the
+    /// host is part of its cluster's Fargate pool, takes launch type FARGATE
+    /// tasks (of the FARGATE and FARGATE_SPOT capacity providers) only, and
+    /// is never listed or described as a container instance.
+    pub const FARGATE_ATTRIBUTE: &str = "flotilla.capability.fargate";
+    /// The Fargate platform version every Fargate task runs on, which
+    /// `LATEST` names.
+    pub const FARGATE_PLATFORM_VERSION: &str = "1.4.0";
     /// The range instances' awsvpc task subnets (one /24 each) are cut from:
     /// RFC 6598's shared address space, which no LAN or cloud VPC hands out.
     pub const TASK_SUBNETS_CIDR: &str = "100.64.0.0/10";
@@ -145,6 +153,12 @@ pub mod conventions {
     /// A STOPPED task-state reason starting with this maps to stop code
     /// EssentialContainerExited.
     pub const ESSENTIAL_EXITED_REASON: &str = "Essential container in task exited";
+    /// The reason of a container the kernel killed for passing its memory
+    /// limit, and of its task when the container was essential, as ECS
+    /// words it.
+    pub const OUT_OF_MEMORY_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
+    /// What the container engine says of a container the kernel OOM-killed.
+    pub const ENGINE_OOM_KILLED: &str = "OOMKilled";
     /// A STOPPED task-state reason starting with one of these maps to stop
     /// code TaskFailedToStart.
     pub const FAILED_TO_START_REASONS: &[&str] = &[
@@ -175,6 +189,11 @@ pub struct TaskPayload {
     /// Why the task is being stopped, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<String>,
+    /// A launch type FARGATE task: isolated as Fargate isolates it (hard CPU
+    /// and memory limits from its task-level size, no privileged mode, only
+    /// the capabilities Fargate allows).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fargate: bool,
 }
 
 /// The task's own address in awsvpc mode (ECS's elastic network interface).

@@ -76,13 +76,33 @@ pub struct ExplainPlacementResponse {
     pub placements: Vec<String>,
 }
 
-/// One request per Flotilla operation.
+/// Takes a cluster's FARGATE_SPOT capacity back, as AWS reclaims Spot
+/// capacity: each FARGATE_SPOT task gets Spot's warning (a task state
+/// change, SIGTERM to its containers) and stops with stop code
+/// `SpotInterruption`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReclaimSpotCapacityRequest {
+    #[serde(rename = "cluster", skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// How many of its FARGATE_SPOT tasks to interrupt [default: all].
+    #[serde(rename = "count", skip_serializing_if = "Option::is_none")]
+    pub count: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReclaimSpotCapacityResponse {
+    /// The ARNs of the tasks interrupted.
+    #[serde(rename = "interruptedTasks")]
+    pub interrupted_tasks: Vec<String>,
+}
+
 /// Every Flotilla operation.
-pub const OPERATIONS: &[&str] = &["ExplainPlacement"];
+pub const OPERATIONS: &[&str] = &["ExplainPlacement", "ReclaimSpotCapacity"];
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum FlotillaRequest {
     ExplainPlacement(ExplainPlacementRequest),
+    ReclaimSpotCapacity(ReclaimSpotCapacityRequest),
 }
 
 /// One response per Flotilla operation, serialized as its bare shape.
@@ -90,6 +110,7 @@ pub enum FlotillaRequest {
 #[serde(untagged)]
 pub enum FlotillaResponse {
     ExplainPlacement(ExplainPlacementResponse),
+    ReclaimSpotCapacity(ReclaimSpotCapacityResponse),
 }
 
 impl FlotillaRequest {
@@ -97,6 +118,9 @@ impl FlotillaRequest {
     pub fn decode(operation: &str, body: &[u8]) -> Option<Result<Self, crate::DecodeError>> {
         Some(match operation {
             "ExplainPlacement" => crate::decode_json(body).map(FlotillaRequest::ExplainPlacement),
+            "ReclaimSpotCapacity" => {
+                crate::decode_json(body).map(FlotillaRequest::ReclaimSpotCapacity)
+            }
             _ => return None,
         })
     }
@@ -104,6 +128,7 @@ impl FlotillaRequest {
     pub fn operation(&self) -> &'static str {
         match self {
             FlotillaRequest::ExplainPlacement(_) => "ExplainPlacement",
+            FlotillaRequest::ReclaimSpotCapacity(_) => "ReclaimSpotCapacity",
         }
     }
 }

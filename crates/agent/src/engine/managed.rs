@@ -541,6 +541,11 @@ impl ManagedTask {
                 .and_then(|o| o.memory.clone())
                 .or_else(|| definition.memory.clone())
                 .and_then(|memory| memory.parse().ok()),
+            fargate_cpu_units: definition
+                .cpu
+                .as_deref()
+                .and_then(|cpu| cpu.parse().ok())
+                .filter(|_| self.record.payload.fargate),
         }
     }
 
@@ -860,6 +865,7 @@ struct TaskContextParts {
     revision: i32,
     network: TaskNetwork,
     task_memory_mib: Option<u64>,
+    fargate_cpu_units: Option<u64>,
 }
 
 impl TaskContextParts {
@@ -874,6 +880,7 @@ impl TaskContextParts {
             revision: self.revision,
             network: &self.network,
             task_memory_mib: self.task_memory_mib,
+            fargate_cpu_units: self.fargate_cpu_units,
             volumes: &self.volumes,
             engine_names: &self.engine_names,
             engine_ids: &self.engine_ids,

@@ -76,6 +76,11 @@ fn plan_running(
         .iter()
         .find(|c| c.essential && c.known == ContainerStatus::Stopped)
     {
+        // ECS names the memory limit rather than the exit when the kernel
+        // killed the container for it.
+        if exited.reason.as_deref() == Some(conventions::OUT_OF_MEMORY_REASON) {
+            return Plan::Step(Step::Fail(conventions::OUT_OF_MEMORY_REASON.to_owned()));
+        }
         return Plan::Step(Step::Fail(format!(
             "{}: {}",
             conventions::ESSENTIAL_EXITED_REASON,

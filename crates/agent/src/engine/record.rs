@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use flotilla_runtime::{BoundPort, ContainerState, Protocol, Status};
-use flotilla_types::acs::TaskPayload;
+use flotilla_types::acs::{conventions, TaskPayload};
 use flotilla_types::ecs::ContainerDefinition;
 use serde::{Deserialize, Serialize};
 
@@ -264,7 +264,13 @@ impl ContainerRecord {
                     self.exit_code = Some(exit_code);
                     self.finished_at_ms = state.finished_at_ms.or(Some(now_ms));
                     if self.reason.is_none() {
-                        self.reason.clone_from(&state.error);
+                        self.reason = state.error.as_deref().map(|error| {
+                            if error == conventions::ENGINE_OOM_KILLED {
+                                conventions::OUT_OF_MEMORY_REASON.to_owned()
+                            } else {
+                                error.to_owned()
+                            }
+                        });
                     }
                 }
             }

@@ -100,6 +100,9 @@ pub struct TaskContext<'a> {
     pub network: &'a TaskNetwork,
     /// Task-level memory in MiB: the hard limit of containers that set none.
     pub task_memory_mib: Option<u64>,
+    /// Task-level CPU units, when the task is a Fargate one: every
+    /// container's hard CPU limit. `None` leaves CPU to shares alone.
+    pub fargate_cpu_units: Option<u64>,
     pub volumes: &'a BTreeMap<String, VolumeSource>,
     /// Engine names of the task's containers, by container name (for links).
     pub engine_names: &'a BTreeMap<String, String>,
@@ -368,6 +371,9 @@ pub fn container_spec(
         })
         .map(|mib| mib * MIB);
     spec.memory_reservation_bytes = reservation_mib.map(|mib| mib * MIB);
+    if let Some(units) = task.fargate_cpu_units {
+        apply_fargate_isolation(&mut spec, units, task.task_memory_mib);
+    }
 
     apply_network(task, definition, &name, &mut spec)?;
     spec.mounts = mounts(task, definition, &name)?;
@@ -780,6 +786,30 @@ pub fn network_bindings(
             .collect(),
         EcsNetworkMode::Awsvpc | EcsNetworkMode::None => Vec::new(),
     }
+}
+
+/// Capabilities Fargate lets a task add; every other one is left out.
+const FARGATE_ADDABLE_CAPABILITIES: &[&str] = &["SYS_PTRACE"];
+/// The CFS period CPU quotas are counted in (Docker's default, 100 ms).
+const CPU_PERIOD_MICROS: u64 = 100_000;
+
+/// Fargate's isolation of one container: the task's CPU and memory as hard
+/// limits (a quota rather than NanoCpus, which Docker refuses above the
+/// host's CPU count), no privileged mode, only Fargate's capabilities. The
+/// control plane refuses definitions that ask for more; this keeps a host
+/// of the pool safe from one that slipped through.
+fn apply_fargate_isolation(spec: &mut ContainerSpec, cpu_units: u64, task_memory_mib: Option<u64>) {
+    spec.cpu_period_micros = Some(CPU_PERIOD_MICROS);
+    spec.cpu_quota_micros = Some((cpu_units * CPU_PERIOD_MICROS / 1024).max(1000));
+    if let Some(task_mib) = task_memory_mib {
+        let task_bytes = task_mib * MIB;
+        spec.memory_bytes = Some(spec.memory_bytes.map_or(task_bytes, |b| b.min(task_bytes)));
+    }
+    // Fargate has no swap.
+    spec.memory_swap_bytes = spec.memory_bytes;
+    spec.privileged = false;
+    spec.capabilities_add
+        .retain(|c| FARGATE_ADDABLE_CAPABILITIES.contains(&c.trim_start_matches("CAP_")));
 }
 
 #[cfg(test)]

@@ -614,10 +614,10 @@ async fn strategies_are_refused_as_ecs_refuses_them() {
             "20",
         ),
         (
-            "Fargate",
+            "Fargate not associated",
             json!({"capacityProviderStrategy": [{"capacityProvider": "FARGATE", "weight": 1}]}),
-            "ClientException",
-            "Fargate",
+            "InvalidParameterException",
+            "not associated with the cluster",
         ),
     ];
     for (case, extra, code, words) in cases {

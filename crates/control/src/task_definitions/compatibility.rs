@@ -18,6 +18,9 @@ const FARGATE_LOG_DRIVERS: &[LogDriver] = &[
     LogDriver::Awsfirelens,
 ];
 
+/// The one Linux capability Fargate lets a container add.
+const FARGATE_ADDABLE_CAPABILITY: &str = "SYS_PTRACE";
+
 /// The launch types that can run `definition`, in the order ECS lists them.
 /// EC2 runs every valid definition. MANAGED_INSTANCES is listed only when
 /// required, since Flotilla does not model its rules.
@@ -173,6 +176,16 @@ fn fargate_container_features(container: &ContainerDefinition) -> Option<String>
         ];
         if let Some((field, _)) = unsupported.into_iter().find(|(_, set)| *set) {
             return fargate_unsupported(&format!("linuxParameters {field}"));
+        }
+        let added = linux
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.add.as_deref())
+            .unwrap_or_default();
+        if added.iter().any(|c| c != FARGATE_ADDABLE_CAPABILITY) {
+            return Some(format!(
+                "Tasks using the Fargate launch type only support adding the '{FARGATE_ADDABLE_CAPABILITY}' kernel capability."
+            ));
         }
     }
     let gpu = container

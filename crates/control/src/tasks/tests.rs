@@ -406,10 +406,10 @@ async fn run_task_places_and_reports_failures_as_ecs_does() {
             expect: Err("InvalidParameterException"),
         },
         Case {
-            name: "fargate",
+            name: "fargate with a bridge definition",
             definition: web("a", 1, 6, None),
             request: json!({"launchType": "FARGATE"}),
-            expect: Err("ClientException"),
+            expect: Err("InvalidParameterException"),
         },
         Case {
             name: "no external instances",
@@ -2290,4 +2290,67 @@ async fn instance_records_count_task_groups_in_step_with_the_tasks() {
         "placementConstraints": [{"type": "distinctInstance"}]});
     assert_eq!(task_arns(&world.run(body.clone()).await).len(), 2);
     assert_eq!(task_arns(&world.run(body).await).len(), 0);
+}
+
+#[tokio::test]
+async fn fargate_hosts_are_unseen_and_take_fargate_tasks_only() {
+    let world = World::new();
+    world.cluster("c").await;
+    let ec2 = world.instance("c", 4096, 8192, json!([])).await;
+    world
+        .instance(
+            "c",
+            4096,
+            8192,
+            json!([{"name": "flotilla.capability.fargate"}]),
+        )
+        .await;
+    let listed = world
+        .ok("ListContainerInstances", json!({"cluster": "c"}))
+        .await;
+    assert_eq!(listed["containerInstanceArns"], json!([ec2.as_str()]));
+    world
+        .definition(json!({"family": "f", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
+            "cpu": "256", "memory": "512", "containerDefinitions": [{"name": "web", "image": "nginx"}]}))
+        .await;
+    let vpc = json!({"awsvpcConfiguration": {"subnets": ["subnet-abc"]}});
+    let on_fargate = world
+        .run(json!({"cluster": "c", "taskDefinition": "f", "launchType": "FARGATE", "count": 2,
+            "platformVersion": "LATEST", "networkConfiguration": vpc}))
+        .await;
+    let tasks = on_fargate["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 2, "{on_fargate}");
+    for task in tasks {
+        assert_eq!(task["launchType"], "FARGATE");
+        assert_eq!(task["capacityProviderName"], "FARGATE");
+        assert_eq!(task["platformVersion"], "1.4.0");
+        assert_eq!(task["platformFamily"], "Linux");
+        assert_eq!(task["ephemeralStorage"], json!({"sizeInGiB": 20}));
+        assert!(task.get("containerInstanceArn").is_none(), "{task}");
+        assert_eq!(task["attachments"][0]["type"], "ElasticNetworkInterface");
+    }
+    // The EC2 instance took none of them, and an EC2 task does not go to
+    // the pool's host.
+    let described = world.describe_instance("c", &ec2).await;
+    assert_eq!(described["runningTasksCount"], 0);
+    assert_eq!(described["pendingTasksCount"], 0);
+    world
+        .definition(json!({"family": "e", "containerDefinitions": [{"name": "web", "image": "nginx", "memory": 6}]}))
+        .await;
+    let on_ec2 = world
+        .run(json!({"cluster": "c", "taskDefinition": "e", "count": 1}))
+        .await;
+    assert_eq!(on_ec2["tasks"][0]["containerInstanceArn"], ec2.as_str());
+    assert_eq!(on_ec2["tasks"][0]["launchType"], "EC2");
+    // Spot capacity needs FARGATE_SPOT associated, then its share is named.
+    world
+        .ok("PutClusterCapacityProviders", json!({"cluster": "c",
+            "capacityProviders": ["FARGATE", "FARGATE_SPOT"], "defaultCapacityProviderStrategy": []}))
+        .await;
+    let spot = world
+        .run(json!({"cluster": "c", "taskDefinition": "f", "networkConfiguration": vpc,
+            "capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]}))
+        .await;
+    assert_eq!(spot["tasks"][0]["capacityProviderName"], "FARGATE_SPOT");
+    assert_eq!(spot["tasks"][0]["launchType"], "FARGATE");
 }
