@@ -227,6 +227,10 @@ pub fn task_payload(record: &TaskRecord) -> TaskPayload {
         stopped_reason: (record.desired_status() == "STOPPED")
             .then(|| record.task.stopped_reason.clone())
             .flatten(),
+        // Filled in by the edge, which holds IAM, as the payload is sent.
+        role_credentials: None,
+        execution_role_credentials: None,
+        credentials_error: None,
     }
 }
 
