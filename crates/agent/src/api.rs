@@ -143,6 +143,8 @@ struct Inner {
     http: Client<HttpConnector, Full<Bytes>>,
     endpoint: Endpoint,
     credentials: AgentCredentials,
+    /// Sent as `X-Amz-Security-Token` when the credentials are temporary.
+    session_token: Option<String>,
     region: String,
     clock: Arc<dyn Clock>,
     in_flight: Semaphore,
@@ -182,8 +184,29 @@ impl ApiClient {
                 http,
                 endpoint,
                 credentials,
+                session_token: None,
                 region,
                 clock,
+                in_flight: Semaphore::new(API_CONCURRENCY_MAX),
+            }),
+        }
+    }
+
+    /// A client of the same endpoint that signs with a role's temporary
+    /// credentials (a task's execution role), sharing this one's connections.
+    pub fn with_role_credentials(&self, role: &flotilla_types::acs::RoleCredentials) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                endpoint: inner.endpoint.clone(),
+                credentials: AgentCredentials {
+                    access_key_id: role.access_key_id.clone(),
+                    secret_access_key: role.secret_access_key.clone(),
+                },
+                session_token: Some(role.session_token.clone()),
+                region: inner.region.clone(),
+                clock: Arc::clone(&inner.clock),
                 in_flight: Semaphore::new(API_CONCURRENCY_MAX),
             }),
         }
@@ -304,6 +327,9 @@ impl ApiClient {
             "x-amz-target",
             header(&format!("{target_prefix}.{operation}"))?,
         );
+        if let Some(token) = &inner.session_token {
+            headers.insert("x-amz-security-token", header(token)?);
+        }
         let body_hash = flotilla_sigv4::sha256_hex(&body);
         let method = Method::POST;
         let parts = RequestParts {

@@ -254,6 +254,15 @@ async fn connect_and_serve(
                         }
                     }
                     ToAgent::Heartbeat { .. } => {}
+                    ToAgent::IamRoleCredentials { message_id, task_arn, role_type, credentials } => {
+                        if engine.renew_credentials(&task_arn, role_type, credentials) {
+                            tracing::debug!(instance = %identity.label, %task_arn, ?role_type, "task role credentials renewed");
+                        }
+                        let ack = FromAgent::IamRoleCredentialsAck { message_id, task_arn };
+                        if let Err(reason) = send(&mut socket, &ack).await {
+                            return Disconnect::Lost { reason, stable: stable() };
+                        }
+                    }
                     ToAgent::Deregistered { reason } => {
                         let _ = socket.close(None).await;
                         return Disconnect::Deregistered(reason);

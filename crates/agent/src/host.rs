@@ -35,8 +35,9 @@ const DOCKER_API_MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 17..=41;
 /// environment files from S3 (read through the control plane's S3 API,
 /// `env_files.rs`), and secrets from Secrets Manager and Parameter Store as
 /// environment variables (`secrets.rs`, read with the agent's own
-/// credentials too). Not here: task IAM roles, EFS, GPUs, firelens, other
-/// log drivers.
+/// credentials unless the task names an execution role), and task IAM
+/// roles in every network mode (`credentials.rs`). Not here: EFS, GPUs,
+/// firelens, other log drivers.
 pub const CAPABILITIES: &[&str] = &[
     "ecs.capability.task-eni",
     "ecs.capability.container-health-check",
@@ -51,6 +52,8 @@ pub const CAPABILITIES: &[&str] = &[
     "com.amazonaws.ecs.capability.logging-driver.awslogs",
     "ecs.capability.execution-role-awslogs",
     "ecs.capability.env-files.s3",
+    "com.amazonaws.ecs.capability.task-iam-role",
+    "com.amazonaws.ecs.capability.task-iam-role-network-host",
 ];
 
 /// Facts about the machine, read once at start.

@@ -21,6 +21,7 @@ pub mod awslogs;
 pub mod backoff;
 pub mod channel;
 pub mod clock;
+pub mod credentials;
 pub mod engine;
 pub mod env_files;
 pub mod host;
@@ -275,6 +276,7 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(docker);
 
     let metadata = Arc::new(MetadataRegistry::default());
+    let task_credentials = Arc::new(credentials::TaskCredentials::default());
     let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.metadata_port));
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -284,7 +286,15 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         Arc::clone(&metadata),
         Arc::clone(&runtime),
         Arc::clone(&clock),
+        Arc::clone(&task_credentials),
     ));
+    let aws_endpoint_url = match serve_credentials_address(&config, &metadata, &runtime, &clock, &task_credentials).await {
+        Ok(url) => url,
+        Err(error) => {
+            tracing::warn!(%error, "containers cannot reach 169.254.170.2: tasks with a task role get no credentials from the endpoint (run the agent as root, or with CAP_NET_ADMIN, to serve it)");
+            None
+        }
+    };
 
     let bridge_gateway = config.bridge_gateway.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/net/route")
@@ -319,6 +329,9 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         environment_files: Some(env_files::ControlPlaneObjects::new(api.clone())),
         stats_interval: config.stats_interval,
         log_shipping: Some(awslogs::LogShipping::new(api.clone())),
+        credentials: task_credentials,
+        aws_endpoint_url,
+        region: Some(config.region.clone()),
         ..EngineSettings::default()
     };
     run_instance(InstanceSetup {
@@ -340,6 +353,57 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         registration_gate: Arc::new(Semaphore::new(1)),
     })
     .await
+}
+
+/// Serves the credentials endpoint on 169.254.170.2:80 (and, when the
+/// control plane listens on the host's loopback, relays 169.254.170.2:PORT
+/// to it). Answers the control plane's URL as containers reach it.
+async fn serve_credentials_address(
+    config: &AgentConfig,
+    metadata: &Arc<MetadataRegistry>,
+    runtime: &Arc<dyn ContainerRuntime>,
+    clock: &Arc<dyn Clock>,
+    task_credentials: &Arc<credentials::TaskCredentials>,
+) -> Result<Option<String>, credentials::EndpointError> {
+    credentials::prepare_address().await?;
+    let listener = credentials::listen(credentials::CREDENTIALS_PORT).await?;
+    tokio::spawn(metadata::serve(
+        listener,
+        Arc::clone(metadata),
+        Arc::clone(runtime),
+        Arc::clone(clock),
+        Arc::clone(task_credentials),
+    ));
+    let Ok(endpoint) = Endpoint::parse(&config.endpoint) else {
+        return Ok(None);
+    };
+    if !credentials::is_loopback_host(&endpoint.authority) {
+        return Ok(Some(config.endpoint.clone()));
+    }
+    let port = endpoint
+        .authority
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .unwrap_or(80);
+    let target = endpoint.authority.replace("localhost", "127.0.0.1");
+    match credentials::listen(port).await {
+        Ok(listener) => {
+            tokio::spawn(credentials::relay(listener, target));
+            tracing::info!(
+                address = %credentials::CREDENTIALS_ADDRESS,
+                port,
+                "serving task credentials and relaying containers' API calls"
+            );
+            Ok(Some(format!(
+                "http://{}:{port}",
+                credentials::CREDENTIALS_ADDRESS
+            )))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "containers cannot reach the control plane on the host's loopback: AWS_ENDPOINT_URL is not set");
+            Ok(None)
+        }
+    }
 }
 
 /// Runs `simulation.instances` simulated instances in this process, each
@@ -415,6 +479,7 @@ pub async fn run_simulated(
                 secret_source: Some(Arc::new(secrets::ControlPlaneSecrets::new(api.clone()))),
                 log_shipping: Some(awslogs::LogShipping::new(api.clone())),
                 environment_files: Some(env_files::ControlPlaneObjects::new(api.clone())),
+                region: Some(config.region.clone()),
                 ..EngineSettings::default()
             },
             metadata: None,

@@ -11,6 +11,9 @@
 //! | `/v4/{token}/stats`          | the container's resource usage          |
 //! | `/v4/{token}/task/stats`     | every container's, by Docker id         |
 //!
+//! The same server answers `/v2/credentials/{id}`, the ECS credentials
+//! endpoint ([`crate::credentials`]), on this port and on 169.254.170.2:80.
+//!
 //! Managed tasks publish a copy of their record here after every change; the
 //! server only reads those copies (and asks the runtime for stats).
 
@@ -30,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::clock::to_rfc3339;
+use crate::credentials::{credentials_error_json, credentials_json, TaskCredentials};
 use crate::engine::record::{ContainerRecord, TaskRecord};
 use crate::engine::spec::{network_mode_of, stop_timeout};
 use crate::engine::status::ContainerStatus;
@@ -106,6 +110,27 @@ impl MetadataRegistry {
         let mut registry = self.write();
         registry.tokens.retain(|_, (arn, _)| arn != task_arn);
         registry.tasks.remove(task_arn);
+    }
+
+    /// The task one of whose containers has `address` on a task network
+    /// (bridge or awsvpc), as far as the published records tell.
+    pub fn task_of_address(&self, address: &str) -> Option<String> {
+        let registry = self.read();
+        registry
+            .tasks
+            .values()
+            .find(|record| {
+                record
+                    .payload
+                    .network_interface
+                    .as_ref()
+                    .is_some_and(|interface| interface.private_ipv4_address == address)
+                    || record
+                        .containers
+                        .iter()
+                        .any(|c| c.ip_addresses.values().any(|ip| ip == address))
+            })
+            .map(|record| record.task_arn().to_owned())
     }
 
     fn lookup(&self, token: &str) -> Option<(Arc<TaskRecord>, String, InstanceMetadata)> {
@@ -365,13 +390,14 @@ pub async fn serve(
     registry: Arc<MetadataRegistry>,
     runtime: Arc<dyn ContainerRuntime>,
     clock: Arc<dyn crate::clock::Clock>,
+    credentials: Arc<TaskCredentials>,
 ) {
     let connections = Arc::new(Semaphore::new(METADATA_CONNECTIONS_MAX));
     loop {
         let Ok(permit) = Arc::clone(&connections).acquire_owned().await else {
             return;
         };
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "metadata endpoint cannot accept");
@@ -382,12 +408,18 @@ pub async fn serve(
         let registry = Arc::clone(&registry);
         let runtime = Arc::clone(&runtime);
         let clock = Arc::clone(&clock);
+        let credentials = Arc::clone(&credentials);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let registry = Arc::clone(&registry);
                 let runtime = Arc::clone(&runtime);
                 let clock = Arc::clone(&clock);
+                let credentials = Arc::clone(&credentials);
                 async move {
+                    if let Some(id) = request.uri().path().strip_prefix(CREDENTIALS_PREFIX) {
+                        let answer = answer_credentials(request.method(), id, peer.ip(), &registry, &credentials);
+                        return Ok::<_, Infallible>(respond(answer));
+                    }
                     let answer = tokio::time::timeout(
                         METADATA_REQUEST_TIMEOUT,
                         answer(
@@ -415,6 +447,54 @@ pub async fn serve(
             drop(permit);
         });
     }
+}
+
+/// `/v2/credentials` with or without the id, as the ECS agent matches it.
+const CREDENTIALS_PREFIX: &str = "/v2/credentials";
+
+/// The task role credentials behind `id` (the path after
+/// [`CREDENTIALS_PREFIX`]), for a caller at `peer`. A caller whose address
+/// is one of another task's containers is refused as an unknown id would
+/// be: ids are unguessable, and this stops one leaked to another task.
+fn answer_credentials(
+    method: &Method,
+    id: &str,
+    peer: std::net::IpAddr,
+    registry: &MetadataRegistry,
+    credentials: &TaskCredentials,
+) -> (StatusCode, Value) {
+    if method != Method::GET {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"message": "only GET"}),
+        );
+    }
+    let id = id.trim_start_matches('/');
+    if id.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            credentials_error_json("NoIdInRequest", "CredentialsV2Request: No ID in the request"),
+        );
+    }
+    let not_found = || {
+        (
+            StatusCode::BAD_REQUEST,
+            credentials_error_json(
+                "InvalidIdInRequest",
+                "CredentialsV2Request: Credentials not found",
+            ),
+        )
+    };
+    let Some((task_arn, held)) = credentials.by_id(id) else {
+        return not_found();
+    };
+    if let Some(owner) = registry.task_of_address(&peer.to_string()) {
+        if owner != task_arn {
+            tracing::warn!(caller_task = %owner, %task_arn, %peer, "a task asked for another task's credentials; refused");
+            return not_found();
+        }
+    }
+    (StatusCode::OK, credentials_json(&held))
 }
 
 fn respond((status, body): (StatusCode, Value)) -> Response<Full<Bytes>> {

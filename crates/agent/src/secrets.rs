@@ -68,6 +68,15 @@ pub trait SecretSource: Send + Sync + std::fmt::Debug {
         &'a self,
         references: &'a [SecretReference],
     ) -> Pin<Box<dyn Future<Output = Result<Vec<SecretText>, String>> + Send + 'a>>;
+
+    /// The same source reading as a task's execution role, when it can.
+    fn with_role(
+        &self,
+        credentials: &flotilla_types::acs::RoleCredentials,
+    ) -> Option<std::sync::Arc<dyn SecretSource>> {
+        let _ = credentials;
+        None
+    }
 }
 
 /// A `valueFrom` parsed.
@@ -275,6 +284,15 @@ impl ControlPlaneSecrets {
 }
 
 impl SecretSource for ControlPlaneSecrets {
+    fn with_role(
+        &self,
+        credentials: &flotilla_types::acs::RoleCredentials,
+    ) -> Option<std::sync::Arc<dyn SecretSource>> {
+        Some(std::sync::Arc::new(Self::new(
+            self.api.with_role_credentials(credentials),
+        )))
+    }
+
     fn resolve<'a>(
         &'a self,
         references: &'a [SecretReference],

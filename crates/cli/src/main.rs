@@ -207,6 +207,12 @@ struct ServerArgs {
     /// For tests and demos only; 1 outside them.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
     metrics_time_scale: u64,
+    /// Lifetime of the credentials of tasks' roles (`taskRoleArn`,
+    /// `executionRoleArn`); agents get fresh ones halfway through. Hidden:
+    /// for tests of their renewal, which cannot wait an hour.
+    #[arg(long, hide = true, default_value_t = flotilla_edge::task_roles::TASK_CREDENTIALS_DURATION_SECONDS_DEFAULT,
+          value_parser = clap::value_parser!(i32).range(5..=43_200))]
+    task_credentials_duration_seconds: i32,
     /// Carry no load balancer traffic in this process: `flotilla lb
     /// --control URL` hosts serve the ELBv2 load balancers instead.
     #[arg(long)]
@@ -575,6 +581,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         elbv2: Some(elbv2),
         iam,
         s3: Some(Arc::new(s3)),
+        task_credentials_duration_seconds: args.task_credentials_duration_seconds,
     });
     tracing::info!(%address, data_dir = %data_dir.display(), region = %region.name, region_from = %region.source, "flotilla is serving");
     println!("Flotilla is serving the ECS API at http://{address}");

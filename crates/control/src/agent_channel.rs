@@ -228,6 +228,10 @@ pub fn task_payload(record: &TaskRecord) -> TaskPayload {
             .then(|| record.task.stopped_reason.clone())
             .flatten(),
         fargate: record.task.launch_type == Some(flotilla_types::ecs::LaunchType::Fargate),
+        // Filled in by the edge, which holds IAM, as the payload is sent.
+        role_credentials: None,
+        execution_role_credentials: None,
+        credentials_error: None,
     }
 }
 

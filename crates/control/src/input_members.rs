@@ -137,13 +137,10 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
         "RegisterTaskDefinition",
         &[
             ("family", Acted),
-            (
-                "taskRoleArn",
-                Kept("task credentials: the IAM part (the revision requires com.amazonaws.ecs.capability.task-iam-role)"),
-            ),
+            ("taskRoleArn", Acted),
             (
                 "executionRoleArn",
-                Kept("pulls and secrets with the role: the IAM and secrets parts"),
+                Kept("image pulls from the registry and awslogs as the role (secrets are read as it)"),
             ),
             ("networkMode", Acted),
             ("containerDefinitions", Acted),

@@ -552,6 +552,7 @@ mod tests {
             secrets: None,
             elbv2: None,
             s3: None,
+        task_credentials_duration_seconds: crate::task_roles::TASK_CREDENTIALS_DURATION_SECONDS_DEFAULT,
         }
     }
 

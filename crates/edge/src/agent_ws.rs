@@ -50,6 +50,9 @@ pub const AGENT_MESSAGE_BYTES_MAX: usize = 256 * 1024;
 pub const AGENT_SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 /// Longest one send to the agent may take before the connection is dropped.
 pub const AGENT_SEND_TIMEOUT_MS: u64 = 10_000;
+/// How long the loop waits on renewals when no credentials are held (it
+/// looks again after every payload anyway).
+const RENEWAL_IDLE_WAIT_MS: u64 = 3_600_000;
 /// Close code for a normal close (RFC 6455).
 const CLOSE_NORMAL: u16 = 1000;
 /// Close code when the agent broke the protocol.
@@ -197,6 +200,7 @@ async fn session(
         edge: Arc::clone(&edge),
         socket,
         seq_num: agent_seq_num,
+        roles: crate::task_roles::TaskRoleCredentials::default(),
     };
     let ended = channel.run(&instance, &mut watch).await;
     let reason = match ended {
@@ -246,6 +250,8 @@ struct Channel {
     socket: WebSocket,
     /// Sequence number of the last payload sent.
     seq_num: u64,
+    /// The task role credentials this connection handed out, to renew.
+    roles: crate::task_roles::TaskRoleCredentials,
 }
 
 impl Channel {
@@ -283,6 +289,9 @@ impl Channel {
                         FromAgent::Ack { message_id, seq_num } => {
                             tracing::trace!(%message_id, seq_num, "agent acknowledged");
                         }
+                        FromAgent::IamRoleCredentialsAck { message_id, task_arn } => {
+                            tracing::trace!(%message_id, %task_arn, "agent holds renewed credentials");
+                        }
                         FromAgent::TaskHealth { task_arn, containers } => {
                             if let Err(error) = self.edge.ecs.record_task_health(instance, &task_arn, &containers).await {
                                 tracing::debug!(%error, %task_arn, "task health not recorded");
@@ -316,6 +325,20 @@ impl Channel {
                     }
                     AgentEvent::Closed => return Ended::StoreFailed,
                 },
+                _ = tokio::time::sleep(self.renewal_wait()) => {
+                    let edge = Arc::clone(&self.edge);
+                    for (task_arn, role_type, credentials) in self.roles.renew_due(&edge).await {
+                        let message = ToAgent::IamRoleCredentials {
+                            message_id: edge.ids.uuid(),
+                            task_arn,
+                            role_type,
+                            credentials,
+                        };
+                        if let Err(ended) = self.send(&message).await {
+                            return ended;
+                        }
+                    }
+                }
                 _ = heartbeat.tick() => {
                     let message = ToAgent::Heartbeat { message_id: self.edge.ids.uuid() };
                     if let Err(ended) = self.send(&message).await {
@@ -343,7 +366,19 @@ impl Channel {
         Ok(())
     }
 
-    async fn send_payload(&mut self, tasks: Vec<TaskPayload>) -> Result<(), Ended> {
+    /// How long until task role credentials are due for renewal.
+    fn renewal_wait(&self) -> Duration {
+        let now_ms = self.edge.clock.now_ms();
+        Duration::from_millis(
+            self.roles
+                .next_renewal_in_ms(now_ms)
+                .unwrap_or(RENEWAL_IDLE_WAIT_MS),
+        )
+    }
+
+    async fn send_payload(&mut self, mut tasks: Vec<TaskPayload>) -> Result<(), Ended> {
+        let edge = Arc::clone(&self.edge);
+        self.roles.fill(&edge, &mut tasks).await;
         self.seq_num += 1;
         let message = ToAgent::Payload {
             message_id: self.edge.ids.uuid(),

@@ -28,6 +28,7 @@ mod registry;
 mod s3;
 mod secrets;
 mod services;
+pub mod task_roles;
 
 pub use api::router;
 pub use metrics::Metrics;
@@ -72,6 +73,8 @@ pub struct Edge {
     pub elbv2: Option<Arc<flotilla_elbv2::Elbv2>>,
     /// IAM's users, roles, policies and keys, and STS's sessions.
     pub iam: Arc<flotilla_iam::Iam>,
+    /// Lifetime of the credentials of tasks' roles (shortened for tests).
+    pub task_credentials_duration_seconds: i32,
     /// The S3-compatible object store, when this server keeps one.
     pub s3: Option<Arc<flotilla_s3::S3>>,
 }

@@ -37,7 +37,7 @@ mod sessions;
 mod users;
 
 pub use authority::{Identity, KeyLookup, RequestFacts, ResolvedKey};
-pub use sessions::{SESSION_DURATION_SECONDS_MAX, SESSION_DURATION_SECONDS_MIN};
+pub use sessions::{ServiceSession, SESSION_DURATION_SECONDS_MAX, SESSION_DURATION_SECONDS_MIN};
 
 /// What a request brings that IAM may not read for itself.
 pub struct Context<'a> {

@@ -199,6 +199,62 @@ impl Iam {
         })
     }
 
+    /// A session of `role_arn` for an AWS service acting for itself (ECS's
+    /// `ecs-tasks.amazonaws.com` for a task's roles): only the role's trust
+    /// policy decides, as for any service principal. `duration_seconds` is
+    /// not held to AssumeRole's 900-second floor (the server may shorten it
+    /// for tests), only to the role's maximum.
+    pub async fn assume_role_for_service(
+        &self,
+        context: &Context<'_>,
+        service: &str,
+        role_arn: &str,
+        session_name: &str,
+        duration_seconds: i32,
+    ) -> Result<ServiceSession, ApiError> {
+        let service_identity = Identity {
+            principal: flotilla_iam_policy::Principal::service(service),
+            policies: None,
+            principal_tags: Vec::new(),
+        };
+        let facts = RequestFacts {
+            now_ms: context.now_ms,
+            region: "",
+            source_ip: None,
+            temporary: false,
+        };
+        let mut decision_context = service_identity.context("sts:AssumeRole", role_arn, &facts);
+        decision_context.set("sts:RoleSessionName", vec![session_name.to_owned()]);
+        let not_trusted = || {
+            access_denied(format!(
+                "{service} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+            ))
+        };
+        let Some((role, Some(trust))) = self.role_by_arn(role_arn)? else {
+            return Err(not_trusted());
+        };
+        if !matches!(
+            evaluate_assume_role(&decision_context, None, &trust),
+            Decision::Allow(_)
+        ) {
+            return Err(not_trusted());
+        }
+        let duration_seconds = duration_seconds.clamp(1, role.max_session_duration_seconds);
+        let subject = SessionSubject::Role {
+            role_name: role.name.clone(),
+            session_name: session_name.to_owned(),
+            session_policy: None,
+            session_policy_arns: Vec::new(),
+        };
+        let session = self.issue(context, subject, duration_seconds).await?;
+        Ok(ServiceSession {
+            access_key_id: session.access_key_id,
+            secret_access_key: session.secret.expose().to_owned(),
+            session_token: session.token.expose().to_owned(),
+            expires_ms: session.expires_ms,
+        })
+    }
+
     /// GetSessionToken: temporary credentials for the caller itself, an IAM
     /// user or the root. Sessions cannot make further sessions.
     pub async fn get_session_token(
@@ -293,6 +349,25 @@ impl Iam {
             removed += batch.len();
         }
         Ok(removed)
+    }
+}
+
+/// Credentials [`Iam::assume_role_for_service`] issued.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceSession {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub expires_ms: u64,
+}
+
+impl std::fmt::Debug for ServiceSession {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ServiceSession")
+            .field("access_key_id", &self.access_key_id)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
     }
 }
 

@@ -341,3 +341,53 @@ async fn roles_trust_policies_and_assume_role() {
     assert_eq!(denied.code, "AccessDenied");
     assert!(denied.message.starts_with("User: arn:aws:iam::123456789012:user/carol is not authorized to perform: sts:AssumeRole"), "{}", denied.message);
 }
+
+#[tokio::test]
+async fn a_service_assumes_a_role_only_when_the_trust_policy_names_it() {
+    let iam = iam();
+    let trusts_tasks = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let trusts_ec2 = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    call(&iam, "CreateRole", json!({"RoleName": "app", "AssumeRolePolicyDocument": trusts_tasks}))
+        .await
+        .expect("created");
+    call(&iam, "CreateRole", json!({"RoleName": "vm", "AssumeRolePolicyDocument": trusts_ec2}))
+        .await
+        .expect("created");
+    let context = Context {
+        now_ms: 1_700_000_000_000,
+        fresh_id: &fresh,
+    };
+    let session = iam
+        .assume_role_for_service(
+            &context,
+            "ecs-tasks.amazonaws.com",
+            "arn:aws:iam::123456789012:role/app",
+            "0123abcd",
+            30,
+        )
+        .await
+        .expect("trusted");
+    assert!(session.access_key_id.starts_with("ASIA"));
+    assert_eq!(session.expires_ms, 1_700_000_030_000);
+    assert!(!format!("{session:?}").contains(&session.secret_access_key));
+    // The session signs as the role.
+    assert!(matches!(
+        iam.access_key(&session.access_key_id, 1_700_000_001_000)
+            .expect("read"),
+        KeyLookup::Found(_)
+    ));
+    for role in ["vm", "missing"] {
+        let refused = iam
+            .assume_role_for_service(
+                &context,
+                "ecs-tasks.amazonaws.com",
+                &format!("arn:aws:iam::123456789012:role/{role}"),
+                "0123abcd",
+                30,
+            )
+            .await
+            .expect_err("not trusted");
+        assert_eq!(refused.code, "AccessDenied");
+        assert_eq!(refused.message, format!("ecs-tasks.amazonaws.com is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::123456789012:role/{role}"));
+    }
+}

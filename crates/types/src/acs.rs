@@ -56,6 +56,50 @@ pub enum ToAgent {
     /// The instance was deregistered: the agent stops its tasks and exits.
     #[serde(rename_all = "camelCase")]
     Deregistered { reason: String },
+    /// Fresh credentials of a task's role, sent before the ones the agent
+    /// holds expire (ECS's `IAMRoleCredentialsMessage`); acknowledged with
+    /// [`FromAgent::IamRoleCredentialsAck`].
+    #[serde(rename_all = "camelCase")]
+    IamRoleCredentials {
+        message_id: String,
+        task_arn: String,
+        role_type: RoleType,
+        credentials: RoleCredentials,
+    },
+}
+
+/// Which of a task's roles credentials are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RoleType {
+    /// `taskRoleArn`: served to the task's containers.
+    TaskApplication,
+    /// `executionRoleArn`: used by the agent itself for the task (image
+    /// pulls from Flotilla's registry, awslogs, secrets, environment files).
+    TaskExecution,
+}
+
+/// Temporary credentials of a role assumed for one task by
+/// `ecs-tasks.amazonaws.com`. Never printed: `Debug` shows the role and
+/// expiry only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleCredentials {
+    pub role_arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// When they stop working, in milliseconds since the Unix epoch.
+    pub expiration_ms: u64,
+}
+
+impl std::fmt::Debug for RoleCredentials {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("RoleCredentials")
+            .field("role_arn", &self.role_arn)
+            .field("expiration_ms", &self.expiration_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Messages an agent sends the control plane.
@@ -66,6 +110,12 @@ pub enum FromAgent {
     Ack { message_id: String, seq_num: u64 },
     #[serde(rename_all = "camelCase")]
     Heartbeat { sent_at_ms: u64 },
+    /// The agent holds the credentials of a [`ToAgent::IamRoleCredentials`].
+    #[serde(rename_all = "camelCase")]
+    IamRoleCredentialsAck {
+        message_id: String,
+        task_arn: String,
+    },
     /// Container health as the runtime's health checks report it (ECS's agent
     /// sends this over its telemetry channel); the control plane stores it as
     /// each container's `healthStatus` and derives the task's.
@@ -194,6 +244,17 @@ pub struct TaskPayload {
     /// the capabilities Fargate allows).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fargate: bool,
+    /// Credentials of the task role (`taskRoleArn`), for a task to run.
+    /// The agent keeps them in memory only, never in its task records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_credentials: Option<RoleCredentials>,
+    /// Credentials of the task execution role (`executionRoleArn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_role_credentials: Option<RoleCredentials>,
+    /// Why a role of the task could not be assumed: the agent stops the task
+    /// with this reason instead of starting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_error: Option<String>,
 }
 
 /// The task's own address in awsvpc mode (ECS's elastic network interface).

@@ -601,9 +601,20 @@ impl ManagedTask {
                 return;
             }
         };
+        // Read as the task's execution role when it has one (so that the
+        // role's permissions decide, as in ECS), else as the agent.
+        let secret_source = self.context.settings.secret_source.as_ref();
+        let as_execution_role = secret_source.and_then(|source| {
+            let credentials = self
+                .context
+                .settings
+                .credentials
+                .execution(self.record.task_arn())?;
+            source.with_role(&credentials)
+        });
         // Read now, kept in memory only until the container is created.
         let secrets = match crate::secrets::resolve_container(
-            self.context.settings.secret_source.as_deref(),
+            as_execution_role.as_deref().or(secret_source.map(|s| &**s)),
             &definition,
         )
         .await
@@ -618,11 +629,20 @@ impl ManagedTask {
         let token = self.record.containers[index].metadata_token.clone();
         let parts = self.task_context_parts(network);
         let task_context = parts.context();
+        let credentials_uri = self
+            .record
+            .credentials_id
+            .as_deref()
+            .map(crate::credentials::relative_uri);
+        let settings = &self.context.settings;
         let container_context = ContainerContext {
             metadata_base_url: metadata_base_url.as_deref(),
             metadata_token: &token,
             environment_file_variables: &variables,
             secrets: Some(&secrets),
+            credentials_relative_uri: credentials_uri.as_deref(),
+            aws_endpoint_url: settings.aws_endpoint_url.as_deref(),
+            region: settings.region.as_deref(),
         };
         let mut spec = match container_spec(
             &task_context,
@@ -844,6 +864,10 @@ impl ManagedTask {
         if let Some(metadata) = &self.context.metadata {
             metadata.forget(self.record.task_arn());
         }
+        self.context
+            .settings
+            .credentials
+            .forget(self.record.task_arn());
         if let Err(error) = self.context.persistence.remove_task_file(&self.path).await {
             tracing::warn!(%error, "cannot remove the task record");
         }

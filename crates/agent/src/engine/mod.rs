@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_runtime::{labels, ContainerRuntime, ContainerState, RuntimeError};
-use flotilla_types::acs::{ContainerHealth, FromAgent, TaskPayload};
+use flotilla_types::acs::{ContainerHealth, FromAgent, RoleCredentials, RoleType, TaskPayload};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::clock::{Clock, IdSource};
@@ -106,6 +106,13 @@ pub struct EngineSettings {
     /// Ships the lines of containers that log with awslogs; without it such
     /// containers cannot start.
     pub log_shipping: Option<crate::awslogs::LogShipping>,
+    /// Credentials of the instance's tasks' roles, in memory only.
+    pub credentials: Arc<crate::credentials::TaskCredentials>,
+    /// The control plane's API as containers reach it, set as their
+    /// `AWS_ENDPOINT_URL` so that unmodified SDKs call Flotilla.
+    pub aws_endpoint_url: Option<String>,
+    /// The region set as containers' `AWS_REGION` and `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
 }
 
 impl Default for EngineSettings {
@@ -123,6 +130,9 @@ impl Default for EngineSettings {
             environment_files: None,
             stats_interval: Duration::from_millis(flotilla_types::acs::STATS_INTERVAL_MS),
             log_shipping: None,
+            credentials: Arc::default(),
+            aws_endpoint_url: None,
+            region: None,
         }
     }
 }
@@ -332,6 +342,12 @@ impl Engine {
 
     fn spawn(&self, record: TaskRecord) {
         let task_arn = record.task_arn().to_owned();
+        if let Some(id) = &record.credentials_id {
+            self.context
+                .settings
+                .credentials
+                .register(&task_arn, id);
+        }
         let (sender, inbox) = mpsc::channel(TASK_INBOX_MAX);
         let (task, summary) = ManagedTask::new(Arc::clone(&self.context), record, inbox);
         tokio::spawn(task.run());
@@ -350,6 +366,7 @@ impl Engine {
                 .collect();
             for arn in &finished {
                 tasks.remove(arn);
+                self.context.settings.credentials.forget(arn);
             }
             finished
         };
@@ -375,6 +392,24 @@ impl Engine {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .any(|arn| arn == task_arn)
+    }
+
+    /// Keeps renewed credentials of a task's role, for a task this
+    /// instance runs; answers whether it does.
+    pub fn renew_credentials(
+        &self,
+        task_arn: &str,
+        kind: RoleType,
+        credentials: RoleCredentials,
+    ) -> bool {
+        if !self.lock_tasks().contains_key(task_arn) {
+            return false;
+        }
+        self.context
+            .settings
+            .credentials
+            .set(task_arn, kind, credentials);
+        true
     }
 
     /// Applies a payload from the control plane. With `full_state`, tasks the
@@ -405,12 +440,30 @@ impl Engine {
         }
     }
 
-    async fn apply_task(&self, payload: TaskPayload) {
+    async fn apply_task(&self, mut payload: TaskPayload) {
+        // Credentials are held in memory, never in the task record.
+        let credentials = &self.context.settings.credentials;
+        let role_credentials = [
+            (RoleType::TaskApplication, payload.role_credentials.take()),
+            (
+                RoleType::TaskExecution,
+                payload.execution_role_credentials.take(),
+            ),
+        ];
+        let credentials_error = payload.credentials_error.take();
+        let keep_credentials = || {
+            for (kind, held) in role_credentials {
+                if let Some(held) = held {
+                    credentials.set(&payload.task_arn, kind, held);
+                }
+            }
+        };
         let sender = self
             .lock_tasks()
             .get(&payload.task_arn)
             .map(|handle| handle.sender.clone());
         if let Some(sender) = sender {
+            keep_credentials();
             let _ = sender.send(TaskMessage::Update(Box::new(payload))).await;
             return;
         }
@@ -431,8 +484,15 @@ impl Engine {
             }
             return;
         }
+        keep_credentials();
         let ids = Arc::clone(&self.context.ids);
         let mut record = TaskRecord::new(payload, || ids.hex_id());
+        if has_task_role(&record.payload) {
+            record.credentials_id = Some(ids.hex_id());
+        }
+        if let Some(reason) = credentials_error {
+            record.request_stop(Some(reason));
+        }
         if self.lock_tasks().len() >= TASKS_PER_INSTANCE_MAX {
             record.request_stop(Some(format!(
                 "ResourceInitializationError: the instance already holds {TASKS_PER_INSTANCE_MAX} tasks"
@@ -610,4 +670,15 @@ pub fn dependency_map(record: &TaskRecord) -> BTreeMap<String, Vec<order::Depend
             Some((definition.name.clone()?, order::dependencies_of(definition)))
         })
         .collect()
+}
+
+/// Whether a task runs with a task role, whose credentials its containers
+/// fetch from the credentials endpoint.
+pub fn has_task_role(payload: &TaskPayload) -> bool {
+    payload
+        .overrides
+        .as_ref()
+        .and_then(|o| o.task_role_arn.as_deref())
+        .or(payload.task_definition.task_role_arn.as_deref())
+        .is_some_and(|arn| !arn.is_empty())
 }

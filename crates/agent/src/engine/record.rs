@@ -29,6 +29,10 @@ pub struct TaskRecord {
     pub execution_stopped_at_ms: Option<u64>,
     /// What has been handed to the reporter so far.
     pub reported: Reported,
+    /// The id in the task's credentials URI, for a task with a task role.
+    /// Not a credential: the credentials themselves stay in memory.
+    #[serde(default)]
+    pub credentials_id: Option<String>,
 }
 
 /// Task-wide resources set up before the first container is created.
@@ -162,6 +166,7 @@ impl TaskRecord {
             pull_stopped_at_ms: None,
             execution_stopped_at_ms: None,
             reported: Reported::default(),
+            credentials_id: None,
         }
     }
 

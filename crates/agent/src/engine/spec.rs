@@ -120,6 +120,11 @@ pub struct ContainerContext<'a> {
     pub environment_file_variables: &'a [(String, String)],
     /// The container's `secrets`, resolved (`crate::secrets`).
     pub secrets: Option<&'a crate::secrets::ResolvedSecrets>,
+    /// `/v2/credentials/{id}`, for a task with a task role.
+    pub credentials_relative_uri: Option<&'a str>,
+    /// The control plane's API as the container reaches it.
+    pub aws_endpoint_url: Option<&'a str>,
+    pub region: Option<&'a str>,
 }
 
 /// The task's network mode; ECS's default on Linux EC2 is bridge.
@@ -501,6 +506,26 @@ fn environment(
         );
     }
     environment.insert("AWS_EXECUTION_ENV".to_owned(), "AWS_ECS_EC2".to_owned());
+    if let Some(uri) = container.credentials_relative_uri {
+        environment.insert(
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI".to_owned(),
+            uri.to_owned(),
+        );
+    }
+    // Where SDKs send their calls and for which region, unless the task
+    // says otherwise itself.
+    let defaults = [
+        ("AWS_ENDPOINT_URL", container.aws_endpoint_url),
+        ("AWS_REGION", container.region),
+        ("AWS_DEFAULT_REGION", container.region),
+    ];
+    for (name, value) in defaults {
+        if let Some(value) = value {
+            environment
+                .entry(name.to_owned())
+                .or_insert_with(|| value.to_owned());
+        }
+    }
     environment
 }
 

@@ -31,6 +31,17 @@ struct Server {
 
 impl Server {
     async fn start(agent_heartbeat_timeout_ms: u64) -> Self {
+        Self::start_with_credentials_lasting(
+            agent_heartbeat_timeout_ms,
+            crate::task_roles::TASK_CREDENTIALS_DURATION_SECONDS_DEFAULT,
+        )
+        .await
+    }
+
+    async fn start_with_credentials_lasting(
+        agent_heartbeat_timeout_ms: u64,
+        task_credentials_duration_seconds: i32,
+    ) -> Self {
         let store: Arc<dyn flotilla_store::Store> = Arc::new(MemoryStore::new());
         let ecs = Arc::new(Ecs::new(
             Arc::clone(&store),
@@ -58,6 +69,7 @@ impl Server {
                 "000000000000",
             )),
             s3: None,
+            task_credentials_duration_seconds,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -533,4 +545,111 @@ async fn deregistration_is_announced() {
         panic!("a deregistered instance connected")
     };
     assert_eq!(status, 400);
+}
+
+/// Creates an IAM role trusting `service`.
+async fn create_role(server: &Server, name: &str, service: &str) {
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]});
+    let request = flotilla_aws::iam::IamRequest::from_value(
+        "CreateRole",
+        json!({"RoleName": name, "AssumeRolePolicyDocument": trust.to_string()}),
+    )
+    .expect("known")
+    .expect("decodes");
+    let fresh_id = || uuid::Uuid::new_v4().to_string();
+    let context = flotilla_iam::Context {
+        now_ms: SystemClock.now_ms(),
+        fresh_id: &fresh_id,
+    };
+    server
+        .edge
+        .iam
+        .handle(&context, request)
+        .await
+        .expect("role created");
+}
+
+#[tokio::test]
+async fn tasks_get_their_roles_credentials_and_fresh_ones_before_expiry() {
+    let server = Server::start_with_credentials_lasting(30_000, 6).await;
+    let instance = server.instance().await;
+    create_role(&server, "app", "ecs-tasks.amazonaws.com").await;
+    create_role(&server, "vm", "ec2.amazonaws.com").await;
+    let role = "arn:aws:iam::000000000000:role/app";
+    server.call("RegisterTaskDefinition", json!({"family": "r", "taskRoleArn": role,
+        "containerDefinitions": [{"name": "web", "image": "nginx", "memory": 6}]})).await;
+    server.call("RegisterTaskDefinition", json!({"family": "bad",
+        "executionRoleArn": "arn:aws:iam::000000000000:role/vm",
+        "containerDefinitions": [{"name": "web", "image": "nginx", "memory": 6}]})).await;
+    let mut client = server.connect(&instance, "0").await;
+    client.message().await;
+    server.wait_connected(&instance, true).await;
+
+    let run = server
+        .call("RunTask", json!({"cluster": "c", "taskDefinition": "r"}))
+        .await;
+    let task_arn = run["tasks"][0]["taskArn"].as_str().expect("placed").to_owned();
+    let ToAgent::Payload { tasks, .. } = client.message().await else {
+        panic!("expected a payload")
+    };
+    let first = tasks[0].role_credentials.clone().expect("credentials");
+    assert_eq!(first.role_arn, role);
+    assert!(first.access_key_id.starts_with("ASIA"));
+    assert_eq!(tasks[0].credentials_error, None);
+    assert!(tasks[0].execution_role_credentials.is_none());
+    // They sign as the role's session named after the task.
+    let task_id = task_arn.rsplit('/').next().expect("id");
+    let lookup = server
+        .edge
+        .iam
+        .access_key(&first.access_key_id, SystemClock.now_ms())
+        .expect("read");
+    let flotilla_iam::KeyLookup::Found(key) = lookup else {
+        panic!("the session is not known")
+    };
+    let flotilla_iam::records::SessionSubject::Role {
+        role_name,
+        session_name,
+        ..
+    } = &key.subject
+    else {
+        panic!("not a role session")
+    };
+    assert_eq!((role_name.as_str(), session_name.as_str()), ("app", task_id));
+
+    // Halfway through their 6 s, the agent gets fresh ones.
+    let renewed = tokio::time::timeout(Duration::from_secs(6), client.message())
+        .await
+        .expect("renewed in time");
+    let ToAgent::IamRoleCredentials {
+        message_id,
+        task_arn: renewed_task,
+        role_type,
+        credentials,
+    } = renewed
+    else {
+        panic!("expected renewed credentials, got {renewed:?}")
+    };
+    assert_eq!(renewed_task, task_arn);
+    assert_eq!(role_type, flotilla_types::acs::RoleType::TaskApplication);
+    assert_ne!(credentials.access_key_id, first.access_key_id);
+    assert!(credentials.expiration_ms > first.expiration_ms);
+    client
+        .send(&FromAgent::IamRoleCredentialsAck {
+            message_id,
+            task_arn: task_arn.clone(),
+        })
+        .await;
+
+    // A role that does not trust ECS tasks: the agent is told why.
+    server
+        .call("RunTask", json!({"cluster": "c", "taskDefinition": "bad"}))
+        .await;
+    let reason = loop {
+        if let ToAgent::Payload { tasks, .. } = client.message().await {
+            break tasks[0].credentials_error.clone();
+        }
+    };
+    assert_eq!(reason.as_deref(), Some("ResourceInitializationError: ECS was unable to assume the role 'arn:aws:iam::000000000000:role/vm' that was provided for this task. Please verify that the role being passed has the proper trust relationship and permissions and that your IAM user has permissions to pass this role."));
 }

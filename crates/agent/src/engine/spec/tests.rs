@@ -60,6 +60,9 @@ fn check(
         metadata_token: "tok",
         environment_file_variables: &variables,
         secrets: None,
+        credentials_relative_uri: Some("/v2/credentials/cid"),
+        aws_endpoint_url: Some("http://169.254.170.2:8440"),
+        region: Some("us-east-1"),
     };
     container_spec(
         &context,
@@ -230,7 +233,7 @@ fn command_environment_and_overrides() {
         TaskNetwork::Bridge,
         &TaskDefinition::default(),
         json!({"name": "app", "image": "x", "entryPoint": ["/bin/app"], "command": ["run"], "workingDirectory": "/srv", "user": "1000",
-               "environment": [{"name": "MODE", "value": "base"}, {"name": "SHARED", "value": "definition"}], "memory": 512}),
+               "environment": [{"name": "MODE", "value": "base"}, {"name": "SHARED", "value": "definition"}, {"name": "AWS_REGION", "value": "eu-west-1"}], "memory": 512}),
         Some(override_),
     );
     assert_eq!(spec.entry_point, Some(vec!["/bin/app".to_owned()]));
@@ -254,6 +257,17 @@ fn command_environment_and_overrides() {
     assert_eq!(
         env("ECS_CONTAINER_METADATA_URI"),
         Some("http://172.17.0.1:51679/v3/tok")
+    );
+    assert_eq!(
+        env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+        Some("/v2/credentials/cid")
+    );
+    assert_eq!(env("AWS_ENDPOINT_URL"), Some("http://169.254.170.2:8440"));
+    assert_eq!(env("AWS_DEFAULT_REGION"), Some("us-east-1"));
+    assert_eq!(
+        env("AWS_REGION"),
+        Some("eu-west-1"),
+        "the task's own variables beat the agent's defaults"
     );
     assert_eq!(spec.memory_bytes, Some(256 << 20));
 }
