@@ -417,7 +417,7 @@ fn host_id_of(instance: &InstanceRecord) -> Option<String> {
         .attributes
         .as_deref()?
         .iter()
-        .find(|a| a.name == HOST_ID_ATTRIBUTE)
+        .find(|a| a.name.as_deref() == Some(HOST_ID_ATTRIBUTE))
         .and_then(|a| a.value.clone())
 }
 
