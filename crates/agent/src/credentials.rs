@@ -168,7 +168,12 @@ pub async fn prepare_address() -> Result<(), EndpointError> {
         .await
         .map_err(|error| EndpointError::Address(format!("running ip: {error}")))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.success() || stderr.contains("File exists") {
+    // Older iproute2 words an address already there "File exists", newer
+    // "Address already assigned".
+    if output.status.success()
+        || stderr.contains("File exists")
+        || stderr.contains("already assigned")
+    {
         Ok(())
     } else {
         Err(EndpointError::Address(stderr.trim().to_owned()))

@@ -112,23 +112,26 @@ impl MetadataRegistry {
         registry.tasks.remove(task_arn);
     }
 
-    /// The task one of whose containers has `address` on a task network
-    /// (bridge or awsvpc), as far as the published records tell.
+    /// The task one of whose running containers has `address` on a task
+    /// network (bridge or awsvpc), as far as the published records tell.
     pub fn task_of_address(&self, address: &str) -> Option<String> {
         let registry = self.read();
         registry
             .tasks
             .values()
             .find(|record| {
-                record
+                // Only running containers hold their address: the engine
+                // gives a stopped one's to the next container it starts.
+                let mut running = record
+                    .containers
+                    .iter()
+                    .filter(|c| c.known == ContainerStatus::Running);
+                let awsvpc = record
                     .payload
                     .network_interface
                     .as_ref()
-                    .is_some_and(|interface| interface.private_ipv4_address == address)
-                    || record
-                        .containers
-                        .iter()
-                        .any(|c| c.ip_addresses.values().any(|ip| ip == address))
+                    .is_some_and(|interface| interface.private_ipv4_address == address);
+                running.any(|c| awsvpc || c.ip_addresses.values().any(|ip| ip == address))
             })
             .map(|record| record.task_arn().to_owned())
     }

@@ -265,6 +265,7 @@ impl Channel {
         heartbeat.tick().await;
         let mut last_heard = tokio::time::Instant::now();
         loop {
+            let renewal = self.renewal_wait();
             tokio::select! {
                 frame = self.socket.recv() => {
                     let text = match frame {
@@ -325,7 +326,7 @@ impl Channel {
                     }
                     AgentEvent::Closed => return Ended::StoreFailed,
                 },
-                _ = tokio::time::sleep(self.renewal_wait()) => {
+                _ = tokio::time::sleep(renewal) => {
                     let edge = Arc::clone(&self.edge);
                     for (task_arn, role_type, credentials) in self.roles.renew_due(&edge).await {
                         let message = ToAgent::IamRoleCredentials {

@@ -82,10 +82,10 @@ impl TaskRoleCredentials {
                             task.execution_role_credentials = Some(credentials)
                         }
                     },
-                    None => {
-                        task.credentials_error
-                            .get_or_insert_with(|| unassumable_reason(&role_arn));
+                    None if task.credentials_error.is_none() => {
+                        task.credentials_error = Some(unassumable_reason(&role_arn));
                     }
+                    None => {}
                 }
             }
         }
