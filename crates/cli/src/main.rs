@@ -18,8 +18,8 @@ use flotilla_sigv4::Credentials;
 use flotilla_store::Store;
 use flotilla_types::arn::Scope;
 
-mod lb;
 mod fargate;
+mod lb;
 mod placement;
 mod region;
 mod service;

@@ -39,16 +39,17 @@ impl Ecs {
                 )))
             }
         };
-        let running: Vec<String> = scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(&cluster))?
-            .into_iter()
-            .map(|found| found.value)
-            .filter(|record| {
-                record.desired_status() == "RUNNING"
-                    && record.task.capacity_provider_name.as_deref() == Some(SPOT_PROVIDER)
-            })
-            .map(|record| record.task_id)
-            .take(limit)
-            .collect();
+        let running: Vec<String> =
+            scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(&cluster))?
+                .into_iter()
+                .map(|found| found.value)
+                .filter(|record| {
+                    record.desired_status() == "RUNNING"
+                        && record.task.capacity_provider_name.as_deref() == Some(SPOT_PROVIDER)
+                })
+                .map(|record| record.task_id)
+                .take(limit)
+                .collect();
         let now_seconds = self.clock.now_ms() as f64 / 1000.0;
         let mut interrupted_tasks = Vec::with_capacity(running.len());
         for task_id in running {
