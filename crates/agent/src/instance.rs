@@ -65,7 +65,6 @@ fn reported_instance_id(instance_id: &str, external: bool) -> String {
     }
 }
 
-
 /// Runs one instance until it is deregistered.
 pub async fn run_instance(setup: InstanceSetup) -> Result<InstanceExit, AgentError> {
     let jitter = Jitter::seeded(seed_from(&setup.label, &setup.clock));

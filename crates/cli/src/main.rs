@@ -18,9 +18,9 @@ use flotilla_sigv4::Credentials;
 use flotilla_store::Store;
 use flotilla_types::arn::Scope;
 
+mod fargate;
 mod hosts;
 mod lb;
-mod fargate;
 mod placement;
 mod region;
 mod service;

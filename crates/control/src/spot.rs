@@ -9,6 +9,8 @@
 //! replaces its interrupted tasks by its strategy's base and weight, as it
 //! replaces any stopped task.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use flotilla_types::ecs::TaskStopCode;
 use flotilla_types::flotilla::{ReclaimSpotCapacityRequest, ReclaimSpotCapacityResponse};
 use flotilla_types::ApiError;
@@ -37,20 +39,21 @@ impl Ecs {
                 )))
             }
         };
-        let running: Vec<String> = scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(&cluster))?
-            .into_iter()
-            .map(|found| found.value)
-            .filter(|record| {
-                record.desired_status() == "RUNNING"
-                    && record.task.capacity_provider_name.as_deref() == Some(SPOT_PROVIDER)
-            })
-            .map(|record| record.task_id)
-            .take(limit)
-            .collect();
+        let running: Vec<String> =
+            scan::<TaskRecord>(self.store.as_ref(), &keys::tasks_of(&cluster))?
+                .into_iter()
+                .map(|found| found.value)
+                .filter(|record| {
+                    record.desired_status() == "RUNNING"
+                        && record.task.capacity_provider_name.as_deref() == Some(SPOT_PROVIDER)
+                })
+                .map(|record| record.task_id)
+                .take(limit)
+                .collect();
         let now_seconds = self.clock.now_ms() as f64 / 1000.0;
         let mut interrupted_tasks = Vec::with_capacity(running.len());
         for task_id in running {
-            let changed = std::cell::Cell::new(false);
+            let changed = AtomicBool::new(false);
             let record = self
                 .change_task(&cluster, &task_id, |record, _| {
                     if record.desired_status() == "STOPPED" {
@@ -62,11 +65,11 @@ impl Ecs {
                         SPOT_INTERRUPTION_REASON,
                     );
                     record.touch();
-                    changed.set(true);
+                    changed.store(true, Ordering::Relaxed);
                     true
                 })
                 .await?;
-            if let Some(record) = record.filter(|_| changed.get()) {
+            if let Some(record) = record.filter(|_| changed.load(Ordering::Relaxed)) {
                 interrupted_tasks.push(record.arn());
             }
         }

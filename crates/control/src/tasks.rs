@@ -961,7 +961,8 @@ impl Ecs {
                     if fargate {
                         // The pool's hosts are not the user's to see: a task
                         // that finds no room fails as Fargate's do.
-                        failures.extend((0..plan.unplaced).map(|_| fargate_capacity_failure(cluster)));
+                        failures
+                            .extend((0..plan.unplaced).map(|_| fargate_capacity_failure(cluster)));
                         placements.extend(plan.placements.iter().map(|index| Placement {
                             instance: *index as usize,
                             provider: request.capacity_provider.clone(),

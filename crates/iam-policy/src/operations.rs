@@ -449,12 +449,7 @@ const ECS_RULES: &[Rule] = &[
     ),
     // Flotilla's own ReclaimSpotCapacity stops a cluster's FARGATE_SPOT
     // tasks, as AWS does when it takes Spot capacity back.
-    rule(
-        "ReclaimSpotCapacity",
-        "ecs:StopTask",
-        &[O::Cluster],
-        &[],
-    ),
+    rule("ReclaimSpotCapacity", "ecs:StopTask", &[O::Cluster], &[]),
 ];
 
 const ECR_RULES: &[Rule] = &[

@@ -2315,8 +2315,10 @@ async fn fargate_hosts_are_unseen_and_take_fargate_tasks_only() {
         .await;
     let vpc = json!({"awsvpcConfiguration": {"subnets": ["subnet-abc"]}});
     let on_fargate = world
-        .run(json!({"cluster": "c", "taskDefinition": "f", "launchType": "FARGATE", "count": 2,
-            "platformVersion": "LATEST", "networkConfiguration": vpc}))
+        .run(
+            json!({"cluster": "c", "taskDefinition": "f", "launchType": "FARGATE", "count": 2,
+            "platformVersion": "LATEST", "networkConfiguration": vpc}),
+        )
         .await;
     let tasks = on_fargate["tasks"].as_array().expect("tasks");
     assert_eq!(tasks.len(), 2, "{on_fargate}");
@@ -2348,8 +2350,10 @@ async fn fargate_hosts_are_unseen_and_take_fargate_tasks_only() {
             "capacityProviders": ["FARGATE", "FARGATE_SPOT"], "defaultCapacityProviderStrategy": []}))
         .await;
     let spot = world
-        .run(json!({"cluster": "c", "taskDefinition": "f", "networkConfiguration": vpc,
-            "capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]}))
+        .run(
+            json!({"cluster": "c", "taskDefinition": "f", "networkConfiguration": vpc,
+            "capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]}),
+        )
         .await;
     assert_eq!(spot["tasks"][0]["capacityProviderName"], "FARGATE_SPOT");
     assert_eq!(spot["tasks"][0]["launchType"], "FARGATE");
