@@ -196,6 +196,7 @@ def test_replicas_fail_over_the_scheduler_and_survive_losing_etcd_members(
                10, "every replica to see the cluster")
     others = ",".join(r.endpoint for r in replicas[1:])
     agent = agent_fleet.start(replicas[0], cluster, "--simulate", str(SIMULATED_INSTANCES),
+                              "--simulate-start-delay-ms", "2000",
                               "--endpoint", others)
     agent.wait_connected()
     first = register_task_definition(replicas[0].ecs, unique("web"),
