@@ -183,19 +183,25 @@ async fn hold_one_lease(inner: &Inner) -> Result<(), String> {
         tokio::time::sleep(period).await;
         let sent = Instant::now();
         let answered = tokio::time::timeout(period, async {
-            if stream.is_none() {
-                stream = Some(lease.keep_alive(lease_id).await?);
-            } else if let Some((keeper, _)) = stream.as_mut() {
-                keeper.keep_alive().await?;
-            }
             match stream.as_mut() {
-                Some((_, answers)) => answers.message().await,
-                None => Ok(None),
+                // Opening the stream sends the first keep-alive and reads
+                // its answer (refusing an expired lease).
+                None => {
+                    stream = Some(lease.keep_alive(lease_id).await?);
+                    Ok(Some(1))
+                }
+                Some((keeper, answers)) => {
+                    keeper.keep_alive().await?;
+                    answers
+                        .message()
+                        .await
+                        .map(|answer| answer.map(|answer| answer.ttl()))
+                }
             }
         })
         .await;
         match answered {
-            Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
+            Ok(Ok(Some(ttl))) if ttl > 0 => {
                 inner.held.send_replace(Some(Held {
                     lease_id,
                     until: until(sent),
