@@ -134,6 +134,25 @@ impl Endpoint {
         })
     }
 
+    /// Several endpoints, comma-separated (the replicas of one control
+    /// plane): the client moves to the next when one cannot be reached.
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, ApiCallError> {
+        text.split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(Self::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|endpoints| {
+                if endpoints.is_empty() {
+                    Err(ApiCallError::BadEndpoint {
+                        endpoint: text.to_owned(),
+                        reason: "no endpoint given".to_owned(),
+                    })
+                } else {
+                    Ok(endpoints)
+                }
+            })
+    }
+
     pub fn http_url(&self, path_and_query: &str) -> String {
         format!("http://{}{path_and_query}", self.authority)
     }
@@ -141,7 +160,9 @@ impl Endpoint {
 
 struct Inner {
     http: Client<HttpConnector, Full<Bytes>>,
-    endpoint: Endpoint,
+    /// The control plane's replicas; requests go to `endpoints[current]`.
+    endpoints: Vec<Endpoint>,
+    current: std::sync::atomic::AtomicUsize,
     credentials: AgentCredentials,
     /// Sent as `X-Amz-Security-Token` when the credentials are temporary.
     session_token: Option<String>,
@@ -160,7 +181,7 @@ impl std::fmt::Debug for ApiClient {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("ApiClient")
-            .field("endpoint", &self.inner.endpoint)
+            .field("endpoints", &self.inner.endpoints)
             .finish_non_exhaustive()
     }
 }
@@ -172,6 +193,19 @@ impl ApiClient {
         region: String,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::with_endpoints(vec![endpoint], credentials, region, clock)
+    }
+
+    /// A client of a control plane with several replicas: each request
+    /// goes to the current one, and a replica that cannot be reached (or
+    /// answers 503) makes the client move to the next.
+    pub fn with_endpoints(
+        endpoints: Vec<Endpoint>,
+        credentials: AgentCredentials,
+        region: String,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        assert!(!endpoints.is_empty(), "an API client needs an endpoint");
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(API_REQUEST_TIMEOUT));
@@ -182,7 +216,8 @@ impl ApiClient {
         Self {
             inner: Arc::new(Inner {
                 http,
-                endpoint,
+                endpoints,
+                current: Default::default(),
                 credentials,
                 session_token: None,
                 region,
@@ -199,7 +234,10 @@ impl ApiClient {
         Self {
             inner: Arc::new(Inner {
                 http: inner.http.clone(),
-                endpoint: inner.endpoint.clone(),
+                endpoints: inner.endpoints.clone(),
+                current: std::sync::atomic::AtomicUsize::new(
+                    inner.current.load(std::sync::atomic::Ordering::Relaxed),
+                ),
                 credentials: AgentCredentials {
                     access_key_id: role.access_key_id.clone(),
                     secret_access_key: role.secret_access_key.clone(),
@@ -212,8 +250,37 @@ impl ApiClient {
         }
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.inner.endpoint
+    /// The replica requests go to now.
+    pub fn endpoint(&self) -> Endpoint {
+        let (_, endpoint) = self.current();
+        endpoint.clone()
+    }
+
+    fn current(&self) -> (usize, &Endpoint) {
+        let endpoints = &self.inner.endpoints;
+        let index = self
+            .inner
+            .current
+            .load(std::sync::atomic::Ordering::Relaxed)
+            % endpoints.len();
+        (index, &endpoints[index])
+    }
+
+    /// Moves to the next replica after `failed`, unless another request
+    /// already moved on.
+    fn move_on_from(&self, failed: usize) {
+        let next = (failed + 1) % self.inner.endpoints.len();
+        if next != failed {
+            let moved = self.inner.current.compare_exchange(
+                failed,
+                next,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            if moved.is_ok() {
+                tracing::warn!(from = %self.inner.endpoints[failed].authority, to = %self.inner.endpoints[next].authority, "control plane replica unreachable; moving to the next");
+            }
+        }
     }
 
     pub fn region(&self) -> &str {
@@ -292,24 +359,52 @@ impl ApiClient {
                     operation,
                     reason: "client is shutting down".to_owned(),
                 })?;
-        match tokio::time::timeout(
-            API_REQUEST_TIMEOUT,
-            self.send(target_prefix, service, operation, body),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(ApiCallError::Timeout { operation }),
+        // A replica that cannot be reached was never sent the request, so
+        // it goes to the next one at once; one that timed out or answered
+        // 503 may have acted on it, so the caller's retry goes there.
+        let mut attempts = self.inner.endpoints.len();
+        loop {
+            attempts -= 1;
+            let (index, endpoint) = self.current();
+            let endpoint = endpoint.clone();
+            let outcome = tokio::time::timeout(
+                API_REQUEST_TIMEOUT,
+                self.send_once(&endpoint, target_prefix, service, operation, body.clone()),
+            )
+            .await;
+            match outcome {
+                Err(_) => {
+                    self.move_on_from(index);
+                    return Err(ApiCallError::Timeout { operation });
+                }
+                Ok(Err(Unreached(error))) if attempts > 0 => {
+                    tracing::debug!(%error, "replica unreachable");
+                    self.move_on_from(index);
+                }
+                Ok(Err(Unreached(error))) => {
+                    self.move_on_from(index);
+                    return Err(error);
+                }
+                Ok(Err(Answered(error))) => {
+                    if matches!(&error, ApiCallError::Service { status: 503, .. }) {
+                        self.move_on_from(index);
+                    }
+                    return Err(error);
+                }
+                Ok(Ok(answer)) => return Ok(answer),
+            }
         }
     }
 
-    async fn send<Response: DeserializeOwned>(
+    /// One request to `endpoint`.
+    async fn send_once<Response: DeserializeOwned>(
         &self,
+        endpoint: &Endpoint,
         target_prefix: &str,
         service: &'static str,
         operation: &'static str,
         body: Vec<u8>,
-    ) -> Result<Response, ApiCallError> {
+    ) -> Result<Response, SendError> {
         let inner = &*self.inner;
         let mut headers = HeaderMap::new();
         let header = |value: &str| {
@@ -318,7 +413,7 @@ impl ApiClient {
                 reason: format!("bad header value {value:?}"),
             })
         };
-        headers.insert(http::header::HOST, header(&inner.endpoint.authority)?);
+        headers.insert(http::header::HOST, header(&endpoint.authority)?);
         headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-amz-json-1.1"),
@@ -355,7 +450,7 @@ impl ApiClient {
 
         let mut request = http::Request::builder()
             .method(Method::POST)
-            .uri(inner.endpoint.http_url("/"))
+            .uri(endpoint.http_url("/"))
             .body(Full::new(Bytes::from(body)))
             .map_err(|error| ApiCallError::Transport {
                 operation,
@@ -363,15 +458,20 @@ impl ApiClient {
             })?;
         *request.headers_mut() = headers;
 
-        let response =
-            inner
-                .http
-                .request(request)
-                .await
-                .map_err(|error| ApiCallError::Transport {
+        let response = match inner.http.request(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                let failed = ApiCallError::Transport {
                     operation,
                     reason: error_chain(&error),
-                })?;
+                };
+                return Err(if error.is_connect() {
+                    Unreached(failed)
+                } else {
+                    Answered(failed)
+                });
+            }
+        };
         let status = response.status();
         let bytes = Limited::new(response.into_body(), RESPONSE_BODY_MAX_BYTES)
             .collect()
@@ -382,17 +482,35 @@ impl ApiClient {
             })?
             .to_bytes();
         if !status.is_success() {
-            return Err(service_error(operation, status.as_u16(), &bytes));
+            return Err(Answered(service_error(operation, status.as_u16(), &bytes)));
         }
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
             &bytes
         };
-        serde_json::from_slice(bytes).map_err(|error| ApiCallError::Decode {
-            operation,
-            reason: error.to_string(),
+        serde_json::from_slice(bytes).map_err(|error| {
+            Answered(ApiCallError::Decode {
+                operation,
+                reason: error.to_string(),
+            })
         })
+    }
+}
+
+/// Why a request to one replica failed.
+enum SendError {
+    /// No connection could be made: the request was not sent.
+    Unreached(ApiCallError),
+    /// The replica was reached (it may have acted on the request).
+    Answered(ApiCallError),
+}
+
+use SendError::{Answered, Unreached};
+
+impl From<ApiCallError> for SendError {
+    fn from(error: ApiCallError) -> Self {
+        Answered(error)
     }
 }
 

@@ -341,7 +341,7 @@ mod tests {
             "arn:aws:ecs:us-east-1:0:container-instance/default/x",
             0,
         );
-        let url = presigned_url(api.endpoint(), &query, &api, 1_700_000_000).unwrap();
+        let url = presigned_url(&api.endpoint(), &query, &api, 1_700_000_000).unwrap();
         assert!(url.starts_with("ws://127.0.0.1:8440/ws/agent?clusterArn="));
         assert!(url.contains("X-Amz-Expires=60"));
         // The control plane's verifier accepts it, host header as tungstenite sends it.

@@ -68,7 +68,8 @@ impl ControlPlaneObjects {
     async fn fetch(&self, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
         let path = format!("/{}/{}", encode(bucket), encode(key));
         let mut headers = HeaderMap::new();
-        let authority = &self.api.endpoint().authority;
+        let endpoint = self.api.endpoint();
+        let authority = &endpoint.authority;
         headers.insert(
             http::header::HOST,
             HeaderValue::from_str(authority).map_err(|error| error.to_string())?,

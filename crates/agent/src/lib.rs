@@ -89,7 +89,7 @@ pub enum AgentError {
 /// Settings of an agent process.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// The control plane's API, `http://host:port`.
+    /// The control plane's API, `http://host:port`; several replicas' comma-separated.
     pub endpoint: String,
     pub cluster: String,
     pub data_dir: PathBuf,
@@ -205,13 +205,13 @@ pub fn bridge_gateway_from_routes(routes: &str) -> Option<Ipv4Addr> {
 }
 
 fn api_client(config: &AgentConfig, clock: &Arc<dyn Clock>) -> Result<ApiClient, AgentError> {
-    let endpoint = Endpoint::parse(&config.endpoint).map_err(AgentError::Endpoint)?;
+    let endpoints = Endpoint::parse_list(&config.endpoint).map_err(AgentError::Endpoint)?;
     let credentials = AgentCredentials {
         access_key_id: config.access_key_id.clone(),
         secret_access_key: config.secret_access_key.clone(),
     };
-    Ok(ApiClient::new(
-        endpoint,
+    Ok(ApiClient::with_endpoints(
+        endpoints,
         credentials,
         config.region.clone(),
         Arc::clone(clock),

@@ -15,6 +15,7 @@ use flotilla_hosts::HostGroup;
 /// hosts are agents started in this process (and gone with it).
 pub fn start(
     ecs: &Arc<Ecs>,
+    election: Arc<dyn flotilla_store::Election>,
     groups: Vec<HostGroup>,
     region: &str,
     endpoint: &str,
@@ -45,7 +46,7 @@ pub fn start(
     // A receiver is single-use: the simulated hosts' loop is not restarted.
     tokio::spawn(run_simulated_hosts(happened, data_dir.join("simulated-hosts")));
     let scaled = Arc::clone(ecs);
-    supervisor.spawn("host_groups", move || {
+    supervisor.spawn_led("host_groups", election, move || {
         Arc::clone(&host_groups).run(Arc::clone(&scaled), period)
     });
     Ok(())

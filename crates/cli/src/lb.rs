@@ -25,8 +25,9 @@ pub struct LbArgs {
     /// The configuration snapshot, JSON or YAML (`.yaml`/`.yml`).
     #[arg(long, required_unless_present = "control", conflicts_with = "control")]
     config: Option<PathBuf>,
-    /// The control plane (e.g. http://10.0.0.1:8440) whose ELBv2 load
-    /// balancers to serve: snapshots are pulled from it and target health
+    /// The control plane (e.g. http://10.0.0.1:8440; several replicas'
+    /// addresses comma-separated, the next used when one is unreachable)
+    /// whose ELBv2 load balancers to serve: snapshots are pulled from it and target health
     /// reported to it, signed with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
     /// (test/test by default). The last snapshot keeps serving while it is
     /// unreachable.
@@ -137,14 +138,14 @@ const PULL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 const REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn control_client(control: &str, region: Option<&str>) -> Result<ApiClient> {
-    let endpoint = Endpoint::parse(control)?;
+    let endpoints = Endpoint::parse_list(control)?;
     let credentials = AgentCredentials {
         access_key_id: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".to_owned()),
         secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY")
             .unwrap_or_else(|_| "test".to_owned()),
     };
-    Ok(ApiClient::new(
-        endpoint,
+    Ok(ApiClient::with_endpoints(
+        endpoints,
         credentials,
         crate::resolve_region(region)?.name,
         Arc::new(flotilla_agent::clock::SystemClock),

@@ -63,13 +63,35 @@ enum Command {
     Service(service::ServiceCommand),
     /// Run a load balancer data plane from a configuration file.
     Lb(lb::LbArgs),
+    /// Work on a store: copy an embedded data directory into etcd.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Show a control plane's replicas and which loops each leads.
+    Status(StatusArgs),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy the embedded store of a data directory into an empty etcd
+    /// namespace, for replicas to serve it.
+    Migrate(store::MigrateArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The replicas to ask, comma-separated (any one that answers tells
+    /// the others' addresses through the store).
+    #[arg(long, default_value = "http://127.0.0.1:8440", value_delimiter = ',', num_args = 1..)]
+    endpoint: Vec<String>,
 }
 
 #[derive(Args)]
 struct AgentArgs {
-    /// The control plane's API.
-    #[arg(long, default_value = "http://127.0.0.1:8440")]
-    endpoint: String,
+    /// The control plane's API; several replicas' addresses
+    /// comma-separated (or the option repeated): the agent moves to the
+    /// next when its replica cannot be reached.
+    #[arg(long, default_value = "http://127.0.0.1:8440", value_delimiter = ',', num_args = 1..)]
+    endpoint: Vec<String>,
     /// Cluster to join (name or ARN).
     #[arg(long, default_value = "default")]
     cluster: String,
@@ -287,6 +309,8 @@ fn main() -> Result<()> {
             Command::Placement(command) => placement::run(command).await,
             Command::Fargate(command) => fargate::run(command).await,
             Command::Lb(args) => lb::run(args).await,
+            Command::Store(StoreCommand::Migrate(args)) => store::migrate(args).await,
+            Command::Status(args) => status(args).await,
             Command::Service(command) => {
                 let code = service::run(command).await?;
                 if code != 0 {
@@ -351,6 +375,9 @@ fn metrics_clock_origin(data_dir: &std::path::Path, time_scale: u64) -> Result<u
     Ok(now_ms)
 }
 
+/// Longest wait at start for the replica's etcd lease.
+const LEASE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long acknowledged PutMetricData may wait for its fsync: a kill -9
 /// loses at most this much of it.
 const METRICS_FSYNC_INTERVAL_MS: i64 = 1_000;
@@ -410,12 +437,29 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let store: Arc<dyn Store> = store::open(&args.store, &data_dir).await?;
-    let scope = Scope::new(&region.name, &args.account_id);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr()?;
+    let opened = store::open_replica(
+        &args.store,
+        &data_dir,
+        address.to_string(),
+        format!("http://{address}"),
+    )
+    .await?;
+    let store: Arc<dyn Store> = opened.store;
+    let election = opened.election;
+    // Writes are refused until the replica holds its lease: wait for it
+    // before anything below writes.
+    let lease_deadline = tokio::time::Instant::now() + LEASE_WAIT_MAX;
+    while !election.reachable() {
+        if tokio::time::Instant::now() >= lease_deadline {
+            anyhow::bail!("no etcd lease granted in {LEASE_WAIT_MAX:?}; is etcd's quorum up?");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let scope = Scope::new(&region.name, &args.account_id);
     let metrics_dir = data_dir.join("metrics");
     let started_ms = metrics_clock_origin(&data_dir, args.metrics_time_scale)?;
     let metrics_store = flotilla_metrics::MetricStore::open(
@@ -443,6 +487,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
             Arc::new(RandomIds),
         )
         .with_advertised_endpoint(format!("http://{address}"))
+        .with_election(Arc::clone(&election))
         .with_metrics(flotilla_control::cloudwatch::Metrics::new(
             metrics_store,
             args.metrics_time_scale,
@@ -450,12 +495,18 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         )),
     );
     let (credentials, principals) = load_credentials(args.credentials_file.as_deref())?;
-    // No agent connection outlives the process that held it.
-    ecs.reset_agent_connections()
-        .await
-        .map_err(|error| anyhow::anyhow!("resetting agent connections: {error}"))?;
+    // No agent connection outlives the process that held it. Replicas on
+    // one etcd leave the connections alone: they may be another replica's.
+    if !election.replicated() {
+        ecs.reset_agent_connections()
+            .await
+            .map_err(|error| anyhow::anyhow!("resetting agent connections: {error}"))?;
+    }
     let supervisor = ecs.supervisor().clone();
-    supervisor.spawn("collect_retained", {
+    // The loops below that write shared state run on one replica at a
+    // time, the one that leads them; logs maintenance works on this
+    // replica's own disk and runs everywhere.
+    supervisor.spawn_led("collect_retained", Arc::clone(&election), {
         let ecs = Arc::clone(&ecs);
         move || collect_periodically(Arc::clone(&ecs))
     });
@@ -478,7 +529,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
             )
         })?,
     );
-    supervisor.spawn("registry_maintenance", {
+    supervisor.spawn_led("registry_maintenance", Arc::clone(&election), {
         let registry = Arc::clone(&registry);
         let period = std::time::Duration::from_millis(args.registry_maintenance_interval_ms.max(1));
         move || maintain_registry(Arc::clone(&registry), period)
@@ -491,9 +542,12 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     ecs.start_service_scheduler(scheduler_settings);
     let scaler = Arc::clone(&ecs);
     ecs.supervisor()
-        .spawn("autoscaling", move || Arc::clone(&scaler).run_autoscaling());
+        .spawn_led("autoscaling", Arc::clone(&election), move || {
+            Arc::clone(&scaler).run_autoscaling()
+        });
     hosts::start(
         &ecs,
+        Arc::clone(&election),
         args.host_groups.clone(),
         &region.name,
         &format!("http://{address}"),
@@ -544,9 +598,10 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         Scope::new(&region.name, &args.account_id),
     )?);
     let purged = Arc::clone(&secrets);
-    ecs.supervisor().spawn("secrets_maintenance", move || {
-        purge_secrets(Arc::clone(&purged), SECRETS_MAINTENANCE_INTERVAL)
-    });
+    ecs.supervisor()
+        .spawn_led("secrets_maintenance", Arc::clone(&election), move || {
+            purge_secrets(Arc::clone(&purged), SECRETS_MAINTENANCE_INTERVAL)
+        });
     let elbv2 = lb::start_embedded_data_plane(
         &supervisor,
         &ecs,
@@ -559,7 +614,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         ecs.scope().account_id.clone(),
     ));
     let collected = Arc::clone(&iam);
-    supervisor.spawn("iam_sessions", move || {
+    supervisor.spawn_led("iam_sessions", Arc::clone(&election), move || {
         collect_iam_sessions(Arc::clone(&collected), IAM_SESSIONS_COLLECT_INTERVAL)
     });
     let s3_dir = data_dir.join("s3");
@@ -787,7 +842,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| default_data_dir().join("agent"));
-    let mut config = flotilla_agent::AgentConfig::new(args.endpoint, args.cluster, data_dir);
+    let mut config =
+        flotilla_agent::AgentConfig::new(args.endpoint.join(","), args.cluster, data_dir);
     let region = resolve_region(args.region.as_deref())?;
     tracing::info!(region = %region.name, region_from = %region.source, "signing for region");
     config.region = region.name;
@@ -831,6 +887,88 @@ async fn agent(args: AgentArgs) -> Result<()> {
         () = shutdown_signal() => {}
     }
     Ok(())
+}
+
+/// `flotilla status`: each replica's `/health`, as a table.
+async fn status(args: StatusArgs) -> Result<()> {
+    println!("{:<28} {:<18} {:<6} LEADS", "REPLICA", "STATUS", "STORE");
+    let mut answered = 0;
+    for endpoint in &args.endpoint {
+        match get_health(endpoint).await {
+            Ok(health) => {
+                answered += 1;
+                let leads: Vec<&str> = health["leads"]
+                    .as_array()
+                    .map(|leads| leads.iter().filter_map(|lead| lead.as_str()).collect())
+                    .unwrap_or_default();
+                println!(
+                    "{:<28} {:<18} {:<6} {}",
+                    endpoint,
+                    health["status"].as_str().unwrap_or("?"),
+                    if health["storeReachable"] == true {
+                        "ok"
+                    } else {
+                        "lost"
+                    },
+                    leads.join(",")
+                );
+            }
+            Err(error) => println!(
+                "{endpoint:<28} {:<18} {:<6} -",
+                format!("down ({error})"),
+                "-"
+            ),
+        }
+    }
+    if answered == 0 {
+        anyhow::bail!("no replica answered");
+    }
+    // Every replica shares the store's view of the others and the leaders.
+    for endpoint in &args.endpoint {
+        if let Ok(health) = get_health(endpoint).await {
+            if let Some(replicas) = health["replicas"].as_object() {
+                println!("\nReplicas in the store:");
+                for (id, address) in replicas {
+                    println!("  {id:<28} {}", address.as_str().unwrap_or(""));
+                }
+            }
+            if let Some(leaders) = health["leaders"].as_object() {
+                println!("Leaders:");
+                for (role, replica) in leaders {
+                    println!("  {role:<28} {}", replica.as_str().unwrap_or(""));
+                }
+            }
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// GET ENDPOINT/health as JSON, whatever its status code.
+async fn get_health(endpoint: &str) -> Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = endpoint
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("{endpoint} is not an http:// URL"))?;
+    let mut stream = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::net::TcpStream::connect(authority),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out"))??;
+    let request = format!("GET /health HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut response),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out"))??;
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok(serde_json::from_str(body.trim())?)
 }
 
 /// The local machine gets the cluster ECS users expect to find.

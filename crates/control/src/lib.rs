@@ -105,6 +105,9 @@ pub struct Ecs {
     usage: usage::UsageBook,
     /// What else publishes into CloudWatch each metrics minute.
     minute_sources: std::sync::Mutex<Vec<Arc<dyn flotilla_metrics::put::MinuteSource>>>,
+    /// Which replica runs each singleton loop; this one alone runs all of
+    /// them unless replicas share an etcd store.
+    election: Arc<dyn flotilla_store::Election>,
 }
 
 impl Ecs {
@@ -129,6 +132,7 @@ impl Ecs {
             metrics: Default::default(),
             usage: Default::default(),
             minute_sources: Default::default(),
+            election: Arc::new(flotilla_store::SoleReplica::new("local")),
         }
         .with_supervisor(Supervisor::default())
     }
@@ -148,14 +152,27 @@ impl Ecs {
         &self.supervisor
     }
 
+    /// Elects the replica that runs each singleton loop with `election`.
+    pub fn with_election(mut self, election: Arc<dyn flotilla_store::Election>) -> Self {
+        self.election = election;
+        self
+    }
+
+    pub fn election(&self) -> &Arc<dyn flotilla_store::Election> {
+        &self.election
+    }
+
     /// Starts the service scheduler (`run_service_scheduler`) under the
     /// supervisor, so that a panic in a pass restarts it rather than
-    /// silently ending all service reconciliation.
+    /// silently ending all service reconciliation, on the replica that
+    /// leads it.
     pub fn start_service_scheduler(self: &Arc<Self>, settings: SchedulerSettings) {
         let ecs = Arc::clone(self);
-        self.supervisor.spawn("service_scheduler", move || {
-            Arc::clone(&ecs).run_service_scheduler(settings.clone())
-        });
+        let election = Arc::clone(&self.election);
+        self.supervisor
+            .spawn_led("service_scheduler", election, move || {
+                Arc::clone(&ecs).run_service_scheduler(settings.clone())
+            });
     }
 
     /// Uses `metrics` (a store on disk, a time scale for tests) for the

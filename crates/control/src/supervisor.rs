@@ -79,6 +79,9 @@ pub struct LoopReport {
     pub running: bool,
     /// The cause of the last panic, cut to `PANIC_CAUSE_CHARS_MAX` characters.
     pub last_panic: Option<String>,
+    /// Whether the loop runs only on the replica that leads it
+    /// ([`Supervisor::spawn_led`]).
+    pub elected: bool,
 }
 
 #[derive(Default)]
@@ -87,6 +90,7 @@ struct LoopState {
     consecutive_failures: u32,
     running: bool,
     last_panic: Option<String>,
+    elected: bool,
 }
 
 struct Inner {
@@ -184,6 +188,48 @@ impl Supervisor {
         });
     }
 
+    /// Runs `make()` as [`Supervisor::spawn`] does, but only while this
+    /// replica leads the role named `name` in `election`: the loop starts
+    /// when the replica wins the role, runs with the term's fence on its
+    /// writes ([`flotilla_store::as_leader`]), and is stopped as soon as
+    /// the replica no longer leads, to start again if it wins once more.
+    pub fn spawn_led<Make, Run>(
+        &self,
+        name: &'static str,
+        election: Arc<dyn flotilla_store::Election>,
+        make: Make,
+    ) where
+        Make: FnMut() -> Run + Send + 'static,
+        Run: Future<Output = ()> + Send + 'static,
+    {
+        self.loops().entry(name).or_default().elected = true;
+        let make = Arc::new(Mutex::new(make));
+        self.spawn(name, move || {
+            let mut leadership = election.lead(name);
+            let make = Arc::clone(&make);
+            async move {
+                loop {
+                    let term = match leadership.wait_for(Option::is_some).await {
+                        Ok(term) => term.clone(),
+                        Err(_) => return,
+                    };
+                    let Some(term) = term else { continue };
+                    let run = {
+                        let mut make = make.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        (*make)()
+                    };
+                    tracing::info!(loop_name = name, "this replica leads the loop; running it");
+                    tokio::select! {
+                        () = flotilla_store::as_leader(term.clone(), run) => return,
+                        _ = leadership.wait_for(|now| now.as_ref() != Some(&term)) => {
+                            tracing::info!(loop_name = name, "this replica no longer leads the loop; stopped it");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     fn update(&self, name: &'static str, change: impl FnOnce(&mut LoopState)) {
         change(self.loops().entry(name).or_default());
     }
@@ -200,6 +246,7 @@ impl Supervisor {
                 failing: state.consecutive_failures >= failing_after,
                 running: state.running,
                 last_panic: state.last_panic.clone(),
+                elected: state.elected,
             })
             .collect()
     }
@@ -334,5 +381,96 @@ mod tests {
         let report = wait_for(&supervisor, |report| report.restarts_total == 5).await;
         assert_eq!(report.consecutive_failures, 1, "{report:?}");
         assert!(!report.failing);
+    }
+
+    /// An election the test decides.
+    struct Given {
+        leading: tokio::sync::watch::Sender<Option<flotilla_store::Term>>,
+    }
+
+    impl flotilla_store::Election for Given {
+        fn replica_id(&self) -> &str {
+            "given"
+        }
+        fn lead(
+            &self,
+            _role: &'static str,
+        ) -> tokio::sync::watch::Receiver<Option<flotilla_store::Term>> {
+            self.leading.subscribe()
+        }
+        fn reachable(&self) -> bool {
+            true
+        }
+        fn replicated(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn an_elected_loop_runs_only_while_this_replica_leads_it_and_its_writes_are_fenced() {
+        use flotilla_store::{Condition, FencedStore, MemoryStore, Store, Term, Txn};
+        let inner = Arc::new(MemoryStore::new());
+        let election = Arc::new(Given {
+            leading: tokio::sync::watch::Sender::new(None),
+        });
+        let store: Arc<dyn Store> = Arc::new(FencedStore::new(inner.clone(), election.clone()));
+        let runs = Arc::new(AtomicU32::new(0));
+        let supervisor = Supervisor::new(quick());
+        let (counted, writer) = (Arc::clone(&runs), Arc::clone(&store));
+        supervisor.spawn_led("elected", election.clone(), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let store = Arc::clone(&writer);
+            async move {
+                let mut written = 0u32;
+                loop {
+                    written += 1;
+                    let _ = store
+                        .commit(Txn::new().put(format!("w/{written}"), "x"))
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "not leading: not running");
+        assert_eq!(inner.revision(), 0);
+
+        let won = inner
+            .commit(Txn::new().put("leaders/elected", "given"))
+            .await
+            .unwrap();
+        election.leading.send_replace(Some(Term {
+            role: "elected",
+            fence: vec![Condition::Revision {
+                key: "leaders/elected".into(),
+                revision: won,
+            }],
+        }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(inner.list("w/", None, 100).unwrap().entries.len() > 1);
+
+        // Another replica takes the role before this one notices: its
+        // writes fail from then on.
+        inner
+            .commit(Txn::new().put("leaders/elected", "other"))
+            .await
+            .unwrap();
+        let taken_at = inner.revision();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(inner.revision(), taken_at, "a deposed leader wrote");
+        // It notices: the loop stops.
+        election.leading.send_replace(None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let report = supervisor
+            .report()
+            .into_iter()
+            .find(|r| r.name == "elected")
+            .unwrap();
+        assert!(
+            report.elected && report.running && report.restarts_total == 0,
+            "{report:?}"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 }

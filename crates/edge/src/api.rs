@@ -38,7 +38,13 @@ pub fn router(edge: Arc<Edge>) -> Router {
 }
 
 async fn health(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
-    let (status, body) = crate::loops::health(&edge.ecs.supervisor().report());
+    let (status, mut body) = crate::loops::health(
+        &edge.ecs.supervisor().report(),
+        edge.ecs.election().as_ref(),
+    );
+    if edge.ecs.election().replicated() {
+        body = crate::loops::with_replicas(body, edge.store.as_ref());
+    }
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 

@@ -43,9 +43,14 @@ pub(crate) fn render_metrics(reports: &[LoopReport]) -> String {
     out
 }
 
-/// `/health`: `{"status":"ok"}` while no loop keeps failing; otherwise 503
-/// with the failing loops, their restarts and the cause of their last panic.
-pub(crate) fn health(reports: &[LoopReport]) -> (StatusCode, String) {
+/// `/health`: whether this replica is ready (no loop keeps failing, and
+/// it reaches its store), which elected loops it leads, and the failing
+/// loops with their restarts and the cause of their last panic. 503 while
+/// it is not ready, so that a load balancer sends requests elsewhere.
+pub(crate) fn health(
+    reports: &[LoopReport],
+    election: &dyn flotilla_store::Election,
+) -> (StatusCode, String) {
     let failing: Vec<_> = reports
         .iter()
         .filter(|report| report.failing)
@@ -58,12 +63,52 @@ pub(crate) fn health(reports: &[LoopReport]) -> (StatusCode, String) {
             })
         })
         .collect();
-    if failing.is_empty() {
-        return (StatusCode::OK, "{\"status\":\"ok\"}".to_owned());
+    let elected: Vec<&'static str> = reports
+        .iter()
+        .filter(|report| report.elected)
+        .map(|report| report.name)
+        .collect();
+    let leads = flotilla_store::election::roles_led(&elected, election);
+    let reachable = election.reachable();
+    let status = match (failing.is_empty(), reachable) {
+        (true, true) => "ok",
+        (false, _) => "failing",
+        (true, false) => "storeUnreachable",
+    };
+    let mut body = json!({
+        "status": status,
+        "replica": election.replica_id(),
+        "storeReachable": reachable,
+        "leads": leads,
+    });
+    if !failing.is_empty() {
+        body["failingLoops"] = json!(failing);
     }
-    let body = json!({"status": "failing", "failingLoops": failing});
-    (StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body.to_string())
 }
 
-#[cfg(test)]
-mod tests;
+/// Adds the live replicas and each role's leader, as the store shows them,
+/// to a `/health` body.
+pub(crate) fn with_replicas(body: String, store: &dyn flotilla_store::Store) -> String {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return body;
+    };
+    let as_object = |pairs: Vec<(String, String)>| {
+        pairs
+            .into_iter()
+            .map(|(name, value)| (name, serde_json::Value::String(value)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    if let Ok(replicas) = flotilla_store::election::replicas(store) {
+        value["replicas"] = serde_json::Value::Object(as_object(replicas));
+    }
+    if let Ok(leaders) = flotilla_store::election::leaders(store) {
+        value["leaders"] = serde_json::Value::Object(as_object(leaders));
+    }
+    value.to_string()
+}

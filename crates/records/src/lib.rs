@@ -34,6 +34,16 @@ pub fn decode<T: DeserializeOwned>(entry: &Entry) -> Result<T, ApiError> {
 }
 
 pub fn store_error(error: StoreError) -> ApiError {
+    if let StoreError::Unavailable { message } = &error {
+        // Nothing was applied, or the outcome is unknown: a 503 tells SDKs
+        // to retry, here or at another replica.
+        tracing::warn!(%message, "store unavailable");
+        return ApiError::new(
+            "ServiceUnavailableException",
+            503,
+            format!("the state store is unavailable to this replica ({message}); try again"),
+        );
+    }
     tracing::error!(%error, "store failed");
     ApiError::server("the state store failed; try again")
 }

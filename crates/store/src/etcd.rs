@@ -47,7 +47,10 @@
 //! replica needs history only to resume a watch after a connection loss;
 //! when the revision it resumes from has been compacted it re-lists.
 
+mod election;
 pub mod testing;
+
+pub use election::{EtcdElection, LEASE_TTL_DEFAULT};
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -58,7 +61,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    KvClient, TlsOptions, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
+    KvClient, LeaseClient, TlsOptions, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 use tokio::sync::{broadcast, oneshot};
 
@@ -85,7 +88,7 @@ const LIST_PAGE_KEYS: i64 = 1_000;
 /// events of many revisions, each up to etcd's 1.5 MiB request limit.
 const DECODING_MESSAGE_MAX: usize = 256 * 1024 * 1024;
 /// How long one etcd request (a transaction, a range page) may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a commit that etcd accepted waits for the replica to apply it.
 const REPLICA_CATCH_UP_MAX: Duration = Duration::from_secs(60);
 /// Pause before the replica loop re-opens a broken watch, doubling up to the max.
@@ -231,6 +234,7 @@ impl Shared {
 pub struct EtcdStore {
     shared: Arc<Shared>,
     kv: KvClient,
+    lease: LeaseClient,
     runtime: tokio::runtime::Handle,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -261,7 +265,7 @@ impl EtcdStore {
             .map_err(|error| StoreError::Backend {
                 message: format!("starting the etcd store thread: {error}"),
             })?;
-        let (shared, kv, runtime) = match started.await {
+        let (shared, kv, lease, runtime) = match started.await {
             Ok(Ok(started)) => started,
             Ok(Err(error)) => {
                 let _ = thread.join();
@@ -277,6 +281,7 @@ impl EtcdStore {
         Ok(EtcdStore {
             shared,
             kv,
+            lease,
             runtime,
             shutdown: Some(shutdown),
             thread: Some(thread),
@@ -284,7 +289,7 @@ impl EtcdStore {
     }
 }
 
-type Started = (Arc<Shared>, KvClient, tokio::runtime::Handle);
+type Started = (Arc<Shared>, KvClient, LeaseClient, tokio::runtime::Handle);
 
 fn run_thread(
     options: EtcdOptions,
@@ -318,8 +323,9 @@ fn run_thread(
         let watch = client
             .watch_client()
             .max_decoding_message_size(DECODING_MESSAGE_MAX);
+        let lease = client.lease_client();
         let replica = tokio::spawn(replica_loop(shared.clone(), kv.clone(), watch));
-        if ready.send(Ok((shared, kv, handle))).is_err() {
+        if ready.send(Ok((shared, kv, lease, handle))).is_err() {
             return;
         }
         // Either the store is dropped (the sender with it) or told to stop.
@@ -448,13 +454,15 @@ async fn send_txn(
             Ok(Err(error)) if never_sent(&error) && attempt < SEND_ATTEMPTS_MAX => {
                 tokio::time::sleep(WATCH_RETRY_MIN).await;
             }
+            // etcd unreachable or without quorum: the caller is told the
+            // store is unavailable (503), not that it failed.
             Ok(Err(error)) => {
-                return Err(StoreError::Backend {
+                return Err(StoreError::Unavailable {
                     message: etcd_error("etcd transaction", error),
                 })
             }
             Err(_) => {
-                return Err(StoreError::Backend {
+                return Err(StoreError::Unavailable {
                     message: "etcd transaction timed out; outcome unknown".to_owned(),
                 })
             }

@@ -30,11 +30,13 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+pub mod election;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod memory;
 mod redb_store;
 
+pub use election::{as_leader, Election, FencedStore, SoleReplica, Term};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdOptions, EtcdStore};
 pub use memory::MemoryStore;
@@ -269,6 +271,11 @@ pub enum StoreError {
     DuplicateKey { key: String },
     #[error("store backend failed: {message}")]
     Backend { message: String },
+    /// The store cannot take writes from this replica now (it has lost
+    /// the store, or no longer leads the loop that wrote): nothing was
+    /// changed, and the caller may try again later or elsewhere.
+    #[error("store unavailable: {message}")]
+    Unavailable { message: String },
     #[error("store is closed")]
     Closed,
 }

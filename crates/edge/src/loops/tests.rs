@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use flotilla_control::{Ecs, RestartPolicy, SchedulerSettings, Supervisor};
 use flotilla_sigv4::Credentials;
+use serde_json::json;
 use flotilla_store::{CommitFuture, MemoryStore, Page, Store, StoreError, Txn, TxnLimits, Watch};
 use flotilla_types::arn::Scope;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -150,7 +151,9 @@ async fn a_panicking_service_scheduler_is_restarted_counted_and_reported() {
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     let (status, body) = get(address, "/health").await;
-    assert_eq!((status, body.as_str()), (200, "{\"status\":\"ok\"}"));
+    let health: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{body}");
+    assert_eq!(health["storeReachable"], true);
 
     ecs.start_service_scheduler(SchedulerSettings::default());
 
@@ -182,10 +185,12 @@ async fn a_panicking_service_scheduler_is_restarted_counted_and_reported() {
     // The bug goes away: the next restart runs, and once it has run for the
     // healthy period /health is green again, the restarts still counted.
     broken.broken.store(false, Ordering::SeqCst);
-    until(address, "/health", |status, body| {
-        status == 200 && body == "{\"status\":\"ok\"}"
+    let (_, body) = until(address, "/health", |status, body| {
+        status == 200 && body.contains("\"status\":\"ok\"")
     })
     .await;
+    let health: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(health["leads"], json!(["service_scheduler"]), "{body}");
     let (_, metrics) = get(address, "/metrics").await;
     let counted = restarts(&metrics, "service_scheduler").expect("counted");
     assert!(counted >= 3, "{metrics}");
