@@ -417,7 +417,7 @@ fn host_id_of(instance: &InstanceRecord) -> Option<String> {
         .attributes
         .as_deref()?
         .iter()
-        .find(|a| a.name == HOST_ID_ATTRIBUTE)
+        .find(|a| a.name.as_deref() == Some(HOST_ID_ATTRIBUTE))
         .and_then(|a| a.value.clone())
 }
 
@@ -561,15 +561,21 @@ async fn set_instance_draining(ecs: &Ecs, cluster: &str, instance_id: &str) -> R
 }
 
 /// A terminated host's instance goes INACTIVE at once, as ECS deregisters
-/// the instances its Auto Scaling group terminates.
+/// the instances its Auto Scaling group terminates. An instance (or cluster)
+/// already gone is as good as deregistered.
 async fn deregister(ecs: &Ecs, cluster: &str, instance_id: &str) -> Result<(), ApiError> {
-    ecs.deregister_container_instance(DeregisterContainerInstanceRequest {
-        cluster: Some(cluster.to_owned()),
-        container_instance: Some(instance_id.to_owned()),
-        force: Some(true),
-    })
-    .await
-    .map(|_| ())
+    let answer = ecs
+        .deregister_container_instance(DeregisterContainerInstanceRequest {
+            cluster: Some(cluster.to_owned()),
+            container_instance: Some(instance_id.to_owned()),
+            force: Some(true),
+        })
+        .await;
+    match answer {
+        Ok(_) => Ok(()),
+        Err(error) if error.code.contains("ClusterNotFound") || error.message.contains("not found") => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 /// Commits `txn`; `None` when a condition failed.
