@@ -45,6 +45,7 @@ mod metrics;
 mod placement;
 mod registry;
 mod runtask;
+mod scaling;
 mod servers;
 mod services;
 mod tasks;
@@ -251,6 +252,7 @@ enum Bench {
     RunTask(runtask::Options),
     Registry(registry::Options),
     Services(services::Options),
+    Scaling(scaling::Options),
     Metrics(metrics::Options),
     Lb(lb::Options),
     Logs(logs::Options),
@@ -264,16 +266,18 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("runtask") => Bench::RunTask(runtask::Options::parse(&args[1..])?),
         Some("registry") => Bench::Registry(registry::Options::parse(&args[1..])?),
         Some("services") => Bench::Services(services::Options::parse(&args[1..])?),
+        Some("scaling") => Bench::Scaling(scaling::Options::parse(&args[1..])?),
         Some("metrics") => Bench::Metrics(metrics::Options::parse(&args[1..])?),
         Some("lb") => Bench::Lb(lb::Options::parse(&args[1..])?),
         Some("logs") => Bench::Logs(logs::Options::parse(&args[1..])?),
         _ => bail!(
-            "{USAGE}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "{USAGE}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             tasks::USAGE,
             placement::USAGE,
             runtask::USAGE,
             registry::USAGE,
             services::USAGE,
+            scaling::USAGE,
             metrics::USAGE,
             lb::USAGE,
             logs::USAGE
@@ -312,6 +316,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Bench::RunTask(options) => runtask::run(&target_dir, &options),
         Bench::Registry(options) => registry::run(&root, &target_dir, &options),
         Bench::Services(options) => services::run(&target_dir, &options),
+        Bench::Scaling(options) => scaling::run(&target_dir, &options),
         Bench::Metrics(options) => metrics::run(&options),
         Bench::Lb(options) => lb::run(&target_dir, &options),
         Bench::Logs(options) => logs::run(&target_dir, &options),

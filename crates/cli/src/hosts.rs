@@ -44,7 +44,10 @@ pub fn start(
     ));
     let supervisor = ecs.supervisor().clone();
     // A receiver is single-use: the simulated hosts' loop is not restarted.
-    tokio::spawn(run_simulated_hosts(happened, data_dir.join("simulated-hosts")));
+    tokio::spawn(run_simulated_hosts(
+        happened,
+        data_dir.join("simulated-hosts"),
+    ));
     let scaled = Arc::clone(ecs);
     supervisor.spawn_led("host_groups", election, move || {
         Arc::clone(&host_groups).run(Arc::clone(&scaled), period)

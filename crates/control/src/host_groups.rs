@@ -50,9 +50,6 @@ use crate::services::ServiceRecord;
 use crate::tasks::TaskRecord;
 use crate::Ecs;
 
-#[cfg(test)]
-mod tests;
-
 /// Most hosts one pass launches into the store in one transaction.
 const LAUNCH_RECORDS_PER_TXN: usize = 100;
 /// Most provider calls one pass makes at once.
@@ -131,7 +128,9 @@ impl HostGroups {
                 Ok(report) => {
                     reports.insert(group.name.clone(), report);
                 }
-                Err(error) => tracing::warn!(group = %group.name, %error, "scaling a host group failed"),
+                Err(error) => {
+                    tracing::warn!(group = %group.name, %error, "scaling a host group failed")
+                }
             }
         }
         reports
@@ -164,10 +163,18 @@ impl HostGroups {
         let hosts = self.matched_hosts(ecs, group, &scaler).await?;
         let facts = ClusterFacts::read(ecs, &scaler.cluster)?;
         // Draining hosts whose tasks are gone are terminated.
-        for host in hosts.iter().filter(|h| h.value.state == HostState::Draining) {
-            let busy = host.value.instance_id.as_deref().is_some_and(|id| facts.tasks_on.contains_key(id));
+        for host in hosts
+            .iter()
+            .filter(|h| h.value.state == HostState::Draining)
+        {
+            let busy = host
+                .value
+                .instance_id
+                .as_deref()
+                .is_some_and(|id| facts.tasks_on.contains_key(id));
             if !busy {
-                self.set_state(ecs, group, host, HostState::Terminating).await?;
+                self.set_state(ecs, group, host, HostState::Terminating)
+                    .await?;
             }
         }
         let observation = Observation {
@@ -177,38 +184,64 @@ impl HostGroups {
                 .map(|h| HostView {
                     id: h.value.spec.host_id.clone(),
                     launched_at_ms: h.value.launched_at_ms,
-                    busy: h.value.instance_id.as_deref().is_some_and(|id| facts.non_daemon_on.contains(id)),
+                    busy: h
+                        .value
+                        .instance_id
+                        .as_deref()
+                        .is_some_and(|id| facts.non_daemon_on.contains(id)),
                 })
                 .collect(),
             hosts_for_unplaced: facts.hosts_for_unplaced(
                 ecs,
                 &scaler,
-                Size { cpu_units: group.cpu_units, memory_mib: group.memory_mib },
+                Size {
+                    cpu_units: group.cpu_units,
+                    memory_mib: group.memory_mib,
+                },
             )?,
         };
-        let bounds = Bounds { min: group.min, max: group.max };
+        let bounds = Bounds {
+            min: group.min,
+            max: group.max,
+        };
         let decision = if scaler.managed {
             scaling::decide(&scaler.settings, bounds, &observation, now_ms)
         } else {
-            let fixed = ScalingSettings { minimum_step: 1, maximum_step: group.max.max(1), ..scaler.settings };
-            let pinned = Bounds { min: group.desired, max: group.desired };
+            let fixed = ScalingSettings {
+                minimum_step: 1,
+                maximum_step: group.max.max(1),
+                ..scaler.settings
+            };
+            let pinned = Bounds {
+                min: group.desired,
+                max: group.desired,
+            };
             scaling::decide(&fixed, pinned, &observation, now_ms)
         };
         report.reservation_percent = decision.reservation_percent;
         // The intents are written here; the provider is called for them
         // below, with every other unfinished intent.
-        report.launched = self.launch(ecs, group, &scaler, decision.launch, now_ms).await?;
+        report.launched = self
+            .launch(ecs, group, &scaler, decision.launch, now_ms)
+            .await?;
         for host_id in &decision.scale_in {
             let Some(host) = hosts.iter().find(|h| &h.value.spec.host_id == host_id) else {
                 continue;
             };
             let drain = scaler.managed_draining && host.value.instance_id.is_some();
             if drain {
-                set_instance_draining(ecs, &scaler.cluster, host.value.instance_id.as_deref().unwrap_or_default()).await?;
-                self.set_state(ecs, group, host, HostState::Draining).await?;
+                set_instance_draining(
+                    ecs,
+                    &scaler.cluster,
+                    host.value.instance_id.as_deref().unwrap_or_default(),
+                )
+                .await?;
+                self.set_state(ecs, group, host, HostState::Draining)
+                    .await?;
                 report.draining.push(host_id.clone());
             } else {
-                self.set_state(ecs, group, host, HostState::Terminating).await?;
+                self.set_state(ecs, group, host, HostState::Terminating)
+                    .await?;
             }
         }
         self.finish_intents(ecs, group, provider, &mut report, &mut failures)
@@ -226,7 +259,8 @@ impl HostGroups {
         group: &HostGroup,
         scaler: &Scaler,
     ) -> Result<Vec<Versioned<HostRecord>>, ApiError> {
-        let instances = scan::<InstanceRecord>(ecs.store.as_ref(), &keys::instances_of(&scaler.cluster))?;
+        let instances =
+            scan::<InstanceRecord>(ecs.store.as_ref(), &keys::instances_of(&scaler.cluster))?;
         let by_host: BTreeMap<String, String> = instances
             .iter()
             .filter(|i| i.value.is_live())
@@ -239,9 +273,14 @@ impl HostGroups {
                 let mut record = host.value.clone();
                 record.instance_id = found.cloned();
                 let key = keys::host(&group.name, &record.spec.host_id);
-                let txn = Txn::new().expect(&key, host.revision).put(&key, records::encode(&record));
+                let txn = Txn::new()
+                    .expect(&key, host.revision)
+                    .put(&key, records::encode(&record));
                 if let Some(revision) = commit(ecs, txn).await? {
-                    *host = Versioned { value: record, revision };
+                    *host = Versioned {
+                        value: record,
+                        revision,
+                    };
                 }
             }
         }
@@ -310,11 +349,18 @@ impl HostGroups {
         for chunk in pending.chunks(PROVIDER_CALLS_CONCURRENT) {
             let calls = chunk.iter().map(|host| async move {
                 let state = host.value.state;
-                (host, state, self.call(provider, group, ecs, &host.value.spec.host_id, state).await)
+                (
+                    host,
+                    state,
+                    self.call(provider, group, ecs, &host.value.spec.host_id, state)
+                        .await,
+                )
             });
             for (host, state, outcome) in join_all(calls).await {
                 match (state, outcome) {
-                    (HostState::Terminating, Ok(())) => report.terminated.push(host.value.spec.host_id.clone()),
+                    (HostState::Terminating, Ok(())) => {
+                        report.terminated.push(host.value.spec.host_id.clone())
+                    }
                     (_, Err(error)) => failures.push(error),
                     _ => {}
                 }
@@ -347,7 +393,9 @@ impl HostGroups {
         outcome.map_err(|error| error.to_string())?;
         if state == HostState::Terminating {
             if let Some(instance_id) = &found.value.instance_id {
-                deregister(ecs, &spec.cluster, instance_id).await.map_err(|e| e.message.clone())?;
+                deregister(ecs, &spec.cluster, instance_id)
+                    .await
+                    .map_err(|e| e.message.clone())?;
             }
         }
         // The record moves on only if nobody changed it meanwhile; the next
@@ -377,7 +425,9 @@ impl HostGroups {
         let key = keys::host(&group.name, &host.value.spec.host_id);
         let mut record = host.value.clone();
         record.state = state;
-        let txn = Txn::new().expect(&key, host.revision).put(&key, records::encode(&record));
+        let txn = Txn::new()
+            .expect(&key, host.revision)
+            .put(&key, records::encode(&record));
         commit(ecs, txn).await.map(|_| ())
     }
 }
@@ -437,9 +487,14 @@ fn scaler_of(ecs: &Ecs, group: &HostGroup) -> Result<Option<Scaler>, ApiError> {
     let Some(record) = found else {
         return Ok(None);
     };
-    let asg = record.provider.auto_scaling_group_provider.clone().unwrap_or_default();
+    let asg = record
+        .provider
+        .auto_scaling_group_provider
+        .clone()
+        .unwrap_or_default();
     let scaling = asg.managed_scaling.clone().unwrap_or_default();
-    let number = |value: Option<i32>, default: i32| u32::try_from(value.unwrap_or(default)).unwrap_or(0);
+    let number =
+        |value: Option<i32>, default: i32| u32::try_from(value.unwrap_or(default)).unwrap_or(0);
     Ok(Some(Scaler {
         name: record.provider.name.clone().unwrap_or_default(),
         cluster: record.cluster.clone().unwrap_or_default(),
@@ -450,7 +505,8 @@ fn scaler_of(ecs: &Ecs, group: &HostGroup) -> Result<Option<Scaler>, ApiError> {
             minimum_step: number(scaling.minimum_scaling_step_size, 1),
             maximum_step: number(scaling.maximum_scaling_step_size, 10_000),
             warmup_ms: u64::from(number(scaling.instance_warmup_period, 300)) * 1000,
-            termination_protection: asg.managed_termination_protection == Some(ManagedTerminationProtection::Enabled),
+            termination_protection: asg.managed_termination_protection
+                == Some(ManagedTerminationProtection::Enabled),
         },
     }))
 }
@@ -468,10 +524,11 @@ struct ClusterFacts {
 
 impl ClusterFacts {
     fn read(ecs: &Ecs, cluster: &str) -> Result<Self, ApiError> {
-        let services: Vec<ServiceRecord> = scan::<ServiceRecord>(ecs.store.as_ref(), &keys::services_of(cluster))?
-            .into_iter()
-            .map(|s| s.value)
-            .collect();
+        let services: Vec<ServiceRecord> =
+            scan::<ServiceRecord>(ecs.store.as_ref(), &keys::services_of(cluster))?
+                .into_iter()
+                .map(|s| s.value)
+                .collect();
         let daemon_groups: BTreeSet<String> = services
             .iter()
             .filter(|s| s.is_daemon())
@@ -520,7 +577,11 @@ impl ClusterFacts {
                 continue;
             }
             let desired = u64::try_from(service.service.desired_count.unwrap_or(0)).unwrap_or(0);
-            let live = self.live_by_group.get(&format!("service:{}", service.name)).copied().unwrap_or(0);
+            let live = self
+                .live_by_group
+                .get(&format!("service:{}", service.name))
+                .copied()
+                .unwrap_or(0);
             let lacking = desired.saturating_sub(live);
             if lacking == 0 {
                 continue;
@@ -536,12 +597,20 @@ impl ClusterFacts {
 fn task_size(ecs: &Ecs, definition_arn: &str) -> Result<Size, ApiError> {
     let reference = definition_arn.rsplit('/').next().unwrap_or_default();
     let Some((family, revision)) = reference.rsplit_once(':') else {
-        return Ok(Size { cpu_units: 0, memory_mib: 0 });
+        return Ok(Size {
+            cpu_units: 0,
+            memory_mib: 0,
+        });
     };
     let revision = revision.parse::<i32>().unwrap_or(0);
     let key = keys::task_definition(family, revision);
-    let Some(found) = records::get::<crate::task_definitions::TaskDefinitionRecord>(ecs.store.as_ref(), &key)? else {
-        return Ok(Size { cpu_units: 0, memory_mib: 0 });
+    let Some(found) =
+        records::get::<crate::task_definitions::TaskDefinitionRecord>(ecs.store.as_ref(), &key)?
+    else {
+        return Ok(Size {
+            cpu_units: 0,
+            memory_mib: 0,
+        });
     };
     let needs = crate::tasks::needs_of(&found.value.definition);
     Ok(Size {
@@ -550,7 +619,11 @@ fn task_size(ecs: &Ecs, definition_arn: &str) -> Result<Size, ApiError> {
     })
 }
 
-async fn set_instance_draining(ecs: &Ecs, cluster: &str, instance_id: &str) -> Result<(), ApiError> {
+async fn set_instance_draining(
+    ecs: &Ecs,
+    cluster: &str,
+    instance_id: &str,
+) -> Result<(), ApiError> {
     ecs.update_container_instances_state(UpdateContainerInstancesStateRequest {
         cluster: Some(cluster.to_owned()),
         container_instances: Some(vec![instance_id.to_owned()]),
@@ -561,15 +634,25 @@ async fn set_instance_draining(ecs: &Ecs, cluster: &str, instance_id: &str) -> R
 }
 
 /// A terminated host's instance goes INACTIVE at once, as ECS deregisters
-/// the instances its Auto Scaling group terminates.
+/// the instances its Auto Scaling group terminates. An instance (or cluster)
+/// already gone is as good as deregistered.
 async fn deregister(ecs: &Ecs, cluster: &str, instance_id: &str) -> Result<(), ApiError> {
-    ecs.deregister_container_instance(DeregisterContainerInstanceRequest {
-        cluster: Some(cluster.to_owned()),
-        container_instance: Some(instance_id.to_owned()),
-        force: Some(true),
-    })
-    .await
-    .map(|_| ())
+    let answer = ecs
+        .deregister_container_instance(DeregisterContainerInstanceRequest {
+            cluster: Some(cluster.to_owned()),
+            container_instance: Some(instance_id.to_owned()),
+            force: Some(true),
+        })
+        .await;
+    match answer {
+        Ok(_) => Ok(()),
+        Err(error)
+            if error.code.contains("ClusterNotFound") || error.message.contains("not found") =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Commits `txn`; `None` when a condition failed.
@@ -625,7 +708,9 @@ async fn say(
         let mut record = found.value;
         record.provider.update_status = Some(status);
         record.provider.update_status_reason = Some(reason.clone());
-        let txn = Txn::new().expect(&key, found.revision).put(&key, records::encode(&record));
+        let txn = Txn::new()
+            .expect(&key, found.revision)
+            .put(&key, records::encode(&record));
         Ok(records::Attempt::Commit(txn, ()))
     })
     .await

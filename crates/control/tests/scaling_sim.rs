@@ -148,7 +148,10 @@ impl World {
 
     async fn service(&self, desired: u32) {
         let exists = self
-            .ok("DescribeServices", json!({"cluster": CLUSTER, "services": ["web"]}))
+            .ok(
+                "DescribeServices",
+                json!({"cluster": CLUSTER, "services": ["web"]}),
+            )
             .await["services"]
             .as_array()
             .is_some_and(|s| !s.is_empty());
@@ -193,7 +196,10 @@ impl World {
                         .as_str()
                         .expect("arn")
                         .to_owned();
-                    let agent = self.ecs.resolve_agent_instance(CLUSTER, &arn).expect("agent");
+                    let agent = self
+                        .ecs
+                        .resolve_agent_instance(CLUSTER, &arn)
+                        .expect("agent");
                     self.ecs
                         .set_agent_connected(&agent, &format!("conn-{}", host.host_id), true)
                         .await
@@ -210,7 +216,10 @@ impl World {
     /// Reports every task the scheduler asked to stop as STOPPED, as agents would.
     async fn agents_stop_tasks(&self) {
         let listed = self
-            .ok("ListTasks", json!({"cluster": CLUSTER, "desiredStatus": "STOPPED"}))
+            .ok(
+                "ListTasks",
+                json!({"cluster": CLUSTER, "desiredStatus": "STOPPED"}),
+            )
             .await;
         for arn in listed["taskArns"].as_array().into_iter().flatten() {
             self.ok(
@@ -224,17 +233,31 @@ impl World {
     /// One round: services place, agents follow, the group scales.
     async fn step(&mut self) -> flotilla_control::host_groups::PassReport {
         self.clock.0.fetch_add(1_000, Ordering::Relaxed);
-        self.scheduler.pass(&self.ecs).await.expect("scheduler pass");
+        self.scheduler
+            .pass(&self.ecs)
+            .await
+            .expect("scheduler pass");
         self.agents_stop_tasks().await;
-        let report = self.groups.pass(&self.ecs).await.remove(GROUP).unwrap_or_default();
+        let report = self
+            .groups
+            .pass(&self.ecs)
+            .await
+            .remove(GROUP)
+            .unwrap_or_default();
         self.agents_follow_hosts().await;
-        self.scheduler.pass(&self.ecs).await.expect("scheduler pass");
+        self.scheduler
+            .pass(&self.ecs)
+            .await
+            .expect("scheduler pass");
         report
     }
 
     async fn running_tasks(&self) -> usize {
-        self.ok("ListTasks", json!({"cluster": CLUSTER, "desiredStatus": "RUNNING"}))
-            .await["taskArns"]
+        self.ok(
+            "ListTasks",
+            json!({"cluster": CLUSTER, "desiredStatus": "RUNNING"}),
+        )
+        .await["taskArns"]
             .as_array()
             .map_or(0, Vec::len)
     }
@@ -247,7 +270,11 @@ impl World {
             .into_iter()
             .map(|h| h.value.spec.host_id)
             .collect();
-        assert_eq!(self.provider.up(), recorded, "hosts up are the hosts recorded");
+        assert_eq!(
+            self.provider.up(),
+            recorded,
+            "hosts up are the hosts recorded"
+        );
         for (host, launches) in self.provider.launches() {
             assert_eq!(launches, 1, "host {host} launched {launches} times");
         }
@@ -286,7 +313,8 @@ async fn scale_out_follows_the_reservation_and_the_step_sizes() {
         (40, 100, 1, 10_000, 4, 200.0, &[4], 250.0),
     ];
     for (tasks, target, min_step, max_step, max, reservation, steps, settled) in table {
-        let case = format!("{tasks} tasks, target {target}, steps {min_step}..{max_step}, max {max}");
+        let case =
+            format!("{tasks} tasks, target {target}, steps {min_step}..{max_step}, max {max}");
         let mut world = World::new(
             &format!("name={GROUP},provider=simulated,min=0,max={max},cpu=2048,memory=4096"),
             json!({"status": "ENABLED", "targetCapacity": target,
@@ -306,11 +334,22 @@ async fn scale_out_follows_the_reservation_and_the_step_sizes() {
             world.check_hosts();
         }
         assert_eq!(launched, steps, "{case}: hosts launched per step");
-        assert_eq!(first_reservation, Some(reservation), "{case}: first reservation");
+        assert_eq!(
+            first_reservation,
+            Some(reservation),
+            "{case}: first reservation"
+        );
         let placeable = (max as usize * 4).min(tasks as usize);
-        assert_eq!(world.running_tasks().await, placeable, "{case}: tasks placed");
+        assert_eq!(
+            world.running_tasks().await,
+            placeable,
+            "{case}: tasks placed"
+        );
         let now = world.step().await.reservation_percent;
-        assert!((now - settled).abs() < 1e-9, "{case}: settled at {now}, not {settled}");
+        assert!(
+            (now - settled).abs() < 1e-9,
+            "{case}: settled at {now}, not {settled}"
+        );
     }
 }
 
@@ -346,9 +385,16 @@ async fn scale_in_drains_and_terminates_idle_hosts_and_keeps_busy_ones() {
     terminated.sort();
     assert_eq!(terminated, drained, "drained hosts are terminated");
     assert_eq!(world.provider.up().len(), 1);
-    assert_eq!(world.running_tasks().await, 1, "the busy host kept its task");
+    assert_eq!(
+        world.running_tasks().await,
+        1,
+        "the busy host kept its task"
+    );
     let described = world
-        .ok("DescribeCapacityProviders", json!({"capacityProviders": [PROVIDER]}))
+        .ok(
+            "DescribeCapacityProviders",
+            json!({"capacityProviders": [PROVIDER]}),
+        )
         .await;
     let provider = &described["capacityProviders"][0];
     assert_eq!(provider["updateStatus"], "UPDATE_COMPLETE");
@@ -375,7 +421,13 @@ async fn a_restart_mid_scale_neither_leaks_nor_launches_twice() {
         .map(|h| h.value.state)
         .collect();
     assert_eq!(states.len(), 4);
-    assert_eq!(states.iter().filter(|s| **s == HostState::Launching).count(), 1);
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| **s == HostState::Launching)
+            .count(),
+        1
+    );
     // A host launched whose record never heard of it (killed between the
     // call and the record's update): the provider has it, the record says
     // LAUNCHING.
@@ -384,7 +436,11 @@ async fn a_restart_mid_scale_neither_leaks_nor_launches_twice() {
         .into_iter()
         .find(|h| h.value.state == HostState::Launching)
         .expect("one pending");
-    world.provider.launch(&pending.value.spec).await.expect("launch");
+    world
+        .provider
+        .launch(&pending.value.spec)
+        .await
+        .expect("launch");
     world.restart();
     for _ in 0..5 {
         world.step().await;

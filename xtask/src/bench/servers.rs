@@ -83,6 +83,19 @@ pub fn start_flotilla(binary: &Path, log_dir: &Path) -> Result<Server> {
     start("flotilla", command, address, log_dir, Some(data_dir))
 }
 
+/// [`start_flotilla`] with more server arguments.
+pub fn start_flotilla_with(binary: &Path, log_dir: &Path, extra: &[String]) -> Result<Server> {
+    let data_dir = TempDir::new("flotilla-bench-data")?;
+    let port = free_loopback_port()?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut command = Command::new(binary);
+    command
+        .args(["server", "--listen", &address.to_string(), "--data-dir"])
+        .arg(data_dir.path())
+        .args(extra);
+    start("flotilla", command, address, log_dir, Some(data_dir))
+}
+
 /// Debian's `etcd` (package etcd-server), one member on loopback ports and
 /// a fresh data directory, with the auto-compaction the README advises;
 /// returned once it answers `/health`.
