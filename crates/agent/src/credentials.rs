@@ -163,7 +163,13 @@ pub enum EndpointError {
 /// when it is there already) with iproute2's `ip`.
 pub async fn prepare_address() -> Result<(), EndpointError> {
     let output = tokio::process::Command::new("ip")
-        .args(["address", "add", &format!("{CREDENTIALS_ADDRESS}/32"), "dev", "lo"])
+        .args([
+            "address",
+            "add",
+            &format!("{CREDENTIALS_ADDRESS}/32"),
+            "dev",
+            "lo",
+        ])
         .output()
         .await
         .map_err(|error| EndpointError::Address(format!("running ip: {error}")))?;

@@ -288,7 +288,15 @@ pub async fn run(config: AgentConfig) -> Result<InstanceExit, AgentError> {
         Arc::clone(&clock),
         Arc::clone(&task_credentials),
     ));
-    let aws_endpoint_url = match serve_credentials_address(&config, &metadata, &runtime, &clock, &task_credentials).await {
+    let aws_endpoint_url = match serve_credentials_address(
+        &config,
+        &metadata,
+        &runtime,
+        &clock,
+        &task_credentials,
+    )
+    .await
+    {
         Ok(url) => url,
         Err(error) => {
             tracing::warn!(%error, "containers cannot reach 169.254.170.2: tasks with a task role get no credentials from the endpoint (run the agent as root, or with CAP_NET_ADMIN, to serve it)");

@@ -420,7 +420,13 @@ pub async fn serve(
                 let credentials = Arc::clone(&credentials);
                 async move {
                     if let Some(id) = request.uri().path().strip_prefix(CREDENTIALS_PREFIX) {
-                        let answer = answer_credentials(request.method(), id, peer.ip(), &registry, &credentials);
+                        let answer = answer_credentials(
+                            request.method(),
+                            id,
+                            peer.ip(),
+                            &registry,
+                            &credentials,
+                        );
                         return Ok::<_, Infallible>(respond(answer));
                     }
                     let answer = tokio::time::timeout(
@@ -476,7 +482,10 @@ fn answer_credentials(
     if id.is_empty() {
         return (
             StatusCode::BAD_REQUEST,
-            credentials_error_json("NoIdInRequest", "CredentialsV2Request: No ID in the request"),
+            credentials_error_json(
+                "NoIdInRequest",
+                "CredentialsV2Request: No ID in the request",
+            ),
         );
     }
     let not_found = || {

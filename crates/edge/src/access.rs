@@ -552,7 +552,8 @@ mod tests {
             secrets: None,
             elbv2: None,
             s3: None,
-        task_credentials_duration_seconds: crate::task_roles::TASK_CREDENTIALS_DURATION_SECONDS_DEFAULT,
+            task_credentials_duration_seconds:
+                crate::task_roles::TASK_CREDENTIALS_DURATION_SECONDS_DEFAULT,
         }
     }
 

@@ -192,7 +192,10 @@ mod tests {
         assert_eq!(
             task_roles(&task),
             vec![
-                (RoleType::TaskApplication, "arn:aws:iam::0:role/b".to_owned()),
+                (
+                    RoleType::TaskApplication,
+                    "arn:aws:iam::0:role/b".to_owned()
+                ),
                 (RoleType::TaskExecution, "arn:aws:iam::0:role/x".to_owned()),
             ]
         );

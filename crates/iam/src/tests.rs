@@ -347,12 +347,20 @@ async fn a_service_assumes_a_role_only_when_the_trust_policy_names_it() {
     let iam = iam();
     let trusts_tasks = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
     let trusts_ec2 = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-    call(&iam, "CreateRole", json!({"RoleName": "app", "AssumeRolePolicyDocument": trusts_tasks}))
-        .await
-        .expect("created");
-    call(&iam, "CreateRole", json!({"RoleName": "vm", "AssumeRolePolicyDocument": trusts_ec2}))
-        .await
-        .expect("created");
+    call(
+        &iam,
+        "CreateRole",
+        json!({"RoleName": "app", "AssumeRolePolicyDocument": trusts_tasks}),
+    )
+    .await
+    .expect("created");
+    call(
+        &iam,
+        "CreateRole",
+        json!({"RoleName": "vm", "AssumeRolePolicyDocument": trusts_ec2}),
+    )
+    .await
+    .expect("created");
     let context = Context {
         now_ms: 1_700_000_000_000,
         fresh_id: &fresh,

@@ -343,10 +343,7 @@ impl Engine {
     fn spawn(&self, record: TaskRecord) {
         let task_arn = record.task_arn().to_owned();
         if let Some(id) = &record.credentials_id {
-            self.context
-                .settings
-                .credentials
-                .register(&task_arn, id);
+            self.context.settings.credentials.register(&task_arn, id);
         }
         let (sender, inbox) = mpsc::channel(TASK_INBOX_MAX);
         let (task, summary) = ManagedTask::new(Arc::clone(&self.context), record, inbox);

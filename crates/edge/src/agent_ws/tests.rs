@@ -577,11 +577,21 @@ async fn tasks_get_their_roles_credentials_and_fresh_ones_before_expiry() {
     create_role(&server, "app", "ecs-tasks.amazonaws.com").await;
     create_role(&server, "vm", "ec2.amazonaws.com").await;
     let role = "arn:aws:iam::000000000000:role/app";
-    server.call("RegisterTaskDefinition", json!({"family": "r", "taskRoleArn": role,
-        "containerDefinitions": [{"name": "web", "image": "nginx", "memory": 6}]})).await;
-    server.call("RegisterTaskDefinition", json!({"family": "bad",
+    server
+        .call(
+            "RegisterTaskDefinition",
+            json!({"family": "r", "taskRoleArn": role,
+        "containerDefinitions": [{"name": "web", "image": "nginx", "memory": 6}]}),
+        )
+        .await;
+    server
+        .call(
+            "RegisterTaskDefinition",
+            json!({"family": "bad",
         "executionRoleArn": "arn:aws:iam::000000000000:role/vm",
-        "containerDefinitions": [{"name": "web", "image": "nginx", "memory": 6}]})).await;
+        "containerDefinitions": [{"name": "web", "image": "nginx", "memory": 6}]}),
+        )
+        .await;
     let mut client = server.connect(&instance, "0").await;
     client.message().await;
     server.wait_connected(&instance, true).await;
@@ -589,7 +599,10 @@ async fn tasks_get_their_roles_credentials_and_fresh_ones_before_expiry() {
     let run = server
         .call("RunTask", json!({"cluster": "c", "taskDefinition": "r"}))
         .await;
-    let task_arn = run["tasks"][0]["taskArn"].as_str().expect("placed").to_owned();
+    let task_arn = run["tasks"][0]["taskArn"]
+        .as_str()
+        .expect("placed")
+        .to_owned();
     let ToAgent::Payload { tasks, .. } = client.message().await else {
         panic!("expected a payload")
     };
@@ -616,7 +629,10 @@ async fn tasks_get_their_roles_credentials_and_fresh_ones_before_expiry() {
     else {
         panic!("not a role session")
     };
-    assert_eq!((role_name.as_str(), session_name.as_str()), ("app", task_id));
+    assert_eq!(
+        (role_name.as_str(), session_name.as_str()),
+        ("app", task_id)
+    );
 
     // Halfway through their 6 s, the agent gets fresh ones.
     let renewed = tokio::time::timeout(Duration::from_secs(6), client.message())

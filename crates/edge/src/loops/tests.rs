@@ -141,7 +141,8 @@ async fn a_panicking_service_scheduler_is_restarted_counted_and_reported() {
             "000000000000",
         )),
         s3: None,
-        task_credentials_duration_seconds: crate::task_roles::TASK_CREDENTIALS_DURATION_SECONDS_DEFAULT,
+        task_credentials_duration_seconds:
+            crate::task_roles::TASK_CREDENTIALS_DURATION_SECONDS_DEFAULT,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
