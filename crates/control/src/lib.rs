@@ -103,6 +103,9 @@ pub struct Ecs {
     usage: usage::UsageBook,
     /// What else publishes into CloudWatch each metrics minute.
     minute_sources: std::sync::Mutex<Vec<Arc<dyn flotilla_metrics::put::MinuteSource>>>,
+    /// The target groups services register their tasks in, when the
+    /// process runs a load balancer API.
+    target_groups: std::sync::RwLock<Option<Arc<dyn services::target_groups::TargetGroups>>>,
 }
 
 impl Ecs {
@@ -127,6 +130,7 @@ impl Ecs {
             metrics: Default::default(),
             usage: Default::default(),
             minute_sources: Default::default(),
+            target_groups: Default::default(),
         }
         .with_supervisor(Supervisor::default())
     }
@@ -170,6 +174,21 @@ impl Ecs {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(source);
+    }
+
+    /// Lets services with `loadBalancers` register their tasks in `groups`.
+    pub fn set_target_groups(&self, groups: Arc<dyn services::target_groups::TargetGroups>) {
+        *self
+            .target_groups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(groups);
+    }
+
+    pub(crate) fn target_groups(&self) -> Option<Arc<dyn services::target_groups::TargetGroups>> {
+        self.target_groups
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Sets the base URL (e.g. `http://10.0.0.5:8440`) that
