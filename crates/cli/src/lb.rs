@@ -223,7 +223,11 @@ pub fn start_embedded_data_plane(
     embedded: bool,
 ) -> Result<Arc<flotilla_elbv2::Elbv2>> {
     if !embedded {
-        return Ok(Arc::new(flotilla_elbv2::Elbv2::new(store, scope)));
+        let elbv2 = Arc::new(flotilla_elbv2::Elbv2::new(store, scope));
+        ecs.set_target_groups(Arc::new(crate::service_targets::ServiceTargetGroups {
+            elbv2: Arc::clone(&elbv2),
+        }));
+        return Ok(elbv2);
     }
     let plane = DataPlane::new(Arc::new(SystemClock))
         .context("starting the load balancer data plane's worker threads")?;
@@ -237,6 +241,9 @@ pub fn start_embedded_data_plane(
     ecs.add_minute_source(Arc::new(
         flotilla_elbv2::cloudwatch::LoadBalancerMetrics::new(Arc::clone(&elbv2), plane.metrics()),
     ));
+    ecs.set_target_groups(Arc::new(crate::service_targets::ServiceTargetGroups {
+        elbv2: Arc::clone(&elbv2),
+    }));
     supervisor.spawn("elbv2_data_plane", {
         let elbv2 = Arc::clone(&elbv2);
         move || flotilla_elbv2::plane::feed(Arc::clone(&elbv2), plane.clone(), Arc::clone(&health))

@@ -24,6 +24,7 @@ mod lb;
 mod placement;
 mod region;
 mod service;
+mod service_targets;
 mod store;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8440";

@@ -179,7 +179,7 @@ impl AgentWatch {
         if record.instance_id != self.instance.instance_id {
             return;
         }
-        let desired = record.desired_status().to_owned();
+        let desired = record.agent_desired_status().to_owned();
         if self.sent.get(&record.arn()) == Some(&desired) {
             return;
         }
@@ -219,12 +219,12 @@ pub fn task_payload(record: &TaskRecord) -> TaskPayload {
     TaskPayload {
         task_arn: record.arn(),
         cluster_arn: record.task.cluster_arn.clone().unwrap_or_default(),
-        desired_status: record.desired_status().to_owned(),
+        desired_status: record.agent_desired_status().to_owned(),
         version: record.task.version.unwrap_or(1),
         task_definition: record.definition.clone(),
         overrides: record.task.overrides.clone(),
         network_interface: record.network_interface.clone(),
-        stopped_reason: (record.desired_status() == "STOPPED")
+        stopped_reason: (record.agent_desired_status() == "STOPPED")
             .then(|| record.task.stopped_reason.clone())
             .flatten(),
         fargate: record.task.launch_type == Some(flotilla_types::ecs::LaunchType::Fargate),

@@ -32,7 +32,6 @@ use Handling::{Acted, Kept, Refused};
 /// One operation's members, in the order of botocore's documentation.
 pub type OperationMembers = (&'static str, &'static [(&'static str, Handling)]);
 
-const LOAD_BALANCER: &str = "the load balancer part";
 const SERVICE_CONNECT: &str =
     "service connect needs service discovery namespaces and a proxy, which Flotilla does not have yet";
 const EBS: &str =
@@ -380,7 +379,7 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
                 "availabilityZoneRebalancing",
                 Kept("the scheduler balances zones when it places and scales in, but does not move running tasks"),
             ),
-            ("loadBalancers", Kept(LOAD_BALANCER)),
+            ("loadBalancers", Acted),
             ("serviceRegistries", Kept("service discovery")),
             ("desiredCount", Acted),
             ("clientToken", Acted),
@@ -428,7 +427,7 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
             ("deploymentController", Acted),
             ("enableExecuteCommand", Kept("ExecuteCommand, with the logs part")),
             ("enableECSManagedTags", Acted),
-            ("loadBalancers", Kept(LOAD_BALANCER)),
+            ("loadBalancers", Acted),
             ("propagateTags", Acted),
             ("serviceRegistries", Kept("service discovery")),
             ("serviceConnectConfiguration", Refused(SERVICE_CONNECT)),

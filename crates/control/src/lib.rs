@@ -108,6 +108,9 @@ pub struct Ecs {
     /// Which replica runs each singleton loop; this one alone runs all of
     /// them unless replicas share an etcd store.
     election: Arc<dyn flotilla_store::Election>,
+    /// The target groups services register their tasks in, when the
+    /// process runs a load balancer API.
+    target_groups: std::sync::RwLock<Option<Arc<dyn services::target_groups::TargetGroups>>>,
 }
 
 impl Ecs {
@@ -133,6 +136,7 @@ impl Ecs {
             usage: Default::default(),
             minute_sources: Default::default(),
             election: Arc::new(flotilla_store::SoleReplica::new("local")),
+            target_groups: Default::default(),
         }
         .with_supervisor(Supervisor::default())
     }
@@ -189,6 +193,21 @@ impl Ecs {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(source);
+    }
+
+    /// Lets services with `loadBalancers` register their tasks in `groups`.
+    pub fn set_target_groups(&self, groups: Arc<dyn services::target_groups::TargetGroups>) {
+        *self
+            .target_groups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(groups);
+    }
+
+    pub(crate) fn target_groups(&self) -> Option<Arc<dyn services::target_groups::TargetGroups>> {
+        self.target_groups
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Sets the base URL (e.g. `http://10.0.0.5:8440`) that

@@ -27,10 +27,12 @@ use crate::tasks::{LaunchRequest, Revisions, TaskRecord};
 use crate::Ecs;
 use breaker::FailureCount;
 
+mod balancing;
 pub mod breaker;
 pub(crate) mod events;
 pub mod reconcile;
 pub mod rollout;
+pub mod target_groups;
 
 pub use reconcile::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS, STABILIZATION_MS};
 
@@ -584,6 +586,7 @@ impl Ecs {
         name: &str,
         mut spec: DeploymentSpec,
         running: Option<&str>,
+        load_balancers: &[LoadBalancer],
     ) -> Result<DeploymentSpec, ApiError> {
         let reference = self
             .task_definition_reference(&spec.task_definition)
@@ -592,7 +595,11 @@ impl Ecs {
             .find_task_definition(&reference)?
             .ok_or_else(|| ApiError::client("TaskDefinition not found."))?;
         let awsvpc = record.definition.network_mode == Some(NetworkMode::Awsvpc);
-        let arn = record.definition.task_definition_arn.unwrap_or_default();
+        let arn = record
+            .definition
+            .task_definition_arn
+            .clone()
+            .unwrap_or_default();
         let active = record.definition.status == Some(TaskDefinitionStatus::Active);
         if !active && running != Some(arn.as_str()) {
             return Err(ApiError::client(crate::tasks::TASK_DEFINITION_INACTIVE));
@@ -606,6 +613,11 @@ impl Ecs {
                 "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
             ));
         }
+        target_groups::check_load_balancers(
+            load_balancers,
+            &record.definition,
+            self.target_groups().as_deref(),
+        )?;
         spec.task_definition = arn;
         let group = format!("service:{name}");
         let mut launch = Self::deployment_launch_request(cluster, &group, "ecs-svc/0", &spec, None);
@@ -734,7 +746,8 @@ impl Ecs {
             placement_strategy: request.placement_strategy.clone().unwrap_or_default(),
             enable_execute_command: request.enable_execute_command.unwrap_or(false),
         };
-        let spec = self.checked_spec(&cluster, &name, spec, None)?;
+        let load_balancers = request.load_balancers.clone().unwrap_or_default();
+        let spec = self.checked_spec(&cluster, &name, spec, None, &load_balancers)?;
         let now_ms = self.clock.now_ms();
         let now_seconds = self.now_seconds();
         let id = deployment_id(&self.ids.uuid());
@@ -971,9 +984,28 @@ impl Ecs {
         if let Some(enable) = request.enable_execute_command {
             spec.enable_execute_command = enable;
         }
-        let spec = self.checked_spec(&cluster, &name, spec, Some(base.task_definition.as_str()))?;
+        let load_balancers = request.load_balancers.clone().unwrap_or_else(|| {
+            current
+                .value
+                .service
+                .load_balancers
+                .clone()
+                .unwrap_or_default()
+        });
+        let spec = self.checked_spec(
+            &cluster,
+            &name,
+            spec,
+            Some(base.task_definition.as_str()),
+            &load_balancers,
+        )?;
         let force = request.force_new_deployment.unwrap_or(false);
-        let redeploy = force || spec != base;
+        // As in ECS, new load balancers take effect through a new deployment.
+        let load_balancers_changed = request
+            .load_balancers
+            .as_ref()
+            .is_some_and(|given| Some(given) != current.value.service.load_balancers.as_ref());
+        let redeploy = force || spec != base || load_balancers_changed;
         let now_ms = self.clock.now_ms();
         let new_id = deployment_id(&self.ids.uuid());
         let key = keys::service(&cluster, &name);

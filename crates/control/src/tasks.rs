@@ -135,6 +135,14 @@ pub struct TaskRecord {
     /// circuit breaker resets on it.
     #[serde(default)]
     pub healthy_at_ms: Option<u64>,
+    /// The targets it is registered as in its service's target groups,
+    /// kept until they are deregistered and their delay is over: while
+    /// they are, its agent is not told to stop it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<crate::services::target_groups::RegisteredTarget>,
+    /// While it is DEACTIVATING (deregistered, draining): until when (clock ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivating_until_ms: Option<u64>,
 }
 
 impl TaskRecord {
@@ -144,6 +152,19 @@ impl TaskRecord {
 
     pub fn desired_status(&self) -> &str {
         self.task.desired_status.as_deref().unwrap_or("RUNNING")
+    }
+
+    /// What its agent is told to do: a task still registered in a target
+    /// group keeps running until it is deregistered and drained, as ECS
+    /// holds a task in DEACTIVATING before it stops it.
+    pub fn agent_desired_status(&self) -> &str {
+        if self.desired_status() == "STOPPED"
+            && !self.targets.is_empty()
+            && self.last_status() != "STOPPED"
+        {
+            return "RUNNING";
+        }
+        self.desired_status()
     }
 
     pub fn arn(&self) -> String {
@@ -1342,6 +1363,8 @@ impl Ecs {
             network_interface,
             stopped_at_ms: None,
             healthy_at_ms: None,
+            targets: Vec::new(),
+            deactivating_until_ms: None,
         }
     }
 

@@ -36,6 +36,7 @@ mod load_balancers;
 pub mod plane;
 pub mod records;
 pub mod remote;
+pub mod services;
 pub mod snapshot;
 mod tags;
 mod target_groups;

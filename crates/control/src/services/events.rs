@@ -257,3 +257,30 @@ mod tests {
         );
     }
 }
+
+/// Tasks of the service registered in a target group.
+pub fn registered_targets(service: &str, count: usize, target_group_arn: &str) -> String {
+    format!("(service {service}) registered {count} targets in (target-group {target_group_arn})")
+}
+
+/// Tasks of the service deregistered from a target group.
+pub fn deregistered_targets(service: &str, count: usize, target_group_arn: &str) -> String {
+    format!("(service {service}) deregistered {count} targets in (target-group {target_group_arn})")
+}
+
+/// A task's target that its load balancer found unhealthy, before the task
+/// is stopped for it.
+pub fn target_unhealthy(
+    service: &str,
+    target_id: &str,
+    port: u16,
+    target_group_arn: &str,
+    description: &str,
+) -> String {
+    let instance = if target_id.starts_with("i-") || target_id.starts_with("mi-") {
+        format!("(instance {target_id}) ")
+    } else {
+        String::new()
+    };
+    format!("(service {service}) {instance}(port {port}) is unhealthy in (target-group {target_group_arn}) due to (reason {description}).")
+}

@@ -48,6 +48,7 @@ use flotilla_types::ApiError;
 use super::breaker::{FailureCount, TaskOutcome};
 use super::events::TaskFailure;
 use super::rollout::{self, Actions, Bounds, DaemonInstance, Phase, StopWhy, TaskView};
+use super::target_groups::{self, TargetGroups, ELB_UNHEALTHY_STOP_PREFIX};
 use super::{events, failure_threshold, CompletedDeployment, ServiceRecord, TaskProtection};
 use crate::instances::{scan, InstanceRecord};
 use crate::records::{self, keys, Attempt, Versioned};
@@ -168,9 +169,31 @@ impl ServiceScheduler {
         }
         clusters.dedup();
         let mut seen_keys = std::collections::HashSet::new();
+        let groups = ecs.target_groups();
         for cluster in clusters {
-            let view = self.read_cluster(ecs, &cluster, &mut seen_keys)?;
+            let mut view = self.read_cluster(ecs, &cluster, &mut seen_keys)?;
             let services = scan::<ServiceRecord>(ecs.store.as_ref(), &keys::services_of(&cluster))?;
+            if let Some(groups) = groups.as_deref() {
+                let now_ms = ecs.clock.now_ms();
+                match super::balancing::sync_targets(
+                    ecs,
+                    groups,
+                    &cluster,
+                    &services,
+                    &view.tasks_by_group,
+                    &view.instances,
+                    now_ms,
+                )
+                .await
+                {
+                    // The services decide from the task records as they now are.
+                    Ok(true) => view = self.read_cluster(ecs, &cluster, &mut seen_keys)?,
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%cluster, %error, "load balancer targets not brought up to date")
+                    }
+                }
+            }
             for service in services {
                 if let Err(error) = self.reconcile(ecs, &cluster, service, &view).await {
                     tracing::warn!(%cluster, %error, "service reconciliation failed");
@@ -273,8 +296,18 @@ impl ServiceScheduler {
         record: &ServiceRecord,
         tasks: &[Versioned<Arc<TaskFacts>>],
         view: &ClusterView,
+        groups: Option<&dyn TargetGroups>,
         now_ms: u64,
     ) -> Vec<(TaskView, Versioned<Arc<TaskFacts>>)> {
+        // With load balancers, a task is healthy only once its targets are,
+        // and counts at once (ECS needs no stabilization period then: the
+        // load balancer's healthy threshold is one).
+        let balanced = !record
+            .service
+            .load_balancers
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty();
         let grace_ms = u64::try_from(
             record
                 .service
@@ -308,13 +341,22 @@ impl ServiceScheduler {
                 };
                 let checked = task.health_checked;
                 let health = task.health;
-                let healthy =
-                    phase == Phase::Running && (!checked || health == HealthStatus::Healthy);
-                let stable = healthy && task.held_healthy(self.settings.stabilization_ms, now_ms);
+                let (targets_healthy, targets_unhealthy) = match groups {
+                    Some(groups) if balanced && phase == Phase::Running => (
+                        target_groups::targets_healthy(&task.targets, groups, now_ms),
+                        target_groups::unhealthy_target(&task.targets, groups, now_ms).is_some(),
+                    ),
+                    None if balanced => (false, false),
+                    _ => (true, false),
+                };
+                let healthy = phase == Phase::Running
+                    && (!checked || health == HealthStatus::Healthy)
+                    && targets_healthy;
+                let stable = healthy
+                    && (balanced || task.held_healthy(self.settings.stabilization_ms, now_ms));
                 let started_ms = task.started_at_ms.unwrap_or(now_ms);
                 let unhealthy = phase == Phase::Running
-                    && checked
-                    && health == HealthStatus::Unhealthy
+                    && ((checked && health == HealthStatus::Unhealthy) || targets_unhealthy)
                     && now_ms >= started_ms + grace_ms;
                 let protected = view
                     .protected_until_ms
@@ -390,7 +432,8 @@ impl ServiceScheduler {
             let eligible = instances.iter().filter(|i| i.eligible).count() as i32;
             record.service.desired_count = Some(eligible);
         }
-        let views = self.views(&record, tasks, view, now_ms);
+        let groups = ecs.target_groups();
+        let views = self.views(&record, tasks, view, groups.as_deref(), now_ms);
         self.observe(&mut record, tasks, &views, now_ms, rollback_id, &mut told);
         let throttle = record
             .primary()
@@ -441,7 +484,7 @@ impl ServiceScheduler {
             }
         }
         // B. Plan, from views of the record as it now stands.
-        let views = self.views(&record, tasks, view, now_ms);
+        let views = self.views(&record, tasks, view, groups.as_deref(), now_ms);
         let Some(primary) = record.primary().cloned() else {
             return Ok(());
         };
@@ -842,18 +885,51 @@ impl ServiceScheduler {
             .filter(|view| view.protected && record.status() == "DRAINING")
             .map(|view| view.task_id.as_str())
             .collect();
+        // Tasks stopped because their load balancer found a target
+        // unhealthy: the reason and the event, as ECS words them.
+        let groups = ecs.target_groups();
+        let elb_failures: HashMap<String, (String, String)> = actions
+            .stop
+            .iter()
+            .filter(|(_, why)| *why == StopWhy::Unhealthy)
+            .filter_map(|(index, _)| {
+                let facts = &views[*index].1.value;
+                let (target, description) =
+                    target_groups::unhealthy_target(&facts.targets, groups.as_deref()?, now_ms)?;
+                Some((
+                    facts.task_id.clone(),
+                    (
+                        target_groups::elb_unhealthy_stop_reason(&target.target_group_arn),
+                        events::target_unhealthy(
+                            &record.name,
+                            &target.target.id,
+                            target.target.port,
+                            &target.target_group_arn,
+                            &description,
+                        ),
+                    ),
+                ))
+            })
+            .collect();
+        let reason_of = |task_id: &str, why: StopWhy| -> String {
+            match why {
+                StopWhy::Unhealthy => elb_failures
+                    .get(task_id)
+                    .map_or(UNHEALTHY_STOP_REASON.to_owned(), |(reason, _)| {
+                        reason.clone()
+                    }),
+                StopWhy::ScaleIn | StopWhy::Replaced => scaling.clone(),
+                StopWhy::Draining => DRAINING_STOP_REASON.to_owned(),
+                StopWhy::AgentLost => lost_reason.clone(),
+            }
+        };
         let stop_batch_max = ecs.store.limits().items_per_txn(STOP_OPS_PER_TASK);
         for chunk in actions.stop.chunks(stop_batch_max) {
             let mut txn = Txn::new();
             let mut chunk_ids = Vec::new();
             for (index, why) in chunk {
                 let (view, found) = &views[*index];
-                let reason = match why {
-                    StopWhy::Unhealthy => UNHEALTHY_STOP_REASON,
-                    StopWhy::ScaleIn | StopWhy::Replaced => scaling.as_str(),
-                    StopWhy::Draining => DRAINING_STOP_REASON,
-                    StopWhy::AgentLost => lost_reason.as_str(),
-                };
+                let reason = reason_of(&found.value.task_id, *why);
                 // The scheduler keeps only facts of tasks: the record is read whole here.
                 let Some(current) = ecs.get_task(cluster, &found.value.task_id)? else {
                     continue;
@@ -866,7 +942,7 @@ impl ServiceScheduler {
                 task.request_stop(
                     now_seconds,
                     Some(TaskStopCode::ServiceSchedulerInitiated),
-                    reason,
+                    &reason,
                 );
                 task.touch();
                 let key = keys::task(cluster, &task.task_id);
@@ -885,12 +961,7 @@ impl ServiceScheduler {
                     // A report raced the batch: stop them one by one from fresh reads.
                     let mut done = Vec::new();
                     for (task_id, why, instance_id) in chunk_ids {
-                        let reason = match why {
-                            StopWhy::Unhealthy => UNHEALTHY_STOP_REASON,
-                            StopWhy::ScaleIn | StopWhy::Replaced => scaling.as_str(),
-                            StopWhy::Draining => DRAINING_STOP_REASON,
-                            StopWhy::AgentLost => lost_reason.as_str(),
-                        };
+                        let reason = reason_of(&task_id, why);
                         let changed = ecs
                             .change_task(cluster, &task_id, |task, _| {
                                 if task.desired_status() == "STOPPED" {
@@ -899,14 +970,15 @@ impl ServiceScheduler {
                                 task.request_stop(
                                     now_seconds,
                                     Some(TaskStopCode::ServiceSchedulerInitiated),
-                                    reason,
+                                    &reason,
                                 );
                                 task.touch();
                                 true
                             })
                             .await?;
-                        if changed.is_some_and(|t| t.task.stopped_reason.as_deref() == Some(reason))
-                        {
+                        if changed.is_some_and(|t| {
+                            t.task.stopped_reason.as_deref() == Some(reason.as_str())
+                        }) {
                             done.push((task_id, why, instance_id));
                         }
                     }
@@ -917,7 +989,10 @@ impl ServiceScheduler {
             for (task_id, why, instance_id) in stopped_here {
                 match why {
                     StopWhy::Unhealthy => {
-                        told.push(events::failed_health_checks(&record.name, &task_id));
+                        match elb_failures.get(&task_id) {
+                            Some((_, said)) => told.push(said.clone()),
+                            None => told.push(events::failed_health_checks(&record.name, &task_id)),
+                        }
                         stopped_ids.push(task_id);
                     }
                     StopWhy::AgentLost => lost_by_instance
@@ -1066,14 +1141,24 @@ fn failed(task: &TaskRecord) -> bool {
         && (matches!(
             task.task.stop_code,
             Some(TaskStopCode::TaskFailedToStart | TaskStopCode::EssentialContainerExited)
-        ) || task.task.stopped_reason.as_deref() == Some(UNHEALTHY_STOP_REASON))
+        ) || task
+            .task
+            .stopped_reason
+            .as_deref()
+            .is_some_and(stopped_unhealthy))
+}
+
+/// Whether the scheduler stopped a task for failing its container's or its
+/// load balancer's health checks.
+fn stopped_unhealthy(reason: &str) -> bool {
+    reason == UNHEALTHY_STOP_REASON || reason.starts_with(ELB_UNHEALTHY_STOP_PREFIX)
 }
 
 /// Why a failed task failed, as its record says: its stop reason and, for
 /// one whose essential container exited, that container's exit code.
 fn task_failure(record: &TaskRecord) -> Option<TaskFailure> {
     let reason = record.task.stopped_reason.clone().unwrap_or_default();
-    if reason == UNHEALTHY_STOP_REASON {
+    if stopped_unhealthy(&reason) {
         return None;
     }
     if record.task.stop_code == Some(TaskStopCode::TaskFailedToStart) {
@@ -1121,6 +1206,9 @@ pub struct TaskFacts {
     /// Why it failed, for the service's events; `None` for a task stopped
     /// for failing its health checks, which is told when it is stopped.
     pub failure: Option<TaskFailure>,
+    /// Its targets in its service's target groups.
+    pub targets: Vec<super::target_groups::RegisteredTarget>,
+    pub deactivating_until_ms: Option<u64>,
 }
 
 impl TaskFacts {
@@ -1143,6 +1231,8 @@ impl TaskFacts {
                 .map(|s| (s * 1000.0) as u64),
             failed: failed(record),
             failure: failed(record).then(|| task_failure(record)).flatten(),
+            targets: record.targets.clone(),
+            deactivating_until_ms: record.deactivating_until_ms,
         }
     }
 
