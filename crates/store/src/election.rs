@@ -263,6 +263,11 @@ impl Store for FencedStore {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test fails loudly on any unexpected error"
+    )]
+
     use super::*;
     use crate::MemoryStore;
 
