@@ -273,6 +273,11 @@ fn panic_cause(payload: Box<dyn std::any::Any + Send>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test fails loudly on any unexpected error"
+    )]
+
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 

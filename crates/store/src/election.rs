@@ -194,23 +194,26 @@ impl Store for FencedStore {
     }
 
     fn commit(&self, mut txn: Txn) -> CommitFuture {
-        if !self.election.reachable() {
-            return Box::pin(std::future::ready(Err(StoreError::Unavailable {
-                message: format!(
-                    "replica {} has lost the store (its lease may have expired); \
-                     writes are refused until it reaches the store again",
-                    self.election.replica_id()
-                ),
-            })));
-        }
-        let term = current_term();
-        if let Some(term) = &term {
-            txn.conditions.extend(term.fence.iter().cloned());
-        }
-        let committed = self.inner.commit(txn);
-        let replica_id = self.election.replica_id().to_owned();
+        let inner = Arc::clone(&self.inner);
+        let election = Arc::clone(&self.election);
+        // The term is looked up when the commit is polled, so that a
+        // commit future made outside `as_leader` and awaited inside it is
+        // fenced too.
         Box::pin(async move {
-            match committed.await {
+            let replica_id = election.replica_id().to_owned();
+            if !election.reachable() {
+                return Err(StoreError::Unavailable {
+                    message: format!(
+                        "replica {replica_id} has lost the store (its lease may have expired); \
+                         writes are refused until it reaches the store again"
+                    ),
+                });
+            }
+            let term = current_term();
+            if let Some(term) = &term {
+                txn.conditions.extend(term.fence.iter().cloned());
+            }
+            match inner.commit(txn).await {
                 Err(StoreError::Conflict {
                     key,
                     expected,
@@ -263,6 +266,11 @@ impl Store for FencedStore {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test fails loudly on any unexpected error"
+    )]
+
     use super::*;
     use crate::MemoryStore;
 
