@@ -65,6 +65,7 @@ async fn serves_container_task_and_stats_metadata() {
         Arc::clone(&registry),
         fake as Arc<dyn ContainerRuntime>,
         Arc::new(SystemClock),
+        Arc::new(flotilla_agent::credentials::TaskCredentials::default()),
     ));
 
     let (status, container) = get(address, "/v4/secret-token").await;

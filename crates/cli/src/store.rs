@@ -74,25 +74,26 @@ pub async fn open_replica(
     replica_id: String,
     endpoint: String,
 ) -> Result<Opened> {
-    let (store, election): (Arc<dyn Store>, Arc<dyn Election>) = match &args.store {
-        None => (
-            open(args, data_dir).await?,
-            Arc::new(SoleReplica::new(replica_id)),
-        ),
+    match &args.store {
+        // One replica leads every loop for good: nothing to fence, and the
+        // embedded store's commits stay as they were.
+        None => Ok(Opened {
+            store: open(args, data_dir).await?,
+            election: Arc::new(SoleReplica::new(replica_id)),
+        }),
         Some(_) => {
             let store = connect_etcd(args).await?;
-            let election = store.election(
+            let election: Arc<dyn Election> = Arc::new(store.election(
                 replica_id,
                 endpoint,
                 std::time::Duration::from_secs(args.leader_lease_seconds),
-            );
-            (Arc::new(store), Arc::new(election))
+            ));
+            Ok(Opened {
+                store: Arc::new(FencedStore::new(Arc::new(store), Arc::clone(&election))),
+                election,
+            })
         }
-    };
-    Ok(Opened {
-        store: Arc::new(FencedStore::new(store, Arc::clone(&election))),
-        election,
-    })
+    }
 }
 
 pub async fn open(args: &StoreArgs, data_dir: &Path) -> Result<Arc<dyn Store>> {
