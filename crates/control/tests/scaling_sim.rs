@@ -296,6 +296,9 @@ fn groups(group: &HostGroup, provider: &Arc<Simulated>) -> HostGroups {
     )
 }
 
+/// One row of the scale-out table below.
+type Row = (u32, i32, i32, i32, u32, f64, &'static [usize], f64);
+
 #[tokio::test]
 async fn scale_out_follows_the_reservation_and_the_step_sizes() {
     // Hosts of 2048 CPU / 4096 MiB hold 4 tasks of 512 / 1024.
@@ -304,7 +307,7 @@ async fn scale_out_follows_the_reservation_and_the_step_sizes() {
     //  placed, reservation % once placed)
     // Once placed, M counts the busy hosts (plus what the group's maximum
     // leaves unplaced) and N every host.
-    let table: [(u32, i32, i32, i32, u32, f64, &[usize], f64); 6] = [
+    let table: [Row; 6] = [
         (4, 100, 1, 10_000, 10, 200.0, &[1], 100.0),
         (9, 100, 1, 10_000, 10, 200.0, &[3], 100.0),
         (9, 50, 1, 10_000, 10, 200.0, &[6], 50.0),

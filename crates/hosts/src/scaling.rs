@@ -103,7 +103,7 @@ pub fn hosts_for(tasks: u64, task: Size, host: Size) -> u32 {
     if tasks == 0 {
         return 0;
     }
-    let per_host = |need: u64, have: u64| if need == 0 { u64::MAX } else { have / need };
+    let per_host = |need: u64, have: u64| have.checked_div(need).unwrap_or(u64::MAX);
     let fit = per_host(task.cpu_units, host.cpu_units)
         .min(per_host(task.memory_mib, host.memory_mib))
         .max(1);

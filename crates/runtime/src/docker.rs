@@ -1389,6 +1389,9 @@ mod tests {
             cpu_shares: Some(512),
             memory_bytes: Some(256 << 20),
             memory_reservation_bytes: Some(128 << 20),
+            cpu_period_micros: Some(100_000),
+            cpu_quota_micros: Some(50_000),
+            memory_swap_bytes: Some(256 << 20),
             network_mode: Some(NetworkMode::Network {
                 name: "tasknet".into(),
                 ipv4_address: Some("10.9.0.5".into()),
@@ -1465,7 +1468,10 @@ mod tests {
             "StopTimeout": 3,
             "HostConfig": {
                 "CpuShares": 512,
+                "CpuPeriod": 100_000,
+                "CpuQuota": 50_000,
                 "Memory": 268_435_456,
+                "MemorySwap": 268_435_456,
                 "MemoryReservation": 134_217_728,
                 "NetworkMode": "tasknet",
                 "PortBindings": {

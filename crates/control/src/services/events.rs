@@ -186,6 +186,33 @@ pub fn unable_to_launch(service: &str, reason: &str) -> String {
     format!("(service {service}) was unable to place a task. Reason: {reason}.")
 }
 
+/// Tasks of the service registered in a target group.
+pub fn registered_targets(service: &str, count: usize, target_group_arn: &str) -> String {
+    format!("(service {service}) registered {count} targets in (target-group {target_group_arn})")
+}
+
+/// Tasks of the service deregistered from a target group.
+pub fn deregistered_targets(service: &str, count: usize, target_group_arn: &str) -> String {
+    format!("(service {service}) deregistered {count} targets in (target-group {target_group_arn})")
+}
+
+/// A task's target that its load balancer found unhealthy, before the task
+/// is stopped for it.
+pub fn target_unhealthy(
+    service: &str,
+    target_id: &str,
+    port: u16,
+    target_group_arn: &str,
+    description: &str,
+) -> String {
+    let instance = if target_id.starts_with("i-") || target_id.starts_with("mi-") {
+        format!("(instance {target_id}) ")
+    } else {
+        String::new()
+    };
+    format!("(service {service}) {instance}(port {port}) is unhealthy in (target-group {target_group_arn}) due to (reason {description}).")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,31 +283,4 @@ mod tests {
             "(service web) is unable to consistently start tasks successfully. 2 tasks failed in the last 5 minutes; next launch in 0.50 s."
         );
     }
-}
-
-/// Tasks of the service registered in a target group.
-pub fn registered_targets(service: &str, count: usize, target_group_arn: &str) -> String {
-    format!("(service {service}) registered {count} targets in (target-group {target_group_arn})")
-}
-
-/// Tasks of the service deregistered from a target group.
-pub fn deregistered_targets(service: &str, count: usize, target_group_arn: &str) -> String {
-    format!("(service {service}) deregistered {count} targets in (target-group {target_group_arn})")
-}
-
-/// A task's target that its load balancer found unhealthy, before the task
-/// is stopped for it.
-pub fn target_unhealthy(
-    service: &str,
-    target_id: &str,
-    port: u16,
-    target_group_arn: &str,
-    description: &str,
-) -> String {
-    let instance = if target_id.starts_with("i-") || target_id.starts_with("mi-") {
-        format!("(instance {target_id}) ")
-    } else {
-        String::new()
-    };
-    format!("(service {service}) {instance}(port {port}) is unhealthy in (target-group {target_group_arn}) due to (reason {description}).")
 }

@@ -183,11 +183,14 @@ pub fn check_load_balancers(
                 "The target group with targetGroupArn {arn} does not have an associated load balancer."
             )));
         }
-        let fits = match (info.target_type, network_mode) {
-            (TargetType::Ip, NetworkMode::Awsvpc) => true,
-            (TargetType::Instance, NetworkMode::Bridge | NetworkMode::Host) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (info.target_type, network_mode),
+            (TargetType::Ip, NetworkMode::Awsvpc)
+                | (
+                    TargetType::Instance,
+                    NetworkMode::Bridge | NetworkMode::Host
+                )
+        );
         if !fits {
             let kind = match info.target_type {
                 TargetType::Ip => "ip",
