@@ -64,7 +64,10 @@ impl Docker {
         if !self.simulated {
             args.extend([
                 "--volume".into(),
-                "/var/run/docker.sock:/var/run/docker.sock".into(),
+                format!(
+                    "{socket}:{socket}",
+                    socket = flotilla_runtime::DEFAULT_SOCKET_PATH
+                ),
             ]);
         }
         args.extend([self.image.clone(), AGENT_PATH.into()]);
