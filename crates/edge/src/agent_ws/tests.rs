@@ -105,7 +105,8 @@ impl Server {
         let registered = self
             .call(
                 "RegisterContainerInstance",
-                json!({"cluster": "c", "totalResources": [{"name": "CPU", "integerValue": 1024}, {"name": "MEMORY", "integerValue": 1024}]}),
+                json!({"cluster": "c", "totalResources": [{"name": "CPU", "integerValue": 1024}, {"name": "MEMORY", "integerValue": 1024}],
+                    "attributes": [{"name": "com.amazonaws.ecs.capability.task-iam-role"}]}),
             )
             .await;
         registered["containerInstance"]["containerInstanceArn"]
