@@ -173,6 +173,7 @@ def test_a_service_behind_an_alb_deploys_and_scales_in_with_no_failed_request(se
         wait_until(completed, 240, "the deployment to complete", interval_s=0.5)
         ecs.get_waiter("services_stable").wait(cluster=cluster, services=[name], WaiterConfig=FAST)
         time.sleep(1)
+    print(f"rolling deployment under load: {dict(load.answers)}, {len(load.failures)} failed")
     assert load.failures == [], (load.failures[:10], load.answers)
     assert load.answers["page v1"] > 0 and load.answers["page v2"] > 0, load.answers
     assert "DEACTIVATING" in statuses, statuses
@@ -189,6 +190,7 @@ def test_a_service_behind_an_alb_deploys_and_scales_in_with_no_failed_request(se
                    and len(ecs.list_tasks(cluster=cluster, serviceName=name)["taskArns"]) == 2,
                    120, "the scale-in")
         time.sleep(1)
+    print(f"scale-in under load: {dict(load.answers)}, {len(load.failures)} failed")
     assert load.failures == [], (load.failures[:10], load.answers)
     assert set(load.answers) == {"page v2"}, load.answers
     wait_until(lambda: len(healthy_targets(elbv2, group)) == 2, 60, "two healthy targets")
