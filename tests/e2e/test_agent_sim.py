@@ -274,13 +274,13 @@ BAD_REQUESTS = {
     ),
     "FARGATE launch type": (
         "run_task", lambda sim, other: dict(taskDefinition=sim.definition, launchType="FARGATE"),
-        "ClientException", "Fargate",
+        "InvalidParameterException", "Task definition does not support launch_type FARGATE.",
     ),
     "FARGATE capacity provider": (
         "run_task", lambda sim, other: dict(
             taskDefinition=sim.definition,
             capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}]),
-        "ClientException", "Fargate",
+        "InvalidParameterException", "not associated with the cluster",
     ),
     "override of an unknown container": (
         "run_task", lambda sim, other: dict(
@@ -343,7 +343,7 @@ def test_refused_requests_through_the_cli(sim):
     code, error = sim.server.cli("run-task", "--cluster", sim.cluster, "--task-definition", sim.family,
                                  "--launch-type", "FARGATE")
     assert code != 0
-    assert "ClientException" in error and "Fargate" in error
+    assert "InvalidParameterException" in error and "does not support launch_type FARGATE" in error
     code, error = sim.server.cli("stop-task", "--cluster", sim.cluster, "--task", "ffffffffffffffffffffffffffffffff")
     assert code != 0
     assert "InvalidParameterException" in error

@@ -252,7 +252,7 @@ REFUSED_RUN_TASKS = {
         "InvalidParameterException", "20"),
     "Fargate": (
         lambda f: dict(capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}]),
-        "ClientException", "Fargate"),
+        "InvalidParameterException", "not associated with the cluster"),
 }
 
 

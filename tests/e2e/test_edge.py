@@ -297,7 +297,10 @@ def test_every_response_has_a_request_id(server):
 def test_health(server):
     response = server.send("GET", "/health")
     assert response.status == 200
-    assert response.json == {"status": "ok"}
+    body = response.json
+    assert body["status"] == "ok" and body["storeReachable"] is True, body
+    # One replica on the embedded store leads every elected loop.
+    assert "service_scheduler" in str(body["leads"]), body
 
 
 def metric_value(text, operation, code):
