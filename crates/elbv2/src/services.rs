@@ -10,8 +10,8 @@ use flotilla_aws::elbv2::{TargetHealth, TargetTypeEnum};
 use flotilla_types::ApiError;
 
 use crate::records::{change, DrainingTarget, State, TargetRecord};
-use crate::target_groups::TARGETS_PER_TARGET_GROUP_MAX;
-use crate::{error, Elbv2};
+use crate::target_groups::within_target_limit;
+use crate::Elbv2;
 
 /// A target group as a service sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +68,11 @@ impl Elbv2 {
                     record
                         .draining
                         .retain(|d| (&d.target.id, d.target.port) != (id, *port));
-                    if !record.targets.iter().any(|t| (&t.id, t.port) == (id, *port)) {
+                    if !record
+                        .targets
+                        .iter()
+                        .any(|t| (&t.id, t.port) == (id, *port))
+                    {
                         record.targets.push(TargetRecord {
                             id: id.clone(),
                             port: *port,
@@ -76,13 +80,7 @@ impl Elbv2 {
                         });
                     }
                 }
-                if record.targets.len() > TARGETS_PER_TARGET_GROUP_MAX {
-                    return Err(error(
-                        "TooManyTargetsException",
-                        format!("You've reached the limit on the number of targets per target group ({TARGETS_PER_TARGET_GROUP_MAX})"),
-                    ));
-                }
-                Ok(())
+                within_target_limit(record)
             },
             |state| self.check(state),
         )

@@ -669,9 +669,9 @@ impl Elbv2 {
                 };
                 let targets = Self::targets_of(record, &given)?;
                 for target in targets {
-                    record
-                        .draining
-                        .retain(|draining| (&draining.target.id, draining.target.port) != (&target.id, target.port));
+                    record.draining.retain(|draining| {
+                        (&draining.target.id, draining.target.port) != (&target.id, target.port)
+                    });
                     let registered = record
                         .targets
                         .iter_mut()
@@ -681,13 +681,7 @@ impl Elbv2 {
                         None => record.targets.push(target),
                     }
                 }
-                if record.targets.len() > TARGETS_PER_TARGET_GROUP_MAX {
-                    return Err(error(
-                        "TooManyTargetsException",
-                        format!("You've reached the limit on the number of targets per target group ({TARGETS_PER_TARGET_GROUP_MAX})"),
-                    ));
-                }
-                Ok(())
+                within_target_limit(record)
             },
             |state| self.check(state),
         )
@@ -868,4 +862,18 @@ fn target_group_attributes(
             value: Some(value.clone()),
         })
         .collect()
+}
+
+/// ELBv2's limit on the targets of one target group, checked after a
+/// registration changed `record`.
+pub(crate) fn within_target_limit(
+    record: &crate::records::TargetGroupRecord,
+) -> Result<(), ApiError> {
+    if record.targets.len() > TARGETS_PER_TARGET_GROUP_MAX {
+        return Err(error(
+            "TooManyTargetsException",
+            format!("You've reached the limit on the number of targets per target group ({TARGETS_PER_TARGET_GROUP_MAX})"),
+        ));
+    }
+    Ok(())
 }
