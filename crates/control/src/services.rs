@@ -72,6 +72,11 @@ pub struct DeploymentSpec {
     pub placement_strategy: Vec<PlacementStrategy>,
     #[serde(default)]
     pub enable_execute_command: bool,
+    /// The load balancers its tasks register with, when not the service's
+    /// own (a blue/green deployment's alternate target groups, a task set's
+    /// load balancers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancers: Option<Vec<LoadBalancer>>,
     // How its tasks are tagged is the service's, not the deployment's: as in
     // ECS, a change to propagateTags or enableECSManagedTags starts no
     // deployment and applies to the tasks launched after it.
@@ -219,6 +224,18 @@ impl ServiceRecord {
 
     pub fn primary(&self) -> Option<&DeploymentRecord> {
         self.deployments.first()
+    }
+
+    /// The load balancers the tasks of deployment `id` register with: the
+    /// deployment's own when it has them, else the service's.
+    pub fn load_balancers_of(&self, id: Option<&str>) -> &[LoadBalancer] {
+        let own = self
+            .deployments
+            .iter()
+            .find(|d| Some(d.id()) == id)
+            .and_then(|d| d.spec.load_balancers.as_deref());
+        own.or(self.service.load_balancers.as_deref())
+            .unwrap_or_default()
     }
 
     pub fn configuration(&self) -> DeploymentConfiguration {
@@ -745,6 +762,7 @@ impl Ecs {
             placement_constraints: request.placement_constraints.clone().unwrap_or_default(),
             placement_strategy: request.placement_strategy.clone().unwrap_or_default(),
             enable_execute_command: request.enable_execute_command.unwrap_or(false),
+            load_balancers: None,
         };
         let load_balancers = request.load_balancers.clone().unwrap_or_default();
         let spec = self.checked_spec(&cluster, &name, spec, None, &load_balancers)?;

@@ -114,12 +114,7 @@ async fn register(
     instances: &BTreeMap<String, InstanceRecord>,
     told: &mut BTreeMap<String, Vec<String>>,
 ) -> Result<bool, ApiError> {
-    let load_balancers = service
-        .service
-        .load_balancers
-        .as_deref()
-        .unwrap_or_default();
-    if load_balancers.is_empty() || service.status() == "INACTIVE" {
+    if service.status() == "INACTIVE" {
         return Ok(false);
     }
     let Some(tasks) = tasks_by_group.get(&service.group()) else {
@@ -132,6 +127,10 @@ async fn register(
             || facts.desired_status() != "RUNNING"
             || !facts.targets.is_empty()
         {
+            continue;
+        }
+        let load_balancers = service.load_balancers_of(facts.started_by.as_deref());
+        if load_balancers.is_empty() {
             continue;
         }
         let Some(task) = ecs.get_task(cluster, &facts.task_id)? else {
