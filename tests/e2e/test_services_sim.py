@@ -188,6 +188,18 @@ def test_seed_service_example_is_accepted_as_written(server, agent_fleet, seeds_
     assert len(tasks) == 2
     assert all(t["group"] == "service:nginx-service" and t["startedBy"] == deployment["id"] for t in tasks)
     assert all(t["attachments"][0]["type"] == "ElasticNetworkInterface" for t in tasks)
+    # Each running awsvpc task is registered by its address and the
+    # container port. Simulated tasks answer no health check, so the
+    # service replaces them after the grace period: compare with the tasks
+    # running at each look.
+    def registered():
+        running = {d["value"] for t in service_tasks(server.ecs, cluster, "nginx-service")
+                   if t["lastStatus"] == "RUNNING"
+                   for d in t["attachments"][0]["details"] if d["name"] == "privateIPv4Address"}
+        health = elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+        live = {(d["Target"]["Id"], d["Target"]["Port"]) for d in health if d["TargetHealth"]["State"] != "draining"}
+        return len(running) == 2 and live == {(address, 80) for address in running}
+    wait_until(registered, 30, "running tasks registered by address and port 80")
     code, out = server.cli("list-services", "--cluster", cluster)
     assert code == 0 and out["serviceArns"] == [service["serviceArn"]], out
     code, out = server.cli("delete-service", "--cluster", cluster, "--service", "nginx-service")
