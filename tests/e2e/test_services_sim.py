@@ -4,7 +4,8 @@ the rolling example of the seed documents with its bounds checked at every
 observed step, the circuit breaker's rollback (tasks that cannot start,
 tasks that exit after RUNNING with and without resetOnHealthyTask, tasks
 that fail their health checks), DAEMON services, draining, agent loss,
-scale-in protection, events, a kill -9 of the control plane in the middle
+scale-in protection, events, 1,000 tasks registered in and drained from
+one target group, a kill -9 of the control plane in the middle
 of a deployment, a service running on after its revision is deregistered,
 and the managed and propagated tags of service tasks.
 
@@ -724,3 +725,48 @@ def test_service_tasks_carry_managed_and_propagated_tags(server, agent_fleet):
     with pytest.raises(ClientError) as excinfo:
         ecs.untag_resource(resourceArn=out["tasks"][0]["taskArn"], tagKeys=["aws:ecs:clusterName"])
     assert error_of(excinfo)[0] == "InvalidParameterException"
+
+
+def test_a_thousand_targets_register_and_deregister(server, agent_fleet):
+    """1,000 awsvpc tasks of one service in one ip target group: each running
+    task is registered once by its address, and scaling to 0 drains and
+    deregisters every one before its task stops."""
+    ecs, elbv2 = server.ecs, server.client("elbv2")
+    cluster = make_cluster(server, agent_fleet, 10)
+    family = unique("many")
+    register_task_definition(ecs, family, [
+        {"name": "app", "image": "sim/app:v1", "memory": 16, "cpu": 4, "essential": True,
+         "portMappings": [{"containerPort": 8080}]},
+    ], networkMode="awsvpc")
+    group = elbv2.create_target_group(Name=unique("many"), Protocol="HTTP", Port=8080, VpcId="vpc-0123",
+                                      TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.modify_target_group_attributes(TargetGroupArn=group, Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "2"}])
+    balancer = elbv2.create_load_balancer(Name=unique("many"))["LoadBalancers"][0]
+    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=free_port(),
+                          DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
+    name = unique("many")
+    started = time.monotonic()
+    # Simulated tasks answer no health check: a long grace period keeps the
+    # service from replacing them while the test looks.
+    ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=family, desiredCount=1000,
+                       healthCheckGracePeriodSeconds=3600,
+                       loadBalancers=[{"targetGroupArn": group, "containerName": "app", "containerPort": 8080}],
+                       networkConfiguration={"awsvpcConfiguration": {"subnets": ["subnet-1"]}})
+
+    def targets() -> list[dict]:
+        return elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+
+    wait_until(lambda: len(targets()) == 1000, 180, "1,000 targets registered")
+    registered_s = time.monotonic() - started
+    tasks = service_tasks(ecs, cluster, name)
+    addresses = {d["value"] for t in tasks for d in t["attachments"][0]["details"] if d["name"] == "privateIPv4Address"}
+    assert len(tasks) == 1000 and len(addresses) == 1000
+    assert {(d["Target"]["Id"], d["Target"]["Port"]) for d in targets()} == {(a, 8080) for a in addresses}
+    print(json.dumps({"targets": 1000, "registered_s": round(registered_s, 1)}))
+    ecs.update_service(cluster=cluster, service=name, desiredCount=0)
+    wait_until(lambda: targets() == [], 180, "every target deregistered")
+    wait_until(lambda: all(t["lastStatus"] == "STOPPED" for t in service_tasks(ecs, cluster, name, include_stopped=True)),
+               180, "every task stopped")
+    stopped = service_tasks(ecs, cluster, name, include_stopped=True)
+    assert len(stopped) == 1000
