@@ -550,3 +550,100 @@ def test_load_balancer_metrics_reach_cloudwatch(server_factory, docker_ready):
     finally:
         for name in names:
             docker("rm", "-f", name, check=False)
+
+
+def self_signed_certificate(directory, host_pattern: str) -> tuple[str, str]:
+    """A self-signed P-256 certificate for `host_pattern` and its key, in PEM,
+    made with openssl as a user would."""
+    certificate, key = directory / "certificate.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "30", "-subj", "/CN=flotilla-test", "-addext",
+                    f"subjectAltName=DNS:{host_pattern},IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True)
+    return certificate.read_text(), key.read_text()
+
+
+@pytest.mark.docker
+def test_https_listener_serves_an_iam_server_certificate(server, docker_ready, tmp_path):
+    client, iam = server.client("elbv2"), server.client("iam")
+    certificate, key = self_signed_certificate(tmp_path, "*.us-east-1.elb.localhost")
+    # Uploaded with the AWS CLI from files, as a user does.
+    name = unique("web-cert")
+    done = subprocess.run([str(AWS_CLI), "--endpoint-url", server.endpoint, "--output", "json", "iam",
+                           "upload-server-certificate", "--server-certificate-name", name,
+                           "--certificate-body", f"file://{tmp_path / 'certificate.pem'}",
+                           "--private-key", f"file://{tmp_path / 'key.pem'}"],
+                          env=server.cli_env(), capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    metadata = json.loads(done.stdout)["ServerCertificateMetadata"]
+    certificate_arn = metadata["Arn"]
+    assert certificate_arn == f"arn:aws:iam::000000000000:server-certificate/{name}"
+    assert metadata["ServerCertificateId"].startswith("ASCA")
+    not_after = subprocess.run(["openssl", "x509", "-noout", "-enddate"], input=certificate, text=True,
+                               capture_output=True, check=True).stdout.strip().split("=", 1)[1]
+    expected = datetime.datetime.strptime(not_after, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.timezone.utc)
+    assert datetime.datetime.fromisoformat(metadata["Expiration"].replace("Z", "+00:00")) == expected
+    # IAM gives the body back, never the key.
+    got = iam.get_server_certificate(ServerCertificateName=name)["ServerCertificate"]
+    assert got["CertificateBody"].strip() == certificate.strip() and "PRIVATE" not in json.dumps(got, default=str)
+    with pytest.raises(ClientError) as refused:
+        iam.upload_server_certificate(ServerCertificateName=unique("bad"), CertificateBody="not a certificate",
+                                      PrivateKey=key)
+    assert error_of(refused)[0] == "MalformedCertificate"
+    with pytest.raises(ClientError) as refused:
+        iam.upload_server_certificate(ServerCertificateName=name, CertificateBody=certificate, PrivateKey=key)
+    assert error_of(refused)[0] == "EntityAlreadyExists"
+
+    backend = f"{CONTAINER_PREFIX}-{unique('tls')}"
+    try:
+        address = start_backend(backend, "over-tls")
+        balancer = make_balancer(client, unique("tls"))
+        group = make_group(client, unique("tls"), TargetType="ip", Port=8080, HealthCheckIntervalSeconds=5,
+                           HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2)
+        client.register_targets(TargetGroupArn=group, Targets=[{"Id": address}])
+        port = listener_port()
+        forward = [{"Type": "forward", "TargetGroupArn": group}]
+        balancer_arn = balancer["LoadBalancerArn"]
+        # Refused, and nothing made: no certificate, an ACM certificate, an
+        # ALPN policy the data plane does not follow, a certificate on HTTP.
+        for extra, code in (({}, "ValidationError"),
+                            ({"Certificates": [{"CertificateArn": "arn:aws:acm:us-east-1:000000000000:certificate/x"}]},
+                             "CertificateNotFound"),
+                            ({"Certificates": [{"CertificateArn": certificate_arn}], "AlpnPolicy": ["HTTP1Only"]},
+                             "ALPNPolicyNotFound")):
+            with pytest.raises(ClientError) as refused:
+                client.create_listener(LoadBalancerArn=balancer_arn, Protocol="HTTPS", Port=port,
+                                       DefaultActions=forward, **extra)
+            assert error_of(refused)[0] == code, extra
+        with pytest.raises(ClientError) as refused:
+            client.create_listener(LoadBalancerArn=balancer_arn, Protocol="HTTP", Port=port, DefaultActions=forward,
+                                   Certificates=[{"CertificateArn": certificate_arn}])
+        assert error_of(refused)[0] == "ValidationError"
+        assert client.describe_listeners(LoadBalancerArn=balancer_arn)["Listeners"] == []
+
+        listener = elb_ok(server, "create-listener", "--load-balancer-arn", balancer_arn, "--protocol", "HTTPS",
+                          "--port", str(port), "--certificates", f"CertificateArn={certificate_arn}",
+                          "--default-actions", f"Type=forward,TargetGroupArn={group}")["Listeners"][0]
+        assert listener["Certificates"] == [{"CertificateArn": certificate_arn}]
+        assert listener["SslPolicy"] == "ELBSecurityPolicy-2016-08"
+        elb_ok(server, "wait", "target-in-service", "--target-group-arn", group, "--targets", f"Id={address},Port=8080")
+        # curl trusts only the uploaded certificate, reaches the DNSName,
+        # and negotiates HTTP/2 through ALPN.
+        url = f"https://{balancer['DNSName']}:{port}/"
+        command = ["curl", "-s", "--cacert", str(tmp_path / "certificate.pem"), "--max-time", "5",
+                   "-w", "\\n%{http_code} %{http_version}", url]
+        def answered():
+            done = subprocess.run(command, capture_output=True, text=True, timeout=15)
+            return done.stdout if done.returncode == 0 else None
+        answer = wait_until(answered, 20, "an answer over TLS")
+        assert answer.split() == ["over-tls", "200", "2"], answer
+        # Without the certificate as a trust anchor, curl refuses the peer.
+        untrusted = subprocess.run(["curl", "-s", "--max-time", "5", url], capture_output=True, timeout=15)
+        assert untrusted.returncode == 60, untrusted
+        # Back to HTTP: the certificate goes, and plain HTTP is served.
+        modified = client.modify_listener(ListenerArn=listener["ListenerArn"], Protocol="HTTP")["Listeners"][0]
+        assert "Certificates" not in modified and "SslPolicy" not in modified
+        assert wait_until(lambda: curl(f"http://127.0.0.1:{port}/") == (200, "over-tls"), 20, "plain HTTP")
+    finally:
+        docker("rm", "-f", backend, check=False)
+        iam.delete_server_certificate(ServerCertificateName=name)

@@ -14,6 +14,7 @@ use flotilla_elbv2::remote::{
     GetSnapshotRequest, GetSnapshotResponse, ReportTargetHealthRequest, ReportTargetHealthResponse,
     ReportedTarget, TARGET_PREFIX,
 };
+use flotilla_elbv2::CertificateSource;
 use flotilla_lb::edge::SystemClock;
 use flotilla_lb::DataPlane;
 
@@ -212,18 +213,41 @@ async fn report_health(client: ApiClient, plane: DataPlane) {
     }
 }
 
+/// HTTPS listeners serve IAM's server certificates.
+struct ServerCertificates {
+    iam: Arc<flotilla_iam::Iam>,
+}
+
+impl CertificateSource for ServerCertificates {
+    fn certificate(
+        &self,
+        arn: &str,
+    ) -> Result<Option<flotilla_lb::config::Certificate>, flotilla_types::ApiError> {
+        Ok(self
+            .iam
+            .server_certificate_pem(arn)?
+            .map(|pem| flotilla_lb::config::Certificate {
+                certificate_pem: pem.certificate_pem,
+                private_key_pem: pem.private_key_pem,
+            }))
+    }
+}
+
 /// The ELBv2 API over `store`, and a data plane in this process serving
 /// what it keeps: `flotilla up` and `flotilla server` carry their load
 /// balancers' traffic themselves.
 pub fn start_embedded_data_plane(
     supervisor: &flotilla_control::Supervisor,
     ecs: &flotilla_control::Ecs,
+    iam: Arc<flotilla_iam::Iam>,
     store: Arc<dyn flotilla_store::Store>,
     scope: flotilla_types::arn::Scope,
     embedded: bool,
 ) -> Result<Arc<flotilla_elbv2::Elbv2>> {
+    let certificates = Arc::new(ServerCertificates { iam }) as Arc<dyn CertificateSource>;
     if !embedded {
-        let elbv2 = Arc::new(flotilla_elbv2::Elbv2::new(store, scope));
+        let elbv2 =
+            Arc::new(flotilla_elbv2::Elbv2::new(store, scope).with_certificates(certificates));
         ecs.set_target_groups(Arc::new(crate::service_targets::ServiceTargetGroups {
             elbv2: Arc::clone(&elbv2),
         }));
@@ -234,6 +258,7 @@ pub fn start_embedded_data_plane(
     let health = Arc::new(flotilla_elbv2::plane::HealthCache::default());
     let elbv2 = Arc::new(
         flotilla_elbv2::Elbv2::new(store, scope)
+            .with_certificates(certificates)
             .with_health(Arc::clone(&health) as Arc<dyn flotilla_elbv2::HealthSource>),
     );
     // What the embedded data plane carries shows in CloudWatch, for alarms

@@ -603,17 +603,18 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
         .spawn_led("secrets_maintenance", Arc::clone(&election), move || {
             purge_secrets(Arc::clone(&purged), SECRETS_MAINTENANCE_INTERVAL)
         });
-    let elbv2 = lb::start_embedded_data_plane(
-        &supervisor,
-        &ecs,
-        Arc::clone(&store),
-        Scope::new(&region.name, &args.account_id),
-        !args.no_load_balancer_data_plane,
-    )?;
     let iam = Arc::new(flotilla_iam::Iam::new(
         Arc::clone(&store),
         ecs.scope().account_id.clone(),
     ));
+    let elbv2 = lb::start_embedded_data_plane(
+        &supervisor,
+        &ecs,
+        Arc::clone(&iam),
+        Arc::clone(&store),
+        Scope::new(&region.name, &args.account_id),
+        !args.no_load_balancer_data_plane,
+    )?;
     let collected = Arc::clone(&iam);
     supervisor.spawn_led("iam_sessions", Arc::clone(&election), move || {
         collect_iam_sessions(Arc::clone(&collected), IAM_SESSIONS_COLLECT_INTERVAL)

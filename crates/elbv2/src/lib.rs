@@ -30,6 +30,7 @@ use flotilla_types::arn::Scope;
 use flotilla_types::ApiError;
 
 mod attributes;
+mod certificates;
 pub mod cloudwatch;
 mod listeners;
 mod load_balancers;
@@ -43,6 +44,7 @@ mod target_groups;
 #[cfg(test)]
 mod tests;
 
+pub use certificates::{CertificateSource, SSL_POLICY_DEFAULT};
 pub use snapshot::{HealthSource, SnapshotSettings};
 
 /// The service name in ELBv2's ARNs.
@@ -80,6 +82,8 @@ pub struct Elbv2 {
     scope: Scope,
     settings: SnapshotSettings,
     health: Option<Arc<dyn HealthSource>>,
+    /// Where HTTPS listeners' certificates come from.
+    certificates: Option<Arc<dyn CertificateSource>>,
     /// What data planes on other hosts (`flotilla lb --control`) reported.
     reported: remote::ReportedHealth,
 }
@@ -91,8 +95,15 @@ impl Elbv2 {
             scope,
             settings: SnapshotSettings::default(),
             health: None,
+            certificates: None,
             reported: remote::ReportedHealth::default(),
         }
+    }
+
+    /// Where HTTPS listeners' certificate ARNs are resolved.
+    pub fn with_certificates(mut self, certificates: Arc<dyn CertificateSource>) -> Self {
+        self.certificates = Some(certificates);
+        self
     }
 
     /// Where DescribeTargetHealth learns what the data plane found.

@@ -13,6 +13,7 @@ use flotilla_aws::elbv2::{
 };
 use flotilla_types::ApiError;
 
+use crate::certificates::TlsRequest;
 use crate::load_balancers::type_segment;
 use crate::records::{change, ListenerRecord, LoadBalancerRecord, RuleRecord, State};
 use crate::{arn_parts, error, page, require, tags, validation, CallContext, Elbv2};
@@ -551,12 +552,6 @@ impl Elbv2 {
                 ),
             ));
         }
-        if protocol == ProtocolEnum::Https {
-            return Err(error(
-                "CertificateNotFoundException",
-                "HTTPS listeners need a certificate from ACM, which Flotilla does not have; use HTTP, or the data plane's configuration file for TLS",
-            ));
-        }
         if !(1..=65_535).contains(&port) {
             return Err(validation(format!(
                 "1 validation error detected: Value '{port}' at 'port' failed to satisfy constraint: Member must have value between 1 and 65535"
@@ -597,16 +592,12 @@ impl Elbv2 {
     ) -> Result<CreateListenerOutput, ApiError> {
         require(input.missing_required())?;
         let balancer_arn = input.load_balancer_arn.clone().unwrap_or_default();
-        if input.certificates.is_some()
-            || input.ssl_policy.is_some()
-            || input.alpn_policy.is_some()
-            || input.mutual_authentication.is_some()
-        {
-            return Err(error(
-                "CertificateNotFoundException",
-                "Certificates, SslPolicy, AlpnPolicy and MutualAuthentication need ACM certificates, which Flotilla does not have",
-            ));
-        }
+        let tls = TlsRequest {
+            certificates: input.certificates.as_deref(),
+            ssl_policy: input.ssl_policy.as_deref(),
+            alpn_policy: input.alpn_policy.as_deref(),
+            mutual_authentication: input.mutual_authentication.as_ref(),
+        };
         let tags = tags::checked(input.tags.as_deref().unwrap_or_default())?;
         let listener_id = call.id(0);
         let default_rule_id = call.id(1);
@@ -639,6 +630,7 @@ impl Elbv2 {
                     return Ok(existing.description.clone());
                 }
                 Self::check_listener_port(state, balancer, None, protocol, port)?;
+                let tls = self.tls_settings(protocol, &tls, None)?;
                 if balancer.listeners.len() >= LISTENERS_PER_LOAD_BALANCER_MAX {
                     return Err(error(
                         "TooManyListenersException",
@@ -651,6 +643,9 @@ impl Elbv2 {
                     load_balancer_arn: Some(balancer_arn.clone()),
                     port: Some(port),
                     protocol: Some(protocol),
+                    certificates: tls.certificates,
+                    ssl_policy: tls.ssl_policy,
+                    alpn_policy: tls.alpn_policy,
                     ..Default::default()
                 };
                 let name = balancer
@@ -665,6 +660,7 @@ impl Elbv2 {
                         description: description.clone(),
                         tags: tags.clone(),
                         rules: Vec::new(),
+                        served: tls.served,
                     });
                 }
                 Ok(description)
@@ -728,16 +724,12 @@ impl Elbv2 {
     ) -> Result<ModifyListenerOutput, ApiError> {
         require(input.missing_required())?;
         let arn = input.listener_arn.clone().unwrap_or_default();
-        if input.certificates.is_some()
-            || input.ssl_policy.is_some()
-            || input.alpn_policy.is_some()
-            || input.mutual_authentication.is_some()
-        {
-            return Err(error(
-                "CertificateNotFoundException",
-                "Certificates, SslPolicy, AlpnPolicy and MutualAuthentication need ACM certificates, which Flotilla does not have",
-            ));
-        }
+        let tls = TlsRequest {
+            certificates: input.certificates.as_deref(),
+            ssl_policy: input.ssl_policy.as_deref(),
+            alpn_policy: input.alpn_policy.as_deref(),
+            mutual_authentication: input.mutual_authentication.as_ref(),
+        };
         let modified = change(
             &**self.store(),
             |state| {
@@ -752,6 +744,7 @@ impl Elbv2 {
                     .unwrap_or(ProtocolEnum::Http);
                 let port = input.port.or(current.description.port).unwrap_or(80);
                 Self::check_listener_port(state, balancer, Some(&current.id), protocol, port)?;
+                let tls = self.tls_settings(protocol, &tls, Some(current))?;
                 let actions = match &input.default_actions {
                     Some(actions) => self.normalized_actions(state, balancer, protocol, actions)?,
                     None => current
@@ -764,8 +757,12 @@ impl Elbv2 {
                 description.protocol = Some(protocol);
                 description.port = Some(port);
                 description.default_actions = Some(actions);
+                description.certificates = tls.certificates;
+                description.ssl_policy = tls.ssl_policy;
+                description.alpn_policy = tls.alpn_policy;
                 if let Some(balancer) = state.load_balancers.get_mut(&name) {
                     balancer.listeners[index].description = description.clone();
+                    balancer.listeners[index].served = tls.served;
                 }
                 Ok(description)
             },

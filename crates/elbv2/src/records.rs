@@ -54,6 +54,10 @@ pub struct ListenerRecord {
     pub tags: Vec<Tag>,
     /// Every rule but the default one, whose actions are the listener's.
     pub rules: Vec<RuleRecord>,
+    /// HTTPS: the certificate chain and key its certificate ARN named when
+    /// it was set, as the data plane serves them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served: Vec<flotilla_lb::config::Certificate>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

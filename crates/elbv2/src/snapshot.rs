@@ -184,7 +184,7 @@ fn load_balancer(
                 .unwrap_or_default()
                 .clamp(0, 65_535) as u16,
             protocol: protocol(listener.description.protocol, &location)?,
-            certificates: Vec::new(),
+            certificates: listener.served.clone(),
             default_actions,
             rules,
         });

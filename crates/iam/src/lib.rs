@@ -2,7 +2,7 @@
 //! users and their access keys, groups, roles and their trust policies,
 //! inline and managed policies (customer ones with versions, and AWS's own
 //! from `flotilla_iam_policy::managed`), permissions boundaries, instance
-//! profiles and tags; and STS's sessions (AssumeRole, GetSessionToken).
+//! profiles, server certificates and tags; and STS's sessions (AssumeRole, GetSessionToken).
 //!
 //! [`Iam::handle`] takes the generated wire types and answers the output
 //! value the edge writes as XML. [`Iam::access_key`] and
@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 mod authority;
+mod certificates;
 pub mod errors;
 mod groups;
 mod policies;
@@ -37,6 +38,7 @@ mod sessions;
 mod users;
 
 pub use authority::{Identity, KeyLookup, RequestFacts, ResolvedKey};
+pub use certificates::{CertificatePem, SERVER_CERTIFICATES_MAX};
 pub use sessions::{ServiceSession, SESSION_DURATION_SECONDS_MAX, SESSION_DURATION_SECONDS_MIN};
 
 /// What a request brings that IAM may not read for itself.
@@ -254,6 +256,13 @@ impl Iam {
                 )
                 .await?,
             ),
+            Q::UploadServerCertificate(r) => {
+                to_value(self.upload_server_certificate(context, r).await?)
+            }
+            Q::GetServerCertificate(r) => to_value(self.get_server_certificate(r)?),
+            Q::ListServerCertificates(r) => to_value(self.list_server_certificates(r)?),
+            Q::UpdateServerCertificate(r) => unit(self.update_server_certificate(r).await?),
+            Q::DeleteServerCertificate(r) => unit(self.delete_server_certificate(r).await?),
             Q::CreatePolicy(r) => to_value(self.create_policy(context, r).await?),
             Q::GetPolicy(r) => to_value(self.get_policy(r)?),
             Q::ListPolicies(r) => to_value(self.list_policies(r)?),

@@ -8,6 +8,7 @@
 //! iam/policies/NAME          a customer managed policy and its versions
 //! iam/access-keys/AKID       a user's access key and its secret
 //! iam/sessions/ASIA...       temporary credentials from STS, until they expire
+//! iam/server-certificates/NAME a server certificate, its chain and private key
 //! iam/generation             rewritten by every IAM change: caches of compiled
 //!                            policies hold the revision they were built at
 //! ```
@@ -27,6 +28,7 @@ pub const INSTANCE_PROFILES: &str = "iam/instance-profiles/";
 pub const POLICIES: &str = "iam/policies/";
 pub const ACCESS_KEYS: &str = "iam/access-keys/";
 pub const SESSIONS: &str = "iam/sessions/";
+pub const SERVER_CERTIFICATES: &str = "iam/server-certificates/";
 pub const GENERATION: &str = "iam/generation";
 
 pub fn key(prefix: &str, name: &str) -> String {
