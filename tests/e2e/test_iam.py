@@ -472,3 +472,58 @@ def test_other_services_are_authorized_by_their_iam_actions(server):
         server.client("logs", **key).describe_log_groups()
     assert error_of(excinfo)[0] == "AccessDeniedException"
     assert "logs:DescribeLogGroups" in error_of(excinfo)[1]
+
+
+def test_s3_requests_are_authorized_by_iam(server):
+    """S3 takes IAM users' keys and role sessions, and authorizes each
+    operation by its IAM action on the bucket's or object's ARN, answering
+    S3's own AccessDenied."""
+    bucket = unique("config")
+    root = server.client("s3")
+    root.create_bucket(Bucket=bucket)
+    root.put_object(Bucket=bucket, Key="app/app.env", Body=b"A=1\n")
+    root.put_object(Bucket=bucket, Key="other/secret.env", Body=b"B=2\n")
+    reader = allow("s3:GetObject", resource=f"arn:aws:s3:::{bucket}/app/*")
+    reader["Statement"].append({"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"})
+    name, key = user_with_key(server, policies={"read-app": reader})
+    s3 = server.client("s3", **key)
+    assert s3.get_object(Bucket=bucket, Key="app/app.env")["Body"].read() == b"A=1\n"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["app/app.env", "other/secret.env"]
+    for call in (lambda: s3.get_object(Bucket=bucket, Key="other/secret.env"),
+                 lambda: s3.put_object(Bucket=bucket, Key="app/new.env", Body=b"C=3\n"),
+                 lambda: s3.delete_object(Bucket=bucket, Key="app/app.env"),
+                 lambda: s3.list_buckets()):
+        with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+            call()
+        assert error_of(excinfo)[0] == "AccessDenied"
+        assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    # Nothing was written or deleted.
+    assert [o["Key"] for o in root.list_objects_v2(Bucket=bucket)["Contents"]] == ["app/app.env", "other/secret.env"]
+    # The AWS CLI with the user's key, as a deploy script runs it.
+    env = {**server.cli_env(), "AWS_ACCESS_KEY_ID": key["access_key"], "AWS_SECRET_ACCESS_KEY": key["secret_key"]}
+    def cp(path: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(AWS_CLI), "--endpoint-url", server.endpoint, "s3", "cp", f"s3://{bucket}/{path}", "-"],
+                              env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    done = cp("app/app.env")
+    assert done.returncode == 0 and done.stdout == "A=1\n", done
+    done = cp("other/secret.env")
+    assert done.returncode != 0 and "403" in done.stderr and "B=2" not in done.stdout, done
+
+    # A role session: allowed by the role's policy, only with its token.
+    iam = server.client("iam")
+    role = unique("reader")
+    role_arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(
+        trust({"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{name}"})))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=role, PolicyName="read-other",
+                        PolicyDocument=json.dumps(allow("s3:GetObject", resource=f"arn:aws:s3:::{bucket}/other/*")))
+    iam.put_user_policy(UserName=name, PolicyName="assume", PolicyDocument=json.dumps(allow("sts:AssumeRole")))
+    credentials = server.client("sts", **key).assume_role(RoleArn=role_arn, RoleSessionName="s3")["Credentials"]
+    session = _session_client(server, "s3", credentials)
+    assert session.get_object(Bucket=bucket, Key="other/secret.env")["Body"].read() == b"B=2\n"
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        session.get_object(Bucket=bucket, Key="app/app.env")
+    assert error_of(excinfo)[0] == "AccessDenied"
+    tokenless = server.client("s3", access_key=credentials["AccessKeyId"], secret_key=credentials["SecretAccessKey"])
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        tokenless.get_object(Bucket=bucket, Key="other/secret.env")
+    assert error_of(excinfo)[0] == "InvalidToken"

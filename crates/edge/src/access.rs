@@ -92,6 +92,27 @@ pub(crate) struct Authenticated {
     pub temporary: bool,
 }
 
+/// A request's `X-Amz-Security-Token`, from its header or, in a
+/// presigned URL, its query.
+pub(crate) fn security_token(parts: &axum::http::request::Parts) -> Option<String> {
+    parts
+        .headers
+        .get("x-amz-security-token")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            let encoded = parts
+                .uri
+                .query()?
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("X-Amz-Security-Token="))?;
+            percent_encoding::percent_decode_str(encoded)
+                .decode_utf8()
+                .ok()
+                .map(|decoded| decoded.into_owned())
+        })
+}
+
 /// The identity behind a verified key. `security_token` is the request's
 /// `X-Amz-Security-Token`, which temporary credentials must carry.
 pub(crate) fn identify(

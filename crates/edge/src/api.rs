@@ -400,22 +400,7 @@ fn authenticate(
             ));
         }
     }
-    let security_token = parts
-        .headers
-        .get("x-amz-security-token")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            let encoded = parts
-                .uri
-                .query()?
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("X-Amz-Security-Token="))?;
-            percent_encoding::percent_decode_str(encoded)
-                .decode_utf8()
-                .ok()
-                .map(|decoded| decoded.into_owned())
-        });
+    let security_token = crate::access::security_token(parts);
     let source = keys.found.replace(crate::access::KeySource::Unknown);
     let authenticated = crate::access::identify(
         edge,

@@ -31,6 +31,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use flotilla_iam::RequestFacts;
+use flotilla_iam_policy::{evaluate, Decision};
+use flotilla_protocol::Protocol;
 use flotilla_s3::checksum::ChecksumAlgorithm;
 use flotilla_s3::records::{ObjectHeaders, ObjectRecord};
 use flotilla_s3::{ListObjectsV2, S3Error, LIST_KEYS_MAX, OBJECT_SIZE_MAX_BYTES, S3};
@@ -39,6 +42,7 @@ use http_body_util::BodyExt;
 use md5::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::access::{self, Authenticated, EdgeKeys, KeySource};
 use crate::Edge;
 
 /// Largest body of a bucket-level request (CreateBucketConfiguration).
@@ -234,20 +238,25 @@ fn target(edge: &Edge, parts: &axum::http::request::Parts) -> Result<Target, S3E
 }
 
 /// Checks the signature with S3's rules, and that it is scoped to this
-/// server's region and to `s3`.
-fn authenticate(edge: &Edge, parts: &axum::http::request::Parts) -> Result<S3Payload, S3Error> {
+/// server's region and to `s3`; says who signed (the operator's keys, or
+/// an IAM user's or role session's, with the session's token).
+fn authenticate(
+    edge: &Edge,
+    parts: &axum::http::request::Parts,
+) -> Result<(S3Payload, Authenticated), S3Error> {
     let request = RequestParts::from_http(parts, "");
-    let now_seconds = edge.clock.now_ms() / 1000;
-    let (verified, payload) = flotilla_sigv4::verify_s3(&request, &edge.credentials, now_seconds)
-        .map_err(|error| {
-        tracing::debug!(%error, "s3 signature refused");
-        let (code, status, message) = error.s3_error();
-        S3Error::Signature {
-            code,
-            status,
-            message,
-        }
-    })?;
+    let now_ms = edge.clock.now_ms();
+    let keys = EdgeKeys::new(edge, now_ms);
+    let (verified, payload) =
+        flotilla_sigv4::verify_s3(&request, &keys, now_ms / 1000).map_err(|error| {
+            tracing::debug!(%error, "s3 signature refused");
+            let (code, status, message) = error.s3_error();
+            S3Error::Signature {
+                code,
+                status,
+                message,
+            }
+        })?;
     let region = &edge.ecs.scope().region;
     if &verified.region != region {
         return Err(S3Error::Signature {
@@ -269,7 +278,92 @@ fn authenticate(edge: &Edge, parts: &axum::http::request::Parts) -> Result<S3Pay
             ),
         });
     }
-    Ok(payload)
+    let source = keys.found.replace(KeySource::Unknown);
+    let token = access::security_token(parts);
+    let caller = access::identify(
+        edge,
+        &verified.access_key_id,
+        source,
+        token.as_deref(),
+        Protocol::Query,
+    )
+    .map_err(|error| match error.code {
+        "ExpiredToken" => S3Error::Signature {
+            code: "ExpiredToken",
+            status: 400,
+            message: "The provided token has expired.".to_owned(),
+        },
+        "InvalidClientTokenId" => S3Error::Signature {
+            code: "InvalidToken",
+            status: 400,
+            message: "The provided token is malformed or otherwise invalid.".to_owned(),
+        },
+        _ => S3Error::Internal {
+            detail: error.message,
+        },
+    })?;
+    Ok((payload, caller))
+}
+
+/// The IAM action and resource ARN an S3 operation is authorized as.
+fn s3_check(operation: Operation, target: &Target) -> (String, String) {
+    let bucket = target.bucket.as_deref().unwrap_or_default();
+    let object = |key: &str| format!("arn:aws:s3:::{bucket}/{key}");
+    let key = target.key.as_deref().unwrap_or_default();
+    let (action, resource) = match operation {
+        "ListBuckets" => ("ListAllMyBuckets", "*".to_owned()),
+        "HeadBucket" | "ListObjectsV2" | "ListObjects" => {
+            ("ListBucket", format!("arn:aws:s3:::{bucket}"))
+        }
+        "ListMultipartUploads" => (
+            "ListBucketMultipartUploads",
+            format!("arn:aws:s3:::{bucket}"),
+        ),
+        "CreateBucket" | "DeleteBucket" | "GetBucketLocation" => {
+            (operation, format!("arn:aws:s3:::{bucket}"))
+        }
+        // Its keys are in the body: authorized for every key of the bucket.
+        "DeleteObjects" => ("DeleteObject", object("*")),
+        "PutObject"
+        | "CopyObject"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CreateMultipartUpload"
+        | "CompleteMultipartUpload" => ("PutObject", object(key)),
+        "GetObject" | "HeadObject" => ("GetObject", object(key)),
+        "ListParts" => ("ListMultipartUploadParts", object(key)),
+        other => (other, object(key)),
+    };
+    (format!("s3:{action}"), resource)
+}
+
+/// Decides an S3 operation for its caller, as IAM decides every other
+/// service's: the operator's keys pass, IAM's users and role sessions need
+/// an allow. S3 says only "Access Denied".
+fn allowed(
+    edge: &Edge,
+    caller: &Authenticated,
+    operation: Operation,
+    target: &Target,
+) -> Result<(), S3Error> {
+    let Some(policies) = &caller.identity.policies else {
+        return Ok(());
+    };
+    let (action, resource) = s3_check(operation, target);
+    let facts = RequestFacts {
+        now_ms: edge.clock.now_ms(),
+        region: &edge.ecs.scope().region,
+        source_ip: None,
+        temporary: caller.temporary,
+    };
+    let context = caller.identity.context(&action, &resource, &facts);
+    match evaluate(&context, policies, None) {
+        Decision::Deny(_) => {
+            tracing::debug!(principal = %caller.principal_arn, %action, %resource, "s3 request denied");
+            Err(S3Error::AccessDenied)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Refuses query parameters the operation does not act on, naming the first.
@@ -313,13 +407,14 @@ async fn dispatch(
     body: Body,
     operation: &mut Operation,
 ) -> Result<Response, S3Error> {
-    let payload = authenticate(edge, &parts)?;
+    let (payload, caller) = authenticate(edge, &parts)?;
     let target = target(edge, &parts)?;
     let parameters = query_parameters(parts.uri.query())?;
     let method = parts.method.clone();
     match (&method, target.bucket.as_deref(), target.key.as_deref()) {
         (&Method::GET, None, None) => {
             *operation = "ListBuckets";
+            allowed(edge, &caller, *operation, &target)?;
             only_parameters(&parameters, &[])?;
             let owner = &edge.ecs.scope().account_id;
             Ok(xml_response(xml::list_buckets(&s3.list_buckets()?, owner)))
@@ -327,6 +422,7 @@ async fn dispatch(
         (_, None, _) => Err(S3Error::MethodNotAllowed),
         (&Method::PUT, Some(bucket), None) => {
             *operation = "CreateBucket";
+            allowed(edge, &caller, *operation, &target)?;
             only_parameters(&parameters, &[])?;
             refuse_headers(
                 &parts.headers,
@@ -349,17 +445,20 @@ async fn dispatch(
         }
         (&Method::POST, Some(bucket), None) if parameter(&parameters, "delete").is_some() => {
             *operation = "DeleteObjects";
+            allowed(edge, &caller, *operation, &target)?;
             only_parameters(&parameters, &["delete"])?;
             delete_objects(s3, &parts.headers, body, payload, bucket).await
         }
         (&Method::DELETE, Some(bucket), None) => {
             *operation = "DeleteBucket";
+            allowed(edge, &caller, *operation, &target)?;
             only_parameters(&parameters, &[])?;
             s3.delete_bucket(bucket).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         (&Method::HEAD, Some(bucket), None) => {
             *operation = "HeadBucket";
+            allowed(edge, &caller, *operation, &target)?;
             only_parameters(&parameters, &[])?;
             let record = s3.head_bucket(bucket)?;
             let mut response = StatusCode::OK.into_response();
@@ -368,20 +467,24 @@ async fn dispatch(
         }
         (&Method::GET, Some(bucket), None) if parameter(&parameters, "location").is_some() => {
             *operation = "GetBucketLocation";
+            allowed(edge, &caller, *operation, &target)?;
             only_parameters(&parameters, &["location"])?;
             let record = s3.head_bucket(bucket)?;
             Ok(xml_response(xml::bucket_location(&record.region)))
         }
         (&Method::GET, Some(bucket), None) if parameter(&parameters, "list-type") == Some("2") => {
             *operation = "ListObjectsV2";
+            allowed(edge, &caller, *operation, &target)?;
             list_objects_v2(edge, s3, bucket, &parameters)
         }
         (&Method::GET, Some(_), None) if parameter(&parameters, "uploads").is_some() => {
             *operation = "ListMultipartUploads";
+            allowed(edge, &caller, *operation, &target)?;
             Err(S3Error::not_implemented("ListMultipartUploads"))
         }
         (&Method::GET, Some(_), None) => {
             *operation = "ListObjects";
+            allowed(edge, &caller, *operation, &target)?;
             Err(S3Error::not_implemented(
                 "ListObjects (version 1; use ListObjectsV2, list-type=2)",
             ))
@@ -391,8 +494,10 @@ async fn dispatch(
                 || parameter(&parameters, "uploadId").is_some()
             {
                 *operation = "UploadPart";
+                allowed(edge, &caller, *operation, &target)?;
                 if parts.headers.contains_key("x-amz-copy-source") {
                     *operation = "UploadPartCopy";
+                    allowed(edge, &caller, *operation, &target)?;
                     return Err(S3Error::not_implemented(
                         "UploadPartCopy (x-amz-copy-source)",
                     ));
@@ -410,8 +515,10 @@ async fn dispatch(
                 .await;
             }
             *operation = "PutObject";
+            allowed(edge, &caller, *operation, &target)?;
             if parts.headers.contains_key("x-amz-copy-source") {
                 *operation = "CopyObject";
+                allowed(edge, &caller, *operation, &target)?;
                 return Err(S3Error::not_implemented("CopyObject (x-amz-copy-source)"));
             }
             only_parameters(&parameters, &[])?;
@@ -419,12 +526,14 @@ async fn dispatch(
         }
         (&Method::POST, Some(bucket), Some(key)) if parameter(&parameters, "uploads").is_some() => {
             *operation = "CreateMultipartUpload";
+            allowed(edge, &caller, *operation, &target)?;
             create_multipart_upload(edge, s3, &parts.headers, bucket, key, &parameters).await
         }
         (&Method::POST, Some(bucket), Some(key))
             if parameter(&parameters, "uploadId").is_some() =>
         {
             *operation = "CompleteMultipartUpload";
+            allowed(edge, &caller, *operation, &target)?;
             complete_multipart_upload(
                 edge,
                 s3,
@@ -439,11 +548,13 @@ async fn dispatch(
         }
         (&Method::GET, Some(_), Some(_)) if parameter(&parameters, "uploadId").is_some() => {
             *operation = "ListParts";
+            allowed(edge, &caller, *operation, &target)?;
             Err(S3Error::not_implemented("ListParts"))
         }
         (&Method::GET | &Method::HEAD, Some(bucket), Some(key)) => {
             let with_body = method == Method::GET;
             *operation = if with_body { "GetObject" } else { "HeadObject" };
+            allowed(edge, &caller, *operation, &target)?;
             only_parameters(&parameters, &["partNumber"])?;
             if parameter(&parameters, "partNumber").is_some_and(|part| part != "1") {
                 return Err(S3Error::InvalidPart);
@@ -452,8 +563,10 @@ async fn dispatch(
         }
         (&Method::DELETE, Some(bucket), Some(key)) => {
             *operation = "DeleteObject";
+            allowed(edge, &caller, *operation, &target)?;
             if let Some(upload_id) = parameter(&parameters, "uploadId") {
                 *operation = "AbortMultipartUpload";
+                allowed(edge, &caller, *operation, &target)?;
                 only_parameters(&parameters, &["uploadId"])?;
                 s3.abort_multipart_upload(bucket, key, upload_id).await?;
                 return Ok(StatusCode::NO_CONTENT.into_response());

@@ -75,6 +75,8 @@ pub enum S3Error {
         status: u16,
         message: String,
     },
+    #[error("Access Denied")]
+    AccessDenied,
     #[error("We encountered an internal error. Please try again.")]
     Internal { detail: String },
 }
@@ -113,6 +115,7 @@ impl S3Error {
             Self::InvalidPartReference { .. } => "InvalidPart",
             Self::EntityTooSmall { .. } => "EntityTooSmall",
             Self::Signature { code, .. } => code,
+            Self::AccessDenied => "AccessDenied",
             Self::Internal { .. } => "InternalError",
         }
     }
@@ -121,7 +124,7 @@ impl S3Error {
         match self {
             Self::NoSuchBucket { .. } | Self::NoSuchKey { .. } | Self::NoSuchUpload { .. } => 404,
             Self::BucketAlreadyOwnedByYou { .. } | Self::BucketNotEmpty { .. } => 409,
-            Self::ChunkSignatureMismatch => 403,
+            Self::ChunkSignatureMismatch | Self::AccessDenied => 403,
             Self::Signature { status, .. } => *status,
             Self::InvalidPart => 416,
             Self::InvalidRange { .. } => 416,
