@@ -306,7 +306,7 @@ fn authenticate(
 }
 
 /// The IAM action and resource ARN an S3 operation is authorized as.
-fn s3_check(operation: Operation, target: &Target) -> (String, String) {
+fn s3_check(operation: &str, target: &Target) -> (String, String) {
     let bucket = target.bucket.as_deref().unwrap_or_default();
     let object = |key: &str| format!("arn:aws:s3:::{bucket}/{key}");
     let key = target.key.as_deref().unwrap_or_default();
@@ -343,7 +343,7 @@ fn s3_check(operation: Operation, target: &Target) -> (String, String) {
 fn allowed(
     edge: &Edge,
     caller: &Authenticated,
-    operation: Operation,
+    operation: &str,
     target: &Target,
 ) -> Result<(), S3Error> {
     let Some(policies) = &caller.identity.policies else {
@@ -414,7 +414,7 @@ async fn dispatch(
     match (&method, target.bucket.as_deref(), target.key.as_deref()) {
         (&Method::GET, None, None) => {
             *operation = "ListBuckets";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             only_parameters(&parameters, &[])?;
             let owner = &edge.ecs.scope().account_id;
             Ok(xml_response(xml::list_buckets(&s3.list_buckets()?, owner)))
@@ -422,7 +422,7 @@ async fn dispatch(
         (_, None, _) => Err(S3Error::MethodNotAllowed),
         (&Method::PUT, Some(bucket), None) => {
             *operation = "CreateBucket";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             only_parameters(&parameters, &[])?;
             refuse_headers(
                 &parts.headers,
@@ -445,20 +445,20 @@ async fn dispatch(
         }
         (&Method::POST, Some(bucket), None) if parameter(&parameters, "delete").is_some() => {
             *operation = "DeleteObjects";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             only_parameters(&parameters, &["delete"])?;
             delete_objects(s3, &parts.headers, body, payload, bucket).await
         }
         (&Method::DELETE, Some(bucket), None) => {
             *operation = "DeleteBucket";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             only_parameters(&parameters, &[])?;
             s3.delete_bucket(bucket).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         (&Method::HEAD, Some(bucket), None) => {
             *operation = "HeadBucket";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             only_parameters(&parameters, &[])?;
             let record = s3.head_bucket(bucket)?;
             let mut response = StatusCode::OK.into_response();
@@ -467,24 +467,24 @@ async fn dispatch(
         }
         (&Method::GET, Some(bucket), None) if parameter(&parameters, "location").is_some() => {
             *operation = "GetBucketLocation";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             only_parameters(&parameters, &["location"])?;
             let record = s3.head_bucket(bucket)?;
             Ok(xml_response(xml::bucket_location(&record.region)))
         }
         (&Method::GET, Some(bucket), None) if parameter(&parameters, "list-type") == Some("2") => {
             *operation = "ListObjectsV2";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             list_objects_v2(edge, s3, bucket, &parameters)
         }
         (&Method::GET, Some(_), None) if parameter(&parameters, "uploads").is_some() => {
             *operation = "ListMultipartUploads";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             Err(S3Error::not_implemented("ListMultipartUploads"))
         }
         (&Method::GET, Some(_), None) => {
             *operation = "ListObjects";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             Err(S3Error::not_implemented(
                 "ListObjects (version 1; use ListObjectsV2, list-type=2)",
             ))
@@ -494,10 +494,10 @@ async fn dispatch(
                 || parameter(&parameters, "uploadId").is_some()
             {
                 *operation = "UploadPart";
-                allowed(edge, &caller, *operation, &target)?;
+                allowed(edge, &caller, operation, &target)?;
                 if parts.headers.contains_key("x-amz-copy-source") {
                     *operation = "UploadPartCopy";
-                    allowed(edge, &caller, *operation, &target)?;
+                    allowed(edge, &caller, operation, &target)?;
                     return Err(S3Error::not_implemented(
                         "UploadPartCopy (x-amz-copy-source)",
                     ));
@@ -515,10 +515,10 @@ async fn dispatch(
                 .await;
             }
             *operation = "PutObject";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             if parts.headers.contains_key("x-amz-copy-source") {
                 *operation = "CopyObject";
-                allowed(edge, &caller, *operation, &target)?;
+                allowed(edge, &caller, operation, &target)?;
                 return Err(S3Error::not_implemented("CopyObject (x-amz-copy-source)"));
             }
             only_parameters(&parameters, &[])?;
@@ -526,14 +526,14 @@ async fn dispatch(
         }
         (&Method::POST, Some(bucket), Some(key)) if parameter(&parameters, "uploads").is_some() => {
             *operation = "CreateMultipartUpload";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             create_multipart_upload(edge, s3, &parts.headers, bucket, key, &parameters).await
         }
         (&Method::POST, Some(bucket), Some(key))
             if parameter(&parameters, "uploadId").is_some() =>
         {
             *operation = "CompleteMultipartUpload";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             complete_multipart_upload(
                 edge,
                 s3,
@@ -548,13 +548,13 @@ async fn dispatch(
         }
         (&Method::GET, Some(_), Some(_)) if parameter(&parameters, "uploadId").is_some() => {
             *operation = "ListParts";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             Err(S3Error::not_implemented("ListParts"))
         }
         (&Method::GET | &Method::HEAD, Some(bucket), Some(key)) => {
             let with_body = method == Method::GET;
             *operation = if with_body { "GetObject" } else { "HeadObject" };
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             only_parameters(&parameters, &["partNumber"])?;
             if parameter(&parameters, "partNumber").is_some_and(|part| part != "1") {
                 return Err(S3Error::InvalidPart);
@@ -563,10 +563,10 @@ async fn dispatch(
         }
         (&Method::DELETE, Some(bucket), Some(key)) => {
             *operation = "DeleteObject";
-            allowed(edge, &caller, *operation, &target)?;
+            allowed(edge, &caller, operation, &target)?;
             if let Some(upload_id) = parameter(&parameters, "uploadId") {
                 *operation = "AbortMultipartUpload";
-                allowed(edge, &caller, *operation, &target)?;
+                allowed(edge, &caller, operation, &target)?;
                 only_parameters(&parameters, &["uploadId"])?;
                 s3.abort_multipart_upload(bucket, key, upload_id).await?;
                 return Ok(StatusCode::NO_CONTENT.into_response());
