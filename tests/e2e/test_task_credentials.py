@@ -284,3 +284,40 @@ def test_secrets_are_read_as_the_execution_role(env):
     task_id = task["taskArn"].rsplit("/", 1)[1]
     assert (f"arn:aws:sts::{env.server.account_id}:assumed-role/{bare}/{task_id} is not authorized to perform: "
             f"secretsmanager:GetSecretValue") in reason, reason
+
+
+@pytest.mark.docker
+def test_environment_files_are_read_as_the_execution_role(env):
+    """As in ECS, a task's execution role reads its environment files from
+    S3: a role allowed `s3:GetObject` on the object sets the variables; a
+    role without stops the task with S3's AccessDenied."""
+    s3 = env.server.client("s3")
+    bucket = unique("taskcreds-env").lower()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="app/app.env", Body=b"GREETING=from-s3\n")
+    reader = unique("taskcreds-env")
+    reader_arn = iam_cli(env.server, "create-role", "--role-name", reader,
+                         "--assume-role-policy-document", json.dumps(TRUST_ECS_TASKS))["Role"]["Arn"]
+    iam_cli(env.server, "put-role-policy", "--role-name", reader, "--policy-name", "env-files",
+            "--policy-document", json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/app/*"}]}))
+    bare = unique("taskcreds-env-bare")
+    bare_arn = iam_cli(env.server, "create-role", "--role-name", bare,
+                       "--assume-role-policy-document", json.dumps(TRUST_ECS_TASKS))["Role"]["Arn"]
+    container = {"name": "app", "image": TEST_IMAGE, "memory": 32, "essential": True,
+                 "command": ["sh", "-c", 'echo "greeting=$GREETING"'],
+                 "environmentFiles": [{"type": "s3", "value": f"arn:aws:s3:::{bucket}/app/app.env"}]}
+
+    arn = register_task_definition(env.ecs, unique("taskcreds-env"), [container], executionRoleArn=reader_arn)
+    [task] = run_tasks(env.ecs, env.cluster, arn)
+    [task] = wait_tasks_status(env.ecs, env.cluster, [task["taskArn"]], "STOPPED")
+    assert container_of(task, "app").get("exitCode") == 0, task.get("stoppedReason")
+    assert printed(container_of(task, "app")["runtimeId"], "greeting") == "from-s3"
+
+    arn = register_task_definition(env.ecs, unique("taskcreds-env-bare"), [container], executionRoleArn=bare_arn)
+    [task] = run_tasks(env.ecs, env.cluster, arn)
+    [task] = wait_tasks_status(env.ecs, env.cluster, [task["taskArn"]], "STOPPED")
+    reason = task["stoppedReason"]
+    assert reason.startswith("ResourceInitializationError: failed to download env files: "), reason
+    assert "AccessDenied" in reason, reason
+    assert "runtimeId" not in container_of(task, "app")

@@ -291,6 +291,11 @@ impl ApiClient {
         &self.inner.credentials
     }
 
+    /// The session token signed requests carry with role credentials.
+    pub fn session_token(&self) -> Option<&str> {
+        self.inner.session_token.as_deref()
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }

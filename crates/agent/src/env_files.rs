@@ -1,6 +1,7 @@
 //! Environment files (`environmentFiles`): read just before a container is
 //! created, with ECS's rules, from Flotilla's S3-compatible object API
-//! (signed with the agent's own credentials) or, as Flotilla's extension,
+//! (signed with the task's execution role when it has one, as in ECS, else
+//! with the agent's own credentials) or, as Flotilla's extension,
 //! from an absolute path on the host.
 //!
 //! ECS's rules: at most ten files; each line `VARIABLE=VALUE` (the value is
@@ -38,6 +39,15 @@ pub trait ObjectSource: Send + Sync + std::fmt::Debug {
         bucket: &'a str,
         key: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
+
+    /// The same source reading as a task's execution role, when it can.
+    fn with_role(
+        &self,
+        credentials: &flotilla_types::acs::RoleCredentials,
+    ) -> Option<Arc<dyn ObjectSource>> {
+        let _ = credentials;
+        None
+    }
 }
 
 /// The control plane's S3 API, signed with the agent's credentials.
@@ -68,6 +78,12 @@ impl ControlPlaneObjects {
     async fn fetch(&self, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
         let path = format!("/{}/{}", encode(bucket), encode(key));
         let mut headers = HeaderMap::new();
+        if let Some(token) = self.api.session_token() {
+            headers.insert(
+                "x-amz-security-token",
+                HeaderValue::from_str(token).map_err(|error| error.to_string())?,
+            );
+        }
         let endpoint = self.api.endpoint();
         let authority = &endpoint.authority;
         headers.insert(
@@ -125,6 +141,13 @@ impl ControlPlaneObjects {
 }
 
 impl ObjectSource for ControlPlaneObjects {
+    fn with_role(
+        &self,
+        credentials: &flotilla_types::acs::RoleCredentials,
+    ) -> Option<Arc<dyn ObjectSource>> {
+        Some(Self::new(self.api.with_role_credentials(credentials)))
+    }
+
     fn get<'a>(
         &'a self,
         bucket: &'a str,

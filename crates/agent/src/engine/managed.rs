@@ -591,7 +591,18 @@ impl ManagedTask {
             .into_iter()
             .filter_map(|file| file.value)
             .collect();
-        let object_source = self.context.settings.environment_files.as_deref();
+        // Read as the task's execution role when it has one (so that the
+        // role's permissions decide, as in ECS), else as the agent.
+        let execution_role = self
+            .context
+            .settings
+            .credentials
+            .execution(self.record.task_arn());
+        let object_source = self.context.settings.environment_files.as_ref();
+        let as_role = object_source
+            .zip(execution_role.as_ref())
+            .and_then(|(source, credentials)| source.with_role(credentials));
+        let object_source = as_role.as_deref().or(object_source.map(|s| &**s));
         let variables = match crate::env_files::read(object_source, &environment_files).await {
             Ok(variables) => variables,
             Err(reason) => {
@@ -601,17 +612,10 @@ impl ManagedTask {
                 return;
             }
         };
-        // Read as the task's execution role when it has one (so that the
-        // role's permissions decide, as in ECS), else as the agent.
         let secret_source = self.context.settings.secret_source.as_ref();
-        let as_execution_role = secret_source.and_then(|source| {
-            let credentials = self
-                .context
-                .settings
-                .credentials
-                .execution(self.record.task_arn())?;
-            source.with_role(&credentials)
-        });
+        let as_execution_role = secret_source
+            .zip(execution_role.as_ref())
+            .and_then(|(source, credentials)| source.with_role(credentials));
         // Read now, kept in memory only until the container is created.
         let secrets = match crate::secrets::resolve_container(
             as_execution_role.as_deref().or(secret_source.map(|s| &**s)),
