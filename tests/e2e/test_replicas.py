@@ -273,6 +273,18 @@ def test_replicas_fail_over_the_scheduler_and_survive_losing_etcd_members(
     assert {t["taskDefinitionArn"] for t in described} == {second}
     assert len(described) == SERVICE_TASKS
 
+    # A clean stop (SIGTERM) hands the scheduler over at once: the leader
+    # revokes its lease instead of letting it run out.
+    [leader] = wait_until(lambda: (lambda found: found if len(found) == 1 else None)(scheduler_leaders(replicas)),
+                          20, "one scheduler leader")
+    stopped_at = time.monotonic()
+    assert leader.terminate() == 0
+    survivors = [r for r in replicas if r is not leader]
+    wait_until(lambda: scheduler_leaders(survivors) or None, 10, "another replica to lead after a clean stop")
+    handover_s = round(time.monotonic() - stopped_at, 3)
+    assert handover_s < 1.5, handover_s
+    leader.start(port=leader.port)
+
     # One etcd member lost: reads and writes go on.
     etcd_cluster.members[2].kill()
     replicas[0].ecs.create_cluster(clusterName=unique("one-member-down"))
@@ -321,6 +333,7 @@ def test_replicas_fail_over_the_scheduler_and_survive_losing_etcd_members(
         "benchmark": "replica_failover",
         "replicas": REPLICAS, "etcd_members": MEMBERS, "service_tasks": SERVICE_TASKS,
         "failover_seconds": failovers, "max_failover_seconds": max(failovers),
+        "clean_stop_handover_seconds": handover_s,
         "max_running_sampled": max(samples), "samples": len(samples),
         "acknowledged_writes": len(writers.acknowledged),
     }))

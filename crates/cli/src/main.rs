@@ -662,6 +662,9 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("serving the API")?;
+    // Hand the singleton loops to another replica now rather than when the
+    // lease runs out.
+    election.resign().await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

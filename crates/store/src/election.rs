@@ -70,6 +70,13 @@ pub trait Election: Send + Sync + 'static {
     /// Whether other replicas may share the store (etcd), so that leaders
     /// are elected rather than given.
     fn replicated(&self) -> bool;
+
+    /// Gives up every role at once and for good, so that another replica
+    /// takes over without waiting for this one's lease to run out: what a
+    /// clean shutdown does last.
+    fn resign(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 }
 
 /// The roles this replica leads now, of those it campaigned for.

@@ -19,6 +19,7 @@
 //! `FencedStore`) before etcd lets another replica take over.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -53,6 +54,8 @@ struct Inner {
     lease: LeaseClient,
     ttl: Duration,
     held: watch::Sender<Option<Held>>,
+    /// Set once by `resign`: no lease is granted or kept, no role won.
+    resigned: AtomicBool,
     roles: Mutex<HashMap<&'static str, watch::Sender<Option<Term>>>>,
     runtime: tokio::runtime::Handle,
 }
@@ -78,6 +81,7 @@ impl EtcdStore {
                 lease: self.lease.clone(),
                 ttl,
                 held: watch::Sender::new(None),
+                resigned: AtomicBool::new(false),
                 roles: Mutex::new(HashMap::new()),
                 runtime: self.runtime.clone(),
             }),
@@ -125,6 +129,31 @@ impl Election for EtcdElection {
     fn replicated(&self) -> bool {
         true
     }
+
+    /// Stops leading (every role's watch turns `None` as the lease is no
+    /// longer held), then revokes the lease, which deletes the replica's
+    /// `leaders/ROLE` keys at etcd: the other replicas' campaigns win at
+    /// once, and a late write of this replica fails its fence.
+    fn resign(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            inner.resigned.store(true, Ordering::SeqCst);
+            let held = inner.held.send_replace(None);
+            let Some(held) = held else {
+                return;
+            };
+            let mut lease = inner.lease.clone();
+            match tokio::time::timeout(REQUEST_TIMEOUT, lease.revoke(held.lease_id)).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(replica = %inner.replica_id, "resigned: lease revoked")
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "resigning: the lease could not be revoked; it will expire")
+                }
+                Err(_) => tracing::warn!("resigning: no answer from etcd; the lease will expire"),
+            }
+        })
+    }
 }
 
 /// Keeps this replica's lease, granting a new one when it is lost. Ends
@@ -134,6 +163,9 @@ async fn lease_loop(inner: std::sync::Weak<Inner>) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
+        if strong.resigned.load(Ordering::SeqCst) {
+            return;
+        }
         let held = match hold_one_lease(&strong).await {
             Ok(()) => continue,
             Err(message) => message,
@@ -172,10 +204,10 @@ async fn hold_one_lease(inner: &Inner) -> Result<(), String> {
         let _ = lease.revoke(lease_id).await;
         return Err("announcing the replica failed".to_owned());
     }
-    inner.held.send_replace(Some(Held {
-        lease_id,
-        until: until(sent),
-    }));
+    if !hold(inner, lease_id, until(sent)) {
+        let _ = lease.revoke(lease_id).await;
+        return Ok(());
+    }
     tracing::info!(replica = %inner.replica_id, lease_id, "holding an etcd lease");
     let period = inner.ttl / 3;
     let mut stream = None;
@@ -202,10 +234,9 @@ async fn hold_one_lease(inner: &Inner) -> Result<(), String> {
         .await;
         match answered {
             Ok(Ok(Some(ttl))) if ttl > 0 => {
-                inner.held.send_replace(Some(Held {
-                    lease_id,
-                    until: until(sent),
-                }));
+                if !hold(inner, lease_id, until(sent)) {
+                    return Ok(());
+                }
             }
             Ok(Ok(Some(_))) => return Err(format!("lease {lease_id} expired at etcd")),
             failed => {
@@ -224,6 +255,21 @@ async fn hold_one_lease(inner: &Inner) -> Result<(), String> {
     }
 }
 
+/// Records that the lease holds until `until`, unless the replica resigned
+/// meanwhile (then it says so, and holds nothing).
+fn hold(inner: &Inner, lease_id: i64, until: Instant) -> bool {
+    let mut kept = false;
+    inner.held.send_if_modified(|held| {
+        if inner.resigned.load(Ordering::SeqCst) {
+            return false;
+        }
+        kept = true;
+        *held = Some(Held { lease_id, until });
+        true
+    });
+    kept
+}
+
 /// Campaigns for `role` whenever it is free, and tells `leading` this
 /// replica's term while it holds it.
 async fn role_loop(
@@ -236,6 +282,9 @@ async fn role_loop(
         let Some(strong) = inner.upgrade() else {
             return;
         };
+        if strong.resigned.load(Ordering::SeqCst) {
+            return;
+        }
         let Some(held) = strong.held_now() else {
             let mut held = strong.held.subscribe();
             drop(strong);
