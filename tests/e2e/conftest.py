@@ -140,11 +140,11 @@ class AgentFleet:
         self.agents: list[FlotillaAgent] = []
 
     def start(self, server: FlotillaServer, cluster: str, *extra_args: str, wait: bool = True,
-              metadata_port: int = 0) -> FlotillaAgent:
+              metadata_port: int = 0, credentials: tuple[str, str] | None = None) -> FlotillaAgent:
         _require_binary()
         agent = FlotillaAgent(
             base_dir=self._tmp.mktemp(self._name), server=server, cluster=cluster,
-            metadata_port=metadata_port, extra_args=tuple(extra_args),
+            metadata_port=metadata_port, extra_args=tuple(extra_args), credentials=credentials,
         )
         self.agents.append(agent)
         _LIVE_AGENTS.append(agent)

@@ -759,6 +759,8 @@ class FlotillaAgent:
     extra_args: tuple = ()
     process: subprocess.Popen | None = None
     starts: int = 0
+    # (access key id, secret) it signs with, when not the server's own key.
+    credentials: tuple[str, str] | None = None
 
     def __post_init__(self):
         if not self.metadata_port:
@@ -786,8 +788,8 @@ class FlotillaAgent:
             "RUST_LOG": os.environ.get("FLOTILLA_AGENT_LOG", "info,flotilla_agent=debug"),
             "RUST_BACKTRACE": "1",
             "NO_COLOR": "1",
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "AWS_ACCESS_KEY_ID": (self.credentials or (ACCESS_KEY_ID,))[0],
+            "AWS_SECRET_ACCESS_KEY": (self.credentials or (None, SECRET_ACCESS_KEY))[1],
             "AWS_DEFAULT_REGION": self.server.region,
         }
         with open(self.stderr_path, "ab") as stderr:

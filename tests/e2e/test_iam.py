@@ -14,7 +14,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from support import ACCOUNT_ID, AWS_CLI, CLI_TIMEOUT_S, client_config, cluster_arn, error_of, unique
+from support import ACCOUNT_ID, AWS_CLI, CLI_TIMEOUT_S, client_config, cluster_arn, error_of, unique, wait_until
 
 READ_ONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
 
@@ -527,3 +527,34 @@ def test_s3_requests_are_authorized_by_iam(server):
     with pytest.raises(botocore.exceptions.ClientError) as excinfo:
         tokenless.get_object(Bucket=bucket, Key="other/secret.env")
     assert error_of(excinfo)[0] == "InvalidToken"
+
+
+def test_an_agent_runs_on_an_iam_users_key_with_the_ecs_instance_role_policy(server, agent_fleet):
+    """What an EC2 container instance's role allows is what an agent needs:
+    an agent signing with an IAM user's key that has only AWS's
+    AmazonEC2ContainerServiceforEC2Role registers, runs tasks and reports
+    them; a key without it cannot register."""
+    cluster = unique("instance-role")
+    server.ecs.create_cluster(clusterName=cluster)
+    _, key = user_with_key(server, attached=[
+        "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"])
+    agent = agent_fleet.start(server, cluster, "--simulate", "1",
+                              credentials=(key["access_key"], key["secret_key"]))
+    [instance] = server.ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]
+    family = unique("instance-role")
+    server.ecs.register_task_definition(family=family, containerDefinitions=[
+        {"name": "app", "image": "sim/app", "memory": 32, "essential": True}])
+    [task] = server.ecs.run_task(cluster=cluster, taskDefinition=family)["tasks"]
+    wait_until(lambda: server.ecs.describe_tasks(cluster=cluster, tasks=[task["taskArn"]])["tasks"][0]["lastStatus"]
+               == "RUNNING", 30, "the task to run")
+    server.ecs.stop_task(cluster=cluster, task=task["taskArn"])
+    wait_until(lambda: server.ecs.describe_tasks(cluster=cluster, tasks=[task["taskArn"]])["tasks"][0]["lastStatus"]
+               == "STOPPED", 30, "the task to stop")
+    assert agent.running and instance
+
+    _, bare = user_with_key(server)
+    refused = agent_fleet.start(server, cluster, "--simulate", "1", wait=False,
+                                credentials=(bare["access_key"], bare["secret_key"]))
+    wait_until(lambda: "not authorized to perform: ecs:RegisterContainerInstance" in refused.stderr_path.read_text(),
+               30, "the agent to be refused")
+    assert len(server.ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]) == 1
