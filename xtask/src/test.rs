@@ -19,6 +19,8 @@ const APT_PACKAGES: &[&str] = &[
     "skopeo",
     "wrk",
     "awscli",
+    // openssl makes the certificates HTTPS listeners are tested with.
+    "openssl",
     // `protoc`, which the etcd client's build needs, and the `etcd` the
     // etcd backend's tests start.
     "protobuf-compiler",
