@@ -640,6 +640,11 @@ def test_https_listener_serves_an_iam_server_certificate(server, docker_ready, t
         # Without the certificate as a trust anchor, curl refuses the peer.
         untrusted = subprocess.run(["curl", "-s", "--max-time", "5", url], capture_output=True, timeout=15)
         assert untrusted.returncode == 60, untrusted
+        # IAM keeps a certificate a listener serves.
+        with pytest.raises(ClientError) as refused:
+            iam.delete_server_certificate(ServerCertificateName=name)
+        assert error_of(refused)[0] == "DeleteConflict"
+        assert listener["ListenerArn"] in error_of(refused)[1]
         # Back to HTTP: the certificate goes, and plain HTTP is served.
         modified = client.modify_listener(ListenerArn=listener["ListenerArn"], Protocol="HTTP")["Listeners"][0]
         assert "Certificates" not in modified and "SslPolicy" not in modified

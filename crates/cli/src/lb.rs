@@ -233,6 +233,20 @@ impl CertificateSource for ServerCertificates {
     }
 }
 
+/// IAM refuses to delete a server certificate a listener serves.
+struct ListenersServing {
+    elbv2: std::sync::Weak<flotilla_elbv2::Elbv2>,
+}
+
+impl flotilla_iam::CertificateUsers for ListenersServing {
+    fn users(&self, arn: &str) -> Result<Vec<String>, flotilla_types::ApiError> {
+        match self.elbv2.upgrade() {
+            Some(elbv2) => elbv2.listeners_serving(arn),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
 /// The ELBv2 API over `store`, and a data plane in this process serving
 /// what it keeps: `flotilla up` and `flotilla server` carry their load
 /// balancers' traffic themselves.
@@ -244,13 +258,21 @@ pub fn start_embedded_data_plane(
     scope: flotilla_types::arn::Scope,
     embedded: bool,
 ) -> Result<Arc<flotilla_elbv2::Elbv2>> {
-    let certificates = Arc::new(ServerCertificates { iam }) as Arc<dyn CertificateSource>;
+    let certificates = Arc::new(ServerCertificates {
+        iam: Arc::clone(&iam),
+    }) as Arc<dyn CertificateSource>;
+    let serving = |elbv2: &Arc<flotilla_elbv2::Elbv2>| {
+        iam.set_certificate_users(Arc::new(ListenersServing {
+            elbv2: Arc::downgrade(elbv2),
+        }));
+    };
     if !embedded {
         let elbv2 =
             Arc::new(flotilla_elbv2::Elbv2::new(store, scope).with_certificates(certificates));
         ecs.set_target_groups(Arc::new(crate::service_targets::ServiceTargetGroups {
             elbv2: Arc::clone(&elbv2),
         }));
+        serving(&elbv2);
         return Ok(elbv2);
     }
     let plane = DataPlane::new(Arc::new(SystemClock))
@@ -273,5 +295,6 @@ pub fn start_embedded_data_plane(
         let elbv2 = Arc::clone(&elbv2);
         move || flotilla_elbv2::plane::feed(Arc::clone(&elbv2), plane.clone(), Arc::clone(&health))
     });
+    serving(&elbv2);
     Ok(elbv2)
 }

@@ -54,6 +54,24 @@ pub(crate) struct TlsSettings {
 }
 
 impl Elbv2 {
+    /// The ARNs of the listeners that serve the certificate `arn`.
+    pub fn listeners_serving(&self, arn: &str) -> Result<Vec<String>, ApiError> {
+        let state = crate::records::State::read(&**self.store())?;
+        let mut serving = Vec::new();
+        for balancer in state.load_balancers.values() {
+            for listener in &balancer.listeners {
+                let names = listener.description.certificates.iter().flatten();
+                if names
+                    .into_iter()
+                    .any(|c| c.certificate_arn.as_deref() == Some(arn))
+                {
+                    serving.extend(listener.description.listener_arn.clone());
+                }
+            }
+        }
+        Ok(serving)
+    }
+
     /// The TLS settings of a listener with `protocol`, from the request
     /// and, for what it leaves out, the listener as it is.
     pub(crate) fn tls_settings(

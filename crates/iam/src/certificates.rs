@@ -43,6 +43,13 @@ pub struct ServerCertificateRecord {
     pub tags: Tags,
 }
 
+/// Who serves a server certificate (the load balancer's listeners), so
+/// that one in use is not deleted from under them.
+pub trait CertificateUsers: Send + Sync {
+    /// What serves the certificate `arn` (ARNs), empty when nothing does.
+    fn users(&self, arn: &str) -> Result<Vec<String>, ApiError>;
+}
+
 /// A server certificate's chain (body then chain) and private key in PEM,
 /// for a listener that serves it.
 pub struct CertificatePem {
@@ -210,12 +217,26 @@ impl Iam {
         let name = text(&request.server_certificate_name);
         mutate(&*self.store, || {
             let found = self.server_certificate(name)?;
+            let arn = self.iam_arn("server-certificate", &found.value.path, &found.value.name);
+            if let Some(users) = self.certificate_users.get() {
+                if let Some(user) = users.users(&arn)?.first() {
+                    return Err(errors::delete_conflict(&format!(
+                        "Certificate: {} is currently in use by {user}. Please remove it first before deleting it from IAM.",
+                        found.value.server_certificate_id
+                    )));
+                }
+            }
             let txn = Txn::new()
                 .expect(key(SERVER_CERTIFICATES, name), found.revision)
                 .delete(key(SERVER_CERTIFICATES, name));
             Ok(Attempt::Commit(with_generation(txn), ()))
         })
         .await
+    }
+
+    /// Where DeleteServerCertificate learns whether a certificate is served.
+    pub fn set_certificate_users(&self, users: std::sync::Arc<dyn CertificateUsers>) {
+        let _ = self.certificate_users.set(users);
     }
 
     /// The certificate an ARN names (`arn:aws:iam::ACCOUNT:server-certificate/PATH/NAME`),

@@ -38,7 +38,7 @@ mod sessions;
 mod users;
 
 pub use authority::{Identity, KeyLookup, RequestFacts, ResolvedKey};
-pub use certificates::{CertificatePem, SERVER_CERTIFICATES_MAX};
+pub use certificates::{CertificatePem, CertificateUsers, SERVER_CERTIFICATES_MAX};
 pub use sessions::{ServiceSession, SESSION_DURATION_SECONDS_MAX, SESSION_DURATION_SECONDS_MIN};
 
 /// What a request brings that IAM may not read for itself.
@@ -53,6 +53,8 @@ pub struct Iam {
     store: Arc<dyn Store>,
     account_id: String,
     cache: authority::Cache,
+    /// Set once, by whoever composes IAM with a load balancer.
+    certificate_users: std::sync::OnceLock<Arc<dyn CertificateUsers>>,
 }
 
 /// Longest page a List operation answers, and its default: IAM's.
@@ -77,6 +79,7 @@ impl Iam {
             store,
             account_id: account_id.into(),
             cache: authority::Cache::default(),
+            certificate_users: std::sync::OnceLock::new(),
         }
     }
 
