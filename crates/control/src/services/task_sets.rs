@@ -623,6 +623,14 @@ impl Ecs {
                 "CreateTaskSet cannot have more than 1 load balancer.",
             ));
         }
+        if load_balancers
+            .iter()
+            .any(|l| l.advanced_configuration.is_some())
+        {
+            return Err(ApiError::invalid_parameter(
+                "advancedConfiguration belongs to services with the ECS deployment controller and the BLUE_GREEN strategy; a task set takes none.",
+            ));
+        }
         let tags = request.tags.clone().unwrap_or_default();
         crate::tags::check_tags(&tags)?;
         let (launch_type, capacity_provider_strategy) = service_capacity(
