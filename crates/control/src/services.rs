@@ -1,7 +1,9 @@
 //! Services: CreateService, UpdateService, DeleteService, DescribeServices,
 //! ListServices, ListServiceDeployments, DescribeServiceDeployments,
 //! DescribeServiceRevisions, and
-//! task scale-in protection (UpdateTaskProtection, GetTaskProtection).
+//! task scale-in protection (UpdateTaskProtection, GetTaskProtection); the
+//! task sets of services with the EXTERNAL deployment controller are in
+//! `services/task_sets.rs`.
 //!
 //! A service is one [`ServiceRecord`] under `keys::service(cluster, name)`:
 //! its wire shape, its deployments (PRIMARY first, then ACTIVE ones still
@@ -331,9 +333,9 @@ fn check_client_token(token: &str) -> Result<(), ApiError> {
 /// sets; CodeDeploy is not here, and blue/green is ECS's own strategy.
 fn check_deployment_controller(controller: Option<&DeploymentController>) -> Result<(), ApiError> {
     match controller.and_then(|c| c.r#type) {
-        Some(DeploymentControllerType::CodeDeploy) => Err(ApiError::invalid_parameter(
-            task_sets::CODE_DEPLOY_REFUSED,
-        )),
+        Some(DeploymentControllerType::CodeDeploy) => {
+            Err(ApiError::invalid_parameter(task_sets::CODE_DEPLOY_REFUSED))
+        }
         _ => Ok(()),
     }
 }

@@ -30,8 +30,8 @@ use flotilla_types::ApiError;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_client_token, check_service_name, deployment_id, resolve_configuration,
-    service_capacity, service_not_active, service_not_found, DeploymentSpec, ServiceRecord, Told,
+    check_client_token, check_service_name, deployment_id, resolve_configuration, service_capacity,
+    service_not_active, service_not_found, DeploymentSpec, ServiceRecord, Told,
 };
 use crate::records::{self, keys, Attempt};
 use crate::Ecs;
@@ -195,9 +195,7 @@ fn task_set_not_found() -> ApiError {
 }
 
 fn draining_refused(id: &str, what: &str) -> ApiError {
-    ApiError::invalid_parameter(format!(
-        "The task set {id} is DRAINING: it cannot {what}."
-    ))
+    ApiError::invalid_parameter(format!("The task set {id} is DRAINING: it cannot {what}."))
 }
 
 /// Refuses a member that an EXTERNAL service takes from its task sets.
@@ -257,7 +255,9 @@ impl ServiceRecord {
     }
 
     pub fn primary_task_set(&self) -> Option<&super::task_sets::TaskSetRecord> {
-        self.task_sets.iter().find(|s| s.status() == TASK_SET_PRIMARY)
+        self.task_sets
+            .iter()
+            .find(|s| s.status() == TASK_SET_PRIMARY)
     }
 
     fn task_set_named(&mut self, given: &str) -> Result<&mut TaskSetRecord, ApiError> {
@@ -390,7 +390,11 @@ impl Ecs {
         if let Some(token) = request.client_token.as_deref() {
             check_client_token(token)?;
         }
-        if request.task_definition.as_deref().is_some_and(|t| !t.is_empty()) {
+        if request
+            .task_definition
+            .as_deref()
+            .is_some_and(|t| !t.is_empty())
+        {
             return Err(ApiError::invalid_parameter("TaskDefinition must be blank."));
         }
         blank("launchType", request.launch_type.is_some())?;
@@ -411,19 +415,18 @@ impl Ecs {
             "networkConfiguration",
             request.network_configuration.is_some(),
         )?;
-        let desired = match request.desired_count {
-            None => {
-                return Err(ApiError::invalid_parameter(
+        let desired =
+            match request.desired_count {
+                None => return Err(ApiError::invalid_parameter(
                     "desiredCount is required for services with the REPLICA scheduling strategy.",
-                ))
-            }
-            Some(count) if count < 0 => {
-                return Err(ApiError::invalid_parameter(
-                    "desiredCount must not be negative.",
-                ))
-            }
-            Some(count) => count,
-        };
+                )),
+                Some(count) if count < 0 => {
+                    return Err(ApiError::invalid_parameter(
+                        "desiredCount must not be negative.",
+                    ))
+                }
+                Some(count) => count,
+            };
         if request
             .health_check_grace_period_seconds
             .is_some_and(|g| g < 0)
@@ -489,7 +492,9 @@ impl Ecs {
                     "Creation of service was not idempotent.",
                 ));
             }
-            let txn = Txn::new().expect(&key, 0).put(&key, records::encode(&record));
+            let txn = Txn::new()
+                .expect(&key, 0)
+                .put(&key, records::encode(&record));
             Ok(Attempt::Commit(txn, record.clone()))
         })
         .await?;
@@ -508,7 +513,10 @@ impl Ecs {
         let non_empty = |list: Option<usize>| list.is_some_and(|n| n > 0);
         unchangeable(
             "task definition",
-            request.task_definition.as_deref().is_some_and(|t| !t.is_empty()),
+            request
+                .task_definition
+                .as_deref()
+                .is_some_and(|t| !t.is_empty()),
         )?;
         unchangeable(
             "network configuration",
@@ -601,8 +609,11 @@ impl Ecs {
         request: CreateTaskSetRequest,
     ) -> Result<CreateTaskSetResponse, ApiError> {
         let cluster_record = self.active_cluster(request.cluster.as_deref())?.value;
-        let (cluster, service) =
-            self.task_set_service(request.cluster.as_deref(), request.service.as_deref(), false)?;
+        let (cluster, service) = self.task_set_service(
+            request.cluster.as_deref(),
+            request.service.as_deref(),
+            false,
+        )?;
         let name = service.name.clone();
         if let Some(token) = request.client_token.as_deref() {
             check_client_token(token)?;
@@ -733,8 +744,11 @@ impl Ecs {
         &self,
         request: UpdateTaskSetRequest,
     ) -> Result<UpdateTaskSetResponse, ApiError> {
-        let (cluster, service) =
-            self.task_set_service(request.cluster.as_deref(), request.service.as_deref(), false)?;
+        let (cluster, service) = self.task_set_service(
+            request.cluster.as_deref(),
+            request.service.as_deref(),
+            false,
+        )?;
         let scale = check_scale(request.scale.as_ref())?;
         let given = request.task_set.clone().unwrap_or_default();
         let now_seconds = self.now_seconds();
@@ -799,8 +813,11 @@ impl Ecs {
         &self,
         request: UpdateServicePrimaryTaskSetRequest,
     ) -> Result<UpdateServicePrimaryTaskSetResponse, ApiError> {
-        let (cluster, service) =
-            self.task_set_service(request.cluster.as_deref(), request.service.as_deref(), false)?;
+        let (cluster, service) = self.task_set_service(
+            request.cluster.as_deref(),
+            request.service.as_deref(),
+            false,
+        )?;
         let given = request.primary_task_set.clone().unwrap_or_default();
         let now_seconds = self.now_seconds();
         let primary = self
@@ -846,7 +863,13 @@ impl Ecs {
         let wanted = request.task_sets.clone().unwrap_or_default();
         if wanted.is_empty() {
             return Ok(DescribeTaskSetsResponse {
-                task_sets: Some(record.task_sets.iter().map(|s| s.present(include_tags)).collect()),
+                task_sets: Some(
+                    record
+                        .task_sets
+                        .iter()
+                        .map(|s| s.present(include_tags))
+                        .collect(),
+                ),
                 failures: Some(Vec::new()),
             });
         }

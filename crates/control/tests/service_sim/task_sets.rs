@@ -91,7 +91,10 @@ async fn task_sets_run_at_their_computed_counts_through_scaling_failures_and_a_r
 
     let blue = create_set(&world, "web", "web:1", 100.0).await;
     let blue_id = blue["id"].as_str().expect("id").to_owned();
-    assert!(blue_id.starts_with("ecs-svc/") && blue_id.len() == 27, "{blue}");
+    assert!(
+        blue_id.starts_with("ecs-svc/") && blue_id.len() == 27,
+        "{blue}"
+    );
     assert_eq!(blue["status"], "ACTIVE");
     assert_eq!(blue["computedDesiredCount"], 4);
     assert_eq!(blue["stabilityStatus"], "STABILIZING");
@@ -154,7 +157,10 @@ async fn task_sets_run_at_their_computed_counts_through_scaling_failures_and_a_r
     let described_tasks = world.tasks().await;
     let victim = described_tasks
         .iter()
-        .find(|t| t["startedBy"] == json!(blue_id) && running.contains(&t["taskArn"].as_str().unwrap_or_default().to_owned()))
+        .find(|t| {
+            t["startedBy"] == json!(blue_id)
+                && running.contains(&t["taskArn"].as_str().unwrap_or_default().to_owned())
+        })
         .expect("a running blue task")["taskArn"]
         .as_str()
         .expect("arn")
@@ -282,7 +288,12 @@ async fn task_set_requests_get_ecs_errors_and_change_nothing() {
             "Amazon ECS only supports task set management on services configured to use external deployment controllers.".to_owned()
         )
     );
-    for operation in ["DescribeTaskSets", "UpdateServicePrimaryTaskSet", "UpdateTaskSet", "DeleteTaskSet"] {
+    for operation in [
+        "DescribeTaskSets",
+        "UpdateServicePrimaryTaskSet",
+        "UpdateTaskSet",
+        "DeleteTaskSet",
+    ] {
         let body = json!({"cluster": CLUSTER, "service": "rolling", "taskSet": "ecs-svc/1",
                           "primaryTaskSet": "ecs-svc/1", "scale": {"value": 1, "unit": "PERCENT"}});
         let mut body = body;
@@ -300,7 +311,10 @@ async fn task_set_requests_get_ecs_errors_and_change_nothing() {
         }
         let (code, message) = error(world.call(operation, body).await);
         assert_eq!(code, "InvalidParameterException", "{operation}");
-        assert!(message.contains("external deployment controllers"), "{operation}: {message}");
+        assert!(
+            message.contains("external deployment controllers"),
+            "{operation}: {message}"
+        );
     }
     let missing = error(
         world
@@ -380,7 +394,10 @@ async fn task_set_requests_get_ecs_errors_and_change_nothing() {
             )
             .await,
     );
-    assert!(message.starts_with("Changing the deployment controller"), "{message}");
+    assert!(
+        message.starts_with("Changing the deployment controller"),
+        "{message}"
+    );
     let two = json!([
         {"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/a/1", "containerName": "app", "containerPort": 80},
         {"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/b/2", "containerName": "app", "containerPort": 80}
@@ -393,7 +410,10 @@ async fn task_set_requests_get_ecs_errors_and_change_nothing() {
             )
             .await,
     );
-    assert_eq!(message, "CreateTaskSet cannot have more than 1 load balancer.");
+    assert_eq!(
+        message,
+        "CreateTaskSet cannot have more than 1 load balancer."
+    );
     // Nothing above made a set.
     assert!(sets(&world, "ext").await.is_empty());
 
@@ -414,7 +434,10 @@ async fn task_set_requests_get_ecs_errors_and_change_nothing() {
             json!({"cluster": CLUSTER, "service": "ext", "taskDefinition": "web", "clientToken": "token-0"}),
         )
         .await;
-    assert_eq!(again["taskSet"]["tags"], json!([{"key": "n", "value": "0"}]));
+    assert_eq!(
+        again["taskSet"]["tags"],
+        json!([{"key": "n", "value": "0"}])
+    );
     let (_, message) = error(
         world
             .call(
@@ -488,7 +511,10 @@ impl TargetGroups for Groups {
         targets: Vec<Target>,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         let mut registered = self.registered.lock().unwrap_or_else(|e| e.into_inner());
-        registered.entry(arn.to_owned()).or_default().extend(targets);
+        registered
+            .entry(arn.to_owned())
+            .or_default()
+            .extend(targets);
         Box::pin(async { Ok(()) })
     }
 
@@ -549,9 +575,17 @@ async fn each_task_set_registers_its_tasks_in_its_own_target_group() {
         ids.push(set["taskSet"]["id"].as_str().expect("id").to_owned());
     }
     world.settle(4).await;
-    assert_eq!((groups.targets(&arn("blue")), groups.targets(&arn("green"))), (2, 2));
+    assert_eq!(
+        (groups.targets(&arn("blue")), groups.targets(&arn("green"))),
+        (2, 2)
+    );
     let described = sets(&world, "web").await;
-    assert!(described.values().all(|s| s["stabilityStatus"] == "STEADY_STATE"), "{described:?}");
+    assert!(
+        described
+            .values()
+            .all(|s| s["stabilityStatus"] == "STEADY_STATE"),
+        "{described:?}"
+    );
 
     // Blue scaled to 0: its targets leave its group, green's stay.
     world
@@ -562,5 +596,8 @@ async fn each_task_set_registers_its_tasks_in_its_own_target_group() {
         )
         .await;
     world.settle(4).await;
-    assert_eq!((groups.targets(&arn("blue")), groups.targets(&arn("green"))), (0, 2));
+    assert_eq!(
+        (groups.targets(&arn("blue")), groups.targets(&arn("green"))),
+        (0, 2)
+    );
 }

@@ -152,9 +152,8 @@ impl ServiceScheduler {
                     now_ms,
                 );
                 let throttle = launch_throttle(tasks, set.id(), now_ms);
-                run.may_launch = active
-                    && !set.is_draining()
-                    && throttle.is_none_or(|t| now_ms >= t.until_ms);
+                run.may_launch =
+                    active && !set.is_draining() && throttle.is_none_or(|t| now_ms >= t.until_ms);
                 run
             })
             .collect();
@@ -212,13 +211,10 @@ impl ServiceScheduler {
             for message in told {
                 record.add_event(ecs.ids.uuid(), now_seconds, message);
             }
-            let txn = Txn::new()
-                .expect(&key, found.revision)
-                .delete(&key)
-                .put(
-                    &keys::inactive_service(cluster, &name),
-                    records::encode(&record),
-                );
+            let txn = Txn::new().expect(&key, found.revision).delete(&key).put(
+                &keys::inactive_service(cluster, &name),
+                records::encode(&record),
+            );
             commit_or_skip(ecs, txn).await?;
             return Ok(());
         }
@@ -229,15 +225,7 @@ impl ServiceScheduler {
         for index in 0..record.task_sets.len() {
             let set = &record.task_sets[index];
             let computed = set.computed_desired_count(desired);
-            let run = set_run(
-                ecs,
-                &record,
-                set.id(),
-                set.spec.clone(),
-                0,
-                tasks,
-                now_ms,
-            );
+            let run = set_run(ecs, &record, set.id(), set.spec.clone(), 0, tasks, now_ms);
             let views = self.views(&run.record, &run.tasks, view, groups.as_deref(), now_ms);
             let (running, pending, steady) = set_counts(&views, computed);
             running_total += running;
