@@ -65,8 +65,9 @@ def test_an_external_service_moves_traffic_between_task_sets(server, agent_fleet
     for color in ("blue", "green"):
         arn = elbv2.create_target_group(
             Name=unique(color), Protocol="HTTP", Port=80, VpcId="vpc-0123", TargetType="instance",
-            HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2,
-            UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+            HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=4, HealthyThresholdCount=2,
+            # Lenient: a busy machine must not make a serving task look failed.
+            UnhealthyThresholdCount=5)["TargetGroups"][0]["TargetGroupArn"]
         elbv2.modify_target_group_attributes(TargetGroupArn=arn, Attributes=[
             {"Key": "deregistration_delay.timeout_seconds", "Value": "2"}])
         groups[color] = arn
