@@ -23,7 +23,7 @@
 //! Like the rest of the scheduler, every decision comes from the records as
 //! just read.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use flotilla_store::Txn;
@@ -133,9 +133,10 @@ impl ServiceScheduler {
         ecs: &Ecs,
         record: &ServiceRecord,
         tasks: &[Versioned<Arc<TaskFacts>>],
+        unstopped: &Views,
         now_ms: u64,
     ) -> Vec<SetRun> {
-        let active = record.status() == super::super::SERVICE_ACTIVE;
+        let active = record.is_active();
         let mut runs: Vec<SetRun> = record
             .task_sets
             .iter()
@@ -157,15 +158,15 @@ impl ServiceScheduler {
                 run
             })
             .collect();
-        // Tasks of a set that is no longer there: nothing keeps them.
-        let mut orphans: BTreeMap<&str, ()> = BTreeMap::new();
-        for task in tasks.iter().filter(|t| t.value.last_status() != "STOPPED") {
+        // Unstopped tasks of a set that is no longer there: nothing keeps them.
+        let mut orphans: BTreeSet<&str> = BTreeSet::new();
+        for (_, task) in unstopped {
             let started_by = task.value.started_by.as_deref().unwrap_or_default();
             if record.task_set_spec(Some(started_by)).is_none() {
-                orphans.insert(started_by, ());
+                orphans.insert(started_by);
             }
         }
-        for id in orphans.into_keys() {
+        for id in orphans {
             let spec = DeploymentSpec {
                 load_balancers: Some(Vec::new()),
                 ..Default::default()
@@ -200,7 +201,9 @@ impl ServiceScheduler {
         let drained = all
             .iter()
             .all(|(v, _)| v.lost || v.phase == Phase::Stopping);
-        if record.status() == "DRAINING" && drained {
+        // The scheduler reads live services only: one not ACTIVE is DRAINING.
+        let deleted = !record.is_active();
+        if deleted && drained {
             // As for any service: INACTIVE once each task is stopping.
             record.service.status = Some("INACTIVE".to_owned());
             record.inactive_at_ms = Some(now_ms);
@@ -212,7 +215,7 @@ impl ServiceScheduler {
                 record.add_event(ecs.ids.uuid(), now_seconds, message);
             }
             let txn = Txn::new().expect(&key, found.revision).delete(&key).put(
-                &keys::inactive_service(cluster, &name),
+                keys::inactive_service(cluster, &name),
                 records::encode(&record),
             );
             commit_or_skip(ecs, txn).await?;
@@ -251,7 +254,7 @@ impl ServiceScheduler {
         }
         record.service.running_count = Some(running_total);
         record.service.pending_count = Some(pending_total);
-        let steady = all_steady && record.status() == super::super::SERVICE_ACTIVE;
+        let steady = all_steady && !deleted;
         let due = !record.steady
             || record
                 .told
@@ -279,16 +282,15 @@ impl ServiceScheduler {
         let minimum =
             u32::try_from(configuration.minimum_healthy_percent.unwrap_or(100)).unwrap_or(0);
         let maximum = u32::try_from(configuration.maximum_percent.unwrap_or(200)).unwrap_or(200);
-        let draining = record.status() == "DRAINING";
         let mut told = Vec::new();
         let mut placement_failure: Option<String> = None;
-        for run in self.set_runs(ecs, &record, tasks, now_ms) {
+        for run in self.set_runs(ecs, &record, tasks, &all, now_ms) {
             let views = self.views(&run.record, &run.tasks, view, groups.as_deref(), now_ms);
             // Scale-in protection does not outlive the service.
             let task_views: Vec<TaskView> = views
                 .iter()
                 .map(|(v, _)| TaskView {
-                    protected: v.protected && !draining,
+                    protected: v.protected && !deleted,
                     ..v.clone()
                 })
                 .collect();
