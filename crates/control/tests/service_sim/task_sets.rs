@@ -601,3 +601,77 @@ async fn each_task_set_registers_its_tasks_in_its_own_target_group() {
         (0, 2)
     );
 }
+
+/// Passes that die after a few commits (a kill -9 in the middle), each
+/// followed by a restart on the same store: no set ever runs more tasks
+/// than its computed count allows, and the sets end at their counts.
+#[tokio::test]
+async fn crashes_in_the_middle_of_passes_neither_lose_nor_add_tasks() {
+    let mut world = World::new(35).await;
+    for zone in ["a", "b", "c"] {
+        world.add_host(4096, 8192, zone).await;
+    }
+    world.definition("web", "app:v1", false).await;
+    world.definition("web", "app:v2", false).await;
+    world
+        .ok(
+            CREATE_SERVICE,
+            json!({"cluster": CLUSTER, "serviceName": "web", "desiredCount": 4,
+                   "deploymentController": {"type": "EXTERNAL"},
+                   "deploymentConfiguration": {"minimumHealthyPercent": 100, "maximumPercent": 150}}),
+        )
+        .await;
+    let blue = create_set(&world, "web", "web:1", 100.0).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let green = create_set(&world, "web", "web:2", 50.0).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for budget in [0, 1, 2, 1, 3, 0, 2] {
+        world.store.commits_left.store(budget, Ordering::Relaxed);
+        let _ = world.scheduler.pass(&world.ecs).await;
+        world.restart();
+        world.agents_act().await;
+        world.advance(STEP_MS);
+        let counts = tasks_by_set(&world, "web").await;
+        // maximumPercent 150 of 4 and of 2: at most 6 and 3 at once.
+        assert!(
+            up(&counts, &blue) <= 6 && up(&counts, &green) <= 3,
+            "{counts:?}"
+        );
+    }
+    world
+        .ok(
+            "UpdateTaskSet",
+            json!({"cluster": CLUSTER, "service": "web", "taskSet": blue,
+                   "scale": {"value": 25, "unit": "PERCENT"}}),
+        )
+        .await;
+    for budget in [1, 0, 2] {
+        world.store.commits_left.store(budget, Ordering::Relaxed);
+        let _ = world.scheduler.pass(&world.ecs).await;
+        world.restart();
+        world.agents_act().await;
+        world.advance(STEP_MS);
+    }
+    world.settle(4).await;
+    let counts = tasks_by_set(&world, "web").await;
+    assert_eq!(
+        (up(&counts, &blue), up(&counts, &green)),
+        (1, 2),
+        "{counts:?}"
+    );
+    // Nothing was launched twice: every task ever started is one of the
+    // first 4 of blue and 2 of green.
+    assert_eq!((counts[&blue].1, counts[&green].1), (4, 2), "{counts:?}");
+    let described = sets(&world, "web").await;
+    assert!(
+        described
+            .values()
+            .all(|s| s["stabilityStatus"] == "STEADY_STATE"),
+        "{described:?}"
+    );
+    assert_eq!(world.service("web").await["runningCount"], 3);
+}
