@@ -759,12 +759,13 @@ impl Ecs {
                 if set.is_draining() {
                     return Err(draining_refused(set.id(), "be scaled"));
                 }
-                if set.scale_percent() != scale {
-                    set.task_set.scale = Some(percent(scale));
-                    set.task_set.updated_at = Some(now_seconds);
-                    let count = set.computed_desired_count(desired);
-                    set.set_computed_desired_count(count, now_seconds);
+                if set.scale_percent() == scale {
+                    return Ok(set.clone());
                 }
+                set.task_set.scale = Some(percent(scale));
+                set.task_set.updated_at = Some(now_seconds);
+                let count = set.computed_desired_count(desired);
+                set.set_computed_desired_count(count, now_seconds);
                 let answer = set.clone();
                 record.steady = false;
                 Ok(answer)
@@ -840,7 +841,6 @@ impl Ecs {
                         set.task_set.updated_at = Some(now_seconds);
                     }
                 }
-                record.steady = false;
                 record.task_set_named(&id).cloned()
             })
             .await?;
