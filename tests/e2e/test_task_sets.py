@@ -13,34 +13,16 @@ Heavy (marked `docker`).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
-from support import HTTPD_COMMAND, TEST_IMAGE, docker, error_of, free_port, register_task_definition, unique, wait_until
-from test_service_load_balancer import Load, healthy_targets
+from support import HTTPD_COMMAND, error_of, free_port, register_task_definition, unique, wait_until
+# page_images: two local images, "page v1" and "page v2" (a fixture).
+from test_service_load_balancer import Load, healthy_targets, page_images  # noqa: F401
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def page_images(docker_ready):
-    """Two tags of one local image, each serving its own page; removed afterwards."""
-    repository = f"tasksets-test/pages-{os.getpid()}"
-    tags = {}
-    for version in ("v1", "v2"):
-        with tempfile.TemporaryDirectory() as context:
-            Path(context, "index.html").write_text(f"page {version}\n")
-            Path(context, "Dockerfile").write_text(f"FROM {TEST_IMAGE}\nCOPY index.html /www/index.html\n")
-            tag = f"{repository}:{version}"
-            docker("build", "--quiet", "--tag", tag, context)
-            tags[version] = tag
-    yield tags
-    for tag in tags.values():
-        docker("rmi", "--force", tag, check=False)
 
 
 def task_set(ecs, cluster: str, service: str, task_set_id: str) -> dict:
