@@ -485,6 +485,59 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
         ],
     ),
     ("GetTaskProtection", &[("cluster", Acted), ("tasks", Acted)]),
+    (
+        "CreateTaskSet",
+        &[
+            ("service", Acted),
+            ("cluster", Acted),
+            ("externalId", Acted),
+            ("taskDefinition", Acted),
+            ("networkConfiguration", Acted),
+            ("loadBalancers", Acted),
+            ("serviceRegistries", Kept("service discovery")),
+            ("launchType", Acted),
+            ("capacityProviderStrategy", Acted),
+            ("platformVersion", Refused(FARGATE_PLATFORM)),
+            ("scale", Acted),
+            ("clientToken", Acted),
+            ("tags", Acted),
+        ],
+    ),
+    (
+        "UpdateTaskSet",
+        &[
+            ("cluster", Acted),
+            ("service", Acted),
+            ("taskSet", Acted),
+            ("scale", Acted),
+        ],
+    ),
+    (
+        "DeleteTaskSet",
+        &[
+            ("cluster", Acted),
+            ("service", Acted),
+            ("taskSet", Acted),
+            ("force", Acted),
+        ],
+    ),
+    (
+        "DescribeTaskSets",
+        &[
+            ("cluster", Acted),
+            ("service", Acted),
+            ("taskSets", Acted),
+            ("include", Acted),
+        ],
+    ),
+    (
+        "UpdateServicePrimaryTaskSet",
+        &[
+            ("cluster", Acted),
+            ("service", Acted),
+            ("primaryTaskSet", Acted),
+        ],
+    ),
 ];
 
 /// The members of an operation, if Flotilla answers it.
@@ -543,6 +596,7 @@ fn refused_member(request: &EcsRequest, member: &str) -> Option<Value> {
         }
         (Q::CreateService(r), "gatewayConnectors") => to_value(&r.gateway_connectors),
         (Q::CreateService(r), "monitoring") => to_value(&r.monitoring),
+        (Q::CreateTaskSet(r), "platformVersion") => to_value(&r.platform_version),
         (Q::UpdateService(r), "platformVersion") => to_value(&r.platform_version),
         (Q::UpdateService(r), "serviceConnectConfiguration") => {
             to_value(&r.service_connect_configuration)

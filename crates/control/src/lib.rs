@@ -360,6 +360,13 @@ impl Ecs {
             Q::DescribeServiceRevisions(r) => {
                 R::DescribeServiceRevisions(self.describe_service_revisions(r)?)
             }
+            Q::CreateTaskSet(r) => R::CreateTaskSet(self.create_task_set(r).await?),
+            Q::UpdateTaskSet(r) => R::UpdateTaskSet(self.update_task_set(r).await?),
+            Q::DeleteTaskSet(r) => R::DeleteTaskSet(self.delete_task_set(r).await?),
+            Q::DescribeTaskSets(r) => R::DescribeTaskSets(self.describe_task_sets(r)?),
+            Q::UpdateServicePrimaryTaskSet(r) => {
+                R::UpdateServicePrimaryTaskSet(self.update_service_primary_task_set(r).await?)
+            }
             Q::UpdateContainerAgent(r) => {
                 R::UpdateContainerAgent(self.update_container_agent(r).await?)
             }

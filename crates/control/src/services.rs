@@ -1,7 +1,9 @@
 //! Services: CreateService, UpdateService, DeleteService, DescribeServices,
 //! ListServices, ListServiceDeployments, DescribeServiceDeployments,
 //! DescribeServiceRevisions, and
-//! task scale-in protection (UpdateTaskProtection, GetTaskProtection).
+//! task scale-in protection (UpdateTaskProtection, GetTaskProtection); the
+//! task sets of services with the EXTERNAL deployment controller are in
+//! `services/task_sets.rs`.
 //!
 //! A service is one [`ServiceRecord`] under `keys::service(cluster, name)`:
 //! its wire shape, its deployments (PRIMARY first, then ACTIVE ones still
@@ -33,6 +35,7 @@ pub(crate) mod events;
 pub mod reconcile;
 pub mod rollout;
 pub mod target_groups;
+pub mod task_sets;
 
 pub use reconcile::{SchedulerSettings, AGENT_LOST_TIMEOUT_MS, STABILIZATION_MS};
 
@@ -183,6 +186,10 @@ pub struct ServiceRecord {
     /// What the scheduler's events have said, so that nothing is said twice.
     #[serde(default)]
     pub told: Told,
+    /// With the EXTERNAL deployment controller: its task sets, which stand
+    /// in for its deployments (see `task_sets.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_sets: Vec<task_sets::TaskSetRecord>,
 }
 
 /// What a service's events have said that must not be said again while
@@ -226,14 +233,23 @@ impl ServiceRecord {
         self.deployments.first()
     }
 
-    /// The load balancers the tasks of deployment `id` register with: the
-    /// deployment's own when it has them, else the service's.
+    /// Whether its deployments are driven by the caller through task sets.
+    pub fn is_external(&self) -> bool {
+        let controller = self.service.deployment_controller.as_ref();
+        controller.and_then(|c| c.r#type) == Some(DeploymentControllerType::External)
+    }
+
+    /// The load balancers the tasks of deployment (or task set) `id`
+    /// register with: the deployment's own when it has them, else the
+    /// service's.
     pub fn load_balancers_of(&self, id: Option<&str>) -> &[LoadBalancer] {
         let own = self
             .deployments
             .iter()
             .find(|d| Some(d.id()) == id)
-            .and_then(|d| d.spec.load_balancers.as_deref());
+            .map(|d| &d.spec)
+            .or_else(|| self.task_set_spec(id))
+            .and_then(|spec| spec.load_balancers.as_deref());
         own.or(self.service.load_balancers.as_deref())
             .unwrap_or_default()
     }
@@ -313,14 +329,12 @@ fn check_client_token(token: &str) -> Result<(), ApiError> {
     )))
 }
 
-/// Services deploy with ECS's rolling controller; the others need task sets.
+/// Services deploy with ECS's own controller or, EXTERNAL, through task
+/// sets; CodeDeploy is not here, and blue/green is ECS's own strategy.
 fn check_deployment_controller(controller: Option<&DeploymentController>) -> Result<(), ApiError> {
     match controller.and_then(|c| c.r#type) {
-        Some(kind) if kind != DeploymentControllerType::Ecs => {
-            Err(ApiError::invalid_parameter(format!(
-                "Deployment controller {} is not supported by this Flotilla server: use ECS",
-                kind.as_str()
-            )))
+        Some(DeploymentControllerType::CodeDeploy) => {
+            Err(ApiError::invalid_parameter(task_sets::CODE_DEPLOY_REFUSED))
         }
         _ => Ok(()),
     }
@@ -699,6 +713,9 @@ impl Ecs {
             .unwrap_or(SchedulingStrategy::Replica);
         let daemon = scheduling == SchedulingStrategy::Daemon;
         check_deployment_controller(request.deployment_controller.as_ref())?;
+        if task_sets::is_external(request.deployment_controller.as_ref()) {
+            return self.create_external_service(caller, request).await;
+        }
         if let Some(token) = request.client_token.as_deref() {
             check_client_token(token)?;
         }
@@ -823,6 +840,7 @@ impl Ecs {
             inactive_at_ms: None,
             client_token: request.client_token.clone(),
             told: Told::default(),
+            task_sets: Vec::new(),
         };
         if daemon {
             // What DescribeServices says at once: a task per eligible instance.
@@ -894,6 +912,9 @@ impl Ecs {
         if let Some(configuration) = &mut service.deployment_configuration {
             with_alarm_defaults(configuration);
         }
+        if record.is_external() {
+            task_sets::present_external(&mut service, record, include_tags);
+        }
         service
             .availability_zone_rebalancing
             .get_or_insert(AvailabilityZoneRebalancing::Disabled);
@@ -931,6 +952,10 @@ impl Ecs {
             ));
         }
         check_deployment_controller(request.deployment_controller.as_ref())?;
+        task_sets::check_controller_kept(&current.value, request.deployment_controller.as_ref())?;
+        if current.value.is_external() {
+            return self.update_external_service(request).await;
+        }
         let daemon = current.value.is_daemon();
         if let Some(count) = request.desired_count {
             if daemon {

@@ -2108,3 +2108,6 @@ async fn target_tracking_scales_a_service_in_virtual_time() {
         "{service}"
     );
 }
+
+#[path = "service_sim/task_sets.rs"]
+mod task_sets;

@@ -439,6 +439,20 @@ const ECS_RULES: &[Rule] = &[
         &[O::Task],
         &[K::Cluster],
     ),
+    // The other task set operations act on a task set, which requests name
+    // by id within their service; they are authorized on `*` for now.
+    rule(
+        "CreateTaskSet",
+        "ecs:CreateTaskSet",
+        &[O::Service],
+        &[K::Cluster, K::CapacityProvider, K::TaskDefinition],
+    ),
+    rule(
+        "DescribeTaskSets",
+        "ecs:DescribeTaskSets",
+        &[O::Service],
+        &[K::Cluster],
+    ),
     // Flotilla's own ExplainPlacement reads what RunTask would see of a
     // cluster and commits nothing: it needs what describing the cluster needs.
     rule(

@@ -353,6 +353,8 @@ fn every_operation_flotilla_answers_has_a_rule() {
         "DescribeServiceDeployments",
         "UpdateTaskProtection",
         "GetTaskProtection",
+        "CreateTaskSet",
+        "DescribeTaskSets",
         "ExplainPlacement",
         "ReclaimSpotCapacity",
     ];

@@ -127,6 +127,11 @@ modelled_members! {
     GetTaskProtection => GetTaskProtectionRequest,
     UpdateContainerAgent => UpdateContainerAgentRequest,
     DescribeServiceRevisions => DescribeServiceRevisionsRequest,
+    CreateTaskSet => CreateTaskSetRequest,
+    UpdateTaskSet => UpdateTaskSetRequest,
+    DeleteTaskSet => DeleteTaskSetRequest,
+    DescribeTaskSets => DescribeTaskSetsRequest,
+    UpdateServicePrimaryTaskSet => UpdateServicePrimaryTaskSetRequest,
 }
 
 #[test]

@@ -55,6 +55,8 @@ use crate::records::{self, keys, Attempt, Versioned};
 use crate::tasks::{Targeting, TaskRecord};
 use crate::Ecs;
 
+mod task_sets;
+
 /// How long an instance's agent may stay disconnected before its service
 /// tasks are replaced elsewhere.
 pub const AGENT_LOST_TIMEOUT_MS: u64 = 5 * 60 * 1000;
@@ -408,6 +410,9 @@ impl ServiceScheduler {
         found: Versioned<ServiceRecord>,
         view: &ClusterView,
     ) -> Result<(), ApiError> {
+        if found.value.is_external() {
+            return self.reconcile_task_sets(ecs, cluster, found, view).await;
+        }
         let now_ms = ecs.clock.now_ms();
         let group = found.value.group();
         let empty = Vec::new();
