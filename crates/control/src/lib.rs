@@ -360,6 +360,12 @@ impl Ecs {
             Q::DescribeServiceRevisions(r) => {
                 R::DescribeServiceRevisions(self.describe_service_revisions(r)?)
             }
+            Q::StopServiceDeployment(r) => {
+                R::StopServiceDeployment(self.stop_service_deployment(r).await?)
+            }
+            Q::ContinueServiceDeployment(r) => {
+                R::ContinueServiceDeployment(self.continue_service_deployment(r).await?)
+            }
             Q::UpdateContainerAgent(r) => {
                 R::UpdateContainerAgent(self.update_container_agent(r).await?)
             }

@@ -127,6 +127,8 @@ modelled_members! {
     GetTaskProtection => GetTaskProtectionRequest,
     UpdateContainerAgent => UpdateContainerAgentRequest,
     DescribeServiceRevisions => DescribeServiceRevisionsRequest,
+    StopServiceDeployment => StopServiceDeploymentRequest,
+    ContinueServiceDeployment => ContinueServiceDeploymentRequest,
 }
 
 #[test]
