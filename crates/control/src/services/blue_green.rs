@@ -511,6 +511,22 @@ pub fn holds_blue(record: &ServiceRecord) -> bool {
     shifting(record).is_some_and(|p| p.stage < Stage::CleanUp)
 }
 
+/// Whether the tasks of the deployment at `rank` are held: blue's (the
+/// last completed deployment's), while the PRIMARY has not reached
+/// CLEAN_UP. A deployment superseded midway is not held.
+pub fn holds(record: &ServiceRecord, rank: usize) -> bool {
+    if rank == 0 || !holds_blue(record) {
+        return false;
+    }
+    let Some(deployment) = record.deployments.get(rank) else {
+        return false;
+    };
+    record
+        .last_completed
+        .as_ref()
+        .is_none_or(|blue| blue.id == deployment.id())
+}
+
 /// Whether the PRIMARY may launch yet: green starts at SCALE_UP.
 pub fn may_launch(record: &ServiceRecord) -> bool {
     shifting(record).is_none_or(|p| p.stage >= Stage::ScaleUp)

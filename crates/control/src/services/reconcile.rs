@@ -513,7 +513,8 @@ impl ServiceScheduler {
         let task_views: Vec<TaskView> = views
             .iter()
             .map(|(v, _)| TaskView {
-                protected: (v.protected && !draining) || (holds_blue && !v.primary),
+                protected: (v.protected && !draining)
+                    || (holds_blue && blue_green::holds(&record, v.deployment_rank)),
                 ..v.clone()
             })
             .collect();
