@@ -194,8 +194,9 @@ pub fn is_traffic_shifting(strategy: Option<DeploymentStrategy>) -> bool {
 }
 
 /// How production traffic moves to green: the share after each shift.
-fn shares(configuration: &DeploymentConfiguration) -> (Vec<u32>, u64) {
-    let minutes_ms = |minutes: Option<i32>| u64::try_from(minutes.unwrap_or(0)).unwrap_or(0) * 60_000;
+fn shares(configuration: &DeploymentConfiguration, minute_ms: u64) -> (Vec<u32>, u64) {
+    let minutes_ms =
+        |minutes: Option<i32>| u64::try_from(minutes.unwrap_or(0)).unwrap_or(0) * minute_ms;
     match configuration.strategy {
         Some(DeploymentStrategy::Linear) => {
             let linear = configuration.linear_configuration.clone().unwrap_or_default();
@@ -230,6 +231,9 @@ pub struct Facts {
     pub green_healthy: bool,
     /// Live tasks of other deployments.
     pub blue_live: u32,
+    /// How long a minute of bake times and hook timeouts lasts (60 000
+    /// unless a test shortens it).
+    pub minute_ms: u64,
 }
 
 impl Facts {
@@ -238,6 +242,7 @@ impl Facts {
         views: impl Iterator<Item = &'a super::rollout::TaskView>,
         desired: u32,
         now_ms: u64,
+        minute_ms: u64,
     ) -> Facts {
         let mut facts = Facts {
             now_ms,
@@ -245,6 +250,7 @@ impl Facts {
             green_stable: 0,
             green_healthy: false,
             blue_live: 0,
+            minute_ms,
         };
         for view in views {
             let live = view.phase != super::rollout::Phase::Stopping && !view.lost;
@@ -315,7 +321,7 @@ fn stage_work(
     let done = match progress.stage {
         Stage::ScaleUp => facts.green_stable >= facts.desired,
         Stage::ProductionTrafficShift => {
-            let (shares, bake_ms) = shares(configuration);
+            let (shares, bake_ms) = shares(configuration, facts.minute_ms);
             let next = shares.iter().copied().find(|s| *s > progress.green_percent);
             let baked = progress.green_percent == 0
                 || facts.now_ms >= progress.shifted_at_ms.saturating_add(bake_ms);
@@ -331,7 +337,7 @@ fn stage_work(
         Stage::BakeTime => {
             let bake_ms = u64::try_from(configuration.bake_time_in_minutes.unwrap_or(0))
                 .unwrap_or(0)
-                * 60_000;
+                * facts.minute_ms;
             facts.now_ms >= progress.stage_started_at_ms.saturating_add(bake_ms)
         }
         Stage::CleanUp => facts.blue_live == 0,
@@ -366,7 +372,7 @@ pub fn step(
             let run = match progress.hooks.iter_mut().find(|h| h.hook_id == id) {
                 Some(run) => run,
                 None => {
-                    let timeout_ms = u64::try_from(timeout_minutes).unwrap_or(0) * 60_000;
+                    let timeout_ms = u64::try_from(timeout_minutes).unwrap_or(0) * facts.minute_ms;
                     progress.hooks.push(HookRun {
                         hook_id: id.clone(),
                         stage: progress.stage,

@@ -104,6 +104,9 @@ pub struct SchedulerSettings {
     /// How long a task must stay healthy before it counts as healthy
     /// ([`STABILIZATION_MS`] unless a test shortens it).
     pub stabilization_ms: u64,
+    /// How long a minute of a deployment's bake times and lifecycle hook
+    /// timeouts lasts (60 000 unless a test shortens it).
+    pub deployment_minute_ms: u64,
 }
 
 impl Default for SchedulerSettings {
@@ -113,6 +116,7 @@ impl Default for SchedulerSettings {
             tick: Duration::from_secs(1),
             settle: Duration::from_millis(25),
             stabilization_ms: STABILIZATION_MS,
+            deployment_minute_ms: 60_000,
         }
     }
 }
@@ -787,7 +791,12 @@ impl ServiceScheduler {
         told: &mut Vec<String>,
     ) {
         let desired = u32::try_from(record.service.desired_count.unwrap_or(0)).unwrap_or(0);
-        let facts = blue_green::Facts::of(views.iter().map(|(v, _)| v), desired, now_ms);
+        let facts = blue_green::Facts::of(
+            views.iter().map(|(v, _)| v),
+            desired,
+            now_ms,
+            self.settings.deployment_minute_ms,
+        );
         let before = record.primary().and_then(|p| p.progress.clone());
         if let Some(why) = blue_green::observe(record, &facts) {
             told.push(blue_green::rollback_event(&record.name, &why));

@@ -18,6 +18,7 @@ fn facts(now_ms: u64, green_stable: u32, blue_live: u32) -> Facts {
         green_stable,
         green_healthy: green_stable > 0,
         blue_live,
+        minute_ms: MINUTE_MS,
     }
 }
 
