@@ -147,8 +147,8 @@ def test_blue_green_then_linear_deployments_shift_production_traffic_with_no_fai
     def target_group(label: str) -> str:
         arn = elbv2.create_target_group(
             Name=unique(label), Protocol="HTTP", Port=80, VpcId="vpc-0123", TargetType="instance",
-            HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2,
-            UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+            HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=4, HealthyThresholdCount=2,
+            UnhealthyThresholdCount=5)["TargetGroups"][0]["TargetGroupArn"]
         elbv2.modify_target_group_attributes(TargetGroupArn=arn, Attributes=[
             {"Key": "deregistration_delay.timeout_seconds", "Value": "2"}])
         return arn
@@ -218,7 +218,7 @@ def test_blue_green_then_linear_deployments_shift_production_traffic_with_no_fai
     assert ecs.list_services(cluster=cluster)["serviceArns"] == []
 
     ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=v1, desiredCount=2,
-                       healthCheckGracePeriodSeconds=0, loadBalancers=load_balancers,
+                       healthCheckGracePeriodSeconds=30, loadBalancers=load_balancers,
                        deploymentConfiguration=configuration)
     ecs.get_waiter("services_stable").wait(cluster=cluster, services=[name], WaiterConfig=FAST)
     described = service_of(ecs, cluster, name)
