@@ -2,6 +2,9 @@
 //! ListServices, ListServiceDeployments, DescribeServiceDeployments,
 //! DescribeServiceRevisions, and
 //! task scale-in protection (UpdateTaskProtection, GetTaskProtection).
+//! StopServiceDeployment and ContinueServiceDeployment are in
+//! `services/deployment_actions.rs`, the BLUE_GREEN, LINEAR and CANARY
+//! strategies in `services/blue_green.rs`.
 //!
 //! A service is one [`ServiceRecord`] under `keys::service(cluster, name)`:
 //! its wire shape, its deployments (PRIMARY first, then ACTIVE ones still
@@ -1103,7 +1106,7 @@ impl Ecs {
                     desired,
                     now_ms,
                 );
-                blue_green::prepare(&record, &mut deployment, now_ms);
+                blue_green::prepare(&mut record, &mut deployment, now_ms);
                 for older in &mut record.deployments {
                     older.deployment.status = Some("ACTIVE".to_owned());
                     deployment.sources.push(older.id().to_owned());
@@ -1550,7 +1553,14 @@ impl Ecs {
             capacity_provider_strategy: (!spec.capacity_provider_strategy.is_empty())
                 .then(|| spec.capacity_provider_strategy.clone()),
             launch_type: spec.launch_type,
-            load_balancers: Some(record.service.load_balancers.clone().unwrap_or_default()),
+            // A blue/green deployment's revision names the target groups its
+            // tasks went to.
+            load_balancers: Some(
+                spec.load_balancers
+                    .clone()
+                    .or_else(|| record.service.load_balancers.clone())
+                    .unwrap_or_default(),
+            ),
             service_registries: Some(
                 record
                     .service

@@ -491,9 +491,19 @@ pub fn green_load_balancers(record: &ServiceRecord) -> Vec<LoadBalancer> {
 /// target groups that are not production, with its stage at the start.
 /// The first deployment of a service has no blue to shift from and runs
 /// in production's target groups as a rolling one does.
-pub fn prepare(record: &ServiceRecord, deployment: &mut DeploymentRecord, now_ms: u64) {
+///
+/// A deployment of another strategy after traffic-shifting ones runs in the
+/// service's own load balancers again (ROLLING takes no alternate group).
+pub fn prepare(record: &mut ServiceRecord, deployment: &mut DeploymentRecord, now_ms: u64) {
     let has_blue = !record.deployments.is_empty();
-    if !is_traffic_shifting(deployment.configuration.strategy) || !has_blue {
+    if !is_traffic_shifting(deployment.configuration.strategy) {
+        if record.primary().is_some_and(|p| p.progress.is_some()) {
+            deployment.spec.load_balancers = None;
+            record.production_alternate = false;
+        }
+        return;
+    }
+    if !has_blue {
         return;
     }
     deployment.spec.load_balancers = Some(green_load_balancers(record));
