@@ -2211,7 +2211,10 @@ async fn blue_green_world(seed: u64, strategy: Value) -> (World, Arc<FakeGroups>
     for rule in [PRODUCTION_RULE, TEST_RULE] {
         groups.rules.lock().unwrap().insert(
             rule.to_owned(),
-            vec![(MAIN_GROUP.to_owned(), 100), (ALTERNATE_GROUP.to_owned(), 0)],
+            vec![
+                (MAIN_GROUP.to_owned(), 100),
+                (ALTERNATE_GROUP.to_owned(), 0),
+            ],
         );
     }
     world.ecs.set_target_groups(groups.clone());
@@ -2271,7 +2274,10 @@ async fn a_linear_deployment_shifts_in_steps_holds_blue_and_resumes_after_a_rest
         "linearConfiguration": {"stepPercent": 50.0, "stepBakeTimeInMinutes": 1}});
     let (mut world, groups) = blue_green_world(31, strategy).await;
     let v1 = world.revision("v1").await;
-    let v1 = v1.rsplit_once(':').map(|(family, _)| format!("{family}:1")).unwrap_or(v1);
+    let v1 = v1
+        .rsplit_once(':')
+        .map(|(family, _)| format!("{family}:1"))
+        .unwrap_or(v1);
     let v2 = world.revision("v2").await;
     world
         .ok(
@@ -2335,7 +2341,11 @@ async fn a_green_that_fails_its_health_checks_never_takes_production_traffic_and
         "deploymentCircuitBreaker": {"enable": true, "rollback": true, "resetOnHealthyTask": false}});
     let (mut world, groups) = blue_green_world(32, strategy).await;
     let v1 = world.service("web").await["taskDefinition"].clone();
-    groups.sick.lock().unwrap().insert(ALTERNATE_GROUP.to_owned());
+    groups
+        .sick
+        .lock()
+        .unwrap()
+        .insert(ALTERNATE_GROUP.to_owned());
     let v2 = world.revision("v2").await;
     world
         .ok(

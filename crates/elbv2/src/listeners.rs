@@ -264,7 +264,11 @@ impl Elbv2 {
         }
     }
 
-    pub(crate) fn find_any_rule(&self, state: &State, arn: &str) -> Option<(String, usize, RuleRef)> {
+    pub(crate) fn find_any_rule(
+        &self,
+        state: &State,
+        arn: &str,
+    ) -> Option<(String, usize, RuleRef)> {
         let parts = arn_parts(&self.arn_prefix(), arn, "listener-rule")?;
         let [_, name, balancer_id, listener_id, rule_id] = parts.as_slice() else {
             return None;

@@ -167,25 +167,23 @@ fn forwarded(actions: &[Action]) -> Vec<(String, i32)> {
     actions
         .iter()
         .filter(|action| action.r#type == Some(ActionTypeEnum::Forward))
-        .flat_map(|action| {
-            match &action.forward_config {
-                Some(config) => config
-                    .target_groups
-                    .iter()
-                    .flatten()
-                    .map(|tuple| {
-                        (
-                            tuple.target_group_arn.clone().unwrap_or_default(),
-                            tuple.weight.unwrap_or(1),
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-                None => action
-                    .target_group_arn
-                    .iter()
-                    .map(|arn| (arn.clone(), 1))
-                    .collect(),
-            }
+        .flat_map(|action| match &action.forward_config {
+            Some(config) => config
+                .target_groups
+                .iter()
+                .flatten()
+                .map(|tuple| {
+                    (
+                        tuple.target_group_arn.clone().unwrap_or_default(),
+                        tuple.weight.unwrap_or(1),
+                    )
+                })
+                .collect::<Vec<_>>(),
+            None => action
+                .target_group_arn
+                .iter()
+                .map(|arn| (arn.clone(), 1))
+                .collect(),
         })
         .collect()
 }
@@ -198,7 +196,10 @@ impl Elbv2 {
     }
 
     /// A listener rule (a listener's default rule too), if there is one.
-    pub fn service_listener_rule(&self, arn: &str) -> Result<Option<ServiceListenerRule>, ApiError> {
+    pub fn service_listener_rule(
+        &self,
+        arn: &str,
+    ) -> Result<Option<ServiceListenerRule>, ApiError> {
         let state = State::read(&**self.store())?;
         let Some((name, index, which)) = self.find_any_rule(&state, arn) else {
             return Ok(None);
@@ -206,11 +207,19 @@ impl Elbv2 {
         let balancer = &state.load_balancers[&name];
         let listener = &balancer.listeners[index];
         let actions = match which {
-            RuleRef::Default => listener.description.default_actions.clone().unwrap_or_default(),
+            RuleRef::Default => listener
+                .description
+                .default_actions
+                .clone()
+                .unwrap_or_default(),
             RuleRef::At(at) => listener.rules[at].actions.clone(),
         };
         Ok(Some(ServiceListenerRule {
-            load_balancer_arn: balancer.description.load_balancer_arn.clone().unwrap_or_default(),
+            load_balancer_arn: balancer
+                .description
+                .load_balancer_arn
+                .clone()
+                .unwrap_or_default(),
             forward: forwarded(&actions),
         }))
     }
@@ -236,7 +245,11 @@ impl Elbv2 {
                 let balancer = &state.load_balancers[&name];
                 let listener = &balancer.listeners[index];
                 let current = match which {
-                    RuleRef::Default => listener.description.default_actions.clone().unwrap_or_default(),
+                    RuleRef::Default => listener
+                        .description
+                        .default_actions
+                        .clone()
+                        .unwrap_or_default(),
                     RuleRef::At(at) => listener.rules[at].actions.clone(),
                 };
                 let stickiness = current

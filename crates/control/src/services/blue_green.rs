@@ -189,7 +189,9 @@ impl Progress {
 pub fn is_traffic_shifting(strategy: Option<DeploymentStrategy>) -> bool {
     matches!(
         strategy,
-        Some(DeploymentStrategy::BlueGreen | DeploymentStrategy::Linear | DeploymentStrategy::Canary)
+        Some(
+            DeploymentStrategy::BlueGreen | DeploymentStrategy::Linear | DeploymentStrategy::Canary
+        )
     )
 }
 
@@ -199,7 +201,10 @@ fn shares(configuration: &DeploymentConfiguration, minute_ms: u64) -> (Vec<u32>,
         |minutes: Option<i32>| u64::try_from(minutes.unwrap_or(0)).unwrap_or(0) * minute_ms;
     match configuration.strategy {
         Some(DeploymentStrategy::Linear) => {
-            let linear = configuration.linear_configuration.clone().unwrap_or_default();
+            let linear = configuration
+                .linear_configuration
+                .clone()
+                .unwrap_or_default();
             let step = linear.step_percent.unwrap_or(10.0).clamp(3.0, 100.0);
             let mut shares = Vec::new();
             let mut share = 0.0;
@@ -210,10 +215,17 @@ fn shares(configuration: &DeploymentConfiguration, minute_ms: u64) -> (Vec<u32>,
             (shares, minutes_ms(linear.step_bake_time_in_minutes))
         }
         Some(DeploymentStrategy::Canary) => {
-            let canary = configuration.canary_configuration.clone().unwrap_or_default();
+            let canary = configuration
+                .canary_configuration
+                .clone()
+                .unwrap_or_default();
             let percent = canary.canary_percent.unwrap_or(5.0).clamp(0.1, 100.0);
             let first = (percent.round() as u32).clamp(1, 100);
-            let shares = if first >= 100 { vec![100] } else { vec![first, 100] };
+            let shares = if first >= 100 {
+                vec![100]
+            } else {
+                vec![first, 100]
+            };
             (shares, minutes_ms(canary.canary_bake_time_in_minutes))
         }
         _ => (vec![100], 0),
@@ -304,8 +316,12 @@ fn hooks_at(
         .map(|hook| {
             let timeout = hook.timeout_configuration.clone().unwrap_or_default();
             (
-                timeout.timeout_in_minutes.unwrap_or(HOOK_TIMEOUT_MINUTES_DEFAULT),
-                timeout.action.unwrap_or(DeploymentLifecycleHookAction::Rollback),
+                timeout
+                    .timeout_in_minutes
+                    .unwrap_or(HOOK_TIMEOUT_MINUTES_DEFAULT),
+                timeout
+                    .action
+                    .unwrap_or(DeploymentLifecycleHookAction::Rollback),
             )
         })
         .collect()
@@ -365,8 +381,9 @@ pub fn step(
         }
         // The stage's hooks, one after the other.
         let mut held = false;
-        for (index, (timeout_minutes, timeout_action)) in
-            hooks_at(configuration, progress.stage).into_iter().enumerate()
+        for (index, (timeout_minutes, timeout_action)) in hooks_at(configuration, progress.stage)
+            .into_iter()
+            .enumerate()
         {
             let id = hook_id(deployment_id, progress.stage, index);
             let run = match progress.hooks.iter_mut().find(|h| h.hook_id == id) {
@@ -582,7 +599,10 @@ pub fn rule_weights(record: &ServiceRecord) -> Vec<(String, Weights)> {
 
 /// Sets the service's listener rules to forward as its record says, each
 /// only when it does not already.
-pub async fn apply_rules(groups: &dyn TargetGroups, record: &ServiceRecord) -> Result<(), ApiError> {
+pub async fn apply_rules(
+    groups: &dyn TargetGroups,
+    record: &ServiceRecord,
+) -> Result<(), ApiError> {
     for (rule, weights) in rule_weights(record) {
         let current = groups.listener_rule(&rule)?;
         let Some(current) = current else {
@@ -833,7 +853,12 @@ pub fn check_load_balancers(
         }
         let balancers = groups.target_group_load_balancers(&main)?;
         let mut rules = vec![production_rule];
-        rules.extend(advanced.test_listener_rule.as_deref().filter(|r| !r.is_empty()));
+        rules.extend(
+            advanced
+                .test_listener_rule
+                .as_deref()
+                .filter(|r| !r.is_empty()),
+        );
         for rule_arn in rules {
             let Some(rule) = groups.listener_rule(rule_arn)? else {
                 return Err(ApiError::invalid_parameter(format!(

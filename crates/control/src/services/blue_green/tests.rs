@@ -53,8 +53,18 @@ fn blue_green_waits_for_green_then_shifts_all_at_once_then_bakes_then_cleans_up(
             (facts(2_000, 2, 2), Stage::BakeTime, 100, false),
             (facts(2_000 + MINUTE_MS, 2, 2), Stage::BakeTime, 100, false),
             // Baked: blue is let go; done once it is gone.
-            (facts(2_000 + 2 * MINUTE_MS, 2, 2), Stage::CleanUp, 100, false),
-            (facts(3_000 + 2 * MINUTE_MS, 2, 0), Stage::CleanUp, 100, true),
+            (
+                facts(2_000 + 2 * MINUTE_MS, 2, 2),
+                Stage::CleanUp,
+                100,
+                false,
+            ),
+            (
+                facts(3_000 + 2 * MINUTE_MS, 2, 0),
+                Stage::CleanUp,
+                100,
+                true,
+            ),
         ],
     );
 }
@@ -70,9 +80,24 @@ fn linear_steps_wait_their_bake_time_each() {
         &config,
         &[
             (facts(0, 2, 2), Stage::ProductionTrafficShift, 25, false),
-            (facts(MINUTE_MS - 1, 2, 2), Stage::ProductionTrafficShift, 25, false),
-            (facts(MINUTE_MS, 2, 2), Stage::ProductionTrafficShift, 50, false),
-            (facts(2 * MINUTE_MS, 2, 2), Stage::ProductionTrafficShift, 75, false),
+            (
+                facts(MINUTE_MS - 1, 2, 2),
+                Stage::ProductionTrafficShift,
+                25,
+                false,
+            ),
+            (
+                facts(MINUTE_MS, 2, 2),
+                Stage::ProductionTrafficShift,
+                50,
+                false,
+            ),
+            (
+                facts(2 * MINUTE_MS, 2, 2),
+                Stage::ProductionTrafficShift,
+                75,
+                false,
+            ),
             // The last step reaches 100 and moves on: no bake after it but BAKE_TIME's.
             (facts(3 * MINUTE_MS, 2, 2), Stage::CleanUp, 100, false),
             (facts(3 * MINUTE_MS, 2, 0), Stage::CleanUp, 100, true),
@@ -91,7 +116,12 @@ fn canary_sends_its_share_then_the_rest_after_its_bake() {
         &config,
         &[
             (facts(0, 2, 2), Stage::ProductionTrafficShift, 10, false),
-            (facts(4 * MINUTE_MS, 2, 2), Stage::ProductionTrafficShift, 10, false),
+            (
+                facts(4 * MINUTE_MS, 2, 2),
+                Stage::ProductionTrafficShift,
+                10,
+                false,
+            ),
             (facts(5 * MINUTE_MS, 2, 2), Stage::CleanUp, 100, false),
         ],
     );
@@ -136,14 +166,22 @@ fn a_pause_hook_holds_its_stage_until_continued() {
         &config,
         &[
             (facts(0, 2, 2), Stage::PostTestTrafficShift, 0, false),
-            (facts(MINUTE_MS, 2, 2), Stage::PostTestTrafficShift, 0, false),
+            (
+                facts(MINUTE_MS, 2, 2),
+                Stage::PostTestTrafficShift,
+                0,
+                false,
+            ),
         ],
     );
     assert!(progress.test_on_green());
     let hook = &progress.hooks[0];
     assert_eq!(hook.status, DeploymentLifecycleHookStatus::AwaitingAction);
     assert_eq!(hook.expires_at_ms, 10 * MINUTE_MS);
-    assert_eq!(progress.hook_details()[0].hook_id, Some(hook.hook_id.clone()));
+    assert_eq!(
+        progress.hook_details()[0].hook_id,
+        Some(hook.hook_id.clone())
+    );
     // Continued: on to production.
     progress.hooks[0].status = DeploymentLifecycleHookStatus::Succeeded;
     let stepped = step(ID, &progress, &config, &facts(2 * MINUTE_MS, 2, 2));
