@@ -2109,6 +2109,9 @@ async fn target_tracking_scales_a_service_in_virtual_time() {
     );
 }
 
+/// A listener rule and the (target group, weight) pairs it was given.
+type RuleWeights = (String, Vec<(String, i32)>);
+
 /// Target groups and listener rules as the scheduler sees them through
 /// `TargetGroups`: every target healthy unless its group is sick, and
 /// every weight a rule was given kept in order.
@@ -2117,7 +2120,7 @@ struct FakeGroups {
     rules: Mutex<HashMap<String, Vec<(String, i32)>>>,
     sick: Mutex<std::collections::HashSet<String>>,
     /// (rule, weights) in the order they were set.
-    shifts: Mutex<Vec<(String, Vec<(String, i32)>)>>,
+    shifts: Mutex<Vec<RuleWeights>>,
 }
 
 use flotilla_control::services::target_groups::{
@@ -2147,7 +2150,7 @@ impl TargetGroups for FakeGroups {
     }
 
     fn health(&self, arn: &str, _: &Target, _: u64) -> TargetState {
-        if self.sick.lock().unwrap().contains(arn) {
+        if self.sick.lock().expect("lock").contains(arn) {
             TargetState::Unhealthy {
                 description: "Health checks failed with these codes: [500]".to_owned(),
             }
@@ -2164,7 +2167,7 @@ impl TargetGroups for FakeGroups {
         Ok(self
             .rules
             .lock()
-            .unwrap()
+            .expect("lock")
             .get(arn)
             .map(|forward| ListenerRuleInfo {
                 load_balancer_arn: "lb/front".to_owned(),
@@ -2179,9 +2182,12 @@ impl TargetGroups for FakeGroups {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         self.rules
             .lock()
-            .unwrap()
+            .expect("lock")
             .insert(arn.to_owned(), weights.clone());
-        self.shifts.lock().unwrap().push((arn.to_owned(), weights));
+        self.shifts
+            .lock()
+            .expect("lock")
+            .push((arn.to_owned(), weights));
         Box::pin(async { Ok(()) })
     }
 }
@@ -2193,7 +2199,7 @@ const TEST_RULE: &str = "rule/test";
 
 impl FakeGroups {
     fn weight(&self, rule: &str, group: &str) -> i32 {
-        self.rules.lock().unwrap()[rule]
+        self.rules.lock().expect("lock")[rule]
             .iter()
             .find(|(g, _)| g == group)
             .map_or(0, |(_, w)| *w)
@@ -2209,7 +2215,7 @@ async fn blue_green_world(seed: u64, strategy: Value) -> (World, Arc<FakeGroups>
     world.restart();
     let groups = Arc::new(FakeGroups::default());
     for rule in [PRODUCTION_RULE, TEST_RULE] {
-        groups.rules.lock().unwrap().insert(
+        groups.rules.lock().expect("lock").insert(
             rule.to_owned(),
             vec![
                 (MAIN_GROUP.to_owned(), 100),
@@ -2344,7 +2350,7 @@ async fn a_green_that_fails_its_health_checks_never_takes_production_traffic_and
     groups
         .sick
         .lock()
-        .unwrap()
+        .expect("lock")
         .insert(ALTERNATE_GROUP.to_owned());
     let v2 = world.revision("v2").await;
     world
@@ -2357,7 +2363,7 @@ async fn a_green_that_fails_its_health_checks_never_takes_production_traffic_and
     let service = world.service("web").await;
     assert!(steady(&service), "{service}");
     assert_eq!(service["taskDefinition"], v1);
-    let shifts = groups.shifts.lock().unwrap().clone();
+    let shifts = groups.shifts.lock().expect("lock").clone();
     assert!(
         shifts.iter().all(|(rule, weights)| rule != PRODUCTION_RULE
             || weights
@@ -2419,6 +2425,6 @@ async fn stop_service_deployment_rolls_a_held_deployment_back_at_once() {
             json!({"serviceDeploymentArn": arn}),
         )
         .await
-        .unwrap_err();
+        .expect_err("not in progress");
     assert_eq!(stopped.code, "ConflictException", "{stopped:?}");
 }

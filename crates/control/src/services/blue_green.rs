@@ -628,12 +628,8 @@ fn same_weights(current: &[(String, i32)], wanted: &[(String, i32)]) -> bool {
 /// Brings a PRIMARY's stage up to date; returns the rollback a hook asked
 /// for. Swaps the target groups' roles when it finishes.
 pub fn observe(record: &mut ServiceRecord, facts: &Facts) -> Option<String> {
-    let Some(primary) = record.deployments.first() else {
-        return None;
-    };
-    let Some(progress) = primary.progress.as_ref() else {
-        return None;
-    };
+    let primary = record.deployments.first()?;
+    let progress = primary.progress.as_ref()?;
     if progress.finished
         || primary.rollback_requested
         || primary.rollout_state() != DeploymentRolloutState::InProgress

@@ -235,7 +235,7 @@ fn stages_report_as_the_model_names_them() {
     );
     assert_eq!(Stage::BakeTime.reported().as_str(), "BAKE_TIME");
     assert_eq!(Stage::CleanUp.reported().as_str(), "CLEAN_UP");
-    let json = serde_json::to_string(&Stage::PostProductionTrafficShift).unwrap();
+    let json = serde_json::to_string(&Stage::PostProductionTrafficShift).expect("serializes");
     assert_eq!(json, "\"POST_PRODUCTION_TRAFFIC_SHIFT\"");
 }
 
@@ -278,7 +278,7 @@ fn configurations_out_of_range_are_refused() {
         },
     ];
     for configuration in bad {
-        let error = check_configuration(&configuration).unwrap_err();
+        let error = check_configuration(&configuration).expect_err("refused");
         assert_eq!(error.code, "InvalidParameterException", "{configuration:?}");
     }
     let good = DeploymentConfiguration {
