@@ -2428,3 +2428,51 @@ async fn stop_service_deployment_rolls_a_held_deployment_back_at_once() {
         .expect_err("not in progress");
     assert_eq!(stopped.code, "ConflictException", "{stopped:?}");
 }
+
+#[tokio::test]
+async fn stop_service_deployment_rolls_a_rolling_deployment_back_to_a_fresh_copy() {
+    let mut world = World::new(34).await;
+    for zone in ["a", "b"] {
+        world.add_host(1024, 2048, zone).await;
+    }
+    let v1 = world.definition("roll", "app:v1", false).await;
+    world
+        .ok(
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "roll", "taskDefinition": v1, "desiredCount": 2,
+                   "deploymentConfiguration": {"minimumHealthyPercent": 0, "maximumPercent": 100}}),
+        )
+        .await;
+    world.settle(4).await;
+    assert!(steady(&world.service("roll").await));
+    // v1's tasks go at once (minimum 0%), v2's crash: nothing of v1 is left.
+    let v2 = world.definition("roll", "sim/exit:v2", false).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "roll", "taskDefinition": v2}),
+        )
+        .await;
+    world.settle(3).await;
+    let arn = world.current_deployment("roll").await["serviceDeploymentArn"].clone();
+    world
+        .ok(
+            "StopServiceDeployment",
+            json!({"serviceDeploymentArn": arn}),
+        )
+        .await;
+    world.settle(10).await;
+    let service = world.service("roll").await;
+    assert!(steady(&service), "{service}");
+    assert_eq!(service["taskDefinition"], json!(v1));
+    let stopped = world
+        .ok(
+            "DescribeServiceDeployments",
+            json!({"serviceDeploymentArns": [arn]}),
+        )
+        .await;
+    assert_eq!(
+        stopped["serviceDeployments"][0]["status"], "ROLLBACK_SUCCESSFUL",
+        "{stopped}"
+    );
+}

@@ -768,6 +768,9 @@ impl ServiceScheduler {
                     rollback.lifecycle_reason = None;
                     rollback.sources = vec![failed_id.clone()];
                     rollback.rollback_of = Some(failed_id);
+                    // It shifts no traffic and was asked nothing.
+                    rollback.progress = None;
+                    rollback.rollback_requested = false;
                     record.deployments.insert(0, rollback);
                 }
                 None => {
