@@ -6,8 +6,9 @@ from v1 to v2 is held by a PAUSE hook after its test traffic shift (the
 test listener reaches green, production still only blue), then continued:
 production serves only v1 until the shift and only v2 after it, with no
 failed request, and the target groups swap roles. A LINEAR deployment back
-shows its steps in DescribeRules' weights. Bad configurations get ECS's
-errors.
+shows its steps in DescribeRules' weights, and a CANARY one sends about its
+share of requests to green during its bake time. Bad configurations get
+ECS's errors.
 
 A deployment "minute" lasts 3 s here (`--service-deployment-minute-ms`).
 Heavy (marked `docker`).
@@ -129,7 +130,7 @@ def completed(ecs, cluster: str, name: str) -> bool:
     return len(deployments) == 1 and deployments[0]["rolloutState"] == "COMPLETED"
 
 
-def test_blue_green_then_linear_deployments_shift_production_traffic_with_no_failed_request(
+def test_blue_green_linear_and_canary_deployments_shift_production_traffic_with_no_failed_request(
         server_factory, agent_fleet, page_images):
     server = server_factory(extra_args=("--service-deployment-minute-ms", str(MINUTE_MS)))
     ecs, elbv2 = server.ecs, server.client("elbv2")
@@ -289,6 +290,33 @@ def test_blue_green_then_linear_deployments_shift_production_traffic_with_no_fai
     assert set(counts) == {"page v1", "page v2"}, counts
     assert weights_of(elbv2, production_rule) == {blue: 100, green: 0}
     assert deployment_of(ecs, deployment)["deploymentConfiguration"]["linearConfiguration"]["stepPercent"] == 25.0
+
+    # CANARY to v2: 20% for two "minutes", then the rest.
+    ecs.update_service(cluster=cluster, service=name, taskDefinition=v2, deploymentConfiguration={
+        "strategy": "CANARY", "canaryConfiguration": {"canaryPercent": 20.0, "canaryBakeTimeInMinutes": 2}})
+    deployment = service_of(ecs, cluster, name)["currentServiceDeployment"]
+    canary: list[float] = []
+    with Load(production_port) as load:
+        wait_until(lambda: awaiting_hook(ecs, deployment) is not None, 120, "the PAUSE hook to hold")
+        ecs.continue_service_deployment(serviceDeploymentArn=deployment,
+                                        hookId=awaiting_hook(ecs, deployment)["hookId"])
+        deadline = time.monotonic() + 120
+        while not completed(ecs, cluster, name):
+            assert time.monotonic() < deadline, "the canary deployment did not complete"
+            share = weights_of(elbv2, production_rule)[green]
+            if share == 20 and not canary:
+                canary.append(time.monotonic())
+            if share == 100 and len(canary) == 1:
+                canary.append(time.monotonic())
+            time.sleep(0.2)
+    assert len(canary) == 2, canary
+    # Requests started well inside the canary's bake time: about a fifth on v2.
+    during = [body for at, body in load.answers if canary[0] + 0.5 < at < canary[1] - 0.5]
+    fraction = during.count("page v2") / max(len(during), 1)
+    print(f"canary: {len(during)} requests during its bake, {fraction:.0%} on v2")
+    assert load.failures == [], load.failures[:10]
+    assert len(during) > 50 and 0.08 < fraction < 0.35, (len(during), fraction)
+    assert weights_of(elbv2, production_rule) == {blue: 0, green: 100}
 
     ecs.update_service(cluster=cluster, service=name, desiredCount=0)
     ecs.delete_service(cluster=cluster, service=name)
