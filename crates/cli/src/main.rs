@@ -222,6 +222,11 @@ struct ServerArgs {
     /// check reaches RUNNING; shorten it for tests and demos.
     #[arg(long, value_name = "MS", default_value_t = flotilla_control::services::STABILIZATION_MS)]
     service_stabilization_ms: u64,
+    /// How long one minute of a service deployment's bake times and
+    /// lifecycle hook timeouts lasts. Hidden: for tests that cannot wait
+    /// whole minutes between the steps of a linear or canary deployment.
+    #[arg(long, hide = true, value_name = "MS", default_value_t = 60_000)]
+    service_deployment_minute_ms: u64,
     /// Runs CloudWatch's and Application Auto Scaling's clock this many
     /// times faster than the wall clock, from the server's start: alarms
     /// are evaluated every 60/N s, a target tracking policy scales out after
@@ -538,6 +543,7 @@ async fn serve(args: ServerArgs, local_agent: Option<LocalAgent>) -> Result<()> 
     let scheduler_settings = flotilla_control::SchedulerSettings {
         agent_lost_timeout_ms: args.service_agent_lost_timeout_ms,
         stabilization_ms: args.service_stabilization_ms,
+        deployment_minute_ms: args.service_deployment_minute_ms.max(1),
         ..Default::default()
     };
     ecs.start_service_scheduler(scheduler_settings);

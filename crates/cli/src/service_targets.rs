@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use flotilla_aws::elbv2::{TargetHealthStateEnum, TargetTypeEnum};
 use flotilla_control::services::target_groups::{
-    BoxFuture, Target, TargetGroupInfo, TargetGroups, TargetState, TargetType,
+    BoxFuture, ListenerRuleInfo, Target, TargetGroupInfo, TargetGroups, TargetState, TargetType,
 };
 use flotilla_elbv2::Elbv2;
 use flotilla_types::ApiError;
@@ -77,5 +77,27 @@ impl TargetGroups for ServiceTargetGroups {
             },
             _ => TargetState::Other,
         }
+    }
+
+    fn target_group_load_balancers(&self, arn: &str) -> Result<Vec<String>, ApiError> {
+        self.elbv2.target_group_load_balancer_arns(arn)
+    }
+
+    fn listener_rule(&self, arn: &str) -> Result<Option<ListenerRuleInfo>, ApiError> {
+        Ok(self
+            .elbv2
+            .service_listener_rule(arn)?
+            .map(|rule| ListenerRuleInfo {
+                load_balancer_arn: rule.load_balancer_arn,
+                forward: rule.forward,
+            }))
+    }
+
+    fn set_rule_weights<'a>(
+        &'a self,
+        arn: &'a str,
+        weights: Vec<(String, i32)>,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move { self.elbv2.set_rule_forward_weights(arn, &weights).await })
     }
 }

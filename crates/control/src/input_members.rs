@@ -476,6 +476,18 @@ pub const INPUT_MEMBERS: &[OperationMembers] = &[
         &[("serviceRevisionArns", Acted)],
     ),
     (
+        "StopServiceDeployment",
+        &[("serviceDeploymentArn", Acted), ("stopType", Acted)],
+    ),
+    (
+        "ContinueServiceDeployment",
+        &[
+            ("serviceDeploymentArn", Acted),
+            ("hookId", Acted),
+            ("action", Acted),
+        ],
+    ),
+    (
         "UpdateTaskProtection",
         &[
             ("cluster", Acted),

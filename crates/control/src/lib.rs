@@ -367,6 +367,12 @@ impl Ecs {
             Q::UpdateServicePrimaryTaskSet(r) => {
                 R::UpdateServicePrimaryTaskSet(self.update_service_primary_task_set(r).await?)
             }
+            Q::StopServiceDeployment(r) => {
+                R::StopServiceDeployment(self.stop_service_deployment(r).await?)
+            }
+            Q::ContinueServiceDeployment(r) => {
+                R::ContinueServiceDeployment(self.continue_service_deployment(r).await?)
+            }
             Q::UpdateContainerAgent(r) => {
                 R::UpdateContainerAgent(self.update_container_agent(r).await?)
             }

@@ -4,6 +4,9 @@
 //! task scale-in protection (UpdateTaskProtection, GetTaskProtection); the
 //! task sets of services with the EXTERNAL deployment controller are in
 //! `services/task_sets.rs`.
+//! StopServiceDeployment and ContinueServiceDeployment are in
+//! `services/deployment_actions.rs`, the BLUE_GREEN, LINEAR and CANARY
+//! strategies in `services/blue_green.rs`.
 //!
 //! A service is one [`ServiceRecord`] under `keys::service(cluster, name)`:
 //! its wire shape, its deployments (PRIMARY first, then ACTIVE ones still
@@ -30,7 +33,9 @@ use crate::Ecs;
 use breaker::FailureCount;
 
 mod balancing;
+pub mod blue_green;
 pub mod breaker;
+mod deployment_actions;
 pub(crate) mod events;
 pub mod reconcile;
 pub mod rollout;
@@ -115,6 +120,14 @@ pub struct DeploymentRecord {
     /// When it rolls a failed deployment back: that deployment's id.
     #[serde(default)]
     pub rollback_of: Option<String>,
+    /// Its stage and traffic share, under BLUE_GREEN, LINEAR or CANARY
+    /// (`services/blue_green.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<blue_green::Progress>,
+    /// StopServiceDeployment or a lifecycle hook asked for a rollback; the
+    /// scheduler's next pass carries it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback_requested: bool,
 }
 
 impl DeploymentRecord {
@@ -190,6 +203,11 @@ pub struct ServiceRecord {
     /// in for its deployments (see `task_sets.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub task_sets: Vec<task_sets::TaskSetRecord>,
+    /// Whether the alternate target groups of its load balancers are the
+    /// production ones now (they swap at the end of each blue/green,
+    /// linear or canary deployment).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub production_alternate: bool,
 }
 
 /// What a service's events have said that must not be said again while
@@ -400,15 +418,10 @@ fn resolve_configuration(
         if given.bake_time_in_minutes.is_some() {
             configuration.bake_time_in_minutes = given.bake_time_in_minutes;
         }
-        if let Some(strategy) = given.strategy {
-            if strategy != DeploymentStrategy::Rolling {
-                return Err(ApiError::invalid_parameter(format!(
-                    "Deployment strategy {} is not supported by this Flotilla server: use ROLLING",
-                    strategy.as_str()
-                )));
-            }
-            configuration.strategy = Some(strategy);
+        if given.strategy.is_some() {
+            configuration.strategy = given.strategy;
         }
+        blue_green::merge_configuration(&mut configuration, given, daemon)?;
     }
     let maximum = *configuration
         .maximum_percent
@@ -696,6 +709,8 @@ impl Ecs {
             configuration: configuration.clone(),
             sources: Vec::new(),
             rollback_of: None,
+            progress: None,
+            rollback_requested: false,
         }
     }
 
@@ -783,6 +798,11 @@ impl Ecs {
         };
         let load_balancers = request.load_balancers.clone().unwrap_or_default();
         let spec = self.checked_spec(&cluster, &name, spec, None, &load_balancers)?;
+        blue_green::check_load_balancers(
+            &load_balancers,
+            configuration.strategy,
+            self.target_groups().as_deref(),
+        )?;
         let now_ms = self.clock.now_ms();
         let now_seconds = self.now_seconds();
         let id = deployment_id(&self.ids.uuid());
@@ -841,6 +861,7 @@ impl Ecs {
             client_token: request.client_token.clone(),
             told: Told::default(),
             task_sets: Vec::new(),
+            production_alternate: false,
         };
         if daemon {
             // What DescribeServices says at once: a task per eligible instance.
@@ -1042,6 +1063,11 @@ impl Ecs {
             Some(base.task_definition.as_str()),
             &load_balancers,
         )?;
+        blue_green::check_load_balancers(
+            &load_balancers,
+            configuration.strategy,
+            self.target_groups().as_deref(),
+        )?;
         let force = request.force_new_deployment.unwrap_or(false);
         // As in ECS, new load balancers take effect through a new deployment.
         let load_balancers_changed = request
@@ -1105,6 +1131,7 @@ impl Ecs {
                     desired,
                     now_ms,
                 );
+                blue_green::prepare(&mut record, &mut deployment, now_ms);
                 for older in &mut record.deployments {
                     older.deployment.status = Some("ACTIVE".to_owned());
                     deployment.sources.push(older.id().to_owned());
@@ -1447,10 +1474,13 @@ impl Ecs {
                 failure_count: Some(failed),
                 threshold: Some(failure_threshold(&deployment.configuration, desired) as i32),
             }),
+            lifecycle_stage: deployment.progress.as_ref().map(|p| p.stage.reported()),
+            lifecycle_hook_details: deployment
+                .progress
+                .as_ref()
+                .map(blue_green::Progress::hook_details),
             rollback: deployment.rollback_of.as_ref().map(|failed| Rollback {
-                reason: Some(format!(
-                    "Rolling back deployment {failed}: the deployment circuit breaker tripped."
-                )),
+                reason: Some(rollback_reason(&record, failed)),
                 service_revision_arn: Some(self.service_revision_arn(
                     cluster,
                     name,
@@ -1548,7 +1578,14 @@ impl Ecs {
             capacity_provider_strategy: (!spec.capacity_provider_strategy.is_empty())
                 .then(|| spec.capacity_provider_strategy.clone()),
             launch_type: spec.launch_type,
-            load_balancers: Some(record.service.load_balancers.clone().unwrap_or_default()),
+            // A blue/green deployment's revision names the target groups its
+            // tasks went to.
+            load_balancers: Some(
+                spec.load_balancers
+                    .clone()
+                    .or_else(|| record.service.load_balancers.clone())
+                    .unwrap_or_default(),
+            ),
             service_registries: Some(
                 record
                     .service
@@ -1752,6 +1789,20 @@ fn check_protection_tasks(tasks: &[String]) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// Why a deployment rolled another back, as DescribeServiceDeployments says.
+fn rollback_reason(record: &ServiceRecord, failed: &str) -> String {
+    let requested = record
+        .deployments
+        .iter()
+        .chain(record.finished.iter())
+        .any(|d| d.id() == failed && d.rollback_requested);
+    if requested {
+        format!("Rolling back deployment {failed}: a rollback was requested.")
+    } else {
+        format!("Rolling back deployment {failed}: the deployment circuit breaker tripped.")
+    }
 }
 
 fn service_not_active() -> ApiError {

@@ -2111,3 +2111,370 @@ async fn target_tracking_scales_a_service_in_virtual_time() {
 
 #[path = "service_sim/task_sets.rs"]
 mod task_sets;
+/// A listener rule and the (target group, weight) pairs it was given.
+type RuleWeights = (String, Vec<(String, i32)>);
+
+/// Target groups and listener rules as the scheduler sees them through
+/// `TargetGroups`: every target healthy unless its group is sick, and
+/// every weight a rule was given kept in order.
+#[derive(Default)]
+struct FakeGroups {
+    rules: Mutex<HashMap<String, Vec<(String, i32)>>>,
+    sick: Mutex<std::collections::HashSet<String>>,
+    /// (rule, weights) in the order they were set.
+    shifts: Mutex<Vec<RuleWeights>>,
+}
+
+use flotilla_control::services::target_groups::{
+    BoxFuture, ListenerRuleInfo, Target, TargetGroupInfo, TargetGroups, TargetState, TargetType,
+};
+
+impl TargetGroups for FakeGroups {
+    fn target_group(&self, _arn: &str) -> Result<Option<TargetGroupInfo>, ApiError> {
+        Ok(Some(TargetGroupInfo {
+            target_type: TargetType::Instance,
+            has_load_balancer: true,
+            deregistration_delay_ms: 0,
+        }))
+    }
+
+    fn register<'a>(&'a self, _: &'a str, _: Vec<Target>) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn deregister<'a>(
+        &'a self,
+        _: &'a str,
+        _: Vec<Target>,
+        _: u64,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn health(&self, arn: &str, _: &Target, _: u64) -> TargetState {
+        if self.sick.lock().expect("lock").contains(arn) {
+            TargetState::Unhealthy {
+                description: "Health checks failed with these codes: [500]".to_owned(),
+            }
+        } else {
+            TargetState::Healthy
+        }
+    }
+
+    fn target_group_load_balancers(&self, _arn: &str) -> Result<Vec<String>, ApiError> {
+        Ok(vec!["lb/front".to_owned()])
+    }
+
+    fn listener_rule(&self, arn: &str) -> Result<Option<ListenerRuleInfo>, ApiError> {
+        Ok(self
+            .rules
+            .lock()
+            .expect("lock")
+            .get(arn)
+            .map(|forward| ListenerRuleInfo {
+                load_balancer_arn: "lb/front".to_owned(),
+                forward: forward.clone(),
+            }))
+    }
+
+    fn set_rule_weights<'a>(
+        &'a self,
+        arn: &'a str,
+        weights: Vec<(String, i32)>,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        self.rules
+            .lock()
+            .expect("lock")
+            .insert(arn.to_owned(), weights.clone());
+        self.shifts
+            .lock()
+            .expect("lock")
+            .push((arn.to_owned(), weights));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+const MAIN_GROUP: &str = "tg/main";
+const ALTERNATE_GROUP: &str = "tg/alternate";
+const PRODUCTION_RULE: &str = "rule/production";
+const TEST_RULE: &str = "rule/test";
+
+impl FakeGroups {
+    fn weight(&self, rule: &str, group: &str) -> i32 {
+        self.rules.lock().expect("lock")[rule]
+            .iter()
+            .find(|(g, _)| g == group)
+            .map_or(0, |(_, w)| *w)
+    }
+}
+
+/// A world whose services reach a blue/green load balancer, with a
+/// deployment minute of five steps, and a web service of two host-mode
+/// tasks on it, steady on v1.
+async fn blue_green_world(seed: u64, strategy: Value) -> (World, Arc<FakeGroups>) {
+    let mut world = World::new(seed).await;
+    world.settings.deployment_minute_ms = 5 * STEP_MS;
+    world.restart();
+    let groups = Arc::new(FakeGroups::default());
+    for rule in [PRODUCTION_RULE, TEST_RULE] {
+        groups.rules.lock().expect("lock").insert(
+            rule.to_owned(),
+            vec![
+                (MAIN_GROUP.to_owned(), 100),
+                (ALTERNATE_GROUP.to_owned(), 0),
+            ],
+        );
+    }
+    world.ecs.set_target_groups(groups.clone());
+    // Host networking on one port: a host runs one task, so four hosts
+    // hold blue and green at once.
+    for zone in ["a", "b", "c", "d", "e"] {
+        world.add_host(1024, 2048, zone).await;
+    }
+    world.revision("v1").await;
+    world
+        .ok(
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "web", "taskDefinition": "web", "desiredCount": 2,
+                   "healthCheckGracePeriodSeconds": 0,
+                   "loadBalancers": [{"targetGroupArn": MAIN_GROUP, "containerName": "app", "containerPort": 8080,
+                       "advancedConfiguration": {"alternateTargetGroupArn": ALTERNATE_GROUP,
+                           "productionListenerRule": PRODUCTION_RULE, "testListenerRule": TEST_RULE}}],
+                   "deploymentConfiguration": strategy}),
+        )
+        .await;
+    world.settle(6).await;
+    assert!(steady(&world.service("web").await));
+    (world, groups)
+}
+
+impl World {
+    async fn revision(&self, image: &str) -> String {
+        let response = self
+            .ok(
+                "RegisterTaskDefinition",
+                json!({"family": "web", "networkMode": "host", "containerDefinitions": [{
+                    "name": "app", "image": image, "memory": 256, "cpu": 128, "essential": true,
+                    "portMappings": [{"containerPort": 8080, "hostPort": 8080}]}]}),
+            )
+            .await;
+        response["taskDefinition"]["taskDefinitionArn"]
+            .as_str()
+            .expect("arn")
+            .to_owned()
+    }
+
+    async fn current_deployment(&self, name: &str) -> Value {
+        let arn = self.service(name).await["currentServiceDeployment"].clone();
+        let described = self
+            .ok(
+                "DescribeServiceDeployments",
+                json!({"serviceDeploymentArns": [arn]}),
+            )
+            .await;
+        described["serviceDeployments"][0].clone()
+    }
+}
+
+#[tokio::test]
+async fn a_linear_deployment_shifts_in_steps_holds_blue_and_resumes_after_a_restart() {
+    let strategy = json!({"strategy": "LINEAR", "bakeTimeInMinutes": 0,
+        "linearConfiguration": {"stepPercent": 50.0, "stepBakeTimeInMinutes": 1}});
+    let (mut world, groups) = blue_green_world(31, strategy).await;
+    let v1 = world.revision("v1").await;
+    let v1 = v1
+        .rsplit_once(':')
+        .map(|(family, _)| format!("{family}:1"))
+        .unwrap_or(v1);
+    let v2 = world.revision("v2").await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "web", "taskDefinition": v2}),
+        )
+        .await;
+    let mut shares: Vec<i32> = Vec::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut restarted = false;
+    for _ in 0..40 {
+        world.agents_act().await;
+        world.advance(STEP_MS);
+        world.pass().await;
+        let share = groups.weight(PRODUCTION_RULE, ALTERNATE_GROUP);
+        if shares.last() != Some(&share) {
+            shares.push(share);
+        }
+        let census = world.census("web").await;
+        // Blue stays whole until all traffic is on green.
+        if share < 100 {
+            assert_eq!(census.occupying.get(&v1).copied(), Some(2), "{census:?}");
+        }
+        let deployment = world.current_deployment("web").await;
+        if let Some(stage) = deployment["lifecycleStage"].as_str() {
+            if stages.last().map(String::as_str) != Some(stage) {
+                stages.push(stage.to_owned());
+            }
+        }
+        // The control plane dies in the middle of the shift and comes back
+        // with nothing but the store: it carries on from the stored share.
+        if share == 50 && !restarted {
+            world.restart();
+            world.ecs.set_target_groups(groups.clone());
+            restarted = true;
+        }
+        if steady(&world.service("web").await) && stages.last().is_some_and(|s| s == "CLEAN_UP") {
+            break;
+        }
+    }
+    assert!(restarted);
+    assert_eq!(shares, vec![0, 50, 100], "{shares:?}");
+    assert_eq!(
+        stages,
+        vec!["SCALE_UP", "PRODUCTION_TRAFFIC_SHIFT", "CLEAN_UP"],
+        "{stages:?}"
+    );
+    let service = world.service("web").await;
+    assert!(steady(&service), "{service}");
+    assert_eq!(service["taskDefinition"], json!(v2));
+    // The alternate group is production now: test traffic follows it.
+    assert_eq!(groups.weight(PRODUCTION_RULE, ALTERNATE_GROUP), 100);
+    assert_eq!(groups.weight(TEST_RULE, ALTERNATE_GROUP), 100);
+    let deployment = world.current_deployment("web").await;
+    assert_eq!(deployment["status"], "SUCCESSFUL", "{deployment}");
+}
+
+#[tokio::test]
+async fn a_green_that_fails_its_health_checks_never_takes_production_traffic_and_rolls_back() {
+    let strategy = json!({"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 0,
+        "deploymentCircuitBreaker": {"enable": true, "rollback": true, "resetOnHealthyTask": false}});
+    let (mut world, groups) = blue_green_world(32, strategy).await;
+    let v1 = world.service("web").await["taskDefinition"].clone();
+    groups
+        .sick
+        .lock()
+        .expect("lock")
+        .insert(ALTERNATE_GROUP.to_owned());
+    let v2 = world.revision("v2").await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "web", "taskDefinition": v2}),
+        )
+        .await;
+    world.settle(40).await;
+    let service = world.service("web").await;
+    assert!(steady(&service), "{service}");
+    assert_eq!(service["taskDefinition"], v1);
+    let shifts = groups.shifts.lock().expect("lock").clone();
+    assert!(
+        shifts.iter().all(|(rule, weights)| rule != PRODUCTION_RULE
+            || weights
+                .iter()
+                .all(|(group, weight)| group != ALTERNATE_GROUP || *weight == 0)),
+        "{shifts:?}"
+    );
+    assert_eq!(groups.weight(PRODUCTION_RULE, MAIN_GROUP), 100);
+    let all = messages(&service);
+    assert!(
+        all.iter().any(|m| m.contains("rolling back to deployment")),
+        "{all:?}"
+    );
+}
+
+#[tokio::test]
+async fn stop_service_deployment_rolls_a_held_deployment_back_at_once() {
+    let strategy = json!({"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 0,
+        "lifecycleHooks": [{"targetType": "PAUSE", "lifecycleStages": ["POST_PRODUCTION_TRAFFIC_SHIFT"]}]});
+    let (mut world, groups) = blue_green_world(33, strategy).await;
+    let v1 = world.service("web").await["taskDefinition"].clone();
+    let v2 = world.revision("v2").await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "web", "taskDefinition": v2}),
+        )
+        .await;
+    world.settle(10).await;
+    // Held after the production shift: all traffic on green, blue still up.
+    let deployment = world.current_deployment("web").await;
+    assert_eq!(
+        deployment["lifecycleStage"], "POST_PRODUCTION_TRAFFIC_SHIFT",
+        "{deployment}"
+    );
+    assert_eq!(
+        deployment["lifecycleHookDetails"][0]["status"],
+        "AWAITING_ACTION"
+    );
+    assert_eq!(groups.weight(PRODUCTION_RULE, ALTERNATE_GROUP), 100);
+    let arn = deployment["serviceDeploymentArn"].clone();
+    world
+        .ok(
+            "StopServiceDeployment",
+            json!({"serviceDeploymentArn": arn, "stopType": "ROLLBACK"}),
+        )
+        .await;
+    // The next pass sends production traffic back to blue.
+    world.pass().await;
+    assert_eq!(groups.weight(PRODUCTION_RULE, MAIN_GROUP), 100);
+    assert_eq!(groups.weight(TEST_RULE, MAIN_GROUP), 100);
+    world.settle(10).await;
+    let service = world.service("web").await;
+    assert!(steady(&service), "{service}");
+    assert_eq!(service["taskDefinition"], v1);
+    let stopped = world
+        .call(
+            "StopServiceDeployment",
+            json!({"serviceDeploymentArn": arn}),
+        )
+        .await
+        .expect_err("not in progress");
+    assert_eq!(stopped.code, "ConflictException", "{stopped:?}");
+}
+
+#[tokio::test]
+async fn stop_service_deployment_rolls_a_rolling_deployment_back_to_a_fresh_copy() {
+    let mut world = World::new(34).await;
+    for zone in ["a", "b"] {
+        world.add_host(1024, 2048, zone).await;
+    }
+    let v1 = world.definition("roll", "app:v1", false).await;
+    world
+        .ok(
+            "CreateService",
+            json!({"cluster": CLUSTER, "serviceName": "roll", "taskDefinition": v1, "desiredCount": 2,
+                   "deploymentConfiguration": {"minimumHealthyPercent": 0, "maximumPercent": 100}}),
+        )
+        .await;
+    world.settle(4).await;
+    assert!(steady(&world.service("roll").await));
+    // v1's tasks go at once (minimum 0%), v2's crash: nothing of v1 is left.
+    let v2 = world.definition("roll", "sim/exit:v2", false).await;
+    world
+        .ok(
+            "UpdateService",
+            json!({"cluster": CLUSTER, "service": "roll", "taskDefinition": v2}),
+        )
+        .await;
+    world.settle(3).await;
+    let arn = world.current_deployment("roll").await["serviceDeploymentArn"].clone();
+    world
+        .ok(
+            "StopServiceDeployment",
+            json!({"serviceDeploymentArn": arn}),
+        )
+        .await;
+    world.settle(10).await;
+    let service = world.service("roll").await;
+    assert!(steady(&service), "{service}");
+    assert_eq!(service["taskDefinition"], json!(v1));
+    let stopped = world
+        .ok(
+            "DescribeServiceDeployments",
+            json!({"serviceDeploymentArns": [arn]}),
+        )
+        .await;
+    assert_eq!(
+        stopped["serviceDeployments"][0]["status"], "ROLLBACK_SUCCESSFUL",
+        "{stopped}"
+    );
+}

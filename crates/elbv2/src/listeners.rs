@@ -265,7 +265,11 @@ impl Elbv2 {
         }
     }
 
-    fn find_any_rule(&self, state: &State, arn: &str) -> Option<(String, usize, RuleRef)> {
+    pub(crate) fn find_any_rule(
+        &self,
+        state: &State,
+        arn: &str,
+    ) -> Option<(String, usize, RuleRef)> {
         let parts = arn_parts(&self.arn_prefix(), arn, "listener-rule")?;
         let [_, name, balancer_id, listener_id, rule_id] = parts.as_slice() else {
             return None;
@@ -350,7 +354,7 @@ impl Elbv2 {
     /// Actions as ELBv2 keeps them: checked against the load balancer's type
     /// and the target groups they name, with a forward action's
     /// `ForwardConfig` filled in.
-    fn normalized_actions(
+    pub(crate) fn normalized_actions(
         &self,
         state: &State,
         balancer: &LoadBalancerRecord,

@@ -428,6 +428,18 @@ const ECS_RULES: &[Rule] = &[
         &[K::Cluster, K::Service],
     ),
     rule(
+        "StopServiceDeployment",
+        "ecs:StopServiceDeployment",
+        &[O::ServiceDeployment],
+        &[K::Cluster, K::Service],
+    ),
+    rule(
+        "ContinueServiceDeployment",
+        "ecs:ContinueServiceDeployment",
+        &[O::ServiceDeployment],
+        &[K::Cluster, K::Service],
+    ),
+    rule(
         "UpdateTaskProtection",
         "ecs:UpdateTaskProtection",
         &[O::Task],

@@ -351,6 +351,8 @@ fn every_operation_flotilla_answers_has_a_rule() {
         "ListServices",
         "ListServiceDeployments",
         "DescribeServiceDeployments",
+        "StopServiceDeployment",
+        "ContinueServiceDeployment",
         "UpdateTaskProtection",
         "GetTaskProtection",
         "CreateTaskSet",

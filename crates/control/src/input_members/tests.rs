@@ -132,6 +132,8 @@ modelled_members! {
     DeleteTaskSet => DeleteTaskSetRequest,
     DescribeTaskSets => DescribeTaskSetsRequest,
     UpdateServicePrimaryTaskSet => UpdateServicePrimaryTaskSetRequest,
+    StopServiceDeployment => StopServiceDeploymentRequest,
+    ContinueServiceDeployment => ContinueServiceDeploymentRequest,
 }
 
 #[test]

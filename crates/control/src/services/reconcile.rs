@@ -49,7 +49,9 @@ use super::breaker::{FailureCount, TaskOutcome};
 use super::events::TaskFailure;
 use super::rollout::{self, Actions, Bounds, DaemonInstance, Phase, StopWhy, TaskView};
 use super::target_groups::{self, TargetGroups, ELB_UNHEALTHY_STOP_PREFIX};
-use super::{events, failure_threshold, CompletedDeployment, ServiceRecord, TaskProtection};
+use super::{
+    blue_green, events, failure_threshold, CompletedDeployment, ServiceRecord, TaskProtection,
+};
 use crate::instances::{scan, InstanceRecord};
 use crate::records::{self, keys, Attempt, Versioned};
 use crate::tasks::{Targeting, TaskRecord};
@@ -104,6 +106,9 @@ pub struct SchedulerSettings {
     /// How long a task must stay healthy before it counts as healthy
     /// ([`STABILIZATION_MS`] unless a test shortens it).
     pub stabilization_ms: u64,
+    /// How long a minute of a deployment's bake times and lifecycle hook
+    /// timeouts lasts (60 000 unless a test shortens it).
+    pub deployment_minute_ms: u64,
 }
 
 impl Default for SchedulerSettings {
@@ -113,6 +118,7 @@ impl Default for SchedulerSettings {
             tick: Duration::from_secs(1),
             settle: Duration::from_millis(25),
             stabilization_ms: STABILIZATION_MS,
+            deployment_minute_ms: 60_000,
         }
     }
 }
@@ -440,6 +446,7 @@ impl ServiceScheduler {
         let groups = ecs.target_groups();
         let views = self.views(&record, tasks, view, groups.as_deref(), now_ms);
         self.observe(&mut record, tasks, &views, now_ms, rollback_id, &mut told);
+        self.observe_traffic(&mut record, &views, now_ms, &mut told);
         let throttle = record
             .primary()
             .and_then(|primary| launch_throttle(tasks, primary.id(), now_ms));
@@ -488,6 +495,12 @@ impl ServiceScheduler {
                 return Ok(());
             }
         }
+        // The listener rules follow the record just committed.
+        if let Some(groups) = groups.as_deref() {
+            if let Err(error) = blue_green::apply_rules(groups, &record).await {
+                tracing::warn!(service = %record.name, %error, "listener rules not brought up to date");
+            }
+        }
         // B. Plan, from views of the record as it now stands.
         let views = self.views(&record, tasks, view, groups.as_deref(), now_ms);
         let Some(primary) = record.primary().cloned() else {
@@ -495,7 +508,8 @@ impl ServiceScheduler {
         };
         let may_launch = record.status() == "ACTIVE"
             && primary.rollout_state() != DeploymentRolloutState::Failed
-            && throttle.as_ref().is_none_or(|t| now_ms >= t.until_ms);
+            && throttle.as_ref().is_none_or(|t| now_ms >= t.until_ms)
+            && blue_green::may_launch(&record);
         let configuration = record.configuration();
         let minimum =
             u32::try_from(configuration.minimum_healthy_percent.unwrap_or(100)).unwrap_or(0);
@@ -503,10 +517,13 @@ impl ServiceScheduler {
         // Scale-in protection keeps tasks from scale-in and deployments, not
         // from the end of their service: a deleted one stops them too.
         let draining = record.status() == "DRAINING";
+        // Blue stays whole until green's CLEAN_UP, however many tasks that makes.
+        let holds_blue = blue_green::holds_blue(&record) && !draining;
         let task_views: Vec<TaskView> = views
             .iter()
             .map(|(v, _)| TaskView {
-                protected: v.protected && !draining,
+                protected: (v.protected && !draining)
+                    || (holds_blue && blue_green::holds(&record, v.deployment_rank)),
                 ..v.clone()
             })
             .collect();
@@ -519,11 +536,11 @@ impl ServiceScheduler {
             }
             None => {
                 let desired = u32::try_from(record.service.desired_count.unwrap_or(0)).unwrap_or(0);
-                rollout::plan_replica(
-                    &task_views,
-                    Bounds::new(desired, minimum, maximum),
-                    may_launch,
-                )
+                let mut bounds = Bounds::new(desired, minimum, maximum);
+                if holds_blue {
+                    bounds.max_total = u32::MAX;
+                }
+                rollout::plan_replica(&task_views, bounds, may_launch)
             }
         };
         if actions == Actions::default() {
@@ -672,6 +689,11 @@ impl ServiceScheduler {
                 && p.rollout_state() == DeploymentRolloutState::InProgress
                 && p.failures.failures() >= threshold
         });
+        // StopServiceDeployment or a lifecycle hook asked for a rollback.
+        let requested = record.primary().is_some_and(|p| {
+            p.rollback_requested && p.rollout_state() == DeploymentRolloutState::InProgress
+        });
+        let trips = trips || requested;
         if trips {
             let target = record.last_completed.clone();
             let Some(primary) = record.deployments.first_mut() else {
@@ -679,18 +701,26 @@ impl ServiceScheduler {
             };
             let failed_id = primary.id().to_owned();
             primary.deployment.rollout_state = Some(DeploymentRolloutState::Failed);
-            primary.deployment.rollout_state_reason =
-                Some("ECS deployment circuit breaker: tasks failed to start.".to_owned());
+            primary.deployment.rollout_state_reason = Some(if requested {
+                blue_green::ROLLBACK_REQUESTED_REASON.to_owned()
+            } else {
+                "ECS deployment circuit breaker: tasks failed to start.".to_owned()
+            });
             primary.deployment.updated_at = Some(now_seconds);
-            told.push(events::deployment_failed(&name, &failed_id));
-            let rolls_back = breaker.rollback == Some(true)
+            if !requested {
+                told.push(events::deployment_failed(&name, &failed_id));
+            }
+            let rolls_back = (breaker.rollback == Some(true) || requested)
                 && primary.rollback_of.is_none()
                 && target.as_ref().is_some_and(|t| t.id != failed_id);
             match target.filter(|_| rolls_back) {
                 Some(target) => {
                     primary.lifecycle = ServiceDeploymentStatus::RollbackInProgress;
-                    primary.lifecycle_reason =
-                        Some("The deployment circuit breaker tripped: rolling back.".to_owned());
+                    primary.lifecycle_reason = Some(if requested {
+                        "A rollback was requested: rolling back.".to_owned()
+                    } else {
+                        "The deployment circuit breaker tripped: rolling back.".to_owned()
+                    });
                     primary.deployment.status = Some("ACTIVE".to_owned());
                     let reason = format!(
                         "ECS deployment circuit breaker: rolling back to deploymentId {}.",
@@ -743,6 +773,9 @@ impl ServiceScheduler {
                     rollback.lifecycle_reason = None;
                     rollback.sources = vec![failed_id.clone()];
                     rollback.rollback_of = Some(failed_id);
+                    // It shifts no traffic and was asked nothing.
+                    rollback.progress = None;
+                    rollback.rollback_requested = false;
                     record.deployments.insert(0, rollback);
                 }
                 None => {
@@ -754,6 +787,39 @@ impl ServiceScheduler {
             }
         }
         self.finish_observing(record, views, now_ms, told);
+    }
+
+    /// A, after the breaker: a blue/green, linear or canary PRIMARY moves
+    /// through its stages (`blue_green.rs`).
+    fn observe_traffic(
+        &self,
+        record: &mut ServiceRecord,
+        views: &[(TaskView, Versioned<Arc<TaskFacts>>)],
+        now_ms: u64,
+        told: &mut Vec<String>,
+    ) {
+        let desired = u32::try_from(record.service.desired_count.unwrap_or(0)).unwrap_or(0);
+        let facts = blue_green::Facts::of(
+            views.iter().map(|(v, _)| v),
+            desired,
+            now_ms,
+            self.settings.deployment_minute_ms,
+        );
+        let before = record.primary().and_then(|p| p.progress.clone());
+        if let Some(why) = blue_green::observe(record, &facts) {
+            told.push(blue_green::rollback_event(&record.name, &why));
+        }
+        let after = record.primary().and_then(|p| p.progress.clone());
+        if let (Some(before), Some(after), Some(primary)) = (before, after, record.primary()) {
+            if before.stage != after.stage || before.green_percent != after.green_percent {
+                told.push(blue_green::stage_event(
+                    &record.name,
+                    primary.id(),
+                    after.stage.reported().as_str(),
+                    after.green_percent,
+                ));
+            }
+        }
     }
 
     /// A, continued: drained older deployments leave; a complete PRIMARY
@@ -807,6 +873,7 @@ impl ServiceScheduler {
         }
         let counts = rollout::counts(&views.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>());
         let complete = record.deployments.len() == 1
+            && blue_green::shifted(record)
             && counts.keepers == desired
             && counts.healthy == desired
             && counts.occupying == desired;

@@ -97,6 +97,37 @@ pub trait TargetGroups: Send + Sync {
     ) -> BoxFuture<'a, Result<(), ApiError>>;
     /// A registered target's health.
     fn health(&self, arn: &str, target: &Target, now_ms: u64) -> TargetState;
+
+    // Blue/green, linear and canary deployments (`blue_green.rs`).
+
+    /// The ARNs of the load balancers whose listeners forward to the group.
+    fn target_group_load_balancers(&self, _arn: &str) -> Result<Vec<String>, ApiError> {
+        Ok(Vec::new())
+    }
+    /// A listener rule (a listener's default rule too), if there is one.
+    fn listener_rule(&self, _arn: &str) -> Result<Option<ListenerRuleInfo>, ApiError> {
+        Ok(None)
+    }
+    /// Makes the rule forward to these target groups with these weights.
+    fn set_rule_weights<'a>(
+        &'a self,
+        arn: &'a str,
+        _weights: Vec<(String, i32)>,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            Err(ApiError::invalid_parameter(format!(
+                "The listener rule {arn} cannot be changed by this server"
+            )))
+        })
+    }
+}
+
+/// What a traffic shift needs to know of a listener rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerRuleInfo {
+    pub load_balancer_arn: String,
+    /// The target groups its forward action sends to, with their weights.
+    pub forward: Vec<(String, i32)>,
 }
 
 /// Checks a service's `loadBalancers` against its task definition and the
@@ -118,11 +149,6 @@ pub fn check_load_balancers(
         if load_balancer.load_balancer_name.is_some() {
             return Err(ApiError::invalid_parameter(
                 "loadBalancerName names a Classic Load Balancer, which Flotilla does not provide; give targetGroupArn.",
-            ));
-        }
-        if load_balancer.advanced_configuration.is_some() {
-            return Err(ApiError::invalid_parameter(
-                "advancedConfiguration is for blue/green deployments, which Flotilla does not run.",
             ));
         }
         let Some(arn) = load_balancer
