@@ -117,8 +117,11 @@ def test_a_service_behind_an_alb_deploys_and_scales_in_with_no_failed_request(se
     balancer = elbv2.create_load_balancer(Name=unique("front"))["LoadBalancers"][0]
     group = elbv2.create_target_group(
         Name=unique("web"), Protocol="HTTP", Port=80, VpcId="vpc-0123", TargetType="instance",
-        HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2,
-        UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+        # A check's timeout and the unhealthy threshold leave room for a
+        # loaded machine's slow answers; a page that fails is still found
+        # within 15 s.
+        HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=4, HealthyThresholdCount=2,
+        UnhealthyThresholdCount=3)["TargetGroups"][0]["TargetGroupArn"]
     elbv2.modify_target_group_attributes(TargetGroupArn=group, Attributes=[
         {"Key": "deregistration_delay.timeout_seconds", "Value": "3"}])
     loose = elbv2.create_target_group(Name=unique("loose"), Protocol="HTTP", Port=80, VpcId="vpc-0123",
@@ -150,8 +153,8 @@ def test_a_service_behind_an_alb_deploys_and_scales_in_with_no_failed_request(se
                        loadBalancers=[{"targetGroupArn": group, "containerName": "web", "containerPort": 8080}],
                        deploymentConfiguration={"minimumHealthyPercent": 100, "maximumPercent": 200})
     ecs.get_waiter("services_stable").wait(cluster=cluster, services=[name], WaiterConfig=FAST)
-    # services-stable waited for the targets: every task is a healthy target now.
-    assert len(healthy_targets(elbv2, group)) == 4, elbv2.describe_target_health(TargetGroupArn=group)
+    # Every task is registered and its target turns healthy.
+    wait_until(lambda: len(healthy_targets(elbv2, group)) == 4, 30, "four healthy targets")
     messages = [e["message"] for e in service_of(ecs, cluster, name)["events"]]
     assert any("registered" in m and f"(target-group {group})" in m for m in messages), messages
 
