@@ -243,8 +243,9 @@ fn alarms() -> Result<()> {
 
 /// 10,000 tasks on 1,000 hosts, one batch per host every 10 s: per task,
 /// AWS/ECS CPU and memory by service and by cluster, and Container
-/// Insights' CpuUtilized, MemoryUtilized, NetworkRxBytes, NetworkTxBytes
-/// by service, family and cluster (16 datapoints per task sample).
+/// Insights' eight per-task metrics by service, family and cluster (28
+/// datapoints per task sample). Every sample is stored, where the control
+/// plane stores one a minute: an upper bound on the store's share.
 fn tasks(minutes: i64) -> Result<()> {
     let dir = tempdir()?;
     let mut store = MetricStore::open(
@@ -291,15 +292,19 @@ fn tasks(minutes: i64) -> Result<()> {
                     put(&mut store, "AWS/ECS", std::mem::take(&mut data), now)?;
                 }
             }
-            let mut insights = Vec::with_capacity(120);
+            let mut insights = Vec::with_capacity(240);
             for slot in 0..10 {
                 let task = host * 10 + slot;
                 let cluster = format!("c{}", task % 10);
                 for metric in [
                     "CpuUtilized",
+                    "CpuReserved",
                     "MemoryUtilized",
+                    "MemoryReserved",
                     "NetworkRxBytes",
                     "NetworkTxBytes",
+                    "StorageReadBytes",
+                    "StorageWriteBytes",
                 ] {
                     for dims in [
                         vec![
