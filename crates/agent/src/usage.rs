@@ -183,7 +183,10 @@ mod tests {
         assert!((usage.memory_mib_used - 96.0).abs() < 1e-6);
         assert_eq!(usage.network_rx_bytes, 1_000);
         // Storage is the containers' totals, not a rate: 2,200 + 0 read.
-        assert_eq!((usage.storage_read_bytes, usage.storage_write_bytes), (2_200, 1_100));
+        assert_eq!(
+            (usage.storage_read_bytes, usage.storage_write_bytes),
+            (2_200, 1_100)
+        );
         let third = [
             ("a".to_owned(), read(10_000_000_000, 64 << 20, 1_100)),
             ("b".to_owned(), read(2_500_000_000, 32 << 20, 0)),

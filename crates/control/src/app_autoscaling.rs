@@ -1086,8 +1086,10 @@ impl Ecs {
             tracing::warn!(%error, "Container Insights not published");
             Vec::new()
         });
-        let enabled: std::collections::HashSet<&str> =
-            insights.iter().map(|found| found.cluster.as_str()).collect();
+        let enabled: std::collections::HashSet<&str> = insights
+            .iter()
+            .map(|found| found.cluster.as_str())
+            .collect();
         let with_insights: Vec<crate::usage::TaskUse> = usage
             .iter()
             .filter(|task| enabled.contains(task.cluster.as_str()))

@@ -556,15 +556,15 @@ mod tests {
         let sum = |values: Vec<f64>| values.iter().sum::<f64>();
         assert!((sum(figures(&datums, "CpuUtilized", &web)) - 256.0).abs() < 1e-9);
         assert!((sum(figures(&datums, "CpuUtilized", &family)) - 256.0).abs() < 1e-9);
-        assert_eq!(figures(&datums, "CpuReserved", &[("ClusterName", "prod")]).len(), 2);
+        assert_eq!(
+            figures(&datums, "CpuReserved", &[("ClusterName", "prod")]).len(),
+            2
+        );
         // A task without a CPU reservation has memory figures, not CPU ones.
         let batch = [("ClusterName", "prod"), ("TaskDefinitionFamily", "batch")];
         assert!(figures(&datums, "CpuUtilized", &batch).is_empty());
         assert_eq!(figures(&datums, "MemoryReserved", &batch), vec![512.0]);
-        assert_eq!(
-            figures(&datums, "StorageReadBytes", &batch),
-            vec![4096.0]
-        );
+        assert_eq!(figures(&datums, "StorageReadBytes", &batch), vec![4096.0]);
         let storage = datums
             .iter()
             .find(|d| d.key.name == "StorageWriteBytes")
