@@ -42,8 +42,9 @@ pub const ECS_NAMESPACE: &str = "AWS/ECS";
 pub const INSIGHTS_NAMESPACE: &str = "ECS/ContainerInsights";
 
 /// One running task's last usage, resolved to what it belongs to.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TaskUse {
+    pub task_arn: String,
     pub cluster: String,
     /// The service's name, for a service's task.
     pub service: Option<String>,
@@ -63,6 +64,33 @@ pub struct TaskUse {
     pub network_tx_bytes: f64,
     pub storage_read_bytes: f64,
     pub storage_write_bytes: f64,
+}
+
+impl TaskUse {
+    /// This task with the figures of one report; `interval_s` since the
+    /// host's previous report makes its network bytes a rate.
+    fn measured(mut self, usage: &TaskUsage, interval_s: Option<f64>) -> TaskUse {
+        let finite = |value: f64| {
+            if value.is_finite() {
+                value.max(0.0)
+            } else {
+                0.0
+            }
+        };
+        let cpu_measured_against = match self.cpu_units_reserved {
+            units if units > 0.0 => units,
+            _ => UNRESERVED_CPU_UNITS,
+        };
+        self.cpu_percent = finite(usage.cpu_units_used / cpu_measured_against * 100.0);
+        self.memory_percent = finite(usage.memory_mib_used / self.memory_mib_reserved * 100.0);
+        self.cpu_units_used = finite(usage.cpu_units_used);
+        self.memory_mib_used = finite(usage.memory_mib_used);
+        self.network_rx_bytes = interval_s.map_or(0.0, |s| usage.network_rx_bytes as f64 / s);
+        self.network_tx_bytes = interval_s.map_or(0.0, |s| usage.network_tx_bytes as f64 / s);
+        self.storage_read_bytes = usage.storage_read_bytes as f64;
+        self.storage_write_bytes = usage.storage_write_bytes as f64;
+        self
+    }
 }
 
 #[derive(Debug, Default)]
@@ -409,60 +437,32 @@ impl Ecs {
     ) -> Result<(), ApiError> {
         let received_ms = self.clock.now_ms();
         // The agent reports bytes over its interval: the time since its
-        // last report makes them a rate.
-        let interval_s = self
-            .usage
-            .lock()
-            .get(&instance.instance_arn)
-            .map(|previous| received_ms.saturating_sub(previous.received_ms) as f64 / 1000.0)
-            .filter(|seconds| *seconds > 0.0 && *seconds <= USAGE_FRESH_MS as f64 / 1000.0);
+        // last report makes them a rate. Tasks it reported last time are
+        // not looked up again: what they belong to and reserve does not
+        // change while they run.
+        let (interval_s, known) = {
+            let hosts = self.usage.lock();
+            let previous = hosts.get(&instance.instance_arn);
+            let interval_s = previous
+                .map(|previous| received_ms.saturating_sub(previous.received_ms) as f64 / 1000.0)
+                .filter(|seconds| *seconds > 0.0 && *seconds <= USAGE_FRESH_MS as f64 / 1000.0);
+            let known: HashMap<String, TaskUse> = previous
+                .into_iter()
+                .flat_map(|host| host.tasks.iter())
+                .map(|task| (task.task_arn.clone(), task.clone()))
+                .collect();
+            (interval_s, known)
+        };
         let mut resolved = Vec::with_capacity(tasks.len().min(STATS_TASKS_MAX));
         for usage in tasks.iter().take(STATS_TASKS_MAX) {
-            let Some(task_id) = self.task_id_in(&instance.cluster, &usage.task_arn) else {
-                continue;
+            let task = match known.get(&usage.task_arn) {
+                Some(task) => task.clone(),
+                None => match self.resolve_task(instance, &usage.task_arn)? {
+                    Some(task) => task,
+                    None => continue,
+                },
             };
-            let Some(record) = self.get_task(&instance.cluster, &task_id)? else {
-                continue;
-            };
-            let record = record.value;
-            if record.instance_id != instance.instance_id
-                || record.last_status() != flotilla_types::ecs::DesiredStatus::Running.as_str()
-            {
-                continue;
-            }
-            let cpu_reserved = record.reservation.cpu_units.max(0) as f64;
-            let cpu_measured_against = match cpu_reserved {
-                units if units > 0.0 => units,
-                _ => UNRESERVED_CPU_UNITS,
-            };
-            let memory_reserved = record.reservation.memory_mib.max(1) as f64;
-            let finite = |value: f64| {
-                if value.is_finite() {
-                    value.max(0.0)
-                } else {
-                    0.0
-                }
-            };
-            resolved.push(TaskUse {
-                cluster: instance.cluster.clone(),
-                service: record
-                    .task
-                    .group
-                    .as_deref()
-                    .and_then(|group| group.strip_prefix("service:"))
-                    .map(str::to_owned),
-                family: record.definition.family.clone().unwrap_or_default(),
-                cpu_percent: finite(usage.cpu_units_used / cpu_measured_against * 100.0),
-                memory_percent: finite(usage.memory_mib_used / memory_reserved * 100.0),
-                cpu_units_used: finite(usage.cpu_units_used),
-                cpu_units_reserved: cpu_reserved,
-                memory_mib_used: finite(usage.memory_mib_used),
-                memory_mib_reserved: memory_reserved,
-                network_rx_bytes: interval_s.map_or(0.0, |s| usage.network_rx_bytes as f64 / s),
-                network_tx_bytes: interval_s.map_or(0.0, |s| usage.network_tx_bytes as f64 / s),
-                storage_read_bytes: usage.storage_read_bytes as f64,
-                storage_write_bytes: usage.storage_write_bytes as f64,
-            });
+            resolved.push(task.measured(usage, interval_s));
         }
         self.usage.lock().insert(
             instance.instance_arn.clone(),
@@ -472,6 +472,41 @@ impl Ecs {
             },
         );
         Ok(())
+    }
+
+    /// What a reported task belongs to and reserves, from its record; None
+    /// for a task that is not the host's or not RUNNING.
+    fn resolve_task(
+        &self,
+        instance: &AgentInstance,
+        task_arn: &str,
+    ) -> Result<Option<TaskUse>, ApiError> {
+        let Some(task_id) = self.task_id_in(&instance.cluster, task_arn) else {
+            return Ok(None);
+        };
+        let Some(record) = self.get_task(&instance.cluster, &task_id)? else {
+            return Ok(None);
+        };
+        let record = record.value;
+        if record.instance_id != instance.instance_id
+            || record.last_status() != flotilla_types::ecs::DesiredStatus::Running.as_str()
+        {
+            return Ok(None);
+        }
+        Ok(Some(TaskUse {
+            task_arn: task_arn.to_owned(),
+            cluster: instance.cluster.clone(),
+            service: record
+                .task
+                .group
+                .as_deref()
+                .and_then(|group| group.strip_prefix("service:"))
+                .map(str::to_owned),
+            family: record.definition.family.clone().unwrap_or_default(),
+            cpu_units_reserved: record.reservation.cpu_units.max(0) as f64,
+            memory_mib_reserved: record.reservation.memory_mib.max(1) as f64,
+            ..TaskUse::default()
+        }))
     }
 
     /// Forgets a host's usage (its agent disconnected).
@@ -486,6 +521,7 @@ mod tests {
 
     fn task(service: Option<&str>, cpu_percent: f64, memory_percent: f64) -> TaskUse {
         TaskUse {
+            task_arn: "arn:aws:ecs:us-east-1:000000000000:task/prod/t".into(),
             cluster: "prod".into(),
             service: service.map(str::to_owned),
             family: "web".into(),
@@ -500,6 +536,42 @@ mod tests {
             storage_read_bytes: 4096.0,
             storage_write_bytes: 1024.0,
         }
+    }
+
+    #[test]
+    fn a_report_is_measured_against_what_the_task_reserves() {
+        let report = TaskUsage {
+            task_arn: "t".into(),
+            cpu_units_used: 128.0,
+            memory_mib_used: 64.0,
+            network_rx_bytes: 1_000,
+            network_tx_bytes: 500,
+            storage_read_bytes: 4_096,
+            storage_write_bytes: 0,
+        };
+        let reserved = TaskUse {
+            cpu_units_reserved: 256.0,
+            memory_mib_reserved: 128.0,
+            ..TaskUse::default()
+        };
+        let measured = reserved.clone().measured(&report, Some(10.0));
+        assert_eq!(
+            (measured.cpu_percent, measured.memory_percent),
+            (50.0, 50.0)
+        );
+        assert_eq!(
+            (measured.network_rx_bytes, measured.network_tx_bytes),
+            (100.0, 50.0)
+        );
+        assert_eq!(measured.storage_read_bytes, 4_096.0);
+        // No CPU reserved: measured against one vCPU. No interval yet: no rate.
+        let unreserved = TaskUse {
+            cpu_units_reserved: 0.0,
+            ..reserved
+        }
+        .measured(&report, None);
+        assert_eq!(unreserved.cpu_percent, 12.5);
+        assert_eq!(unreserved.network_rx_bytes, 0.0);
     }
 
     #[test]
