@@ -405,33 +405,50 @@ def test_container_insights_when_the_cluster_enables_it(server, module_agent_fle
     cluster = unique(f"insights-{os.getpid()}")
     server.ecs.create_cluster(clusterName=cluster, settings=[{"name": "containerInsights", "value": "enabled"}])
     module_agent_fleet.start(server, cluster, "--simulate", "1", "--stats-interval-ms", "500")
-    name, _ = make_service(server, cluster, "sim/cpu:40", desired=2)
+    name, family = make_service(server, cluster, "sim/cpu:40", desired=2)
     cloudwatch = server.client("cloudwatch")
     dimensions = [{"Name": "ClusterName", "Value": cluster}, {"Name": "ServiceName", "Value": name}]
+    by_family = [{"Name": "ClusterName", "Value": cluster}, {"Name": "TaskDefinitionFamily", "Value": family}]
+    by_cluster = [{"Name": "ClusterName", "Value": cluster}]
+    per_task = {"CpuUtilized", "CpuReserved", "MemoryUtilized", "MemoryReserved",
+                "NetworkRxBytes", "NetworkTxBytes", "StorageReadBytes", "StorageWriteBytes"}
 
-    def listed():
-        metrics = cloudwatch.list_metrics(Namespace="ECS/ContainerInsights", Dimensions=dimensions)["Metrics"]
-        return {m["MetricName"] for m in metrics} or None
+    def listed(wanted: list[dict], names: set[str]):
+        metrics = cloudwatch.list_metrics(Namespace="ECS/ContainerInsights", Dimensions=wanted)["Metrics"]
+        found = {m["MetricName"] for m in metrics if len(m["Dimensions"]) == len(wanted)}
+        return found if names <= found else None
 
-    names = wait_until(listed, SCALE_TIMEOUT_S, "Container Insights metrics")
-    assert {"CpuUtilized", "CpuReserved", "MemoryUtilized", "MemoryReserved", "RunningTaskCount",
-            "NetworkRxBytes", "NetworkTxBytes"} <= names, names
+    wait_until(lambda: listed(dimensions, per_task | {"DesiredTaskCount", "RunningTaskCount",
+                                                      "PendingTaskCount", "DeploymentCount"}),
+               SCALE_TIMEOUT_S, "Container Insights' service metrics")
+    wait_until(lambda: listed(by_family, per_task), SCALE_TIMEOUT_S, "Container Insights' task metrics")
+    wait_until(lambda: listed(by_cluster, per_task | {"TaskCount", "ServiceCount", "ContainerInstanceCount"}),
+               SCALE_TIMEOUT_S, "Container Insights' cluster metrics")
     now = datetime.datetime.now(datetime.timezone.utc)
 
-    def two_running():
+    def latest(metric: str, wanted: list[dict], statistic: str = "Maximum"):
+        # Minutes of the metrics clock, which runs ahead of the wall's:
+        # 23 hours of them, within GetMetricStatistics' 1,440 points.
         points = cloudwatch.get_metric_statistics(
-            Namespace="ECS/ContainerInsights", MetricName="RunningTaskCount", Dimensions=dimensions,
-            StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(days=1),
-            Period=3600, Statistics=["Maximum"])["Datapoints"]
-        return any(p["Maximum"] == 2.0 for p in points)
+            Namespace="ECS/ContainerInsights", MetricName=metric, Dimensions=wanted,
+            StartTime=now - datetime.timedelta(minutes=5), EndTime=now + datetime.timedelta(hours=23),
+            Period=60, Statistics=[statistic])["Datapoints"]
+        return max(points, key=lambda p: p["Timestamp"])[statistic] if points else None
 
-    wait_until(two_running, SCALE_TIMEOUT_S, "RunningTaskCount of 2")
-    # 40% of 256 reserved units per task.
-    points = cloudwatch.get_metric_statistics(
-        Namespace="ECS/ContainerInsights", MetricName="CpuUtilized", Dimensions=dimensions,
-        StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(days=1),
-        Period=3600, Statistics=["Average"])["Datapoints"]
-    assert points and all(90.0 <= p["Average"] <= 115.0 for p in points), points
+    wait_until(lambda: latest("RunningTaskCount", dimensions) == 2.0, SCALE_TIMEOUT_S, "RunningTaskCount of 2")
+    # DesiredTaskCount follows the service's desired count, before its tasks run.
+    server.ecs.update_service(cluster=cluster, service=name, desiredCount=3)
+    wait_until(lambda: latest("DesiredTaskCount", dimensions) == 3.0, SCALE_TIMEOUT_S, "DesiredTaskCount of 3")
+    wait_until(lambda: latest("TaskCount", by_cluster) == 3.0 and latest("ServiceCount", by_cluster) == 1.0
+               and latest("ContainerInstanceCount", by_cluster) == 1.0, SCALE_TIMEOUT_S, "the cluster's counts")
+    # 40% of 256 reserved units per task, by service and by family alike.
+    for wanted in (dimensions, by_family):
+        points = cloudwatch.get_metric_statistics(
+            Namespace="ECS/ContainerInsights", MetricName="CpuUtilized", Dimensions=wanted,
+            StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(days=1),
+            Period=3600, Statistics=["Average"])["Datapoints"]
+        assert points and all(90.0 <= p["Average"] <= 115.0 for p in points), (wanted, points)
+    assert latest("StorageReadBytes", by_family) > 0, "the simulated containers read from storage"
     # The module's other clusters have it off: nothing of theirs there.
     others = cloudwatch.list_metrics(Namespace="ECS/ContainerInsights")["Metrics"]
     assert all(d["Value"] == cluster for m in others for d in m["Dimensions"] if d["Name"] == "ClusterName"), others

@@ -4,13 +4,15 @@ target group as they reach RUNNING, a rolling deployment and a scale-in while
 a load generator sends requests through the listener (zero failed requests),
 a task whose page starts failing stopped with ECS's reason and replaced, and
 loadBalancers that do not fit the task definition or the target group
-refused with ECS's messages.
+refused with ECS's messages; and target tracking on ALBRequestCountPerTarget
+scaling such a service out while requests come and back in when they stop.
 
 Heavy (marked `docker`).
 """
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import os
 import tempfile
@@ -218,3 +220,97 @@ def test_a_service_behind_an_alb_deploys_and_scales_in_with_no_failed_request(se
     ecs.get_waiter("services_inactive").wait(cluster=cluster, services=[name], WaiterConfig=FAST)
     wait_until(lambda: elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"] == [],
                60, "every target deregistered")
+
+
+def test_alb_request_count_per_target_scales_the_service_out_and_back_in(docker_ready, server_factory, agent_fleet):
+    """Target tracking on ALBRequestCountPerTarget for a service behind the
+    load balancer: requests through the listener push the target group's
+    RequestCountPerTarget over the target, the service scales out to its
+    maximum (its new tasks registered as targets), and back to its minimum
+    once the requests stop. The metrics clock runs 30 times faster
+    (`--metrics-time-scale 30`: a minute every 2 s, so AlarmHigh's 3
+    minutes take 6 s and AlarmLow's 15 minutes 30 s)."""
+    server = server_factory(extra_args=("--metrics-time-scale", "30", "--service-stabilization-ms", "1000"))
+    ecs, elbv2 = server.ecs, server.client("elbv2")
+    scaling, cloudwatch = server.client("application-autoscaling"), server.client("cloudwatch")
+    cluster = unique(f"lb-scale-{os.getpid()}")
+    ecs.create_cluster(clusterName=cluster)
+    agent_fleet.start(server, cluster)
+    family = unique("lb-scaled")
+    arn = register_task_definition(ecs, family, [{
+        "name": "web", "image": TEST_IMAGE, "memory": 32, "essential": True, "command": HTTPD_COMMAND,
+        "portMappings": [{"containerPort": 8080, "hostPort": 0, "protocol": "tcp"}],
+    }])
+    balancer = elbv2.create_load_balancer(Name=unique("scaled"))["LoadBalancers"][0]
+    group = elbv2.create_target_group(
+        Name=unique("scaled"), Protocol="HTTP", Port=80, VpcId="vpc-0123", TargetType="instance",
+        HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2,
+        UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.modify_target_group_attributes(TargetGroupArn=group, Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "1"}])
+    port = free_port()
+    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=port,
+                          DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
+    name = unique("scaled")
+    ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=arn, desiredCount=1,
+                       healthCheckGracePeriodSeconds=0,
+                       loadBalancers=[{"targetGroupArn": group, "containerName": "web", "containerPort": 8080}])
+    ecs.get_waiter("services_stable").wait(cluster=cluster, services=[name], WaiterConfig=FAST)
+    resource_id = f"service/{cluster}/{name}"
+    dimension = "ecs:service:DesiredCount"
+    # ResourceLabel: app/LB/ID/targetgroup/TG/ID, from the two ARNs.
+    label = (balancer["LoadBalancerArn"].split(":loadbalancer/", 1)[1] + "/"
+             + group.split(":", 5)[5])
+    scaling.register_scalable_target(ServiceNamespace="ecs", ResourceId=resource_id, ScalableDimension=dimension,
+                                     MinCapacity=1, MaxCapacity=3)
+    alarms = scaling.put_scaling_policy(
+        ServiceNamespace="ecs", ResourceId=resource_id, ScalableDimension=dimension,
+        PolicyName="requests", PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 20.0, "ScaleOutCooldown": 60, "ScaleInCooldown": 60,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "ALBRequestCountPerTarget",
+                                              "ResourceLabel": label}})["Alarms"]
+    high = cloudwatch.describe_alarms(AlarmNames=[alarms[0]["AlarmName"]])["MetricAlarms"][0]
+    assert (high["Namespace"], high["MetricName"], high["Statistic"]) == \
+        ("AWS/ApplicationELB", "RequestCountPerTarget", "Sum"), high
+    assert high["Dimensions"] == [{"Name": "TargetGroup", "Value": label.split("/", 3)[3]}], high
+
+    def service():
+        return service_of(ecs, cluster, name)
+
+    seen: list[int] = []
+
+    def desired(count: int) -> bool:
+        seen.append(service()["desiredCount"])
+        return seen[-1] == count
+
+    # Requests back to back on two connections: far more than 20 per
+    # target in each 2-second minute, so out to the maximum of 3.
+    with Load(port, threads=2) as load:
+        wait_until(lambda: desired(3), 90, "scale-out on requests per target", interval_s=0.5)
+        wait_until(lambda: len(healthy_targets(elbv2, group)) == 3, 60, "three healthy targets")
+    assert max(seen) == 3, seen
+    assert load.failures == [], load.failures[:10]
+    activities = scaling.describe_scaling_activities(
+        ServiceNamespace="ecs", ResourceId=resource_id)["ScalingActivities"]
+    assert "AlarmHigh" in activities[0]["Cause"] and activities[0]["StatusCode"] == "Successful", activities[0]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    points = cloudwatch.get_metric_statistics(
+        Namespace="AWS/ApplicationELB", MetricName="RequestCountPerTarget", Dimensions=high["Dimensions"],
+        StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(days=1),
+        Period=3600, Statistics=["Maximum"])["Datapoints"]
+    assert points and max(p["Maximum"] for p in points) > 20.0, points
+
+    # No requests: RequestCountPerTarget is 0 for 15 minutes, in to the minimum.
+    seen.clear()
+    wait_until(lambda: desired(1), 90, "scale-in once the requests stop", interval_s=0.5)
+    assert min(seen) == 1, seen
+    wait_until(lambda: service()["runningCount"] == 1 and len(healthy_targets(elbv2, group)) == 1,
+               60, "one task, one healthy target")
+    activities = scaling.describe_scaling_activities(
+        ServiceNamespace="ecs", ResourceId=resource_id)["ScalingActivities"]
+    assert "AlarmLow" in activities[0]["Cause"], activities[0]
+    assert activities[0]["Description"] == "Setting desired count to 1.", activities[0]
+
+    ecs.delete_service(cluster=cluster, service=name, force=True)
+    ecs.get_waiter("services_inactive").wait(cluster=cluster, services=[name], WaiterConfig=FAST)

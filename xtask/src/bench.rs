@@ -284,7 +284,8 @@ pub fn run(args: &[String]) -> Result<()> {
         ),
     };
     // The placement benchmark runs in this process: it needs no server binary.
-    let packages: &[&str] = match bench {
+    let packages: &[&str] = match &bench {
+        Bench::Metrics(options) if options.control_plane => &["-p", "flotilla", "-p", "xtask"],
         Bench::Placement(_) | Bench::Metrics(_) => &["-p", "xtask"],
         _ => &["-p", "flotilla", "-p", "xtask"],
     };
@@ -317,7 +318,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Bench::Registry(options) => registry::run(&root, &target_dir, &options),
         Bench::Services(options) => services::run(&target_dir, &options),
         Bench::Scaling(options) => scaling::run(&target_dir, &options),
-        Bench::Metrics(options) => metrics::run(&options),
+        Bench::Metrics(options) => metrics::run(&target_dir, &options),
         Bench::Lb(options) => lb::run(&target_dir, &options),
         Bench::Logs(options) => logs::run(&target_dir, &options),
     }

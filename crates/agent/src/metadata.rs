@@ -360,6 +360,10 @@ pub fn stats_json(stats: &flotilla_runtime::ContainerStats, read_at_ms: u64) -> 
         "cpu_stats": {"cpu_usage": {"total_usage": stats.cpu_total_usage_ns}, "system_cpu_usage": stats.system_cpu_usage_ns},
         "memory_stats": {"usage": stats.memory_usage_bytes, "limit": stats.memory_limit_bytes},
         "networks": {"eth0": {"rx_bytes": stats.network_rx_bytes, "tx_bytes": stats.network_tx_bytes}},
+        "blkio_stats": {"io_service_bytes_recursive": [
+            {"op": "read", "value": stats.block_read_bytes},
+            {"op": "write", "value": stats.block_write_bytes},
+        ]},
     })
 }
 

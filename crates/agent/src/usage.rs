@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! every interval: engine.running_tasks ─▶ runtime.container_stats (each container)
-//!     ─▶ Sampler::usage (delta of CPU ns / delta of time, memory now, network deltas)
+//!     ─▶ Sampler::usage (delta of CPU ns / delta of time, memory now, network deltas,
+//!        storage totals)
 //!     ─▶ FromAgent::TaskStats ─▶ channel queue (dropped when full: the next one replaces it)
 //! ```
 //!
@@ -61,10 +62,15 @@ impl Sampler {
             memory_mib_used: 0.0,
             network_rx_bytes: 0,
             network_tx_bytes: 0,
+            storage_read_bytes: 0,
+            storage_write_bytes: 0,
         };
         let mut measured = false;
         for (id, stats) in reads {
             usage.memory_mib_used += stats.memory_usage_bytes as f64 / BYTES_PER_MIB;
+            // Storage is reported as the containers' running totals.
+            usage.storage_read_bytes += stats.block_read_bytes;
+            usage.storage_write_bytes += stats.block_write_bytes;
             let current = Previous {
                 at_ms: now_ms,
                 cpu_ns: stats.cpu_total_usage_ns,
@@ -152,6 +158,8 @@ mod tests {
             cpu_total_usage_ns: cpu_ns,
             memory_usage_bytes: memory_bytes,
             network_rx_bytes: rx,
+            block_read_bytes: rx * 2,
+            block_write_bytes: rx,
             ..Default::default()
         }
     }
@@ -174,6 +182,11 @@ mod tests {
         assert!((usage.cpu_units_used - 512.0).abs() < 1e-6);
         assert!((usage.memory_mib_used - 96.0).abs() < 1e-6);
         assert_eq!(usage.network_rx_bytes, 1_000);
+        // Storage is the containers' totals, not a rate: 2,200 + 0 read.
+        assert_eq!(
+            (usage.storage_read_bytes, usage.storage_write_bytes),
+            (2_200, 1_100)
+        );
         let third = [
             ("a".to_owned(), read(10_000_000_000, 64 << 20, 1_100)),
             ("b".to_owned(), read(2_500_000_000, 32 << 20, 0)),

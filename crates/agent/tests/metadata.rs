@@ -81,6 +81,9 @@ async fn serves_container_task_and_stats_metadata() {
     assert_eq!(task["Containers"][0]["KnownStatus"], "RUNNING");
     let (_, stats) = get(address, "/v4/secret-token/stats").await;
     assert!(stats["memory_stats"]["usage"].as_u64().unwrap() > 0);
+    let block = &stats["blkio_stats"]["io_service_bytes_recursive"];
+    assert_eq!(block[0]["op"], "read");
+    assert!(block[0]["value"].is_u64() && block[1]["op"] == "write");
     let (_, task_stats) = get(address, "/v4/secret-token/task/stats").await;
     assert!(task_stats[id.as_str()].is_object());
     let (status, _) = get(address, "/v4/wrong-token").await;

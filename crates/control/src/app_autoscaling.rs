@@ -1080,17 +1080,26 @@ impl Ecs {
     pub async fn autoscaling_pass(&self, now_ms: i64) -> Result<(), ApiError> {
         let usage = self.usage.fresh(self.clock.now_ms());
         let mut datums = crate::usage::usage_datums(&usage, now_ms - 1);
-        let mut insights: HashMap<&str, bool> = HashMap::new();
+        // A store that cannot be read costs this minute's Container
+        // Insights, not the alarms' evaluation.
+        let insights = self.insights_clusters().unwrap_or_else(|error| {
+            tracing::warn!(%error, "Container Insights not published");
+            Vec::new()
+        });
+        let enabled: std::collections::HashSet<&str> = insights
+            .iter()
+            .map(|found| found.cluster.as_str())
+            .collect();
         let with_insights: Vec<crate::usage::TaskUse> = usage
             .iter()
-            .filter(|task| {
-                *insights
-                    .entry(task.cluster.as_str())
-                    .or_insert_with(|| self.container_insights_enabled(&task.cluster))
-            })
+            .filter(|task| enabled.contains(task.cluster.as_str()))
             .cloned()
             .collect();
-        datums.extend(crate::usage::insights_datums(&with_insights, now_ms - 1));
+        datums.extend(crate::usage::insights_datums(
+            &with_insights,
+            &insights,
+            now_ms - 1,
+        ));
         let sources = self
             .minute_sources
             .lock()

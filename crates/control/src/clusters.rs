@@ -413,7 +413,7 @@ impl Ecs {
         Ok(cluster)
     }
 
-    fn cluster_counts(&self, name: &str) -> Result<ClusterCounts, ApiError> {
+    pub(crate) fn cluster_counts(&self, name: &str) -> Result<ClusterCounts, ApiError> {
         let count = |prefix: String| -> Result<i32, ApiError> {
             let page = self
                 .store
@@ -452,13 +452,13 @@ impl Ecs {
     }
 }
 
-struct ClusterCounts {
-    instances: i32,
-    running_tasks: i32,
-    pending_tasks: i32,
+pub(crate) struct ClusterCounts {
+    pub(crate) instances: i32,
+    pub(crate) running_tasks: i32,
+    pub(crate) pending_tasks: i32,
     /// Between RUNNING and STOPPED: counted by neither ECS figure, but not gone.
-    stopping_tasks: i32,
-    active_services: i32,
+    pub(crate) stopping_tasks: i32,
+    pub(crate) active_services: i32,
 }
 
 impl ClusterCounts {

@@ -1991,6 +1991,8 @@ async fn report_usage(world: &World, load_percent: f64) {
                 memory_mib_used: 64.0,
                 network_rx_bytes: 0,
                 network_tx_bytes: 0,
+                storage_read_bytes: 0,
+                storage_write_bytes: 0,
             })
             .collect();
         world

@@ -510,6 +510,23 @@ impl ContainerRuntime for DockerRuntime {
             let cpu = first.cpu_stats.unwrap_or_default();
             let memory = first.memory_stats.unwrap_or_default();
             let networks = first.networks.unwrap_or_default();
+            let block = first
+                .blkio_stats
+                .and_then(|blkio| blkio.io_service_bytes_recursive)
+                .unwrap_or_default();
+            // cgroup v1 spells the operations "Read" and "Write", v2 in lower case.
+            let block_bytes = |operation: &str| -> u64 {
+                block
+                    .iter()
+                    .filter(|entry| {
+                        entry
+                            .op
+                            .as_deref()
+                            .is_some_and(|op| op.eq_ignore_ascii_case(operation))
+                    })
+                    .map(|entry| entry.value.unwrap_or(0))
+                    .sum()
+            };
             Ok(ContainerStats {
                 cpu_total_usage_ns: cpu
                     .cpu_usage
@@ -526,6 +543,8 @@ impl ContainerRuntime for DockerRuntime {
                     .values()
                     .map(|network| network.tx_bytes.unwrap_or(0))
                     .sum(),
+                block_read_bytes: block_bytes("read"),
+                block_write_bytes: block_bytes("write"),
             })
         })
     }

@@ -698,6 +698,8 @@ impl FakeRuntime {
                 .unwrap_or(FAKE_HOST_MEMORY_BYTES),
             network_rx_bytes: running_ms.saturating_mul(10),
             network_tx_bytes: running_ms.saturating_mul(5),
+            block_read_bytes: running_ms.saturating_mul(2),
+            block_write_bytes: running_ms,
         })
     }
 
@@ -1856,6 +1858,10 @@ mod tests {
         clock.advance(Duration::from_secs(10));
         let stats = runtime.container_stats(&id).await.expect("stats");
         assert_eq!(stats.cpu_total_usage_ns, 1_000_000_000);
+        assert_eq!(
+            (stats.block_read_bytes, stats.block_write_bytes),
+            (20_000, 10_000)
+        );
         assert_eq!(stats.memory_limit_bytes, 256 << 20);
         assert!(stats.memory_usage_bytes > 0);
         runtime

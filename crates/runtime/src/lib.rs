@@ -264,6 +264,10 @@ pub struct ContainerStats {
     pub memory_limit_bytes: u64,
     pub network_rx_bytes: u64,
     pub network_tx_bytes: u64,
+    /// Bytes read from and written to block devices since the container
+    /// started (Docker's `blkio_stats.io_service_bytes_recursive`).
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
 }
 
 /// The narrow interface the agent drives. Every call is bounded in time by

@@ -156,6 +156,13 @@ pub struct TaskUsage {
     /// Bytes received and sent over the interval.
     pub network_rx_bytes: u64,
     pub network_tx_bytes: u64,
+    /// Bytes its containers read from and wrote to storage since they
+    /// started, as Container Insights reports them. Absent from agents
+    /// that do not measure them.
+    #[serde(default)]
+    pub storage_read_bytes: u64,
+    #[serde(default)]
+    pub storage_write_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

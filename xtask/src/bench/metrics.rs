@@ -1,4 +1,6 @@
-//! `cargo xtask bench metrics [--minutes N]`: the metrics store in process.
+//! `cargo xtask bench metrics [--minutes N] [--control-plane]`: the metrics
+//! store in process or, with `--control-plane` (minutes of setup; run on
+//! its own), the server's own cost of the agents' reports.
 //!
 //! ```text
 //! ingest      PutMetricData batches of 1,000 datapoints, fsync every put and every second
@@ -6,6 +8,9 @@
 //! alarms      1,000 alarms evaluated over one minute's data
 //! tasks       10,000 tasks (1,000 hosts × 10) sampled every 10 s for N virtual minutes:
 //!             CPU seconds per virtual second (share of a core) and resident memory
+//! control_plane  flotilla server + flotilla agent --simulate 1000, 10,000 tasks RUNNING
+//!             in a cluster with Container Insights; the server's CPU over two minutes
+//!             and its resident memory, once with reports every 10 s and once with none
 //! ```
 //!
 //! No peer runs beside it: Debian's `prometheus` takes remote-write (snappy
@@ -14,7 +19,8 @@
 //! ingest path), so the figures are absolute, next to the targets (10% of a
 //! core, 100 MiB, 50 ms).
 
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use flotilla_metrics::alarm::{check_put_metric_alarm, evaluate, AlarmStatus, PutMetricAlarmInput};
@@ -24,22 +30,35 @@ use flotilla_metrics::metric_data::{
 use flotilla_metrics::put::{check_put_metric_data, MetricDatumInput, PutMetricDataInput};
 use flotilla_metrics::store::{Durability, MetricStore, StoreLimits};
 use flotilla_metrics::Dimension;
-use serde_json::json;
+use serde_json::{json, Value};
 
-pub const USAGE: &str = "usage: cargo xtask bench metrics [--minutes N]";
+use super::load;
+use super::runtask::{self, Api, CLUSTER};
+use super::servers;
+
+pub const USAGE: &str = "usage: cargo xtask bench metrics [--minutes N] [--control-plane]";
 const T0: i64 = 1_717_372_800_000;
 const MINUTE: i64 = 60_000;
 const MINUTES_MAX: i64 = 1_440;
 
 pub struct Options {
     minutes: i64,
+    /// Whether to run the server with simulated agents instead.
+    pub control_plane: bool,
 }
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Self> {
-        let mut options = Options { minutes: 30 };
+        let mut options = Options {
+            minutes: 30,
+            control_plane: false,
+        };
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
+            if flag == "--control-plane" {
+                options.control_plane = true;
+                continue;
+            }
             let value = rest
                 .next()
                 .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
@@ -243,8 +262,9 @@ fn alarms() -> Result<()> {
 
 /// 10,000 tasks on 1,000 hosts, one batch per host every 10 s: per task,
 /// AWS/ECS CPU and memory by service and by cluster, and Container
-/// Insights' CpuUtilized, MemoryUtilized, NetworkRxBytes, NetworkTxBytes
-/// by service, family and cluster (16 datapoints per task sample).
+/// Insights' eight per-task metrics by service, family and cluster (28
+/// datapoints per task sample). Every sample is stored, where the control
+/// plane stores one a minute: an upper bound on the store's share.
 fn tasks(minutes: i64) -> Result<()> {
     let dir = tempdir()?;
     let mut store = MetricStore::open(
@@ -291,15 +311,19 @@ fn tasks(minutes: i64) -> Result<()> {
                     put(&mut store, "AWS/ECS", std::mem::take(&mut data), now)?;
                 }
             }
-            let mut insights = Vec::with_capacity(120);
+            let mut insights = Vec::with_capacity(240);
             for slot in 0..10 {
                 let task = host * 10 + slot;
                 let cluster = format!("c{}", task % 10);
                 for metric in [
                     "CpuUtilized",
+                    "CpuReserved",
                     "MemoryUtilized",
+                    "MemoryReserved",
                     "NetworkRxBytes",
                     "NetworkTxBytes",
+                    "StorageReadBytes",
+                    "StorageWriteBytes",
                 ] {
                     for dims in [
                         vec![
@@ -337,7 +361,152 @@ fn tasks(minutes: i64) -> Result<()> {
     Ok(())
 }
 
-pub fn run(options: &Options) -> Result<()> {
+/// Simulated hosts and tasks of the control plane case.
+const HOSTS: usize = 1_000;
+const TASKS_PER_HOST: usize = 10;
+/// RunTask calls in flight while the tasks are placed.
+const PLACING_THREADS: usize = 8;
+const RUNNING_TIMEOUT: Duration = Duration::from_secs(600);
+/// Two of the control plane's minute publications, and what it does between.
+const MEASURED: Duration = Duration::from_secs(125);
+/// Time for the first reports to arrive before the measurement starts.
+const SETTLE: Duration = Duration::from_secs(15);
+/// A stats interval no run lasts: the agents report nothing.
+const NO_REPORTS_INTERVAL_MS: u64 = 86_400_000;
+
+/// The server's CPU share and resident memory with 10,000 running tasks on
+/// 1,000 simulated hosts reporting every `stats_interval_ms`.
+fn control_plane_run(binary: &Path, log_dir: &Path, stats_interval_ms: u64) -> Result<Value> {
+    let server = servers::start_flotilla(binary, log_dir)?;
+    let api = Api {
+        address: server.address,
+    };
+    api.call(
+        "CreateCluster",
+        json!({"clusterName": CLUSTER, "settings": [{"name": "containerInsights", "value": "enabled"}]}),
+    )?;
+    api.call(
+        "RegisterTaskDefinition",
+        json!({
+            "family": "bench-metrics",
+            "containerDefinitions": [{
+                "name": "app", "image": "sim/cpu:50", "essential": true, "cpu": 16, "memory": 32,
+            }],
+        }),
+    )?;
+    let agent = runtask::start_agent(
+        binary,
+        log_dir,
+        server.address,
+        HOSTS,
+        &[
+            "--stats-interval-ms".to_owned(),
+            stats_interval_ms.to_string(),
+        ],
+    )?;
+    runtask::wait_ready(&api, HOSTS, &agent)?;
+    // Ten per host: RunTask spread over instances, from a few threads.
+    let calls = HOSTS * TASKS_PER_HOST / 10;
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..PLACING_THREADS)
+            .map(|worker| {
+                let api = &api;
+                scope.spawn(move || -> Result<()> {
+                    for _ in (worker..calls).step_by(PLACING_THREADS) {
+                        api.call(
+                            "RunTask",
+                            json!({
+                                "cluster": CLUSTER, "taskDefinition": "bench-metrics", "count": 10,
+                                "placementStrategy": [{"type": "spread", "field": "instanceId"}],
+                            }),
+                        )?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a RunTask thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let began = Instant::now();
+    loop {
+        let cluster = api.call("DescribeClusters", json!({"clusters": [CLUSTER]}))?;
+        let running = cluster["clusters"][0]["runningTasksCount"]
+            .as_u64()
+            .unwrap_or(0);
+        if running as usize >= HOSTS * TASKS_PER_HOST {
+            break;
+        }
+        if began.elapsed() > RUNNING_TIMEOUT {
+            bail!("only {running} tasks RUNNING after {RUNNING_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(SETTLE);
+    let pid = server.pid().to_string();
+    let before = servers::cpu_seconds(&pid).context("reading the server's CPU time")?;
+    let started = Instant::now();
+    std::thread::sleep(MEASURED);
+    let cpu = servers::cpu_seconds(&pid).context("reading the server's CPU time")? - before;
+    let seconds = started.elapsed().as_secs_f64();
+    // What the minutes published: Container Insights' metrics of the
+    // cluster (the first page, up to 500).
+    let (_, listed) = load::query_once(
+        server.address,
+        "monitoring",
+        "Action=ListMetrics&Version=2010-08-01&Namespace=ECS%2FContainerInsights",
+    )?;
+    let insights_metrics = String::from_utf8_lossy(&listed)
+        .matches("<MetricName>")
+        .count();
+    Ok(json!({
+        "stats_interval_ms": stats_interval_ms,
+        "core_share": super::round(cpu / seconds, 4),
+        "rss_mib": process_rss_mib(&pid).map(f64::round),
+        "insights_metrics_listed": insights_metrics,
+    }))
+}
+
+fn process_rss_mib(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
+}
+
+/// The control plane's share of the agents' reports: the server with and
+/// without them, the difference being what they cost.
+fn control_plane(target_dir: &Path) -> Result<()> {
+    let (binary, build) = match target_dir.join("release/flotilla") {
+        release if release.exists() => (release, "release"),
+        _ => (target_dir.join("debug/flotilla"), "debug"),
+    };
+    let log_dir = target_dir.join("bench");
+    let without = control_plane_run(&binary, &log_dir, NO_REPORTS_INTERVAL_MS)?;
+    let with = control_plane_run(&binary, &log_dir, 10_000)?;
+    let share = |run: &Value| run["core_share"].as_f64().unwrap_or(0.0);
+    let rss = |run: &Value| run["rss_mib"].as_f64().unwrap_or(0.0);
+    println!(
+        "{}",
+        json!({
+            "bench": "metrics", "case": "control_plane", "build": build,
+            "hosts": HOSTS, "tasks": HOSTS * TASKS_PER_HOST,
+            "with_reports": with, "without_reports": without,
+            "reports_core_share": super::round(share(&with) - share(&without), 4), "target_core_share": 0.10,
+            "reports_rss_mib": super::round(rss(&with) - rss(&without), 0), "target_rss_mib": 100,
+            "peer": null,
+        })
+    );
+    Ok(())
+}
+
+pub fn run(target_dir: &Path, options: &Options) -> Result<()> {
+    if options.control_plane {
+        return control_plane(target_dir);
+    }
     // The task sampling case runs first, in a fresh process' memory.
     tasks(options.minutes)?;
     ingest(Durability::IntervalMs(1_000), "fsync_every_second")?;

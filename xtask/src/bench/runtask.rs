@@ -44,7 +44,7 @@ const DEFAULT_CLIENTS: usize = 64;
 const INSTANCES_MAX: usize = 10_000;
 const CLIENTS_MAX: usize = 1_024;
 
-const CLUSTER: &str = "bench-runtask";
+pub(super) const CLUSTER: &str = "bench-runtask";
 const FAMILY: &str = "bench-runtask";
 const TASKS_PER_CALL: u32 = 10;
 const TASK_CPU_UNITS: i64 = 16;
@@ -96,8 +96,8 @@ impl Options {
 }
 
 /// The simulated hosts' process, killed when dropped.
-struct Agent {
-    child: Child,
+pub(super) struct Agent {
+    pub(super) child: Child,
     log: std::path::PathBuf,
     _data_dir: TempDir,
 }
@@ -191,7 +191,7 @@ pub fn run(target_dir: &Path, options: &Options) -> Result<()> {
             }],
         }),
     )?;
-    let agent = start_agent(&binary, &log_dir, server.address, options.instances)?;
+    let agent = start_agent(&binary, &log_dir, server.address, options.instances, &[])?;
     let ready_in = wait_ready(&api, options.instances, &agent)?;
     eprintln!(
         "{} instances registered and connected in {:.1} s",
@@ -266,11 +266,14 @@ pub fn run(target_dir: &Path, options: &Options) -> Result<()> {
     Ok(())
 }
 
-fn start_agent(
+/// `flotilla agent --simulate N` in the benchmark's cluster, with `extra`
+/// arguments.
+pub(super) fn start_agent(
     binary: &Path,
     log_dir: &Path,
     address: SocketAddr,
     instances: usize,
+    extra: &[String],
 ) -> Result<Agent> {
     let data_dir = TempDir::new("flotilla-bench-runtask-agent")?;
     std::fs::create_dir_all(log_dir)?;
@@ -290,6 +293,7 @@ fn start_agent(
         .args(["--simulate-zones", ZONES])
         .args(["--simulate-cpu", &INSTANCE_CPU_UNITS.to_string()])
         .args(["--simulate-memory", &INSTANCE_MEMORY_MIB.to_string()])
+        .args(extra)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("NO_COLOR", "1")
@@ -316,7 +320,7 @@ fn start_agent(
 }
 
 /// Waits until every simulated instance is ACTIVE with its agent connected.
-fn wait_ready(api: &Api, instances: usize, agent: &Agent) -> Result<Duration> {
+pub(super) fn wait_ready(api: &Api, instances: usize, agent: &Agent) -> Result<Duration> {
     let began = Instant::now();
     loop {
         let connected = api
