@@ -226,6 +226,8 @@ pub struct ServiceCounts {
     pub pending: i64,
     /// PRIMARY and ACTIVE deployments.
     pub deployments: i64,
+    /// Its task sets (EXTERNAL deployment controller).
+    pub task_sets: i64,
 }
 
 /// A cluster with Container Insights enabled, and its counts as
@@ -248,8 +250,8 @@ pub struct ClusterInsights {
 /// NetworkRxBytes, NetworkTxBytes, StorageReadBytes and StorageWriteBytes
 /// (Sum is the cluster's, service's or family's figure); per cluster of
 /// `clusters` ContainerInstanceCount, ServiceCount and TaskCount, and per
-/// service DesiredTaskCount, RunningTaskCount, PendingTaskCount and
-/// DeploymentCount. Pure.
+/// service DesiredTaskCount, RunningTaskCount, PendingTaskCount,
+/// DeploymentCount and TaskSetCount. Pure.
 pub fn insights_datums(
     tasks: &[TaskUse],
     clusters: &[ClusterInsights],
@@ -323,6 +325,7 @@ pub fn insights_datums(
                 ("RunningTaskCount", counts.running),
                 ("PendingTaskCount", counts.pending),
                 ("DeploymentCount", counts.deployments),
+                ("TaskSetCount", counts.task_sets),
             ] {
                 datums.push(datum(name, &by_service, Unit::Count, value as f64));
             }
@@ -375,6 +378,7 @@ impl Ecs {
                             running: count(record.service.running_count),
                             pending: count(record.service.pending_count),
                             deployments: record.deployments.len() as i64,
+                            task_sets: record.task_sets.len() as i64,
                             service: record.name,
                         }
                     })
@@ -659,6 +663,7 @@ mod tests {
                 running: 3,
                 pending: 2,
                 deployments: 2,
+                task_sets: 0,
             }],
         };
         let datums = insights_datums(&[], &[cluster], 60_000);
@@ -672,10 +677,11 @@ mod tests {
             ("RunningTaskCount", &web[..], 3.0),
             ("PendingTaskCount", &web[..], 2.0),
             ("DeploymentCount", &web[..], 2.0),
+            ("TaskSetCount", &web[..], 0.0),
         ] {
             assert_eq!(figures(&datums, name, dimensions), vec![value], "{name}");
         }
-        assert_eq!(datums.len(), 7);
+        assert_eq!(datums.len(), 8);
         assert!(datums.iter().all(|d| d.unit == Unit::Count));
     }
 
