@@ -566,43 +566,7 @@ impl ServiceScheduler {
                 .await?,
         );
         // D. Tell.
-        if told.is_empty() && placement_failure.is_none() {
-            return Ok(());
-        }
-        let now_seconds = ecs.clock.now_ms() as f64 / 1000.0;
-        let ids: Vec<String> = (0..told.len() + 1).map(|_| ecs.ids.uuid()).collect();
-        records::mutate(ecs.store.as_ref(), || {
-            let Some(found) = ecs.get_service(cluster, &record.name)? else {
-                return Ok(Attempt::Done(()));
-            };
-            let mut current = found.value;
-            let mut changed = !told.is_empty();
-            for (message, id) in told.iter().zip(&ids) {
-                current.add_event(id.clone(), now_seconds, message.clone());
-            }
-            if let Some(message) = &placement_failure {
-                let repeated = current
-                    .placement_failure
-                    .as_ref()
-                    .is_some_and(|(said, at)| {
-                        said == message && now_ms.saturating_sub(*at) < PLACEMENT_FAILURE_REPEAT_MS
-                    });
-                if !repeated {
-                    current.add_event(ids[told.len()].clone(), now_seconds, message.clone());
-                    current.placement_failure = Some((message.clone(), now_ms));
-                    changed = true;
-                }
-            }
-            // Writing nothing new would only wake the scheduler again.
-            if !changed {
-                return Ok(Attempt::Done(()));
-            }
-            let txn = Txn::new()
-                .expect(&key, found.revision)
-                .put(&key, records::encode(&current));
-            Ok(Attempt::Commit(txn, ()))
-        })
-        .await
+        tell(ecs, cluster, &record.name, told, placement_failure, now_ms).await
     }
 
     /// A: what the tasks say about the service's deployments.
@@ -1539,4 +1503,54 @@ impl Ecs {
             tokio::time::sleep(settle).await;
         }
     }
+}
+
+/// Appends a step's events, and a placement failure unless it was said
+/// within [`PLACEMENT_FAILURE_REPEAT_MS`].
+pub(super) async fn tell(
+    ecs: &Ecs,
+    cluster: &str,
+    name: &str,
+    told: Vec<String>,
+    placement_failure: Option<String>,
+    now_ms: u64,
+) -> Result<(), ApiError> {
+    if told.is_empty() && placement_failure.is_none() {
+        return Ok(());
+    }
+    let now_seconds = ecs.clock.now_ms() as f64 / 1000.0;
+    let ids: Vec<String> = (0..told.len() + 1).map(|_| ecs.ids.uuid()).collect();
+    let key = keys::service(cluster, name);
+    records::mutate(ecs.store.as_ref(), || {
+        let Some(found) = ecs.get_service(cluster, name)? else {
+            return Ok(Attempt::Done(()));
+        };
+        let mut current = found.value;
+        let mut changed = !told.is_empty();
+        for (message, id) in told.iter().zip(&ids) {
+            current.add_event(id.clone(), now_seconds, message.clone());
+        }
+        if let Some(message) = &placement_failure {
+            let repeated = current
+                .placement_failure
+                .as_ref()
+                .is_some_and(|(said, at)| {
+                    said == message && now_ms.saturating_sub(*at) < PLACEMENT_FAILURE_REPEAT_MS
+                });
+            if !repeated {
+                current.add_event(ids[told.len()].clone(), now_seconds, message.clone());
+                current.placement_failure = Some((message.clone(), now_ms));
+                changed = true;
+            }
+        }
+        // Writing nothing new would only wake the scheduler again.
+        if !changed {
+            return Ok(Attempt::Done(()));
+        }
+        let txn = Txn::new()
+            .expect(&key, found.revision)
+            .put(&key, records::encode(&current));
+        Ok(Attempt::Commit(txn, ()))
+    })
+    .await
 }

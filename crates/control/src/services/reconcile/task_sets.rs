@@ -33,10 +33,10 @@ use flotilla_types::ApiError;
 use super::super::task_sets::TaskSetRecord;
 use super::super::{events, DeploymentRecord, DeploymentSpec, ServiceRecord};
 use super::{
-    commit_or_skip, launch_throttle, tell_failures, ClusterView, ServiceScheduler, TaskFacts,
-    PLACEMENT_FAILURE_REPEAT_MS, STEADY_STATE_REPEAT_MS,
+    commit_or_skip, launch_throttle, tell, tell_failures, ClusterView, ServiceScheduler, TaskFacts,
+    STEADY_STATE_REPEAT_MS,
 };
-use crate::records::{self, keys, Attempt, Versioned};
+use crate::records::{self, keys, Versioned};
 use crate::services::rollout::{self, Actions, Bounds, Phase, TaskView};
 use crate::Ecs;
 
@@ -320,53 +320,4 @@ impl ServiceScheduler {
         // D. Tell.
         tell(ecs, cluster, &name, told, placement_failure, now_ms).await
     }
-}
-
-/// Appends a step's events, and a placement failure unless it was said
-/// within [`PLACEMENT_FAILURE_REPEAT_MS`].
-async fn tell(
-    ecs: &Ecs,
-    cluster: &str,
-    name: &str,
-    told: Vec<String>,
-    placement_failure: Option<String>,
-    now_ms: u64,
-) -> Result<(), ApiError> {
-    if told.is_empty() && placement_failure.is_none() {
-        return Ok(());
-    }
-    let now_seconds = now_ms as f64 / 1000.0;
-    let ids: Vec<String> = (0..told.len() + 1).map(|_| ecs.ids.uuid()).collect();
-    let key = keys::service(cluster, name);
-    records::mutate(ecs.store.as_ref(), || {
-        let Some(found) = ecs.get_service(cluster, name)? else {
-            return Ok(Attempt::Done(()));
-        };
-        let mut current = found.value;
-        let mut changed = !told.is_empty();
-        for (message, id) in told.iter().zip(&ids) {
-            current.add_event(id.clone(), now_seconds, message.clone());
-        }
-        if let Some(message) = &placement_failure {
-            let repeated = current
-                .placement_failure
-                .as_ref()
-                .is_some_and(|(said, at)| {
-                    said == message && now_ms.saturating_sub(*at) < PLACEMENT_FAILURE_REPEAT_MS
-                });
-            if !repeated {
-                current.add_event(ids[told.len()].clone(), now_seconds, message.clone());
-                current.placement_failure = Some((message.clone(), now_ms));
-                changed = true;
-            }
-        }
-        if !changed {
-            return Ok(Attempt::Done(()));
-        }
-        let txn = Txn::new()
-            .expect(&key, found.revision)
-            .put(&key, records::encode(&current));
-        Ok(Attempt::Commit(txn, ()))
-    })
-    .await
 }
